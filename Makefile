@@ -1,0 +1,67 @@
+# The two commands the README starts with:
+#   make lab    set everything up, check the lab's topology, bring up the lab
+#   make test   set everything up and run the whole test suite
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .salt/stamps
+
+.PHONY: setup apt venv lab lab-down drill test unit lint bench preview validate clean
+
+setup: apt venv .salt/local/minion
+
+apt: $(STAMPS)/apt
+$(STAMPS)/apt: tools/apt-packages.txt
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $$(grep -v '^#' tools/apt-packages.txt); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+venv: $(STAMPS)/venv
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@bash tools/link-mininet.sh
+	@touch $@
+
+.salt/local/minion: tools/local-config.py | venv
+	$(PY) tools/local-config.py
+
+validate: setup
+	$(VENV)/bin/salt-call --out=json lb.validate topology=pillar/lab/lb.sls
+
+preview: setup
+	$(VENV)/bin/salt-call --out=json lb.preview node=lb-a os_family=Debian topology=pillar/lab/lb.sls
+
+lab: setup
+	$(VENV)/bin/salt-call --out=txt lb.validate topology=pillar/lab/lb.sls | grep -q "'valid': True" \
+	  || { $(VENV)/bin/salt-call lb.validate topology=pillar/lab/lb.sls; exit 1; }
+	$(PY) -m lab up
+
+lab-down: venv
+	$(PY) -m lab down
+
+drill: setup
+	$(PY) -m lab drill
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+unit: setup
+	$(VENV)/bin/pytest tests/unit tests/functional
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) bench/topology_scale.py
+
+clean:
+	rm -rf .salt .pytest_cache

@@ -1,0 +1,101 @@
+"""
+Check the load-balancer topology and preview what each node gets.
+
+A thin layer over `_utils/lb_topology.py` (validation, the model) and
+`_utils/lb_render.py` (per-node rendering).  Both functions read the pillar's
+``lb`` key, or a YAML file given as ``topology=PATH`` so that a pillar
+repository's CI can check a change before it is merged.
+"""
+
+import logging
+
+import lb_render
+import lb_topology
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "lb"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _raw(topology=None):
+    if topology:
+        try:
+            return lb_topology.load_file(topology)
+        except OSError as exc:
+            raise CommandExecutionError(f"cannot read topology {topology}: {exc}") from exc
+    raw = __pillar__.get(lb_topology.ROOT)
+    if raw is None:
+        raise CommandExecutionError(
+            "the pillar has no 'lb' key for this minion; give topology=PATH or assign a topology in the pillar top file"
+        )
+    return raw
+
+
+def validate(topology=None):
+    """
+    Validate the topology: every error and warning with its pillar path.
+
+    Returns ``{"valid": bool, "errors": [{"path", "message"}], "warnings": [...]}``.
+
+    topology
+        Path of a YAML file holding what the pillar's ``lb`` key holds (a
+        whole pillar SLS with a top-level ``lb`` key also works).  Default:
+        this minion's pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call lb.validate --out=json
+        salt-call lb.validate topology=pillar/lab/lb.sls --out=json
+    """
+    try:
+        raw = _raw(topology)
+    except lb_topology.TopologyError as exc:
+        return lb_topology.Report(exc.errors, exc.warnings).as_dict()
+    return lb_topology.check(raw).as_dict()
+
+
+def preview(node=None, os_family=None, topology=None, secrets=False):
+    """
+    Every file a node would get, rendered from the topology: ``{path: content}``.
+
+    Nothing is written.  Secrets (CARP passwords, the probe's password, BGP
+    keys) show as ``<redacted>`` unless ``secrets=True``.
+
+    node
+        The node id (its minion id) in the topology.  Default: this minion's id.
+
+    os_family
+        ``FreeBSD`` or ``Debian``.  Default: this minion's ``os_family`` grain.
+
+    topology
+        Path of a YAML topology file instead of the pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call lb.preview node=lb-a os_family=FreeBSD --out=json
+        salt-call lb.preview node=lb-b os_family=Debian topology=pillar/lab/lb.sls
+    """
+    node = node or __opts__["id"]
+    os_family = os_family or __grains__.get("os_family")
+    try:
+        report = lb_topology.check(_raw(topology))
+    except lb_topology.TopologyError as exc:
+        report = lb_topology.Report(exc.errors, exc.warnings)
+    if report.errors:
+        raise CommandExecutionError(
+            "the topology is invalid; run lb.validate for the list:\n"
+            + "\n".join(f"  {e}" for e in report.errors)
+        )
+    try:
+        return lb_render.preview(report.model, node, os_family, redact=not secrets)
+    except (KeyError, ValueError) as exc:
+        raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc

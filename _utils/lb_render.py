@@ -1,0 +1,412 @@
+"""Per-node derivation and rendering: one topology in, every file a node gets out.
+
+Pure functions of the normalized model from `lb_topology.load()`.  Output is
+deterministic: the same model gives the same bytes (dict order comes from the
+pillar, sets are sorted).
+
+`node_view(pair, node_id)` derives what differs between the two peers (advskew
+and VRRP priority per group, which node is MASTER, the stats bind address).
+`render_node(model, node_id, os_family)` returns {absolute path: File}.
+
+Secrets (CARP passwords, the probe's password, md5sig keys) pass through
+`Secret`; with `redact=True` they render as `<redacted>` so a preview can be
+shown or logged without leaking them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lb_topology
+
+OS_FAMILIES = ("FreeBSD", "Debian")
+REDACTED = "<redacted>"
+HEADER = "Managed by Salt from pillar lb:pairs:{pair} for node {node}. Local edits are overwritten."
+
+# Per-OS facts, the map.jinja of this product: only the differences.
+OS_PARAMS = {
+    "FreeBSD": {
+        "haproxy_config": "/usr/local/etc/haproxy.conf",
+        "haproxy_socket": "/var/run/haproxy/admin.sock",
+        "haproxy_pidfile": "/var/run/haproxy.pid",
+        "haproxy_chroot": "/var/empty",
+        # numeric: the `www` user and group (80) exist on every FreeBSD, and a
+        # number lets `haproxy -c` check this file on a Linux host too.
+        "haproxy_user": ("uid", 80),
+        "haproxy_group": ("gid", 80),
+        "syslog": "/var/run/log",
+    },
+    "Debian": {
+        "haproxy_config": "/etc/haproxy/haproxy.cfg",
+        "haproxy_socket": "/run/haproxy/admin.sock",
+        "haproxy_pidfile": "/run/haproxy.pid",
+        "haproxy_chroot": "/var/lib/haproxy",
+        "haproxy_user": ("user", "haproxy"),
+        "haproxy_group": ("group", "haproxy"),
+        "syslog": "/dev/log",
+        "keepalived_config": "/etc/keepalived/keepalived.conf",
+        "ucarp_dir": "/etc/ucarp",
+        "sysctl_file": "/etc/sysctl.d/60-lb-pair.conf",
+    },
+}
+
+# How long an old HAProxy worker may keep its sessions after a reload.  The
+# seed's MySQL listeners allow 3-hour idle sessions; without a bound, every
+# reload leaves a worker behind for up to 3 hours.
+DEFAULT_HARD_STOP_AFTER = "30m"
+
+
+@dataclass(frozen=True)
+class File:
+    """A rendered file: its content, its mode, and whether it holds a secret
+    (states must not print its diff)."""
+
+    content: str
+    mode: str = "0644"
+    secret: bool = False
+
+
+class _Secrets:
+    def __init__(self, redact: bool):
+        self.redact = redact
+        self.used = False
+
+    def __call__(self, value) -> str:
+        self.used = True
+        return REDACTED if self.redact else str(value)
+
+
+# ---------------------------------------------------------------------------
+# derivation
+
+
+def peer_of(pair: dict, node_id: str) -> str:
+    others = [n for n in pair["nodes"] if n != node_id]
+    return others[0]
+
+
+def node_view(pair: dict, node_id: str) -> dict:
+    """What this node gets from the pair: its groups with its own advskew,
+    VRRP priority and role, and its stats bind address."""
+    node = pair["nodes"][node_id]
+    groups = []
+    for vhid, g in pair["carp"]["groups"].items():
+        iface = node["interfaces"][g["interface"]]
+        primary = g["primary"] == node_id
+        advskew = g["advskew_primary"] if primary else g["advskew_backup"]
+        groups.append(
+            {
+                "vhid": vhid,
+                "interface": g["interface"],
+                "device": iface["device"],
+                "vip": g["vip"],
+                "password": g["password"],
+                "advbase": g["advbase"],
+                "advskew": advskew,
+                # VRRP: higher priority wins, CARP: lower advskew wins.
+                # 254 - advskew keeps the order and stays below 255, which
+                # VRRP reserves for the owner of the address.
+                "priority": 254 - advskew,
+                "role": "MASTER" if primary else "BACKUP",
+                "source": iface["address"],
+                "peer_source": pair["nodes"][peer_of(pair, node_id)]["interfaces"][g["interface"]]["address"],
+            }
+        )
+    stats = pair["haproxy"]["stats"]
+    stats_addr = node["interfaces"][stats["interface"]]["address"] if stats else None
+    return {"node": node, "peer": peer_of(pair, node_id), "groups": groups, "stats_address": stats_addr}
+
+
+def device(iface: dict, os_family: str) -> str:
+    dev = iface["device"] if isinstance(iface, dict) and "device" in iface else iface
+    return dev.get(os_family) or dev.get("default") or next(iter(dev.values()))
+
+
+def tracked_devices(pair: dict, node_id: str, os_family: str) -> list[str]:
+    """Interfaces whose loss should hand every VIP to the peer (what FreeBSD's
+    net.inet.carp.preempt does for all CARP interfaces together): every
+    interface but the stats/management one."""
+    node = pair["nodes"][node_id]
+    stats = pair["haproxy"]["stats"]
+    skip = stats["interface"] if stats else None
+    return [device(i, os_family) for name, i in node["interfaces"].items() if name != skip]
+
+
+# ---------------------------------------------------------------------------
+# HAProxy
+
+
+def _ind(lines):
+    return ["    " + line if line else "" for line in lines]
+
+
+def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str) -> str:
+    osp = OS_PARAMS[os_family]
+    view = node_view(pair, node_id)
+    hp = pair["haproxy"]
+    out = [f"# {HEADER.format(pair=pair['name'], node=node_id)}", ""]
+
+    g = [
+        f"log {osp['syslog']} local0",
+        f"chroot {osp['haproxy_chroot']}",
+        f"pidfile {osp['haproxy_pidfile']}",
+        # master-worker with the listening sockets handed to the new worker
+        # on reload (expose-fd listeners): no connection refused during it.
+        "master-worker",
+        f"stats socket {osp['haproxy_socket']} mode 660 level admin expose-fd listeners",
+        "stats timeout 30s",
+        "%s %s" % osp["haproxy_user"],
+        "%s %s" % osp["haproxy_group"],
+    ]
+    extra = dict(hp["global"])
+    extra.setdefault("hard-stop-after", [DEFAULT_HARD_STOP_AFTER])
+    for key, values in extra.items():
+        for v in values:
+            g.append(f"{key} {v}")
+    out += ["global"] + _ind(g) + [""]
+
+    d = hp["defaults"]
+    dl = []
+    if d["log"]:
+        dl.append("log global")
+    dl.append(f"mode {d['mode']}")
+    dl += [f"option {o}" for o in d["options"]]
+    dl.append(f"retries {d['retries']}")
+    dl += [f"timeout {k} {v}" for k, v in d["timeouts"].items()]
+    out += ["defaults"] + _ind(dl) + [""]
+
+    for lst in hp["listeners"].values():
+        pool = hp["pools"][lst["pool"]]
+        out += [f"listen {lst['name']}"] + _ind(listener_lines(lst, pool)) + [""]
+
+    for ul in hp["userlists"].values():
+        lines = []
+        for gname, members in ul["groups"].items():
+            lines.append(f"group {gname} users {','.join(members)}" if members else f"group {gname}")
+        for user in ul["users"].values():
+            lines.append(f"user {user['name']} password {user['password_hash']}")
+        out += [f"userlist {ul['name']}"] + _ind(lines) + [""]
+
+    stats = hp["stats"]
+    if stats:
+        sl = [
+            f"bind {view['stats_address']}:{stats['port']}",
+            "mode http",
+        ]
+        sl += [f"timeout {k} {v}" for k, v in stats["timeouts"].items()]
+        sl += ["stats enable", f"stats uri {stats['uri']}", f"stats refresh {stats['refresh']}"]
+        if stats["show_node"]:
+            sl.append("stats show-node")
+        ul = stats["userlist"]
+        sl.append(f"acl AUTH http_auth({ul})")
+        if stats["admin_group"]:
+            sl.append(f"acl AUTH_ADMIN http_auth_group({ul}) {stats['admin_group']}")
+        sl.append("stats http-request auth unless AUTH")
+        if stats["admin_group"]:
+            sl.append("stats admin if AUTH_ADMIN")
+        out += ["listen stats"] + _ind(sl) + [""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def listener_lines(lst: dict, pool: dict) -> list[str]:
+    lines = [f"bind {lst['vip']}:{lst['port']}", f"mode {lst['mode']}", f"balance {lst['balance']}"]
+    if lst["maxconn"]:
+        lines.append(f"maxconn {lst['maxconn']}")
+    lines += [f"option {o}" for o in lst["options"]]
+    lines += [f"timeout {k} {v}" for k, v in lst["timeouts"].items()]
+    chk = pool["check"]
+    if chk["type"] == "tcp-check":
+        lines += ["option tcp-check", f"tcp-check expect {chk['expect']}"]
+    elif chk["type"] == "httpchk":
+        lines += [f"option httpchk {chk['method']} {chk['uri']}", f"http-check expect status {chk['status']}"]
+    ds = []
+    if chk.get("port"):
+        ds.append(f"port {chk['port']}")
+    ds += [f"{k} {v}" for k, v in pool["default_server"].items()]
+    if ds:
+        lines.append("default-server " + " ".join(ds))
+    for s in pool["servers"].values():
+        words = [f"server {s['name']} {s['address']}:{s['port']}"]
+        if s["check"]:
+            words.append("check")
+        if s["backup"]:
+            words.append("backup")
+        if s["weight"] is not None:
+            words.append(f"weight {s['weight']}")
+        if s["disabled"]:
+            words.append("disabled")
+        lines.append(" ".join(words))
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# FreeBSD
+
+
+def _rc(key, value) -> str:
+    return f'{key}="{value}"'
+
+
+def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, File]:
+    view = node_view(pair, node_id)
+    node = view["node"]
+    head = f"# {HEADER.format(pair=pair['name'], node=node_id)}"
+    files = {}
+
+    rc = [head, _rc("hostname", node["hostname"])]
+    rc.append(_rc("gateway_enable", "YES" if pair["sysctl"]["ip_forwarding"] else "NO"))
+    rc.append(_rc("haproxy_enable", "YES"))
+    rc.append(_rc("haproxy_config", OS_PARAMS["FreeBSD"]["haproxy_config"]))
+    files["/etc/rc.conf"] = File("\n".join(rc) + "\n")
+
+    # Interface lines go to /etc/rc.conf.d/netif, read by rc.d/netif after
+    # rc.conf: it can be 0600, and the CARP passwords stay out of the
+    # world-readable rc.conf.  Aliases are numbered from 0 without gaps:
+    # rc.d/netif stops at the first missing ifconfig_<if>_aliasN (the seed's
+    # alias4, alias44, ... are never configured).
+    netif = [head]
+    by_dev: dict[str, list] = {}
+    for g in view["groups"]:
+        by_dev.setdefault(device(g["device"], "FreeBSD"), []).append(g)
+    for iface in node["interfaces"].values():
+        dev = device(iface, "FreeBSD")
+        netif.append(_rc(f"ifconfig_{dev}", f"inet {iface['address']} netmask {iface['cidr'].netmask}"))
+        for n, g in enumerate(by_dev.get(dev, [])):
+            words = ["inet", "vhid", str(g["vhid"])]
+            if g["advbase"] != 1:
+                words += ["advbase", str(g["advbase"])]
+            words += ["advskew", str(g["advskew"]), "pass", secret(g["password"])]
+            # /32: the address lies in the interface's own subnet, which
+            # already has its route (FreeBSD handbook, CARP section).
+            words += ["alias", f"{g['vip'].ip}/32"]
+            netif.append(_rc(f"ifconfig_{dev}_alias{n}", " ".join(words)))
+    files["/etc/rc.conf.d/netif"] = File("\n".join(netif) + "\n", mode="0600", secret=True)
+
+    routes = [head]
+    if pair["routes"]:
+        routes.append(_rc("static_routes", " ".join(pair["routes"])))
+        for r in pair["routes"].values():
+            routes.append(_rc(f"route_{r['name']}", f"-net {r['destination']} {r['gateway']}"))
+    files["/etc/rc.conf.d/routing"] = File("\n".join(routes) + "\n")
+
+    sysctl = [head, f"net.inet.ip.forwarding={1 if pair['sysctl']['ip_forwarding'] else 0}"]
+    sysctl.append(f"net.inet.carp.preempt={1 if pair['carp']['preempt'] else 0}")
+    sysctl += [f"{k}={v}" for k, v in pair["sysctl"]["extra"]["FreeBSD"].items()]
+    files["/etc/sysctl.conf"] = File("\n".join(sysctl) + "\n")
+
+    files["/boot/loader.conf"] = File(head + "\n" + _rc("carp_load", "YES") + "\n")
+    files[OS_PARAMS["FreeBSD"]["haproxy_config"]] = File(render_haproxy(model, pair, node_id, "FreeBSD"), mode="0640", secret=True)
+    return files
+
+
+# ---------------------------------------------------------------------------
+# Debian (Linux)
+
+
+def render_keepalived(pair: dict, node_id: str) -> str:
+    view = node_view(pair, node_id)
+    carp = pair["carp"]
+    tracked = tracked_devices(pair, node_id, "Debian")
+    out = [
+        f"# {HEADER.format(pair=pair['name'], node=node_id)}",
+        "# One vrrp_instance per CARP group: vhid -> virtual_router_id,",
+        "# advskew -> priority 254 - advskew (lower advskew wins in CARP, higher",
+        "# priority in VRRP), VRRPv3 (no authentication in v3: the CARP password",
+        "# is used by the FreeBSD and ucarp providers only).",
+        "global_defs {",
+        f"    router_id {node_id}",
+        "    vrrp_version 3",
+        "    vrrp_garp_master_delay 1",
+        "    vrrp_garp_master_refresh 60",
+        "    enable_script_security",
+        "    script_user root",
+        "}",
+        "",
+    ]
+    for g in view["groups"]:
+        dev = device(g["device"], "Debian")
+        out += [
+            f"vrrp_instance VI_{g['vhid']} {{",
+            # every instance starts BACKUP and the priority decides: a node
+            # that restarts never grabs a VIP before hearing its peer.
+            "    state BACKUP",
+            f"    interface {dev}",
+            f"    virtual_router_id {g['vhid']}",
+            f"    priority {g['priority']}",
+            f"    advert_int {carp['vrrp_advert_int']}",
+        ]
+        if not carp["preempt"]:
+            out.append("    nopreempt")
+        out += [
+            "    virtual_ipaddress {",
+            f"        {g['vip']} dev {dev}",
+            "    }",
+            "    track_interface {",
+        ]
+        out += [f"        {t}" for t in tracked]
+        out += ["    }", "}", ""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def render_ucarp(pair: dict, node_id: str, secret) -> dict[str, File]:
+    view = node_view(pair, node_id)
+    base = OS_PARAMS["Debian"]["ucarp_dir"]
+    files = {}
+    for g in view["groups"]:
+        dev = device(g["device"], "Debian")
+        conf = [
+            f"# {HEADER.format(pair=pair['name'], node=node_id)}",
+            f"UCARP_INTERFACE={dev}",
+            f"UCARP_SRCIP={g['source']}",
+            f"UCARP_VHID={g['vhid']}",
+            f"UCARP_ADDR={g['vip'].ip}",
+            f"UCARP_PREFIX={g['vip'].prefixlen}",
+            f"UCARP_ADVBASE={g['advbase']}",
+            f"UCARP_ADVSKEW={g['advskew']}",
+            f"UCARP_PREEMPT={'yes' if pair['carp']['preempt'] else 'no'}",
+            f"UCARP_PASSFILE={base}/vhid-{g['vhid']}.pass",
+        ]
+        files[f"{base}/vhid-{g['vhid']}.conf"] = File("\n".join(conf) + "\n")
+        files[f"{base}/vhid-{g['vhid']}.pass"] = File(secret(g["password"]) + "\n", mode="0600", secret=True)
+    return files
+
+
+def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, File]:
+    osp = OS_PARAMS["Debian"]
+    head = f"# {HEADER.format(pair=pair['name'], node=node_id)}"
+    files = {}
+    sysctl = [
+        head,
+        f"net.ipv4.ip_forward = {1 if pair['sysctl']['ip_forwarding'] else 0}",
+        # HAProxy on the BACKUP binds VIPs it does not hold, so a failover
+        # needs no HAProxy restart.
+        "net.ipv4.ip_nonlocal_bind = 1",
+    ]
+    sysctl += [f"{k} = {v}" for k, v in pair["sysctl"]["extra"]["Debian"].items()]
+    files[osp["sysctl_file"]] = File("\n".join(sysctl) + "\n")
+    if pair["carp"]["linux_provider"] == "keepalived":
+        files[osp["keepalived_config"]] = File(render_keepalived(pair, node_id), mode="0640")
+    else:
+        files.update(render_ucarp(pair, node_id, secret))
+    files[osp["haproxy_config"]] = File(render_haproxy(model, pair, node_id, "Debian"), mode="0640", secret=True)
+    return files
+
+
+# ---------------------------------------------------------------------------
+
+
+def render_node(model: dict, node_id: str, os_family: str, redact: bool = False) -> dict[str, File]:
+    """Every file `node_id` gets on `os_family`, keyed by absolute path."""
+    if os_family not in OS_FAMILIES:
+        raise ValueError(f"os_family {os_family!r} is not supported (supported: {', '.join(OS_FAMILIES)})")
+    pair, _ = lb_topology.find_node(model, node_id)
+    secret = _Secrets(redact)
+    if os_family == "FreeBSD":
+        files = render_freebsd(model, pair, node_id, secret)
+    else:
+        files = render_debian(model, pair, node_id, secret)
+    return dict(sorted(files.items()))
+
+
+def preview(model: dict, node_id: str, os_family: str, redact: bool = False) -> dict[str, str]:
+    return {path: f.content for path, f in render_node(model, node_id, os_family, redact).items()}

@@ -1,0 +1,4 @@
+# The lab's master serves the lab's pair to every lab minion.
+base:
+  '*':
+    - lb

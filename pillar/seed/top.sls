@@ -1,0 +1,4 @@
+# salt-call from the repo root (masterless) sees the seed's pair.
+base:
+  '*':
+    - lb

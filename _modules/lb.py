@@ -9,9 +9,10 @@ repository's CI can check a change before it is merged.
 
 import logging
 
+from salt.exceptions import CommandExecutionError
+
 import lb_render
 import lb_topology
-from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
 

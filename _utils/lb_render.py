@@ -155,8 +155,8 @@ def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str) -> str
         "master-worker",
         f"stats socket {osp['haproxy_socket']} mode 660 level admin expose-fd listeners",
         "stats timeout 30s",
-        "%s %s" % osp["haproxy_user"],
-        "%s %s" % osp["haproxy_group"],
+        "{} {}".format(*osp["haproxy_user"]),
+        "{} {}".format(*osp["haproxy_group"]),
     ]
     extra = dict(hp["global"])
     extra.setdefault("hard-stop-after", [DEFAULT_HARD_STOP_AFTER])

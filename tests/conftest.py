@@ -1,0 +1,46 @@
+"""Shared test setup: the repo's _utils on sys.path, as Salt puts it there."""
+
+import copy
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "_utils"))
+sys.path.insert(0, REPO)
+
+import lb_topology  # noqa: E402
+
+SEED_PILLAR = os.path.join(REPO, "pillar", "seed", "lb.sls")
+LAB_PILLAR = os.path.join(REPO, "pillar", "lab", "lb.sls")
+SEED_HOWTO = os.path.join(REPO, "tests", "fixtures", "seed-howto.md")
+
+_cache = {}
+
+
+def _load(path):
+    if path not in _cache:
+        _cache[path] = lb_topology.load_file(path)
+    return copy.deepcopy(_cache[path])
+
+
+@pytest.fixture
+def seed_raw():
+    """The seed's topology (the pillar's `lb` value), a fresh copy per test."""
+    return _load(SEED_PILLAR)
+
+
+@pytest.fixture
+def lab_raw():
+    return _load(LAB_PILLAR)
+
+
+@pytest.fixture
+def seed_model():
+    return lb_topology.load(_load(SEED_PILLAR))
+
+
+@pytest.fixture
+def lab_model():
+    return lb_topology.load(_load(LAB_PILLAR))

@@ -1,0 +1,98 @@
+"""The `lb` execution module through Salt's loader, and through `salt-call`
+run from the repo root (the Saltfile's masterless setup)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import LAB_PILLAR, REPO, SEED_PILLAR
+
+import lb_render
+import lb_topology
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+
+@pytest.fixture(scope="module")
+def loaders(tmp_path_factory):
+    import importlib
+
+    import salt.config
+    from saltfactories.utils.functional import Loaders
+
+    local_config = importlib.import_module("local-config")
+    root = tmp_path_factory.mktemp("minion")
+    conf = local_config.config(REPO)
+    state = str(root / "state")
+    conf.update(root_dir=state, cachedir=os.path.join(state, "cache"), pki_dir=os.path.join(state, "pki"), sock_dir=os.path.join(state, "sock"), log_file=os.path.join(state, "log"))
+    path = root / "minion"
+    path.write_text(yaml.safe_dump(conf))
+    opts = salt.config.minion_config(str(path))
+    return Loaders(opts)
+
+
+def test_validate_through_the_loader(loaders):
+    assert loaders.modules.lb.validate() == {"valid": True, "errors": [], "warnings": []}
+
+
+def test_preview_through_the_loader_is_the_renderer_with_secrets_redacted(loaders):
+    got = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD")
+    model = lb_topology.load(lb_topology.load_file(SEED_PILLAR))
+    assert got == lb_render.preview(model, "lb-b", "FreeBSD", redact=True)
+    assert "passwd4" not in json.dumps(got)
+    with_secrets = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD", secrets=True)
+    assert "pass passwd4 alias" in with_secrets["/etc/rc.conf.d/netif"]
+
+
+def test_preview_unknown_node_is_a_clear_error(loaders):
+    from salt.exceptions import CommandExecutionError
+
+    with pytest.raises(CommandExecutionError, match="node 'lb-z' is in no pair"):
+        loaders.modules.lb.preview(node="lb-z", os_family="Debian")
+
+
+def salt_call(*args):
+    return subprocess.run(
+        [os.path.join(REPO, ".venv", "bin", "salt-call"), "--out=json", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_salt_call_from_the_repo_root_validates_the_seed_pillar():
+    r = salt_call("lb.validate")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["local"] == {"valid": True, "errors": [], "warnings": []}
+
+
+def test_salt_call_preview_of_the_seed_pair():
+    r = salt_call("lb.preview", "node=lb-a", "os_family=FreeBSD")
+    assert r.returncode == 0, r.stderr
+    files = json.loads(r.stdout)["local"]
+    assert "bind 10.1.1.241:9000" in files["/usr/local/etc/haproxy.conf"]
+    assert "inet vhid 4 advskew 0 pass <redacted> alias 10.2.2.4/32" in files["/etc/rc.conf.d/netif"]
+
+
+def test_salt_call_with_a_topology_file_a_ci_can_check(tmp_path):
+    r = salt_call("lb.preview", "node=lb-b", "os_family=Debian", f"topology={LAB_PILLAR}")
+    assert r.returncode == 0, r.stderr
+    assert "bind 198.18.1.242:9000" in json.loads(r.stdout)["local"]["/etc/haproxy/haproxy.cfg"]
+
+    raw = lb_topology.load_file(LAB_PILLAR)
+    raw["pairs"]["edge"]["carp"]["groups"][44]["vip"] = "198.18.3.44/24"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"lb": raw}))
+    r = salt_call("lb.validate", f"topology={bad}")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)["local"]
+    assert report["valid"] is False
+    assert {"path": "lb:pairs:edge:carp:groups:44:vip", "message": "198.18.3.44 is outside lb-a's vip subnet 198.18.2.0/24"} in report["errors"]
+
+    r = salt_call("lb.preview", "node=lb-a", "os_family=Debian", f"topology={bad}")
+    assert r.returncode != 0
+    assert "lb:pairs:edge:carp:groups:44:vip" in r.stdout + r.stderr

@@ -1,0 +1,189 @@
+"""Per-node rendering: real `haproxy -c` on every config, determinism,
+the CARP -> VRRP mapping, providers, secrets."""
+
+import copy
+import re
+import shutil
+import subprocess
+
+import pytest
+
+import lb_render
+import lb_topology
+
+NODES = ("lb-a", "lb-b")
+OSES = ("FreeBSD", "Debian")
+
+
+def haproxy_check(path):
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    return subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("pillar", ["seed", "lab"])
+@pytest.mark.parametrize("os_family", OSES)
+@pytest.mark.parametrize("node", NODES)
+def test_rendered_haproxy_config_passes_haproxy_check(request, tmp_path, pillar, os_family, node):
+    model = request.getfixturevalue(f"{pillar}_model")
+    files = lb_render.render_node(model, node, os_family)
+    path = lb_render.OS_PARAMS[os_family]["haproxy_config"]
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(files[path].content)
+    result = haproxy_check(cfg)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Configuration file is valid" in result.stdout
+    # no warning either: a warning today is an error in a later HAProxy
+    assert "WARNING" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_haproxy_check_really_rejects_a_bad_config(tmp_path, seed_model):
+    """The check above can fail: a broken keyword makes haproxy -c exit non-zero."""
+    text = lb_render.render_node(seed_model, "lb-a", "Debian")["/etc/haproxy/haproxy.cfg"].content
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(text.replace("balance leastconn", "balance leastconnz", 1))
+    assert haproxy_check(cfg).returncode != 0
+
+
+def test_rendering_is_deterministic(seed_raw):
+    a = lb_render.preview(lb_topology.load(copy.deepcopy(seed_raw)), "lb-b", "Debian")
+    b = lb_render.preview(lb_topology.load(copy.deepcopy(seed_raw)), "lb-b", "Debian")
+    assert a == b
+
+
+def test_every_file_at_its_real_path(seed_model):
+    assert sorted(lb_render.render_node(seed_model, "lb-a", "FreeBSD")) == [
+        "/boot/loader.conf",
+        "/etc/rc.conf",
+        "/etc/rc.conf.d/netif",
+        "/etc/rc.conf.d/routing",
+        "/etc/sysctl.conf",
+        "/usr/local/etc/haproxy.conf",
+    ]
+    assert sorted(lb_render.render_node(seed_model, "lb-a", "Debian")) == [
+        "/etc/haproxy/haproxy.cfg",
+        "/etc/keepalived/keepalived.conf",
+        "/etc/sysctl.d/60-lb-pair.conf",
+    ]
+
+
+def _instances(text):
+    out = {}
+    for m in re.finditer(r"vrrp_instance VI_(\d+) \{(.*?)\n\}", text, re.S):
+        body = m.group(2)
+        out[int(m.group(1))] = {
+            "vrid": int(re.search(r"virtual_router_id (\d+)", body).group(1)),
+            "priority": int(re.search(r"priority (\d+)", body).group(1)),
+            "state": re.search(r"state (\w+)", body).group(1),
+            "advert": re.search(r"advert_int (\S+)", body).group(1),
+            "vip": re.search(r"(\d+\.\d+\.\d+\.\d+/\d+) dev (\S+)", body).groups(),
+            "track": re.search(r"track_interface \{(.*?)\}", body, re.S).group(1).split(),
+        }
+    return out
+
+
+def test_keepalived_maps_vhid_and_advskew(lab_model):
+    a = _instances(lb_render.render_node(lab_model, "lb-a", "Debian")["/etc/keepalived/keepalived.conf"].content)
+    b = _instances(lb_render.render_node(lab_model, "lb-b", "Debian")["/etc/keepalived/keepalived.conf"].content)
+    assert sorted(a) == sorted(b) == [4, 5, 44, 55]
+    for vhid in a:
+        assert a[vhid]["vrid"] == b[vhid]["vrid"] == vhid
+        assert a[vhid]["priority"] == 254 and b[vhid]["priority"] == 154  # 254 - advskew
+        assert a[vhid]["state"] == b[vhid]["state"] == "BACKUP"
+        assert a[vhid]["advert"] == b[vhid]["advert"] == "0.2"
+    assert a[4]["vip"] == ("198.18.2.4/24", "lb-a-eth1")
+    assert b[4]["vip"] == ("198.18.2.4/24", "lb-b-eth1")
+    # losing the user or systems link hands the VIPs over; mgmt does not
+    assert a[4]["track"] == ["lb-a-eth1", "lb-a-eth2"]
+    text = lb_render.render_node(lab_model, "lb-a", "Debian")["/etc/keepalived/keepalived.conf"].content
+    assert "vrrp_version 3" in text and "nopreempt" not in text
+
+
+def test_active_active_pair(seed_raw):
+    seed_raw["pairs"]["edge"]["carp"]["groups"][44]["primary"] = "lb-b"
+    seed_raw["pairs"]["edge"]["carp"]["groups"][55]["primary"] = "lb-b"
+    model = lb_topology.load(seed_raw)
+    for node, mine in (("lb-a", {4, 5}), ("lb-b", {44, 55})):
+        netif = lb_render.render_node(model, node, "FreeBSD")["/etc/rc.conf.d/netif"].content
+        skews = {int(v): int(s) for v, s in re.findall(r"vhid (\d+) advskew (\d+)", netif)}
+        assert {v for v, s in skews.items() if s == 0} == mine
+        assert {v for v, s in skews.items() if s == 100} == {4, 5, 44, 55} - mine
+
+
+def test_ucarp_provider_keeps_the_password_in_a_0600_file(lab_raw):
+    lab_raw["pairs"]["edge"]["carp"]["linux_provider"] = "ucarp"
+    model = lb_topology.load(lab_raw)
+    files = lb_render.render_node(model, "lb-b", "Debian")
+    assert "/etc/keepalived/keepalived.conf" not in files
+    conf = files["/etc/ucarp/vhid-44.conf"]
+    assert "UCARP_ADVSKEW=100" in conf.content and "UCARP_ADDR=198.18.2.44" in conf.content
+    assert "UCARP_SRCIP=198.18.2.242" in conf.content
+    assert "passwd44" not in conf.content
+    pw = files["/etc/ucarp/vhid-44.pass"]
+    assert pw.content == "passwd44\n" and pw.mode == "0600" and pw.secret
+
+
+def test_redaction_hides_every_secret(seed_model):
+    secrets = ["passwd4", "passwd44"]
+    for os_family in OSES:
+        for node in NODES:
+            for path, content in lb_render.preview(seed_model, node, os_family, redact=True).items():
+                for s in secrets:
+                    assert not re.search(rf"\b{s}\b", content), (path, s)
+    netif = lb_render.preview(seed_model, "lb-a", "FreeBSD", redact=True)["/etc/rc.conf.d/netif"]
+    assert "pass <redacted> alias" in netif
+
+
+def test_non_default_advbase_is_rendered(seed_raw):
+    seed_raw["pairs"]["edge"]["carp"]["groups"][5]["advbase"] = 3
+    netif = lb_render.preview(lb_topology.load(seed_raw), "lb-a", "FreeBSD")["/etc/rc.conf.d/netif"]
+    assert "inet vhid 5 advbase 3 advskew 0 pass passwd4 alias 10.2.2.5/32" in netif
+
+
+def test_httpchk_pool(seed_raw, tmp_path):
+    pools = seed_raw["pairs"]["edge"]["haproxy"]["pools"]
+    pools["galera_a"]["check"] = {"type": "httpchk", "port": 9200, "uri": "/"}
+    pools["web_a"]["check"] = {"type": "httpchk", "uri": "/health", "method": "HEAD", "status": 204}
+    text = lb_render.preview(lb_topology.load(seed_raw), "lb-a", "Debian")["/etc/haproxy/haproxy.cfg"]
+    assert "option httpchk GET /\n" in text
+    assert "option httpchk HEAD /health\n    http-check expect status 204" in text
+    cfg = tmp_path / "h.cfg"
+    cfg.write_text(text)
+    assert haproxy_check(cfg).returncode == 0
+
+
+def test_several_pairs_in_one_pillar(seed_raw):
+    other = copy.deepcopy(seed_raw["pairs"]["edge"])
+    other["nodes"] = {"lb-c": other["nodes"]["lb-a"], "lb-d": other["nodes"]["lb-b"]}
+    shift = {"10.1.1.": "10.11.1.", "10.2.2.": "10.12.2.", "10.3.3.": "10.13.3."}
+
+    def move(v):
+        for a, b in shift.items():
+            v = v.replace(a, b)
+        return v
+
+    for net in other["networks"].values():
+        net["cidr"] = move(net["cidr"])
+        if "gateway" in net:
+            net["gateway"] = move(net["gateway"])
+    other["networks"]["mysql"]["cidr"] = "10.14.4.0/23"
+    other["networks"]["http"]["cidr"] = "10.16.6.0/24"
+    for n in other["nodes"].values():
+        for iface in n["interfaces"].values():
+            iface["address"] = move(iface["address"])
+    for g in other["carp"]["groups"].values():
+        g["vip"] = move(g["vip"])
+        g["primary"] = "lb-c"
+    for r in other["routes"].values():
+        r["gateway"] = move(r["gateway"])
+    other["routing"]["bgp"]["neighbors"]["ebgp1"]["address"] = "10.12.2.1"
+    seed_raw["pairs"]["core"] = other
+    model = lb_topology.load(seed_raw)
+    assert "bind 10.12.2.4:3306" in lb_render.preview(model, "lb-c", "Debian")["/etc/haproxy/haproxy.cfg"]
+    assert "bind 10.2.2.4:3306" in lb_render.preview(model, "lb-a", "Debian")["/etc/haproxy/haproxy.cfg"]
+
+
+def test_unknown_node_and_os(seed_model):
+    with pytest.raises(KeyError, match="lb-x.*known nodes: lb-a, lb-b"):
+        lb_render.render_node(seed_model, "lb-x", "Debian")
+    with pytest.raises(ValueError, match="os_family 'Windows' is not supported"):
+        lb_render.render_node(seed_model, "lb-a", "Windows")

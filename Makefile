@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .salt/stamps
 
-.PHONY: setup apt venv lab lab-down drill test unit lint bench preview validate clean
+.PHONY: setup apt venv lab lab-down drill test unit lint bench validate clean
 
 setup: apt venv .salt/local/minion
 
@@ -32,15 +32,14 @@ $(STAMPS)/venv: pyproject.toml
 .salt/local/minion: tools/local-config.py | venv
 	$(PY) tools/local-config.py
 
+# Validate a topology and list every file each node would get.
+TOPOLOGY ?= pillar/lab/lb.sls
 validate: setup
-	$(VENV)/bin/salt-call --out=json lb.validate topology=pillar/lab/lb.sls
-
-preview: setup
-	$(VENV)/bin/salt-call --out=json lb.preview node=lb-a os_family=Debian topology=pillar/lab/lb.sls
+	$(PY) tools/check-topology.py $(TOPOLOGY)
 
 lab: setup
-	$(VENV)/bin/salt-call --out=txt lb.validate topology=pillar/lab/lb.sls | grep -q "'valid': True" \
-	  || { $(VENV)/bin/salt-call lb.validate topology=pillar/lab/lb.sls; exit 1; }
+	$(PY) tools/check-topology.py pillar/seed/lb.sls
+	$(PY) tools/check-topology.py pillar/lab/lb.sls
 	$(PY) -m lab up
 
 lab-down: venv

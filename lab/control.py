@@ -1,0 +1,181 @@
+"""`python -m lab up|down|status|exec`, and helpers the lab tests use."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from lab import LAB_DIR, PILLAR, REPO, saltcfg, state
+from lab.plan import plan_from_pillar
+
+SUPERVISOR_LOG = LAB_DIR / "supervisor.log"
+BUILD_TIMEOUT = 120.0  # seconds for the supervisor to report "ready"
+STOP_TIMEOUT = 60.0  # seconds for the supervisor to stop everything on `down`
+
+
+def running() -> dict | None:
+    """The state of a running lab (its supervisor alive), else None."""
+    st = state.load()
+    return st if st and state.alive(st.get("supervisor")) else None
+
+
+def up(galera6: bool = False) -> int:
+    """Bring the lab up and converge it.  On a running lab: converge again
+    (sync_all and highstate), without rebuilding."""
+    t0 = time.monotonic()
+    st = running()
+    if st and st["phase"] != "ready":
+        print(f"the lab is {st['phase']} (supervisor pid {st['supervisor']['pid']}); try again or run down")
+        return 1
+    if st:
+        print(f"the lab is already up (supervisor pid {st['supervisor']['pid']}): converging it again")
+        if st["galera6"] != galera6:
+            print(f"note: it was built with galera6={st['galera6']}; run down first to change that")
+    else:
+        if state.load():
+            print("a previous lab did not stop cleanly: removing what is left of it")
+            if down() != 0:
+                return 1
+        plan = plan_from_pillar(PILLAR, galera6=galera6)  # a bad pillar fails here, before anything starts
+        saltcfg.write_configs(plan)
+        try:
+            _start_supervisor(galera6)
+        except (RuntimeError, KeyboardInterrupt) as exc:
+            print(f"building the lab failed: {exc or 'interrupted'}\n--- {SUPERVISOR_LOG} (end) ---")
+            print("\n".join(SUPERVISOR_LOG.read_text(errors="replace").splitlines()[-30:]))
+            down()
+            return 1
+        print(f"network and daemons up in {time.monotonic() - t0:.1f} s")
+        st = running()
+    ids = plan_from_pillar(PILLAR, galera6=st["galera6"]).minion_ids
+    try:
+        took = saltcfg.wait_for_minions(ids, master_alive=lambda: state.alive(st["daemons"]["salt-master"]))
+        print(f"all {len(ids)} minions answer test.ping (waited {took:.1f} s)")
+        converged = saltcfg.converge(ids)
+    except KeyboardInterrupt:
+        print("interrupted: taking the lab down")
+        down()
+        return 130
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        converged = False
+        print(f"converging failed: {exc}")
+    status()
+    if not converged:
+        print("the lab is up but did not converge; inspect it, then: python -m lab down")
+        return 1
+    print(f"lab converged in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def down() -> int:
+    """Stop the lab: ask the supervisor (SIGTERM), then sweep whatever is left
+    from the record.  Works after a failed or interrupted `up` too."""
+    st = state.load()
+    if not st:
+        print("no lab to take down")
+        return 0
+    sup = st.get("supervisor")
+    if state.alive(sup):
+        os.kill(sup["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while state.alive(sup) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        state.stop([sup], grace=0, sig=signal.SIGKILL)
+    st = state.load() or st  # the supervisor's last word on what it created
+    state.sweep(st)
+    left = state.leftovers(st)
+    if left:
+        print("could not remove: " + "; ".join(left))
+        return 1
+    state.remove()
+    print("lab is down")
+    return 0
+
+
+def status() -> int:
+    st = state.load()
+    if not st:
+        print("lab: not running")
+        return 1
+    sup = st["supervisor"]
+    print(f"lab: {st['phase']}, supervisor pid {sup['pid']} ({'alive' if state.alive(sup) else 'dead'})")
+    print(f"{'host':8} {'pid':>7}  addresses (live)")
+    for name, host in st["hosts"].items():
+        node = st["nodes"].get(name)
+        pid = node["pid"] if node else "-"
+        live = run(name, "ip", "-br", "-4", "addr", "show", timeout=5) if state.alive(node) else None
+        if live and live.returncode == 0:
+            addresses = " ".join(
+                f"{fields[0].split('@')[0]}={','.join(fields[2:])}"
+                for fields in (line.split() for line in live.stdout.splitlines())
+                if fields and fields[0] != "lo"
+            )
+        else:
+            addresses = "(down) " + " ".join(host["addresses"])
+        print(f"{name:8} {pid:>7}  {addresses}")
+    print(f"{'daemon':20} {'host':8} {'pid':>7}  state")
+    for name, rec in st["daemons"].items():
+        print(f"{name:20} {rec['host'] or '(root)':8} {rec['pid']:>7}  {'running' if state.alive(rec) else 'DEAD'}")
+    print(f"bridges: {' '.join(st['bridges'])}")
+    print(f"master: salt -c {saltcfg.MASTER_DIR.relative_to(REPO)} '*' test.ping")
+    return 0
+
+
+def host_pid(host: str) -> int:
+    st = running()
+    node = (st or {}).get("nodes", {}).get(host)
+    if not node or node.get("kind") != "host" or not state.alive(node):
+        raise LookupError(f"no running lab host {host!r}")
+    return node["pid"]
+
+
+def run(host: str, *cmd: str, timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess:
+    """Run a command in a lab host (its network and mount namespaces)."""
+    return subprocess.run(["mnexec", "-a", str(host_pid(host)), *cmd], capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def exec_in(host: str, cmd: list[str]) -> int:
+    if cmd[:1] == ["--"]:
+        cmd = cmd[1:]
+    try:
+        pid = host_pid(host)
+    except LookupError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    os.execvp("mnexec", ["mnexec", "-a", str(pid), *(cmd or ["bash"])])
+
+
+def _start_supervisor(galera6: bool) -> None:
+    """Start the supervisor detached (own session) and wait until it reports ready."""
+    LAB_DIR.mkdir(exist_ok=True)
+    with open(SUPERVISOR_LOG, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lab", "_supervise", *(["--galera6"] if galera6 else [])],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
+        )
+    try:
+        deadline = time.monotonic() + BUILD_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the supervisor exited with {proc.returncode}")
+            st = state.load()
+            if st and st.get("supervisor", {}).get("pid") == proc.pid and st["phase"] == "ready":
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the lab was not ready within {BUILD_TIMEOUT:.0f} s")
+    except BaseException:
+        # Stop it ourselves: it may not have recorded itself in state.json yet.
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        raise

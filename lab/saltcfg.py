@@ -1,0 +1,166 @@
+"""The lab's salt-master and salt-minions: their configs, commands, and the
+`salt` CLI against the lab's master (`salt -c .lab/master`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import yaml
+
+from lab import BIN, LAB_DIR, REPO
+from lab.plan import Plan
+
+MASTER_DIR = LAB_DIR / "master"
+MINIONS_DIR = LAB_DIR / "minions"
+EXTROOT = LAB_DIR / "extroot"  # symlinks to the repo's _modules, _states ... (served as salt://_modules)
+EXTENSION_DIRS = ("_modules", "_states", "_grains", "_utils", "_beacons", "_runners")
+SOCKET_MAX = 100  # bytes; unix socket paths are limited to 108
+
+
+def write_configs(plan: Plan) -> None:
+    """Write a fresh master config, a config per minion and the extension
+    symlinks.  Keys and caches from an earlier lab are dropped."""
+    for path in (MASTER_DIR, MINIONS_DIR, EXTROOT):
+        shutil.rmtree(path, ignore_errors=True)
+    EXTROOT.mkdir(parents=True)
+    for name in EXTENSION_DIRS:
+        if (REPO / name).is_dir():
+            (EXTROOT / name).symlink_to(REPO / name)
+
+    MASTER_DIR.mkdir(parents=True)
+    _dump(
+        MASTER_DIR / "master",
+        {
+            "root_dir": str(MASTER_DIR),
+            "pki_dir": str(MASTER_DIR / "pki"),
+            "cachedir": str(MASTER_DIR / "cache"),
+            "sock_dir": _sock_dir(MASTER_DIR, "master_event_pub.ipc"),
+            "pidfile": str(MASTER_DIR / "master.pid"),
+            "log_file": str(MASTER_DIR / "log"),
+            "key_logfile": str(MASTER_DIR / "key.log"),
+            "log_level_logfile": "info",
+            "user": "root",
+            "interface": plan.master_ip,
+            "auto_accept": True,  # lab only
+            "worker_threads": 3,
+            "timeout": 10,
+            "file_roots": {"base": [str(REPO / "salt"), str(EXTROOT)]},
+            "pillar_roots": {"base": [str(REPO / "pillar" / "lab")]},
+            "runner_dirs": [str(REPO / "_runners")],
+            "utils_dirs": [str(REPO / "_utils")],
+        },
+    )
+    for minion_id in plan.minion_ids:
+        root = MINIONS_DIR / minion_id
+        root.mkdir(parents=True)
+        _dump(
+            root / "minion",
+            {
+                "id": minion_id,
+                "master": plan.master_ip,
+                "root_dir": str(root),
+                "pki_dir": str(root / "pki"),
+                "cachedir": str(root / "cache"),
+                "sock_dir": _sock_dir(root, "minion_event_0123456789_pub.ipc"),
+                "pidfile": str(root / "minion.pid"),
+                "log_file": str(root / "log"),
+                "log_level_logfile": "info",
+                "user": "root",
+                "acceptance_wait_time": 1,
+                "acceptance_wait_time_max": 2,
+                "random_reauth_delay": 0,
+                "enable_fqdns_grains": False,  # no reverse DNS in the lab
+            },
+        )
+
+
+def master_command() -> list[str]:
+    return [str(BIN / "salt-master"), "-c", str(MASTER_DIR), "-l", "warning"]
+
+
+def minion_command(minion_id: str) -> list[str]:
+    return [str(BIN / "salt-minion"), "-c", str(MINIONS_DIR / minion_id), "-l", "warning"]
+
+
+def salt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `salt` against the lab's master."""
+    return subprocess.run(
+        [str(BIN / "salt"), "-c", str(MASTER_DIR), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def salt_json(*args: str, timeout: float = 120) -> dict:
+    """Run `salt ... --out=json --static` and return {minion: return}."""
+    proc = salt(*args, "--out=json", "--static", timeout=timeout)
+    try:
+        return json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError:
+        raise RuntimeError(f"salt {' '.join(args)}: {proc.stdout}{proc.stderr}") from None
+
+
+def wait_for_minions(ids: list[str], timeout: float = 60, master_alive=lambda: True) -> float:
+    """Wait until every minion answers test.ping (keys are auto-accepted).
+    Returns the seconds it took; bounded by `timeout` and 60 attempts."""
+    start = time.monotonic()
+    answered: set[str] = set()
+    for _ in range(60):
+        if not master_alive():
+            raise RuntimeError(f"the salt-master died; see {MASTER_DIR / 'log'}")
+        pings = salt_json("-L", ",".join(ids), "test.ping", "-t", "5", timeout=30)
+        answered = {m for m, ret in pings.items() if ret is True}
+        if answered >= set(ids):
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            break
+        time.sleep(1)
+    missing = sorted(set(ids) - answered)
+    raise RuntimeError(f"minions {missing} did not answer test.ping within {timeout:.0f} s")
+
+
+def converge(ids: list[str]) -> bool:
+    """sync_all, then a highstate when salt/top.sls exists.  True if nothing failed."""
+    synced = salt_json("*", "saltutil.sync_all", timeout=300)
+    bad = sorted(m for m in ids if not isinstance(synced.get(m), dict))
+    if bad:
+        print(f"saltutil.sync_all failed on {bad}: {[synced.get(m) for m in bad]}")
+        return False
+    print(f"saltutil.sync_all: {len(synced)} minions synced")
+    if not (REPO / "salt" / "top.sls").exists():
+        print("salt/top.sls does not exist yet: skipping the highstate")
+        return True
+    results = salt_json("*", "state.apply", timeout=600)
+    return _report_highstate(ids, results)
+
+
+def _report_highstate(ids: list[str], results: dict) -> bool:
+    ok = True
+    for minion in ids:
+        ret = results.get(minion)
+        if not isinstance(ret, dict):
+            ok = False
+            print(f"highstate {minion}: {ret!r}")
+            continue
+        failed = {k: v for k, v in ret.items() if isinstance(v, dict) and v.get("result") is False}
+        changed = sum(1 for v in ret.values() if isinstance(v, dict) and v.get("changes"))
+        print(f"highstate {minion}: {len(ret)} states, {changed} changed, {len(failed)} failed")
+        for key, value in failed.items():
+            ok = False
+            print(f"  FAILED {key}: {value.get('comment')}")
+    return ok
+
+
+def _sock_dir(root, longest_socket: str) -> str:
+    sock_dir = root / "run"
+    if len(str(sock_dir / longest_socket)) >= SOCKET_MAX:
+        raise RuntimeError(f"{sock_dir} is too long for unix sockets: move the repository to a shorter path")
+    return str(sock_dir)
+
+
+def _dump(path, data) -> None:
+    path.write_text(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))

@@ -1,0 +1,132 @@
+"""`.lab/state.json`: everything the lab created, and the process helpers that use it.
+
+Processes are recorded as {"pid", "start"} where `start` is the process's start
+time from /proc (field 22), so a recycled pid is never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from lab import LAB_DIR
+
+STATE = LAB_DIR / "state.json"
+HOSTS_DIR = LAB_DIR / "hosts"  # each host's private directories, web pages and logs
+
+
+def load() -> dict | None:
+    try:
+        return json.loads(STATE.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def save(state: dict) -> None:
+    """Write atomically: a reader never sees half a file."""
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = STATE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(STATE)
+
+
+def remove() -> None:
+    STATE.unlink(missing_ok=True)
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks, or None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def record(pid: int, **extra) -> dict:
+    return {"pid": pid, "start": start_time(pid), **extra}
+
+
+def alive(rec: dict | None) -> bool:
+    return bool(rec) and rec.get("start") is not None and start_time(rec["pid"]) == rec["start"]
+
+
+def netns(pid: int) -> str | None:
+    """The network namespace of a process, e.g. 'net:[4026532301]'."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def stop(recs: list[dict], grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Stop recorded processes by pid: send `sig` (SIGTERM) to each (to its
+    whole process group: every process the lab starts leads its own group, so
+    a daemon and its workers stop together), wait up to `grace` seconds, then
+    SIGKILL what is left."""
+    recs = [r for r in recs if r]
+    for rec in recs:
+        if alive(rec):
+            _signal(rec, sig)
+    deadline = time.monotonic() + grace
+    while any(alive(r) for r in recs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for rec in recs:
+        _signal(rec, signal.SIGKILL)
+
+
+def _signal(rec: dict, sig: int) -> None:
+    """Signal a recorded process, or the process group it leads.
+
+    Linux never hands out pid N while a process group N exists, so if pid N is
+    absent (or a zombie) any group N is still ours; if pid N is a different
+    process now, group N is the stranger's and is left alone."""
+    now = start_time(rec["pid"])
+    if now is not None and now != rec["start"]:
+        return
+    try:
+        if rec.get("group"):
+            os.killpg(rec["pid"], sig)
+        elif now is not None:
+            os.kill(rec["pid"], sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def sweep(state: dict) -> None:
+    """Remove whatever the lab still has on the machine, from its record alone:
+    daemons and Mininet shells by pid, then bridges and root-side veths.
+    Idempotent; used by the supervisor after Mininet's own stop, and by `down`
+    (which also covers a supervisor that died)."""
+    stop(list(state.get("daemons", {}).values()), grace=10)
+    stop(list(state.get("nodes", {}).values()), grace=2, sig=signal.SIGHUP)
+    for name in state.get("links", []) + state.get("bridges", []):
+        if Path("/sys/class/net", name).exists():
+            subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+    shutil.rmtree(HOSTS_DIR, ignore_errors=True)
+
+
+def leftovers(state: dict) -> list[str]:
+    """What of the recorded lab is still on the machine (empty when it is gone)."""
+    left = []
+    procs = {**state.get("daemons", {}), **state.get("nodes", {}), "supervisor": state.get("supervisor")}
+    left += [f"process {name} pid {rec['pid']}" for name, rec in procs.items() if alive(rec)]
+    left += [f"interface {n}" for n in state.get("links", []) + state.get("bridges", []) if Path("/sys/class/net", n).exists()]
+    namespaces = {rec["netns"]: name for name, rec in state.get("nodes", {}).items() if rec.get("netns")}
+    for pid in _all_pids():
+        ns = netns(pid)
+        if ns in namespaces:
+            left.append(f"namespace {ns} of {namespaces[ns]} (held by pid {pid})")
+    return left
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]

@@ -1,0 +1,264 @@
+"""The supervisor: the one long-lived process that owns the lab.
+
+`python -m lab up` starts it detached (`python -m lab _supervise`, its own
+session, output in .lab/supervisor.log).  It builds the Mininet network from
+the plan, starts the salt-master (root namespace), a salt-minion in every LB
+and database host and an HTTP server in every web host, records each thing in
+.lab/state.json as soon as it exists, sets phase "ready", then waits.  On
+SIGTERM (what `down` sends) it stops every daemon by pid, stops Mininet, sweeps
+what is left, and exits.  It has to live on because Mininet's hosts are bash
+shells on ptys that this process holds: they die with it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from lab import PILLAR, REPO, saltcfg, state
+from lab.plan import Plan, plan_from_pillar
+
+# Directories each host gets for itself (bind mounts of .lab/hosts/<host>/...).
+# The /etc ones start as a copy of this machine's (the packages' defaults), the
+# others empty.  Those missing on this machine are skipped rather than created
+# on it; /var/run is skipped where it is a symlink to /run (Debian), which is
+# private already.
+SEEDED_DIRS = ("/etc/haproxy", "/etc/keepalived", "/etc/mysql", "/etc/xinetd.d")
+EMPTY_DIRS = ("/run", "/var/run", "/var/lib/haproxy", "/var/lib/mysql", "/var/log")
+HTTP_READY_TIMEOUT = 10.0
+
+_stop_requested = False
+
+
+class Stopped(Exception):
+    """A stop signal arrived while the lab was being built."""
+
+
+def main(galera6: bool) -> int:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _request_stop)
+    plan = plan_from_pillar(PILLAR, galera6=galera6)
+    st = {
+        "supervisor": state.record(os.getpid(), group=False),
+        "phase": "building",
+        "galera6": galera6,
+        "started": time.time(),
+        "bridges": plan.bridges,  # recorded before they exist, so a crash leaves nothing unknown
+        "links": plan.root_links,
+        "nodes": {},
+        "daemons": {},
+        "hosts": {h.name: {"role": h.role, "addresses": [i.address for i in h.interfaces]} for h in plan.hosts},
+    }
+    state.save(st)
+    net, procs = None, {}
+    try:
+        net = build(plan, st)
+        start_daemons(net, plan, st, procs)
+        st["phase"] = "ready"
+        state.save(st)
+        print(f"lab ready: {len(plan.hosts)} hosts, {len(st['daemons'])} daemons", flush=True)
+        watch(procs)
+        return 0
+    except Stopped:
+        print("stop requested while building", flush=True)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        st["phase"] = "failed"
+        state.save(st)
+        return 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        teardown(net, procs, st)
+
+
+def build(plan: Plan, st: dict):
+    from mininet.log import setLogLevel
+    from mininet.net import Mininet
+    from mininet.nodelib import LinuxBridge
+
+    setLogLevel("info")
+    net = Mininet(switch=LinuxBridge, controller=None, build=False, autoSetMacs=False, autoStaticArp=False)
+    for n, network in enumerate(plan.networks.values(), start=1):
+        switch = net.addSwitch(network.bridge, dpid=f"{n:x}")
+        st["nodes"][network.bridge] = state.record(switch.pid, group=True, kind="switch")
+    state.save(st)
+
+    for host in plan.hosts:
+        _check_stop()
+        node = net.addHost(host.name, ip=None, privateDirs=_private_dirs(host.name))
+        st["nodes"][host.name] = state.record(node.pid, group=True, kind="host", netns=state.netns(node.pid))
+        state.save(st)
+        for intf in host.interfaces:
+            net.addLink(
+                node,
+                net[plan.networks[intf.network].bridge],
+                intfName1=intf.device,
+                intfName2=intf.port,
+                params1={"ip": intf.address},
+            )
+
+    # The salt-master's link: a veth from the root namespace to the mgmt bridge.
+    root = net.addHost("master", inNamespace=False, ip=None)
+    st["nodes"]["master"] = state.record(root.pid, group=True, kind="root")
+    state.save(st)
+    master = plan.master
+    net.addLink(
+        root,
+        net[plan.networks[master.network].bridge],
+        intfName1=master.device,
+        intfName2=master.port,
+        params1={"ip": master.address},
+    )
+    _check_stop()
+    net.build()
+    net.start()
+
+    _isolate_root_side(plan)
+    for host in plan.hosts:
+        node = net[host.name]
+        if host.default_gateway:
+            _must(node, f"ip route replace default via {host.default_gateway}")
+        for destination, gateway in host.routes:
+            _must(node, f"ip route replace {destination} via {gateway}")
+        if host.role == "router":
+            _must(node, "sysctl -qw net.ipv4.ip_forward=1")
+    return net
+
+
+def start_daemons(net, plan: Plan, st: dict, procs: dict) -> None:
+    def start(name: str, popen, cmd: list[str], log: Path, host: str | None = None, **kwargs) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+        procs[name] = proc
+        st["daemons"][name] = state.record(proc.pid, group=True, host=host, cmd=cmd)
+        state.save(st)
+
+    # Root namespace, in its own session: stopped by its pid (and its group) only.
+    start("salt-master", subprocess.Popen, saltcfg.master_command(), saltcfg.MASTER_DIR / "console.log", start_new_session=True, cwd=REPO)
+    # In the hosts, node.popen runs `mnexec -da <shell pid> cmd`: it joins the
+    # host's namespaces and calls setsid(), so each daemon leads its own group.
+    for host in plan.hosts:
+        _check_stop()
+        node = net[host.name]
+        if host.minion_id:
+            start(
+                f"salt-minion@{host.name}",
+                node.popen,
+                saltcfg.minion_command(host.minion_id),
+                saltcfg.MINIONS_DIR / host.minion_id / "console.log",
+                host.name,
+            )
+        if host.service:
+            address, port = host.service
+            www = state.HOSTS_DIR / host.name / "www"
+            www.mkdir(parents=True, exist_ok=True)
+            (www / "index.html").write_text(f"<html><body>{host.name} ({host.pillar_name})</body></html>\n")
+            cmd = ["/usr/bin/python3", "-m", "http.server", str(port), "--bind", address, "--directory", str(www)]
+            start(f"http@{host.name}", node.popen, cmd, state.HOSTS_DIR / host.name / "http.log", host.name)
+    _wait_http_listening(net, plan)
+
+
+def watch(procs: dict) -> None:
+    """Wait for a stop signal; reap and report daemons that exit meanwhile."""
+    reported = set()
+    while not _stop_requested:
+        time.sleep(0.5)
+        for name, proc in procs.items():
+            if name not in reported and proc.poll() is not None:
+                reported.add(name)
+                print(f"daemon {name} (pid {proc.pid}) exited with {proc.returncode}", flush=True)
+
+
+def teardown(net, procs: dict, st: dict) -> None:
+    st["phase"] = "stopping"
+    state.save(st)
+    t0 = time.monotonic()
+    state.stop(list(st["daemons"].values()), grace=10)
+    print(f"daemons stopped in {time.monotonic() - t0:.1f} s", flush=True)
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=5)  # reap: this machine's init does not, promptly
+        except subprocess.TimeoutExpired:
+            pass
+    if net is not None:
+        try:
+            net.stop()
+        except Exception:
+            traceback.print_exc()
+    state.sweep(st)
+    st["phase"] = "down"
+    state.save(st)
+    print(f"lab stopped in {time.monotonic() - t0:.1f} s", flush=True)
+
+
+def _private_dirs(host: str) -> list[tuple[str, str]]:
+    dirs = []
+    for path in SEEDED_DIRS + EMPTY_DIRS:
+        src = Path(path)
+        if src.is_symlink() or not src.is_dir():
+            continue
+        dst = state.HOSTS_DIR / host / path.lstrip("/")
+        shutil.rmtree(dst, ignore_errors=True)
+        if path in SEEDED_DIRS:
+            shutil.copytree(src, dst, symlinks=True)
+        else:
+            dst.mkdir(parents=True)
+        info = src.stat()
+        shutil.chown(dst, info.st_uid, info.st_gid)
+        dst.chmod(info.st_mode & 0o7777)
+        dirs.append((path, str(dst)))
+    return dirs
+
+
+def _isolate_root_side(plan: Plan) -> None:
+    """The root namespace's lab interfaces: no IPv6, no forwarding, and ARP
+    answers only for an address on the interface itself (the master's)."""
+    for name in plan.bridges + plan.root_links:
+        _sysctl(f"ipv6/conf/{name}/disable_ipv6", 1)
+    for name in plan.bridges + [plan.master.device]:
+        _sysctl(f"ipv4/conf/{name}/forwarding", 0)
+        _sysctl(f"ipv4/conf/{name}/arp_ignore", 1)
+
+
+def _wait_http_listening(net, plan: Plan) -> None:
+    deadline = time.monotonic() + HTTP_READY_TIMEOUT
+    for host in (h for h in plan.hosts if h.service):
+        address, port = host.service
+        while not net[host.name].cmd(f"ss -Hltn src {address}:{port}").strip():
+            _check_stop()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{host.name}: nothing listens on {address}:{port}")
+            time.sleep(0.1)
+
+
+def _must(node, cmd: str) -> None:
+    out = node.cmd(cmd)
+    if out.strip():
+        raise RuntimeError(f"{node.name}: {cmd}: {out.strip()}")
+
+
+def _sysctl(key: str, value: int) -> None:
+    Path("/proc/sys/net", key).write_text(f"{value}\n")
+
+
+def _request_stop(signum, frame) -> None:
+    global _stop_requested
+    _stop_requested = True
+
+
+def _check_stop() -> None:
+    if _stop_requested:
+        raise Stopped()
+
+
+if __name__ == "__main__":
+    sys.exit(main("--galera6" in sys.argv))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import lb_routing
 import lb_topology
 
 OS_FAMILIES = ("FreeBSD", "Debian")
@@ -405,6 +406,8 @@ def render_node(model: dict, node_id: str, os_family: str, redact: bool = False)
         files = render_freebsd(model, pair, node_id, secret)
     else:
         files = render_debian(model, pair, node_id, secret)
+    header = HEADER.format(pair=pair["name"], node=node_id)
+    files.update(lb_routing.render(pair, node_id, os_family, header, secret, File))
     return dict(sorted(files.items()))
 
 

@@ -57,9 +57,12 @@ def test_every_file_at_its_real_path(seed_model):
         "/etc/rc.conf.d/netif",
         "/etc/rc.conf.d/routing",
         "/etc/sysctl.conf",
+        "/usr/local/etc/bgpd.conf",
         "/usr/local/etc/haproxy.conf",
+        "/usr/local/etc/ospfd.conf",
     ]
     assert sorted(lb_render.render_node(seed_model, "lb-a", "Debian")) == [
+        "/etc/bgpd.conf",
         "/etc/haproxy/haproxy.cfg",
         "/etc/keepalived/keepalived.conf",
         "/etc/sysctl.d/60-lb-pair.conf",

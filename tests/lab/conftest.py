@@ -1,0 +1,80 @@
+"""The lab as a pytest fixture.
+
+`lab` (session scope) brings the lab up with `python -m lab up`, or reuses one
+that is already running; it takes down only a lab it brought up itself, and
+always does, even when tests fail.  Every test under tests/lab is marked `lab`;
+tests marked `lab_teardown` run after all the others.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import PILLAR, REPO, control, saltcfg, state
+from lab.plan import plan_from_pillar
+
+UP_TIMEOUT = 600  # seconds for `python -m lab up`, highstate included
+HERE = Path(__file__).parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "lab_teardown: takes the lab down; runs after every other test")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.lab)
+    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)  # stable
+
+
+class Lab:
+    """A running lab, as the tests see it."""
+
+    def __init__(self, owned: bool, up: subprocess.CompletedProcess | None):
+        self.owned = owned  # brought up by this session, so taken down by it
+        self.up = up  # the `python -m lab up` run, when this session made it
+        self.state = state.load()
+        self.plan = plan_from_pillar(PILLAR, galera6=self.state["galera6"])
+
+    @property
+    def converged(self) -> bool:
+        return self.up is None or self.up.returncode == 0
+
+    def run(self, host: str, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run a command in a lab host."""
+        return control.run(host, *cmd, timeout=timeout)
+
+    def salt(self, *args: str, timeout: float = 120) -> dict:
+        """`salt ... --out=json --static` against the lab's master: {minion: return}."""
+        return saltcfg.salt_json(*args, timeout=timeout)
+
+    def down(self) -> int:
+        return control.down()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    if os.geteuid() != 0 or not shutil.which("mnexec"):
+        pytest.skip("the lab needs root and Mininet (mnexec)")
+    up = None
+    owned = control.running() is None
+    if owned:
+        try:
+            up = subprocess.run([sys.executable, "-m", "lab", "up"], cwd=REPO, capture_output=True, text=True, timeout=UP_TIMEOUT)
+        except BaseException:
+            control.down()
+            raise
+        if control.running() is None:
+            control.down()
+            pytest.fail(f"`python -m lab up` failed:\n{up.stdout}\n{up.stderr}")
+    try:
+        yield Lab(owned, up)
+    finally:
+        if owned:
+            control.down()

@@ -248,6 +248,20 @@ def _rc(key, value) -> str:
     return f'{key}="{value}"'
 
 
+def freebsd_alias_words(g: dict, secret=str) -> list[str]:
+    """The ifconfig words of one CARP alias, as rc.d/netif passes them
+    (`ifconfig hn1 <words>`): the same words go to rc.conf.d/netif and to
+    the live `ifconfig` the carp module runs, so the two cannot drift."""
+    words = ["inet", "vhid", str(g["vhid"])]
+    if g["advbase"] != 1:
+        words += ["advbase", str(g["advbase"])]
+    words += ["advskew", str(g["advskew"]), "pass", secret(g["password"])]
+    # /32: the address lies in the interface's own subnet, which
+    # already has its route (FreeBSD handbook, CARP section).
+    words += ["alias", f"{g['vip'].ip}/32"]
+    return words
+
+
 def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, File]:
     view = node_view(pair, node_id)
     node = view["node"]
@@ -273,14 +287,7 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
         dev = device(iface, "FreeBSD")
         netif.append(_rc(f"ifconfig_{dev}", f"inet {iface['address']} netmask {iface['cidr'].netmask}"))
         for n, g in enumerate(by_dev.get(dev, [])):
-            words = ["inet", "vhid", str(g["vhid"])]
-            if g["advbase"] != 1:
-                words += ["advbase", str(g["advbase"])]
-            words += ["advskew", str(g["advskew"]), "pass", secret(g["password"])]
-            # /32: the address lies in the interface's own subnet, which
-            # already has its route (FreeBSD handbook, CARP section).
-            words += ["alias", f"{g['vip'].ip}/32"]
-            netif.append(_rc(f"ifconfig_{dev}_alias{n}", " ".join(words)))
+            netif.append(_rc(f"ifconfig_{dev}_alias{n}", " ".join(freebsd_alias_words(g, secret))))
     files["/etc/rc.conf.d/netif"] = File("\n".join(netif) + "\n", mode="0600", secret=True)
 
     routes = [head]
@@ -304,10 +311,24 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
 # Debian (Linux)
 
 
-def render_keepalived(pair: dict, node_id: str) -> str:
+# Where the Linux CARP providers keep what must survive a restart (the
+# maintenance intent, the instance states the notify script records) and the
+# scripts they install.  The carp module can move them (config `lb_carp`).
+CARP_STATE_DIR = "/var/lib/lb-carp"
+CARP_SCRIPT_DIR = "/usr/local/sbin"
+NOTIFY_SCRIPT = "lb-carp-notify"
+MAINTENANCE_TRACK_FILE = "maintenance.track"
+# The maintenance track file holds 1 while the node is in maintenance: every
+# instance's priority drops by 253, to 1 (keepalived keeps it >= 1), below any
+# peer's; the node stays a BACKUP that still takes over if the peer dies.
+MAINTENANCE_WEIGHT = -253
+
+
+def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR, script_dir: str = CARP_SCRIPT_DIR) -> str:
     view = node_view(pair, node_id)
     carp = pair["carp"]
     tracked = tracked_devices(pair, node_id, "Debian")
+    notify = f"{script_dir}/{NOTIFY_SCRIPT}"
     out = [
         f"# {HEADER.format(pair=pair['name'], node=node_id)}",
         "# One vrrp_instance per CARP group: vhid -> virtual_router_id,",
@@ -321,6 +342,15 @@ def render_keepalived(pair: dict, node_id: str) -> str:
         "    vrrp_garp_master_refresh 60",
         "    enable_script_security",
         "    script_user root",
+        "}",
+        "",
+        "# Maintenance (carp.maintenance): the file holds 1 while the node is in",
+        f"# maintenance, and every priority drops by {-MAINTENANCE_WEIGHT} (to 1); read at start",
+        "# and watched while running, so it survives a restart or a reboot.",
+        "vrrp_track_file lb_carp_maintenance {",
+        f"    file {state_dir}/{MAINTENANCE_TRACK_FILE}",
+        f"    weight {MAINTENANCE_WEIGHT}",
+        "    init_file 0",
         "}",
         "",
     ]
@@ -342,10 +372,23 @@ def render_keepalived(pair: dict, node_id: str) -> str:
             "    virtual_ipaddress {",
             f"        {g['vip']} dev {dev}",
             "    }",
-            "    track_interface {",
         ]
-        out += [f"        {t}" for t in tracked]
-        out += ["    }", "}", ""]
+        # the instance's own interface is tracked anyway (keepalived warns
+        # about, and ignores, an explicit entry for it)
+        others = [t for t in tracked if t != dev]
+        if others:
+            out.append("    track_interface {")
+            out += [f"        {t}" for t in others]
+            out.append("    }")
+        out += [
+            "    track_file {",
+            "        lb_carp_maintenance",
+            "    }",
+            # records MASTER/BACKUP/FAULT/STOP in <state_dir>/state/<vhid>
+            f'    notify "{notify} {state_dir}"',
+            "}",
+            "",
+        ]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -35,6 +35,11 @@ OS_PARAMS = {
         # number lets `haproxy -c` check this file on a Linux host too.
         "haproxy_user": ("uid", 80),
         "haproxy_group": ("gid", 80),
+        "haproxy_master_socket": "/var/run/haproxy-master.sock",
+        "haproxy_certs_dir": "/usr/local/etc/haproxy/certs",
+        "haproxy_server_state": "/var/run/haproxy-server-state",
+        "haproxy_binary": "/usr/local/sbin/haproxy",
+        "root_group": "wheel",
         "syslog": "/var/run/log",
     },
     "Debian": {
@@ -44,6 +49,12 @@ OS_PARAMS = {
         "haproxy_chroot": "/var/lib/haproxy",
         "haproxy_user": ("user", "haproxy"),
         "haproxy_group": ("group", "haproxy"),
+        # Debian's own haproxy.service uses this master CLI socket
+        "haproxy_master_socket": "/run/haproxy-master.sock",
+        "haproxy_certs_dir": "/etc/haproxy/certs",
+        "haproxy_server_state": "/run/haproxy/server-state",
+        "haproxy_binary": "/usr/sbin/haproxy",
+        "root_group": "root",
         "syslog": "/dev/log",
         "keepalived_config": "/etc/keepalived/keepalived.conf",
         "ucarp_dir": "/etc/ucarp",
@@ -55,6 +66,20 @@ OS_PARAMS = {
 # seed's MySQL listeners allow 3-hour idle sessions; without a bound, every
 # reload leaves a worker behind for up to 3 hours.
 DEFAULT_HARD_STOP_AFTER = "30m"
+
+# Runtime server states (drain, maintenance, weights set through the stats
+# socket) survive a reload: the haproxy_cfg module dumps `show servers state`
+# into this file just before it signals the master, and starts HAProxy with
+# this variable set, so the new worker loads them.  Without the variable
+# (`haproxy -c`, a start by the init script at boot) the lines are skipped:
+# no warning about a missing file, and a boot starts from the pillar's states.
+SERVER_STATE_ENV = "LB_HAPROXY_SERVER_STATE"
+# HAProxy's built-in exporter (Debian 12's haproxy -vv lists the service
+# prometheus-exporter); the port of HAProxy's own documentation.
+PROMETHEUS_PORT = 8405
+# OS_PARAMS keys a caller may override for the HAProxy files (tests, or a
+# minion whose HAProxy lives elsewhere; see the haproxy_cfg module).
+HAPROXY_PARAM_KEYS = ("haproxy_config", "haproxy_socket", "haproxy_pidfile", "haproxy_chroot", "haproxy_certs_dir")
 
 
 @dataclass(frozen=True)
@@ -141,8 +166,24 @@ def _ind(lines):
     return ["    " + line if line else "" for line in lines]
 
 
-def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str) -> str:
-    osp = OS_PARAMS[os_family]
+def haproxy_params(os_family: str, overrides: dict | None = None) -> dict:
+    """OS_PARAMS of `os_family` with some HAProxy paths overridden."""
+    bad = sorted(set(overrides or {}) - set(HAPROXY_PARAM_KEYS))
+    if bad:
+        raise ValueError(f"cannot override {', '.join(bad)} (allowed: {', '.join(HAPROXY_PARAM_KEYS)})")
+    return dict(OS_PARAMS[os_family], **(overrides or {}))
+
+
+def cert_path(lst: dict, certs_dir: str) -> str:
+    """Where a TLS listener's combined PEM (certificate chain + key) goes."""
+    return f"{certs_dir}/{lst['name']}.pem"
+
+
+def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str, params: dict | None = None, prometheus: bool = True) -> str:
+    """The node's whole haproxy.cfg.  `params` overrides HAProxy paths
+    (HAPROXY_PARAM_KEYS); `prometheus=False` leaves the exporter out (a
+    build without it: the haproxy_cfg module checks `haproxy -vv`)."""
+    osp = haproxy_params(os_family, params)
     view = node_view(pair, node_id)
     hp = pair["haproxy"]
     out = [f"# {HEADER.format(pair=pair['name'], node=node_id)}", ""]
@@ -158,6 +199,10 @@ def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str) -> str
         "stats timeout 30s",
         "{} {}".format(*osp["haproxy_user"]),
         "{} {}".format(*osp["haproxy_group"]),
+        # runtime server states carried over a reload (see SERVER_STATE_ENV)
+        f".if defined({SERVER_STATE_ENV})",
+        f'server-state-file "${{{SERVER_STATE_ENV}}}"',
+        ".endif",
     ]
     extra = dict(hp["global"])
     extra.setdefault("hard-stop-after", [DEFAULT_HARD_STOP_AFTER])
@@ -174,11 +219,12 @@ def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str) -> str
     dl += [f"option {o}" for o in d["options"]]
     dl.append(f"retries {d['retries']}")
     dl += [f"timeout {k} {v}" for k, v in d["timeouts"].items()]
+    dl += [f".if defined({SERVER_STATE_ENV})", "load-server-state-from-file global", ".endif"]
     out += ["defaults"] + _ind(dl) + [""]
 
     for lst in hp["listeners"].values():
         pool = hp["pools"][lst["pool"]]
-        out += [f"listen {lst['name']}"] + _ind(listener_lines(lst, pool)) + [""]
+        out += [f"listen {lst['name']}"] + _ind(listener_lines(lst, pool, osp["haproxy_certs_dir"])) + [""]
 
     for ul in hp["userlists"].values():
         lines = []
@@ -206,11 +252,33 @@ def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str) -> str
         if stats["admin_group"]:
             sl.append("stats admin if AUTH_ADMIN")
         out += ["listen stats"] + _ind(sl) + [""]
+        if prometheus:
+            # metrics for a scraper on the management network only, like
+            # the stats page; read-only, no authentication (Prometheus'
+            # usual setup), and no log line per scrape
+            pl = [
+                f"bind {view['stats_address']}:{PROMETHEUS_PORT}",
+                "mode http",
+                "http-request use-service prometheus-exporter if { path /metrics }",
+                "no log",
+            ]
+            out += ["frontend prometheus"] + _ind(pl) + [""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def listener_lines(lst: dict, pool: dict) -> list[str]:
-    lines = [f"bind {lst['vip']}:{lst['port']}", f"mode {lst['mode']}", f"balance {lst['balance']}"]
+def listener_lines(lst: dict, pool: dict, certs_dir: str | None = None) -> list[str]:
+    tls = lst.get("tls")
+    if tls:
+        if certs_dir is None:
+            raise ValueError(f"listener {lst['name']} terminates TLS: give certs_dir")
+        lines = [f"bind {lst['vip']}:{lst['port']} ssl crt {cert_path(lst, certs_dir)}"]
+        if tls["redirect_http"]:
+            lines.append(f"bind {lst['vip']}:80")
+    else:
+        lines = [f"bind {lst['vip']}:{lst['port']}"]
+    lines += [f"mode {lst['mode']}", f"balance {lst['balance']}"]
+    if tls and tls["redirect_http"]:
+        lines.append("http-request redirect scheme https code 301 unless { ssl_fc }")
     if lst["maxconn"]:
         lines.append(f"maxconn {lst['maxconn']}")
     lines += [f"option {o}" for o in lst["options"]]
@@ -238,6 +306,19 @@ def listener_lines(lst: dict, pool: dict) -> list[str]:
             words.append("disabled")
         lines.append(" ".join(words))
     return lines
+
+
+def haproxy_files(model: dict, pair: dict, node_id: str, os_family: str, secret=str, params: dict | None = None, prometheus: bool = True) -> dict[str, File]:
+    """HAProxy's files on the node: the config, and one combined PEM
+    (certificate chain, then key; 0600, a secret) per TLS listener."""
+    osp = haproxy_params(os_family, params)
+    files = {osp["haproxy_config"]: File(render_haproxy(model, pair, node_id, os_family, params, prometheus), mode="0640", secret=True)}
+    for lst in pair["haproxy"]["listeners"].values():
+        tls = lst.get("tls")
+        if tls:
+            pem = tls["certificate"].strip() + "\n" + secret(tls["key"].strip()) + "\n"
+            files[cert_path(lst, osp["haproxy_certs_dir"])] = File(pem, mode="0600", secret=True)
+    return files
 
 
 # ---------------------------------------------------------------------------
@@ -303,7 +384,7 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
     files["/etc/sysctl.conf"] = File("\n".join(sysctl) + "\n")
 
     files["/boot/loader.conf"] = File(head + "\n" + _rc("carp_load", "YES") + "\n")
-    files[OS_PARAMS["FreeBSD"]["haproxy_config"]] = File(render_haproxy(model, pair, node_id, "FreeBSD"), mode="0640", secret=True)
+    files.update(haproxy_files(model, pair, node_id, "FreeBSD", secret))
     return files
 
 
@@ -432,7 +513,7 @@ def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, Fi
         files[osp["keepalived_config"]] = File(render_keepalived(pair, node_id), mode="0640")
     else:
         files.update(render_ucarp(pair, node_id, secret))
-    files[osp["haproxy_config"]] = File(render_haproxy(model, pair, node_id, "Debian"), mode="0640", secret=True)
+    files.update(haproxy_files(model, pair, node_id, "Debian", secret))
     return files
 
 

@@ -54,6 +54,10 @@ PASSWORD_HASH_RE = re.compile(r"^\$(5|6)\$(rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[.
 OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*( \S.*)?$")
 COMMUNITY_RE = re.compile(r"^\d{1,10}:\d{1,10}$")
 
+# TLS material in the pillar (listener `tls:`): PEM blocks as RFC 7468 writes them.
+PEM_BLOCK_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
+PEM_KEY_TYPES = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
+
 # default-server / server keywords a pool may set (HAProxy 2.6, the ones that
 # take one value).  Unknown keys are an error: a typo here would otherwise
 # only show up as `haproxy -c` failing on the minion.
@@ -949,7 +953,7 @@ class _Checker:
             ld = self.mapping(lst, lpath)
             if ld is None:
                 continue
-            self.unknown_keys(ld, {"name", "vhid", "port", "mode", "balance", "timeouts", "options", "pool", "maxconn"}, lpath)
+            self.unknown_keys(ld, {"name", "vhid", "port", "mode", "balance", "timeouts", "options", "pool", "maxconn", "tls"}, lpath)
             entry = {"key": name}
             vhid = self.integer(ld.get("vhid"), _p(lpath, "vhid"), 1, 255, " (the CARP group whose VIP it binds)")
             if vhid is not None and vhid not in groups:
@@ -984,7 +988,15 @@ class _Checker:
                 self.warn(_p(lpath, "balance"), f"balance {balance} on a galera pool: with one active server the algorithm only matters among backups")
             if pool is not None and mode == "tcp" and pool["kind"] == "http":
                 self.warn(_p(lpath, "mode"), "an http pool behind a tcp listener: no HTTP logging or header handling")
-            if None in (vhid, port, mode, balance) or pool is None:
+            tls = None
+            if ld.get("tls") is not None:
+                tls = self.tls(ld["tls"], _p(lpath, "tls"), mode, port)
+                if tls is not None and tls["redirect_http"] and vhid is not None:
+                    key = (groups[vhid]["vip"].ip, 80)
+                    if key in binds:
+                        self.err(_p(lpath, "tls", "redirect_http"), f"{key[0]}:80 is already bound by listener {binds[key]!r}")
+                    binds[key] = f"{name} (redirect_http)"
+            if None in (vhid, port, mode, balance) or pool is None or (ld.get("tls") is not None and tls is None):
                 continue
             vip = groups[vhid]["vip"].ip
             section = ld.get("name") or f"haproxy_{vip}_{port}"
@@ -995,9 +1007,102 @@ class _Checker:
                 self.err(_p(lpath, "name"), f"section name {section!r} is also listener {section_names[section]!r}")
                 continue
             section_names[section] = name
-            entry.update({"name": section, "vhid": vhid, "vip": vip, "port": port, "mode": mode, "balance": balance, "timeouts": timeouts, "options": options, "pool": pool_name, "maxconn": maxconn})
+            entry.update({"name": section, "vhid": vhid, "vip": vip, "port": port, "mode": mode, "balance": balance, "timeouts": timeouts, "options": options, "pool": pool_name, "maxconn": maxconn, "tls": tls})
             out[name] = entry
         return out
+
+    def pem_blocks(self, value, path, what) -> list[tuple[str, bytes]] | None:
+        """The PEM blocks of a pillar string as (label, DER bytes), or None
+        after an error at `path`."""
+        import base64
+        import binascii
+
+        if not isinstance(value, str) or "-----BEGIN " not in value:
+            self.err(path, f"must be {what} in PEM form (-----BEGIN ...-----), got {type(value).__name__ if not isinstance(value, str) else 'text without a PEM block'}")
+            return None
+        blocks = []
+        for m in PEM_BLOCK_RE.finditer(value):
+            body = m.group(2)
+            if "Proc-Type: 4,ENCRYPTED" in body:
+                blocks.append((m.group(1) + " (ENCRYPTED)", b""))
+                continue
+            try:
+                der = base64.b64decode("".join(body.split()), validate=True)
+            except (binascii.Error, ValueError):
+                self.err(path, f"the {m.group(1)} block is not valid base64")
+                return None
+            if not der or der[0] != 0x30:
+                self.err(path, f"the {m.group(1)} block does not hold DER data")
+                return None
+            blocks.append((m.group(1), der))
+        if not blocks:
+            self.err(path, f"has a BEGIN line but no complete PEM block (is an END line missing?); must be {what}")
+            return None
+        return blocks
+
+    def tls(self, raw, path, mode, port) -> dict | None:
+        """A listener's `tls`: certificate (chain) and key from the pillar,
+        deployed 0600 as one PEM that HAProxy's `bind ... ssl crt` reads."""
+        d = self.mapping(raw, path)
+        if d is None:
+            return None
+        self.unknown_keys(d, {"certificate", "key", "redirect_http"}, path)
+        errors = len(self.errors)
+        if mode is not None and mode != "http":
+            self.err(path, f"TLS is terminated on HTTP listeners; this one has mode {mode}")
+        redirect = d.get("redirect_http", False)
+        if not isinstance(redirect, bool):
+            self.err(_p(path, "redirect_http"), f"must be true or false, got {redirect!r}")
+        elif redirect and port == 80:
+            self.err(_p(path, "redirect_http"), "the listener itself is on port 80; redirect_http adds a plain-HTTP bind on port 80 that redirects to it")
+        certs = self.pem_blocks(d.get("certificate"), _p(path, "certificate"), "the certificate (and its chain)")
+        if certs is not None:
+            labels = [b[0] for b in certs]
+            if any("PRIVATE KEY" in label for label in labels):
+                self.err(_p(path, "certificate"), "holds a private key; give it under tls:key")
+            elif labels[0] != "CERTIFICATE" or any(label not in ("CERTIFICATE", "TRUSTED CERTIFICATE") for label in labels):
+                self.err(_p(path, "certificate"), f"must hold CERTIFICATE blocks only, found {', '.join(labels)}")
+        keys = self.pem_blocks(d.get("key"), _p(path, "key"), "the private key")
+        if keys is not None:
+            labels = [b[0] for b in keys]
+            if len(keys) != 1:
+                self.err(_p(path, "key"), f"must hold exactly one private key block, found {', '.join(labels)}")
+            elif "ENCRYPTED" in labels[0]:
+                self.err(_p(path, "key"), "is encrypted; HAProxy cannot ask for a passphrase at start: give the key unencrypted (the pillar is where it is protected)")
+            elif labels[0] not in PEM_KEY_TYPES:
+                self.err(_p(path, "key"), f"must be a private key block ({', '.join(PEM_KEY_TYPES)}), found {labels[0]}")
+        if len(self.errors) == errors:
+            self.tls_pair(certs[0][1], keys[0][1], path)
+        if len(self.errors) != errors:
+            return None
+        return {"certificate": d["certificate"], "key": d["key"], "redirect_http": redirect}
+
+    def tls_pair(self, cert_der: bytes, key_der: bytes, path) -> None:
+        """With `cryptography` at hand (Salt depends on it): the key must be
+        the certificate's, and an expired certificate is a warning."""
+        try:
+            from cryptography import x509
+            from cryptography.hazmat.primitives import serialization
+        except ImportError:  # pragma: no cover - Salt always brings it
+            return
+        try:
+            cert = x509.load_der_x509_certificate(cert_der)
+        except ValueError as exc:
+            self.err(_p(path, "certificate"), f"is not a readable X.509 certificate ({exc})")
+            return
+        try:
+            key = serialization.load_der_private_key(key_der, password=None)
+        except (ValueError, TypeError) as exc:
+            self.err(_p(path, "key"), f"is not a readable private key ({exc})")
+            return
+        fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key.public_key().public_bytes(*fmt) != cert.public_key().public_bytes(*fmt):
+            self.err(_p(path, "key"), f"does not belong to the certificate ({cert.subject.rfc4514_string()}): HAProxy would refuse the pair")
+            return
+        import datetime
+
+        if cert.not_valid_after_utc < datetime.datetime.now(datetime.UTC):
+            self.warn(_p(path, "certificate"), f"expired on {cert.not_valid_after_utc:%Y-%m-%d} ({cert.subject.rfc4514_string()})")
 
     def stats(self, raw, path, pair, userlists) -> dict | None:
         d = self.mapping(raw, path, required=False)

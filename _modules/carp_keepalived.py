@@ -1,0 +1,497 @@
+"""
+CARP groups on Linux with keepalived (VRRPv3): the ``carp`` provider chosen
+when the pair's ``carp:linux_provider`` is ``keepalived`` (the default).
+
+Each CARP group of the node becomes one ``vrrp_instance`` (vhid ->
+virtual_router_id, advskew -> priority 254 - advskew), rendered by
+``lb_render.render_keepalived``.  A change is applied by rewriting
+keepalived.conf (checked first with ``keepalived -t``) and sending keepalived
+SIGHUP: a reload, never a restart, so VIPs are not dropped.  keepalived is
+started directly (no systemd) with its pid files in ``run_dir``.
+
+Every instance calls the notify script, which records MASTER/BACKUP/FAULT/STOP
+in ``<state_dir>/state/<vhid>``; ``carp.status`` reads it.
+
+Maintenance writes the intent to ``<state_dir>/maintenance`` first, then 1 to
+``<state_dir>/maintenance.track``, a keepalived ``track_file`` with weight
+-253: every priority drops to 1, the peer preempts, and the node stays
+demoted across a keepalived restart or a reboot until maintenance is left.
+
+Paths can be moved with the ``lb_carp`` config key (minion config, grains or
+pillar): ``state_dir``, ``script_dir``, ``run_dir``, ``keepalived_config``.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+
+from salt.exceptions import CommandExecutionError
+
+import carp_common
+import lb_render
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "carp"
+PROVIDER = "keepalived"
+START_TIMEOUT = 10.0  # seconds for keepalived to write its pid file
+STOP_TIMEOUT = 10.0
+
+
+def __virtual__():
+    if __grains__.get("kernel") != "Linux":
+        return (False, "carp_keepalived: Linux only (FreeBSD uses carp_freebsd)")
+    provider = carp_common.linux_provider(__pillar__, __opts__.get("id"), _override())
+    if provider != PROVIDER:
+        return (False, f"carp_keepalived: this node's pair uses {provider}")
+    return __virtualname__
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _override():
+    for source in (__opts__, __grains__, __pillar__):
+        value = source.get("lb_carp") if hasattr(source, "get") else None
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _paths():
+    return carp_common.settings("Linux", _override())
+
+
+def _node():
+    return __opts__["id"]
+
+
+def _model(topology=None):
+    try:
+        return carp_common.load_model(__pillar__, topology)
+    except (ValueError, OSError) as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _pair_groups(topology=None):
+    model = _model(topology)
+    try:
+        return carp_common.node_groups(model, _node(), "Debian")
+    except KeyError as exc:
+        raise CommandExecutionError(str(exc.args[0])) from exc
+
+
+def _binary():
+    binary = _override().get("keepalived_bin") or shutil.which("keepalived") or "/usr/sbin/keepalived"
+    return binary
+
+
+def _pidfile():
+    return os.path.join(_paths()["run_dir"], "keepalived.pid")
+
+
+def _running_pid():
+    """keepalived's parent pid when it runs (pid file and /proc agree)."""
+    text = carp_common.read_text(_pidfile())
+    if not text or not text.strip().isdigit():
+        return None
+    pid = int(text.strip())
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return None
+    return pid if argv and os.path.basename(argv[0].decode(errors="replace")) == "keepalived" else None
+
+
+def _render(pair):
+    paths = _paths()
+    return lb_render.render_keepalived(pair, _node(), state_dir=paths["state_dir"], script_dir=paths["script_dir"])
+
+
+def _maint_paths():
+    paths = _paths()
+    return (
+        os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE),
+        os.path.join(paths["state_dir"], lb_render.MAINTENANCE_TRACK_FILE),
+    )
+
+
+def _scripts():
+    return {os.path.join(_paths()["script_dir"], lb_render.NOTIFY_SCRIPT): carp_common.NOTIFY_SCRIPT}
+
+
+def _check_config(text):
+    """`keepalived -t` on the new config before it replaces the old one.
+    Interfaces that do not exist here are only warned about (keepalived
+    starts without them and picks them up when they appear)."""
+    binary = _binary()
+    if not os.path.exists(binary):
+        log.warning("carp: %s not found, config not checked", binary)
+        return
+    fd, tmp = tempfile.mkstemp(prefix="keepalived-check.", suffix=".conf")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        res = __salt__["cmd.run_all"]([binary, "--config-test", "--use-file", tmp], python_shell=False, ignore_retcode=True)
+    finally:
+        os.unlink(tmp)
+    if res["retcode"] == 0:
+        return
+    lines = [line for line in (res.get("stderr", "") + "\n" + res.get("stdout", "")).splitlines() if line.strip()]
+    benign = ("doesn't exist", "Non-existent interface", "Unknown interface")
+    serious = [line for line in lines if not any(b in line for b in benign)]
+    if serious or not lines:
+        raise CommandExecutionError("keepalived rejects the rendered configuration:\n" + "\n".join(lines or [f"exit {res['retcode']}"]))
+    log.warning("carp: keepalived config check: %s", "; ".join(lines))
+
+
+def _start():
+    paths = _paths()
+    os.makedirs(paths["run_dir"], exist_ok=True)
+    argv = carp_common.keepalived_argv(_binary(), paths["keepalived_config"], paths["run_dir"])
+    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    if res["retcode"] != 0:
+        raise CommandExecutionError(f"keepalived did not start (exit {res['retcode']}): {res.get('stderr', '').strip()}")
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        pid = _running_pid()
+        if pid:
+            return pid
+        time.sleep(0.1)
+    raise CommandExecutionError(f"keepalived started but wrote no pid file {_pidfile()} within {START_TIMEOUT:.0f} s")
+
+
+def _reload(pid):
+    os.kill(pid, signal.SIGHUP)
+
+
+def _stop(pid):
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if _running_pid() != pid:
+            return
+        time.sleep(0.1)
+    raise CommandExecutionError(f"keepalived (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s")
+
+
+def _vips_by_device():
+    """{device: {address, ...}} of the IPv4 addresses configured now."""
+    res = __salt__["cmd.run_all"](["ip", "-o", "-4", "addr", "show"], python_shell=False, ignore_retcode=True, output_loglevel="quiet")
+    out = {}
+    for line in res.get("stdout", "").splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[2] == "inet":
+            out.setdefault(words[1], set()).add(words[3].split("/")[0])
+    return out
+
+
+def _public_instance(vhid, inst):
+    return {
+        "device": inst["device"],
+        "vip": inst["vip"],
+        "priority": inst["priority"],
+        "advskew": 254 - inst["priority"],
+        "advert_int": inst["advert_int"],
+        "preempt": inst["preempt"],
+    }
+
+
+# ---------------------------------------------------------------------------
+# public
+
+
+def groups(topology=None):
+    """
+    The CARP groups the topology gives this node (passwords left out).
+
+    topology
+        Path of a YAML topology file instead of the pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' carp.groups
+        salt-call carp.groups topology=pillar/lab/lb.sls --out=json
+    """
+    _, gs = _pair_groups(topology)
+    return [dict(carp_common.public(g), provider=PROVIDER) for g in gs]
+
+
+def status():
+    """
+    The state of every CARP group on this node, per vhid: interface, VIP,
+    state (MASTER, BACKUP or INIT), advbase, advskew, provider; plus whether
+    the VIP is configured here now (``holds_vip``) and keepalived's own state.
+
+    Read from the running config, the states the notify script recorded, and
+    ``ip addr``.  INIT: keepalived is not running, or the instance is FAULT or
+    STOP, or has recorded nothing yet.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.status
+    """
+    paths = _paths()
+    instances = carp_common.parse_keepalived(carp_common.read_text(paths["keepalived_config"]))
+    running = _running_pid() is not None
+    addrs = _vips_by_device() if instances else {}
+    maint = in_maintenance()
+    out = {}
+    for vhid, inst in sorted(instances.items()):
+        rec = carp_common.parse_state_file(carp_common.read_text(os.path.join(paths["state_dir"], "state", str(vhid))))
+        raw = rec["state"] if rec else None
+        address = (inst["vip"] or "").split("/")[0]
+        out[vhid] = {
+            "interface": inst["device"],
+            "vip": inst["vip"],
+            "state": carp_common.carp_state(raw, running),
+            "advbase": inst["advert_int"],
+            "advskew": 254 - inst["priority"],
+            "provider": PROVIDER,
+            "daemon_state": raw if running else "STOPPED",
+            "holds_vip": address in addrs.get(inst["device"], set()),
+            "maintenance": maint,
+        }
+    return out
+
+
+def present(topology=None, test=False):
+    """
+    Make this node's CARP groups what the topology says: keepalived.conf
+    rendered from it (checked by ``keepalived -t``), the notify script, the
+    maintenance track file, and keepalived running (started if stopped,
+    reloaded with SIGHUP if its config changed).
+
+    Returns ``{"changes": {...}, "comment": str}``; changes per vhid show
+    old and new values.  With ``test=True`` nothing is touched and the same
+    changes are returned.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.present
+        salt 'lb*' carp.present test=True
+    """
+    paths = _paths()
+    pair, _ = _pair_groups(topology)
+    desired_text = _render(pair)
+    current_text = carp_common.read_text(paths["keepalived_config"])
+    changes = {}
+
+    old_i = carp_common.parse_keepalived(current_text)
+    new_i = carp_common.parse_keepalived(desired_text)
+    changes.update(carp_common.diff({v: _public_instance(v, i) for v, i in old_i.items()}, {v: _public_instance(v, i) for v, i in new_i.items()}))
+    config_changed = current_text != desired_text
+    if config_changed and not changes:
+        changes["config"] = {"old": "differs" if current_text is not None else None, "new": paths["keepalived_config"]}
+
+    scripts = {p: t for p, t in _scripts().items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
+    if scripts:
+        changes["scripts"] = sorted(scripts)
+
+    intent_path, track_path = _maint_paths()
+    want_track = "1\n" if os.path.exists(intent_path) else "0\n"
+    if carp_common.read_text(track_path) != want_track:
+        changes["maintenance_track"] = {"old": carp_common.read_text(track_path), "new": want_track}
+
+    pid = _running_pid()
+    if pid is None:
+        changes["keepalived"] = {"old": "stopped", "new": "running"}
+    elif config_changed:
+        changes["keepalived"] = {"old": f"running (pid {pid})", "new": "reloaded"}
+
+    if not changes or test:
+        return {"changes": changes, "comment": "would apply" if changes else "keepalived is configured as the topology says"}
+
+    for path, text in scripts.items():
+        carp_common.write_atomic(path, text, 0o755)
+    if "maintenance_track" in changes:
+        carp_common.write_atomic(track_path, want_track, 0o644)
+    os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)
+    if config_changed:
+        _check_config(desired_text)
+        carp_common.write_atomic(paths["keepalived_config"], desired_text, 0o640)
+    if pid is None:
+        pid = _start()
+        comment = f"keepalived started (pid {pid})"
+    elif config_changed:
+        _reload(pid)
+        comment = f"keepalived reloaded (SIGHUP to pid {pid})"
+    else:
+        comment = "keepalived files updated"
+    return {"changes": changes, "comment": comment}
+
+
+def absent(vhids=None, test=False):
+    """
+    Remove CARP groups from this node.  With ``vhids`` (a list), only those
+    instances leave keepalived.conf and keepalived reloads; without, every
+    group goes: keepalived stops (releasing its VIPs) and its config and
+    recorded states are removed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-b' carp.absent vhids='[55]'
+        salt 'lb-b' carp.absent test=True
+    """
+    import re
+
+    paths = _paths()
+    text = carp_common.read_text(paths["keepalived_config"])
+    instances = carp_common.parse_keepalived(text)
+    pid = _running_pid()
+    targets = sorted(instances) if vhids is None else sorted(int(v) for v in vhids if int(v) in instances)
+    changes = {v: {"old": _public_instance(v, instances[v]), "new": None} for v in targets}
+    if vhids is None and pid is not None:
+        changes["keepalived"] = {"old": f"running (pid {pid})", "new": "stopped"}
+    if not changes or test:
+        return {"changes": changes, "comment": "would remove" if changes else "no such CARP group here"}
+    if vhids is None:
+        if pid is not None:
+            _stop(pid)
+        if text is not None:
+            os.unlink(paths["keepalived_config"])
+        for v in targets:
+            try:
+                os.unlink(os.path.join(paths["state_dir"], "state", str(v)))
+            except FileNotFoundError:
+                pass
+        return {"changes": changes, "comment": "keepalived stopped, its CARP groups removed"}
+    new_text = text
+    for v in targets:
+        new_text = re.sub(rf"^vrrp_instance VI_{v} \{{\n.*?^\}}\n\n?", "", new_text, flags=re.S | re.M)
+    _check_config(new_text)
+    carp_common.write_atomic(paths["keepalived_config"], new_text, 0o640)
+    if pid is not None:
+        _reload(pid)
+    return {"changes": changes, "comment": f"removed vhid {', '.join(map(str, targets))}"}
+
+
+def in_maintenance():
+    """
+    True while this node is in maintenance (the intent file exists).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.in_maintenance
+    """
+    return os.path.exists(_maint_paths()[0])
+
+
+def maintenance(test=False):
+    """
+    Put this node in maintenance: its VIPs move to the peer and stay there,
+    across a keepalived restart or a reboot, until ``carp.unmaintenance``.
+
+    The intent is written first (``<state_dir>/maintenance``), then 1 to the
+    track file keepalived watches: every priority drops to 1, the peer (with
+    preempt) takes over at its next advertisement timeout while this node
+    still answers, so no client connection fails.  Entering twice changes
+    nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' carp.maintenance
+        salt 'lb-a' carp.maintenance test=True
+    """
+    intent_path, track_path = _maint_paths()
+    has_intent = os.path.exists(intent_path)
+    demoted = carp_common.read_text(track_path) == "1\n"
+    if has_intent and demoted:
+        return {"changes": {}, "comment": "already in maintenance"}
+    changes = {"maintenance": {"old": False, "new": True}}
+    if test:
+        return {"changes": changes, "comment": "would enter maintenance"}
+    if not has_intent:
+        carp_common.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
+    carp_common.write_atomic(track_path, "1\n", 0o644)
+    return {"changes": changes, "comment": "in maintenance: priorities lowered to 1, the peer takes the VIPs"}
+
+
+def unmaintenance(test=False):
+    """
+    Take this node out of maintenance: priorities return to the topology's,
+    and with preempt the node takes back the VIPs it is primary for.  Leaving
+    when not in maintenance changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' carp.unmaintenance
+    """
+    intent_path, track_path = _maint_paths()
+    has_intent = os.path.exists(intent_path)
+    demoted = carp_common.read_text(track_path) == "1\n"
+    if not has_intent and not demoted:
+        return {"changes": {}, "comment": "not in maintenance"}
+    changes = {"maintenance": {"old": True, "new": False}}
+    if test:
+        return {"changes": changes, "comment": "would leave maintenance"}
+    if demoted or os.path.exists(track_path):
+        carp_common.write_atomic(track_path, "0\n", 0o644)
+    if has_intent:
+        os.unlink(intent_path)
+    return {"changes": changes, "comment": "out of maintenance: priorities restored"}
+
+
+def preempt_enabled(topology=None):
+    """
+    Whether preemption is on for this node's groups (keepalived preempts
+    unless ``nopreempt`` is set; the topology's ``carp:preempt`` decides).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.preempt_enabled
+    """
+    instances = carp_common.parse_keepalived(carp_common.read_text(_paths()["keepalived_config"]))
+    if instances:
+        return all(i["preempt"] for i in instances.values())
+    pair, _ = _pair_groups(topology)
+    return bool(pair["carp"]["preempt"])
+
+
+def provider():
+    """
+    The CARP provider answering as ``carp`` on this node.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' carp.provider
+    """
+    return PROVIDER
+
+
+def command_line():
+    """
+    The command line this module starts keepalived with (no secret in it:
+    VRRPv3 has no password).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.command_line
+    """
+    paths = _paths()
+    return carp_common.keepalived_argv(_binary(), paths["keepalived_config"], paths["run_dir"])

@@ -1,0 +1,453 @@
+"""What the three `carp` providers share: the node's groups from the topology,
+the command lines they run, the scripts they install, the maintenance
+records, and how a change is reported.
+
+Pure functions plus two tiny file helpers (atomic write, read).  No Salt
+dunders: the provider modules (`_modules/carp_*.py`) pass in what they read
+from the system, and the unit tests call these directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import lb_render
+import lb_topology
+
+PROVIDERS = ("freebsd", "keepalived", "ucarp")
+STATES = ("MASTER", "BACKUP", "INIT")
+
+# Paths each provider uses; the `lb_carp` config key (minion config, grains
+# or pillar) overrides any of them, e.g. {"state_dir": "/srv/lb-carp"}.
+DEFAULTS = {
+    "FreeBSD": {
+        "state_dir": "/var/db/lb-carp",
+        "netif_file": "/etc/rc.conf.d/netif",
+        "loader_conf": "/boot/loader.conf",
+        "rc_script": "/usr/local/etc/rc.d/lb_carp_maintenance",
+    },
+    "Linux": {
+        "state_dir": lb_render.CARP_STATE_DIR,
+        "script_dir": lb_render.CARP_SCRIPT_DIR,
+        "run_dir": "/run/lb-carp",
+        "keepalived_config": lb_render.OS_PARAMS["Debian"]["keepalived_config"],
+        "ucarp_dir": lb_render.OS_PARAMS["Debian"]["ucarp_dir"],
+    },
+}
+
+MAINTENANCE_FILE = "maintenance"  # the intent: JSON, present while in maintenance
+# FreeBSD: net.inet.carp.demotion is a counter the kernel adds to every
+# advskew it advertises (capped at 240); writing N to it ADDS N.  240 is what
+# the kernel itself adds for a down interface (ifdown_demotion_factor).
+FREEBSD_DEMOTION = 240
+DEMOTION_RECORD = "demotion"  # what this module added, for which boot
+# ucarp: a group in maintenance runs with this advskew (ucarp takes 0-255).
+UCARP_MAINTENANCE_ADVSKEW = 254
+
+
+# ---------------------------------------------------------------------------
+# the node's groups
+
+
+def node_groups(model: dict, node_id: str, os_family: str) -> tuple[dict, list[dict]]:
+    """(pair, [group]) for `node_id`: each group with its device for this OS
+    family, its VIP split into address and prefix, and its password."""
+    pair, _ = lb_topology.find_node(model, node_id)
+    fam = "FreeBSD" if os_family == "FreeBSD" else "Debian"
+    out = []
+    for g in lb_render.node_view(pair, node_id)["groups"]:
+        out.append(
+            {
+                "vhid": g["vhid"],
+                "interface": g["interface"],
+                "device": lb_render.device(g["device"], fam),
+                "vip": str(g["vip"]),
+                "address": str(g["vip"].ip),
+                "prefixlen": g["vip"].prefixlen,
+                "password": g["password"],
+                "advbase": g["advbase"],
+                "advskew": g["advskew"],
+                "priority": g["priority"],
+                "role": g["role"],
+                "source": str(g["source"]),
+                "peer_source": str(g["peer_source"]),
+                # lb_render works on netaddr objects; keep one for it
+                "_vip": g["vip"],
+            }
+        )
+    return pair, out
+
+
+def public(group: dict) -> dict:
+    """A group as it may be shown or logged: no password, no internals."""
+    return {k: v for k, v in group.items() if k != "password" and not k.startswith("_")}
+
+
+def diff(current: dict[int, dict], desired: dict[int, dict]) -> dict:
+    """Changes per vhid, as a state reports them: {vhid: {"old": ..., "new": ...}}
+    with only the fields that differ (None for a group added or removed)."""
+    changes = {}
+    for vhid in sorted(set(current) | set(desired)):
+        old, new = current.get(vhid), desired.get(vhid)
+        if old is None or new is None:
+            changes[vhid] = {"old": old, "new": new}
+            continue
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if keys:
+            changes[vhid] = {"old": {k: old.get(k) for k in keys}, "new": {k: new.get(k) for k in keys}}
+    return changes
+
+
+# ---------------------------------------------------------------------------
+# FreeBSD: the ifconfig command lines
+
+
+def ifconfig_add(group: dict) -> list[str]:
+    """`ifconfig <dev> inet vhid N [advbase B] advskew S pass P alias VIP/32`:
+    the words rc.d/netif runs for the alias line lb_render writes."""
+    g = dict(group, vip=group["_vip"])
+    return ["ifconfig", group["device"], *lb_render.freebsd_alias_words(g)]
+
+
+def ifconfig_set(group: dict, fields: list[str]) -> list[str]:
+    """Change an existing vhid in place (`ifconfig hn1 vhid 4 advskew 100`);
+    the password only when it is among the fields."""
+    words = ["ifconfig", group["device"], "vhid", str(group["vhid"])]
+    for f in ("advbase", "advskew"):
+        if f in fields:
+            words += [f, str(group[f])]
+    if "password" in fields:
+        words += ["pass", group["password"]]
+    return words
+
+
+def ifconfig_remove(device: str, address: str) -> list[str]:
+    """Remove a VIP; the kernel drops the vhid with its last address."""
+    return ["ifconfig", device, "inet", address, "-alias"]
+
+
+def demotion_record(boot: str, amount: int, before: int, phase: str) -> str:
+    """The demotion record, in a form /bin/sh can write at boot too."""
+    return f"boot={boot}\namount={amount}\nbefore={before}\nphase={phase}\n"
+
+
+def parse_record(text: str | None) -> dict | None:
+    if not text:
+        return None
+    rec = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    try:
+        return {"boot": rec["boot"], "amount": int(rec["amount"]), "before": int(rec.get("before", 0)), "phase": rec.get("phase", "applied")}
+    except (KeyError, ValueError):
+        return None
+
+
+def freebsd_rc_script(state_dir: str) -> str:
+    """An rc.d script run before netif: when the maintenance intent is on
+    disk, demote again (the counter starts at 0 after a reboot) and record it
+    for this boot, so the node never preempts between boot and the next
+    state run."""
+    return f"""#!/bin/sh
+# Installed by the carp execution module (carp.maintenance). Do not edit.
+#
+# PROVIDE: lb_carp_maintenance
+# REQUIRE: FILESYSTEMS kld
+# BEFORE: netif
+
+. /etc/rc.subr
+
+name="lb_carp_maintenance"
+rcvar="lb_carp_maintenance_enable"
+start_cmd="lb_carp_maintenance_start"
+stop_cmd=":"
+: ${{lb_carp_maintenance_enable:="YES"}}
+
+lb_carp_maintenance_start()
+{{
+	[ -f {state_dir}/{MAINTENANCE_FILE} ] || return 0
+	kldstat -q -m carp || kldload -n carp || return 1
+	boot=$(sysctl -n kern.boottime | sed -e 's/^{{ sec = \\([0-9]*\\),.*/\\1/')
+	before=$(sysctl -n net.inet.carp.demotion)
+	printf 'boot=%s\\namount={FREEBSD_DEMOTION}\\nbefore=%s\\nphase=applying\\n' "$boot" "$before" > {state_dir}/{DEMOTION_RECORD}.tmp
+	mv {state_dir}/{DEMOTION_RECORD}.tmp {state_dir}/{DEMOTION_RECORD}
+	sysctl net.inet.carp.demotion={FREEBSD_DEMOTION} >/dev/null || return 1
+	printf 'boot=%s\\namount={FREEBSD_DEMOTION}\\nbefore=%s\\nphase=applied\\n' "$boot" "$before" > {state_dir}/{DEMOTION_RECORD}.tmp
+	mv {state_dir}/{DEMOTION_RECORD}.tmp {state_dir}/{DEMOTION_RECORD}
+}}
+
+load_rc_config $name
+run_rc_command "$1"
+"""
+
+
+# ---------------------------------------------------------------------------
+# Linux: keepalived and ucarp
+
+
+def keepalived_argv(binary: str, config: str, run_dir: str) -> list[str]:
+    """keepalived, VRRP only, with its pid files in run_dir (no systemd)."""
+    return [
+        binary,
+        "--vrrp",
+        "--use-file",
+        config,
+        "--pid",
+        f"{run_dir}/keepalived.pid",
+        "--vrrp_pid",
+        f"{run_dir}/keepalived-vrrp.pid",
+        "--checkers_pid",
+        f"{run_dir}/keepalived-checkers.pid",
+        "--log-detail",
+    ]
+
+
+def ucarp_passfile(paths: dict, vhid: int) -> str:
+    return f"{paths['ucarp_dir']}/vhid-{vhid}.pass"
+
+
+def ucarp_argv(binary: str, group: dict, paths: dict, preempt: bool = True, maintenance: bool = False, neutral: bool = False, deadratio: int | None = None) -> list[str]:
+    """One ucarp process for one group.  The password is read from the 0600
+    passfile (`--passfile`): it never appears on a command line.  The up/down
+    scripts get `<prefixlen> <vhid> <state_dir>` as ucarp's extra parameter."""
+    advskew = UCARP_MAINTENANCE_ADVSKEW if maintenance else group["advskew"]
+    argv = [
+        binary,
+        f"--interface={group['device']}",
+        f"--srcip={group['source']}",
+        f"--vhid={group['vhid']}",
+        f"--passfile={ucarp_passfile(paths, group['vhid'])}",
+        f"--addr={group['address']}",
+        f"--advbase={group['advbase']}",
+        f"--advskew={advskew}",
+    ]
+    if preempt:
+        argv.append("--preempt")
+    if neutral:
+        argv.append("--neutral")
+    if deadratio is not None:
+        argv.append(f"--deadratio={deadratio}")
+    argv += [
+        f"--upscript={paths['script_dir']}/lb-carp-ucarp-up",
+        f"--downscript={paths['script_dir']}/lb-carp-ucarp-down",
+        f"--xparam={group['prefixlen']} {group['vhid']} {paths['state_dir']}",
+    ]
+    return argv
+
+
+def parse_ucarp_argv(argv: list[str]) -> dict:
+    """The group a running ucarp serves, from its command line
+    (/proc/<pid>/cmdline); the inverse of ucarp_argv."""
+    opts = {}
+    for a in argv[1:]:
+        if a.startswith("--") and "=" in a:
+            k, v = a[2:].split("=", 1)
+            opts[k] = v
+        elif a.startswith("--"):
+            opts[a[2:]] = True
+    try:
+        prefixlen, vhid, state_dir = opts["xparam"].split(" ", 2)
+        return {
+            "vhid": int(opts["vhid"]),
+            "device": opts["interface"],
+            "source": opts["srcip"],
+            "address": opts["addr"],
+            "prefixlen": int(prefixlen),
+            "advbase": int(opts["advbase"]),
+            "advskew": int(opts["advskew"]),
+            "preempt": bool(opts.get("preempt")),
+            "passfile": opts.get("passfile"),
+            "state_dir": state_dir,
+        }
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"not a ucarp command line written by this module: {argv!r}") from exc
+
+
+_RECORD_STATE = r"""tmp="$dir/state/.$vhid.$$"
+mkdir -p "$dir/state"
+printf '%s %s %s\n' "$state" "$prio" "$(date +%s)" > "$tmp" && mv -f "$tmp" "$dir/state/$vhid"
+"""
+
+NOTIFY_SCRIPT = (
+    """#!/bin/sh
+# Installed by the carp execution module. Do not edit.
+# keepalived's notify script: records each instance's state, atomically, in
+# <state_dir>/state/<vhid> as "<STATE> <priority> <epoch>", where carp.status
+# and the CARP beacon read it.
+# Called as: lb-carp-notify [STATE_DIR] INSTANCE VI_<vhid> <STATE> <priority>
+if [ $# -ge 5 ]; then dir=$1; shift; else dir="""
+    + lb_render.CARP_STATE_DIR
+    + """; fi
+[ "$1" = INSTANCE ] || exit 0
+vhid=${2#VI_}
+case $vhid in ''|*[!0-9]*) exit 0 ;; esac
+state=$3
+prio=${4:-0}
+"""
+    + _RECORD_STATE
+)
+
+
+def _ucarp_script(action: str, state: str) -> str:
+    return (
+        f"""#!/bin/sh
+# Installed by the carp execution module. Do not edit.
+# ucarp's {"up" if action == "add" else "down"} script: {action} the VIP and record the state.
+# Called by ucarp as: <script> <interface> <vip> "<prefixlen> <vhid> <state_dir>"
+iface=$1
+vip=$2
+set -- $3
+plen=$1
+vhid=$2
+dir=$3
+state={state}
+prio=-
+"""
+        + (
+            '/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"\n'
+            if action == "add"
+            else '/sbin/ip -4 addr del "$vip/$plen" dev "$iface" 2>/dev/null || true\n'
+        )
+        + _RECORD_STATE
+    )
+
+
+UCARP_UP_SCRIPT = _ucarp_script("add", "MASTER")
+UCARP_DOWN_SCRIPT = _ucarp_script("remove", "BACKUP")
+
+
+def parse_state_file(text: str | None) -> dict | None:
+    """<state_dir>/state/<vhid>: "<STATE> <priority|-> <epoch>"."""
+    if not text:
+        return None
+    words = text.split()
+    if not words:
+        return None
+    out = {"state": words[0], "priority": None, "since": None}
+    if len(words) > 1 and words[1].lstrip("-").isdigit():
+        out["priority"] = int(words[1])
+    if len(words) > 2:
+        try:
+            out["since"] = float(words[2])
+        except ValueError:
+            pass
+    return out
+
+
+def carp_state(recorded: str | None, running: bool) -> str:
+    """MASTER / BACKUP / INIT, CARP's words, from what a Linux daemon recorded:
+    keepalived's FAULT and STOP, no record, or no daemon are INIT."""
+    if not running or recorded not in ("MASTER", "BACKUP"):
+        return "INIT"
+    return recorded
+
+
+# ---------------------------------------------------------------------------
+# maintenance intent and files
+
+
+def intent(provider: str, node_id: str) -> str:
+    return json.dumps({"since": round(time.time(), 3), "provider": provider, "node": node_id}, sort_keys=True) + "\n"
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
+    """Write through a temporary file in the same directory and rename it
+    over `path`: a reader sees the old or the new file, never half of one.
+    The temporary file is created with `mode` (0600 files never exist with a
+    wider mode, even for an instant)."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def file_mode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# settings, topology
+
+
+def settings(family: str, override: dict | None) -> dict:
+    """The provider's paths: DEFAULTS for `family` ("FreeBSD" or "Linux")
+    with the `lb_carp` config mapping on top."""
+    out = dict(DEFAULTS[family])
+    for k, v in (override or {}).items():
+        if k in out and isinstance(v, str) and v.startswith("/"):
+            out[k] = v.rstrip("/") or "/"
+    return out
+
+
+def load_model(pillar: dict, topology: str | None = None) -> dict:
+    """The topology model from a YAML file (`topology=PATH`) or the pillar's
+    `lb` key; ValueError with every error and its pillar path."""
+    if topology:
+        raw = lb_topology.load_file(topology)
+    else:
+        raw = (pillar or {}).get(lb_topology.ROOT)
+        if raw is None:
+            raise ValueError("the pillar has no 'lb' key for this minion; give topology=PATH or assign a topology in the pillar top file")
+    return lb_topology.load(raw)
+
+
+def linux_provider(pillar: dict, node_id: str, override: dict | None = None) -> str:
+    """keepalived or ucarp: `lb_carp:provider` if set, else the pair's
+    `carp:linux_provider` in the pillar, else keepalived (the default)."""
+    forced = (override or {}).get("provider")
+    if forced in ("keepalived", "ucarp"):
+        return forced
+    try:
+        model = load_model(pillar)
+        pair, _ = lb_topology.find_node(model, node_id)
+        return pair["carp"]["linux_provider"]
+    except Exception:  # noqa: BLE001 - no usable topology: the default
+        return "keepalived"
+
+
+def parse_keepalived(text: str | None) -> dict[int, dict]:
+    """The instances of a keepalived.conf this module rendered:
+    {vhid: {device, vip, priority, advert_int, preempt}}."""
+    import re
+
+    out = {}
+    for m in re.finditer(r"^vrrp_instance VI_(\d+) \{\n(.*?)^\}", text or "", re.S | re.M):
+        body = m.group(2)
+
+        def one(rx, body=body):
+            f = re.search(rx, body, re.M)
+            return f.group(1) if f else None
+
+        vip = re.search(r"^\s+(\S+/\d+) dev (\S+)\s*$", body, re.M)
+        out[int(m.group(1))] = {
+            "device": one(r"^\s+interface (\S+)"),
+            "vip": vip.group(1) if vip else None,
+            "priority": int(one(r"^\s+priority (\d+)") or 0),
+            "advert_int": float(one(r"^\s+advert_int (\S+)") or 0),
+            "preempt": "nopreempt" not in body,
+        }
+    return out

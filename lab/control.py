@@ -44,7 +44,7 @@ def up(galera6: bool = False) -> int:
         try:
             _start_supervisor(galera6)
         except (RuntimeError, KeyboardInterrupt) as exc:
-            print(f"building the lab failed: {exc or 'interrupted'}\n--- {SUPERVISOR_LOG} (end) ---")
+            print(f"building the lab failed: {str(exc) or 'interrupted'}\n--- {SUPERVISOR_LOG} (end) ---")
             print("\n".join(SUPERVISOR_LOG.read_text(errors="replace").splitlines()[-30:]))
             down()
             return 1

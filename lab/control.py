@@ -50,6 +50,10 @@ def up(galera6: bool = False) -> int:
             return 1
         print(f"network and daemons up in {time.monotonic() - t0:.1f} s")
         st = running()
+        if st is None:
+            print(f"the supervisor exited right after the build; see {SUPERVISOR_LOG}")
+            down()
+            return 1
     ids = plan_from_pillar(PILLAR, galera6=st["galera6"]).minion_ids
     try:
         took = saltcfg.wait_for_minions(ids, master_alive=lambda: state.alive(st["daemons"]["salt-master"]))

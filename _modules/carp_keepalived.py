@@ -318,6 +318,7 @@ def present(topology=None, test=False):
     if "maintenance_track" in changes:
         carp_common.write_atomic(track_path, want_track, 0o644)
     os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)
+    carp_common.write_atomic(os.path.join(paths["state_dir"], "provider"), PROVIDER + "\n", 0o644)  # for the carp_provider grain
     if config_changed:
         _check_config(desired_text)
         carp_common.write_atomic(paths["keepalived_config"], desired_text, 0o640)

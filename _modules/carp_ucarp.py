@@ -349,6 +349,7 @@ def present(topology=None, test=False):
     for path, f in files.items():
         carp_common.write_atomic(path, f.content, int(f.mode, 8))
     os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)
+    carp_common.write_atomic(os.path.join(paths["state_dir"], "provider"), PROVIDER + "\n", 0o644)  # for the carp_provider grain
     for vhid, argv in sorted(plan.items()):
         if vhid in running:
             _terminate(running[vhid][0])

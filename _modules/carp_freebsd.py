@@ -1,0 +1,481 @@
+"""
+CARP groups with FreeBSD's kernel CARP (carp(4)), as the seed does it by hand.
+
+Live: ``ifconfig <if> inet vhid N [advbase B] advskew S pass P alias VIP/32``
+adds a group, ``ifconfig <if> vhid N advskew S`` changes one in place (no
+password on that command line), ``ifconfig <if> inet VIP -alias`` removes
+one.  State is read back from ``ifconfig`` (``carp: MASTER vhid 4 advbase 1
+advskew 0``) by ``_utils/carp_parse.py``.
+
+Persistent: ``/etc/rc.conf.d/netif`` (mode 0600, rendered by lb_render, the
+CARP aliases in the handbook's form) is written as a file, not with ``sysrc``
+whose command line would carry the passwords; ``carp_load="YES"`` goes to
+/boot/loader.conf with ``sysrc -f``; ``net.inet.carp.preempt`` with
+``sysctl.persist``; the module is loaded with ``kmod.load``.  On Salt 3008
+sysrc, sysctl and kmod for FreeBSD come from the ``saltext-freebsd`` package.
+
+The password and ``ps``: ifconfig(8) takes the CARP password only as the
+``pass`` argument (no file, no stdin), so it is visible in the process list
+for the few milliseconds that ifconfig runs.  This module passes it only when
+a group is created or its password changes (never for advskew or advbase
+changes, never when reading), keeps it out of Salt's logs and returns, and
+the docs recommend ``security.bsd.see_other_uids=0`` so that only root sees
+other users' command lines.
+
+Maintenance: the intent goes to ``<state_dir>/maintenance`` first; then
+``net.inet.carp.demotion`` is raised by 240 (the kernel ADDS what is written
+to it).  What was added, for which boot, is recorded in
+``<state_dir>/demotion`` so that it is undone exactly once; an rc.d script
+(installed with the intent) demotes again at boot, before netif, while the
+intent exists.
+
+This provider is verified only by unit tests (parsing real FreeBSD output,
+and the exact commands it runs against mocks): FreeBSD cannot run where this
+project's tests run.
+"""
+
+import logging
+import os
+
+from salt.exceptions import CommandExecutionError
+
+import carp_common
+import carp_parse
+import lb_render
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "carp"
+PROVIDER = "freebsd"
+PREEMPT = "net.inet.carp.preempt"
+DEMOTION = "net.inet.carp.demotion"
+NEEDS = ("sysctl.get", "sysctl.assign", "sysctl.persist", "sysrc.get", "sysrc.set", "kmod.is_loaded", "kmod.load")
+
+
+def __virtual__():
+    if __grains__.get("os_family") != "FreeBSD":
+        return (False, "carp_freebsd: FreeBSD only")
+    return __virtualname__
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _override():
+    for source in (__opts__, __grains__, __pillar__):
+        value = source.get("lb_carp") if hasattr(source, "get") else None
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _paths():
+    return carp_common.settings("FreeBSD", _override())
+
+
+def _node():
+    return __opts__["id"]
+
+
+def _need_saltext():
+    missing = [f for f in NEEDS if f not in __salt__]
+    if missing:
+        raise CommandExecutionError(
+            "the FreeBSD carp provider needs the sysctl, sysrc and kmod modules of the saltext-freebsd package "
+            f"(pip install saltext-freebsd on the minion); missing: {', '.join(missing)}"
+        )
+
+
+def _model(topology=None):
+    try:
+        return carp_common.load_model(__pillar__, topology)
+    except (ValueError, OSError) as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _pair_groups(topology=None):
+    model = _model(topology)
+    try:
+        pair, gs = carp_common.node_groups(model, _node(), "FreeBSD")
+    except KeyError as exc:
+        raise CommandExecutionError(str(exc.args[0])) from exc
+    return model, pair, gs
+
+
+def _run(argv, secret=False):
+    """Run a command; with ``secret`` its output is not logged and a failure
+    names the command by its first two words only (never the password)."""
+    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, output_loglevel="quiet" if secret else "debug")
+    if res["retcode"] != 0:
+        what = " ".join(argv[:2]) if secret else " ".join(argv)
+        raise CommandExecutionError(f"`{what} ...` failed (exit {res['retcode']}): {res.get('stderr', '').strip()}")
+    return res.get("stdout", "")
+
+
+def _current():
+    return carp_parse.carp_groups(_run(["ifconfig"]))
+
+
+def _keys(devices):
+    """{vhid: key} read with `ifconfig -k` (root sees the keys); kept in memory
+    only, to tell whether a password differs."""
+    keys = {}
+    for dev in sorted(devices):
+        try:
+            out = _run(["ifconfig", "-k", dev], secret=True)
+        except CommandExecutionError:
+            continue
+        for vhid, c in carp_parse.parse_ifconfig(out).get(dev, {}).get("carp", {}).items():
+            if "key" in c:
+                keys[vhid] = c["key"]
+    return keys
+
+
+def _shown(vhid, device, vip, advbase, advskew):
+    return {"device": device, "vip": vip, "advbase": advbase, "advskew": advskew}
+
+
+def _managed_path():
+    return os.path.join(_paths()["state_dir"], "managed")
+
+
+def _managed():
+    """{vhid: (device, address)} of the groups this module configured."""
+    out = {}
+    for line in (carp_common.read_text(_managed_path()) or "").splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0].isdigit():
+            out[int(words[0])] = (words[1], words[2])
+    return out
+
+
+def _boot():
+    return carp_parse.boot_id(str(__salt__["sysctl.get"]("kern.boottime")))
+
+
+def _int_sysctl(name):
+    value = str(__salt__["sysctl.get"](name)).strip()
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise CommandExecutionError(f"sysctl {name} is {value!r}, not a number (is the carp module loaded?)") from exc
+
+
+# ---------------------------------------------------------------------------
+# public
+
+
+def provider():
+    """
+    The CARP provider answering as ``carp`` on this node.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' carp.provider
+    """
+    return PROVIDER
+
+
+def groups(topology=None):
+    """
+    The CARP groups the topology gives this node (passwords left out).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.groups
+    """
+    _, _, gs = _pair_groups(topology)
+    return [dict(carp_common.public(g), provider=PROVIDER) for g in gs]
+
+
+def status():
+    """
+    The kernel's CARP state per vhid, from ``ifconfig``: interface, VIP(s),
+    state (MASTER, BACKUP or INIT), advbase, advskew, provider, and the
+    node-wide demotion (added to every advskew advertised, up to 240).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.status
+    """
+    cur = _current()
+    try:
+        demotion = _int_sysctl(DEMOTION) if cur else 0
+    except CommandExecutionError:
+        demotion = None
+    maint = in_maintenance()
+    out = {}
+    for vhid, c in sorted(cur.items()):
+        v4 = [a for a in c["vips"] if ":" not in a]
+        out[vhid] = {
+            "interface": c["interface"],
+            "vip": v4[0] if v4 else (c["vips"][0] if c["vips"] else None),
+            "vips": c["vips"],
+            "state": c["state"],
+            "advbase": c["advbase"],
+            "advskew": c["advskew"],
+            "provider": PROVIDER,
+            "demotion": demotion,
+            "maintenance": maint,
+        }
+    return out
+
+
+def present(topology=None, test=False):
+    """
+    Make this node's CARP groups what the topology says, live and across
+    reboots: the carp module loaded (and ``carp_load="YES"`` in loader.conf),
+    ``net.inet.carp.preempt`` as the topology says (on by default), every
+    group on its interface with its vhid, advbase, advskew, password and VIP,
+    groups this module added and the topology dropped removed, and
+    /etc/rc.conf.d/netif (0600) rendered from the topology.
+
+    The password is passed to ifconfig only when a group is added or its
+    password changes.  With ``test=True`` nothing is touched and the same
+    changes are returned.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.present
+        salt 'lb*' carp.present test=True
+    """
+    _need_saltext()
+    paths = _paths()
+    model, pair, gs = _pair_groups(topology)
+    changes = {}
+    steps = []  # (argv, secret) in order
+
+    loaded = bool(__salt__["kmod.is_loaded"]("carp"))
+    if not loaded:
+        changes["kernel_module"] = {"old": "not loaded", "new": "carp loaded"}
+    loader = __salt__["sysrc.get"](name="carp_load", file=paths["loader_conf"]) or {}
+    carp_load = (loader.get(paths["loader_conf"]) or {}).get("carp_load")
+    if carp_load != "YES":
+        changes["carp_load"] = {"old": carp_load, "new": "YES"}
+    want_preempt = 1 if pair["carp"]["preempt"] else 0
+    preempt = str(__salt__["sysctl.get"](PREEMPT)).strip() if loaded else None
+    if preempt != str(want_preempt):
+        changes[PREEMPT] = {"old": preempt, "new": want_preempt}
+
+    cur = _current() if loaded else {}
+    desired = {g["vhid"]: g for g in gs}
+    keys = _keys({c["interface"] for v, c in cur.items() if v in desired}) if cur else {}
+    for vhid, g in sorted(desired.items()):
+        c = cur.get(vhid)
+        new = _shown(vhid, g["device"], g["address"], g["advbase"], g["advskew"])
+        if c is None:
+            steps.append((carp_common.ifconfig_add(g), True))
+            changes[vhid] = {"old": None, "new": new}
+            continue
+        old = _shown(vhid, c["interface"], c["vips"][0] if c["vips"] else None, c["advbase"], c["advskew"])
+        if c["interface"] != g["device"] or g["address"] not in c["vips"]:
+            for addr in c["vips"]:
+                if ":" not in addr:
+                    steps.append((carp_common.ifconfig_remove(c["interface"], addr), False))
+            steps.append((carp_common.ifconfig_add(g), True))
+            changes[vhid] = carp_common.diff({0: old}, {0: new})[0]
+            continue
+        fields = [f for f in ("advbase", "advskew") if c[f] != g[f]]
+        if vhid in keys and keys[vhid] != g["password"]:
+            fields.append("password")
+        if fields:
+            steps.append((carp_common.ifconfig_set(g, fields), "password" in fields))
+            delta = carp_common.diff({0: old}, {0: new}).get(0, {"old": {}, "new": {}})
+            if "password" in fields:
+                delta["old"]["password"], delta["new"]["password"] = "<old>", "<changed>"
+            changes[vhid] = delta
+    for vhid, (dev, addr) in sorted(_managed().items()):
+        if vhid not in desired and vhid in cur:
+            steps.append((carp_common.ifconfig_remove(dev, addr), False))
+            changes[vhid] = {"old": _shown(vhid, dev, addr, cur[vhid]["advbase"], cur[vhid]["advskew"]), "new": None}
+
+    netif = lb_render.render_node(model, _node(), "FreeBSD")["/etc/rc.conf.d/netif"]
+    netif_changed = carp_common.read_text(paths["netif_file"]) != netif.content or carp_common.file_mode(paths["netif_file"]) != 0o600
+    if netif_changed:
+        changes["netif_file"] = {"old": "differs" if os.path.exists(paths["netif_file"]) else None, "new": paths["netif_file"]}
+
+    if not changes or test:
+        return {"changes": changes, "comment": "would apply" if changes else "CARP is configured as the topology says"}
+
+    if not loaded:
+        __salt__["kmod.load"]("carp")
+    if "carp_load" in changes:
+        __salt__["sysrc.set"](name="carp_load", value="YES", file=paths["loader_conf"])
+    if PREEMPT in changes:
+        __salt__["sysctl.persist"](PREEMPT, want_preempt)
+    for argv, secret in steps:
+        _run(argv, secret=secret)
+    if netif_changed:
+        carp_common.write_atomic(paths["netif_file"], netif.content, 0o600)
+    managed = "".join(f"{g['vhid']} {g['device']} {g['address']}\n" for g in gs)
+    carp_common.write_atomic(_managed_path(), managed, 0o644)
+    return {"changes": changes, "comment": f"CARP configured ({len(steps)} ifconfig command(s))"}
+
+
+def absent(vhids=None, test=False):
+    """
+    Remove CARP groups (a list of vhids; default: every group this module
+    configured) from their interfaces.  /etc/rc.conf.d/netif is left to
+    ``carp.present``, which renders it from the topology.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-b' carp.absent vhids='[55]'
+    """
+    cur = _current()
+    managed = _managed()
+    targets = sorted(managed) if vhids is None else sorted(int(v) for v in vhids)
+    changes = {}
+    steps = []
+    for vhid in targets:
+        c = cur.get(vhid)
+        if c is None:
+            continue
+        for addr in c["vips"]:
+            if ":" not in addr:
+                steps.append(carp_common.ifconfig_remove(c["interface"], addr))
+        changes[vhid] = {"old": _shown(vhid, c["interface"], c["vips"][0] if c["vips"] else None, c["advbase"], c["advskew"]), "new": None}
+    if not changes or test:
+        return {"changes": changes, "comment": "would remove" if changes else "no such CARP group here"}
+    for argv in steps:
+        _run(argv)
+    remaining = {v: m for v, m in managed.items() if v not in changes}
+    carp_common.write_atomic(_managed_path(), "".join(f"{v} {d} {a}\n" for v, (d, a) in sorted(remaining.items())), 0o644)
+    return {"changes": changes, "comment": f"removed vhid {', '.join(map(str, changes))}"}
+
+
+def in_maintenance():
+    """
+    True while this node is in maintenance (the intent file exists).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.in_maintenance
+    """
+    return os.path.exists(os.path.join(_paths()["state_dir"], carp_common.MAINTENANCE_FILE))
+
+
+def _record():
+    rec = carp_common.parse_record(carp_common.read_text(os.path.join(_paths()["state_dir"], carp_common.DEMOTION_RECORD)))
+    return rec
+
+
+def _write_record(boot, amount, before, phase):
+    carp_common.write_atomic(os.path.join(_paths()["state_dir"], carp_common.DEMOTION_RECORD), carp_common.demotion_record(boot, amount, before, phase), 0o644)
+
+
+def maintenance(test=False):
+    """
+    Put this node in maintenance: ``net.inet.carp.demotion`` is raised by 240,
+    every advertisement of this node gets slower, and the peer (with preempt)
+    takes every VIP while this node still answers.  The intent is recorded on
+    disk before the demotion, and what was added is recorded for this boot so
+    that ``carp.unmaintenance`` undoes it exactly once; an rc.d script demotes
+    again at boot while the intent exists.  Entering twice changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' carp.maintenance
+    """
+    _need_saltext()
+    paths = _paths()
+    intent_path = os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE)
+    script = carp_common.freebsd_rc_script(paths["state_dir"])
+    boot = _boot()
+    rec = _record()
+    current = rec if rec and rec["boot"] == boot else None
+    has_intent = os.path.exists(intent_path)
+    script_ok = carp_common.read_text(paths["rc_script"]) == script
+    if has_intent and script_ok and current and current["phase"] == "applied":
+        return {"changes": {}, "comment": f"already in maintenance (demoted by {current['amount']})"}
+    changes = {"maintenance": {"old": False, "new": True}}
+    if test:
+        return {"changes": changes, "comment": "would enter maintenance"}
+    if not has_intent:
+        carp_common.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
+    if not script_ok:
+        carp_common.write_atomic(paths["rc_script"], script, 0o755)
+    if current and current["phase"] == "applying":
+        # interrupted after recording, before or after the sysctl: look
+        if _int_sysctl(DEMOTION) >= current["before"] + current["amount"]:
+            _write_record(boot, current["amount"], current["before"], "applied")
+            return {"changes": changes, "comment": "in maintenance (an interrupted demotion had been applied)"}
+        before = current["before"]
+    elif current and current["phase"] == "applied":
+        return {"changes": changes, "comment": "in maintenance"}
+    else:
+        before = _int_sysctl(DEMOTION)
+    _write_record(boot, carp_common.FREEBSD_DEMOTION, before, "applying")
+    __salt__["sysctl.assign"](DEMOTION, carp_common.FREEBSD_DEMOTION)
+    _write_record(boot, carp_common.FREEBSD_DEMOTION, before, "applied")
+    changes[DEMOTION] = {"old": before, "new": before + carp_common.FREEBSD_DEMOTION}
+    return {"changes": changes, "comment": f"in maintenance: demoted by {carp_common.FREEBSD_DEMOTION}"}
+
+
+def unmaintenance(test=False):
+    """
+    Take this node out of maintenance: the demotion this module added in this
+    boot is taken back (once), the intent and the boot script are removed,
+    and with preempt the node takes back its VIPs.  Leaving when not in
+    maintenance changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' carp.unmaintenance
+    """
+    _need_saltext()
+    paths = _paths()
+    intent_path = os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE)
+    record_path = os.path.join(paths["state_dir"], carp_common.DEMOTION_RECORD)
+    rec = _record()
+    has_intent = os.path.exists(intent_path)
+    if not has_intent and rec is None:
+        return {"changes": {}, "comment": "not in maintenance"}
+    changes = {"maintenance": {"old": True, "new": False}}
+    if test:
+        return {"changes": changes, "comment": "would leave maintenance"}
+    if rec is not None and rec["boot"] == _boot():
+        now = _int_sysctl(DEMOTION)
+        applied = rec["phase"] == "applied" or (rec["phase"] == "applying" and now >= rec["before"] + rec["amount"])
+        undone = rec["phase"] == "removing" and now <= rec["before"]
+        if applied or (rec["phase"] == "removing" and not undone):
+            _write_record(rec["boot"], rec["amount"], rec["before"], "removing")
+            __salt__["sysctl.assign"](DEMOTION, -rec["amount"])
+            changes[DEMOTION] = {"old": now, "new": now - rec["amount"]}
+    for path in (record_path, intent_path, paths["rc_script"]):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return {"changes": changes, "comment": "out of maintenance"}
+
+
+def preempt_enabled(topology=None):
+    """
+    Whether ``net.inet.carp.preempt`` is 1 on this node.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.preempt_enabled
+    """
+    _need_saltext()
+    return str(__salt__["sysctl.get"](PREEMPT)).strip() == "1"

@@ -1,0 +1,24 @@
+{#- This node's CARP groups, from the pillar's `lb` topology.
+
+    The `carp` execution module answers for the provider this node uses:
+    FreeBSD's kernel CARP, or on Linux keepalived (the default) or ucarp, as
+    the pair's `carp:linux_provider` says.  No secret is in this file or in
+    what it renders: the module reads the passwords from the pillar itself
+    and never returns them. #}
+{%- set provider = salt['carp.provider']() %}
+
+{%- if provider in ('keepalived', 'ucarp') %}
+lb_carp_package:
+  pkg.installed:
+    - name: {{ provider }}
+{%- endif %}
+
+{#- FreeBSD: carp.present loads carp.ko (kmod.load) and sets carp_load="YES"
+    in /boot/loader.conf (sysrc -f); nothing to install. #}
+lb_carp_groups:
+  carp.present:
+    - name: {{ grains['id'] }}
+{%- if provider in ('keepalived', 'ucarp') %}
+    - require:
+      - pkg: lb_carp_package
+{%- endif %}

@@ -23,6 +23,12 @@ HERE = Path(__file__).parent
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "lab_teardown: takes the lab down; runs after every other test")
+    # Test modules elsewhere do `from conftest import REPO`, meaning tests/conftest.py.
+    # pytest imported this file under the same module name, `conftest`; give the
+    # name back to tests/conftest.py so those imports keep working.
+    root_conftest = config.pluginmanager.get_plugin(str(HERE.parent / "conftest.py"))
+    if root_conftest is not None:
+        sys.modules["conftest"] = root_conftest
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -91,32 +91,24 @@ def build(plan: Plan, st: dict):
         st["nodes"][network.bridge] = state.record(switch.pid, group=True, kind="switch")
     state.save(st)
 
+    def link(node, intf) -> None:
+        """A veth from `node` (named as the plan says) to its network's bridge."""
+        bridge = net[plan.networks[intf.network].bridge]
+        net.addLink(node, bridge, intfName1=intf.device, intfName2=intf.port, params1={"ip": intf.address})
+
     for host in plan.hosts:
         _check_stop()
         node = net.addHost(host.name, ip=None, privateDirs=_private_dirs(host.name))
         st["nodes"][host.name] = state.record(node.pid, group=True, kind="host", netns=state.netns(node.pid))
         state.save(st)
         for intf in host.interfaces:
-            net.addLink(
-                node,
-                net[plan.networks[intf.network].bridge],
-                intfName1=intf.device,
-                intfName2=intf.port,
-                params1={"ip": intf.address},
-            )
+            link(node, intf)
 
     # The salt-master's link: a veth from the root namespace to the mgmt bridge.
     root = net.addHost("master", inNamespace=False, ip=None)
     st["nodes"]["master"] = state.record(root.pid, group=True, kind="root")
     state.save(st)
-    master = plan.master
-    net.addLink(
-        root,
-        net[plan.networks[master.network].bridge],
-        intfName1=master.device,
-        intfName2=master.port,
-        params1={"ip": master.address},
-    )
+    link(root, plan.master)
     _check_stop()
     net.build()
     net.start()

@@ -256,11 +256,11 @@ def limits(pair: dict) -> dict:
 
 def params(os_family: str, overrides: dict | None = None) -> dict:
     """The OS's paths and names, with `overrides` (any OS_PARAMS key, and
-    `user`, `group`, `socket`, `host`, `port`, `bind`) on top."""
+    `user`, `group`, `host`, `port`, `bind`, `maintenance_file`) on top."""
     if os_family not in OS_PARAMS:
         raise ValueError(f"os_family {os_family!r} is not supported for the probe (supported: {', '.join(OS_FAMILIES)})")
     out = dict(OS_PARAMS[os_family])
-    out.update({"user": None, "group": None, "host": None, "port": None, "bind": None})
+    out.update({"user": None, "group": None, "host": None, "port": None, "bind": None, "maintenance_file": None})
     for key, value in (overrides or {}).items():
         if key not in out:
             raise KeyError(f"unknown probe parameter {key!r} (known: {', '.join(sorted(out))})")
@@ -328,7 +328,7 @@ def render_option_file(pair: dict, p: dict, redact: bool = False) -> str:
         f"timeout = {probe['timeout']}",
         f"available_when_donor = {int(bool(probe['available_when_donor']))}",
         f"available_when_readonly = {int(bool(probe['available_when_readonly']))}",
-        f"maintenance_file = {probe['maintenance_file']}",
+        f"maintenance_file = {p['maintenance_file'] or probe['maintenance_file']}",
     ]
     return "\n".join(out) + "\n"
 
@@ -379,13 +379,19 @@ def render_inetd(pair: dict, p: dict) -> dict[str, ProbeFile]:
     allowed = ["127.0.0.1"] + [str(a) for a in lb_sources(pair)]
     files = {}
     # inetd finds the port by the service name in /etc/services.
-    files[p["services"]] = ProbeFile(f"{SERVICE}\t{probe['port']}/tcp\t# Galera health probe for HAProxy\n", group=p["root_group"], block="append")
+    files[p["services"]] = ProbeFile(
+        f"{SERVICE}\t{probe['port']}/tcp\t# Galera health probe for HAProxy\n", group=p["root_group"], block="append"
+    )
     # nowait/max-child/max-connections-per-ip-per-minute/max-child-per-ip
     wait = f"nowait/{lim['instances']}/{lim['per_ip_per_minute']}/{lim['per_source']}"
-    files[p["inetd_conf"]] = ProbeFile(f"{SERVICE}\tstream\ttcp\t{wait}\t{user}:{group}\t{p['probe']}\t{SERVICE}\n", group=p["root_group"], block="append")
+    files[p["inetd_conf"]] = ProbeFile(
+        f"{SERVICE}\tstream\ttcp\t{wait}\t{user}:{group}\t{p['probe']}\t{SERVICE}\n", group=p["root_group"], block="append"
+    )
     # TCP wrappers (inetd -w): the daemon name is the server's name.  First
     # match wins, so these go before the stock `ALL : ALL : allow`.
-    files[p["hosts_allow"]] = ProbeFile(f"{SERVICE} : {' '.join(allowed)} : allow\n{SERVICE} : ALL : deny\n", group=p["root_group"], block="prepend")
+    files[p["hosts_allow"]] = ProbeFile(
+        f"{SERVICE} : {' '.join(allowed)} : allow\n{SERVICE} : ALL : deny\n", group=p["root_group"], block="prepend"
+    )
     rc = [
         head,
         'inetd_enable="YES"',
@@ -425,28 +431,32 @@ def preview(model: dict, pair_name: str, os_family: str, overrides: dict | None 
     return {path: f.content for path, f in render_probe(model, pair_name, os_family, overrides, redact).items()}
 
 
-def plan(model: dict, os_family: str, pair_name: str | None = None, addresses=(), overrides: dict | None = None) -> dict:
+def plan(
+    model: dict, os_family: str, pair_name: str | None = None, addresses=(), overrides: dict | None = None, redact: bool = False
+) -> dict:
     """Everything the `clustercheck` SLS needs for one database server:
     files (as plain dicts), the account, packages, the user, the daemon."""
     name = find_pair(model, pair_name, addresses)
     pair = model["pairs"][name]
     p = params(os_family, overrides)
-    files = render_probe(model, name, os_family, overrides)
+    files = render_probe(model, name, os_family, overrides, redact)
     user = p["user"] or pair["galera_probe"]["user"]
+    maintenance_file = p["maintenance_file"] or pair["galera_probe"]["maintenance_file"]
     return {
         "pair": name,
         "os_family": os_family,
         "user": user,
         "group": p["group"] or user,
         "shell": p["shell"],
-        "home": os.path.dirname(pair["galera_probe"]["maintenance_file"]),
-        "maintenance_file": pair["galera_probe"]["maintenance_file"],
+        "home": os.path.dirname(maintenance_file),
+        "maintenance_file": maintenance_file,
+        "socket": p["socket"],
         "config": p["config"],
         "probe": p["probe"],
         "port": pair["galera_probe"]["port"],
         "packages": list(p["packages"]),
         "daemon": p["daemon"],
-        "account": account(pair, p),
+        "account": dict(account(pair, p), password=REDACTED) if redact else account(pair, p),
         "files": {
             path: {"content": f.content, "mode": f.mode, "user": f.user, "group": f.group, "secret": f.secret, "block": f.block}
             for path, f in files.items()

@@ -1,0 +1,137 @@
+"""
+States for the Galera health probe: the maintenance switch and the probe's
+MySQL account.  They compare and delegate; the ``clustercheck`` execution
+module does the I/O.
+
+.. code-block:: yaml
+
+    # take db-1 out of rotation before maintenance
+    galera-maintenance:
+      clustercheck.drained:
+        - reason: kernel upgrade
+
+    # and put it back after
+    galera-back:
+      clustercheck.undrained
+
+    clustercheck-account:
+      clustercheck.account_present:
+        - name: clustercheck
+        - password: {{ pillar password }}
+"""
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "clustercheck"
+
+
+def __virtual__():
+    if "clustercheck.is_drained" in __salt__:
+        return __virtualname__
+    return (False, "clustercheck: the clustercheck execution module is not available")
+
+
+def _ret(name):
+    return {"name": name, "changes": {}, "result": True, "comment": ""}
+
+
+def drained(name, reason=None, maintenance_file=None):
+    """
+    The maintenance file exists: the probe answers 503 and HAProxy sends
+    this server no new connections.
+
+    name
+        A label for the state (the state ID).
+
+    reason
+        Kept in the maintenance file and shown in the probe's 503 body.
+
+    maintenance_file
+        Default: the pillar's ``galera_probe:maintenance_file``.
+    """
+    ret = _ret(name)
+    try:
+        if __salt__["clustercheck.is_drained"](maintenance_file=maintenance_file):
+            ret["comment"] = "The server is already drained"
+            return ret
+        ret["changes"] = {"drained": {"old": False, "new": True}}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = "The server would be drained (maintenance file created)"
+            return ret
+        out = __salt__["clustercheck.drain"](reason=reason, maintenance_file=maintenance_file)
+        ret["comment"] = f"The server is drained ({out['maintenance_file']})"
+    except CommandExecutionError as exc:
+        ret["changes"] = {}
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret
+
+
+def undrained(name, maintenance_file=None):
+    """
+    No maintenance file: the probe answers from the server's state again and
+    HAProxy puts the server back after ``rise`` good checks.
+    """
+    ret = _ret(name)
+    try:
+        if not __salt__["clustercheck.is_drained"](maintenance_file=maintenance_file):
+            ret["comment"] = "The server is not drained"
+            return ret
+        ret["changes"] = {"drained": {"old": True, "new": False}}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = "The server would be put back (maintenance file removed)"
+            return ret
+        out = __salt__["clustercheck.undrain"](maintenance_file=maintenance_file)
+        ret["comment"] = f"The server is back in rotation ({out['maintenance_file']} removed)"
+    except CommandExecutionError as exc:
+        ret["changes"] = {}
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret
+
+
+def account_present(name, password, host="localhost", max_connections=None, socket=None, defaults_file=None, client=None):
+    """
+    The probe's MySQL account exists with this password, USAGE only, and a
+    connection limit.  The password never appears in the changes or the
+    comment; the SQL reaches the client on its stdin.
+
+    name
+        The MySQL user name.
+
+    host
+        Its host part: ``localhost`` for a probe on the unix socket.
+
+    socket, defaults_file
+        How to reach the server as its administrator (root through the socket
+        by default).
+    """
+    ret = _ret(name)
+    args = {
+        "name": name,
+        "password": password,
+        "host": host,
+        "max_connections": max_connections,
+        "socket": socket,
+        "defaults_file": defaults_file,
+        "client": client,
+    }
+    try:
+        needed = __salt__["clustercheck.account_changes"](**args)
+        if not needed:
+            ret["comment"] = f"The account {name}@{host} is as it should be"
+            return ret
+        ret["changes"] = {"account": [c["change"] for c in needed]}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"The account {name}@{host} would be changed"
+            return ret
+        __salt__["clustercheck.ensure_account"](**args)
+        ret["comment"] = f"The account {name}@{host} is set"
+    except CommandExecutionError as exc:
+        ret["changes"] = {}
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret

@@ -1,0 +1,95 @@
+{#- The Galera health probe on a database server (docs/clustercheck.md).
+
+    Apply it to the database minions (`salt 'db-*' state.apply clustercheck`).
+    Everything comes from `clustercheck.plan`: the pair whose galera pools
+    list this minion's address (or the pillar's `clustercheck:pair`), and the
+    files `_utils/lb_probe.py` renders for it.  The option file holds the
+    probe's MySQL password: its diff is never shown. #}
+{%- set cc = salt['clustercheck.plan'](secrets=True) %}
+{%- set root_group = 'wheel' if cc.os_family == 'FreeBSD' else 'root' %}
+
+clustercheck_packages:
+  pkg.installed:
+    - pkgs: {{ cc.packages | json }}
+
+clustercheck_group:
+  group.present:
+    - name: {{ cc.group }}
+    - system: True
+
+clustercheck_user:
+  user.present:
+    - name: {{ cc.user }}
+    - gid: {{ cc.group }}
+    - home: {{ cc.home }}
+    - createhome: False
+    - shell: {{ cc.shell }}
+    - system: True
+    - require:
+      - group: clustercheck_group
+
+{#- The maintenance file's directory: root writes (drain), the probe reads. #}
+clustercheck_home:
+  file.directory:
+    - name: {{ cc.home }}
+    - user: root
+    - group: {{ root_group }}
+    - mode: "0755"
+    - makedirs: True
+
+{%- for path, f in cc.files | dictsort %}
+{%- if f.block %}
+
+clustercheck_block_{{ path }}:
+  file.blockreplace:
+    - name: {{ path }}
+    - marker_start: "# BEGIN clustercheck (managed by Salt, pillar lb:pairs:{{ cc.pair }})"
+    - marker_end: "# END clustercheck"
+    - content: {{ f.content | json }}
+    - {{ f.block }}_if_not_found: True
+    - show_changes: True
+    - watch_in:
+      - service: clustercheck_daemon
+{%- else %}
+
+clustercheck_file_{{ path }}:
+  file.managed:
+    - name: {{ path }}
+    - contents: {{ f.content | json }}
+    - user: {{ f.user }}
+    - group: {{ f.group }}
+    - mode: "{{ f.mode }}"
+    - makedirs: True
+    - dir_mode: "0755"
+    - show_changes: {{ not f.secret }}
+    - require:
+      - user: clustercheck_user
+    - watch_in:
+      - service: clustercheck_daemon
+{%- endif %}
+{%- endfor %}
+
+{#- xinetd / inetd re-read their configuration on reload (SIGHUP). #}
+clustercheck_daemon:
+  service.running:
+    - name: {{ cc.daemon }}
+{%- if cc.os_family != 'FreeBSD' %}
+    - enable: True
+{%- endif %}
+    - reload: True
+    - require:
+      - pkg: clustercheck_packages
+
+{#- USAGE only: SHOW STATUS and @@read_only need no privilege.  Through the
+    local client as root (unix socket); the SQL goes on its stdin. #}
+clustercheck_account:
+  clustercheck.account_present:
+    - name: {{ cc.account.name }}
+    - password: {{ cc.account.password | json }}
+    - host: {{ cc.account.host }}
+    - max_connections: {{ cc.account.max_connections }}
+{%- if cc.socket %}
+    - socket: {{ cc.socket }}
+{%- endif %}
+    - require:
+      - pkg: clustercheck_packages

@@ -377,7 +377,7 @@ def _write_record(boot, amount, before, phase):
     carp_common.write_atomic(os.path.join(_paths()["state_dir"], carp_common.DEMOTION_RECORD), carp_common.demotion_record(boot, amount, before, phase), 0o644)
 
 
-def maintenance(test=False):
+def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
     """
     Put this node in maintenance: ``net.inet.carp.demotion`` is raised by 240,
     every advertisement of this node gets slower, and the peer (with preempt)
@@ -427,7 +427,7 @@ def maintenance(test=False):
     return {"changes": changes, "comment": f"in maintenance: demoted by {carp_common.FREEBSD_DEMOTION}"}
 
 
-def unmaintenance(test=False):
+def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
     """
     Take this node out of maintenance: the demotion this module added in this
     boot is taken back (once), the intent and the boot script are removed,

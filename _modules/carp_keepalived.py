@@ -393,7 +393,7 @@ def in_maintenance():
     return os.path.exists(_maint_paths()[0])
 
 
-def maintenance(test=False):
+def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
     """
     Put this node in maintenance: its VIPs move to the peer and stay there,
     across a keepalived restart or a reboot, until ``carp.unmaintenance``.
@@ -425,7 +425,7 @@ def maintenance(test=False):
     return {"changes": changes, "comment": "in maintenance: priorities lowered to 1, the peer takes the VIPs"}
 
 
-def unmaintenance(test=False):
+def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
     """
     Take this node out of maintenance: priorities return to the topology's,
     and with preempt the node takes back the VIPs it is primary for.  Leaving

@@ -449,7 +449,7 @@ def _switch(gs, pair, maintenance_on):
     return done
 
 
-def maintenance(test=False):
+def maintenance(test=False, topology=None):
     """
     Put this node in maintenance: its VIPs move to the peer and stay there
     (every group runs at advskew 254), across a restart or a reboot, until
@@ -462,7 +462,7 @@ def maintenance(test=False):
 
         salt 'lb-a' carp.maintenance
     """
-    pair, gs = _pair_groups()
+    pair, gs = _pair_groups(topology)
     path = os.path.join(_paths()["state_dir"], carp_common.MAINTENANCE_FILE)
     running = _running()
     demoted = all(carp_common.parse_ucarp_argv(running[g["vhid"]][1])["advskew"] == carp_common.UCARP_MAINTENANCE_ADVSKEW for g in gs if g["vhid"] in running)
@@ -479,7 +479,7 @@ def maintenance(test=False):
     return {"changes": changes, "comment": "in maintenance: groups at advskew 254"}
 
 
-def unmaintenance(test=False):
+def unmaintenance(test=False, topology=None):
     """
     Take this node out of maintenance: every group runs at its topology
     advskew again and, with preempt, takes back the VIPs it is primary for.
@@ -491,7 +491,7 @@ def unmaintenance(test=False):
 
         salt 'lb-a' carp.unmaintenance
     """
-    pair, gs = _pair_groups()
+    pair, gs = _pair_groups(topology)
     path = os.path.join(_paths()["state_dir"], carp_common.MAINTENANCE_FILE)
     running = _running()
     demoted = any(carp_common.parse_ucarp_argv(running[g["vhid"]][1])["advskew"] == carp_common.UCARP_MAINTENANCE_ADVSKEW and g["advskew"] != carp_common.UCARP_MAINTENANCE_ADVSKEW for g in gs if g["vhid"] in running)

@@ -1,0 +1,277 @@
+"""The Linux carp providers through Salt's loader, on this machine, without
+network namespaces: keepalived's config written and checked by the real
+`keepalived -t`, keepalived itself started, reloaded and stopped by pid on
+DOWN interfaces (ifb0/ifb1: its instances go FAULT, no packet is sent and no
+address is added), the ucarp command lines (no password in argv), and the
+maintenance files.  Real failovers are the lab's (tests/lab)."""
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import salt.config
+import yaml
+from conftest import REPO, SEED_PILLAR
+from saltfactories.utils.functional import Loaders
+
+import carp_common
+import lb_render
+import lb_topology
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
+
+
+@pytest.fixture
+def down_devices():
+    """Two multicast-capable interfaces that stay DOWN (a veth pair, removed
+    afterwards): keepalived's instances on them go FAULT, so nothing is sent
+    and no address is added anywhere."""
+    names = [f"lbct{os.getpid() % 10000}a", f"lbct{os.getpid() % 10000}b"]
+    made = False
+    try:
+        # one veth pair, both ends in this namespace and left DOWN
+        res = subprocess.run(["ip", "link", "add", names[0], "type", "veth", "peer", "name", names[1]], capture_output=True, text=True, timeout=10)
+        if res.returncode != 0:
+            pytest.skip(f"cannot create a veth pair here: {res.stderr.strip()}")
+        made = True
+        yield names
+    finally:
+        if made:
+            subprocess.run(["ip", "link", "del", names[0]], capture_output=True, timeout=10)
+
+
+def topology_file(tmp_path, provider, vip_dev="hn1", sys_dev="hn2"):
+    raw = lb_topology.load_file(SEED_PILLAR)
+    pair = raw["pairs"]["edge"]
+    pair["carp"]["linux_provider"] = provider
+    for node in pair["nodes"].values():
+        node["interfaces"]["vip"]["device"] = vip_dev
+        node["interfaces"]["systems"]["device"] = sys_dev
+    path = tmp_path / "lb.yaml"
+    path.write_text(yaml.safe_dump({"lb": raw}))
+    return str(path)
+
+
+def make_loaders(root, provider, carp_paths):
+    local_config = importlib.import_module("local-config")
+    conf = local_config.config(REPO)
+    state = str(root / "salt")
+    conf.update(
+        root_dir=state,
+        cachedir=os.path.join(state, "cache"),
+        pki_dir=os.path.join(state, "pki"),
+        sock_dir=os.path.join(state, "sock"),
+        log_file=os.path.join(state, "log"),
+        lb_carp=dict(carp_paths, provider=provider),
+    )
+    path = root / "minion"
+    path.write_text(yaml.safe_dump(conf))
+    return Loaders(salt.config.minion_config(str(path)))
+
+
+@pytest.fixture
+def carp_paths(tmp_path):
+    return {
+        "state_dir": str(tmp_path / "var-lib-lb-carp"),
+        "script_dir": str(tmp_path / "sbin"),
+        "run_dir": str(tmp_path / "run"),
+        "keepalived_config": str(tmp_path / "etc-keepalived" / "keepalived.conf"),
+        "ucarp_dir": str(tmp_path / "etc-ucarp"),
+    }
+
+
+@pytest.fixture
+def keepalived(tmp_path, carp_paths):
+    loaders = make_loaders(tmp_path, "keepalived", carp_paths)
+    yield loaders.modules.carp
+    # stop whatever keepalived this test started, by its own pid file
+    pidfile = os.path.join(carp_paths["run_dir"], "keepalived.pid")
+    if os.path.exists(pidfile):
+        pid = int(open(pidfile).read().strip() or 0)
+        try:
+            if pid and b"keepalived" in open(f"/proc/{pid}/cmdline", "rb").read():
+                os.kill(pid, 15)
+                for _ in range(100):
+                    if not os.path.exists(f"/proc/{pid}") or not open(f"/proc/{pid}/cmdline", "rb").read():
+                        break
+                    time.sleep(0.1)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def ucarp(tmp_path, carp_paths):
+    return make_loaders(tmp_path, "ucarp", carp_paths).modules.carp
+
+
+def test_the_pillar_chooses_the_provider(keepalived, ucarp):
+    assert keepalived.provider() == "keepalived"
+    assert ucarp.provider() == "ucarp"
+
+
+def test_keepalived_config_written_checked_and_idempotent(keepalived, tmp_path, carp_paths):
+    topo = topology_file(tmp_path, "keepalived")
+    first = keepalived.present(topology=topo, test=True)
+    assert sorted(k for k in first["changes"] if isinstance(k, int)) == [4, 5, 44, 55]
+    assert not os.path.exists(carp_paths["keepalived_config"])  # test mode wrote nothing
+
+    # the same check keepalived.present makes, on the real binary: the
+    # rendered config is valid but for the interfaces this machine lacks
+    model = lb_topology.load(lb_topology.load_file(topo))
+    pair, _ = lb_topology.find_node(model, "lb-a")
+    text = lb_render.render_keepalived(pair, "lb-a", state_dir=carp_paths["state_dir"], script_dir=carp_paths["script_dir"])
+    conf = tmp_path / "check.conf"
+    conf.write_text(text)
+    res = subprocess.run([KEEPALIVED, "--config-test", "--use-file", str(conf)], capture_output=True, text=True, timeout=30)
+    other = [line for line in res.stderr.splitlines() if line.strip() and "doesn't exist" not in line and "Non-existent interface" not in line]
+    assert other == [], res.stderr
+    assert f'notify "{carp_paths["script_dir"]}/lb-carp-notify {carp_paths["state_dir"]}"' in text
+    assert f"file {carp_paths['state_dir']}/maintenance.track" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(KEEPALIVED), reason="needs root and keepalived")
+def test_keepalived_started_reloaded_stopped_by_pid(keepalived, down_devices, tmp_path, carp_paths):
+    topo = topology_file(tmp_path, "keepalived", *down_devices)
+    ret = keepalived.present(topology=topo)
+    assert ret["changes"]["keepalived"] == {"old": "stopped", "new": "running"}
+    assert sorted(k for k in ret["changes"] if isinstance(k, int)) == [4, 5, 44, 55]
+    pid = int(open(os.path.join(carp_paths["run_dir"], "keepalived.pid")).read())
+    with open(carp_paths["keepalived_config"]) as fh:
+        assert "virtual_router_id 44" in fh.read()
+    assert os.stat(carp_paths["keepalived_config"]).st_mode & 0o777 == 0o640
+    assert os.stat(os.path.join(carp_paths["script_dir"], "lb-carp-notify")).st_mode & 0o777 == 0o755
+
+    # the second run changes nothing
+    again = keepalived.present(topology=topo)
+    assert again["changes"] == {}, again
+
+    # the notify script recorded every instance (FAULT: its interface is down)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(os.listdir(os.path.join(carp_paths["state_dir"], "state"))) < 4:
+        time.sleep(0.1)
+    st = keepalived.status()
+    assert sorted(st) == [4, 5, 44, 55]
+    assert st[4]["daemon_state"] == "FAULT" and st[4]["state"] == "INIT"
+    assert st[4]["advskew"] == 0 and st[4]["holds_vip"] is False and st[4]["provider"] == "keepalived"
+
+    # a changed topology: reloaded (SIGHUP), the same pid, not restarted
+    raw = yaml.safe_load(open(topo))
+    raw["lb"]["pairs"]["edge"]["carp"]["groups"][44]["advskew_primary"] = 20
+    open(topo, "w").write(yaml.safe_dump(raw))
+    check = keepalived.present(topology=topo, test=True)
+    assert check["changes"] == {44: {"old": {"advskew": 0, "priority": 254}, "new": {"advskew": 20, "priority": 234}}, "keepalived": {"old": f"running (pid {pid})", "new": "reloaded"}}
+    ret = keepalived.present(topology=topo)
+    assert ret["changes"] == check["changes"] and "SIGHUP" in ret["comment"]
+    assert int(open(os.path.join(carp_paths["run_dir"], "keepalived.pid")).read()) == pid
+
+    # absent: keepalived stops, its config goes
+    gone = keepalived.absent()
+    assert gone["changes"]["keepalived"]["new"] == "stopped"
+    assert not os.path.exists(carp_paths["keepalived_config"])
+
+
+def test_keepalived_maintenance_files(keepalived, carp_paths):
+    track = os.path.join(carp_paths["state_dir"], "maintenance.track")
+    intent = os.path.join(carp_paths["state_dir"], "maintenance")
+    assert keepalived.in_maintenance() is False
+    assert keepalived.unmaintenance() == {"changes": {}, "comment": "not in maintenance"}
+    assert keepalived.maintenance(test=True)["changes"] == {"maintenance": {"old": False, "new": True}}
+    assert not os.path.exists(intent)
+    ret = keepalived.maintenance()
+    assert ret["changes"] == {"maintenance": {"old": False, "new": True}}
+    assert open(track).read() == "1\n" and json.loads(open(intent).read())["provider"] == "keepalived"
+    assert keepalived.maintenance() == {"changes": {}, "comment": "already in maintenance"}
+    assert keepalived.in_maintenance() is True
+    assert keepalived.unmaintenance()["changes"] == {"maintenance": {"old": True, "new": False}}
+    assert open(track).read() == "0\n" and not os.path.exists(intent)
+    assert keepalived.unmaintenance()["changes"] == {}
+
+
+def test_keepalived_present_keeps_the_demotion_of_a_node_in_maintenance(keepalived, tmp_path, carp_paths):
+    topo = topology_file(tmp_path, "keepalived")
+    keepalived.maintenance()
+    check = keepalived.present(topology=topo, test=True)
+    assert "maintenance_track" not in check["changes"]  # stays 1
+    os.unlink(os.path.join(carp_paths["state_dir"], "maintenance.track"))  # e.g. lost
+    check = keepalived.present(topology=topo, test=True)
+    assert check["changes"]["maintenance_track"] == {"old": None, "new": "1\n"}
+
+
+def test_ucarp_command_lines_carry_no_password(ucarp, tmp_path, carp_paths):
+    topo = topology_file(tmp_path, "ucarp")
+    lines = ucarp.command_lines(topology=topo)
+    assert sorted(lines) == [4, 5, 44, 55]
+    argv = lines[44]
+    assert argv[1:] == [
+        "--interface=hn1",
+        "--srcip=10.2.2.241",
+        "--vhid=44",
+        f"--passfile={carp_paths['ucarp_dir']}/vhid-44.pass",
+        "--addr=10.2.2.44",
+        "--advbase=1",
+        "--advskew=0",
+        "--preempt",
+        f"--upscript={carp_paths['script_dir']}/lb-carp-ucarp-up",
+        f"--downscript={carp_paths['script_dir']}/lb-carp-ucarp-down",
+        f"--xparam=24 44 {carp_paths['state_dir']}",
+    ]
+    for argv in lines.values():
+        joined = " ".join(argv)
+        assert "passwd" not in joined and "--pass=" not in joined and " -p " not in joined
+    assert carp_common.parse_ucarp_argv(argv)["vhid"] in lines
+
+
+def test_ucarp_test_mode_then_files(ucarp, tmp_path, carp_paths, monkeypatch):
+    topo = topology_file(tmp_path, "ucarp")
+    check = ucarp.present(topology=topo, test=True)
+    assert sorted(k for k in check["changes"] if isinstance(k, int)) == [4, 5, 44, 55]
+    assert check["changes"]["passfiles"] == sorted(f"{carp_paths['ucarp_dir']}/vhid-{v}.pass" for v in (4, 5, 44, 55))
+    assert "passwd" not in json.dumps(check)
+    assert not os.path.exists(carp_paths["ucarp_dir"])  # nothing written in test mode
+
+
+def test_ucarp_maintenance_intent_with_no_group_running(ucarp, tmp_path, carp_paths):
+    topo = topology_file(tmp_path, "ucarp")
+    assert ucarp.maintenance(topology=topo)["changes"] == {"maintenance": {"old": False, "new": True}}
+    assert ucarp.maintenance(topology=topo)["changes"] == {}
+    # while in maintenance, groups start at advskew 254
+    assert {argv[7] for argv in ucarp.command_lines(topology=topo).values()} == {"--advskew=254"}
+    assert ucarp.unmaintenance(topology=topo)["changes"] == {"maintenance": {"old": True, "new": False}}
+    assert ucarp.unmaintenance(topology=topo)["changes"] == {}
+    assert {argv[7] for argv in ucarp.command_lines(topology=topo).values()} == {"--advskew=0"}
+
+
+def test_scripts_record_state_atomically(tmp_path):
+    """The notify and up/down scripts, run by hand as keepalived and ucarp run them."""
+    state = tmp_path / "state-dir"
+    notify = tmp_path / "notify"
+    notify.write_text(carp_common.NOTIFY_SCRIPT)
+    notify.chmod(0o755)
+    subprocess.run([str(notify), str(state), "INSTANCE", "VI_44", "MASTER", "254"], check=True, timeout=10)
+    rec = carp_common.parse_state_file((state / "state" / "44").read_text())
+    assert rec["state"] == "MASTER" and rec["priority"] == 254 and rec["since"] > 0
+    subprocess.run([str(notify), str(state), "GROUP", "G1", "BACKUP", "0"], check=True, timeout=10)
+    assert sorted(os.listdir(state / "state")) == ["44"]  # no temporary left, groups ignored
+    down = tmp_path / "down"
+    down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip -4 addr del", "true"))
+    down.chmod(0o755)
+    subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
+    assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
+
+
+def test_grains(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "_grains"))
+    import carp as carp_grains
+
+    carp_grains.__opts__ = {"lb_carp": {"state_dir": str(tmp_path)}}
+    g = carp_grains.carp()
+    assert g["carp_capable"] is True  # keepalived and ucarp are installed here
+    assert g["carp_provider"] == "keepalived"
+    (tmp_path / "provider").write_text("ucarp\n")
+    assert carp_grains.carp()["carp_provider"] == "ucarp"

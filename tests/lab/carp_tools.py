@@ -1,0 +1,204 @@
+"""Helpers for the CARP lab tests and bench/carp_failover.py: who holds which
+VIP (read from each host's /proc/<pid>/net/fib_trie, no process spawned), a
+50 ms sampler that flags any moment both nodes hold one VIP, a bounded TCP
+client inside the lab's client host, and link loss on a node's user link.
+
+Everything started here is stopped by its own pid; every loop is bounded in
+count and time; traffic goes only to lab addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from lab import control
+
+LBS = ("lb-a", "lb-b")
+VIPS = ("198.18.2.4", "198.18.2.44", "198.18.2.5", "198.18.2.55")
+SERVICE_PORT = 18080
+# per-host paths: the lab's hosts share this machine's /var/lib, /etc/ucarp
+# and /usr/local/sbin, but each has its own /run
+LAB_CARP = {
+    "state_dir": "/run/lb-carp/state",
+    "script_dir": "/run/lb-carp/sbin",
+    "run_dir": "/run/lb-carp/run",
+    "ucarp_dir": "/run/lb-carp/ucarp",
+    "keepalived_config": "/etc/keepalived/keepalived.conf",
+}
+
+CLIENT = r"""
+import json, socket, sys, time
+vip, port, count, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+out = []
+deadline = time.monotonic() + count * (every + 1.0) + 5
+for i in range(count):
+    if time.monotonic() > deadline:
+        break
+    t = time.time()
+    s = socket.socket()
+    s.settimeout(0.5)
+    try:
+        s.connect((vip, port))
+        ok = True
+    except OSError:
+        ok = False
+    finally:
+        s.close()
+    out.append((t, ok))
+    time.sleep(every)
+print(json.dumps(out))
+"""
+
+
+def local_addresses(host: str) -> set[str]:
+    """The IPv4 addresses local to a lab host (its kernel's LOCAL /32 routes)."""
+    pid = control.host_pid(host)
+    with open(f"/proc/{pid}/net/fib_trie") as fh:
+        lines = fh.read().splitlines()
+    out = set()
+    last = None
+    for line in lines:
+        s = line.strip()
+        if s.startswith("|--"):
+            last = s.split()[1]
+        elif s.startswith("/32 host LOCAL") and last:
+            out.add(last)
+    return out
+
+
+def holders() -> dict[str, set[str]]:
+    """{vip: {hosts holding it}}."""
+    addrs = {h: local_addresses(h) for h in LBS}
+    return {v: {h for h in LBS if v in addrs[h]} for v in VIPS}
+
+
+def wait_for(predicate, timeout: float, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    return predicate()
+
+
+def all_on(host: str) -> bool:
+    return all(h == {host} for h in holders().values())
+
+
+class Sampler(threading.Thread):
+    """Every 50 ms, who holds each VIP; `overlaps` lists any sample where two
+    nodes held the same VIP.  Bounded: stops after max_seconds."""
+
+    def __init__(self, every: float = 0.05, max_seconds: float = 120):
+        super().__init__(daemon=True)
+        self.every, self.max_seconds = every, max_seconds
+        self.samples = 0
+        self.overlaps: list[tuple[float, str, set]] = []
+        self._stop = threading.Event()
+
+    def run(self):
+        end = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < end:
+            t = time.time()
+            for vip, hs in holders().items():
+                if len(hs) > 1:
+                    self.overlaps.append((t, vip, hs))
+            self.samples += 1
+            self._stop.wait(self.every)
+
+    def stop(self):
+        self._stop.set()
+        self.join(timeout=5)
+
+
+class Client:
+    """A bounded TCP connect loop from the lab's client host to one VIP."""
+
+    def __init__(self, vip: str, count: int, every: float = 0.02, port: int = SERVICE_PORT):
+        self.proc = subprocess.Popen(
+            ["mnexec", "-a", str(control.host_pid("client")), "python3", "-c", CLIENT, vip, str(port), str(count), str(every)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.limit = count * (every + 1.0) + 30
+
+    def result(self) -> list[tuple[float, bool]]:
+        try:
+            out, err = self.proc.communicate(timeout=self.limit)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"client failed: {err}")
+        return [tuple(x) for x in json.loads(out)]
+
+
+def failures(results) -> int:
+    return sum(1 for _, ok in results if not ok)
+
+
+def gap(results) -> float:
+    """The longest client-observed outage: from the last success before a run
+    of failures to the first success after it (0 when nothing failed)."""
+    worst, last_ok, failing = 0.0, None, False
+    for t, ok in results:
+        if ok:
+            if failing and last_ok is not None:
+                worst = max(worst, t - last_ok)
+            last_ok, failing = t, False
+        else:
+            failing = True
+    return worst
+
+
+class Services:
+    """A TCP service on SERVICE_PORT in each node (python http.server on
+    0.0.0.0), so a client connect to a VIP succeeds wherever it lives."""
+
+    def __init__(self):
+        self.procs = []
+
+    def __enter__(self):
+        for host in LBS:
+            self.procs.append(
+                subprocess.Popen(
+                    ["mnexec", "-a", str(control.host_pid(host)), "python3", "-m", "http.server", str(SERVICE_PORT), "--bind", "0.0.0.0"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+
+
+def user_port(plan, host: str) -> str:
+    """The bridge-side end of a node's link to the VIP (user) segment."""
+    return next(i.port for i in plan.host(host).interfaces if i.network == "user")
+
+
+def user_device(plan, host: str) -> str:
+    return next(i.device for i in plan.host(host).interfaces if i.network == "user")
+
+
+def link(port: str, up: bool) -> None:
+    subprocess.run(["ip", "link", "set", port, "up" if up else "down"], check=True, timeout=10)

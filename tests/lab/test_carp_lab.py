@@ -1,0 +1,149 @@
+"""CARP in the lab, for keepalived and for ucarp: two nodes with real
+salt-minions apply `salt/carp`; the primary holds every VIP; a second apply
+changes nothing; test=True on a changed pillar reports and touches nothing;
+link loss on the master moves the VIPs and its return brings them back;
+maintenance moves them with no failed client connection and back.  During
+these, a sampler reads both nodes every 50 ms: no VIP may be on both.
+
+Timings are not asserted here (bench/carp_failover.py measures them); the
+waits below are generous bounds.
+"""
+
+import json
+
+import pytest
+from carp_tools import LAB_CARP, LBS, VIPS, Client, Sampler, Services, all_on, failures, holders, link, user_port, wait_for
+
+PROVIDERS = ("keepalived", "ucarp")
+SETTLE = {"keepalived": 10, "ucarp": 15}  # seconds, bounds for a move to finish
+
+
+def salt(lab, *args, timeout=180):
+    return lab.salt("-L", ",".join(LBS), *args, timeout=timeout)
+
+
+def state_results(ret):
+    """{minion: [(id, result, changes)]} of a state.apply return."""
+    out = {}
+    for minion, states in ret.items():
+        assert isinstance(states, dict), f"{minion}: {states}"
+        out[minion] = [(k, v["result"], v["changes"]) for k, v in states.items()]
+    return out
+
+
+@pytest.fixture(scope="module", params=PROVIDERS)
+def carp(lab, request):
+    provider = request.param
+    # every provider that could be running goes first (a previous module's)
+    for minion in LBS:
+        lab.salt(minion, "saltutil.sync_all")
+    salt(lab, "carp.absent")
+    for minion in LBS:
+        conf = json.dumps(dict(LAB_CARP, provider=provider))
+        lab.salt(minion, "grains.setval", "lb_carp", conf)
+    salt(lab, "saltutil.sync_all")
+    assert all(v == provider for v in salt(lab, "carp.provider").values())
+    salt(lab, "carp.unmaintenance")
+    yield provider
+    salt(lab, "carp.unmaintenance")
+    salt(lab, "carp.absent")
+    for minion in LBS:
+        lab.salt(minion, "grains.delkey", "lb_carp")
+
+
+def test_apply_gives_the_primary_every_vip(lab, carp):
+    ret = state_results(salt(lab, "state.apply", "carp"))
+    for minion, results in ret.items():
+        assert all(r is True for _, r, _ in results), (minion, results)
+    assert wait_for(lambda: all_on("lb-a"), SETTLE[carp]), holders()
+    st_a = lab.salt("lb-a", "carp.status")["lb-a"]
+    st_b = lab.salt("lb-b", "carp.status")["lb-b"]
+    assert {int(v): s["state"] for v, s in st_a.items()} == {4: "MASTER", 44: "MASTER", 5: "MASTER", 55: "MASTER"}
+    assert {s["state"] for s in st_b.values()} == {"BACKUP"}
+    assert all(s["provider"] == carp for s in st_a.values())
+
+
+def test_second_apply_changes_nothing(lab, carp):
+    ret = state_results(salt(lab, "state.apply", "carp"))
+    for minion, results in ret.items():
+        assert [(i, c) for i, _, c in results if c] == [], minion
+
+
+def test_test_mode_on_a_changed_pillar_reports_and_touches_nothing(lab, carp):
+    before = holders()
+    # merged into the master's pillar for this run only (YAML: 44 is an int key)
+    change = "pillar={lb: {pairs: {edge: {carp: {groups: {44: {advskew_primary: 20}}}}}}}"
+    ret = lab.salt("lb-a", "state.apply", "carp", "test=True", change)["lb-a"]
+    present = next(v for k, v in ret.items() if "carp_|-lb_carp_groups" in k)
+    assert present["result"] is None
+    assert "44" in {str(k) for k in present["changes"]}
+    assert "passwd" not in json.dumps(ret)
+    # nothing was touched: the real pillar still matches what runs
+    again = lab.salt("lb-a", "carp.present", "test=True")["lb-a"]
+    assert again["changes"] == {}
+    assert holders() == before
+
+
+def test_link_loss_moves_the_vips_and_its_return_brings_them_back(lab, carp):
+    port = user_port(lab.plan, "lb-a")
+    sampler = Sampler()
+    sampler.start()
+    try:
+        link(port, up=False)
+        assert wait_for(lambda: all_on("lb-b"), SETTLE[carp]), holders()
+        link(port, up=True)
+        assert wait_for(lambda: all_on("lb-a"), SETTLE[carp] + 5), holders()
+    finally:
+        link(port, up=True)
+        sampler.stop()
+    assert sampler.samples > 20
+    assert sampler.overlaps == []
+
+
+def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
+    with Services():
+        assert wait_for(lambda: all_on("lb-a"), SETTLE[carp])
+        sampler = Sampler()
+        sampler.start()
+        client = Client(VIPS[0], count=int(SETTLE[carp] * 2 / 0.02))
+        try:
+            ret = lab.salt("lb-a", "state.single", "carp.maintenance", "name=true")["lb-a"]
+            assert all(v["result"] for v in ret.values()), ret
+            assert wait_for(lambda: all_on("lb-b"), SETTLE[carp]), holders()
+            assert lab.salt("lb-a", "carp.in_maintenance")["lb-a"] is True
+        finally:
+            results = client.result()
+            sampler.stop()
+        assert len(results) > 100
+        assert failures(results) == 0
+        assert sampler.overlaps == []
+
+        # entering twice changes nothing
+        again = lab.salt("lb-a", "state.single", "carp.maintenance", "name=true")["lb-a"]
+        assert [v["changes"] for v in again.values()] == [{}]
+
+        sampler = Sampler()
+        sampler.start()
+        client = Client(VIPS[0], count=int(SETTLE[carp] * 2 / 0.02))
+        try:
+            ret = lab.salt("lb-a", "state.single", "carp.maintenance", "name=false")["lb-a"]
+            assert all(v["result"] for v in ret.values()), ret
+            assert wait_for(lambda: all_on("lb-a"), SETTLE[carp]), holders()
+        finally:
+            results = client.result()
+            sampler.stop()
+        assert failures(results) == 0
+        assert sampler.overlaps == []
+
+
+def test_maintenance_survives_a_restart_of_the_daemon(lab, carp):
+    lab.salt("lb-a", "carp.maintenance")
+    assert wait_for(lambda: all_on("lb-b"), SETTLE[carp])
+    # what a reboot does to the daemon: gone, then started again by the state
+    lab.salt("lb-a", "carp.absent")
+    lab.salt("lb-a", "state.apply", "carp")
+    assert wait_for(lambda: all_on("lb-b"), 3)  # and stays there
+    st = lab.salt("lb-a", "carp.status")["lb-a"]
+    assert {s["state"] for s in st.values()} <= {"BACKUP", "INIT"}
+    lab.salt("lb-a", "carp.unmaintenance")
+    assert wait_for(lambda: all_on("lb-a"), SETTLE[carp]), holders()

@@ -100,20 +100,20 @@ class Sampler(threading.Thread):
         self.every, self.max_seconds = every, max_seconds
         self.samples = 0
         self.overlaps: list[tuple[float, str, set]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self):
         end = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < end:
+        while not self._halt.is_set() and time.monotonic() < end:
             t = time.time()
             for vip, hs in holders().items():
                 if len(hs) > 1:
                     self.overlaps.append((t, vip, hs))
             self.samples += 1
-            self._stop.wait(self.every)
+            self._halt.wait(self.every)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
 
 

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Client-observed gap on link loss of the CARP master, in the lab.
+
+For each provider, side by side in one run:
+  keepalived, project defaults  (salt/carp: VRRPv3, advert_int 0.2 s)
+  keepalived, by hand           (VRRPv2, advert_int 1 s, priorities 150/100)
+  ucarp, project                (salt/carp: advbase 1, advskew 0/100, preempt)
+  ucarp, by hand                (ucarp -b 1 -k 0|100 -P, plain up/down scripts)
+
+Each failover: a client in the lab's client host connects to a VIP every
+20 ms; the master's (lb-a) link to the user segment goes down; the gap is the
+time from the last successful connect before the failures to the first one
+after.  The link comes back, the VIPs return (preempt), and the next run
+starts.  Median of N (default 5) failovers per row.  Then the planned
+switchover (carp.maintenance) of each project provider: failed connections.
+
+Needs a running lab (`.venv/bin/python -m lab up`), and it must be yours:
+only one lab runs on a machine.  Everything it starts it stops by pid.
+
+    .venv/bin/python bench/carp_failover.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab")]
+
+from carp_tools import LAB_CARP, LBS, VIPS, Client, Services, all_on, failures, gap, holders, link, user_device, user_port, wait_for  # noqa: E402
+
+from lab import control, saltcfg  # noqa: E402
+from lab.plan import plan_from_pillar  # noqa: E402
+
+BENCH_DIR = "/run/lb-carp-bench"  # private to each lab host
+PASSWORD = "benchpw"
+
+
+def salt(*args, timeout=180):
+    return saltcfg.salt_json("-L", ",".join(LBS), *args, timeout=timeout)
+
+
+def in_host(host, *cmd, timeout=30):
+    return control.run(host, *cmd, timeout=timeout)
+
+
+def use_project(provider):
+    salt("carp.absent")
+    for m in LBS:
+        saltcfg.salt_json(m, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider=provider)))
+    salt("saltutil.sync_all")
+    salt("carp.unmaintenance")
+    salt("state.apply", "carp")
+
+
+def stop_project():
+    salt("carp.unmaintenance")
+    salt("carp.absent")
+
+
+# -- by hand ------------------------------------------------------------------
+
+
+class Hand:
+    """keepalived or ucarp configured by hand at their own defaults."""
+
+    def __init__(self, plan, kind):
+        self.plan, self.kind, self.procs = plan, kind, []
+
+    def __enter__(self):
+        for host, prio, skew in (("lb-a", 150, 0), ("lb-b", 100, 100)):
+            dev = user_device(self.plan, host)
+            src = next(i.address.split("/")[0] for i in self.plan.host(host).interfaces if i.network == "user")
+            in_host(host, "mkdir", "-p", BENCH_DIR)
+            if self.kind == "keepalived":
+                conf = ["global_defs {", f"    router_id {host}-hand", "}"]
+                for v in VIPS:
+                    vhid = v.rsplit(".", 1)[1]
+                    conf += [
+                        f"vrrp_instance H_{vhid} {{",
+                        "    state BACKUP",
+                        f"    interface {dev}",
+                        f"    virtual_router_id {vhid}",
+                        f"    priority {prio}",
+                        "    advert_int 1",
+                        "    virtual_ipaddress {",
+                        f"        {v}/24 dev {dev}",
+                        "    }",
+                        "}",
+                    ]
+                path = f"{BENCH_DIR}/keepalived.conf"
+                subprocess.run(["mnexec", "-a", str(control.host_pid(host)), "sh", "-c", f"cat > {path}"], input="\n".join(conf) + "\n", text=True, check=True, timeout=10)
+                in_host(host, "keepalived", "--vrrp", "--use-file", path, "--pid", f"{BENCH_DIR}/k.pid", "--vrrp_pid", f"{BENCH_DIR}/kv.pid", "--checkers_pid", f"{BENCH_DIR}/kc.pid")
+            else:
+                script = '#!/bin/sh\n/sbin/ip -4 addr {op} "$2/24" dev "$1" 2>/dev/null || true\n'
+                for name, op in (("up", "replace"), ("down", "del")):
+                    subprocess.run(["mnexec", "-a", str(control.host_pid(host)), "sh", "-c", f"cat > {BENCH_DIR}/{name}.sh && chmod 755 {BENCH_DIR}/{name}.sh"], input=script.format(op=op), text=True, check=True, timeout=10)
+                subprocess.run(["mnexec", "-a", str(control.host_pid(host)), "sh", "-c", f"umask 077; cat > {BENCH_DIR}/pass"], input=PASSWORD + "\n", text=True, check=True, timeout=10)
+                for v in VIPS:
+                    vhid = v.rsplit(".", 1)[1]
+                    argv = ["ucarp", "-i", dev, "-s", src, "-v", vhid, "-o", f"{BENCH_DIR}/pass", "-a", v, "-b", "1", "-k", str(skew), "-P", "-u", f"{BENCH_DIR}/up.sh", "-d", f"{BENCH_DIR}/down.sh"]
+                    self.procs.append(subprocess.Popen(["mnexec", "-a", str(control.host_pid(host)), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        return self
+
+    def __exit__(self, *exc):
+        if self.kind == "keepalived":
+            for host in LBS:
+                in_host(host, "sh", "-c", f"kill $(cat {BENCH_DIR}/k.pid) 2>/dev/null; true")
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        time.sleep(1)
+        for host in LBS:  # drop any VIP left behind
+            dev = user_device(self.plan, host)
+            for v in VIPS:
+                in_host(host, "ip", "-4", "addr", "del", f"{v}/24", "dev", dev)
+
+
+# -- measuring ------------------------------------------------------------------
+
+
+def one_failover(plan, settle):
+    port = user_port(plan, "lb-a")
+    if not wait_for(lambda: all_on("lb-a"), settle):
+        raise RuntimeError(f"lb-a does not hold every VIP before the run: {holders()}")
+    client = Client(VIPS[0], count=int((settle + 3) / 0.02))
+    time.sleep(1.0)
+    try:
+        link(port, up=False)
+        moved = wait_for(lambda: all_on("lb-b"), settle)
+    finally:
+        time.sleep(2.0)
+        results = client.result()
+        link(port, up=True)
+    if not moved:
+        raise RuntimeError(f"the VIPs did not move to lb-b: {holders()}")
+    wait_for(lambda: all_on("lb-a"), settle + 5)
+    time.sleep(2.0)
+    return gap(results)
+
+
+def maintenance_run(settle):
+    client = Client(VIPS[0], count=int(settle * 2 / 0.02))
+    time.sleep(0.5)
+    saltcfg.salt_json("lb-a", "carp.maintenance", timeout=120)
+    wait_for(lambda: all_on("lb-b"), settle)
+    out = client.result()
+    client = Client(VIPS[0], count=int(settle * 2 / 0.02))
+    time.sleep(0.5)
+    saltcfg.salt_json("lb-a", "carp.unmaintenance", timeout=120)
+    wait_for(lambda: all_on("lb-a"), settle)
+    back = client.result()
+    return failures(out), failures(back), len(out) + len(back)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args(argv)
+    st = control.running()
+    if not st or st.get("phase") != "ready":
+        print("no running lab: start one with `.venv/bin/python -m lab up` (only one lab per machine)")
+        return 2
+    plan = plan_from_pillar(os.path.join(REPO, "pillar", "lab", "lb.sls"), galera6=st.get("galera6", False))
+    rows, switchovers = [], []
+    with Services():
+        for label, kind, settle in (
+            ("keepalived, project (VRRPv3, advert 0.2 s)", ("project", "keepalived"), 10),
+            ("keepalived, by hand (VRRPv2, advert 1 s)", ("hand", "keepalived"), 15),
+            ("ucarp, project (advbase 1)", ("project", "ucarp"), 15),
+            ("ucarp, by hand (advbase 1)", ("hand", "ucarp"), 15),
+        ):
+            gaps = []
+            if kind[0] == "project":
+                use_project(kind[1])
+                try:
+                    gaps = [one_failover(plan, settle) for _ in range(args.runs)]
+                    switchovers.append((kind[1], *maintenance_run(settle)))
+                finally:
+                    stop_project()
+            else:
+                with Hand(plan, kind[1]):
+                    gaps = [one_failover(plan, settle) for _ in range(args.runs)]
+            rows.append((label, gaps))
+            print(f"{label}: " + " ".join(f"{g:.2f}" for g in gaps), flush=True)
+    for m in LBS:
+        saltcfg.salt_json(m, "grains.delkey", "lb_carp")
+    print()
+    print("| setup | runs | median gap (s) | min | max |")
+    print("|---|---|---|---|---|")
+    for label, gaps in rows:
+        print(f"| {label} | {len(gaps)} | {statistics.median(gaps):.2f} | {min(gaps):.2f} | {max(gaps):.2f} |")
+    print()
+    print("| planned switchover (carp.maintenance) | failed connects entering | leaving | attempts |")
+    print("|---|---|---|---|")
+    for provider, enter, leave, total in switchovers:
+        print(f"| {provider} | {enter} | {leave} | {total} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

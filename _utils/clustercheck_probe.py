@@ -125,7 +125,9 @@ def start_query(config, timeout):
 def finish_query(proc, deadline):
     """(stdout, stderr, timed_out); the client is killed at the deadline."""
     try:
-        out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        # a client that has already exited is read whatever the time
+        left = None if proc.poll() is not None else max(0.0, deadline - time.monotonic())
+        out, err = proc.communicate(timeout=left)
         return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), False
     except subprocess.TimeoutExpired:
         proc.kill()

@@ -261,10 +261,12 @@ def params(os_family: str, overrides: dict | None = None) -> dict:
         raise ValueError(f"os_family {os_family!r} is not supported for the probe (supported: {', '.join(OS_FAMILIES)})")
     out = dict(OS_PARAMS[os_family])
     out.update({"user": None, "group": None, "host": None, "port": None, "bind": None, "maintenance_file": None})
+    known = set(out).union(*OS_PARAMS.values())
     for key, value in (overrides or {}).items():
-        if key not in out:
-            raise KeyError(f"unknown probe parameter {key!r} (known: {', '.join(sorted(out))})")
-        if value is not None:
+        if key not in known:
+            raise KeyError(f"unknown probe parameter {key!r} (known: {', '.join(sorted(known))})")
+        # a key of the other OS (xinetd_service on FreeBSD) does not apply here
+        if value is not None and key in out:
             out[key] = value
     return out
 

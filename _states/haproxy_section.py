@@ -1,0 +1,256 @@
+"""
+HAProxy configuration, section by section, validated before it goes live.
+
+- ``haproxy_section.managed``: this node's whole configuration rendered from
+  the ``lb`` pillar (and its TLS PEM files); sections the pillar does not
+  own are kept or removed, as the explicit ``unmanaged`` argument says;
+- ``haproxy_section.present`` / ``haproxy_section.absent``: one section;
+- ``haproxy_section.running``: HAProxy runs (master-worker mode).
+
+Every write goes through ``haproxy_cfg.write`` (candidate beside the live
+file, real ``haproxy -c``, then ``os.replace``); a refused candidate fails
+the state with HAProxy's own message and the live file stays as it was.
+HAProxy is reloaded (``haproxy_cfg.reload``: no connection dropped) only
+when something changed.  With ``test=True`` nothing is touched: the result
+is None and ``changes`` holds what would change.
+
+The state only compares and delegates: all I/O is in ``haproxy_cfg``.
+
+.. code-block:: yaml
+
+    haproxy-config:
+      haproxy_section.managed:
+        - unmanaged: remove
+
+    haproxy-extra-backend:
+      haproxy_section.present:
+        - name: be_legacy
+        - kind: backend
+        - lines:
+          - balance roundrobin
+          - server old1 10.6.6.50:80 check
+"""
+
+from salt.exceptions import CommandExecutionError
+
+import haproxy_config
+
+__virtualname__ = "haproxy_section"
+
+
+def __virtual__():
+    if "haproxy_cfg.write" in __salt__:
+        return __virtualname__
+    return (False, "haproxy_section needs the haproxy_cfg execution module")
+
+
+def _ret(name):
+    return {"name": name, "changes": {}, "result": True, "comment": ""}
+
+
+def _section_changes(merge_or_labels, old_text, new_text, path, show_diff):
+    changes = {}
+    if isinstance(merge_or_labels, haproxy_config.MergeResult):
+        sections = {k: v for k, v in merge_or_labels.sections().items() if v != "kept"}
+    else:
+        sections = merge_or_labels
+    if sections:
+        changes["sections"] = sections
+    if show_diff and old_text != new_text:
+        # secrets (password hashes, stats auth) are redacted in the diff
+        changes["diff"] = haproxy_config.diff(old_text or "", new_text, path) or "(only redacted secrets changed)"
+    return changes
+
+
+def _apply(ret, path, text, files, mode, pending, reload):
+    """Write (validate-then-swap) and reload; fills `ret`."""
+    __salt__["haproxy_cfg.write"](text, path=path, files=files, mode=mode)
+    comments = [f"{path}: {', '.join(pending.get(path, [])) or 'files it reads'} updated after haproxy -c"]
+    if reload:
+        st = __salt__["haproxy_cfg.status"]()
+        if st["running"]:
+            r = __salt__["haproxy_cfg.reload"]()
+            ret["changes"]["reload"] = {"master": r.get("master"), "new_workers": r.get("new_workers") or r.get("workers")}
+            comments.append("HAProxy reloaded" if r.get("reloaded") else "HAProxy started")
+        else:
+            comments.append("HAProxy is not running (haproxy_section.running starts it)")
+    ret["comment"] = "; ".join(comments)
+
+
+def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None, reload=True, prometheus=None, show_diff=True):
+    """
+    This node's HAProxy configuration from the ``lb`` pillar.
+
+    name
+        The config file (default: ``haproxy_cfg.settings`` ``config``).
+    unmanaged
+        Required, ``keep`` or ``remove``: what happens to sections of the live
+        file that the pillar does not render (an operator's backend, the
+        package's defaults).  Kept sections stay where they were.
+    node, os_family, topology
+        Default: this minion's id, its ``os_family`` grain, the pillar.
+    reload
+        Reload HAProxy when something changed (default True).
+    prometheus
+        Render the exporter (default: if ``haproxy -vv`` lists it).
+    show_diff
+        Put a diff into the changes (secrets redacted; TLS keys are never
+        diffed, their files are only named).
+    """
+    ret = _ret(name)
+    if unmanaged not in haproxy_config.UNMANAGED_CHOICES:
+        ret["result"] = False
+        ret["comment"] = "unmanaged is required: 'keep' or 'remove' the sections the pillar does not own (an explicit choice, no default)"
+        return ret
+    try:
+        settings = __salt__["haproxy_cfg.settings"]()
+        files = __salt__["haproxy_cfg.render"](node=node, os_family=os_family, topology=topology, prometheus=prometheus, secrets=True)
+        config = files.pop(settings["config"])
+        path = name or settings["config"]
+        ret["name"] = path
+        extra = {p: {"content": f["content"], "mode": f["mode"]} for p, f in files.items()}
+        live = __salt__["haproxy_cfg.read"](path)
+        merged = haproxy_config.merge(haproxy_config.parse(live or ""), haproxy_config.parse(config["content"]), unmanaged)
+        pending = __salt__["haproxy_cfg.pending"](merged.text, path=path, files=extra, mode=config["mode"])
+        if not pending:
+            ret["comment"] = f"{path} is up to date ({len(merged.config.sections)} sections"
+            ret["comment"] += f", {len(merged.kept)} kept that the pillar does not own)" if merged.kept else ")"
+            return ret
+        changes = _section_changes(merged, live, merged.text, path, show_diff)
+        if path in pending and "content" not in pending[path] and "new file" not in pending[path]:
+            changes["mode"] = pending[path]
+        tls = {p: r for p, r in pending.items() if p != path}
+        if tls:
+            changes["files"] = {p: ", ".join(r) for p, r in tls.items()}  # never their content
+        if __opts__["test"]:
+            chk = __salt__["haproxy_cfg.check"](text=merged.text, files=extra)
+            ret["changes"] = changes
+            if not chk["valid"]:
+                ret["result"] = False
+                ret["comment"] = f"{path} would change, but haproxy -c refuses the result:\n{chk['message']}"
+            else:
+                ret["result"] = None
+                ret["comment"] = (
+                    f"{path} would be updated ({', '.join(f'{k} {v}' for k, v in changes.get('sections', {}).items()) or 'files'}) and HAProxy reloaded"
+                )
+            return ret
+        ret["changes"] = changes
+        _apply(ret, path, merged.text, extra, config["mode"], pending, reload)
+    except (CommandExecutionError, haproxy_config.ConfigError) as exc:
+        ret["changes"] = {}
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret
+
+
+def present(name, kind, lines, config=None, after=None, reload=True):
+    """
+    One section with exactly these directives.  Compared directive by
+    directive (whitespace and comments do not count), so a hand-formatted
+    section that says the same is left alone; otherwise only this section's
+    lines are rewritten.
+
+    name
+        The section's name (``""`` for ``global`` / an unnamed ``defaults``).
+    kind
+        backend, frontend, listen, userlist, peers, resolvers, ...
+    lines
+        The directives, without indentation.
+    config
+        The config file (default: the live one).
+    after
+        ``"<kind> <name>"`` of the section to insert a new one after
+        (default: at the end).
+    """
+    ret = _ret(name)
+    try:
+        path = config or __salt__["haproxy_cfg.settings"]()["config"]
+        wanted = haproxy_config.make_section(kind, name, [str(x) for x in (lines or [])])
+        live = __salt__["haproxy_cfg.read"](path)
+        if live is None:
+            raise CommandExecutionError(f"{path} does not exist")
+        cfg = haproxy_config.parse(live)
+        current = cfg.find(kind, name)
+        if current is not None and current.directives() == wanted.directives():
+            ret["comment"] = f"{wanted.label} is as wanted in {path}"
+            return ret
+        what = "changed" if current is not None else "added"
+        anchor = None
+        if current is None and after:
+            parts = str(after).split(None, 1)
+            anchor = (parts[0], parts[1] if len(parts) > 1 else "")
+        cfg.set(wanted, after=anchor)
+        text = cfg.render()
+        ret["changes"] = _section_changes({wanted.label: what}, live, text, path, True)
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"{wanted.label} would be {what} in {path}"
+            return ret
+        _apply(ret, path, text, None, None, {path: [f"{wanted.label} {what}"]}, reload)
+    except (CommandExecutionError, haproxy_config.ConfigError) as exc:
+        ret["changes"] = {}
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret
+
+
+def absent(name, kind, config=None, reload=True):
+    """
+    No such section (with the comment lines right above it).
+
+    name
+        The section's name.
+    kind
+        Its type (backend, listen, ...).
+    config
+        The config file (default: the live one).
+    """
+    ret = _ret(name)
+    try:
+        path = config or __salt__["haproxy_cfg.settings"]()["config"]
+        live = __salt__["haproxy_cfg.read"](path)
+        cfg = haproxy_config.parse(live or "")
+        key_label = haproxy_config.label((kind, name))
+        if live is None or not cfg.remove(kind, name):
+            ret["comment"] = f"{key_label} is not in {path}"
+            return ret
+        text = cfg.render()
+        ret["changes"] = _section_changes({key_label: "removed"}, live, text, path, True)
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"{key_label} would be removed from {path}"
+            return ret
+        _apply(ret, path, text, None, None, {path: [f"{key_label} removed"]}, reload)
+    except (CommandExecutionError, haproxy_config.ConfigError) as exc:
+        ret["changes"] = {}
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret
+
+
+def running(name="haproxy"):
+    """
+    HAProxy runs in master-worker mode: started (``haproxy_cfg.start``) if
+    it does not run, taken over if it runs without a master (e.g. started by
+    the package with its default config).  A running HAProxy is not
+    reloaded here: ``managed`` reloads when the configuration changes.
+    """
+    ret = _ret(name)
+    try:
+        st = __salt__["haproxy_cfg.status"]()
+        if st["running"] and st["master_worker"]:
+            ret["comment"] = f"HAProxy runs (master {st['master']}, workers {st['workers']})"
+            return ret
+        action = "started" if not st["running"] else f"taken over from pids {st['pids']} (not in master-worker mode)"
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["changes"] = {"haproxy": f"would be {action}"}
+            ret["comment"] = f"HAProxy would be {action}"
+            return ret
+        r = __salt__["haproxy_cfg.reload"]() if st["running"] else __salt__["haproxy_cfg.start"]()
+        ret["changes"] = {"haproxy": action, "master": r.get("master")}
+        ret["comment"] = f"HAProxy {action}"
+    except CommandExecutionError as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret

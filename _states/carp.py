@@ -16,7 +16,8 @@ never appear in changes or comments (the module reports ``<changed>``).
 
     lb_carp_maintenance:
       carp.maintenance:
-        - name: true        # or false, on/off, present/absent
+        - name: lb-a maintenance
+        - enabled: true     # or false; name alone may also be on/off, present/absent
 """
 
 from salt.exceptions import CommandExecutionError

@@ -107,7 +107,7 @@ def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
         sampler.start()
         client = Client(VIPS[0], count=int(SETTLE[carp] * 2 / 0.02))
         try:
-            ret = lab.salt("lb-a", "state.single", "carp.maintenance", "name=true")["lb-a"]
+            ret = lab.salt("lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=true")["lb-a"]
             assert all(v["result"] for v in ret.values()), ret
             assert wait_for(lambda: all_on("lb-b"), SETTLE[carp]), holders()
             assert lab.salt("lb-a", "carp.in_maintenance")["lb-a"] is True
@@ -119,14 +119,14 @@ def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
         assert sampler.overlaps == []
 
         # entering twice changes nothing
-        again = lab.salt("lb-a", "state.single", "carp.maintenance", "name=true")["lb-a"]
+        again = lab.salt("lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=true")["lb-a"]
         assert [v["changes"] for v in again.values()] == [{}]
 
         sampler = Sampler()
         sampler.start()
         client = Client(VIPS[0], count=int(SETTLE[carp] * 2 / 0.02))
         try:
-            ret = lab.salt("lb-a", "state.single", "carp.maintenance", "name=false")["lb-a"]
+            ret = lab.salt("lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=false")["lb-a"]
             assert all(v["result"] for v in ret.values()), ret
             assert wait_for(lambda: all_on("lb-a"), SETTLE[carp]), holders()
         finally:

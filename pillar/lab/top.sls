@@ -2,3 +2,5 @@
 base:
   '*':
     - lb
+  'db-*':
+    - clustercheck

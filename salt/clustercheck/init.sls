@@ -69,13 +69,12 @@ clustercheck_file_{{ path }}:
 {%- endif %}
 {%- endfor %}
 
-{#- xinetd / inetd re-read their configuration on reload (SIGHUP). #}
+{#- xinetd / inetd re-read their configuration on reload (SIGHUP).  Not
+    `enable`: Debian's xinetd package enables itself, FreeBSD's inetd is
+    enabled by /etc/rc.conf.d/inetd above. #}
 clustercheck_daemon:
   service.running:
     - name: {{ cc.daemon }}
-{%- if cc.os_family != 'FreeBSD' %}
-    - enable: True
-{%- endif %}
     - reload: True
     - require:
       - pkg: clustercheck_packages

@@ -637,3 +637,41 @@ def test_haproxy_checks_the_probe_and_moves_writes_on_drain(loaders, cluster, mo
         assert write_through(tcp_port, app_client) == "n1"
     finally:
         hp.stop()
+
+
+def test_the_seeds_xinetd_service_never_starts(tmp_path):
+    """The seed's /etc/xinetd.d/mysqlcheck, as written (only the port, the
+    user and the program swapped for harmless ones, bound to loopback): no
+    `type = UNLISTED` and no mysqlcheck in /etc/services, so real xinetd
+    skips it and nothing listens.  The rendered file has UNLISTED."""
+    from conftest import SEED_HOWTO
+
+    text = open(SEED_HOWTO, encoding="utf-8").read()
+    block = re.search(r"^service mysqlcheck\n\{\n.*?^ \}\n", text, re.S | re.M).group(0)
+    port = mg.free_ports(1)[0]
+    block = block.replace("port         = 9200", f"port         = {port}").replace("user         = root", "user         = nobody")
+    block = re.sub(r"server\s+= \S+", "server = /bin/true", block).replace(
+        "wait         = no", "wait         = no\n   bind         = 127.0.0.1"
+    )
+    d = tmp_path / "xinetd.d"
+    d.mkdir()
+    (d / "mysqlcheck").write_text(block)
+    conf = tmp_path / "xinetd.conf"
+    conf.write_text(f"defaults\n{{\n}}\nincludedir {d}\n")
+    log = tmp_path / "log"
+    proc = subprocess.Popen(
+        [pe.XINETD, "-f", str(conf), "-pidfile", str(tmp_path / "pid"), "-dontfork", "-filelog", str(log)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        end = time.monotonic() + 10
+        while "Started working" not in (log.read_text() if log.exists() else "") and time.monotonic() < end:
+            time.sleep(0.1)
+        out = log.read_text()
+        assert "service/protocol combination not in /etc/services: mysqlcheck/tcp" in out
+        assert "Started working: 0 available services" in out
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        pe.stop_pid(proc)

@@ -331,3 +331,32 @@ def test_settings_clamp_the_timeout(tmp_path):
     cnf.write_text("[clustercheck]\ntimeout = 0\n")
     assert probe.settings(str(cnf))["timeout"] == 1.0
     assert probe.settings(str(cnf))["maintenance_file"] == "/var/lib/clustercheck/maintenance"
+
+
+# -- the seed's probe, for contrast ---------------------------------------------------------
+
+
+def seed_function(name):
+    from conftest import SEED_HOWTO
+
+    text = open(SEED_HOWTO, encoding="utf-8").read()
+    m = re.search(rf"^{name}\(\)\n\{{\n.*?^\}}\n", text, re.S | re.M)
+    assert m, name
+    return m.group(0)
+
+
+def test_the_seeds_probe_answers_malformed_http(tmp_path):
+    """The seed's return_ok, run by bash as the seed runs it: `echo -e` adds a
+    newline after every `\\r\\n`, so an empty line follows the status line and
+    the headers end up in the body; its Content-Length is not the body's."""
+    import subprocess
+
+    script = seed_function("return_ok") + f"TMP_FILE={tmp_path}/t ERR_FILE={tmp_path}/e\nreturn_ok\n"
+    raw = subprocess.run(["bash", "-c", script], capture_output=True, timeout=10).stdout
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n\n")
+    resp, body = parse(raw)
+    assert resp.getheader("Content-Length") is None  # the parser saw no header at all
+    assert b"Content-Length: 43" in body  # it is in the body
+    assert len(raw.split(b"\r\n\n\r\n\n", 1)[-1]) != 43
+    ours, _ = parse(probe.http_response({"available": True, "reason": "x"}))
+    assert ours.getheader("Content-Length") is not None

@@ -100,3 +100,29 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
         return lb_render.preview(report.model, node, os_family, redact=not secrets)
     except (KeyError, ValueError) as exc:
         raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
+
+
+def roles(topology=None):
+    """
+    What this minion is in the topology, from its id and its IPv4 addresses:
+    ``{"lb": [pairs it is a node of], "galera": [pairs it is a database server of]}``.
+
+    The state top file (``salt/top.sls``) assigns states from this.  An
+    invalid topology gives no role (and ``lb.validate`` says why).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call lb.roles
+        salt 'db-*' lb.roles
+    """
+    try:
+        report = lb_topology.check(_raw(topology))
+    except (lb_topology.TopologyError, CommandExecutionError) as exc:
+        log.warning("lb.roles: no topology (%s)", exc)
+        return {"lb": [], "galera": []}
+    if report.errors:
+        log.error("lb.roles: the topology is invalid (%d errors); run lb.validate", len(report.errors))
+        return {"lb": [], "galera": []}
+    return lb_topology.roles(report.model, __opts__["id"], __grains__.get("ipv4", []))

@@ -221,6 +221,23 @@ def find_node(model: dict, node_id: str) -> tuple[dict, dict]:
     raise KeyError(f"node {node_id!r} is in no pair of the topology (known nodes: {', '.join(known)})")
 
 
+def roles(model: dict, minion_id: str, addresses=()) -> dict:
+    """What a minion is in the topology: {"lb": [pair names it is a node of],
+    "galera": [pair names whose galera pools list one of its addresses]}.
+    The state top file assigns states from this, so the topology is the only
+    place that says which host does what."""
+    addrs = {str(a) for a in addresses}
+    out = {"lb": [], "galera": []}
+    for name, pair in model["pairs"].items():
+        if minion_id in pair["nodes"]:
+            out["lb"].append(name)
+        for pool in pair["haproxy"]["pools"].values():
+            if pool["kind"] == "galera" and any(str(s["address"]) in addrs for s in pool["servers"].values()):
+                if name not in out["galera"]:
+                    out["galera"].append(name)
+    return out
+
+
 # ---------------------------------------------------------------------------
 
 

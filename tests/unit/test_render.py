@@ -192,3 +192,9 @@ def test_unknown_node_and_os(seed_model):
         lb_render.render_node(seed_model, "lb-x", "Debian")
     with pytest.raises(ValueError, match="os_family 'Windows' is not supported"):
         lb_render.render_node(seed_model, "lb-a", "Windows")
+
+
+def test_roles_come_from_the_topology(lab_model):
+    assert lb_topology.roles(lab_model, "lb-a", ["198.18.1.241"]) == {"lb": ["edge"], "galera": []}
+    assert lb_topology.roles(lab_model, "db-1", ["127.0.0.1", "198.18.4.2", "198.18.1.11"]) == {"lb": [], "galera": ["edge"]}
+    assert lb_topology.roles(lab_model, "web-1", ["198.18.6.1"]) == {"lb": [], "galera": []}

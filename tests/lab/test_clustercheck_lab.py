@@ -1,0 +1,148 @@
+"""The Galera probe in the lab: a real three-node MariaDB Galera cluster in
+the database hosts (db-1 bootstraps, db-2 and db-3 join by SST), the probe
+applied by each host's own salt-minion (salt/clustercheck), CARP and HAProxy
+on the load balancers from their SLS, and a client writing through the VIP.
+
+- every synced node answers 200, to the load balancers only;
+- a second apply changes nothing; the option file is 0600, the probe's user's;
+- clustercheck.drain takes a node out of HAProxy, undrain puts it back;
+- the active node dies: the writes move to one backup (never two writers),
+  and every committed row is there afterwards.
+
+The failover time is reported, not held to the target here: the benchmark
+(bench/galera_failover.py) measures it.  Everything started here is stopped
+by pid in the fixture's teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from carp_tools import LAB_CARP, LBS
+from galera_tools import Galera, HaproxyView, Writer, apply_probe, first_write_after, in_host, salt_ok, writers_in_order
+
+# the pillar's timers for galera_a: inter 2s, fall 2, rise 3
+FALL_X_INTER = 4.0
+
+
+@pytest.fixture(scope="module")
+def galera(lab):
+    if not lab.converged:
+        pytest.skip("the lab did not converge")
+    g = Galera(lab.plan)
+    db = list(g.hosts)
+    try:
+        g.start_all()
+        bad = salt_ok(apply_probe(db))
+        assert bad == [], bad
+        for minion in LBS:
+            lab.salt(minion, "saltutil.sync_all")
+            lab.salt(minion, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider="keepalived")))
+        bad = salt_ok(lab.salt("-L", ",".join(LBS), "state.apply", "carp", timeout=300))
+        bad += salt_ok(lab.salt("-L", ",".join(LBS), "state.apply", "haproxy", timeout=300))
+        assert bad == [], bad
+        g.app_cnf = g.app_account()
+        yield g
+    finally:
+        for minion in db:
+            lab.salt(minion, "clustercheck.undrain")
+            lab.salt(minion, "service.stop", "xinetd")
+        lab.salt("-L", ",".join(LBS), "haproxy_cfg.stop")
+        lab.salt("-L", ",".join(LBS), "carp.absent")
+        for minion in LBS:
+            lab.salt(minion, "grains.delkey", "lb_carp")
+        g.stop_all()
+
+
+def names(lab, g):
+    """{db host: its server name in HAProxy (the pillar's)}."""
+    return {h: lab.plan.host(h).pillar_name for h in g.hosts}
+
+
+def http_from(host: str, target: str, port: int = 9200) -> str:
+    code = (
+        "import socket,sys\n"
+        "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=5)\n"
+        "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+        "d=b''\n"
+        "while True:\n"
+        "    c=s.recv(4096)\n"
+        "    if not c: break\n"
+        "    d+=c\n"
+        "print(d.decode(errors='replace'))\n"
+    )
+    r = in_host(host, "/usr/bin/python3", "-c", code, target, str(port), timeout=20)
+    return r.stdout if r.returncode == 0 else f"error: {r.stderr.strip()[-200:]}"
+
+
+def test_every_synced_node_answers_200_and_a_second_apply_changes_nothing(lab, galera):
+    for host, addr in galera.hosts.items():
+        assert http_from("lb-a", addr).startswith("HTTP/1.1 200 OK"), host
+        st = lab.salt(host, "clustercheck.status")[host]
+        assert st["available"] is True and st["local_state"] == 4, st
+    again = apply_probe(list(galera.hosts))
+    changed = [(m, k) for m, states in again.items() for k, v in states.items() if v["changes"]]
+    assert changed == []
+
+
+def test_only_the_load_balancers_may_ask(lab, galera):
+    addr = galera.hosts["db-1"]
+    assert http_from("lb-b", addr).startswith("HTTP/1.1 200 OK")
+    # the client host (198.18.0.10) reaches db-1 through r1, but is not in only_from
+    assert "HTTP/1.1" not in http_from("client", addr)
+
+
+def test_option_file_is_0600_and_the_probes_users(lab, galera):
+    r = in_host("db-1", "stat", "-c", "%a %U %G", "/etc/clustercheck/clustercheck.cnf")
+    assert r.stdout.split() == ["600", "clustercheck", "clustercheck"]
+    r = in_host("db-1", "ps", "-ww", "-eo", "user,args")
+    assert "clustercheck-lab-pw" not in r.stdout
+
+
+def test_drain_takes_a_node_out_of_haproxy_and_undrain_puts_it_back(lab, galera):
+    view = HaproxyView()
+    srv = names(lab, galera)
+    assert view.wait_status({srv[h]: "UP" for h in galera.hosts}, 60), view.read()
+    try:
+        assert lab.salt("db-2", "clustercheck.drain", "reason=lab test")["db-2"]["changed"] is True
+        st = lab.salt("db-2", "clustercheck.status")["db-2"]
+        assert st["code"] == 503 and st["maintenance"] is True
+        assert view.wait_status({srv["db-2"]: "DOWN"}, FALL_X_INTER + 6), view.read()
+    finally:
+        lab.salt("db-2", "clustercheck.undrain")
+    assert view.wait_status({srv["db-2"]: "UP"}, 30), view.read()
+
+
+def test_the_active_node_dies_and_writes_move_to_one_backup(lab, galera):
+    srv = names(lab, galera)
+    view = HaproxyView()
+    assert view.wait_status({srv[h]: "UP" for h in galera.hosts}, 60), view.read()
+    view.start()
+    writer = Writer(galera.app_cnf, count=250, every=0.1)
+    try:
+        time.sleep(4)
+        killed_at = galera.kill("db-1")
+        results = writer.result()
+    finally:
+        view.stop()
+        if not galera.alive("db-1"):
+            galera.start("db-1")  # rejoins by IST
+    ok = [r for r in results if r["ok"]]
+    assert len(ok) > 50
+    order = writers_in_order(results)
+    assert order == ["db-1", "db-2"], order  # one failover, to the first backup only
+    first = first_write_after(results, killed_at)
+    gap = first["end"] - killed_at
+    print(f"\nactive node killed: first write through the VIP after {gap:.2f} s (target <= fall x inter + 1 = {FALL_X_INTER + 1:.0f} s)")
+    assert gap < 30
+    # every committed write is in the cluster
+    rows = {int(line.split("\t")[0]): line.split("\t")[1] for line in galera.sql("db-2", "SELECT seq, node FROM lab.writes").splitlines()}
+    assert {r["seq"] for r in ok} <= set(rows)
+    assert all(rows[r["seq"]] == r["node"] for r in ok)
+    # HAProxy never had sessions on two servers of the backend at once
+    assert len(view.samples) > 50
+    assert view.overlaps == []
+    # and db-1 comes back: HAProxy sees it UP again
+    assert view.wait_status({srv["db-1"]: "UP"}, 60), view.read()

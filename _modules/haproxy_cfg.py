@@ -761,6 +761,7 @@ def start(config=None, takeover=None):
     st = _wait(ready, float(s["timeout"]))
     if not st:
         raise CommandExecutionError(f"haproxy was started but no worker runs after {s['timeout']}s (a bind error? see its log):\n{output}")
+    _wait(lambda: _master_workers(s) is not False, float(s["timeout"]))  # its CLI answers: it takes a reload
     return {"started": True, "master": st["master"], "workers": st["workers"], "comment": output}
 
 
@@ -821,6 +822,28 @@ def dump_server_state(path=None):
     return path
 
 
+RESIGNAL_AFTER = 1.0
+
+
+def _master_workers(s):
+    """The worker pids the master CLI lists; None without a master socket,
+    False while the master does not answer (it is re-executing itself)."""
+    path = s.get("master_socket")
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        text = _ask(path, "show proc", timeout=2.0)
+    except CommandExecutionError:
+        return False
+    section, workers = None, set()
+    for line in text.splitlines():
+        if line.startswith("# "):
+            section = line[2:].strip()
+        elif section == "workers" and line.split() and line.split()[0].isdigit():
+            workers.add(int(line.split()[0]))
+    return workers if text.startswith("#<PID>") else False
+
+
 def reload(config=None):
     """
     Reload HAProxy without dropping a connection: SIGUSR2 to the master
@@ -856,10 +879,23 @@ def reload(config=None):
     except (CommandExecutionError, OSError) as exc:
         log.warning("haproxy_cfg: runtime server states not saved before the reload: %s", exc)
     master = psutil.Process(st["master"])
-    t0 = time.monotonic()
-    os.kill(st["master"], signal.SIGUSR2)
     timeout = float(s["timeout"])
-    new = _wait(lambda: [p for p in _children(master) if p not in old], timeout)
+    _wait(lambda: _master_workers(s) is not False, timeout)  # a reload still in flight
+    t0 = time.monotonic()
+    sent = [t0]
+    os.kill(st["master"], signal.SIGUSR2)
+
+    def new_workers():
+        found = [p for p in _children(master) if p not in old]
+        if not found and time.monotonic() - sent[-1] > RESIGNAL_AFTER:
+            # a signal that reached the master while it was re-executing
+            # itself is lost (seen with HAProxy 2.6); a second reload of
+            # the same file is harmless
+            sent.append(time.monotonic())
+            os.kill(st["master"], signal.SIGUSR2)
+        return found
+
+    new = _wait(new_workers, timeout)
     if not new:
         detail = ""
         try:
@@ -869,6 +905,14 @@ def reload(config=None):
         raise CommandExecutionError(
             f"HAProxy's master {st['master']} started no new worker within {timeout:g}s; the old workers keep serving.\n{detail}".rstrip()
         )
+
+    # the master runs its loop again (it takes the next reload) once its CLI
+    # lists the new worker
+    def master_lists_new():
+        listed = _master_workers(s)
+        return listed is None or (listed is not False and set(new) <= listed)
+
+    _wait(master_lists_new, timeout)
     still = _wait(lambda: not any(_listening(p) for p in old), timeout)
     _drop_context()
     return {
@@ -878,6 +922,7 @@ def reload(config=None):
         "new_workers": new,
         "old_still_listening": [] if still else sorted(p for p in old if _listening(p)),
         "seconds": round(time.monotonic() - t0, 3),
+        "signals": len(sent),
     }
 
 

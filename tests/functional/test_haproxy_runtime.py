@@ -666,6 +666,62 @@ def test_https_with_the_pillars_certificate_and_a_certificate_change_without_fai
     assert env.managed().result is True  # back to the base pillar (TLS listener removed)
 
 
+# ---------------------------------------------------------------------------
+# the SLS
+
+
+def sls_pillar():
+    # the host's sysctl and /etc/default are left alone here: the SLS's own
+    # switches turn those two states off (their rendering is checked below)
+    return {"lb": base_topology(), "lb_haproxy": {"nonlocal_bind": False, "init_defaults": False}}
+
+
+def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
+    ids = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology()})
+    assert isinstance(ids, dict), ids
+    assert sorted(ids) == [
+        "lb_haproxy_config",
+        "lb_haproxy_init_defaults",
+        "lb_haproxy_nonlocal_bind",
+        "lb_haproxy_package",
+        "lb_haproxy_running",
+    ]
+    assert "present" in ids["lb_haproxy_nonlocal_bind"]["sysctl"]
+    assert {"value": 1} in ids["lb_haproxy_nonlocal_bind"]["sysctl"]
+    assert {"name": env.settings["config"]} in ids["lb_haproxy_config"]["haproxy_section"]
+    assert {"unmanaged": "remove"} in ids["lb_haproxy_config"]["haproxy_section"]
+    contents = next(x["contents"] for x in ids["lb_haproxy_init_defaults"]["file"] if isinstance(x, dict) and "contents" in x)
+    assert f'EXTRAOPTS="-S {env.settings["master_socket"]},mode,600"' in contents
+    off = env.loaders.modules.state.show_sls("haproxy", pillar=sls_pillar())
+    assert sorted(off) == ["lb_haproxy_config", "lb_haproxy_package", "lb_haproxy_running"]
+
+
+def test_sls_applies_from_scratch_then_changes_nothing(env):
+    env.mod.stop()
+    shutil.copy(os.path.join(REPO, "tests", "fixtures", "haproxy", "debian-default.cfg"), env.settings["config"])
+    dry = env.loaders.modules.state.sls("haproxy", pillar=sls_pillar(), test=True)
+    assert not dry.failed, dry.errors
+    assert dry["lb_haproxy_config"].result is None and dry["lb_haproxy_running"].result is None
+    assert env.mod.status()["running"] is False
+    assert env.config() == fixture_text("debian-default.cfg")
+
+    ret = env.loaders.modules.state.sls("haproxy", pillar=sls_pillar())
+    assert not ret.failed, ret.errors
+    assert all(r.result is True for r in ret), [(r.id, r.comment) for r in ret]
+    assert ret["lb_haproxy_config"].changes["sections"]["global"] == "changed"
+    assert ret["lb_haproxy_running"].changes["haproxy"] == "started"
+    env.remember()
+    assert servers_up(env, HTTP_LISTENER, WEB_A) and get(HTTP_VIP)[0] == 200
+
+    again = env.loaders.modules.state.sls("haproxy", pillar=sls_pillar())
+    assert all(r.result is True and r.changes == {} for r in again), [(r.id, r.changes) for r in again]
+
+
+def fixture_text(name):
+    with open(os.path.join(REPO, "tests", "fixtures", "haproxy", name), encoding="utf-8") as fh:
+        return fh.read()
+
+
 def test_stop(env):
     r = env.mod.stop()
     assert r["stopped"]

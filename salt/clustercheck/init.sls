@@ -12,10 +12,15 @@ clustercheck_packages:
   pkg.installed:
     - pkgs: {{ cc.packages | json }}
 
+{#- retry: hosts that share /etc/passwd (containers, the lab's Mininet hosts)
+    may run useradd at the same moment; the loser finds the user made. #}
 clustercheck_group:
   group.present:
     - name: {{ cc.group }}
     - system: True
+    - retry:
+        attempts: 3
+        interval: 2
 
 clustercheck_user:
   user.present:
@@ -25,6 +30,9 @@ clustercheck_user:
     - createhome: False
     - shell: {{ cc.shell }}
     - system: True
+    - retry:
+        attempts: 3
+        interval: 2
     - require:
       - group: clustercheck_group
 
@@ -80,7 +88,9 @@ clustercheck_daemon:
       - pkg: clustercheck_packages
 
 {#- USAGE only: SHOW STATUS and @@read_only need no privilege.  Through the
-    local client as root (unix socket); the SQL goes on its stdin. #}
+    local client as root (unix socket); the SQL goes on its stdin.  Only
+    while the server runs (its socket exists): before that the probe answers
+    503 anyway, and the next apply creates the account. #}
 clustercheck_account:
   clustercheck.account_present:
     - name: {{ cc.account.name }}
@@ -89,6 +99,7 @@ clustercheck_account:
     - max_connections: {{ cc.account.max_connections }}
 {%- if cc.socket %}
     - socket: {{ cc.socket }}
+    - onlyif: test -S {{ cc.socket }}
 {%- endif %}
     - require:
       - pkg: clustercheck_packages

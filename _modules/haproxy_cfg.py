@@ -635,7 +635,7 @@ def _children(p):
 
 def _listening(pid):
     try:
-        return [f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        return [f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN]
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return []
 
@@ -913,7 +913,7 @@ def reload(config=None):
         return listed is None or (listed is not False and set(new) <= listed)
 
     _wait(master_lists_new, timeout)
-    still = _wait(lambda: not any(_listening(p) for p in old), timeout)
+    still = _wait(lambda: not any(_listening(p) for p in old), timeout, interval=0.05)
     _drop_context()
     return {
         "reloaded": True,

@@ -15,12 +15,14 @@ lb_haproxy_package:
 
 {%- if grains["kernel"] == "Linux" and haproxy.nonlocal_bind %}
 
-{#- The BACKUP node's HAProxy binds the VIPs it does not hold (they are
-    configured on the MASTER only), so that a failover is only the address
-    moving: no HAProxy restart, no configuration change.  Linux refuses such
-    a bind unless net.ipv4.ip_nonlocal_bind is 1.  (The `transparent` bind
-    option would do it per listener, but needs CAP_NET_ADMIN in the worker
-    and TPROXY policy routing for the replies; nonlocal_bind needs neither.) #}
+{#- The BACKUP node's HAProxy binds the VIPs it does not hold (keepalived
+    and ucarp configure them on the MASTER only), so that a failover is only
+    the address moving: no HAProxy restart, no configuration change.  Linux
+    refuses such a bind unless net.ipv4.ip_nonlocal_bind is 1.  HAProxy's
+    `transparent` bind option would allow it per listener instead; this
+    product keeps one haproxy.cfg for FreeBSD and Linux (FreeBSD keeps the
+    CARP address configured on the BACKUP and needs neither) and no option
+    on every bind line: docs/haproxy.md says more. #}
 lb_haproxy_nonlocal_bind:
   sysctl.present:
     - name: net.ipv4.ip_nonlocal_bind

@@ -677,7 +677,9 @@ def sls_pillar():
 
 
 def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
-    ids = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology()})
+    ids = env.loaders.modules.state.show_sls(
+        "haproxy", pillar={"lb": base_topology(), "lb_haproxy": {"init_defaults": "/etc/default/haproxy"}}
+    )
     assert isinstance(ids, dict), ids
     assert sorted(ids) == [
         "lb_haproxy_config",
@@ -694,6 +696,8 @@ def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
     assert f'EXTRAOPTS="-S {env.settings["master_socket"]},mode,600"' in contents
     off = env.loaders.modules.state.show_sls("haproxy", pillar=sls_pillar())
     assert sorted(off) == ["lb_haproxy_config", "lb_haproxy_package", "lb_haproxy_running"]
+    default = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology()})
+    assert "lb_haproxy_init_defaults" not in default  # opt-in: a file outside /etc/haproxy
 
 
 def test_sls_applies_from_scratch_then_changes_nothing(env):

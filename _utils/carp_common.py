@@ -289,9 +289,18 @@ prio=${4:-0}
 )
 
 
+# ucarp sees packets through libpcap with a 1 s read timeout, so the old
+# master may hear the new master's advertisement up to a second late, and
+# only then runs its down script.  Adding the VIP at once would leave it on
+# both nodes for that second.  The up script therefore returns at once (ucarp
+# waits for it before advertising) and adds the VIP in the background as soon
+# as nobody answers for it any more (ping, 50 ms each), at most after
+# UCARP_ACQUIRE_TRIES; the down script cancels a pending add first.
+UCARP_ACQUIRE_TRIES = 60
+
+
 def _ucarp_script(action: str, state: str) -> str:
-    return (
-        f"""#!/bin/sh
+    head = f"""#!/bin/sh
 # Installed by the carp execution module. Do not edit.
 # ucarp's {"up" if action == "add" else "down"} script: {action} the VIP and record the state.
 # Called by ucarp as: <script> <interface> <vip> "<prefixlen> <vhid> <state_dir>"
@@ -303,14 +312,29 @@ vhid=$2
 dir=$3
 state={state}
 prio=-
+wait="$dir/state/.$vhid.acquire"
 """
-        + (
-            '/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"\n'
-            if action == "add"
-            else '/sbin/ip -4 addr del "$vip/$plen" dev "$iface" 2>/dev/null || true\n'
-        )
-        + _RECORD_STATE
-    )
+    if action == "add":
+        body = f"""mkdir -p "$dir/state"
+(
+	i=0
+	while [ $i -lt {UCARP_ACQUIRE_TRIES} ] && ping -c 1 -W 0.05 -q "$vip" >/dev/null 2>&1; do
+		i=$((i + 1))
+		sleep 0.02
+	done
+	/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
+	rm -f "$wait"
+) </dev/null >/dev/null 2>&1 &
+echo $! > "$wait"
+"""
+    else:
+        body = """if [ -f "$wait" ]; then
+	kill "$(cat "$wait")" 2>/dev/null
+	rm -f "$wait"
+fi
+/sbin/ip -4 addr del "$vip/$plen" dev "$iface" 2>/dev/null || true
+"""
+    return head + body + _RECORD_STATE
 
 
 UCARP_UP_SCRIPT = _ucarp_script("add", "MASTER")

@@ -275,3 +275,44 @@ def test_grains(tmp_path):
     assert g["carp_provider"] == "keepalived"
     (tmp_path / "provider").write_text("ucarp\n")
     assert carp_grains.carp()["carp_provider"] == "ucarp"
+
+
+def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
+    """ucarp hears the old master's release up to 1 s late (libpcap's read
+    timeout): the up script returns at once and adds the VIP in the
+    background when the VIP stops answering; the down script cancels that."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    count = tmp_path / "pings"
+    # a ping that gets an answer twice (the old master still holds the VIP), then none
+    (bin_dir / "ping").write_text(f'#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0)\necho $((n + 1)) > {count}\n[ "$n" -lt 2 ]\n')
+    (bin_dir / "ping").chmod(0o755)
+    added = tmp_path / "added"
+    state = tmp_path / "state-dir"
+    up = tmp_path / "up"
+    up.write_text(carp_common.UCARP_UP_SCRIPT.replace('/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"', f'echo "$vip/$plen $iface" >> {added}'))
+    up.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    t0 = time.monotonic()
+    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
+    assert time.monotonic() - t0 < 0.5  # returned at once: ucarp advertises now
+    assert (state / "state" / "44").read_text().split()[0] == "MASTER"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not added.exists():
+        time.sleep(0.02)
+    assert added.read_text() == "198.18.2.44/24 lb-b-eth1\n"
+    assert int(count.read_text()) == 3  # two answers, then free
+    assert not (state / "state" / ".44.acquire").exists()
+
+    # a down event while the add is pending cancels it
+    count.write_text("-1000")  # answers "forever"
+    added.unlink()
+    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
+    down = tmp_path / "down"
+    down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip -4 addr del", "true"))
+    down.chmod(0o755)
+    time.sleep(0.2)
+    subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
+    time.sleep(0.3)
+    assert not added.exists()
+    assert (state / "state" / "44").read_text().split()[0] == "BACKUP"

@@ -10,6 +10,7 @@ waits below are generous bounds.
 """
 
 import json
+import time
 
 import pytest
 from carp_tools import LAB_CARP, LBS, VIPS, Client, Sampler, Services, all_on, failures, holders, link, user_port, wait_for
@@ -88,16 +89,22 @@ def test_link_loss_moves_the_vips_and_its_return_brings_them_back(lab, carp):
     port = user_port(lab.plan, "lb-a")
     sampler = Sampler()
     sampler.start()
+    events = {}
     try:
+        events["down"] = time.time()
         link(port, up=False)
         assert wait_for(lambda: all_on("lb-b"), SETTLE[carp]), holders()
+        events["moved"] = time.time()
+        events["up"] = time.time()
         link(port, up=True)
         assert wait_for(lambda: all_on("lb-a"), SETTLE[carp] + 5), holders()
+        events["back"] = time.time()
     finally:
         link(port, up=True)
         sampler.stop()
     assert sampler.samples > 20
-    assert sampler.overlaps == []
+    when = [(round(t - events["down"], 2), vip) for t, vip, _ in sampler.overlaps]
+    assert sampler.overlaps == [], f"both nodes held a VIP at (s after link down, vip) {when}; events {[(k, round(v - events['down'], 2)) for k, v in events.items()]}"
 
 
 def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):

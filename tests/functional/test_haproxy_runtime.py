@@ -726,6 +726,33 @@ def fixture_text(name):
         return fh.read()
 
 
+def test_a_daemon_without_master_is_taken_over(env):
+    """The package's init script may have started HAProxy as a plain daemon
+    (Debian's default config: `daemon`, no master): the first reload starts
+    a master-worker HAProxy with -sf, and the old process leaves."""
+    env.mod.stop()
+    cfg = env.config()
+    plain = cfg.replace("    master-worker\n", "    daemon\n").replace(" expose-fd listeners", "")
+    path = env.root / "plain.cfg"
+    path.write_text(plain)
+    subprocess.run(["haproxy", "-q", "-D", "-f", str(path)], check=True, timeout=30)
+    st = env.mod.status()
+    assert st["running"] and not st["master_worker"], st
+    env.pids.update(st["pids"])
+    old = st["pids"]
+    assert get(HTTP_VIP)[0] == 200
+    with Load(HTTP_VIP, count=60) as load:
+        res = env.states.running(name="haproxy")
+    assert res.result is True, res.comment
+    assert "taken over" in res.comment
+    env.remember()
+    new = env.mod.status()
+    assert new["master_worker"] and new["master"] not in old
+    assert wait_for(lambda: all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in old), 10)
+    assert load.failures == [] and load.ok == 60
+    assert env.states.running(name="haproxy").changes == {}
+
+
 def test_stop(env):
     r = env.mod.stop()
     assert r["stopped"]

@@ -6,6 +6,7 @@ address is added), the ucarp command lines (no password in argv), and the
 maintenance files.  Real failovers are the lab's (tests/lab)."""
 
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -266,8 +267,9 @@ def test_scripts_record_state_atomically(tmp_path):
 
 
 def test_grains(tmp_path):
-    sys.path.insert(0, os.path.join(REPO, "_grains"))
-    import carp as carp_grains
+    spec = importlib.util.spec_from_file_location("carp_grains", os.path.join(REPO, "_grains", "carp.py"))
+    carp_grains = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(carp_grains)
 
     carp_grains.__opts__ = {"lb_carp": {"state_dir": str(tmp_path)}}
     g = carp_grains.carp()

@@ -1,16 +1,17 @@
 """The carp state's compare-and-delegate logic, with the execution module
 mocked (saltext-vault's tests/unit/states style)."""
 
+import importlib.util
 import os
-import sys
 from unittest.mock import Mock, call, patch
 
 import pytest
 from conftest import REPO
 from salt.exceptions import CommandExecutionError
 
-sys.path.insert(0, os.path.join(REPO, "_states"))
-import carp as carp_state  # noqa: E402
+_spec = importlib.util.spec_from_file_location("carp_state", os.path.join(REPO, "_states", "carp.py"))
+carp_state = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(carp_state)
 
 CHANGES = {4: {"old": {"advskew": 0}, "new": {"advskew": 20}}}
 

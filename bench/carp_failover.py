@@ -173,6 +173,8 @@ def main(argv=None):
         return 2
     plan = plan_from_pillar(os.path.join(REPO, "pillar", "lab", "lb.sls"), galera6=st.get("galera6", False))
     rows, switchovers = [], []
+    salt("saltutil.sync_all")
+    salt("sysctl.assign", "net.ipv4.ip_forward", "1")  # as the pillar's sysctl:ip_forwarding says
     with Services():
         for label, kind, settle in (
             ("keepalived, project (VRRPv3, advert 0.2 s)", ("project", "keepalived"), 10),

@@ -53,8 +53,9 @@ def salt(*args, timeout=300):
 def setup(g: Galera) -> str:
     g.start_all()
     bad = salt_ok(apply_probe(list(g.hosts)))
+    salt("-L", ",".join(LBS), "saltutil.sync_all")
+    salt("-L", ",".join(LBS), "carp.absent")  # the converge's CARP, on its own paths
     for m in LBS:
-        salt(m, "saltutil.sync_all")
         salt(m, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider="keepalived")))
     bad += salt_ok(salt("-L", ",".join(LBS), "state.apply", "carp"))
     bad += salt_ok(salt("-L", ",".join(LBS), "state.apply", "haproxy"))

@@ -333,7 +333,7 @@ class HaproxyView(threading.Thread):
         out = {}
         for line in lines[1:]:
             row = dict(zip(head, line.split(","), strict=False))
-            if row.get("pxname") == BACKEND and row.get("svname") not in ("FRONTEND", "BACKEND"):
+            if row.get("pxname") == BACKEND and row.get("type") == "2":  # servers only (not the listener's sock-N)
                 out[row["svname"]] = {"status": row["status"], "scur": int(row["scur"] or 0)}
         return out
 

@@ -318,3 +318,22 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     time.sleep(0.3)
     assert not added.exists()
     assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
+
+
+def test_keepalived_absent_of_one_group_rewrites_the_config(keepalived, tmp_path, carp_paths):
+    topo = topology_file(tmp_path, "keepalived")
+    model = lb_topology.load(lb_topology.load_file(topo))
+    pair, _ = lb_topology.find_node(model, "lb-a")
+    text = lb_render.render_keepalived(pair, "lb-a", state_dir=carp_paths["state_dir"], script_dir=carp_paths["script_dir"])
+    os.makedirs(os.path.dirname(carp_paths["keepalived_config"]))
+    with open(carp_paths["keepalived_config"], "w") as fh:
+        fh.write(text)
+    assert keepalived.absent(vhids=[55], test=True)["changes"][55]["new"] is None
+    assert open(carp_paths["keepalived_config"]).read() == text  # test mode: untouched
+    ret = keepalived.absent(vhids=[55])
+    assert list(ret["changes"]) == [55]
+    left = carp_common.parse_keepalived(open(carp_paths["keepalived_config"]).read())
+    assert sorted(left) == [4, 5, 44]
+    assert "VI_55" not in open(carp_paths["keepalived_config"]).read()
+    assert keepalived.absent(vhids=[55])["changes"] == {}
+    assert sorted(keepalived.status()) == [4, 5, 44]

@@ -294,9 +294,9 @@ prio=${4:-0}
 # only then runs its down script.  Adding the VIP at once would leave it on
 # both nodes for that second.  The up script therefore returns at once (ucarp
 # waits for it before advertising) and adds the VIP in the background as soon
-# as nobody answers for it any more (ping, 50 ms each), at most after
+# as nobody answers for it any more (ping, 20 ms each), at most after
 # UCARP_ACQUIRE_TRIES; the down script cancels a pending add first.
-UCARP_ACQUIRE_TRIES = 60
+UCARP_ACQUIRE_TRIES = 100
 
 
 def _ucarp_script(action: str, state: str) -> str:
@@ -318,9 +318,9 @@ wait="$dir/state/.$vhid.acquire"
         body = f"""mkdir -p "$dir/state"
 (
 	i=0
-	while [ $i -lt {UCARP_ACQUIRE_TRIES} ] && ping -c 1 -W 0.05 -q "$vip" >/dev/null 2>&1; do
+	while [ $i -lt {UCARP_ACQUIRE_TRIES} ] && ping -c 1 -W 0.02 -q "$vip" >/dev/null 2>&1; do
 		i=$((i + 1))
-		sleep 0.02
+		sleep 0.01
 	done
 	/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
 	rm -f "$wait"

@@ -112,16 +112,19 @@ def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None,
         live = __salt__["haproxy_cfg.read"](path)
         merged = haproxy_config.merge(haproxy_config.parse(live or ""), haproxy_config.parse(config["content"]), unmanaged)
         pending = __salt__["haproxy_cfg.pending"](merged.text, path=path, files=extra, mode=config["mode"])
-        if not pending:
+        # PEM files of TLS listeners the pillar no longer has (keys on disk)
+        stale = __salt__["haproxy_cfg.prune_certs"](keep=list(extra), dry_run=True)
+        if not pending and not stale:
             ret["comment"] = f"{path} is up to date ({len(merged.config.sections)} sections"
             ret["comment"] += f", {len(merged.kept)} kept that the pillar does not own)" if merged.kept else ")"
             return ret
         changes = _section_changes(merged, live, merged.text, path, show_diff)
         if path in pending and "content" not in pending[path] and "new file" not in pending[path]:
             changes["mode"] = pending[path]
-        tls = {p: r for p, r in pending.items() if p != path}
+        tls = {p: ", ".join(r) for p, r in pending.items() if p != path}
+        tls.update({p: "removed" for p in stale})
         if tls:
-            changes["files"] = {p: ", ".join(r) for p, r in tls.items()}  # never their content
+            changes["files"] = tls  # never their content
         if __opts__["test"]:
             chk = __salt__["haproxy_cfg.check"](text=merged.text, files=extra)
             ret["changes"] = changes
@@ -135,7 +138,11 @@ def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None,
                 )
             return ret
         ret["changes"] = changes
-        _apply(ret, path, merged.text, extra, config["mode"], pending, reload)
+        if pending:
+            _apply(ret, path, merged.text, extra, config["mode"], pending, reload)
+        if stale:
+            __salt__["haproxy_cfg.prune_certs"](keep=list(extra))
+            ret["comment"] = "; ".join(x for x in (ret["comment"], f"removed {', '.join(stale)}") if x)
     except (CommandExecutionError, haproxy_config.ConfigError) as exc:
         ret["changes"] = {}
         ret["result"] = False

@@ -663,7 +663,12 @@ def test_https_with_the_pillars_certificate_and_a_certificate_change_without_fai
     res = env.managed(tls(cert1, key2))
     assert res.result is False and "does not belong to the certificate" in res.comment
     assert served_cert(cert2)[2].split() == cert2.split()
-    assert env.managed().result is True  # back to the base pillar (TLS listener removed)
+    # back to the base pillar: the TLS listener goes, and its key with it
+    res = env.managed()
+    assert res.result is True, res.comment
+    assert res.changes["files"] == {pem: "removed"} and res.changes["sections"] == {f"listen haproxy_{https_vip}_443": "removed"}
+    assert not os.path.exists(pem)
+    assert env.managed().changes == {}
 
 
 # ---------------------------------------------------------------------------

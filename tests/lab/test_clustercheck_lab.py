@@ -29,8 +29,9 @@ FALL_X_INTER = 4.0
 
 @pytest.fixture(scope="module")
 def galera(lab):
-    if not lab.converged:
-        pytest.skip(f"the lab did not converge:\n{lab.up.stdout[-2000:]}{lab.up.stderr[-1000:]}")
+    # A lab whose converge failed (a salt timeout on a loaded machine) is still
+    # used: everything this module needs it syncs and applies itself, and
+    # asserts on.
     g = Galera(lab.plan)
     db = list(g.hosts)
     try:

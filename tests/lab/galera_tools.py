@@ -355,6 +355,13 @@ class HaproxyView(threading.Thread):
         self._halt.set()
         self.join(timeout=5)
 
+    def first(self, server: str, status: str, after: float) -> float | None:
+        """When the sampler first saw `server` in `status` after `after`."""
+        for t, view in self.samples:
+            if t >= after and view.get(server, {}).get("status", "").startswith(status):
+                return t
+        return None
+
     def wait_status(self, want: dict, timeout: float) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:

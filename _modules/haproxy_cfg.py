@@ -958,7 +958,15 @@ def reload(config=None):
     os.kill(st["master"], signal.SIGUSR2)
 
     def new_workers():
-        found = [p for p in _children(master) if p not in old]
+        # the master CLI's list when there is one (a socket call; psutil
+        # walks every process of the host to find children), else psutil;
+        # once the CLI lists the new worker the master runs its loop again
+        # and takes the next reload
+        listed = _master_workers(s)
+        if listed is None:
+            found = [p for p in _children(master) if p not in old]
+        else:
+            found = sorted(listed - old) if listed else []
         if not found and time.monotonic() - sent[-1] > RESIGNAL_AFTER:
             # a signal that reached the master while it was re-executing
             # itself is lost (seen with HAProxy 2.6); a second reload of
@@ -967,7 +975,7 @@ def reload(config=None):
             os.kill(st["master"], signal.SIGUSR2)
         return found
 
-    new = _wait(new_workers, timeout)
+    new = _wait(new_workers, timeout, interval=0.025)
     if not new:
         detail = ""
         try:
@@ -978,13 +986,6 @@ def reload(config=None):
             f"HAProxy's master {st['master']} started no new worker within {timeout:g}s; the old workers keep serving.\n{detail}".rstrip()
         )
 
-    # the master runs its loop again (it takes the next reload) once its CLI
-    # lists the new worker
-    def master_lists_new():
-        listed = _master_workers(s)
-        return listed is None or (listed is not False and set(new) <= listed)
-
-    _wait(master_lists_new, timeout)
     still = _wait(lambda: not any(_listening(p) for p in old), timeout, interval=0.05)
     _drop_context()
     return {

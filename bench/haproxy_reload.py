@@ -31,6 +31,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -137,6 +138,8 @@ def run_load(addr, requests, clients, reloads, reload_fn, limit=300):
     for p in procs:
         p.start()
     reload_times = []
+    cpu0 = time.process_time()
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     for i in range(reloads):
         # reload i when (i+1)/(reloads+2) of the load is done: all of them
         # land inside the load, none in its first or last stretch
@@ -146,6 +149,11 @@ def run_load(addr, requests, clients, reloads, reload_fn, limit=300):
         t = time.monotonic()
         reload_fn(i)
         reload_times.append(time.monotonic() - t)
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU the reloads cost on the controlling side: this process (the Salt
+    # loader and the module for `project`) and the commands it ran
+    # (haproxy -c, the haproxy launcher); the clients are not counted
+    reload_cpu = time.process_time() - cpu0 + (kids1.ru_utime - kids0.ru_utime) + (kids1.ru_stime - kids0.ru_stime)
     for p in procs:
         p.join(limit)
     elapsed = time.monotonic() - t0
@@ -156,6 +164,7 @@ def run_load(addr, requests, clients, reloads, reload_fn, limit=300):
         "rps": round((requests - max(quota.value, 0)) / elapsed, 1),
         "reloads": len(reload_times),
         "reload_median_ms": round(statistics.median(reload_times) * 1000, 1) if reload_times else None,
+        "reload_cpu_s": round(reload_cpu, 2),
     }
 
 
@@ -319,7 +328,7 @@ def main():
                 res = one_run(cls, r, args)
                 results[cls.name].append(res)
                 print(
-                    f"run {n + 1} {cls.name:9s} {res['rps']:9.1f} req/s  failed {res['failed']:4d} / {res['requests']}  reloads {res['reloads']}  (median reload {res['reload_median_ms']} ms)",
+                    f"run {n + 1} {cls.name:9s} {res['rps']:9.1f} req/s  failed {res['failed']:4d} / {res['requests']}  reloads {res['reloads']}  (median reload {res['reload_median_ms']} ms, reload CPU {res['reload_cpu_s']} s)",
                     flush=True,
                 )
     finally:

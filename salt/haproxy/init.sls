@@ -23,6 +23,7 @@ lb_haproxy_package:
     product keeps one haproxy.cfg for FreeBSD and Linux (FreeBSD keeps the
     CARP address configured on the BACKUP and needs neither) and no option
     on every bind line: docs/haproxy.md says more. #}
+{%- if haproxy.sysctl_config %}
 lb_haproxy_nonlocal_bind:
   sysctl.present:
     - name: net.ipv4.ip_nonlocal_bind
@@ -30,6 +31,16 @@ lb_haproxy_nonlocal_bind:
     - config: {{ haproxy.sysctl_config }}
     - require_in:
       - haproxy_section: lb_haproxy_running
+{%- else %}
+{#- sysctl_config: false: the running value only, no file (a host whose /etc
+    is not its own, like the lab's) #}
+lb_haproxy_nonlocal_bind:
+  cmd.run:
+    - name: sysctl -w net.ipv4.ip_nonlocal_bind=1
+    - unless: test "$(sysctl -n net.ipv4.ip_nonlocal_bind)" = 1
+    - require_in:
+      - haproxy_section: lb_haproxy_running
+{%- endif %}
 {%- endif %}
 
 {%- if haproxy.init_defaults %}

@@ -703,6 +703,8 @@ def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
     assert sorted(off) == ["lb_haproxy_config", "lb_haproxy_package", "lb_haproxy_running"]
     default = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology()})
     assert "lb_haproxy_init_defaults" not in default  # opt-in: a file outside /etc/haproxy
+    runtime = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology(), "lb_haproxy": {"sysctl_config": False}})
+    assert {"name": "sysctl -w net.ipv4.ip_nonlocal_bind=1"} in runtime["lb_haproxy_nonlocal_bind"]["cmd"]
 
 
 def test_sls_applies_from_scratch_then_changes_nothing(env):

@@ -4,3 +4,5 @@ base:
     - lb
   'db-*':
     - clustercheck
+  'lb-*':
+    - haproxy

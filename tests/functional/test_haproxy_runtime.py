@@ -545,6 +545,61 @@ def test_stats_page_admin_can_change_state_readonly_cannot_wrong_password_401(en
     env.mod.ready(HTTP_LISTENER, "http_srv-2")
 
 
+ARTIFACTS = os.path.join(REPO, "artifacts")
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="Debian's chromium is not installed")
+def test_stats_page_in_headless_chromium(env):
+    """The stats page as an operator's browser sees it, on the mgmt address:
+    the admin puts a server into maintenance from the page, the read-only
+    user gets no form and a forged POST is denied, a wrong password gets
+    401.  Screenshots go to artifacts/ (not in git)."""
+    from chromium_cdp import Browser
+
+    url = f"http://{MGMT}:9000/haproxy_stats"
+    be_id = next(x.split()[0] for x in env.mod.command("show servers state").splitlines() if f" {HTTP_LISTENER} " in x)
+    browser = Browser()
+    try:
+        page = browser.page()
+        page.basic_auth("admin", "not-the-password")
+        assert page.goto(url)[0] == 401
+
+        page.basic_auth("lbuser", USERS["lbuser"])
+        status, _ = page.goto(url)
+        assert status == 200
+        assert page.js("document.querySelectorAll('select[name=action]').length") == 0
+        assert page.js(f"document.body.innerText.includes('{HTTP_LISTENER}')")
+        page.screenshot(os.path.join(ARTIFACTS, "haproxy-stats-readonly.png"))
+        # what the admin's form would send, posted by the read-only user
+        _, where = page.submit(
+            "(() => { const f = document.createElement('form'); f.method = 'post';"
+            f" for (const [k, v] of [['s', 'http_srv-2'], ['action', 'maint'], ['b', '#{be_id}']])"
+            " { const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i); }"
+            " document.body.appendChild(f); HTMLFormElement.prototype.submit.call(f); })()"
+        )
+        assert where.endswith(";st=DENY"), where
+        assert "maint" not in env.mod.server_state(HTTP_LISTENER, "http_srv-2")[0]["admin"]
+
+        page.basic_auth("admin", USERS["admin"])
+        assert page.goto(url)[0] == 200
+        assert page.js("document.querySelectorAll('select[name=action]').length") > 0
+        # tick http_srv-2 in its backend's table, choose "Set state to MAINT", Apply
+        _, where = page.submit(
+            "(() => { const b = [...document.querySelectorAll('input[name=b]')]"
+            f".find(i => i.value === '#{be_id}'); const f = b.form;"
+            " f.querySelector('input[type=checkbox][value=\"http_srv-2\"]').checked = true;"
+            " f.elements['action'].value = 'maint'; HTMLFormElement.prototype.submit.call(f); })()"
+        )
+        assert where.endswith(";st=DONE"), where
+        assert env.mod.server_state(HTTP_LISTENER, "http_srv-2")[0]["admin"] == ["maint"]
+        assert page.js("document.body.innerText.includes('Action processed successfully')")
+        page.screenshot(os.path.join(ARTIFACTS, "haproxy-stats-admin-maint.png"))
+        page.close()
+    finally:
+        browser.close()
+        env.mod.ready(HTTP_LISTENER, "http_srv-2")
+
+
 def test_prometheus_exporter_on_the_mgmt_address(env):
     status, body = get(MGMT, 8405, "/metrics")
     assert status == 200

@@ -1,0 +1,176 @@
+"""What the CARP beacon (`_beacons/carp.py`) decides, as plain functions of
+data: which groups changed state between two reads of ``carp.status``, the
+event each change becomes, and who announces it.
+
+Two paths announce a transition: the beacon, every poll, and the daemons'
+own hooks (keepalived's notify script, ucarp's up/down scripts, FreeBSD's
+devd rule), which run ``lb-carp-event`` at once.  Both write a *claim* per
+vhid, ``<events_dir>/<vhid>``: ``"<STATE> <epoch> <how>"``, ``how`` being
+``pending`` (the hook is sending), ``sent`` (the hook sent it), ``failed``
+(the hook could not) or ``beacon`` (the beacon sent it).  Whoever finds a
+fresh claim for the same new state leaves the transition to its author, so
+one transition is normally one event.  A hook that fails or hangs does not
+lose it: the beacon waits for a pending claim at most ``PENDING_TIMEOUT``
+seconds, then sends the event itself.
+
+No Salt dunders here; the unit tests call these directly.
+"""
+
+from __future__ import annotations
+
+STATES = ("MASTER", "BACKUP", "INIT")
+CLAIM_WINDOW = 60.0  # seconds a claim for the same state counts as this transition's
+PENDING_TIMEOUT = 15.0  # seconds the beacon waits for a hook that is still sending
+CLAIM_HOWS = ("pending", "sent", "failed", "beacon")
+HAPROXY_TAG = "haproxy/DOWN"
+
+
+def snapshot(status: dict) -> dict[int, dict]:
+    """``carp.status``'s return reduced to what a change is judged on:
+    ``{vhid: {state, vip, interface, provider}}``, vhids as ints (Salt's
+    JSON/msgpack may hand them over as strings)."""
+    out = {}
+    for vhid, g in (status or {}).items():
+        if not isinstance(g, dict):
+            continue
+        try:
+            key = int(vhid)
+        except (TypeError, ValueError):
+            continue
+        state = g.get("state")
+        out[key] = {
+            "state": state if state in STATES else "INIT",
+            "vip": g.get("vip"),
+            "interface": g.get("interface"),
+            "provider": g.get("provider"),
+        }
+    return out
+
+
+def event(vhid: int, old: str, new: str, group: dict, now: float, source: str = "beacon") -> dict:
+    """The beacon's return for one transition.  Salt prefixes the tag with
+    ``salt/beacon/<minion>/carp/`` and adds ``id``."""
+    return {
+        "tag": f"{vhid}/{new}",
+        "vhid": vhid,
+        "vip": group.get("vip"),
+        "interface": group.get("interface"),
+        "old": old,
+        "new": new,
+        "provider": group.get("provider"),
+        "timestamp": round(now, 3),
+        "source": source,
+    }
+
+
+def changes(previous: dict | None, current: dict, now: float) -> list[dict]:
+    """One event per group whose state differs between two snapshots, in
+    vhid order.  ``previous`` None (the first pass): nothing.  A group that
+    appears counts as coming from INIT, one that goes away as going to INIT."""
+    if previous is None:
+        return []
+    out = []
+    for vhid in sorted(set(previous) | set(current)):
+        before, after = previous.get(vhid), current.get(vhid)
+        old = before["state"] if before else "INIT"
+        new = after["state"] if after else "INIT"
+        if old != new:
+            out.append(event(vhid, old, new, after or before, now))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# claims
+
+
+def claim_text(state: str, epoch: float, how: str) -> str:
+    if how not in CLAIM_HOWS:
+        raise ValueError(f"claim: {how!r} is not one of {CLAIM_HOWS}")
+    return f"{state} {epoch:.3f} {how}\n"
+
+
+def parse_claim(text: str | None) -> dict | None:
+    words = (text or "").split()
+    if len(words) != 3 or words[0] not in STATES or words[2] not in CLAIM_HOWS:
+        return None
+    try:
+        epoch = float(words[1])
+    except ValueError:
+        return None
+    return {"state": words[0], "epoch": epoch, "how": words[2]}
+
+
+def decide(claim: dict | None, state: str, now: float, waiting_since: float | None = None) -> str:
+    """What the beacon does with a transition to ``state``, given the claim
+    file it reads now:
+
+    - ``fire``: nobody announced it (no claim, another state, a stale one,
+      a hook that failed, or one pending for longer than PENDING_TIMEOUT);
+    - ``skip``: announced already (``sent`` by a hook, or by the beacon);
+    - ``wait``: a hook is sending it right now; ask again at the next pass.
+    """
+    if not claim or claim["state"] != state or now - claim["epoch"] > CLAIM_WINDOW:
+        return "fire"
+    if claim["how"] in ("sent", "beacon"):
+        return "skip"
+    if claim["how"] == "failed":
+        return "fire"
+    started = min(claim["epoch"], waiting_since if waiting_since is not None else now)
+    return "fire" if now - started > PENDING_TIMEOUT else "wait"
+
+
+# ---------------------------------------------------------------------------
+# HAProxy on a MASTER
+
+
+def masters(current: dict) -> list[int]:
+    return sorted(v for v, g in current.items() if g["state"] == "MASTER")
+
+
+def haproxy_event(current: dict, running: bool, last_fired: float | None, now: float, refire: float) -> dict | None:
+    """``haproxy/DOWN`` when this node is MASTER of a group and HAProxy does
+    not run: once per outage, again every ``refire`` seconds while it lasts
+    (the reactor heals it or demotes the node, which ends it either way)."""
+    held = masters(current)
+    if running or not held:
+        return None
+    if last_fired is not None and now - last_fired < refire:
+        return None
+    return {
+        "tag": HAPROXY_TAG,
+        "masters": held,
+        "vips": [current[v]["vip"] for v in held],
+        "provider": current[held[0]]["provider"],
+        "timestamp": round(now, 3),
+        "source": "beacon",
+    }
+
+
+def validate(config) -> tuple[bool, str]:
+    """The beacon's config: a list of one-key dicts (Salt's beacon form) or
+    a dict.  Keys: ``interval`` (seconds, > 0), ``haproxy`` (bool: watch
+    HAProxy on a MASTER), ``haproxy_refire`` (seconds, > 0),
+    ``events_dir`` (absolute path)."""
+    if isinstance(config, list):
+        merged = {}
+        for item in config:
+            if not isinstance(item, dict):
+                return False, f"carp beacon: each item of the config list must be a mapping, got {item!r}"
+            merged.update(item)
+        config = merged
+    if not isinstance(config, dict):
+        return False, f"carp beacon: the config must be a list of mappings, got {type(config).__name__}"
+    known = {"interval", "haproxy", "haproxy_refire", "events_dir", "disable_during_state_run", "beacon_module"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        return False, f"carp beacon: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+    for key in ("interval", "haproxy_refire"):
+        if key in config:
+            value = config[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                return False, f"carp beacon: {key} must be a number of seconds > 0, got {value!r}"
+    if "haproxy" in config and not isinstance(config["haproxy"], bool):
+        return False, f"carp beacon: haproxy must be true or false, got {config['haproxy']!r}"
+    if "events_dir" in config and not (isinstance(config["events_dir"], str) and config["events_dir"].startswith("/")):
+        return False, f"carp beacon: events_dir must be an absolute path, got {config['events_dir']!r}"
+    return True, "valid carp beacon configuration"

@@ -34,7 +34,22 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab")]
 
-from carp_tools import LAB_CARP, LBS, VIPS, Client, Services, all_on, failures, gap, holders, link, user_device, user_port, wait_for  # noqa: E402
+from carp_tools import (  # noqa: E402
+    LAB_CARP,
+    LBS,
+    VIPS,
+    Client,
+    Services,
+    all_on,
+    failures,
+    gap,
+    holders,
+    link,
+    slowest,
+    user_device,
+    user_port,
+    wait_for,
+)
 
 from lab import control, saltcfg  # noqa: E402
 from lab.plan import plan_from_pillar  # noqa: E402
@@ -150,17 +165,19 @@ def one_failover(plan, settle):
 
 
 def maintenance_run(settle):
-    client = Client(VIPS[0], count=int(settle * 2 / 0.02))
+    """carp.maintenance on lb-a and back, a client connecting every 20 ms with
+    a client's patience (3 s): failed connects, and the slowest connect."""
+    client = Client(VIPS[0], count=int(settle * 2 / 0.02), timeout=3.0)
     time.sleep(0.5)
     saltcfg.salt_json("lb-a", "carp.maintenance", timeout=120)
     wait_for(lambda: all_on("lb-b"), settle)
     out = client.result()
-    client = Client(VIPS[0], count=int(settle * 2 / 0.02))
+    client = Client(VIPS[0], count=int(settle * 2 / 0.02), timeout=3.0)
     time.sleep(0.5)
     saltcfg.salt_json("lb-a", "carp.unmaintenance", timeout=120)
     wait_for(lambda: all_on("lb-a"), settle)
     back = client.result()
-    return failures(out), failures(back), len(out) + len(back)
+    return failures(out), failures(back), len(out) + len(back), max(slowest(out), slowest(back))
 
 
 def main(argv=None):
@@ -203,10 +220,10 @@ def main(argv=None):
     for label, gaps in rows:
         print(f"| {label} | {len(gaps)} | {statistics.median(gaps):.2f} | {min(gaps):.2f} | {max(gaps):.2f} |")
     print()
-    print("| planned switchover (carp.maintenance) | failed connects entering | leaving | attempts |")
-    print("|---|---|---|---|")
-    for provider, enter, leave, total in switchovers:
-        print(f"| {provider} | {enter} | {leave} | {total} |")
+    print("| planned switchover (carp.maintenance) | failed connects entering | leaving | attempts | slowest connect (s) |")
+    print("|---|---|---|---|---|")
+    for provider, enter, leave, total, slow in switchovers:
+        print(f"| {provider} | {enter} | {leave} | {total} | {slow:.3f} |")
     return 0
 
 

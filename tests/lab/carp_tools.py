@@ -33,15 +33,15 @@ LAB_CARP = {
 
 CLIENT = r"""
 import json, socket, sys, time
-vip, port, count, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+vip, port, count, every, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 out = []
-deadline = time.monotonic() + count * (every + 1.0) + 5
+deadline = time.monotonic() + count * (every + limit) + 5
 for i in range(count):
     if time.monotonic() > deadline:
         break
     t = time.time()
     s = socket.socket()
-    s.settimeout(0.5)
+    s.settimeout(limit)
     try:
         s.connect((vip, port))
         ok = True
@@ -49,7 +49,7 @@ for i in range(count):
         ok = False
     finally:
         s.close()
-    out.append((t, ok))
+    out.append((t, ok, round(time.time() - t, 4)))
     time.sleep(every)
 print(json.dumps(out))
 """
@@ -92,23 +92,34 @@ def all_on(host: str) -> bool:
 
 
 class Sampler(threading.Thread):
-    """Every 50 ms, who holds each VIP; `overlaps` lists any sample where two
-    nodes held the same VIP.  Bounded: stops after max_seconds."""
+    """Every 50 ms, who holds each VIP.  `overlaps`: every sample in which two
+    nodes held the same VIP; `sustained`: those where it was so in two samples
+    in a row (at least one sampling interval).  Preemption in VRRP and CARP has
+    the new master take the address before the old one, hearing its
+    advertisement, lets go: a window of milliseconds that a single sample can
+    catch (see docs/carp.md).  Bounded: stops after max_seconds."""
 
     def __init__(self, every: float = 0.05, max_seconds: float = 120):
         super().__init__(daemon=True)
         self.every, self.max_seconds = every, max_seconds
         self.samples = 0
         self.overlaps: list[tuple[float, str, set]] = []
+        self.sustained: list[tuple[float, str, set]] = []
         self._halt = threading.Event()
 
     def run(self):
         end = time.monotonic() + self.max_seconds
+        previous: set[str] = set()
         while not self._halt.is_set() and time.monotonic() < end:
             t = time.time()
+            both = set()
             for vip, hs in holders().items():
                 if len(hs) > 1:
+                    both.add(vip)
                     self.overlaps.append((t, vip, hs))
+                    if vip in previous:
+                        self.sustained.append((t, vip, hs))
+            previous = both
             self.samples += 1
             self._halt.wait(self.every)
 
@@ -118,18 +129,20 @@ class Sampler(threading.Thread):
 
 
 class Client:
-    """A bounded TCP connect loop from the lab's client host to one VIP."""
+    """A bounded TCP connect loop from the lab's client host to one VIP.  A
+    connect not established within `timeout` seconds has failed (0.5 s to
+    measure gaps; a client's own patience, e.g. 3 s, to count failures)."""
 
-    def __init__(self, vip: str, count: int, every: float = 0.02, port: int = SERVICE_PORT):
+    def __init__(self, vip: str, count: int, every: float = 0.02, port: int = SERVICE_PORT, timeout: float = 0.5):
         self.proc = subprocess.Popen(
-            ["mnexec", "-a", str(control.host_pid("client")), "python3", "-c", CLIENT, vip, str(port), str(count), str(every)],
+            ["mnexec", "-a", str(control.host_pid("client")), "python3", "-c", CLIENT, vip, str(port), str(count), str(every), str(timeout)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.limit = count * (every + 1.0) + 30
+        self.limit = count * (every + timeout) + 30
 
-    def result(self) -> list[tuple[float, bool]]:
+    def result(self) -> list[tuple[float, bool, float]]:
         try:
             out, err = self.proc.communicate(timeout=self.limit)
         except subprocess.TimeoutExpired:
@@ -141,14 +154,19 @@ class Client:
 
 
 def failures(results) -> int:
-    return sum(1 for _, ok in results if not ok)
+    return sum(1 for _, ok, _ in results if not ok)
+
+
+def slowest(results) -> float:
+    """The longest successful connect (a lost SYN costs a 1 s retransmit)."""
+    return max((d for _, ok, d in results if ok), default=0.0)
 
 
 def gap(results) -> float:
     """The longest client-observed outage: from the last success before a run
     of failures to the first success after it (0 when nothing failed)."""
     worst, last_ok, failing = 0.0, None, False
-    for t, ok in results:
+    for t, ok, _ in results:
         if ok:
             if failing and last_ok is not None:
                 worst = max(worst, t - last_ok)

@@ -264,9 +264,17 @@ def parse_ucarp_argv(argv: list[str]) -> dict:
         raise ValueError(f"not a ucarp command line written by this module: {argv!r}") from exc
 
 
+# After recording, the state is announced at once by lb-carp-event beside
+# this script when it is installed (salt/carp/events.sls): it sends the CARP
+# beacon's event through `salt-call event.send`, in the background so the
+# daemon never waits for the master.
 _RECORD_STATE = r"""tmp="$dir/state/.$vhid.$$"
 mkdir -p "$dir/state"
 printf '%s %s %s\n' "$state" "$prio" "$(date +%s)" > "$tmp" && mv -f "$tmp" "$dir/state/$vhid"
+hook="${0%/*}/lb-carp-event"
+if [ -x "$hook" ]; then
+	"$hook" "$vhid" "$state" "${iface:-}" "${vip:+$vip/$plen}" </dev/null >/dev/null 2>&1 &
+fi
 """
 
 NOTIFY_SCRIPT = (

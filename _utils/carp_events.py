@@ -174,3 +174,76 @@ def validate(config) -> tuple[bool, str]:
     if "events_dir" in config and not (isinstance(config["events_dir"], str) and config["events_dir"].startswith("/")):
         return False, f"carp beacon: events_dir must be an absolute path, got {config['events_dir']!r}"
     return True, "valid carp beacon configuration"
+
+
+# ---------------------------------------------------------------------------
+# the hook: lb-carp-event, and FreeBSD's devd rule
+
+
+def hook_script(minion_id: str, salt_call: str, config_dir: str, events_dir: str, provider: str, groups: dict[int, tuple[str, str]]) -> str:
+    """``lb-carp-event VHID[@IFACE] STATE [IFACE VIP]``: claim the transition
+    (see ``decide``), send ``salt/beacon/<id>/carp/<vhid>/<STATE>`` through
+    ``salt-call event.send`` (bounded by ``timeout 30``), record ``sent`` or
+    ``failed``.  ``groups`` ({vhid: (interface, vip)}) fills in what
+    keepalived's notify does not pass.  POSIX sh, for Linux and FreeBSD."""
+    cases = "".join(f"\t\t{int(v)}) iface=${{iface:-{i}}}; vip={p} ;;\n" for v, (i, p) in sorted(groups.items()))
+    return f"""#!/bin/sh
+# Installed by salt/carp/events.sls (lb_node.event_hook). Do not edit.
+# Announces a CARP transition on the master's event bus at once, as the carp
+# beacon would at its next poll: salt/beacon/{minion_id}/carp/<vhid>/<STATE>.
+# Called by lb-carp-notify (keepalived), ucarp's up/down scripts and devd:
+#   lb-carp-event VHID STATE [IFACE VIP]     lb-carp-event VHID@IFACE STATE
+vhid=$1
+state=$2
+iface=${{3:-}}
+vip=${{4:-}}
+case $vhid in *@*) iface=${{vhid#*@}}; vhid=${{vhid%@*}} ;; esac
+case $vhid in ''|*[!0-9]*) exit 0 ;; esac
+case $state in MASTER|BACKUP) ;; INIT|FAULT|STOP) state=INIT ;; *) exit 0 ;; esac
+if [ -z "$vip" ]; then
+	case $vhid in
+{cases}	esac
+fi
+events={events_dir}
+claim="$events/$vhid"
+mkdir -p "$events" || exit 1
+now=$(date +%s)
+old=INIT
+if [ -f "$claim" ]; then
+	read -r cstate cepoch chow < "$claim"
+	case $cstate in MASTER|BACKUP|INIT) old=$cstate ;; esac
+	cepoch=${{cepoch%.*}}
+	case $cepoch in ''|*[!0-9]*) cepoch=0 ;; esac
+	if [ "$cstate" = "$state" ] && [ "$chow" != failed ] && [ $((now - cepoch)) -le {int(CLAIM_WINDOW)} ]; then
+		exit 0  # announced already (by the beacon or an earlier call)
+	fi
+fi
+[ "$old" = "$state" ] && old=INIT
+printf '%s %s pending\\n' "$state" "$now" > "$claim.$$" && mv -f "$claim.$$" "$claim"
+data=$(printf '{{"vhid": %s, "vip": "%s", "interface": "%s", "old": "%s", "new": "%s", "provider": "{provider}", "timestamp": %s, "source": "hook", "id": "{minion_id}"}}' "$vhid" "$vip" "$iface" "$old" "$state" "$now")
+if timeout 30 {salt_call} -c {config_dir} -l quiet --retcode-passthrough event.send "salt/beacon/{minion_id}/carp/$vhid/$state" "$data" >/dev/null 2>&1; then
+	how=sent
+else
+	how=failed
+fi
+# record the outcome unless a newer transition has claimed the vhid since
+read -r cstate cepoch chow < "$claim"
+if [ "$cstate $cepoch" = "$state $now" ]; then
+	printf '%s %s %s\\n' "$state" "$now" "$how" > "$claim.$$" && mv -f "$claim.$$" "$claim"
+fi
+[ "$how" = sent ]
+"""
+
+
+def devd_rule(hook: str) -> str:
+    """FreeBSD devd: the kernel announces every CARP transition as system
+    CARP, subsystem <vhid>@<interface>, type MASTER/BACKUP/INIT."""
+    return f"""# Installed by salt/carp/events.sls. Do not edit.
+# Every CARP transition, at once, to the master's event bus (lb-carp-event).
+notify 0 {{
+	match "system"		"CARP";
+	match "subsystem"	"[0-9]+@[0-9a-z_.]+";
+	match "type"		"(MASTER|BACKUP|INIT)";
+	action "{hook} $subsystem $type";
+}};
+"""

@@ -17,6 +17,7 @@ MASTER_DIR = LAB_DIR / "master"
 MINIONS_DIR = LAB_DIR / "minions"
 EXTROOT = LAB_DIR / "extroot"  # symlinks to the repo's _modules, _states ... (served as salt://_modules)
 EXTENSION_DIRS = ("_modules", "_states", "_grains", "_utils", "_beacons", "_runners")
+REACTOR_CONF = REPO / "etc" / "salt" / "master.d" / "reactor.conf"
 SOCKET_MAX = 100  # bytes; unix socket paths are limited to 108
 
 
@@ -51,6 +52,8 @@ def write_configs(plan: Plan) -> None:
             "pillar_roots": {"base": [str(REPO / "pillar" / "lab")]},
             "runner_dirs": [str(REPO / "_runners")],
             "utils_dirs": [str(REPO / "_utils")],
+            # the product's reactor, as shipped (etc/salt/master.d/reactor.conf)
+            "reactor": yaml.safe_load(REACTOR_CONF.read_text())["reactor"],
         },
     )
     for minion_id in plan.minion_ids:

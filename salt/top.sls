@@ -7,6 +7,7 @@ base:
   '{{ grains.id }}':
 {%- if roles.lb %}
     - carp
+    - carp.events
     - haproxy
 {%- endif %}
 {%- if roles.galera %}

@@ -1,0 +1,215 @@
+"""
+What the master needs from a load-balancer node for its status view and its
+event path: one report (CARP states, maintenance flag, HAProxy's listeners
+and servers, whether the files on disk are what the pillar renders), and the
+event hook that announces a CARP transition at once (``lb-carp-event``, with
+FreeBSD's devd rule).
+
+The rendering is in ``_utils/carp_events.py`` and ``_utils/lb_render.py``;
+the CARP and HAProxy I/O is ``carp.*`` and ``haproxy_cfg.*``.
+"""
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+
+from salt.exceptions import CommandExecutionError
+
+import carp_common
+import carp_events
+import haproxy_config
+import lb_render
+import lb_topology
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "lb_node"
+DEVD_RULE = "/usr/local/etc/devd/lb-carp.conf"
+FREEBSD_SCRIPT_DIR = "/usr/local/sbin"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _override():
+    for source in (__opts__, __grains__, __pillar__):
+        value = source.get("lb_carp") if hasattr(source, "get") else None
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _family():
+    return "FreeBSD" if __grains__.get("kernel") == "FreeBSD" else "Linux"
+
+
+def paths():
+    """
+    Where this node's CARP event path lives: the hook (``lb-carp-event``),
+    the claims directory the hook and the beacon share, and on FreeBSD the
+    devd rule.  Follows the ``lb_carp`` settings of the carp module.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' lb_node.paths
+    """
+    s = carp_common.settings(_family(), _override())
+    script_dir = s.get("script_dir", FREEBSD_SCRIPT_DIR)
+    out = {
+        "state_dir": s["state_dir"],
+        "events_dir": os.path.join(s["state_dir"], "events"),
+        "hook": os.path.join(script_dir, "lb-carp-event"),
+    }
+    if _family() == "FreeBSD":
+        out["devd_rule"] = DEVD_RULE
+    return out
+
+
+def _salt_call():
+    here = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    if os.access(here, os.X_OK):
+        return here
+    return shutil.which("salt-call") or ("/usr/local/bin/salt-call" if _family() == "FreeBSD" else "/usr/bin/salt-call")
+
+
+def _groups():
+    """{vhid: (device, vip)} of this node's groups from the topology."""
+    try:
+        model = carp_common.load_model(__pillar__)
+        _, groups = carp_common.node_groups(model, __opts__["id"], "FreeBSD" if _family() == "FreeBSD" else "Debian")
+    except (ValueError, KeyError, OSError) as exc:
+        raise CommandExecutionError(f"lb_node: no CARP groups for {__opts__['id']}: {exc}") from exc
+    return {g["vhid"]: (g["device"], f"{g['address']}/{g['prefixlen']}") for g in groups}
+
+
+def event_hook():
+    """
+    The files of the immediate event path, rendered for this node:
+    ``{path: {"content", "mode"}}``: the hook (``salt-call -c <this
+    minion's config dir> event.send``) and, on FreeBSD, the devd rule.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' lb_node.event_hook
+    """
+    p = paths()
+    provider = __salt__["carp.provider"]() if "carp.provider" in __salt__ else "unknown"
+    config_dir = os.path.dirname(__opts__.get("conf_file") or "/etc/salt/minion")
+    text = carp_events.hook_script(__opts__["id"], _salt_call(), config_dir, p["events_dir"], provider, _groups())
+    out = {p["hook"]: {"content": text, "mode": "0755"}}
+    if "devd_rule" in p:
+        out[p["devd_rule"]] = {"content": carp_events.devd_rule(p["hook"]), "mode": "0644"}
+    return out
+
+
+def _sha(text):
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def drift():
+    """
+    Whether the files on this node are what the pillar renders, by checksum:
+    ``{path: {"match", "expected", "actual"}}`` (sha256; no content leaves
+    the node).  HAProxy's config is compared section by section as
+    ``haproxy_section.managed`` writes it (sections the pillar does not own
+    are kept); keepalived.conf whole.  ucarp has no config file (its command
+    lines are checked by ``carp.present test=True``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' lb_node.drift
+    """
+    out = {}
+    try:
+        settings = __salt__["haproxy_cfg.settings"]()
+        files = __salt__["haproxy_cfg.render"](secrets=True)
+        config = files.pop(settings["config"])
+        live = __salt__["haproxy_cfg.read"](settings["config"])
+        merged = haproxy_config.merge(haproxy_config.parse(live or ""), haproxy_config.parse(config["content"]), "keep")
+        out[settings["config"]] = {"match": live is not None and merged.text == live, "expected": _sha(merged.text), "actual": _sha(live)}
+        for path, f in files.items():
+            actual = carp_common.read_text(path)
+            out[path] = {"match": actual == f["content"], "expected": _sha(f["content"]), "actual": _sha(actual)}
+    except (CommandExecutionError, haproxy_config.ConfigError, KeyError) as exc:
+        out["haproxy"] = {"match": False, "error": str(exc)}
+    provider = __salt__["carp.provider"]() if "carp.provider" in __salt__ else None
+    if provider == "keepalived":
+        s = carp_common.settings("Linux", _override())
+        try:
+            model = carp_common.load_model(__pillar__)
+            pair, _ = lb_topology.find_node(model, __opts__["id"])
+            want = lb_render.render_keepalived(pair, __opts__["id"], state_dir=s["state_dir"], script_dir=s["script_dir"])
+            live = carp_common.read_text(s["keepalived_config"])
+            out[s["keepalived_config"]] = {"match": live == want, "expected": _sha(want), "actual": _sha(live)}
+        except (ValueError, KeyError, OSError) as exc:
+            out["keepalived"] = {"match": False, "error": str(exc)}
+    return out
+
+
+def _listeners(stat_text):
+    rows = stat_text.splitlines()
+    if not rows or not rows[0].startswith("# "):
+        return []
+    header = rows[0][2:].split(",")
+    out = []
+    for line in rows[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("svname") == "FRONTEND":
+            out.append(
+                {
+                    "name": row.get("pxname"),
+                    "status": row.get("status"),
+                    "sessions": int(row["scur"]) if row.get("scur", "").isdigit() else None,
+                }
+            )
+    return out
+
+
+def report():
+    """
+    Everything ``salt-run lb.status`` shows for this node, in one call:
+    ``carp`` (``carp.status``), ``maintenance``, ``provider``, ``haproxy``
+    (running, master pid), ``listeners`` (frontends and their status),
+    ``servers`` (``haproxy_cfg.list_servers``), ``drift`` (``lb_node.drift``)
+    and ``errors`` (what could not be read).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' lb_node.report --out=json
+    """
+    out = {
+        "node": __opts__["id"],
+        "errors": [],
+        "carp": {},
+        "maintenance": None,
+        "provider": None,
+        "haproxy": {},
+        "listeners": [],
+        "servers": [],
+    }
+    for key, fun in (("carp", "carp.status"), ("maintenance", "carp.in_maintenance"), ("provider", "carp.provider")):
+        try:
+            out[key] = __salt__[fun]()
+        except Exception as exc:  # noqa: BLE001 - reported, the rest still shown
+            out["errors"].append(f"{fun}: {exc}")
+    try:
+        st = __salt__["haproxy_cfg.status"]()
+        out["haproxy"] = {"running": st["running"], "master": st.get("master"), "workers": st.get("workers", [])}
+        if st["running"]:
+            out["listeners"] = _listeners(__salt__["haproxy_cfg.command"]("show stat"))
+            out["servers"] = __salt__["haproxy_cfg.list_servers"]()
+    except Exception as exc:  # noqa: BLE001
+        out["errors"].append(f"haproxy: {exc}")
+    out["drift"] = drift()
+    return out

@@ -1,0 +1,44 @@
+{#- The CARP event path on a load balancer (docs/operations.md):
+
+    - the `carp` beacon (_beacons/carp.py), polling carp.status every second
+      and watching HAProxy while this node is MASTER, enabled here with
+      beacon.present (saved to the minion's minion.d/beacons.conf) rather
+      than by a pillar `beacons:` key: which nodes are load balancers follows
+      from the topology (salt/top.sls, lb.roles), not from a pillar target;
+    - lb-carp-event, the hook keepalived's notify script, ucarp's up/down
+      scripts and (FreeBSD) devd run on every transition, so the event
+      reaches the master at once, not only at the next poll;
+    - FreeBSD: the devd rule for `system "CARP"` events. #}
+{%- set files = salt['lb_node.event_hook']() %}
+{%- set paths = salt['lb_node.paths']() %}
+
+lb_carp_event_hook:
+  file.managed:
+    - name: {{ paths.hook }}
+    - contents: {{ files[paths.hook].content | json }}
+    - mode: "{{ files[paths.hook].mode }}"
+    - makedirs: True
+
+{%- if paths.devd_rule is defined %}
+
+lb_carp_devd_rule:
+  file.managed:
+    - name: {{ paths.devd_rule }}
+    - contents: {{ files[paths.devd_rule].content | json }}
+    - mode: "{{ files[paths.devd_rule].mode }}"
+    - makedirs: True
+
+lb_carp_devd_restart:
+  cmd.run:
+    - name: service devd restart
+    - onchanges:
+      - file: lb_carp_devd_rule
+{%- endif %}
+
+lb_carp_beacon:
+  beacon.present:
+    - name: carp
+    - save: True
+    - interval: 1
+    - haproxy: True
+    - haproxy_refire: 30

@@ -1,0 +1,82 @@
+"""lb-carp-event, the hook the daemons run on a transition, run for real by
+/bin/sh with a stand-in for salt-call that records its arguments (the real
+salt-call is exercised in tests/lab/test_events_lab.py)."""
+
+import json
+import subprocess
+
+import pytest
+
+import carp_events
+
+
+@pytest.fixture
+def hook(tmp_path):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "salt-call"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {calls}\nprintf "%s\\n" --- >> {calls}\nexit ${{FAKE_RC:-0}}\n')
+    fake.chmod(0o755)
+    events = tmp_path / "events"
+    script = tmp_path / "lb-carp-event"
+    script.write_text(carp_events.hook_script("lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("eth1", "198.18.2.4/24")}))
+    script.chmod(0o755)
+
+    def run(*args, rc=0):
+        proc = subprocess.run(
+            [str(script), *args], env={"PATH": "/usr/bin:/bin", "FAKE_RC": str(rc)}, capture_output=True, text=True, timeout=30
+        )
+        sent = [c.strip().split("\n") for c in (calls.read_text().split("---") if calls.exists() else []) if c.strip()]
+        claim = carp_events.parse_claim((events / "4").read_text()) if (events / "4").exists() else None
+        return proc.returncode, sent, claim
+
+    return run
+
+
+def test_sends_the_beacons_tag_and_data_then_records_sent(hook):
+    rc, sent, claim = hook("4", "MASTER")
+    assert rc == 0 and len(sent) == 1
+    args = sent[0]
+    assert args[:5] == ["-c", "/etc/salt", "-l", "quiet", "--retcode-passthrough"]
+    assert args[5:7] == ["event.send", "salt/beacon/lb-a/carp/4/MASTER"]
+    data = json.loads(args[7])
+    assert {k: data[k] for k in ("vhid", "vip", "interface", "old", "new", "provider", "source", "id")} == {
+        "vhid": 4,
+        "vip": "198.18.2.4/24",
+        "interface": "eth1",
+        "old": "INIT",
+        "new": "MASTER",
+        "provider": "keepalived",
+        "source": "hook",
+        "id": "lb-a",
+    }
+    assert claim["state"] == "MASTER" and claim["how"] == "sent"
+
+
+def test_same_state_again_is_not_sent_twice_and_old_state_is_the_last_announced(hook):
+    hook("4", "MASTER")
+    _, sent, _ = hook("4", "MASTER")
+    assert len(sent) == 1
+    _, sent, claim = hook("4", "FAULT")  # keepalived's FAULT is CARP's INIT
+    assert sent[-1][6] == "salt/beacon/lb-a/carp/4/INIT" and json.loads(sent[-1][7])["old"] == "MASTER"
+    assert claim["state"] == "INIT"
+
+
+def test_a_failed_send_is_recorded_failed_for_the_beacon(hook):
+    rc, sent, claim = hook("4", "BACKUP", rc=1)
+    assert rc != 0 and len(sent) == 1 and claim["how"] == "failed"
+    assert carp_events.decide(claim, "BACKUP", claim["epoch"] + 1) == "fire"
+
+
+def test_devd_style_and_ucarp_style_arguments(hook):
+    _, sent, _ = hook("4@vtnet1", "BACKUP")
+    assert json.loads(sent[-1][7])["interface"] == "vtnet1"
+    _, sent, _ = hook("4", "MASTER", "eth9", "198.18.2.4/24")
+    assert json.loads(sent[-1][7])["interface"] == "eth9"
+    rc, sent2, _ = hook("x4", "MASTER")
+    assert rc == 0 and sent2 == sent  # not a vhid: ignored
+
+
+def test_devd_rule_names_the_hook():
+    rule = carp_events.devd_rule("/usr/local/sbin/lb-carp-event")
+    assert 'match "system"\t\t"CARP";' in rule
+    assert 'action "/usr/local/sbin/lb-carp-event $subsystem $type";' in rule

@@ -75,6 +75,7 @@ SERVER_PARAMS = {
     "on-marked-down": ("shutdown-sessions",),
     "on-marked-up": ("shutdown-backup-sessions",),
     "on-error": ("fastinter", "fail-check", "sudden-death", "mark-down"),
+    "observe": ("layer4", "layer7"),
     "error-limit": "int",
     "agent-inter": "time",
     "init-addr": "word",
@@ -95,6 +96,13 @@ GALERA_DEFAULT_SERVER = {
     "weight": 100,
     "on-marked-down": "shutdown-sessions",
     "on-marked-up": "shutdown-backup-sessions",
+    # Faster than fall x inter when the writer dies: after a first failed
+    # check the next ones come every 500 ms, and three failed connections of
+    # real traffic (observe layer4) mark it down at once.
+    "fastinter": "500ms",
+    "observe": "layer4",
+    "error-limit": 3,
+    "on-error": "mark-down",
 }
 GALERA_DEFAULT_CHECK = {"type": "tcp-check", "port": 9200, "expect": r"string is\ running."}
 

@@ -30,10 +30,20 @@ Enabled on every load balancer by ``salt/carp/events.sls`` (docs/operations.md).
 
 import logging
 import os
+import sys
 import time
 
-import carp_common
-import carp_events
+# Salt's beacon loader, unlike the execution module loader, does not put the
+# custom utils on sys.path: find them beside this file (synced:
+# <extmods>/beacons and <extmods>/utils; in the repository: _beacons, _utils).
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _name in ("utils", "_utils"):
+    _dir = os.path.join(_HERE, _name)
+    if os.path.isfile(os.path.join(_dir, "carp_events.py")) and _dir not in sys.path:
+        sys.path.append(_dir)
+
+import carp_common  # noqa: E402
+import carp_events  # noqa: E402
 
 log = logging.getLogger(__name__)
 

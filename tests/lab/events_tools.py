@@ -1,0 +1,191 @@
+"""Helpers for the CARP event tests and bench/failover_events.py: a listener
+on the lab master's event bus (every event with its arrival time), the
+module setup (keepalived with per-host paths, the event path, HAProxy), and
+a cut of the CARP (VRRP) traffic only between the two load balancers.
+
+Every loop is bounded; every tc change is removed in a finally.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import subprocess
+import threading
+import time
+
+import salt.config
+import salt.utils.event
+from carp_tools import LAB_CARP, LBS, all_on, user_port, wait_for
+
+from lab import saltcfg
+
+SETTLE = 15  # seconds, bound for a VIP move
+
+
+class EventLog(threading.Thread):
+    """Every event on the lab master's bus, as (arrival time, tag, data).
+    Bounded: stops after max_seconds."""
+
+    def __init__(self, max_seconds: float = 600):
+        super().__init__(daemon=True)
+        self.max_seconds = max_seconds
+        self.events: list[tuple[float, str, dict]] = []
+        self._halt = threading.Event()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self):
+        opts = salt.config.master_config(str(saltcfg.MASTER_DIR / "master"))
+        with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as bus:
+            bus.connect_pub(timeout=5)
+            self._ready.set()
+            end = time.monotonic() + self.max_seconds
+            while not self._halt.is_set() and time.monotonic() < end:
+                ev = bus.get_event(wait=0.2, full=True, no_block=False)
+                if ev:
+                    with self._lock:
+                        self.events.append((time.time(), ev["tag"], ev.get("data") or {}))
+
+    def __enter__(self):
+        self.start()
+        assert self._ready.wait(10), "could not listen on the lab master's event bus"
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        self._halt.set()
+        self.join(timeout=5)
+
+    def matching(self, pattern: str, since: float = 0.0) -> list[tuple[float, str, dict]]:
+        with self._lock:
+            return [e for e in self.events if e[0] >= since and fnmatch.fnmatch(e[1], pattern)]
+
+    def wait(self, pattern: str, count: int = 1, timeout: float = 30, since: float = 0.0) -> list[tuple[float, str, dict]]:
+        """The first `count` events matching `pattern` (glob) after `since`;
+        fewer when the timeout passes first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.matching(pattern, since)
+            if len(found) >= count:
+                return found[:count]
+            time.sleep(0.05)
+        return self.matching(pattern, since)
+
+    def job_returns(self, fun: str, minion: str, since: float = 0.0) -> list[tuple[float, str, dict]]:
+        return [e for e in self.matching(f"salt/job/*/ret/{minion}", since) if e[2].get("fun") == fun]
+
+
+def flat(data: dict) -> dict:
+    """An event's own data (salt-call event.send nests it under data)."""
+    if data.get("cmd") == "_minion_event" and isinstance(data.get("data"), dict):
+        return dict(data["data"], id=data.get("id"))
+    return data
+
+
+def salt_lbs(*args, timeout=180) -> dict:
+    return saltcfg.salt_json("-L", ",".join(LBS), *args, timeout=timeout)
+
+
+def salt_run(*args, timeout=120, out="json"):
+    """`salt-run` against the lab master; parsed JSON, or the text."""
+    cmd = [str(saltcfg.BIN / "salt-run"), "-c", str(saltcfg.MASTER_DIR), *args]
+    if out:
+        cmd.append(f"--out={out}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out == "json":
+        try:
+            return json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"salt-run {' '.join(args)}: {proc.stdout}{proc.stderr}") from None
+    return proc.stdout + proc.stderr
+
+
+def setup_pair(provider: str = "keepalived") -> None:
+    """Both LBs: per-host CARP paths (the lab's hosts share /var/lib and
+    /usr/local/sbin), keepalived, the event path (hook and beacon) and
+    HAProxy, all through the real states; then every VIP on lb-a."""
+    for minion in LBS:
+        saltcfg.salt_json(minion, "saltutil.sync_all")
+    salt_lbs("carp.absent")
+    for minion in LBS:
+        saltcfg.salt_json(minion, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider=provider)))
+    salt_lbs("saltutil.sync_all")
+    salt_lbs("sysctl.assign", "net.ipv4.ip_forward", "1")
+    salt_lbs("carp.unmaintenance")
+    ret = salt_lbs("state.apply", "carp,carp.events,haproxy", "queue=True", timeout=300)
+    for minion in LBS:
+        states = ret.get(minion)
+        assert isinstance(states, dict), (minion, states)
+        failed = {k: v.get("comment") for k, v in states.items() if v.get("result") is False}
+        assert not failed, (minion, failed)
+    assert wait_for(lambda: all_on("lb-a"), SETTLE), "the VIPs did not settle on lb-a"
+
+
+def teardown_pair() -> None:
+    salt_lbs("carp.unmaintenance")
+    salt_lbs("beacons.delete", "carp", "save=True")
+    salt_lbs("carp.absent")
+    for minion in LBS:
+        saltcfg.salt_json(minion, "grains.delkey", "lb_carp")
+
+
+# ---------------------------------------------------------------------------
+# CARP traffic cut between the two LBs
+
+
+class VrrpCut:
+    """Drop VRRP (IP protocol 112) on its way from the user bridge to each
+    LB (egress of the bridge-side ports), nothing else: each LB stops
+    hearing the other's advertisements while both stay reachable.  This
+    kernel has no tc actions and no nftables, so the drop is an HTB class
+    with a zero-length pfifo, selected by a u32 filter."""
+
+    def __init__(self, plan):
+        self.ports = [user_port(plan, h) for h in LBS]
+        self.applied: list[str] = []
+
+    @staticmethod
+    def _tc(*args):
+        subprocess.run(["tc", *args], check=True, timeout=10, capture_output=True)
+
+    def __enter__(self):
+        try:
+            for port in self.ports:
+                self.applied.append(port)
+                self._tc("qdisc", "add", "dev", port, "root", "handle", "1:", "htb", "default", "1")
+                self._tc("class", "add", "dev", port, "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit")
+                self._tc("class", "add", "dev", port, "parent", "1:", "classid", "1:2", "htb", "rate", "8kbit")
+                self._tc("qdisc", "add", "dev", port, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0")
+                self._tc(
+                    "filter",
+                    "add",
+                    "dev",
+                    port,
+                    "parent",
+                    "1:",
+                    "protocol",
+                    "ip",
+                    "prio",
+                    "1",
+                    "u32",
+                    "match",
+                    "ip",
+                    "protocol",
+                    "112",
+                    "0xff",
+                    "flowid",
+                    "1:2",
+                )
+        except BaseException:
+            self.restore()
+            raise
+        return self
+
+    def restore(self):
+        for port in self.applied:
+            subprocess.run(["tc", "qdisc", "del", "dev", port, "root"], timeout=10, capture_output=True)
+        self.applied = []
+
+    def __exit__(self, *exc):
+        self.restore()

@@ -1,0 +1,214 @@
+"""CARP events end to end, with the lab's real salt-master (its reactor
+loaded from etc/salt/master.d/reactor.conf) and both LB minions running
+keepalived, the carp beacon, the lb-carp-event hook and HAProxy:
+
+- cutting the master's link fires MASTER events from the peer, the reactor's
+  state.apply haproxy runs on the peer (in the job cache), `salt-run
+  lb.status` shows the peer as MASTER, `lb.history` has the transitions;
+- a plain crash of HAProxy on the MASTER is healed in place, no failover;
+- HAProxy that cannot start on the MASTER (another process holds one of its
+  ports there) demotes that node and the VIPs move;
+- a split brain (VRRP dropped between the LBs, both reachable) fires
+  lb/splitbrain/<pair>/<vhid>, the runner reports it, and it clears when
+  the traffic is back.
+
+Waits are bounds, not timings (bench/failover_events.py measures those).
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from carp_tools import LBS, all_on, holders, link, user_port, wait_for
+from events_tools import SETTLE, EventLog, VrrpCut, flat, salt_lbs, salt_run, setup_pair, teardown_pair
+
+from lab import control, saltcfg
+
+PAIR = "edge"
+VHIDS = (4, 5, 44, 55)
+
+
+@pytest.fixture(scope="module")
+def pair(lab):
+    master_cfg = (saltcfg.MASTER_DIR / "master").read_text()
+    if "carp_master.sls" not in master_cfg:
+        pytest.skip("the running lab's master predates the reactor config (lab/saltcfg.py): take the lab down and up again")
+    setup_pair("keepalived")
+    yield
+    teardown_pair()
+
+
+@pytest.fixture
+def events(pair):
+    with EventLog() as log:
+        yield log
+
+
+def _masters(view):
+    return {g["vhid"]: g["master"] for g in view["pairs"][PAIR]["groups"]}
+
+
+def _haproxy(minion):
+    return saltcfg.salt_json(minion, "haproxy_cfg.status")[minion]
+
+
+def _back_to_lb_a():
+    salt_lbs("carp.unmaintenance")
+    assert wait_for(lambda: all_on("lb-a"), SETTLE + 5), holders()
+
+
+def test_the_beacon_is_enabled_and_the_pair_is_healthy(pair):
+    beacons = salt_lbs("beacons.list", "return_yaml=False")
+    for minion in LBS:
+        assert "carp" in beacons[minion], beacons
+    view = salt_run("lb.status")
+    assert _masters(view) == {v: "lb-a" for v in VHIDS}, view
+    pv = view["pairs"][PAIR]
+    assert pv["warnings"] == [], pv["warnings"]
+    assert all(pv["nodes"][n]["haproxy"] == "running" for n in LBS)
+    assert pv["servers"], "HAProxy's servers are listed"
+    assert set(pv["listeners"]), "HAProxy's listeners are listed"
+    table = salt_run("lb.status", out=None)
+    assert "pair edge" in table and "MASTER" in table and "no warnings" in table, table
+
+
+def test_link_cut_fires_master_events_from_the_peer_and_the_reactor_applies_haproxy_there(lab, events):
+    port = user_port(lab.plan, "lb-a")
+    t0 = time.time()
+    try:
+        link(port, up=False)
+        got = events.wait("salt/beacon/lb-b/carp/*/MASTER", count=len(VHIDS), timeout=SETTLE + 10, since=t0)
+        assert sorted(flat(d)["vhid"] for _, _, d in got) == sorted(VHIDS), [t for _, t, _ in events.matching("salt/beacon/*", t0)]
+        for _, _tag, data in got:
+            d = flat(data)
+            assert d["new"] == "MASTER" and d["provider"] == "keepalived" and d["id"] == "lb-b"
+            assert d["vip"].startswith("198.18.2.") and d["interface"]
+        assert wait_for(lambda: all_on("lb-b"), SETTLE), holders()
+
+        # the reactor's job: state.apply haproxy on lb-b, and on lb-b only
+        rets = events.job_returns("state.apply", "lb-b", since=t0)
+        deadline = time.monotonic() + 120
+        while not rets and time.monotonic() < deadline:
+            time.sleep(0.5)
+            rets = events.job_returns("state.apply", "lb-b", since=t0)
+        assert rets, "no state.apply returned from lb-b after the MASTER events"
+        jid = rets[0][2]["jid"]
+        assert rets[0][2]["fun_args"][0] in ("haproxy", {"mods": "haproxy", "queue": True}) or "haproxy" in str(rets[0][2]["fun_args"])
+        assert events.job_returns("state.apply", "lb-a", since=t0) == []
+        job = salt_run("jobs.lookup_jid", jid)
+        assert list(job) == ["lb-b"], job
+        assert any("lb_haproxy_running" in k for k in job["lb-b"]), job
+
+        view = salt_run("lb.status")
+        assert _masters(view) == {v: "lb-b" for v in VHIDS}, view
+    finally:
+        link(port, up=True)
+    assert wait_for(lambda: all_on("lb-a"), SETTLE + 5), holders()
+    back = events.wait("salt/beacon/lb-a/carp/*/MASTER", count=len(VHIDS), timeout=SETTLE, since=t0)
+    assert len(back) == len(VHIDS)
+    # every transition is on the master's record
+    hist = salt_run("lb.history", "limit=0")
+    recent = [r for r in hist if r["received"] >= t0 and r.get("new")]
+    assert {(r["node"], r["vhid"]) for r in recent if r["new"] == "MASTER"} >= {(n, v) for n in LBS for v in VHIDS}, recent
+    assert "-> MASTER" in salt_run("lb.history", out=None)
+
+
+def _kill_haproxy(minion):
+    st = _haproxy(minion)
+    assert st["running"], st
+    for pid in [st["master"], *st["workers"]]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert wait_for(lambda: not _haproxy(minion)["running"], 10)
+
+
+def test_a_crash_of_haproxy_is_healed_in_place_without_failover(events):
+    assert all_on("lb-a")
+    t0 = time.time()
+    _kill_haproxy("lb-a")
+    assert events.wait("salt/beacon/lb-a/carp/haproxy/DOWN", timeout=15, since=t0), "no haproxy/DOWN event"
+    healed = events.wait("lb/haproxy/healed/lb-a", timeout=90, since=t0)
+    assert healed, [t for _, t, _ in events.matching("lb/*", t0)]
+    assert _haproxy("lb-a")["running"]
+    # no failover: lb-a kept every VIP, lb-b never became MASTER, no demotion
+    assert all_on("lb-a"), holders()
+    assert events.matching("salt/beacon/*/carp/*/BACKUP", t0) == []
+    assert events.matching("salt/beacon/lb-b/carp/*/MASTER", t0) == []
+    assert events.matching("lb/demoted/*", t0) == []
+
+
+def _a_port(minion):
+    """A TCP port HAProxy listens on in that host."""
+    out = control.run(minion, "ss", "-Hltnp").stdout
+    for line in out.splitlines():
+        if "haproxy" in line:
+            return int(line.split()[3].rsplit(":", 1)[1])
+    raise AssertionError(f"HAProxy listens on nothing in {minion}:\n{out}")
+
+
+def test_haproxy_that_cannot_start_demotes_the_master_and_the_vips_move(events):
+    assert all_on("lb-a")
+    port = _a_port("lb-a")
+    t0 = time.time()
+    blocker = None
+    try:
+        _kill_haproxy("lb-a")
+        # another process takes HAProxy's port on lb-a only
+        blocker = subprocess.Popen(
+            [
+                "mnexec",
+                "-a",
+                str(control.host_pid("lb-a")),
+                "python3",
+                "-c",
+                f"import socket, time; s = socket.socket(); s.bind(('0.0.0.0', {port})); s.listen(); time.sleep(300)",
+            ],
+            start_new_session=True,
+        )
+        demoted = events.wait("lb/demoted/lb-a", timeout=120, since=t0)
+        assert demoted, [t for _, t, _ in events.matching("lb/*", t0)] + [t for _, t, _ in events.matching("salt/beacon/*", t0)]
+        assert "maintenance" in flat(demoted[0][2])["message"]
+        assert wait_for(lambda: all_on("lb-b"), SETTLE), holders()
+        assert events.wait("salt/beacon/lb-b/carp/*/MASTER", count=len(VHIDS), timeout=SETTLE, since=t0)
+        view = salt_run("lb.status")
+        pv = view["pairs"][PAIR]
+        assert _masters(view) == {v: "lb-b" for v in VHIDS}
+        assert pv["nodes"]["lb-a"]["maintenance"] is True
+        assert pv["nodes"]["lb-b"]["haproxy"] == "running"
+        hist = salt_run("lb.history", "limit=0")
+        assert any(r["tag"] == "lb/demoted/lb-a" for r in hist)
+    finally:
+        if blocker:
+            os.killpg(blocker.pid, signal.SIGTERM)
+            blocker.wait(timeout=10)
+    ret = saltcfg.salt_json("lb-a", "state.apply", "haproxy", "queue=True", timeout=300)["lb-a"]
+    assert all(v["result"] for v in ret.values()), ret
+    _back_to_lb_a()
+
+
+def test_split_brain_is_detected_reported_and_cleared(lab, events):
+    assert all_on("lb-a")
+    t0 = time.time()
+    with VrrpCut(lab.plan):
+        found = events.wait(f"lb/splitbrain/{PAIR}/*", count=len(VHIDS), timeout=45, since=t0)
+        found = [e for e in found if not e[1].endswith("/resolved")]
+        assert sorted(flat(d)["vhid"] for _, _, d in found) == sorted(VHIDS), [t for _, t, _ in events.matching("*", t0) if "job" not in t]
+        assert all(sorted(flat(d)["nodes"]) == ["lb-a", "lb-b"] for _, _, d in found)
+        # both nodes are reachable and hold every VIP
+        assert all(hs == {"lb-a", "lb-b"} for hs in holders().values()), holders()
+        view = salt_run("lb.status")
+        pv = view["pairs"][PAIR]
+        assert sorted(pv["splitbrain"]) == sorted(str(v) for v in VHIDS), pv
+        assert all(pv["nodes"][n]["reachable"] for n in LBS)
+        assert sum(w.startswith("SPLIT BRAIN") for w in pv["warnings"]) == len(VHIDS)
+        assert "SPLIT" in salt_run("lb.status", out=None)
+    t1 = time.time()
+    resolved = events.wait(f"lb/splitbrain/{PAIR}/*/resolved", count=len(VHIDS), timeout=45, since=t1)
+    assert len(resolved) == len(VHIDS), [t for _, t, _ in events.matching("lb/*", t1)]
+    assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()
+    pv = salt_run("lb.status")["pairs"][PAIR]
+    assert pv["splitbrain"] == {} and pv["warnings"] == [], pv

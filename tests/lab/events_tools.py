@@ -101,6 +101,21 @@ def salt_run(*args, timeout=120, out="json"):
     return proc.stdout + proc.stderr
 
 
+def apply(minion: str, mods: str, attempts: int = 12) -> dict:
+    """state.apply on one minion, waiting (bounded) for a state run already
+    in progress there (a reactor's, someone's highstate).  Salt 3008's
+    queue=True returns at once without the result, so it is not used."""
+    ret = None
+    for _ in range(attempts):
+        ret = saltcfg.salt_json(minion, "state.apply", mods, timeout=300).get(minion)
+        if isinstance(ret, dict):
+            return ret
+        if not (isinstance(ret, list) and any("is running as PID" in str(x) for x in ret)):
+            break
+        time.sleep(5)
+    raise AssertionError(f"state.apply {mods} on {minion}: {ret}")
+
+
 def setup_pair(provider: str = "keepalived") -> None:
     """Both LBs: per-host CARP paths (the lab's hosts share /var/lib and
     /usr/local/sbin), keepalived, the event path (hook and beacon) and
@@ -113,10 +128,8 @@ def setup_pair(provider: str = "keepalived") -> None:
     salt_lbs("saltutil.sync_all")
     salt_lbs("sysctl.assign", "net.ipv4.ip_forward", "1")
     salt_lbs("carp.unmaintenance")
-    ret = salt_lbs("state.apply", "carp,carp.events,haproxy", "queue=True", timeout=300)
     for minion in LBS:
-        states = ret.get(minion)
-        assert isinstance(states, dict), (minion, states)
+        states = apply(minion, "carp,carp.events,haproxy")
         failed = {k: v.get("comment") for k, v in states.items() if v.get("result") is False}
         assert not failed, (minion, failed)
     assert wait_for(lambda: all_on("lb-a"), SETTLE), "the VIPs did not settle on lb-a"

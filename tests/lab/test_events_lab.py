@@ -22,7 +22,7 @@ import time
 
 import pytest
 from carp_tools import LBS, all_on, holders, link, user_port, wait_for
-from events_tools import SETTLE, EventLog, VrrpCut, flat, salt_lbs, salt_run, setup_pair, teardown_pair
+from events_tools import SETTLE, EventLog, VrrpCut, apply, flat, salt_lbs, salt_run, setup_pair, teardown_pair
 
 from lab import control, saltcfg
 
@@ -185,7 +185,7 @@ def test_haproxy_that_cannot_start_demotes_the_master_and_the_vips_move(events):
         if blocker:
             os.killpg(blocker.pid, signal.SIGTERM)
             blocker.wait(timeout=10)
-    ret = saltcfg.salt_json("lb-a", "state.apply", "haproxy", "queue=True", timeout=300)["lb-a"]
+    ret = apply("lb-a", "haproxy")
     assert all(v["result"] for v in ret.values()), ret
     _back_to_lb_a()
 

@@ -17,7 +17,13 @@ lb_haproxy_heal:
   salt.state:
     - tgt: {{ node }}
     - sls: haproxy
-    - queue: True
+    {#- once more after 5 s: a state run already in progress on the node
+        (e.g. the reactor's own for a MASTER event) is a conflict, not a
+        failure to heal.  (Salt 3008's queue=True would return at once,
+        without the result.) #}
+    - retry:
+        attempts: 2
+        interval: 5
 
 lb_haproxy_healed:
   salt.runner:

@@ -14,6 +14,8 @@ from lab.plan import plan_from_pillar
 SUPERVISOR_LOG = LAB_DIR / "supervisor.log"
 BUILD_TIMEOUT = 120.0  # seconds for the supervisor to report "ready"
 STOP_TIMEOUT = 60.0  # seconds for the supervisor to stop everything on `down`
+GALERA_TIMEOUT = 240.0  # seconds for the supervisor's Galera bootstrap
+STOP_NAMESPACES_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for the hosts' processes
 
 
 def running() -> dict | None:
@@ -58,7 +60,7 @@ def up(galera6: bool = False) -> int:
     try:
         took = saltcfg.wait_for_minions(ids, master_alive=lambda: state.alive(st["daemons"]["salt-master"]))
         print(f"all {len(ids)} minions answer test.ping (waited {took:.1f} s)")
-        converged = saltcfg.converge(ids)
+        converged = saltcfg.converge(ids, before_highstate=_wait_galera)
     except KeyboardInterrupt:
         print("interrupted: taking the lab down")
         down()
@@ -66,12 +68,43 @@ def up(galera6: bool = False) -> int:
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         converged = False
         print(f"converging failed: {exc}")
+    took = time.monotonic() - t0
     status()
     if not converged:
         print("the lab is up but did not converge; inspect it, then: python -m lab down")
         return 1
-    print(f"lab converged in {time.monotonic() - t0:.1f} s")
+    print(f"lab converged in {took:.1f} s (from the command to the last highstate)")
+    from lab import e2e
+
+    try:
+        ok = e2e.print_checks(e2e.checks())
+        print(e2e.pair_status())
+    except (RuntimeError, LookupError, subprocess.TimeoutExpired) as exc:
+        ok = False
+        print(f"the end-to-end checks failed: {exc}")
+    if not ok:
+        print("the lab converged but the path end to end does not work; inspect it, then: python -m lab down")
+        return 1
+    print(f"lab up and checked in {time.monotonic() - t0:.1f} s")
     return 0
+
+
+def _wait_galera(timeout: float = GALERA_TIMEOUT) -> None:
+    """Wait for the supervisor's Galera bootstrap (lab/galera.py): the
+    highstate applies the probe, which needs a running server."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        st = running()
+        if st is None:
+            raise RuntimeError("the supervisor is gone")
+        phase = st.get("galera", {}).get("phase", "synced")  # a lab from before Galera
+        if phase == "synced":
+            print(f"galera synced (waited {time.monotonic() - t0:.1f} s)")
+            return
+        if phase.startswith("failed"):
+            raise RuntimeError(f"galera {phase}; see {SUPERVISOR_LOG} and .lab/hosts/db-*/var/log/mysql/error.log")
+        time.sleep(0.5)
+    raise RuntimeError(f"galera was not synced within {timeout:.0f} s")
 
 
 def down() -> int:
@@ -81,6 +114,12 @@ def down() -> int:
     if not st:
         print("no lab to take down")
         return 0
+    # Every process in a lab host first, by pid, found by its network
+    # namespace: the daemons the states started (haproxy, keepalived,
+    # xinetd, mariadbd ...) are in no record, and would outlive the hosts.
+    found = state.stop_namespaces(st, grace=STOP_NAMESPACES_GRACE)
+    if found:
+        print(f"stopped {len(found)} processes in the lab's hosts")
     sup = st.get("supervisor")
     if state.alive(sup):
         os.kill(sup["pid"], signal.SIGTERM)

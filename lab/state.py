@@ -101,17 +101,102 @@ def _signal(rec: dict, sig: int) -> None:
         pass
 
 
+def lab_namespaces(state: dict) -> dict[str, str]:
+    """{'net:[inode]': host} of every lab host (recorded at build time).
+    Never this process's own namespace nor init's (the machine's): a record
+    that named one of those would otherwise sweep the whole machine."""
+    root = {netns(1), netns(os.getpid())}
+    return {rec["netns"]: name for name, rec in state.get("nodes", {}).items() if rec.get("netns") and rec["netns"] not in root}
+
+
+def processes_in(namespaces, exclude: set[int] = frozenset()) -> list[dict]:
+    """Every live process whose network namespace is one of `namespaces`, as
+    records ({pid, start, netns}), except the pids in `exclude`."""
+    out = []
+    for pid in _all_pids():
+        if pid in exclude or pid == os.getpid():
+            continue
+        ns = netns(pid)
+        if ns in namespaces:
+            start = start_time(pid)
+            if start is not None:
+                out.append({"pid": pid, "start": start, "netns": ns})
+    return out
+
+
+def stop_namespaces(state: dict, grace: float = 10.0, keep_shells: bool = True) -> list[dict]:
+    """Stop every process in a lab host's network namespace, by pid: what
+    the supervisor started and what states started inside the hosts
+    (haproxy, keepalived, ucarp, xinetd, mariadbd and their workers), which
+    the record does not know.  SIGTERM to each, wait up to `grace` seconds,
+    SIGKILL what is left (only a pid whose start time and namespace are
+    still the ones seen).  The Mininet shells are kept while Mininet still
+    has to unmount through them (`keep_shells`).  Returns what was found."""
+    namespaces = lab_namespaces(state)
+    if not namespaces:
+        return []
+    shells = {rec["pid"] for rec in state.get("nodes", {}).values() if rec} if keep_shells else set()
+    found = processes_in(namespaces, exclude=shells)
+    for rec in found:
+        _signal_if_same(rec, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        _signal_if_same(rec, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_same(r) for r in found) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for rec in found:
+        _signal_if_same(rec, signal.SIGKILL)
+    # what a dying daemon started meanwhile (a worker forked at SIGTERM)
+    late = processes_in(namespaces, exclude=shells)
+    for rec in late:
+        _signal_if_same(rec, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(_same(r) for r in found + late) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found + late
+
+
+def _same(rec: dict) -> bool:
+    return start_time(rec["pid"]) == rec["start"] and netns(rec["pid"]) == rec["netns"]
+
+
+def _signal_if_same(rec: dict, sig: int) -> None:
+    if _same(rec):
+        try:
+            os.kill(rec["pid"], sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def sweep(state: dict) -> None:
     """Remove whatever the lab still has on the machine, from its record alone:
-    daemons and Mininet shells by pid, then bridges and root-side veths.
-    Idempotent; used by the supervisor after Mininet's own stop, and by `down`
-    (which also covers a supervisor that died)."""
+    every process in a lab host's namespace, daemons and Mininet shells by
+    pid, then bridges and root-side veths, then the mount points the lab
+    created.  Idempotent; used by the supervisor after Mininet's own stop,
+    and by `down` (which also covers a supervisor that died)."""
     stop(list(state.get("daemons", {}).values()), grace=10)
+    stop_namespaces(state, grace=5)
     stop(list(state.get("nodes", {}).values()), grace=2, sig=signal.SIGHUP)
+    stop_namespaces(state, grace=2, keep_shells=False)
     for name in state.get("links", []) + state.get("bridges", []):
         if Path("/sys/class/net", name).exists():
             subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+    remove_mountpoints(state)
     shutil.rmtree(HOSTS_DIR, ignore_errors=True)
+
+
+def remove_mountpoints(state: dict) -> None:
+    """The empty directories the lab created on this machine as mount points
+    for private directories (e.g. /etc/ucarp): removed once no host needs
+    them, and only while empty (rmdir)."""
+    if any(alive(rec) for rec in state.get("nodes", {}).values()):
+        return
+    for path in sorted(state.get("mountpoints", []), key=len, reverse=True):
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # not empty: something else wrote there; leftovers() names it
 
 
 def leftovers(state: dict) -> list[str]:
@@ -120,11 +205,10 @@ def leftovers(state: dict) -> list[str]:
     procs = {**state.get("daemons", {}), **state.get("nodes", {}), "supervisor": state.get("supervisor")}
     left += [f"process {name} pid {rec['pid']}" for name, rec in procs.items() if alive(rec)]
     left += [f"interface {n}" for n in state.get("links", []) + state.get("bridges", []) if Path("/sys/class/net", n).exists()]
-    namespaces = {rec["netns"]: name for name, rec in state.get("nodes", {}).items() if rec.get("netns")}
-    for pid in _all_pids():
-        ns = netns(pid)
-        if ns in namespaces:
-            left.append(f"namespace {ns} of {namespaces[ns]} (held by pid {pid})")
+    namespaces = lab_namespaces(state)
+    for rec in processes_in(namespaces):
+        left.append(f"namespace {rec['netns']} of {namespaces[rec['netns']]} (held by pid {rec['pid']})")
+    left += [f"mount point {p}" for p in state.get("mountpoints", []) if os.path.lexists(p)]
     return left
 
 

@@ -24,13 +24,32 @@ from pathlib import Path
 from lab import PILLAR, REPO, saltcfg, state
 from lab.plan import Plan, plan_from_pillar
 
-# Directories each host gets for itself (bind mounts of .lab/hosts/<host>/...).
-# The /etc ones start as a copy of this machine's (the packages' defaults), the
-# others empty.  Those missing on this machine are skipped rather than created
-# on it; /var/run is skipped where it is a symlink to /run (Debian), which is
-# private already.
-SEEDED_DIRS = ("/etc/haproxy", "/etc/keepalived", "/etc/mysql", "/etc/xinetd.d")
-EMPTY_DIRS = ("/run", "/var/run", "/var/lib/haproxy", "/var/lib/mysql", "/var/log")
+# Directories each host gets for itself (bind mounts of .lab/hosts/<host>/...),
+# every one the states write to (lab/README.md lists which state writes
+# what).  The seeded ones start as a copy of this machine's (the packages'
+# defaults), the others empty.  A seeded one missing on this machine is
+# skipped rather than created on it; /var/run is skipped where it is a
+# symlink to /run (Debian), which is private already.  The product's own
+# directories (CREATED_MOUNTPOINTS) are made private even where this machine
+# lacks them: the lab creates the empty mount point, records it, and `down`
+# removes it.  /usr/local/bin and /usr/local/sbin start empty (the states
+# write the probe and the CARP scripts there; a host needs nothing else
+# from them).
+SEEDED_DIRS = ("/etc/haproxy", "/etc/keepalived", "/etc/mysql", "/etc/xinetd.d", "/etc/sysctl.d", "/etc/default")
+EMPTY_DIRS = (
+    "/run",
+    "/var/run",
+    "/var/lib/haproxy",
+    "/var/lib/mysql",
+    "/var/log",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/etc/ucarp",
+    "/var/lib/lb-carp",
+    "/etc/clustercheck",
+    "/var/lib/clustercheck",
+)
+CREATED_MOUNTPOINTS = ("/etc/ucarp", "/var/lib/lb-carp", "/etc/clustercheck", "/var/lib/clustercheck")
 HTTP_READY_TIMEOUT = 10.0
 
 _stop_requested = False
@@ -53,7 +72,9 @@ def main(galera6: bool) -> int:
         "links": plan.root_links,
         "nodes": {},
         "daemons": {},
-        "hosts": {h.name: {"role": h.role, "addresses": [i.address for i in h.interfaces]} for h in plan.hosts},
+        "hosts": {
+            h.name: {"role": h.role, "addresses": [i.address for i in h.interfaces] + [a for _, a, _ in h.aliases]} for h in plan.hosts
+        },
     }
     state.save(st)
     net, procs = None, {}
@@ -61,8 +82,10 @@ def main(galera6: bool) -> int:
         net = build(plan, st)
         start_daemons(net, plan, st, procs)
         st["phase"] = "ready"
+        st["galera"] = {"phase": "starting"}
         state.save(st)
         print(f"lab ready: {len(plan.hosts)} hosts, {len(st['daemons'])} daemons", flush=True)
+        start_galera(plan, st, procs)  # while `up` waits for the minions
         watch(procs)
         return 0
     except Stopped:
@@ -96,6 +119,7 @@ def build(plan: Plan, st: dict):
         bridge = net[plan.networks[intf.network].bridge]
         net.addLink(node, bridge, intfName1=intf.device, intfName2=intf.port, params1={"ip": intf.address})
 
+    _make_mountpoints(st)
     for host in plan.hosts:
         _check_stop()
         node = net.addHost(host.name, ip=None, privateDirs=_private_dirs(host.name))
@@ -122,6 +146,8 @@ def build(plan: Plan, st: dict):
             _must(node, f"ip route replace {destination} via {gateway}")
         if host.role == "router":
             _must(node, "sysctl -qw net.ipv4.ip_forward=1")
+        for device, address, _ in host.aliases:  # stand-ins for another galera pool's servers
+            _must(node, f"ip addr add {address} dev {device}")
     return net
 
 
@@ -159,6 +185,36 @@ def start_daemons(net, plan: Plan, st: dict, procs: dict) -> None:
     _wait_http_listening(net, plan)
 
 
+def start_galera(plan: Plan, st: dict, procs: dict) -> None:
+    """Bootstrap every Galera cluster (lab/galera.py) and the application
+    account; record each mariadbd as a daemon.  `up` waits for
+    st["galera"]["phase"] to be "synced" (or "failed: ...") before the
+    highstate, which applies the probe to a running server."""
+    from lab import galera
+
+    t0 = time.monotonic()
+    try:
+        for cluster in galera.clusters(plan):
+            cluster.stop_check = _check_stop
+            first, *rest = cluster.hosts
+            for host in cluster.hosts:
+                cluster.prepare(host, install=host == first)
+            for host in cluster.hosts:
+                proc = cluster.start(host, bootstrap=host == first)
+                procs[f"mariadb@{host}"] = proc
+                st["daemons"][f"mariadb@{host}"] = state.record(proc.pid, group=True, host=host, cmd=proc.args)
+                state.save(st)
+            cluster.app_account()
+            print(f"galera {cluster.name}: {', '.join(cluster.hosts)} synced", flush=True)
+        st["galera"] = {"phase": "synced", "seconds": round(time.monotonic() - t0, 1)}
+    except Stopped:
+        raise
+    except Exception as exc:
+        traceback.print_exc()
+        st["galera"] = {"phase": f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"}
+    state.save(st)
+
+
 def watch(procs: dict) -> None:
     """Wait for a stop signal; reap and report daemons that exit meanwhile."""
     reported = set()
@@ -175,7 +231,8 @@ def teardown(net, procs: dict, st: dict) -> None:
     state.save(st)
     t0 = time.monotonic()
     state.stop(list(st["daemons"].values()), grace=10)
-    print(f"daemons stopped in {time.monotonic() - t0:.1f} s", flush=True)
+    found = state.stop_namespaces(st, grace=10)  # what the states started in the hosts
+    print(f"daemons stopped in {time.monotonic() - t0:.1f} s ({len(found)} more processes in the hosts)", flush=True)
     for proc in procs.values():
         try:
             proc.wait(timeout=5)  # reap: this machine's init does not, promptly
@@ -190,6 +247,16 @@ def teardown(net, procs: dict, st: dict) -> None:
     st["phase"] = "down"
     state.save(st)
     print(f"lab stopped in {time.monotonic() - t0:.1f} s", flush=True)
+
+
+def _make_mountpoints(st: dict) -> None:
+    """Create the missing CREATED_MOUNTPOINTS (empty, root's, 0755),
+    recorded before they exist so that `down` removes them."""
+    missing = [p for p in CREATED_MOUNTPOINTS if not os.path.lexists(p)]
+    st["mountpoints"] = st.get("mountpoints", []) + missing
+    state.save(st)
+    for path in missing:
+        os.makedirs(path, mode=0o755)
 
 
 def _private_dirs(host: str) -> list[tuple[str, str]]:

@@ -54,6 +54,9 @@ class Host:
     minion_id: str | None = None
     service: tuple[str, int] | None = None  # (address, port) of the HTTP server
     pillar_name: str | None = None  # the server's name in the pillar (db, web)
+    # (device, "address/prefix", pillar name): another galera pool's server
+    # this host stands in for (without --galera6, see _stand_ins)
+    aliases: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -151,6 +154,9 @@ def plan_from_pillar(path: str | Path, galera6: bool = False) -> Plan:
         ]
         hosts.append(Host(name, "db", interfaces, default_gateway=via(network), minion_id=name, pillar_name=server))
 
+    if not galera6:
+        _stand_ins(pair, [h for h in hosts if h.role == "db"], network_of, on)
+
     for n, (server, address, port) in enumerate(_servers(pair, "http", with_port=True), start=1):
         name, network = f"web-{n}", network_of(address)
         hosts.append(
@@ -176,6 +182,26 @@ def plan_from_pillar(path: str | Path, galera6: bool = False) -> Plan:
     hosts, master = _name_ports(hosts, master, networks)
     _check_names(hosts, networks)
     return Plan(pair_name, networks, hosts, master)
+
+
+def _stand_ins(pair: dict, dbs: list[Host], network_of, on) -> None:
+    """Without --galera6 only the first galera pool's servers are hosts.  The
+    other pools' servers become extra addresses of those hosts (n-th server
+    of a pool on the n-th host, in pillar order), where they are on the same
+    network, so that every galera listener has real servers: with the
+    pillar's galera_b, db-1..3 also answer as percona_mysql-4..6 (198.18.5.2,
+    .3, .4) and the VIP .44 reaches the same cluster through its own active
+    server (db-3).  A pool on another network gets no stand-ins."""
+    pools = [p for p in pair.get("haproxy", {}).get("pools", {}).values() if p.get("kind") == "galera"][1:]
+    taken = {i.address.split("/")[0] for h in dbs for i in h.interfaces}
+    for pool in pools:
+        servers = [(name, str(srv["address"])) for name, srv in pool.get("servers", {}).items()]
+        for host, (name, address) in zip(dbs, servers, strict=False):
+            eth0 = host.interfaces[0]
+            if address in taken or network_of(address) != eth0.network:
+                continue
+            taken.add(address)
+            host.aliases.append((eth0.device, on(eth0.network, address), name))
 
 
 def _bridge(network: str) -> str:

@@ -155,3 +155,13 @@ def test_the_masters_address_must_be_free(write_pillar):
 
     with pytest.raises(ValueError, match="master's address 198.18.1.250"):
         plan_from_pillar(write_pillar(take))
+
+
+def test_without_galera6_the_first_pools_hosts_stand_in_for_the_second_pool(plan):
+    dbs = [h for h in plan.hosts if h.role == "db"]
+    assert [h.aliases for h in dbs] == [
+        [("db-1-eth0", "198.18.5.2/23", "percona_mysql-4")],
+        [("db-2-eth0", "198.18.5.3/23", "percona_mysql-5")],
+        [("db-3-eth0", "198.18.5.4/23", "percona_mysql-6")],
+    ]
+    assert not any(h.aliases for h in plan_from_pillar(PILLAR, galera6=True).hosts)

@@ -126,17 +126,23 @@ def wait_for_minions(ids: list[str], timeout: float = 60, master_alive=lambda: T
     raise RuntimeError(f"minions {missing} did not answer test.ping within {timeout:.0f} s")
 
 
-def converge(ids: list[str]) -> bool:
-    """sync_all, then a highstate when salt/top.sls exists.  True if nothing failed."""
+def converge(ids: list[str], before_highstate=lambda: None) -> bool:
+    """sync_all, then a highstate when salt/top.sls exists (after
+    `before_highstate()`).  True if nothing failed."""
     synced = salt_json("*", "saltutil.sync_all", timeout=300)
     bad = sorted(m for m in ids if not isinstance(synced.get(m), dict))
     if bad:
         print(f"saltutil.sync_all failed on {bad}: {[synced.get(m) for m in bad]}")
         return False
     print(f"saltutil.sync_all: {len(synced)} minions synced")
+    # sync_all refreshes the execution modules but not the minion's beacon
+    # loader: beacon.present would not find the project's `carp` beacon
+    # until sync_beacons (refresh=True) refreshes it.
+    salt_json("*", "saltutil.sync_beacons", timeout=120)
     if not (REPO / "salt" / "top.sls").exists():
         print("salt/top.sls does not exist yet: skipping the highstate")
         return True
+    before_highstate()
     results = salt_json("*", "state.apply", timeout=600)
     return _report_highstate(ids, results)
 

@@ -1,4 +1,4 @@
-"""python -m lab up [--galera6] | down | status | exec HOST -- CMD..."""
+"""python -m lab up [--galera6] | down | status | check | drill [--quick] | exec HOST -- CMD..."""
 
 import argparse
 import sys
@@ -11,6 +11,11 @@ def main(argv=None) -> int:
     up.add_argument("--galera6", action="store_true", help="every galera pool's servers (db-1..6), not only the first")
     sub.add_parser("down", help="stop every daemon by pid, remove namespaces, bridges and veths")
     sub.add_parser("status", help="hosts, addresses and daemons with pids")
+    sub.add_parser("check", help="the end-to-end checks from the client host, and the pair's status")
+    dr = sub.add_parser("drill", help="cut, maintenance, reload, kill under client load: timeline and PNG")
+    dr.add_argument("--quick", action="store_true", help="shorter settling times")
+    dr.add_argument("--phases", help="comma-separated subset of: cut,maint,reload,kill (default: all, in that order)")
+    dr.add_argument("--json", dest="json_out", help="also write the report as JSON to this file")
     ex = sub.add_parser("exec", help="run a command in a lab host: exec lb-a -- ip addr")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -30,6 +35,14 @@ def main(argv=None) -> int:
         return control.down()
     if args.command == "status":
         return control.status()
+    if args.command == "check":
+        from lab import e2e
+
+        return e2e.main()
+    if args.command == "drill":
+        from lab import drill
+
+        return drill.main(quick=args.quick, phases=args.phases, json_out=args.json_out)
     return control.exec_in(args.host, args.cmd)
 
 

@@ -2,8 +2,10 @@
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,7 +135,26 @@ def test_down_leaves_nothing_behind(lab):
     if not lab.owned:
         pytest.skip("the lab was up before this session: leaving it up")
     recorded = state.load()
+    # a stray process in a host (what a state or an operator could leave),
+    # started like an operator would, with `lab exec`; and what the states
+    # started in the hosts (haproxy, keepalived, xinetd, mariadbd ...): none
+    # is in the record, every one must go, by pid
+    stray = subprocess.Popen(
+        [sys.executable, "-m", "lab", "exec", "db-1", "--", "sleep", "600"], cwd=REPO, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    namespaces = state.lab_namespaces(recorded)
+    deadline = time.monotonic() + 10
+    while state.netns(stray.pid) not in namespaces and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.netns(stray.pid) in namespaces  # `lab exec` execs: the pid is the sleep's, in db-1
+    in_hosts = state.processes_in(namespaces, exclude={rec["pid"] for rec in recorded["nodes"].values()})
+    assert stray.pid in {p["pid"] for p in in_hosts}
     assert lab.down() == 0
+    stray.wait(timeout=10)  # reaped: gone, not a zombie of ours
+    assert stray.returncode == -signal.SIGTERM
+    assert not [p for p in in_hosts if state.start_time(p["pid"]) == p["start"]]
+    assert state.processes_in(namespaces) == []
+    assert not [p for p in recorded.get("mountpoints", []) if os.path.lexists(p)]
     assert state.leftovers(recorded) == []
     assert not any(state.alive(rec) for rec in [recorded["supervisor"], *recorded["daemons"].values(), *recorded["nodes"].values()])
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

@@ -1,0 +1,445 @@
+"""`python -m lab drill`: what clients see while the pair is operated and
+broken, on a running, converged lab.
+
+A bounded load runs in the lab's client host: an HTTP GET every ~20 ms
+through the HTTP VIPs (198.18.2.5 and .55 in turn) and a SQL write every
+~100 ms through the MySQL VIPs (.4 and .44 in turn), each on a new
+connection.  Meanwhile, in order (each waits, bounded, until the VIPs or the
+database have settled):
+
+1. cut    lb-a's user link (the master's; its bridge port goes down)
+2. restore it (lb-a preempts the VIPs back)
+3. maint  `carp.maintenance` on lb-a (planned: the VIPs move to lb-b)
+4. back   `carp.unmaintenance` on lb-a
+5. reload HAProxy on lb-a with a changed configuration (a server's
+          weight, through haproxy_cfg.write + reload), then back to the
+          pillar's (state.apply haproxy: another reload)
+6. kill   SIGKILL to the active database node's mariadbd (galera_a's active
+          server, db-1), then restart it (it rejoins by IST)
+
+Then a timeline: each event, what each client kind saw in each phase (OK,
+failed, the longest gap between two successes that had a failure in it, in
+ms, per VIP), and a PNG chart (requests per 100 ms, OK and failed, stacked,
+one panel per client kind, each event a labelled vertical line) under
+artifacts/drill-<timestamp>.png.  Every loop is bounded in count and time;
+traffic goes only to lab addresses; everything started is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import LAB_DIR, PILLAR, REPO, control, e2e, galera, saltcfg
+from lab.plan import plan_from_pillar
+
+ARTIFACTS = REPO / "artifacts"
+LBS = ("lb-a", "lb-b")
+HTTP_EVERY, SQL_EVERY = 0.02, 0.1
+BIN = 0.1  # seconds per bar in the chart
+PHASES = ("cut", "maint", "reload", "kill")  # each with its way back
+
+LOAD = r"""
+import json, os, subprocess, sys, threading, time, urllib.request
+cnf, stop_file, max_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+http_vips, sql_vips = sys.argv[4].split(","), sys.argv[5].split(",")
+http_every, sql_every = float(sys.argv[6]), float(sys.argv[7])
+end = time.monotonic() + max_s
+out, lock = [], threading.Lock()
+
+def done():
+    return time.monotonic() > end or os.path.exists(stop_file)
+
+def http():
+    i = 0
+    while not done():
+        vip = http_vips[i % len(http_vips)]; i += 1
+        t = time.time()
+        try:
+            with urllib.request.urlopen("http://%s/" % vip, timeout=2) as r:
+                ok, detail = r.status == 200, r.read(100).decode(errors="replace")
+                detail = detail.split("<body>")[-1].split(" ")[0]
+        except Exception as exc:
+            ok, detail = False, str(exc)[:80]
+        with lock:
+            out.append(("http", vip, t, time.time(), ok, detail))
+        time.sleep(max(0.0, http_every - (time.time() - t)))
+
+def sql():
+    i = 0
+    while not done():
+        vip = sql_vips[i % len(sql_vips)]; i += 1
+        t = time.time()
+        try:
+            r = subprocess.run(
+                ["/usr/bin/mariadb", "--defaults-extra-file=" + cnf, "-h", vip, "-P", "3306", "--connect-timeout=2", "-N", "-B"],
+                input="INSERT INTO lab.events (vip, node, at) VALUES ('%s', @@wsrep_node_name, %f); SELECT @@wsrep_node_name;" % (vip, t),
+                capture_output=True, text=True, timeout=5)
+            ok = r.returncode == 0
+            detail = r.stdout.strip() if ok else r.stderr.strip()[:80]
+        except subprocess.TimeoutExpired:
+            ok, detail = False, "timeout"
+        with lock:
+            out.append(("sql", vip, t, time.time(), ok, detail))
+        time.sleep(max(0.0, sql_every - (time.time() - t)))
+
+threads = [threading.Thread(target=http), threading.Thread(target=sql)]
+for th in threads: th.start()
+for th in threads: th.join(max_s + 30)
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class Event:
+    t: float
+    label: str
+    note: str = ""
+
+
+@dataclass
+class Drill:
+    quick: bool = False
+    phases: tuple[str, ...] = PHASES
+    events: list[Event] = field(default_factory=list)
+    samples: list[tuple] = field(default_factory=list)
+
+    def mark(self, label: str, note: str = "") -> None:
+        self.events.append(Event(time.time(), label, note))
+        print(f"  {time.strftime('%H:%M:%S')} {label}{': ' + note if note else ''}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# the load
+
+
+class Load:
+    def __init__(self, max_seconds: float):
+        found = e2e.vips()
+        self.dir = LAB_DIR / "drill"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.stop_file = self.dir / "stop"
+        self.stop_file.unlink(missing_ok=True)
+        self.max_seconds = max_seconds
+        self.proc = subprocess.Popen(
+            [
+                "mnexec",
+                "-a",
+                str(control.host_pid("client")),
+                "/usr/bin/python3",
+                "-c",
+                LOAD,
+                str(galera.APP_CNF),
+                str(self.stop_file),
+                str(max_seconds),
+                ",".join(v for v, _, _ in found["http"]),
+                ",".join(v for v, _, _ in found["mysql"]),
+                str(HTTP_EVERY),
+                str(SQL_EVERY),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def stop(self) -> list[tuple]:
+        self.stop_file.touch()
+        try:
+            out, err = self.proc.communicate(timeout=self.max_seconds + 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            out, err = self.proc.communicate()
+        finally:
+            self.stop_file.unlink(missing_ok=True)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"the client load failed: {err.strip()[-500:]}")
+        return [tuple(s) for s in json.loads(out)]
+
+
+# ---------------------------------------------------------------------------
+# who holds the VIPs (each LB's kernel LOCAL routes, no process spawned)
+
+
+def _local_addresses(host: str) -> set[str]:
+    with open(f"/proc/{control.host_pid(host)}/net/fib_trie") as fh:
+        lines = fh.read().splitlines()
+    out, last = set(), None
+    for line in lines:
+        s = line.strip()
+        if s.startswith("|--"):
+            last = s.split()[1]
+        elif s.startswith("/32 host LOCAL") and last:
+            out.add(last)
+    return out
+
+
+def all_on(host: str, vips: list[str]) -> bool:
+    held = {h: _local_addresses(h) for h in LBS}
+    return all(v in held[host] and not any(v in held[o] for o in LBS if o != host) for v in vips)
+
+
+def wait_for(predicate, timeout: float, every: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return bool(predicate())
+
+
+def _user_port(plan) -> str:
+    return next(i.port for i in plan.host("lb-a").interfaces if i.network == "user")
+
+
+def _link(port: str, up: bool) -> None:
+    subprocess.run(["ip", "link", "set", port, "up" if up else "down"], check=True, timeout=10)
+
+
+# ---------------------------------------------------------------------------
+# the phases
+
+
+def run(quick: bool = False, phases: tuple[str, ...] = PHASES, png: bool = True) -> dict:
+    """The drill on a running lab.  Returns the report (also printed)."""
+    if control.running() is None:
+        raise RuntimeError("no lab is running: python -m lab up")
+    plan = plan_from_pillar(PILLAR, galera6=control.running()["galera6"])
+    vips = sorted({v for kind in e2e.vips().values() for v, _, _ in kind})
+    settle = 1.5 if quick else 3.0
+    d = Drill(quick=quick, phases=phases)
+    db = galera.Galera(plan)  # galera_a's cluster; its first server (db-1) is the active one
+    active = next(iter(db.hosts))
+
+    if not all_on("lb-a", vips):
+        raise RuntimeError("the VIPs are not all on lb-a: converge the lab first (python -m lab up)")
+    bad = [c for c in e2e.checks() if not c.ok]
+    if bad:
+        raise RuntimeError(f"the path end to end does not work before the drill: {bad}")
+
+    budget = 60 + 40 * len(phases)
+    print(
+        f"drill: client load in the client host (HTTP every {HTTP_EVERY * 1000:.0f} ms, SQL every {SQL_EVERY * 1000:.0f} ms), phases {', '.join(phases)}"
+    )
+    load = Load(max_seconds=budget)
+    port = _user_port(plan)
+    try:
+        time.sleep(settle)
+        d.mark("start")
+        if "cut" in phases:
+            d.mark("cut lb-a", f"user link {port} down")
+            _link(port, False)
+            moved = wait_for(lambda: all_on("lb-b", vips), 15)
+            d.mark("VIPs on lb-b" if moved else "VIPs NOT on lb-b (15 s)")
+            time.sleep(settle)
+            d.mark("restore lb-a", f"{port} up")
+            _link(port, True)
+            back = wait_for(lambda: all_on("lb-a", vips), 20)
+            d.mark("VIPs on lb-a" if back else "VIPs NOT back on lb-a (20 s)")
+            time.sleep(settle)
+        if "maint" in phases:
+            d.mark("maint lb-a", "carp.maintenance")
+            saltcfg.salt_json("lb-a", "carp.maintenance", timeout=60)
+            moved = wait_for(lambda: all_on("lb-b", vips), 15)
+            d.mark("VIPs on lb-b" if moved else "VIPs NOT on lb-b (15 s)")
+            time.sleep(settle)
+            d.mark("unmaint lb-a", "carp.unmaintenance")
+            saltcfg.salt_json("lb-a", "carp.unmaintenance", timeout=60)
+            back = wait_for(lambda: all_on("lb-a", vips), 20)
+            d.mark("VIPs on lb-a" if back else "VIPs NOT back on lb-a (20 s)")
+            time.sleep(settle)
+        if "reload" in phases:
+            note = _reload_with_change()
+            d.mark("reload lb-a", note)
+            time.sleep(settle)
+            d.mark("reload lb-a (pillar)", "state.apply haproxy")
+            ret = saltcfg.salt_json("lb-a", "state.apply", "haproxy", timeout=180)
+            failed = [k for k, v in (ret.get("lb-a") or {}).items() if isinstance(v, dict) and v.get("result") is False]
+            if failed or not isinstance(ret.get("lb-a"), dict):
+                d.mark("haproxy state FAILED", str(failed or ret)[:120])
+            time.sleep(settle)
+        if "kill" in phases:
+            d.mark(f"kill {active}", "SIGKILL mariadbd (the active node)")
+            db.kill(active)
+            time.sleep(8.0 if not quick else 6.0)  # fall x inter (4 s) + the backup taking writes
+            d.mark(f"restart {active}")
+            db.start(active)
+            d.mark(f"{active} synced")
+            time.sleep(settle)
+        d.mark("end")
+    finally:
+        _link(port, True)
+        if "maint" in phases:
+            saltcfg.salt_json("lb-a", "carp.unmaintenance", timeout=60)
+        if "kill" in phases and not db.alive(active):
+            db.start(active)
+        d.samples = load.stop()
+    report = timeline(d)
+    print_report(report)
+    if png:
+        report["png"] = str(chart(d, report))
+        print(f"chart: {report['png']}")
+    return report
+
+
+def _reload_with_change() -> str:
+    """A changed configuration on lb-a, through the product's module: the
+    weight of the first `server` line with one, lowered by 10; written
+    (checked by haproxy -c), then a reload.  Returns what changed."""
+    text = saltcfg.salt_json("lb-a", "haproxy_cfg.read", timeout=60)["lb-a"]
+    if not isinstance(text, str):
+        raise RuntimeError(f"haproxy_cfg.read on lb-a: {text}")
+    match = re.search(r"^(\s*server\s+(\S+)\s.*\bweight\s+)(\d+)", text, re.M)
+    if match:
+        new = int(match.group(3)) - 10
+        changed = text[: match.start(3)] + str(new) + text[match.end(3) :]
+        note = f"server {match.group(2)} weight {match.group(3)} -> {new}"
+    else:
+        changed = text + "\n# drill\n"
+        note = "a comment added"
+    ret = saltcfg.salt_json("lb-a", "haproxy_cfg.write", f"text={json.dumps(changed)}", timeout=60)["lb-a"]
+    if not isinstance(ret, dict):
+        raise RuntimeError(f"haproxy_cfg.write on lb-a: {ret}")
+    ret = saltcfg.salt_json("lb-a", "haproxy_cfg.reload", timeout=60)["lb-a"]
+    if isinstance(ret, str):
+        raise RuntimeError(f"haproxy_cfg.reload on lb-a: {ret}")
+    return note
+
+
+# ---------------------------------------------------------------------------
+# the report
+
+
+def gaps(samples: list[tuple]) -> list[tuple[float, float, int]]:
+    """(from, to, failed): each outage one client saw, from the last success
+    before a run of failures to the first success after it."""
+    out, last_ok, failed = [], None, 0
+    for s in sorted(samples, key=lambda s: s[2]):
+        if s[4]:
+            if failed and last_ok is not None:
+                out.append((last_ok, s[2], failed))
+            last_ok, failed = s[3], 0
+        else:
+            failed += 1
+    if failed and last_ok is not None:
+        out.append((last_ok, max(s[3] for s in samples), failed))
+    return out
+
+
+def timeline(d: Drill) -> dict:
+    t0 = d.events[0].t if d.events else min(s[2] for s in d.samples)
+    phases = []
+    for i, ev in enumerate(d.events):
+        until = d.events[i + 1].t if i + 1 < len(d.events) else float("inf")
+        row = {"event": ev.label, "note": ev.note, "at": round(ev.t - t0, 3), "kinds": {}}
+        for kind in ("http", "sql"):
+            inside = [s for s in d.samples if s[0] == kind and ev.t <= s[2] < until]
+            row["kinds"][kind] = {"ok": sum(1 for s in inside if s[4]), "failed": sum(1 for s in inside if not s[4])}
+        phases.append(row)
+    outages = []
+    for kind in ("http", "sql"):
+        for vip in sorted({s[1] for s in d.samples if s[0] == kind}):
+            for start, end, failed in gaps([s for s in d.samples if s[0] == kind and s[1] == vip]):
+                outages.append(
+                    {"kind": kind, "vip": vip, "from": round(start - t0, 3), "ms": round((end - start) * 1000), "failed": failed}
+                )
+    totals = {
+        k: {"ok": sum(1 for s in d.samples if s[0] == k and s[4]), "failed": sum(1 for s in d.samples if s[0] == k and not s[4])}
+        for k in ("http", "sql")
+    }
+    writers = {}
+    for s in d.samples:
+        if s[0] == "sql" and s[4]:
+            writers.setdefault(s[1], [])
+            if not writers[s[1]] or writers[s[1]][-1] != s[5]:
+                writers[s[1]].append(s[5])
+    return {"t0": t0, "phases": phases, "gaps": sorted(outages, key=lambda g: g["from"]), "totals": totals, "writers": writers}
+
+
+def print_report(r: dict) -> None:
+    print("\ntimeline (seconds from start; per phase: OK/failed)")
+    print(f"{'at':>8}  {'event':28} {'http ok/failed':>15} {'sql ok/failed':>14}  note")
+    for p in r["phases"]:
+        h, s = p["kinds"]["http"], p["kinds"]["sql"]
+        print(f"{p['at']:8.2f}  {p['event']:28} {h['ok']:>8}/{h['failed']:<6} {s['ok']:>7}/{s['failed']:<6}  {p['note']}")
+    print("\ngaps the clients saw (last success before failures -> first success after)")
+    if not r["gaps"]:
+        print("  none: no request or write failed")
+    for g in r["gaps"]:
+        print(f"  {g['from']:8.2f} s  {g['kind']:4} {g['vip']:12} {g['ms']:6d} ms  {g['failed']} failed")
+    t = r["totals"]
+    print(f"\ntotal: http {t['http']['ok']} OK, {t['http']['failed']} failed; sql {t['sql']['ok']} OK, {t['sql']['failed']} failed")
+    for vip, nodes in r["writers"].items():
+        print(f"writes through {vip} went to: {' -> '.join(nodes)}")
+
+
+def chart(d: Drill, r: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = r["t0"]
+    end = max(s[3] for s in d.samples) - t0
+    start = min(s[2] for s in d.samples) - t0
+    nbins = int((end - start) / BIN) + 1
+    edges = [start + i * BIN for i in range(nbins + 1)]
+    fig, axes = plt.subplots(2, 1, figsize=(16, 8), sharex=True)
+    colors = {"ok": "#2e7d32", "failed": "#d32f2f"}
+    for ax, kind in ((axes[0], "http"), (axes[1], "sql")):
+        ok = [0] * nbins
+        bad = [0] * nbins
+        for s in d.samples:
+            if s[0] != kind:
+                continue
+            i = min(nbins - 1, max(0, int((s[2] - t0 - start) / BIN)))
+            (ok if s[4] else bad)[i] += 1
+        x = edges[:-1]
+        ax.bar(x, ok, width=BIN, align="edge", color=colors["ok"], label="OK", linewidth=0)
+        ax.bar(x, bad, width=BIN, align="edge", bottom=ok, color=colors["failed"], label="failed", linewidth=0)
+        ax.set_ylabel(f"{kind}: requests / {int(BIN * 1000)} ms" if kind == "http" else f"{kind}: writes / {int(BIN * 1000)} ms")
+        top = max(max(o + b for o, b in zip(ok, bad, strict=True)), 1)
+        ax.set_ylim(0, top * 1.9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="upper right")
+        for n, ev in enumerate(e for e in d.events if e.label not in ("start", "end")):
+            x_ev = ev.t - t0
+            ax.axvline(x_ev, color="#1565c0", linestyle="--", linewidth=1)
+            if kind == "http":
+                ax.text(x_ev, top * (1.85 - 0.22 * (n % 3)), " " + ev.label, rotation=0, fontsize=8, va="top", color="#1565c0")
+        gaps = [g for g in r["gaps"] if g["kind"] == kind]
+        worst = max(gaps, key=lambda g: g["ms"]) if gaps else None
+        title = f"{kind}: {r['totals'][kind]['ok']} OK, {r['totals'][kind]['failed']} failed"
+        if worst:
+            title += f"; longest gap {worst['ms']} ms ({worst['vip']}, at {worst['from']:.1f} s)"
+        ax.set_title(title, fontsize=10, loc="left")
+    axes[1].set_xlabel("seconds from the start of the drill")
+    fig.suptitle(f"lab drill {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t0))}: what the client host saw through the VIPs")
+    fig.tight_layout()
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"drill-{time.strftime('%Y%m%d-%H%M%S', time.localtime(t0))}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(quick: bool = False, phases: str | None = None, json_out: str | None = None) -> int:
+    chosen = tuple(p.strip() for p in phases.split(",")) if phases else PHASES
+    unknown = set(chosen) - set(PHASES)
+    if unknown:
+        print(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
+        return 2
+    try:
+        report = run(quick=quick, phases=chosen)
+    except RuntimeError as exc:
+        print(f"drill failed: {exc}")
+        return 1
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=1))
+    return 0

@@ -146,6 +146,11 @@ def build(plan: Plan, st: dict):
             _must(node, f"ip route replace {destination} via {gateway}")
         if host.role == "router":
             _must(node, "sysctl -qw net.ipv4.ip_forward=1")
+            # r1 has no route out: it answers "unreachable" for the machine's
+            # DNS server at once, every time.  Rate-limited (1 s by default),
+            # a host's resolver waits its 5 s timeout instead, e.g. for each
+            # of the reverse lookups rsync's daemon makes in a Galera SST.
+            _must(node, "sysctl -qw net.ipv4.icmp_ratelimit=0")
         for device, address, _ in host.aliases:  # stand-ins for another galera pool's servers
             _must(node, f"ip addr add {address} dev {device}")
     return net

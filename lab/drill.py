@@ -400,11 +400,17 @@ def chart(d: Drill, r: dict) -> Path:
                 continue
             i = min(nbins - 1, max(0, int((s[2] - t0 - start) / BIN)))
             (ok if s[4] else bad)[i] += 1
-        x = edges[:-1]
-        ax.bar(x, ok, width=BIN, align="edge", color=colors["ok"], label="OK", linewidth=0)
-        ax.bar(x, bad, width=BIN, align="edge", bottom=ok, color=colors["failed"], label="failed", linewidth=0)
+        # stacked steps (bars this narrow alias into stripes): OK below, failed on top
+        total = [o + b for o, b in zip(ok, bad, strict=True)]
+        ax.stairs(ok, edges, fill=True, color=colors["ok"], label="OK")
+        ax.stairs(total, edges, baseline=ok, fill=True, color=colors["failed"], label="failed")
+        # one line per client kind: OK per 100 ms, averaged over 1 s (the bars
+        # alone are jagged: 4 or 5 requests, 0 or 1 write in a bin)
+        w = int(round(1.0 / BIN))
+        smooth = [sum(ok[max(0, i - w + 1) : i + 1]) / len(ok[max(0, i - w + 1) : i + 1]) for i in range(nbins)]
+        ax.plot([e + BIN for e in edges[:-1]], smooth, color="black", linewidth=1.2, label="OK, 1 s average")
         ax.set_ylabel(f"{kind}: requests / {int(BIN * 1000)} ms" if kind == "http" else f"{kind}: writes / {int(BIN * 1000)} ms")
-        top = max(max(o + b for o, b in zip(ok, bad, strict=True)), 1)
+        top = max(max(total), 1)
         ax.set_ylim(0, top * 1.9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper right")

@@ -102,7 +102,9 @@ def event_hook():
     p = paths()
     provider = __salt__["carp.provider"]() if "carp.provider" in __salt__ else "unknown"
     config_dir = os.path.dirname(__opts__.get("conf_file") or "/etc/salt/minion")
-    text = carp_events.hook_script(__opts__["id"], _salt_call(), config_dir, p["events_dir"], provider, _groups())
+    text = carp_events.hook_script(
+        __opts__["id"], _salt_call(), config_dir, p["events_dir"], provider, _groups(), __opts__.get("pidfile") or ""
+    )
     out = {p["hook"]: {"content": text, "mode": "0755"}}
     if "devd_rule" in p:
         out[p["devd_rule"]] = {"content": carp_events.devd_rule(p["hook"]), "mode": "0644"}

@@ -180,12 +180,18 @@ def validate(config) -> tuple[bool, str]:
 # the hook: lb-carp-event, and FreeBSD's devd rule
 
 
-def hook_script(minion_id: str, salt_call: str, config_dir: str, events_dir: str, provider: str, groups: dict[int, tuple[str, str]]) -> str:
+def hook_script(
+    minion_id: str, salt_call: str, config_dir: str, events_dir: str, provider: str, groups: dict[int, tuple[str, str]], pidfile: str = ""
+) -> str:
     """``lb-carp-event VHID[@IFACE] STATE [IFACE VIP]``: claim the transition
     (see ``decide``), send ``salt/beacon/<id>/carp/<vhid>/<STATE>`` through
     ``salt-call event.send`` (bounded by ``timeout 30``), record ``sent`` or
     ``failed``.  ``groups`` ({vhid: (interface, vip)}) fills in what
-    keepalived's notify does not pass.  POSIX sh, for Linux and FreeBSD."""
+    keepalived's notify does not pass.  ``pidfile`` (the minion's): on
+    Linux the hook does nothing when that minion runs in another network
+    namespace, i.e. the script belongs to another host sharing this
+    directory (the lab's hosts share /usr/local/sbin).  POSIX sh, for Linux
+    and FreeBSD."""
     cases = "".join(f"\t\t{int(v)}) iface=${{iface:-{i}}}; vip={p} ;;\n" for v, (i, p) in sorted(groups.items()))
     return f"""#!/bin/sh
 # Installed by salt/carp/events.sls (lb_node.event_hook). Do not edit.
@@ -197,6 +203,13 @@ vhid=$1
 state=$2
 iface=${{3:-}}
 vip=${{4:-}}
+pidfile={pidfile or "/nonexistent"}
+if [ -r "$pidfile" ] && [ -e /proc/self/ns/net ]; then
+	mine=$(readlink "/proc/$(cat "$pidfile")/ns/net" 2>/dev/null)
+	if [ -n "$mine" ] && [ "$mine" != "$(readlink /proc/self/ns/net)" ]; then
+		exit 0  # the minion this hook was rendered for runs on another host
+	fi
+fi
 case $vhid in *@*) iface=${{vhid#*@}}; vhid=${{vhid%@*}} ;; esac
 case $vhid in ''|*[!0-9]*) exit 0 ;; esac
 case $state in MASTER|BACKUP) ;; INIT|FAULT|STOP) state=INIT ;; *) exit 0 ;; esac

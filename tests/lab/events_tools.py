@@ -138,6 +138,7 @@ def setup_pair(provider: str = "keepalived") -> None:
 def teardown_pair() -> None:
     salt_lbs("carp.unmaintenance")
     salt_lbs("beacons.delete", "carp", "save=True")
+    salt_lbs("file.remove", f"{LAB_CARP['script_dir']}/lb-carp-event")  # the daemons' scripts stay: no event path left
     salt_lbs("carp.absent")
     for minion in LBS:
         saltcfg.salt_json(minion, "grains.delkey", "lb_carp")

@@ -3,7 +3,9 @@
 salt-call is exercised in tests/lab/test_events_lab.py)."""
 
 import json
+import os
 import subprocess
+import time
 
 import pytest
 
@@ -74,6 +76,32 @@ def test_devd_style_and_ucarp_style_arguments(hook):
     assert json.loads(sent[-1][7])["interface"] == "eth9"
     rc, sent2, _ = hook("x4", "MASTER")
     assert rc == 0 and sent2 == sent  # not a vhid: ignored
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unshare --net needs root")
+def test_a_hook_of_a_minion_in_another_network_namespace_does_nothing(tmp_path):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "salt-call"
+    fake.write_text(f"#!/bin/sh\necho called >> {calls}\n")
+    fake.chmod(0o755)
+    other = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        for pid, sent in ((other.pid, False), (os.getpid(), True)):
+            time.sleep(0.2)
+            pidfile = tmp_path / "minion.pid"
+            pidfile.write_text(f"{pid}\n")
+            script = tmp_path / "lb-carp-event"
+            script.write_text(
+                carp_events.hook_script(
+                    "lb-a", str(fake), "/etc/salt", str(tmp_path / f"ev{pid}"), "keepalived", {4: ("e", "v")}, str(pidfile)
+                )
+            )
+            script.chmod(0o755)
+            subprocess.run([str(script), "4", "MASTER"], timeout=30, check=False)
+            assert calls.exists() is sent, pid
+    finally:
+        other.kill()
+        other.wait(timeout=5)
 
 
 def test_devd_rule_names_the_hook():

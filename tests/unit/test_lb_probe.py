@@ -184,8 +184,9 @@ def test_the_service_runs_unprivileged_unlisted_on_the_probe_port(lab_model):
 def test_rate_limits_sit_far_above_the_pairs_check_traffic(lab_model):
     pair = lab_model["pairs"]["edge"]
     load = lb_probe.check_load(pair)
-    # two nodes, one listener per server, inter 2s (downinter 5s is longer)
-    assert load == {"rate": 1.0, "concurrent": 2}
+    # two nodes, one listener per server, at the galera pools' fastinter
+    # 500ms (the shortest of inter 2s, fastinter 500ms, downinter 5s)
+    assert load == {"rate": 4.0, "concurrent": 2}
     lim = lb_probe.limits(pair)
     a = xinetd_attrs(files_of(lab_model, "Debian")["/etc/xinetd.d/clustercheck"].content)
     cps, wait = (int(x) for x in a["cps"].split())

@@ -72,7 +72,7 @@ def use_project(provider):
         saltcfg.salt_json(m, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider=provider)))
     salt("saltutil.sync_all")
     salt("carp.unmaintenance")
-    salt("state.apply", "carp")
+    salt("state.apply", "carp", "queue=True")
 
 
 def stop_project():
@@ -191,6 +191,7 @@ def main(argv=None):
     plan = plan_from_pillar(os.path.join(REPO, "pillar", "lab", "lb.sls"), galera6=st.get("galera6", False))
     rows, switchovers = [], []
     salt("saltutil.sync_all")
+    salt("beacons.disable_beacon", "carp")  # no reactor acting on the failovers measured here
     salt("sysctl.assign", "net.ipv4.ip_forward", "1")  # as the pillar's sysctl:ip_forwarding says
     with Services():
         for label, kind, settle in (
@@ -214,6 +215,7 @@ def main(argv=None):
             print(f"{label}: " + " ".join(f"{g:.2f}" for g in gaps), flush=True)
     for m in LBS:
         saltcfg.salt_json(m, "grains.delkey", "lb_carp")
+    salt("beacons.enable_beacon", "carp")
     print()
     print("| setup | runs | median gap (s) | min | max |")
     print("|---|---|---|---|---|")

@@ -6,3 +6,4 @@ base:
     - clustercheck
   'lb-*':
     - haproxy
+    - carp

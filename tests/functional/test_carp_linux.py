@@ -285,9 +285,10 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     background when the VIP stops answering; the down script cancels that."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    count = tmp_path / "pings"
-    # a ping that gets an answer twice (the old master still holds the VIP), then none
-    (bin_dir / "ping").write_text(f'#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0)\necho $((n + 1)) > {count}\n[ "$n" -lt 2 ]\n')
+    pings = tmp_path / "pings"
+    gone = tmp_path / "old-master-gone"
+    # a ping answered for as long as the old master holds the VIP
+    (bin_dir / "ping").write_text(f'#!/bin/sh\necho >> {pings}\n[ ! -e {gone} ]\n')
     (bin_dir / "ping").chmod(0o755)
     added = tmp_path / "added"
     state = tmp_path / "state-dir"
@@ -295,19 +296,26 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     up.write_text(carp_common.UCARP_UP_SCRIPT.replace('/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"', f'echo "$vip/$plen $iface" >> {added}'))
     up.chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    t0 = time.monotonic()
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
-    assert time.monotonic() - t0 < 0.5  # returned at once: ucarp advertises now
+    # returned (ucarp advertises now) although the VIP is still answered
     assert (state / "state" / "44").read_text().split()[0] == "MASTER"
     deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (not pings.exists() or len(pings.read_text().splitlines()) < 2):
+        time.sleep(0.02)
+    assert len(pings.read_text().splitlines()) >= 2  # it keeps asking ...
+    assert not added.exists()  # ... and does not take the VIP while it is answered
+    gone.touch()
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not added.exists():
         time.sleep(0.02)
     assert added.read_text() == "198.18.2.44/24 lb-b-eth1\n"
-    assert int(count.read_text()) == 3  # two answers, then free
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (state / "state" / ".44.acquire").exists():
+        time.sleep(0.02)
     assert not (state / "state" / ".44.acquire").exists()
 
     # a down event while the add is pending cancels it
-    count.write_text("-1000")  # answers "forever"
+    gone.unlink()  # answered "forever"
     added.unlink()
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
     down = tmp_path / "down"
@@ -315,7 +323,8 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     down.chmod(0o755)
     time.sleep(0.2)
     subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
-    time.sleep(0.3)
+    gone.touch()  # even once the VIP is free, the cancelled add stays cancelled
+    time.sleep(0.5)
     assert not added.exists()
     assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
 

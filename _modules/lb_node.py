@@ -87,11 +87,15 @@ def _groups():
     return {g["vhid"]: (g["device"], f"{g['address']}/{g['prefixlen']}") for g in groups}
 
 
-def event_hook():
+def event_hook(beacon_interval=1):
     """
     The files of the immediate event path, rendered for this node:
     ``{path: {"content", "mode"}}``: the hook (``salt-call -c <this
     minion's config dir> event.send``) and, on FreeBSD, the devd rule.
+
+    beacon_interval
+        The carp beacon's interval: the hook leaves a transition that long
+        (+ 0.5 s, at most 3 s) to the beacon before it sends it itself.
 
     CLI Example:
 

@@ -5,13 +5,17 @@ event each change becomes, and who announces it.
 Two paths announce a transition: the beacon, every poll, and the daemons'
 own hooks (keepalived's notify script, ucarp's up/down scripts, FreeBSD's
 devd rule), which run ``lb-carp-event`` at once.  Both write a *claim* per
-vhid, ``<events_dir>/<vhid>``: ``"<STATE> <epoch> <how>"``, ``how`` being
-``pending`` (the hook is sending), ``sent`` (the hook sent it), ``failed``
-(the hook could not) or ``beacon`` (the beacon sent it).  Whoever finds a
-fresh claim for the same new state leaves the transition to its author, so
-one transition is normally one event.  A hook that fails or hangs does not
-lose it: the beacon waits for a pending claim at most ``PENDING_TIMEOUT``
-seconds, then sends the event itself.
+vhid, ``<events_dir>/<vhid>``: ``"<STATE> <epoch> <how>"``.  The beacon is
+the quicker path (one poll, no process to start; ``salt-call`` needs 1.5 s
+or more), so the hook first claims the transition as ``pending`` and gives
+the beacon a grace period (its interval + 0.5 s, at most 3 s) to take it
+over (``beacon``); only then does it send it itself (``sending``, then
+``sent`` or ``failed``).  The beacon sends what is unclaimed or ``pending``,
+leaves ``sent`` and ``sending`` alone (a ``sending`` claim at most
+``PENDING_TIMEOUT`` seconds, then it sends it anyway), and sends what a hook
+``failed`` to.  So a transition is one event, from the beacon when it runs
+and from the hook when the beacon does not (a dead or stalled minion loop,
+a long interval).
 
 No Salt dunders here; the unit tests call these directly.
 """
@@ -21,7 +25,8 @@ from __future__ import annotations
 STATES = ("MASTER", "BACKUP", "INIT")
 CLAIM_WINDOW = 60.0  # seconds a claim for the same state counts as this transition's
 PENDING_TIMEOUT = 15.0  # seconds the beacon waits for a hook that is still sending
-CLAIM_HOWS = ("pending", "sent", "failed", "beacon")
+CLAIM_HOWS = ("pending", "sending", "sent", "failed", "beacon")
+HOOK_GRACE_MAX = 3.0  # seconds a hook leaves a transition to the beacon, at most
 HAPROXY_TAG = "haproxy/DOWN"
 
 
@@ -104,8 +109,10 @@ def decide(claim: dict | None, state: str, now: float, waiting_since: float | No
     """What the beacon does with a transition to ``state``, given the claim
     file it reads now:
 
-    - ``fire``: nobody announced it (no claim, another state, a stale one,
-      a hook that failed, or one pending for longer than PENDING_TIMEOUT);
+    - ``fire``: nobody announced it (no claim, another state, a stale one),
+      a hook claimed it but is still in its grace period (``pending``), a
+      hook failed, or one has been ``sending`` for longer than
+      PENDING_TIMEOUT;
     - ``skip``: announced already (``sent`` by a hook, or by the beacon);
     - ``wait``: a hook is sending it right now; ask again at the next pass.
     """
@@ -113,10 +120,16 @@ def decide(claim: dict | None, state: str, now: float, waiting_since: float | No
         return "fire"
     if claim["how"] in ("sent", "beacon"):
         return "skip"
-    if claim["how"] == "failed":
+    if claim["how"] in ("failed", "pending"):
         return "fire"
     started = min(claim["epoch"], waiting_since if waiting_since is not None else now)
     return "fire" if now - started > PENDING_TIMEOUT else "wait"
+
+
+def hook_grace(interval: float) -> float:
+    """How long the hook leaves a transition to a beacon polling every
+    ``interval`` seconds."""
+    return round(min(float(interval) + 0.5, HOOK_GRACE_MAX), 1)
 
 
 # ---------------------------------------------------------------------------
@@ -181,10 +194,17 @@ def validate(config) -> tuple[bool, str]:
 
 
 def hook_script(
-    minion_id: str, salt_call: str, config_dir: str, events_dir: str, provider: str, groups: dict[int, tuple[str, str]], pidfile: str = ""
+    minion_id: str,
+    salt_call: str,
+    config_dir: str,
+    events_dir: str,
+    provider: str,
+    groups: dict[int, tuple[str, str]],
+    pidfile: str = "",
+    grace: float = 1.5,
 ) -> str:
     """``lb-carp-event VHID[@IFACE] STATE [IFACE VIP]``: claim the transition
-    (see ``decide``), send ``salt/beacon/<id>/carp/<vhid>/<STATE>`` through
+    (see ``decide``), leave it ``grace`` seconds to the beacon, then send ``salt/beacon/<id>/carp/<vhid>/<STATE>`` through
     ``salt-call event.send`` (bounded by ``timeout 30``), record ``sent`` or
     ``failed``.  ``groups`` ({vhid: (interface, vip)}) fills in what
     keepalived's notify does not pass.  ``pidfile`` (the minion's): on
@@ -233,6 +253,12 @@ if [ -f "$claim" ]; then
 fi
 [ "$old" = "$state" ] && old=INIT
 printf '%s %s pending\\n' "$state" "$now" > "$claim.$$" && mv -f "$claim.$$" "$claim"
+# the beacon (polling every second) is quicker than salt-call: leave it the
+# transition for a moment, and send it only if the beacon did not take it
+sleep {grace}
+read -r cstate cepoch chow < "$claim"
+[ "$cstate $cepoch $chow" = "$state $now pending" ] || exit 0
+printf '%s %s sending\\n' "$state" "$now" > "$claim.$$" && mv -f "$claim.$$" "$claim"
 data=$(printf '{{"vhid": %s, "vip": "%s", "interface": "%s", "old": "%s", "new": "%s", "provider": "{provider}", "timestamp": %s, "source": "hook", "id": "{minion_id}"}}' "$vhid" "$vip" "$iface" "$old" "$state" "$now")
 if timeout 30 {salt_call} -c {config_dir} -l quiet --retcode-passthrough event.send "salt/beacon/{minion_id}/carp/$vhid/$state" "$data" >/dev/null 2>&1; then
 	how=sent

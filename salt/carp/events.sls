@@ -9,7 +9,8 @@
       scripts and (FreeBSD) devd run on every transition, so the event
       reaches the master at once, not only at the next poll;
     - FreeBSD: the devd rule for `system "CARP"` events. #}
-{%- set files = salt['lb_node.event_hook']() %}
+{%- set interval = 1 %}
+{%- set files = salt['lb_node.event_hook'](beacon_interval=interval) %}
 {%- set paths = salt['lb_node.paths']() %}
 
 lb_carp_event_hook:
@@ -39,6 +40,6 @@ lb_carp_beacon:
   beacon.present:
     - name: carp
     - save: True
-    - interval: 1
+    - interval: {{ interval }}
     - haproxy: True
     - haproxy_refire: 30

@@ -113,8 +113,9 @@ def test_string_vhids_and_unknown_states_are_normalised():
         ("MASTER 99 sent", 100, None, "skip"),
         ("MASTER 99 beacon", 100, None, "skip"),
         ("MASTER 99 failed", 100, None, "fire"),
-        ("MASTER 99 pending", 100, None, "wait"),
-        ("MASTER 99 pending", 120, 100, "fire"),  # the hook hangs
+        ("MASTER 99 pending", 100, None, "fire"),  # the hook's grace period: the beacon takes it
+        ("MASTER 99 sending", 100, None, "wait"),
+        ("MASTER 99 sending", 120, 100, "fire"),  # the hook hangs
         ("garbage", 100, None, "fire"),
     ],
 )
@@ -150,12 +151,23 @@ def test_beacon_leaves_a_sent_transition_to_the_hook(beacon):
     assert run(beacon, v4="MASTER") == []
 
 
-def test_beacon_fires_when_the_pending_hook_fails(beacon):
+def test_beacon_takes_over_a_hook_in_its_grace_period(beacon):
     import time
 
     run(beacon, v4="BACKUP")
     beacon.events_dir.mkdir()
     (beacon.events_dir / "4").write_text(carp_events.claim_text("MASTER", time.time(), "pending"))
+    (ev,) = run(beacon, v4="MASTER")
+    assert ev["tag"] == "4/MASTER"
+    assert carp_events.parse_claim((beacon.events_dir / "4").read_text())["how"] == "beacon"
+
+
+def test_beacon_fires_when_the_sending_hook_fails(beacon):
+    import time
+
+    run(beacon, v4="BACKUP")
+    beacon.events_dir.mkdir()
+    (beacon.events_dir / "4").write_text(carp_events.claim_text("MASTER", time.time(), "sending"))
     assert run(beacon, v4="MASTER") == []  # the hook is sending
     (beacon.events_dir / "4").write_text(carp_events.claim_text("MASTER", time.time(), "failed"))
     (ev,) = run(beacon, v4="MASTER")

@@ -20,7 +20,9 @@ def hook(tmp_path):
     fake.chmod(0o755)
     events = tmp_path / "events"
     script = tmp_path / "lb-carp-event"
-    script.write_text(carp_events.hook_script("lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("eth1", "198.18.2.4/24")}))
+    script.write_text(
+        carp_events.hook_script("lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("eth1", "198.18.2.4/24")}, grace=0.1)
+    )
     script.chmod(0o755)
 
     def run(*args, rc=0):
@@ -67,6 +69,32 @@ def test_a_failed_send_is_recorded_failed_for_the_beacon(hook):
     rc, sent, claim = hook("4", "BACKUP", rc=1)
     assert rc != 0 and len(sent) == 1 and claim["how"] == "failed"
     assert carp_events.decide(claim, "BACKUP", claim["epoch"] + 1) == "fire"
+
+
+def test_the_beacon_taking_it_in_the_grace_period_means_no_send(tmp_path):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "salt-call"
+    fake.write_text(f"#!/bin/sh\necho called >> {calls}\n")
+    fake.chmod(0o755)
+    events = tmp_path / "events"
+    script = tmp_path / "lb-carp-event"
+    script.write_text(carp_events.hook_script("lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("e", "v")}, grace=1.0))
+    script.chmod(0o755)
+    proc = subprocess.Popen([str(script), "4", "MASTER"])
+    for _ in range(40):
+        if (events / "4").exists():
+            break
+        time.sleep(0.02)
+    assert carp_events.parse_claim((events / "4").read_text())["how"] == "pending"
+    (events / "4").write_text(carp_events.claim_text("MASTER", time.time(), "beacon"))  # what the beacon does
+    assert proc.wait(timeout=10) == 0
+    assert not calls.exists()
+    assert carp_events.parse_claim((events / "4").read_text())["how"] == "beacon"
+
+
+def test_grace_follows_the_beacon_interval():
+    assert carp_events.hook_grace(1) == 1.5
+    assert carp_events.hook_grace(30) == carp_events.HOOK_GRACE_MAX
 
 
 def test_devd_style_and_ucarp_style_arguments(hook):

@@ -42,14 +42,15 @@ for i in range(count):
     t = time.time()
     s = socket.socket()
     s.settimeout(limit)
+    why = ""
     try:
         s.connect((vip, port))
         ok = True
-    except OSError:
-        ok = False
+    except OSError as exc:
+        ok, why = False, type(exc).__name__ + ":" + str(exc.errno)
     finally:
         s.close()
-    out.append((t, ok, round(time.time() - t, 4)))
+    out.append((t, ok, round(time.time() - t, 4), why))
     time.sleep(every)
 print(json.dumps(out))
 """
@@ -135,14 +136,26 @@ class Client:
 
     def __init__(self, vip: str, count: int, every: float = 0.02, port: int = SERVICE_PORT, timeout: float = 0.5):
         self.proc = subprocess.Popen(
-            ["mnexec", "-a", str(control.host_pid("client")), "python3", "-c", CLIENT, vip, str(port), str(count), str(every), str(timeout)],
+            [
+                "mnexec",
+                "-a",
+                str(control.host_pid("client")),
+                "python3",
+                "-c",
+                CLIENT,
+                vip,
+                str(port),
+                str(count),
+                str(every),
+                str(timeout),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         self.limit = count * (every + timeout) + 30
 
-    def result(self) -> list[tuple[float, bool, float]]:
+    def result(self) -> list[tuple]:
         try:
             out, err = self.proc.communicate(timeout=self.limit)
         except subprocess.TimeoutExpired:
@@ -154,19 +167,19 @@ class Client:
 
 
 def failures(results) -> int:
-    return sum(1 for _, ok, _ in results if not ok)
+    return sum(1 for r in results if not r[1])
 
 
 def slowest(results) -> float:
     """The longest successful connect (a lost SYN costs a 1 s retransmit)."""
-    return max((d for _, ok, d in results if ok), default=0.0)
+    return max((r[2] for r in results if r[1]), default=0.0)
 
 
 def gap(results) -> float:
     """The longest client-observed outage: from the last success before a run
     of failures to the first success after it (0 when nothing failed)."""
     worst, last_ok, failing = 0.0, None, False
-    for t, ok, _ in results:
+    for t, ok, *_ in results:
         if ok:
             if failing and last_ok is not None:
                 worst = max(worst, t - last_ok)

@@ -23,7 +23,13 @@ CLIENT_PATIENCE = 3.0
 
 
 def salt(lab, *args, timeout=180):
-    return lab.salt("-L", ",".join(LBS), *args, timeout=timeout)
+    return lab.salt("-t", "90", "-L", ",".join(LBS), *args, timeout=timeout)
+
+
+def one(lab, minion, *args):
+    """A call to one node; -t 90: a state run may wait for another (queue=True),
+    e.g. one the master's reactor started on a CARP transition."""
+    return lab.salt("-t", "90", minion, *args, timeout=180)[minion]
 
 
 def state_results(ret):
@@ -70,8 +76,8 @@ def test_apply_gives_the_primary_every_vip(lab, carp):
     for minion, results in ret.items():
         assert all(r is True for _, r, _ in results), (minion, results)
     assert wait_for(lambda: all_on("lb-a"), SETTLE[carp]), holders()
-    st_a = lab.salt("lb-a", "carp.status")["lb-a"]
-    st_b = lab.salt("lb-b", "carp.status")["lb-b"]
+    st_a = one(lab, "lb-a", "carp.status")
+    st_b = one(lab, "lb-b", "carp.status")
     assert {int(v): s["state"] for v, s in st_a.items()} == {4: "MASTER", 44: "MASTER", 5: "MASTER", 55: "MASTER"}
     assert {s["state"] for s in st_b.values()} == {"BACKUP"}
     assert all(s["provider"] == carp for s in st_a.values())
@@ -87,13 +93,13 @@ def test_test_mode_on_a_changed_pillar_reports_and_touches_nothing(lab, carp):
     before = holders()
     # merged into the master's pillar for this run only (YAML: 44 is an int key)
     change = "pillar={lb: {pairs: {edge: {carp: {groups: {44: {advskew_primary: 20}}}}}}}"
-    ret = lab.salt("lb-a", "state.apply", "carp", "test=True", "queue=True", change)["lb-a"]
+    ret = one(lab, "lb-a", "state.apply", "carp", "test=True", "queue=True", change)
     present = next(v for k, v in ret.items() if "carp_|-lb_carp_groups" in k)
     assert present["result"] is None
     assert "44" in {str(k) for k in present["changes"]}
     assert "passwd" not in json.dumps(ret)
     # nothing was touched: the real pillar still matches what runs
-    again = lab.salt("lb-a", "carp.present", "test=True")["lb-a"]
+    again = one(lab, "lb-a", "carp.present", "test=True")
     assert again["changes"] == {}
     assert holders() == before
 
@@ -130,10 +136,10 @@ def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
         sampler.start()
         client = Client(VIPS[0], count=int(SETTLE[carp] * 2 / 0.02), timeout=CLIENT_PATIENCE)
         try:
-            ret = lab.salt("lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=true", "queue=True")["lb-a"]
+            ret = one(lab, "lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=true", "queue=True")
             assert all(v["result"] for v in ret.values()), ret
             assert wait_for(lambda: all_on("lb-b"), SETTLE[carp]), holders()
-            assert lab.salt("lb-a", "carp.in_maintenance")["lb-a"] is True
+            assert one(lab, "lb-a", "carp.in_maintenance") is True
         finally:
             results = client.result()
             sampler.stop()
@@ -141,18 +147,18 @@ def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
         print(
             f"{carp} maintenance: {len(results)} connects, slowest {slowest(results):.3f} s, single-sample overlaps {len(sampler.overlaps)}"
         )
-        assert failures(results) == 0
+        assert failures(results) == 0, [r for r in results if not r[1]]
         assert sampler.sustained == [], sampler.overlaps
 
         # entering twice changes nothing
-        again = lab.salt("lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=true", "queue=True")["lb-a"]
+        again = one(lab, "lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=true", "queue=True")
         assert [v["changes"] for v in again.values()] == [{}]
 
         sampler = Sampler()
         sampler.start()
         client = Client(VIPS[0], count=int(SETTLE[carp] * 2 / 0.02), timeout=CLIENT_PATIENCE)
         try:
-            ret = lab.salt("lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=false", "queue=True")["lb-a"]
+            ret = one(lab, "lb-a", "state.single", "carp.maintenance", "name=lb-a-maintenance", "enabled=false", "queue=True")
             assert all(v["result"] for v in ret.values()), ret
             assert wait_for(lambda: all_on("lb-a"), SETTLE[carp]), holders()
         finally:
@@ -161,18 +167,18 @@ def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
         print(
             f"{carp} leaving maintenance: {len(results)} connects, slowest {slowest(results):.3f} s, single-sample overlaps {len(sampler.overlaps)}"
         )
-        assert failures(results) == 0
+        assert failures(results) == 0, [r for r in results if not r[1]]
         assert sampler.sustained == [], sampler.overlaps
 
 
 def test_maintenance_survives_a_restart_of_the_daemon(lab, carp):
-    lab.salt("lb-a", "carp.maintenance")
+    one(lab, "lb-a", "carp.maintenance")
     assert wait_for(lambda: all_on("lb-b"), SETTLE[carp])
     # what a reboot does to the daemon: gone, then started again by the state
-    lab.salt("lb-a", "carp.absent")
-    lab.salt("lb-a", "state.apply", "carp", "queue=True")
+    one(lab, "lb-a", "carp.absent")
+    one(lab, "lb-a", "state.apply", "carp", "queue=True")
     assert wait_for(lambda: all_on("lb-b"), 3)  # and stays there
-    st = lab.salt("lb-a", "carp.status")["lb-a"]
+    st = one(lab, "lb-a", "carp.status")
     assert {s["state"] for s in st.values()} <= {"BACKUP", "INIT"}
-    lab.salt("lb-a", "carp.unmaintenance")
+    one(lab, "lb-a", "carp.unmaintenance")
     assert wait_for(lambda: all_on("lb-a"), SETTLE[carp]), holders()

@@ -303,7 +303,8 @@ def _reload_with_change() -> str:
     else:
         changed = text + "\n# drill\n"
         note = "a comment added"
-    ret = saltcfg.salt_json("lb-a", "haproxy_cfg.write", f"text={json.dumps(changed)}", timeout=60)["lb-a"]
+    # positional, as is: Salt's CLI leaves a multi-line argument a string
+    ret = saltcfg.salt_json("lb-a", "haproxy_cfg.write", changed, timeout=60)["lb-a"]
     if not isinstance(ret, dict):
         raise RuntimeError(f"haproxy_cfg.write on lb-a: {ret}")
     ret = saltcfg.salt_json("lb-a", "haproxy_cfg.reload", timeout=60)["lb-a"]

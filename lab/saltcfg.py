@@ -144,7 +144,20 @@ def converge(ids: list[str], before_highstate=lambda: None) -> bool:
         return True
     before_highstate()
     results = salt_json("*", "state.apply", timeout=600)
+    # A state run already in progress (the reactor's state.apply haproxy
+    # after a CARP transition) makes a minion refuse; wait for it, bounded.
+    for _ in range(20):
+        busy = [m for m in ids if _busy(results.get(m))]
+        if not busy:
+            break
+        print(f"highstate: a state run is in progress on {busy}; waiting for it")
+        time.sleep(3)
+        results.update(salt_json("-L", ",".join(busy), "state.apply", timeout=600))
     return _report_highstate(ids, results)
+
+
+def _busy(ret) -> bool:
+    return isinstance(ret, list) and any("is running as PID" in str(item) for item in ret)
 
 
 def _report_highstate(ids: list[str], results: dict) -> bool:

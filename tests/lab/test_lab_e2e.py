@@ -24,6 +24,7 @@ def converged(lab):
 
 def test_up_ends_with_the_path_working_end_to_end(lab, converged):
     if lab.up is not None:  # this session's own first `up`
+        print(lab.up.stdout)
         assert "end to end, from the client host" in lab.up.stdout, lab.up.stdout[-3000:]
         assert lab.up.returncode == 0, lab.up.stdout[-3000:]
         assert "lab converged in" in lab.up.stdout

@@ -138,7 +138,9 @@ def _query(nodes, fun, timeout):
     """{node: return, or a string saying why there is none}."""
     if not nodes:
         return {}
-    with salt.client.LocalClient(mopts=__opts__) as client:
+    # from the master's config file, not __opts__: in the reactor's runners
+    # __opts__["user"] is "Reactor", whose key does not exist
+    with salt.client.get_local_client(__opts__["conf_file"]) as client:
         ret = client.cmd(list(nodes), fun, tgt_type="list", timeout=timeout)
     return {n: ret[n] if n in ret else "no answer" for n in nodes}
 

@@ -49,7 +49,9 @@ lb_demoted:
     - data:
         node: {{ node }}
         message: HAProxy could not be started on {{ node }}; the node is in CARP maintenance and its peer takes the VIPs. Fix HAProxy, then salt {{ node }} carp.unmaintenance
-    - require:
+    {#- onchanges, not require: a demotion skipped by its onfail counts as
+        a success for require #}
+    - onchanges:
       - salt: lb_demote
 
 lb_demote_failed:

@@ -255,14 +255,13 @@ def run(quick: bool = False, phases: tuple[str, ...] = PHASES, png: bool = True)
             d.mark("VIPs on lb-a" if back else "VIPs NOT back on lb-a (20 s)")
             time.sleep(settle)
         if "reload" in phases:
-            note = _reload_with_change()
-            d.mark("reload lb-a", note)
+            d.mark("reload lb-a", _reload_with_change())
             time.sleep(settle)
             d.mark("reload lb-a (pillar)", "state.apply haproxy")
-            ret = saltcfg.salt_json("lb-a", "state.apply", "haproxy", timeout=180)
-            failed = [k for k, v in (ret.get("lb-a") or {}).items() if isinstance(v, dict) and v.get("result") is False]
-            if failed or not isinstance(ret.get("lb-a"), dict):
-                d.mark("haproxy state FAILED", str(failed or ret)[:120])
+            ret = saltcfg.apply(["lb-a"], "haproxy").get("lb-a")
+            failed = [k for k, v in ret.items() if isinstance(v, dict) and v.get("result") is False] if isinstance(ret, dict) else [ret]
+            if failed:
+                d.mark("haproxy state FAILED", str(failed)[:120])
             time.sleep(settle)
         if "kill" in phases:
             d.mark(f"kill {active}", "SIGKILL mariadbd (the active node)")
@@ -290,27 +289,27 @@ def run(quick: bool = False, phases: tuple[str, ...] = PHASES, png: bool = True)
 
 def _reload_with_change() -> str:
     """A changed configuration on lb-a, through the product's module: the
-    weight of the first `server` line with one, lowered by 10; written
+    first HTTP server (else the first server) gets `weight 90`; written
     (checked by haproxy -c), then a reload.  Returns what changed."""
     text = saltcfg.salt_json("lb-a", "haproxy_cfg.read", timeout=60)["lb-a"]
     if not isinstance(text, str):
         raise RuntimeError(f"haproxy_cfg.read on lb-a: {text}")
-    match = re.search(r"^(\s*server\s+(\S+)\s.*\bweight\s+)(\d+)", text, re.M)
-    if match:
-        new = int(match.group(3)) - 10
-        changed = text[: match.start(3)] + str(new) + text[match.end(3) :]
-        note = f"server {match.group(2)} weight {match.group(3)} -> {new}"
-    else:
-        changed = text + "\n# drill\n"
-        note = "a comment added"
+    lines = text.split("\n")
+    servers = [i for i, line in enumerate(lines) if re.match(r"\s*server\s+\S+\s+\S+", line)]
+    if not servers:
+        raise RuntimeError("lb-a's haproxy.cfg has no server line")
+    i = next((i for i in servers if re.search(r":80\b", lines[i])), servers[0])
+    line = re.sub(r"\s+weight\s+\d+", "", lines[i]) + " weight 90"
+    name = lines[i].split()[1]
+    lines[i] = line
     # positional, as is: Salt's CLI leaves a multi-line argument a string
-    ret = saltcfg.salt_json("lb-a", "haproxy_cfg.write", changed, timeout=60)["lb-a"]
+    ret = saltcfg.salt_json("lb-a", "haproxy_cfg.write", "\n".join(lines), timeout=60)["lb-a"]
     if not isinstance(ret, dict):
         raise RuntimeError(f"haproxy_cfg.write on lb-a: {ret}")
     ret = saltcfg.salt_json("lb-a", "haproxy_cfg.reload", timeout=60)["lb-a"]
     if isinstance(ret, str):
         raise RuntimeError(f"haproxy_cfg.reload on lb-a: {ret}")
-    return note
+    return f"server {name} weight 90 (haproxy_cfg.write, reload)"
 
 
 # ---------------------------------------------------------------------------

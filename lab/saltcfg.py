@@ -143,17 +143,24 @@ def converge(ids: list[str], before_highstate=lambda: None) -> bool:
         print("salt/top.sls does not exist yet: skipping the highstate")
         return True
     before_highstate()
-    results = salt_json("*", "state.apply", timeout=600)
-    # A state run already in progress (the reactor's state.apply haproxy
-    # after a CARP transition) makes a minion refuse; wait for it, bounded.
-    for _ in range(20):
+    results = apply(ids)
+    return _report_highstate(ids, results)
+
+
+def apply(ids: list[str], *mods: str, attempts: int = 20) -> dict:
+    """state.apply (highstate, or `mods`) on the minions `ids`.  A state run
+    already in progress (the reactor's state.apply haproxy after a CARP
+    transition) makes a minion refuse: wait for it and apply again, bounded."""
+    args = ["state.apply", ",".join(mods)] if mods else ["state.apply"]
+    results = salt_json("-L", ",".join(ids), *args, timeout=600)
+    for _ in range(attempts):
         busy = [m for m in ids if _busy(results.get(m))]
         if not busy:
             break
-        print(f"highstate: a state run is in progress on {busy}; waiting for it")
+        print(f"state.apply: a state run is in progress on {busy}; waiting for it")
         time.sleep(3)
-        results.update(salt_json("-L", ",".join(busy), "state.apply", timeout=600))
-    return _report_highstate(ids, results)
+        results.update(salt_json("-L", ",".join(busy), *args, timeout=600))
+    return results
 
 
 def _busy(ret) -> bool:

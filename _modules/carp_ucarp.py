@@ -193,7 +193,11 @@ def _vips_by_device():
 
 def _scripts():
     d = _paths()["script_dir"]
-    return {f"{d}/lb-carp-ucarp-up": carp_common.UCARP_UP_SCRIPT, f"{d}/lb-carp-ucarp-down": carp_common.UCARP_DOWN_SCRIPT}
+    return {
+        f"{d}/lb-carp-ucarp-up": carp_common.UCARP_UP_SCRIPT,
+        f"{d}/lb-carp-ucarp-down": carp_common.UCARP_DOWN_SCRIPT,
+        f"{d}/lb-carp-arp-probe": carp_common.ARP_PROBE_SCRIPT,
+    }
 
 
 def _files(pair):

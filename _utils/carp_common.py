@@ -301,10 +301,56 @@ prio=${4:-0}
 # master may hear the new master's advertisement up to a second late, and
 # only then runs its down script.  Adding the VIP at once would leave it on
 # both nodes for that second.  The up script therefore returns at once (ucarp
-# waits for it before advertising) and adds the VIP in the background as soon
-# as nobody answers for it any more (ping, 20 ms each), at most after
-# UCARP_ACQUIRE_TRIES; the down script cancels a pending add first.
-UCARP_ACQUIRE_TRIES = 100
+# waits for it before advertising) and, in the background, adds the VIP as
+# soon as no host answers an ARP probe for it (lb-carp-arp-probe, every
+# 20 ms, at most UCARP_ACQUIRE_SECONDS); the down script cancels a pending
+# add first.  Meanwhile a blackhole route for the VIP makes the node drop,
+# silently, what reaches it for the VIP instead of forwarding it or answering
+# with an ICMP error: a client's SYN lost so is sent again after 1 s and then
+# reaches the new master.
+UCARP_ACQUIRE_SECONDS = 3
+
+ARP_PROBE_SCRIPT = """#!/usr/bin/python3
+# Installed by the carp execution module. Do not edit.
+# lb-carp-arp-probe IFACE IPV4 [MAX_SECONDS]: send ARP probes (RFC 5227,
+# sender address 0.0.0.0, so no neighbour learns anything from them) for
+# IPV4 on IFACE every 20 ms until one goes unanswered; exit 0 then (nobody
+# holds the address), 1 if it was still answered after MAX_SECONDS (default 3).
+import socket
+import struct
+import sys
+import time
+
+iface, ip = sys.argv[1], sys.argv[2]
+limit = time.monotonic() + (float(sys.argv[3]) if len(sys.argv) > 3 else 3.0)
+target = socket.inet_aton(ip)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind((iface, 0))
+mac = s.getsockname()[4]
+probe = b"\\xff" * 6 + mac + b"\\x08\\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + bytes(4) + bytes(6) + target
+
+
+def answered(wait):
+    s.send(probe)
+    end = time.monotonic() + wait
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        s.settimeout(left)
+        try:
+            frame = s.recv(256)
+        except socket.timeout:
+            return False
+        if len(frame) >= 42 and frame[12:14] == b"\\x08\\x06" and frame[20:22] == b"\\x00\\x02" and frame[28:32] == target:
+            return True
+
+
+while time.monotonic() < limit:
+    if not answered(0.02):
+        sys.exit(0)
+sys.exit(1)
+"""
 
 
 def _ucarp_script(action: str, state: str) -> str:
@@ -324,13 +370,11 @@ wait="$dir/state/.$vhid.acquire"
 """
     if action == "add":
         body = f"""mkdir -p "$dir/state"
+/sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 (
-	i=0
-	while [ $i -lt {UCARP_ACQUIRE_TRIES} ] && ping -c 1 -W 0.02 -q "$vip" >/dev/null 2>&1; do
-		i=$((i + 1))
-		sleep 0.01
-	done
+	"${{0%/*}}/lb-carp-arp-probe" "$iface" "$vip" {UCARP_ACQUIRE_SECONDS}
 	/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
+	/sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
 	rm -f "$wait"
 ) </dev/null >/dev/null 2>&1 &
 echo $! > "$wait"
@@ -340,7 +384,12 @@ echo $! > "$wait"
 	kill "$(cat "$wait")" 2>/dev/null
 	rm -f "$wait"
 fi
+/sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 /sbin/ip -4 addr del "$vip/$plen" dev "$iface" 2>/dev/null || true
+(
+	sleep 3
+	read -r now _ < "$dir/state/$vhid" && [ "$now" = BACKUP ] && /sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
+) </dev/null >/dev/null 2>&1 &
 """
     return head + body + _RECORD_STATE
 

@@ -260,7 +260,7 @@ def test_scripts_record_state_atomically(tmp_path):
     subprocess.run([str(notify), str(state), "GROUP", "G1", "BACKUP", "0"], check=True, timeout=10)
     assert sorted(os.listdir(state / "state")) == ["44"]  # no temporary left, groups ignored
     down = tmp_path / "down"
-    down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip -4 addr del", "true"))
+    down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip ", "true "))
     down.chmod(0o755)
     subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
     assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
@@ -281,52 +281,60 @@ def test_grains(tmp_path):
 
 def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     """ucarp hears the old master's release up to 1 s late (libpcap's read
-    timeout): the up script returns at once and adds the VIP in the
-    background when the VIP stops answering; the down script cancels that."""
+    timeout): the up script returns at once, drops traffic for the VIP
+    (blackhole route) and adds the VIP in the background once the ARP probe
+    finds it free; the down script cancels a pending add."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    pings = tmp_path / "pings"
-    gone = tmp_path / "old-master-gone"
-    # a ping answered for as long as the old master holds the VIP
-    (bin_dir / "ping").write_text(f'#!/bin/sh\necho >> {pings}\n[ ! -e {gone} ]\n')
-    (bin_dir / "ping").chmod(0o755)
-    added = tmp_path / "added"
+    calls = tmp_path / "calls"
+    (bin_dir / "ip").write_text(f'#!/bin/sh\necho "ip $*" >> {calls}\n')
+    (bin_dir / "ip").chmod(0o755)
+    scripts = tmp_path / "sbin"
+    scripts.mkdir()
+    # the probe: the address is still answered for 0.3 s, then free
+    (scripts / "lb-carp-arp-probe").write_text(f'#!/bin/sh\necho "probe $*" >> {calls}\nsleep 0.3\n')
+    (scripts / "lb-carp-arp-probe").chmod(0o755)
     state = tmp_path / "state-dir"
-    up = tmp_path / "up"
-    up.write_text(carp_common.UCARP_UP_SCRIPT.replace('/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"', f'echo "$vip/$plen $iface" >> {added}'))
+    up = scripts / "lb-carp-ucarp-up"
+    up.write_text(carp_common.UCARP_UP_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip "))
     up.chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
-    # returned (ucarp advertises now) although the VIP is still answered
+    t0 = time.monotonic()
+    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
+    assert time.monotonic() - t0 < 0.25  # returned at once: ucarp advertises now
     assert (state / "state" / "44").read_text().split()[0] == "MASTER"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (not pings.exists() or len(pings.read_text().splitlines()) < 2):
-        time.sleep(0.02)
-    assert len(pings.read_text().splitlines()) >= 2  # it keeps asking ...
-    assert not added.exists()  # ... and does not take the VIP while it is answered
-    gone.touch()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not added.exists():
-        time.sleep(0.02)
-    assert added.read_text() == "198.18.2.44/24 lb-b-eth1\n"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and (state / "state" / ".44.acquire").exists():
         time.sleep(0.02)
-    assert not (state / "state" / ".44.acquire").exists()
+    assert calls.read_text().splitlines() == [
+        "ip -4 route replace blackhole 198.18.2.44/32",
+        "probe lb-b-eth1 198.18.2.44 3",
+        "ip -4 addr replace 198.18.2.44/24 dev lb-b-eth1",
+        "ip -4 route del blackhole 198.18.2.44/32",
+    ]
 
     # a down event while the add is pending cancels it
-    gone.unlink()  # answered "forever"
-    added.unlink()
-    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
-    down = tmp_path / "down"
-    down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip -4 addr del", "true"))
+    calls.unlink()
+    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
+    down = scripts / "lb-carp-ucarp-down"
+    down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip ").replace("sleep 3", "sleep 0.2"))
     down.chmod(0o755)
-    time.sleep(0.2)
-    subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10, env=env)
-    gone.touch()  # even once the VIP is free, the cancelled add stays cancelled
-    time.sleep(0.5)
-    assert not added.exists()
+    time.sleep(0.1)
+    subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
+    time.sleep(0.6)
+    got = calls.read_text().splitlines()
+    assert "ip -4 addr replace 198.18.2.44/24 dev lb-b-eth1" not in got
+    assert got[-3:] == [
+        "ip -4 route replace blackhole 198.18.2.44/32",
+        "ip -4 addr del 198.18.2.44/24 dev lb-b-eth1",
+        "ip -4 route del blackhole 198.18.2.44/32",  # once the peer has had time to take it
+    ]
     assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
+
+
+def test_arp_probe_script_is_valid_python():
+    compile(carp_common.ARP_PROBE_SCRIPT, "lb-carp-arp-probe", "exec")
+    assert carp_common.ARP_PROBE_SCRIPT.startswith("#!/usr/bin/python3\n")
+    assert 'b"\\xff" * 6' in carp_common.ARP_PROBE_SCRIPT
 
 
 def test_keepalived_absent_of_one_group_rewrites_the_config(keepalived, tmp_path, carp_paths):

@@ -55,8 +55,7 @@ def carp(lab, request):
         conf = json.dumps(dict(LAB_CARP, provider=provider))
         lab.salt(minion, "grains.setval", "lb_carp", conf)
     salt(lab, "saltutil.sync_all")
-    # what the pillar's sysctl:ip_forwarding (true) gives the nodes; ucarp's
-    # new master relies on it while the old one still holds a VIP (docs/carp.md)
+    # what the pillar's sysctl:ip_forwarding (true) gives the nodes
     salt(lab, "sysctl.assign", "net.ipv4.ip_forward", "1")
     assert all(v == provider for v in salt(lab, "carp.provider").values())
     salt(lab, "carp.unmaintenance")

@@ -316,14 +316,20 @@ def _reload_with_change() -> str:
 # the report
 
 
-def gaps(samples: list[tuple]) -> list[tuple[float, float, int]]:
-    """(from, to, failed): each outage one client saw, from the last success
-    before a run of failures to the first success after it."""
+STALL = {"http": 0.3, "sql": 0.6}  # seconds without an OK answer that count as a gap (per VIP: ~7x / 3x its cadence)
+
+
+def gaps(samples: list[tuple], threshold: float = 0.0) -> list[tuple[float, float, int]]:
+    """(from, to, failed): each time one client waited longer than
+    `threshold` between two OK answers (by completion time), and how many
+    of its requests failed in between.  With threshold 0, only the waits
+    with a failure in them.  A request that hangs and then succeeds (a SYN
+    retransmitted during a failover) is a gap with 0 failed."""
     out, last_ok, failed = [], None, 0
-    for s in sorted(samples, key=lambda s: s[2]):
+    for s in sorted(samples, key=lambda s: s[3]):
         if s[4]:
-            if failed and last_ok is not None:
-                out.append((last_ok, s[2], failed))
+            if last_ok is not None and (failed or (threshold and s[3] - last_ok > threshold)):
+                out.append((last_ok, s[3], failed))
             last_ok, failed = s[3], 0
         else:
             failed += 1
@@ -345,7 +351,7 @@ def timeline(d: Drill) -> dict:
     outages = []
     for kind in ("http", "sql"):
         for vip in sorted({s[1] for s in d.samples if s[0] == kind}):
-            for start, end, failed in gaps([s for s in d.samples if s[0] == kind and s[1] == vip]):
+            for start, end, failed in gaps([s for s in d.samples if s[0] == kind and s[1] == vip], STALL[kind]):
                 outages.append(
                     {"kind": kind, "vip": vip, "from": round(start - t0, 3), "ms": round((end - start) * 1000), "failed": failed}
                 )
@@ -368,9 +374,11 @@ def print_report(r: dict) -> None:
     for p in r["phases"]:
         h, s = p["kinds"]["http"], p["kinds"]["sql"]
         print(f"{p['at']:8.2f}  {p['event']:28} {h['ok']:>8}/{h['failed']:<6} {s['ok']:>7}/{s['failed']:<6}  {p['note']}")
-    print("\ngaps the clients saw (last success before failures -> first success after)")
+    print(
+        f"\ngaps the clients saw (from an OK answer to the next, per VIP, longer than {STALL['http'] * 1000:.0f} ms for http, {STALL['sql'] * 1000:.0f} ms for sql, or with failures)"
+    )
     if not r["gaps"]:
-        print("  none: no request or write failed")
+        print("  none")
     for g in r["gaps"]:
         print(f"  {g['from']:8.2f} s  {g['kind']:4} {g['vip']:12} {g['ms']:6d} ms  {g['failed']} failed")
     t = r["totals"]
@@ -390,7 +398,7 @@ def chart(d: Drill, r: dict) -> Path:
     start = min(s[2] for s in d.samples) - t0
     nbins = int((end - start) / BIN) + 1
     edges = [start + i * BIN for i in range(nbins + 1)]
-    fig, axes = plt.subplots(2, 1, figsize=(16, 8), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(17, 8), sharex=True)
     colors = {"ok": "#2e7d32", "failed": "#d32f2f"}
     for ax, kind in ((axes[0], "http"), (axes[1], "sql")):
         ok = [0] * nbins
@@ -411,17 +419,28 @@ def chart(d: Drill, r: dict) -> Path:
         ax.plot([e + BIN for e in edges[:-1]], smooth, color="black", linewidth=1.2, label="OK, 1 s average")
         ax.set_ylabel(f"{kind}: requests / {int(BIN * 1000)} ms" if kind == "http" else f"{kind}: writes / {int(BIN * 1000)} ms")
         top = max(max(total), 1)
-        ax.set_ylim(0, top * 1.9)
+        ax.set_ylim(0, top * 2.0)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(loc="upper right")
+        # the gaps the clients saw: shaded, with their length
+        spans = []  # overlapping gaps (one per VIP) labelled once, with the longest
+        for g in sorted((g for g in r["gaps"] if g["kind"] == kind), key=lambda g: g["from"]):
+            a, b = g["from"], g["from"] + g["ms"] / 1000
+            ax.axvspan(a, b, color="#d32f2f", alpha=0.18, linewidth=0)
+            if spans and a <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(b, spans[-1][1]), max(g["ms"], spans[-1][2]))
+            else:
+                spans.append((a, b, g["ms"]))
+        for a, b, ms in spans:
+            ax.text((a + b) / 2, top * 1.08, f"{ms} ms", fontsize=8, ha="center", color="#b71c1c")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8)
         for n, ev in enumerate(e for e in d.events if e.label not in ("start", "end")):
             x_ev = ev.t - t0
             ax.axvline(x_ev, color="#1565c0", linestyle="--", linewidth=1)
             if kind == "http":
-                ax.text(x_ev, top * (1.85 - 0.22 * (n % 3)), " " + ev.label, rotation=0, fontsize=8, va="top", color="#1565c0")
+                ax.text(x_ev, top * (1.95 - 0.2 * (n % 4)), " " + ev.label, rotation=0, fontsize=8, va="top", color="#1565c0")
         gaps = [g for g in r["gaps"] if g["kind"] == kind]
         worst = max(gaps, key=lambda g: g["ms"]) if gaps else None
-        title = f"{kind}: {r['totals'][kind]['ok']} OK, {r['totals'][kind]['failed']} failed"
+        title = f"{kind} (every {int((HTTP_EVERY if kind == 'http' else SQL_EVERY) * 1000)} ms, a new connection each): {r['totals'][kind]['ok']} OK, {r['totals'][kind]['failed']} failed"
         if worst:
             title += f"; longest gap {worst['ms']} ms ({worst['vip']}, at {worst['from']:.1f} s)"
         ax.set_title(title, fontsize=10, loc="left")

@@ -182,6 +182,8 @@ def sweep(state: dict) -> None:
             subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
     remove_mountpoints(state)
     shutil.rmtree(HOSTS_DIR, ignore_errors=True)
+    shutil.rmtree(LAB_DIR / "drill", ignore_errors=True)
+    (LAB_DIR / "app.cnf").unlink(missing_ok=True)  # lab/galera.py's
 
 
 def remove_mountpoints(state: dict) -> None:

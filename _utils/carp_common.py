@@ -302,8 +302,8 @@ prio=${4:-0}
 # only then runs its down script.  Adding the VIP at once would leave it on
 # both nodes for that second.  The up script therefore returns at once (ucarp
 # waits for it before advertising) and, in the background, adds the VIP as
-# soon as no host answers an ARP probe for it (lb-carp-arp-probe, every
-# 20 ms, at most UCARP_ACQUIRE_SECONDS); the down script cancels a pending
+# soon as no host answers an ARP probe for it (lb-carp-arp-probe: three
+# unanswered 30 ms probes in a row, at most UCARP_ACQUIRE_SECONDS); the down script cancels a pending
 # add first.  Meanwhile a blackhole route for the VIP makes the node drop,
 # silently, what reaches it for the VIP instead of forwarding it or answering
 # with an ICMP error: a client's SYN lost so is sent again after 1 s and then
@@ -314,8 +314,9 @@ ARP_PROBE_SCRIPT = """#!/usr/bin/python3
 # Installed by the carp execution module. Do not edit.
 # lb-carp-arp-probe IFACE IPV4 [MAX_SECONDS]: send ARP probes (RFC 5227,
 # sender address 0.0.0.0, so no neighbour learns anything from them) for
-# IPV4 on IFACE every 20 ms until one goes unanswered; exit 0 then (nobody
-# holds the address), 1 if it was still answered after MAX_SECONDS (default 3).
+# IPV4 on IFACE until three in a row go unanswered (30 ms each); exit 0 then
+# (nobody holds the address), 1 if it was still answered after MAX_SECONDS
+# (default 3).
 import socket
 import struct
 import sys
@@ -346,8 +347,12 @@ def answered(wait):
             return True
 
 
+# free only after three probes in a row went unanswered (30 ms each): one
+# late reply on a loaded host must not hand the address to two nodes
+misses = 0
 while time.monotonic() < limit:
-    if not answered(0.02):
+    misses = 0 if answered(0.03) else misses + 1
+    if misses == 3:
         sys.exit(0)
 sys.exit(1)
 """

@@ -354,3 +354,29 @@ def test_keepalived_absent_of_one_group_rewrites_the_config(keepalived, tmp_path
     assert "VI_55" not in open(carp_paths["keepalived_config"]).read()
     assert keepalived.absent(vhids=[55])["changes"] == {}
     assert sorted(keepalived.status()) == [4, 5, 44]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_arp_probe_tells_a_held_address_from_a_free_one(tmp_path):
+    """The real lb-carp-arp-probe on a veth pair of this namespace (nothing
+    leaves the pair): answered while the address is on the other end, free
+    once it is removed."""
+    probe = tmp_path / "lb-carp-arp-probe"
+    probe.write_text(carp_common.ARP_PROBE_SCRIPT)
+    probe.chmod(0o755)
+    a, b = f"lbpr{os.getpid() % 10000}a", f"lbpr{os.getpid() % 10000}b"
+    res = subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], capture_output=True, text=True, timeout=10)
+    if res.returncode != 0:
+        pytest.skip(f"cannot create a veth pair here: {res.stderr.strip()}")
+    try:
+        for cmd in (["ip", "link", "set", a, "up"], ["ip", "link", "set", b, "up"], ["ip", "addr", "add", "198.18.254.9/32", "dev", b]):
+            subprocess.run(cmd, check=True, timeout=10)
+        time.sleep(0.5)
+        held = subprocess.run([str(probe), a, "198.18.254.9", "0.8"], timeout=10)
+        assert held.returncode == 1  # still answered when the time was up
+        subprocess.run(["ip", "addr", "del", "198.18.254.9/32", "dev", b], check=True, timeout=10)
+        t0 = time.monotonic()
+        free = subprocess.run([str(probe), a, "198.18.254.9", "3"], timeout=10)
+        assert free.returncode == 0 and time.monotonic() - t0 < 1.5
+    finally:
+        subprocess.run(["ip", "link", "del", a], capture_output=True, timeout=10)

@@ -57,7 +57,7 @@ def _apply(name, func, kwargs, would, done):
     return ret
 
 
-def present(name, topology=None):
+def present(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys
     """
     This node's CARP groups as the topology (the pillar's ``lb`` key, or a
     YAML file given as ``topology``) says: every group with its vhid,
@@ -72,7 +72,7 @@ def present(name, topology=None):
     return _apply(name, "carp.present", kwargs, "CARP groups would change", "CARP groups changed")
 
 
-def absent(name, vhids=None):
+def absent(name, vhids=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys
     """
     The given CARP groups (a list of vhids; default: all this node runs)
     are gone from this node.
@@ -81,7 +81,7 @@ def absent(name, vhids=None):
     return _apply(name, "carp.absent", kwargs, "CARP groups would be removed", "CARP groups removed")
 
 
-def maintenance(name, enabled=None):
+def maintenance(name, enabled=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys
     """
     The node is (``name: true``) or is not (``name: false``) in maintenance.
     ``name`` also takes on/off and present/absent; ``enabled`` overrides it.

@@ -57,7 +57,7 @@ EVERY = 0.02
 def moved_at(results) -> float | None:
     """Completion time of the first successful connect after a failure."""
     failing = False
-    for t, ok, dur in results:
+    for t, ok, dur, *_ in results:  # (start, ok, seconds[, error])
         if not ok:
             failing = True
         elif failing:

@@ -1,12 +1,12 @@
 # The two commands the README starts with:
 #   make lab    set everything up, check the lab's topology, bring up the lab
-#   make test   set everything up and run the whole test suite
+#   make test   set everything up and run the unit and functional tests (make test-all: + lab)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .salt/stamps
 
-.PHONY: setup apt venv lab lab-down drill test unit lint bench validate clean
+.PHONY: setup apt venv lab lab-down drill test test-lab test-all unit lint bench validate clean
 
 setup: apt venv .salt/local/minion
 
@@ -48,9 +48,19 @@ lab-down: venv
 drill: setup
 	$(PY) -m lab drill
 
+# The default run: lint, unit and functional tiers (real haproxy, keepalived,
+# ucarp, MariaDB/Galera, xinetd, Salt's loader; no network namespaces).
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest tests/unit tests/functional
+
+# The Mininet lab tier: a real salt-master and minions, CARP failovers,
+# Galera, the reactor (needs root; brings the lab up and down itself).
+test-lab: setup
+	$(VENV)/bin/pytest tests/lab
+
+# Everything: the default run, then the lab tier.
+test-all: test test-lab
 
 unit: setup
 	$(VENV)/bin/pytest tests/unit tests/functional

@@ -133,7 +133,9 @@ class FakeFreeBSD:
     def writes(self):
         """The calls that change something."""
         reads = {"sysctl.get", "sysrc.get", "kmod.is_loaded"}
-        return [c for c in self.calls if c[0] not in reads and not (c[0] == "cmd" and (c[1] == ["ifconfig"] or c[1][:2] == ["ifconfig", "-k"]))]
+        return [
+            c for c in self.calls if c[0] not in reads and not (c[0] == "cmd" and (c[1] == ["ifconfig"] or c[1][:2] == ["ifconfig", "-k"]))
+        ]
 
 
 @pytest.fixture
@@ -170,7 +172,14 @@ def configure_loader_modules(fake, paths, pillar):
 
 def seed_groups(fake, keys="seed", advskew=0):
     for vhid, pw in ((4, "passwd4"), (44, "passwd44"), (5, "passwd4"), (55, "passwd44")):
-        fake.groups[vhid] = {"device": "hn1", "address": f"10.2.2.{vhid}", "advbase": 1, "advskew": advskew, "key": pw if keys == "seed" else keys, "state": "MASTER"}
+        fake.groups[vhid] = {
+            "device": "hn1",
+            "address": f"10.2.2.{vhid}",
+            "advbase": 1,
+            "advskew": advskew,
+            "key": pw if keys == "seed" else keys,
+            "state": "MASTER",
+        }
 
 
 def test_loads_on_freebsd_only(configure_loader_modules):

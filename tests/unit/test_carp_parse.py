@@ -48,12 +48,17 @@ def test_interface_addresses_and_prefixes():
 
 def test_freebsd14_several_vhids_from_grep_output():
     groups = carp_parse.carp_groups(fixture("fbsd14-grep-two-vhids-master.txt"))
-    assert {v: (g["state"], g["advskew"], g["peer"]) for v, g in groups.items()} == {11: ("MASTER", 0, "224.0.0.18"), 33: ("MASTER", 0, "224.0.0.18")}
+    assert {v: (g["state"], g["advskew"], g["peer"]) for v, g in groups.items()} == {
+        11: ("MASTER", 0, "224.0.0.18"),
+        33: ("MASTER", 0, "224.0.0.18"),
+    }
 
 
 def test_pre14_format_full_ifconfig():
     g = carp_parse.carp_groups(fixture("fbsd11-vtnet0-master.txt"))
-    assert g == {1: {"interface": "vtnet0", "state": "MASTER", "advbase": 1, "advskew": 0, "peer": None, "peer6": None, "vips": ["10.0.0.230"]}}
+    assert g == {
+        1: {"interface": "vtnet0", "state": "MASTER", "advbase": 1, "advskew": 0, "peer": None, "peer6": None, "vips": ["10.0.0.230"]}
+    }
 
 
 def test_pre14_vip_with_the_interface_prefix():

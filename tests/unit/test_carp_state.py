@@ -60,7 +60,9 @@ def test_command_execution_error_is_result_false():
 
 
 def test_absent_passes_the_vhids():
-    absent = module([{"changes": {55: {"old": {}, "new": None}}, "comment": ""}, {"changes": {55: {"old": {}, "new": None}}, "comment": "removed"}])
+    absent = module(
+        [{"changes": {55: {"old": {}, "new": None}}, "comment": ""}, {"changes": {55: {"old": {}, "new": None}}, "comment": "removed"}]
+    )
     with patch.dict(carp_state.__salt__, {"carp.absent": absent}):
         ret = carp_state.absent("gone", vhids=[55])
     assert ret["result"] is True and 55 in ret["changes"]
@@ -106,7 +108,10 @@ def test_maintenance_bad_name():
 
 def test_maintenance_test_mode():
     enter = module([{"changes": {"maintenance": {"old": False, "new": True}}, "comment": "would enter maintenance"}])
-    with patch.dict(carp_state.__salt__, {"carp.maintenance": enter, "carp.preempt_enabled": Mock(return_value=True)}), patch.dict(carp_state.__opts__, {"test": True}):
+    with (
+        patch.dict(carp_state.__salt__, {"carp.maintenance": enter, "carp.preempt_enabled": Mock(return_value=True)}),
+        patch.dict(carp_state.__opts__, {"test": True}),
+    ):
         ret = carp_state.maintenance(True)
     assert ret["result"] is None and ret["changes"]
     enter.assert_called_once_with(test=True)

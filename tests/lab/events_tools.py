@@ -110,7 +110,8 @@ def apply(minion: str, mods: str, attempts: int = 12) -> dict:
         ret = saltcfg.salt_json(minion, "state.apply", mods, timeout=300).get(minion)
         if isinstance(ret, dict):
             return ret
-        if not (isinstance(ret, list) and any("is running as PID" in str(x) for x in ret)):
+        busy = isinstance(ret, list) and any("is running as PID" in str(x) for x in ret)
+        if not busy and ret is not None:  # None: no answer yet (a minion still starting)
             break
         time.sleep(5)
     raise AssertionError(f"state.apply {mods} on {minion}: {ret}")
@@ -120,6 +121,7 @@ def setup_pair(provider: str = "keepalived") -> None:
     """Both LBs: per-host CARP paths (the lab's hosts share /var/lib and
     /usr/local/sbin), keepalived, the event path (hook and beacon) and
     HAProxy, all through the real states; then every VIP on lb-a."""
+    saltcfg.wait_for_minions(list(LBS), timeout=60)
     for minion in LBS:
         saltcfg.salt_json(minion, "saltutil.sync_all")
     salt_lbs("carp.absent")

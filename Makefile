@@ -63,7 +63,7 @@ test-lab: setup
 test-all: test test-lab
 
 unit: setup
-	$(VENV)/bin/pytest tests/unit tests/functional
+	$(VENV)/bin/pytest tests/unit
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -22,6 +22,11 @@ def test_generated_topology_is_valid_and_sized():
 
 
 def test_bench_runs_and_reports_a_table():
-    r = subprocess.run([sys.executable, os.path.join(REPO, "bench", "topology_scale.py"), "--sizes", "1,2", "--repeat", "1"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "topology_scale.py"), "--sizes", "1,2", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "per-pair x" in r.stdout and len(r.stdout.strip().splitlines()) == 4

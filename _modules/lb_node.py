@@ -35,11 +35,7 @@ def __virtual__():
 
 
 def _override():
-    for source in (__opts__, __grains__, __pillar__):
-        value = source.get("lb_carp") if hasattr(source, "get") else None
-        if isinstance(value, dict):
-            return value
-    return {}
+    return carp_common.override(__opts__, __grains__, __pillar__)
 
 
 def _family():

@@ -479,6 +479,16 @@ def file_mode(path: str) -> int | None:
 # settings, topology
 
 
+def override(*sources) -> dict:
+    """The `lb_carp` settings (paths, binaries) from the first source that
+    has them: pass the minion's opts, grains and pillar, in that order."""
+    for source in sources:
+        value = source.get("lb_carp") if hasattr(source, "get") else None
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
 def settings(family: str, override: dict | None) -> dict:
     """The provider's paths: DEFAULTS for `family` ("FreeBSD" or "Linux")
     with the `lb_carp` config mapping on top."""

@@ -9,6 +9,9 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="build the lab and converge it (again, if it is up)")
     up.add_argument("--galera6", action="store_true", help="every galera pool's servers (db-1..6), not only the first")
+    up.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another clone's lab on this machine to go"
+    )
     sub.add_parser("down", help="stop every daemon by pid, remove namespaces, bridges and veths")
     sub.add_parser("status", help="hosts, addresses and daemons with pids")
     sub.add_parser("check", help="the end-to-end checks from the client host, and the pair's status")
@@ -21,16 +24,17 @@ def main(argv=None) -> int:
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     sup = sub.add_parser("_supervise", help=argparse.SUPPRESS)
     sup.add_argument("--galera6", action="store_true")
+    sup.add_argument("--lock-fd", type=int, default=None)
     args = parser.parse_args(argv)
 
     if args.command == "_supervise":
         from lab import supervisor
 
-        return supervisor.main(args.galera6)
+        return supervisor.main(args.galera6, args.lock_fd)
     from lab import control
 
     if args.command == "up":
-        return control.up(args.galera6)
+        return control.up(args.galera6, args.wait)
     if args.command == "down":
         return control.down()
     if args.command == "status":

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from lab import LAB_DIR, PILLAR, REPO, saltcfg, state
+from lab import LAB_DIR, PILLAR, REPO, lock, saltcfg, state
 from lab.plan import plan_from_pillar
 
 SUPERVISOR_LOG = LAB_DIR / "supervisor.log"
@@ -24,9 +24,10 @@ def running() -> dict | None:
     return st if st and state.alive(st.get("supervisor")) else None
 
 
-def up(galera6: bool = False) -> int:
+def up(galera6: bool = False, wait: float = 0.0) -> int:
     """Bring the lab up and converge it.  On a running lab: converge again
-    (sync_all and highstate), without rebuilding."""
+    (sync_all and highstate), without rebuilding.  Another clone's lab on this
+    machine: wait up to `wait` seconds for it to go (lab/lock.py)."""
     t0 = time.monotonic()
     st = running()
     if st and st["phase"] != "ready":
@@ -42,14 +43,21 @@ def up(galera6: bool = False) -> int:
             if down() != 0:
                 return 1
         plan = plan_from_pillar(PILLAR, galera6=galera6)  # a bad pillar fails here, before anything starts
+        try:
+            machine_lock = lock.acquire(lock.LAB_LOCK, wait, what=f"lab supervisor for {REPO}")
+        except TimeoutError as exc:
+            print(f"another lab is running on this machine: {exc}; take it down first (from its clone: make lab-down)")
+            return 1
         saltcfg.write_configs(plan)
         try:
-            _start_supervisor(galera6)
+            _start_supervisor(galera6, machine_lock)
         except (RuntimeError, KeyboardInterrupt) as exc:
+            os.close(machine_lock)
             print(f"building the lab failed: {str(exc) or 'interrupted'}\n--- {SUPERVISOR_LOG} (end) ---")
             print("\n".join(SUPERVISOR_LOG.read_text(errors="replace").splitlines()[-30:]))
             down()
             return 1
+        os.close(machine_lock)  # the supervisor holds it now
         print(f"network and daemons up in {time.monotonic() - t0:.1f} s")
         st = running()
         if st is None:
@@ -191,12 +199,14 @@ def exec_in(host: str, cmd: list[str]) -> int:
     os.execvp("mnexec", ["mnexec", "-a", str(pid), *(cmd or ["bash"])])
 
 
-def _start_supervisor(galera6: bool) -> None:
-    """Start the supervisor detached (own session) and wait until it reports ready."""
+def _start_supervisor(galera6: bool, machine_lock: int) -> None:
+    """Start the supervisor detached (own session) and wait until it reports
+    ready.  It inherits the machine's lab lock and holds it while it lives."""
     LAB_DIR.mkdir(exist_ok=True)
     with open(SUPERVISOR_LOG, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lab", "_supervise", *(["--galera6"] if galera6 else [])],
+            [sys.executable, "-m", "lab", "_supervise", "--lock-fd", str(machine_lock), *(["--galera6"] if galera6 else [])],
+            pass_fds=(machine_lock,),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

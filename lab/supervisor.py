@@ -21,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from lab import PILLAR, REPO, saltcfg, state
+from lab import PILLAR, REPO, lock, saltcfg, state
 from lab.plan import Plan, plan_from_pillar
 
 # Directories each host gets for itself (bind mounts of .lab/hosts/<host>/...),
@@ -59,7 +59,12 @@ class Stopped(Exception):
     """A stop signal arrived while the lab was being built."""
 
 
-def main(galera6: bool) -> int:
+def main(galera6: bool, lock_fd: int | None = None) -> int:
+    if lock_fd is not None:
+        # The machine's lab lock (lab/lock.py), held for as long as this
+        # process lives; not passed on to the hosts' shells and daemons.
+        os.set_inheritable(lock_fd, False)
+        lock.LAB_LOCK.with_suffix(".owner").write_text(f"pid {os.getpid()} lab supervisor for {REPO}\n")
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _request_stop)
     plan = plan_from_pillar(PILLAR, galera6=galera6)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import PILLAR, REPO, control, saltcfg, state
+from lab import PILLAR, REPO, control, lock, saltcfg, state
 from lab.plan import plan_from_pillar
 
 UP_TIMEOUT = 600  # seconds for `python -m lab up`, highstate included
+LOCK_WAIT = 3600  # seconds to wait for another lab test run or lab on this machine
 HERE = Path(__file__).parent
 
 
@@ -68,11 +69,26 @@ class Lab:
 def lab():
     if os.geteuid() != 0 or not shutil.which("mnexec"):
         pytest.skip("the lab needs root and Mininet (mnexec)")
+    # One lab test run per machine at a time (lab/lock.py): held until the session ends.
+    tests_lock = lock.acquire(lock.TESTS_LOCK, LOCK_WAIT, what=f"pytest lab session in {REPO}")
+    try:
+        yield from _lab_session()
+    finally:
+        os.close(tests_lock)
+
+
+def _lab_session():
     up = None
     owned = control.running() is None
     if owned:
         try:
-            up = subprocess.run([sys.executable, "-m", "lab", "up"], cwd=REPO, capture_output=True, text=True, timeout=UP_TIMEOUT)
+            up = subprocess.run(
+                [sys.executable, "-m", "lab", "up", "--wait", str(LOCK_WAIT)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=UP_TIMEOUT + LOCK_WAIT,
+            )
         except BaseException:
             control.down()
             raise

@@ -10,7 +10,7 @@ import time
 
 import yaml
 
-from lab import BIN, LAB_DIR, REPO
+from lab import BIN, LAB_DIR, REPO, tls
 from lab.plan import Plan
 
 MASTER_DIR = LAB_DIR / "master"
@@ -30,6 +30,7 @@ def write_configs(plan: Plan) -> None:
     for name in EXTENSION_DIRS:
         if (REPO / name).is_dir():
             (EXTROOT / name).symlink_to(REPO / name)
+    tls.write_pillar()  # the lab CA, a server certificate and their pillar (.lab/pillar)
 
     MASTER_DIR.mkdir(parents=True)
     _dump(
@@ -49,7 +50,9 @@ def write_configs(plan: Plan) -> None:
             "worker_threads": 3,
             "timeout": 10,
             "file_roots": {"base": [str(REPO / "salt"), str(EXTROOT)]},
-            "pillar_roots": {"base": [str(REPO / "pillar" / "lab")]},
+            # pillar/lab, and what the lab generates at `up` (its own env and
+            # top: Salt reads one top.sls per env; lab/tls.py)
+            "pillar_roots": {"base": [str(REPO / "pillar" / "lab")], tls.PILLAR_ENV: [str(tls.PILLAR_DIR)]},
             "runner_dirs": [str(REPO / "_runners")],
             "utils_dirs": [str(REPO / "_utils")],
             # the product's reactor, as shipped (etc/salt/master.d/reactor.conf)

@@ -37,6 +37,20 @@ APP_USER, APP_PASSWORD = "app", "lab-app-pw"
 APP_NETWORK = "198.18.3.%"  # HAProxy connects from the load balancers' systems addresses
 APP_CNF = LAB_DIR / "app.cnf"  # the client host's credentials (0600); .lab is visible in every host
 START_TIMEOUT = 120.0
+# Galera's own failure detection.  When the active node dies, HAProxy moves
+# the writes to a backup within fall x inter, but the survivors cannot commit
+# until they have evicted the dead node from the view (all members ack every
+# write set): evs.suspect_timeout, PT5S by default, which alone would break
+# the <= fall x inter + 1 s target.  The lab runs with what docs/clustercheck.md
+# recommends for a LAN; bench/galera_failover.py measures both side by side.
+GALERA_DEFAULTS = {"gcache.size": "32M"}
+RECOMMENDED = {
+    **GALERA_DEFAULTS,
+    "evs.suspect_timeout": "PT2S",
+    "evs.inactive_timeout": "PT4S",
+    "evs.inactive_check_period": "PT0.5S",
+    "evs.keepalive_period": "PT0.5S",
+}
 
 
 def private(host: str, path: str) -> Path:
@@ -100,8 +114,9 @@ class Galera:
     """One cluster.  `stop_check` is called while waiting (the supervisor
     passes one that raises when it is asked to stop)."""
 
-    def __init__(self, plan: Plan, name: str | None = None, stop_check=lambda: None):
+    def __init__(self, plan: Plan, name: str | None = None, stop_check=lambda: None, provider_options: dict | None = None):
         self.name = name or next(iter(pools(plan)))
+        self.provider_options = dict(RECOMMENDED if provider_options is None else provider_options)
         self.hosts = db_hosts(plan, self.name)
         self.stop_check = stop_check
         self.reused = False  # start_all found the cluster running (the lab's)
@@ -138,7 +153,7 @@ class Galera:
                     f"wsrep_node_address={self.hosts[host]}",
                     f"wsrep_node_name={host}",
                     "wsrep_sst_method=rsync",
-                    'wsrep_provider_options="gcache.size=32M"',
+                    'wsrep_provider_options="{}"'.format(";".join(f"{k}={v}" for k, v in self.provider_options.items())),
                     "",
                 ]
             )
@@ -221,10 +236,10 @@ class Galera:
         self.wait(host, lambda: self.status(host).get("wsrep_local_state") == "4", timeout, "Synced")
         return proc
 
-    def start_all(self) -> None:
+    def start_all(self, fresh: bool = False) -> None:
         """A fresh cluster; or, when every node already runs Synced (the lab
-        brought it up), that one (`reused`)."""
-        if all(self.synced(h) for h in self.hosts):
+        brought it up) and `fresh` is not asked for, that one (`reused`)."""
+        if not fresh and all(self.synced(h) for h in self.hosts):
             self.reused = True
             return
         for host in self.hosts:
@@ -235,6 +250,21 @@ class Galera:
         for host in rest:
             self.prepare(host, install=False)
             self.start(host)
+
+    def restart_with(self, provider_options: dict) -> None:
+        """The whole cluster again, from scratch, with these provider options
+        (Galera reads most of them only at start).  A cluster that was the
+        lab's stays the lab's (`reused`): stop_all leaves it running."""
+        for host in reversed(list(self.hosts)):
+            self.stop(host)
+        self.provider_options = dict(provider_options)
+        self.start_all(fresh=True)
+
+    def live_options(self, host: str) -> dict:
+        """The provider options a running node uses, as Galera reports them."""
+        out = self.sql(host, "SHOW GLOBAL VARIABLES LIKE 'wsrep_provider_options'")
+        text = out.split("\t", 1)[1] if "\t" in out else ""
+        return dict(kv.strip().split(" = ", 1) for kv in text.strip().split(";") if " = " in kv)
 
     def restore(self, timeout: float = START_TIMEOUT) -> None:
         """Every node running and Synced again: a node that is down rejoins."""

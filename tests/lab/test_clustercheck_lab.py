@@ -17,11 +17,17 @@ by pid in the fixture's teardown.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
 import time
 
 import pytest
 from carp_tools import LAB_CARP, LBS
 from galera_tools import Galera, HaproxyView, Writer, apply_probe, first_write_after, in_host, salt_ok, writers_in_order
+
+from lab import control
 
 # the pillar's timers for galera_a: inter 2s, fall 2, rise 3
 FALL_X_INTER = 4.0
@@ -154,3 +160,111 @@ def test_the_active_node_dies_and_writes_move_to_one_backup(lab, galera):
     assert view.overlaps == []
     # and db-1 comes back: HAProxy sees it UP again
     assert view.wait_status({srv["db-1"]: "UP"}, 60), view.read()
+
+
+def probe(host: str, addr: str) -> tuple[str, float]:
+    """The probe's answer to a load balancer (lb-a), and how long it took."""
+    t0 = time.monotonic()
+    out = http_from("lb-a", addr)
+    return out, time.monotonic() - t0
+
+
+def donor_option(lab, host: str, value: bool) -> None:
+    override = json.dumps({"lb": {"pairs": {"edge": {"galera_probe": {"available_when_donor": value}}}}})
+    bad = salt_ok(lab.salt(host, "state.apply", "clustercheck", f"pillar={override}", timeout=300))
+    assert bad == [], bad
+
+
+def test_the_probe_answers_503_with_the_reason_for_each_failure(lab, galera):
+    """db-3 (a backup of galera_a), through each failure the issue names, as
+    its load balancer asks: desynced (and 200 with the donor option), in
+    maintenance, hung (SIGSTOP: the answer comes within the probe's bound),
+    stopped; 200 again after each."""
+    host, addr = "db-3", galera.hosts["db-3"]
+    assert probe(host, addr)[0].startswith("HTTP/1.1 200 OK")
+
+    # desynced: wsrep_local_state 2 (Donor/Desynced)
+    galera.sql(host, "SET GLOBAL wsrep_desync = ON")
+    try:
+        galera.wait(host, lambda: galera.status(host).get("wsrep_local_state") == "2", 30, "desynced")
+        out, _ = probe(host, addr)
+        assert out.startswith("HTTP/1.1 503"), out
+        assert "is running." not in out
+        try:
+            donor_option(lab, host, True)
+            out, _ = probe(host, addr)
+            assert out.startswith("HTTP/1.1 200 OK") and "is running." in out, out
+        finally:
+            donor_option(lab, host, False)
+        assert probe(host, addr)[0].startswith("HTTP/1.1 503")
+    finally:
+        galera.sql(host, "SET GLOBAL wsrep_desync = OFF")
+    galera.wait(host, lambda: galera.status(host).get("wsrep_local_state") == "4", 60, "Synced")
+    assert probe(host, addr)[0].startswith("HTTP/1.1 200 OK")
+
+    # in maintenance: 503 with the reason, until undrained
+    try:
+        lab.salt(host, "clustercheck.drain", "reason=lab-503-test")
+        out, _ = probe(host, addr)
+        assert out.startswith("HTTP/1.1 503") and "lab-503-test" in out, out
+    finally:
+        lab.salt(host, "clustercheck.undrain")
+    assert probe(host, addr)[0].startswith("HTTP/1.1 200 OK")
+
+    # hung: SIGSTOP; the probe gives up within its bound (galera_probe:timeout)
+    pid = galera.pid(host)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        out, took = probe(host, addr)
+        print(f"\nhung server: the probe answered in {took:.2f} s (pillar timeout 2 s)")
+        assert out.startswith("HTTP/1.1 503"), out
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    galera.wait(host, lambda: galera.status(host).get("wsrep_local_state") == "4", 120, "Synced after SIGCONT")
+    assert probe(host, addr)[0].startswith("HTTP/1.1 200 OK")
+
+    # stopped: 503, then it rejoins (IST) and answers 200 again
+    galera.stop(host)
+    try:
+        out, _ = probe(host, addr)
+        assert out.startswith("HTTP/1.1 503"), out
+    finally:
+        galera.start(host)
+    assert probe(host, addr)[0].startswith("HTTP/1.1 200 OK")
+
+
+CLIENTS = re.compile(r"mysql|mariadb|clustercheck")
+PASSWORD_OPTION = re.compile(r"--password|\s-p\S")
+
+
+def test_ps_during_checks_never_shows_the_password(lab, galera):
+    """Checks run back to back from lb-a while db-1's process table is read
+    every few ms: neither the probe's password nor a -p option appears."""
+    addr = galera.hosts["db-1"]
+    code = (
+        "import socket,sys\n"
+        "for _ in range(60):\n"
+        "    s=socket.create_connection((sys.argv[1],9200),timeout=5)\n"
+        "    s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+        "    while s.recv(4096): pass\n"
+        "    s.close()\n"
+    )
+    checks = subprocess.Popen(["mnexec", "-a", str(control.host_pid("lb-a")), "/usr/bin/python3", "-c", code, addr])
+    seen, probes = [], 0
+    try:
+        end = time.monotonic() + 30
+        while checks.poll() is None and time.monotonic() < end:
+            out = in_host("db-1", "ps", "-ww", "-eo", "user,args").stdout
+            probes += "clustercheck" in out
+            seen += [
+                line
+                for line in out.splitlines()
+                if "clustercheck-lab-pw" in line or (CLIENTS.search(line) and PASSWORD_OPTION.search(line))
+            ]
+    finally:
+        if checks.poll() is None:
+            checks.kill()
+        checks.wait(10)
+    print(f"\nps read while checks ran; probe processes seen in {probes} reads")
+    assert probes > 0  # the reads did overlap checks
+    assert seen == []

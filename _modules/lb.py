@@ -12,6 +12,7 @@ import logging
 from salt.exceptions import CommandExecutionError
 
 import lb_render
+import lb_roster
 import lb_topology
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,7 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
     except lb_topology.TopologyError as exc:
         report = lb_topology.Report(exc.errors, exc.warnings)
     if report.errors:
-        raise CommandExecutionError(
-            "the topology is invalid; run lb.validate for the list:\n"
-            + "\n".join(f"  {e}" for e in report.errors)
-        )
+        raise CommandExecutionError("the topology is invalid; run lb.validate for the list:\n" + "\n".join(f"  {e}" for e in report.errors))
     try:
         return lb_render.preview(report.model, node, os_family, redact=not secrets)
     except (KeyError, ValueError) as exc:
@@ -105,7 +103,8 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
 def roles(topology=None):
     """
     What this minion is in the topology, from its id and its IPv4 addresses:
-    ``{"lb": [pairs it is a node of], "galera": [pairs it is a database server of]}``.
+    ``{"lb": [pairs it is a node of], "galera": [pairs it is a database server of],
+    "routing": [pairs it is a node of that have OSPF or BGP]}``.
 
     The state top file (``salt/top.sls``) assigns states from this.  An
     invalid topology gives no role (and ``lb.validate`` says why).
@@ -121,8 +120,40 @@ def roles(topology=None):
         report = lb_topology.check(_raw(topology))
     except (lb_topology.TopologyError, CommandExecutionError) as exc:
         log.warning("lb.roles: no topology (%s)", exc)
-        return {"lb": [], "galera": []}
+        return {"lb": [], "galera": [], "routing": []}
     if report.errors:
         log.error("lb.roles: the topology is invalid (%d errors); run lb.validate", len(report.errors))
-        return {"lb": [], "galera": []}
+        return {"lb": [], "galera": [], "routing": []}
     return lb_topology.roles(report.model, __opts__["id"], __grains__.get("ipv4", []))
+
+
+def roster(topology=None, pairs=None, interface=None, **options):
+    """
+    A salt-ssh roster of the pairs' nodes: ``{node id: {"host": address, ...}}``,
+    each node addressed on its management interface (the pair's stats
+    interface, ``mgmt`` by default), so ``salt-ssh 'lb*' state.apply`` reaches
+    the hosts the topology names (docs/agentless.md).
+
+    pairs
+        A pair name or a list of them.  Default: every pair.
+    interface
+        The node interface to address instead of the management one.
+    options
+        Roster options for every entry: user, port, priv, sudo, thin_dir,
+        set_path, ... (``_utils/lb_roster.py`` lists them).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call lb.roster user=root priv=/etc/salt/pki/master/ssh/salt-ssh.rsa --out=yaml > /etc/salt/roster
+        salt-call lb.roster topology=pillar/lab/lb.sls --out=yaml
+    """
+    options = {k: v for k, v in options.items() if not k.startswith("__")}
+    try:
+        model = lb_topology.load(_raw(topology))
+        return lb_roster.roster(model, pairs=pairs, interface=interface, **options)
+    except lb_topology.TopologyError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    except ValueError as exc:
+        raise CommandExecutionError(str(exc)) from exc

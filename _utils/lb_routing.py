@@ -1,25 +1,66 @@
-"""OSPF and BGP configuration per node (OpenOSPFD / OpenBGPD syntax, as the seed).
+"""OSPF and BGP configuration per node, and the hook that makes the VIP
+announcements follow CARP.
 
-Pure functions of the normalized model.  What differs from the seed:
+Pure functions of the normalized model (no Salt, no I/O).  Daemons:
+
+- FreeBSD: OpenBGPD's bgpd.conf and OpenOSPFD's ospfd.conf, the seed's syntax.
+- Linux: BIRD 2 (one daemon, one file for BGP and OSPF, ``bird -p`` as the
+  config check, ``birdc configure`` as a soft reconfiguration); see
+  docs/routing.md for why.  ``render`` on Debian also keeps OpenBGPD's
+  /etc/bgpd.conf out: one BGP speaker per node.
+
+What differs from the seed:
 
 - no `announce all` (gone from OpenBGPD since 6.4, and it announced every
   VIP from both nodes, drawing traffic to the BACKUP).  Outbound, a neighbor
-  is only ever allowed the pair's VIPs as /32s; which of them are announced
-  is decided at run time by the CARP transition hooks (`bgpctl network add`
-  on MASTER, `bgpctl network delete` on BACKUP), so only the node holding a
-  VIP announces it.  Nothing is announced until a hook (or the state that
-  re-checks) says so.
-- explicit `deny from any` / `deny to any` then the allows: a neighbor
-  cannot inject routes we did not ask for.
-- the md5sig key makes the file secret: mode 0600, redacted in previews.
+  is only ever allowed the pair's VIPs as /32s, and a VIP is announced only
+  by the node that is CARP MASTER for it: the CARP transition hook
+  (lb-carp-event) runs ``lb-routing-vip VHID STATE`` (``hook_script``), which
+  decides from the node's own records (MASTER, the address is on the
+  interface on Linux, not in maintenance) and announces or withdraws:
+  FreeBSD ``bgpctl network add|delete <vip>/32`` plus a ``redistribute``
+  line for ospfd (an included file, ``ospfctl reload``); Linux one
+  ``route <vip>/32 blackhole;`` file per announced VIP (in /run/bird, so
+  none survives a reboot), included by BIRD's
+  ``lb_vips`` static protocol, then ``birdc configure``.  Nothing is
+  announced until a hook (or the state that re-checks, ``desired``) says so.
+- explicit `deny from any` / `deny to any` then the allows (OpenBGPD); in
+  BIRD, export filters that pass only ``lb_vips`` routes: a neighbor cannot
+  inject routes we did not ask for, and a VIP learned from the peer (OSPF)
+  is never re-announced or installed.
+- the md5sig key makes the file secret: mode 0600 (BIRD: 0640, root:bird,
+  since BIRD re-reads it as user bird), redacted in previews.
 """
 
 from __future__ import annotations
 
 PATHS = {
-    "FreeBSD": {"bgpd": "/usr/local/etc/bgpd.conf", "ospfd": "/usr/local/etc/ospfd.conf"},
-    "Debian": {"bgpd": "/etc/bgpd.conf"},
+    "FreeBSD": {
+        "bgpd": "/usr/local/etc/bgpd.conf",
+        "ospfd": "/usr/local/etc/ospfd.conf",
+        "ospfd_vips": "/var/db/lb-routing/ospfd-vips.conf",
+        "hook": "/usr/local/sbin/lb-routing-vip",
+        "lock": "/var/run/lb-routing.lock",
+        "bgpctl": "/usr/local/sbin/bgpctl",
+        "ospfctl": "/usr/local/sbin/ospfctl",
+        "maintenance": "/var/db/lb-carp/maintenance",
+    },
+    "Debian": {
+        "bird": "/etc/bird/bird.conf",
+        "announce_dir": "/run/bird",  # BIRD's runtime directory: there whenever bird can run
+        "hook": "/usr/local/sbin/lb-routing-vip",
+        "lock": "/run/lb-routing.lock",
+        "socket": "/run/bird/bird.ctl",
+        "birdc": "/usr/sbin/birdc",
+        "ip": "/sbin/ip",
+        "flock": "/usr/bin/flock",
+        "state_dir": "/var/lib/lb-carp",
+        "maintenance": "/var/lib/lb-carp/maintenance",
+    },
 }
+ANNOUNCE_PREFIX = "lb-vip-"  # <announce_dir>/lb-vip-<vip>.conf: one per announced VIP (Linux)
+VIPS_PROTOCOL = "lb_vips"  # BIRD's static protocol holding the announced VIPs
+MASTER_WAIT = 5.0  # seconds the Linux hook waits for a MASTER's address (ucarp adds it late)
 
 
 def _device(iface: dict, os_family: str) -> str:
@@ -47,6 +88,8 @@ def render_bgpd(pair: dict, node_id: str, header: str, secret) -> str:
         out.append(f"\tlocal-address {nb['local_address'][node_id]}")
         if nb["md5sig_password"]:
             out.append(f"\ttcp md5sig password {secret(nb['md5sig_password'])}")
+        if nb.get("hold_time") is not None:
+            out.append(f"\tholdtime {nb['hold_time']}")
         if nb["med"] is not None:
             out.append(f"\tset med {nb['med']}")
         if nb["localpref"] is not None:
@@ -62,10 +105,15 @@ def render_bgpd(pair: dict, node_id: str, header: str, secret) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_ospfd(pair: dict, node_id: str, os_family: str, header: str) -> str:
+def render_ospfd(pair: dict, node_id: str, os_family: str, header: str, vips_file: str | None = None) -> str:
+    """ospfd.conf; with ``vips_file``, an include of the file the hook
+    rewrites with a ``redistribute <vip>/32`` line per VIP this node holds."""
     ospf = pair["routing"]["ospf"]
     node = pair["nodes"][node_id]
-    out = [f"# {header}", f"router-id {node['router_id']}", "", f"area {ospf['area']} {{"]
+    out = [f"# {header}", f"router-id {node['router_id']}", ""]
+    if vips_file:
+        out += ["# the VIPs this node is CARP MASTER for (lb-routing-vip rewrites it, then ospfctl reload)", f'include "{vips_file}"', ""]
+    out.append(f"area {ospf['area']} {{")
     for ifname, opts in ospf["interfaces"].items():
         dev = _device(node["interfaces"][ifname], os_family)
         body = []
@@ -81,14 +129,281 @@ def render_ospfd(pair: dict, node_id: str, os_family: str, header: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _bird_device(name: str) -> str:
+    return name.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render_bird(pair: dict, node_id: str, header: str, secret, announce_dir: str = PATHS["Debian"]["announce_dir"]) -> str:
+    """BIRD 2's bird.conf for one node: OSPF and BGP from the same pillar
+    keys as ospfd.conf and bgpd.conf, with the seed's semantics:
+
+    - OpenOSPFD ``passive`` is BIRD's ``stub yes``, ``metric`` its ``cost``;
+    - a neighbor's ``set med|localpref|community`` applies, as in OpenBGPD,
+      to the routes received from it (the import filter);
+    - ``tcp md5sig password`` is ``password``; ``holdtime`` ``hold time``;
+      ``bfd`` (BIRD only) ``bfd on`` plus a ``protocol bfd``.
+
+    The announced VIPs are the routes of the static protocol ``lb_vips``:
+    one file per VIP in ``announce_dir`` (``lb-vip-<vip>.conf``: ``route
+    <vip>/32 blackhole;``; the directory must exist, even empty),
+    written and removed by lb-routing-vip.  Only those routes are exported
+    to BGP and OSPF; learned routes go to the kernel except the pair's VIPs.
+    """
+    routing = pair["routing"]
+    node = pair["nodes"][node_id]
+    vips = ", ".join(vip_prefixes(pair))
+    out = [
+        f"# {header}",
+        "# VIPs are announced only by the node that is CARP MASTER for them: lb-routing-vip",
+        f"# writes {announce_dir}/{ANNOUNCE_PREFIX}<vip>.conf and runs `birdc configure`.",
+        f"router id {node['router_id']};",
+        "log syslog all;",
+        "",
+        f"define LB_VIPS = [ {vips} ];",
+        "",
+        "protocol device {",
+        "}",
+        "",
+        "# routes learned from neighbors go to the kernel, never a VIP of the pair",
+        "protocol kernel {",
+        "\tipv4 {",
+        "\t\timport none;",
+        "\t\texport filter {",
+        "\t\t\tif net ~ LB_VIPS then reject;",
+        "\t\t\tif source ~ [ RTS_BGP, RTS_OSPF, RTS_OSPF_IA, RTS_OSPF_EXT1, RTS_OSPF_EXT2 ] then accept;",
+        "\t\t\treject;",
+        "\t\t};",
+        "\t};",
+        "}",
+        "",
+        f"protocol static {VIPS_PROTOCOL} {{",
+        "\tipv4;",
+        f'\tinclude "{announce_dir}/{ANNOUNCE_PREFIX}*.conf";',
+        "}",
+    ]
+    export = f'export where proto = "{VIPS_PROTOCOL}" && net ~ LB_VIPS;'
+    ospf = routing["ospf"]
+    if ospf is not None:
+        out += ["", "protocol ospf v2 lb_ospf {", "\tipv4 {", "\t\timport all;", f"\t\t{export}", "\t};", f"\tarea {ospf['area']} {{"]
+        for ifname, opts in ospf["interfaces"].items():
+            dev = _bird_device(_device(node["interfaces"][ifname], "Debian"))
+            body = []
+            if opts["passive"]:
+                body.append("stub yes;")
+            if opts["metric"] is not None:
+                body.append(f"cost {opts['metric']};")
+            out.append(f'\t\tinterface "{dev}" {{ {" ".join(body)} }};'.replace("{  }", "{ }"))
+        out += ["\t};", "}"]
+    bgp = routing["bgp"]
+    if bgp is not None:
+        if any(nb.get("bfd") for nb in bgp["neighbors"].values()):
+            out += ["", "protocol bfd {", "}"]
+        for name, nb in bgp["neighbors"].items():
+            sets = []
+            if nb["med"] is not None:
+                sets.append(f"bgp_med = {nb['med']};")
+            if nb["localpref"] is not None:
+                sets.append(f"bgp_local_pref = {nb['localpref']};")
+            for c in nb["communities"]:
+                a, b = c.split(":")
+                sets.append(f"bgp_community.add(({a},{b}));")
+            out += [
+                "",
+                f"protocol bgp {_bird_name(name)} {{",
+                f'\tdescription "{nb["descr"]}";',
+                f"\tlocal {nb['local_address'][node_id]} as {bgp['asn']};",
+                f"\tneighbor {nb['address']} as {nb['remote_as']};",
+            ]
+            if nb["md5sig_password"]:
+                out.append(f'\tpassword "{secret(nb["md5sig_password"])}";')
+            if nb.get("hold_time") is not None:
+                out.append(f"\thold time {nb['hold_time']};")
+            if nb.get("bfd"):
+                out.append("\tbfd on;")
+            out += [
+                "\tipv4 {",
+                f"\t\timport filter {{ {' '.join(sets + ['accept;'])} }};",
+                f"\t\t{export}",
+                "\t};",
+                "}",
+            ]
+    return "\n".join(out) + "\n"
+
+
+def _bird_name(name: str) -> str:
+    """A BIRD protocol name from a pillar neighbor name (letters, digits, _)."""
+    clean = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return clean if clean[:1].isalpha() else f"nb_{clean}"
+
+
+def node_vips(pair: dict, node_id: str, os_family: str) -> dict[int, tuple[str, str]]:
+    """{vhid: (device, vip address)} of the pair's groups on this node."""
+    node = pair["nodes"][node_id]
+    return {
+        int(v): (_device(node["interfaces"][g["interface"]], os_family), str(g["vip"].ip))
+        for v, g in sorted(pair["carp"]["groups"].items())
+    }
+
+
+def desired(status: dict, maintenance: bool, linux: bool = True) -> set[str]:
+    """The VIP addresses this node should announce, from ``carp.status``:
+    MASTER for the group and, on Linux, the address on the interface
+    (``holds_vip``; ucarp adds it only after an ARP probe); nothing in
+    maintenance.  The same rule lb-routing-vip applies in sh."""
+    if maintenance:
+        return set()
+    out = set()
+    for g in (status or {}).values():
+        if not isinstance(g, dict) or g.get("state") != "MASTER" or not g.get("vip"):
+            continue
+        if linux and not g.get("holds_vip"):
+            continue
+        out.add(str(g["vip"]).split("/")[0])
+    return out
+
+
+def parse_bird_routes(text: str) -> set[str]:
+    """The /32 prefixes in ``birdc show route protocol lb_vips`` output."""
+    out = set()
+    for line in (text or "").splitlines():
+        first = line.split()[0] if line.split() else ""
+        if first.endswith("/32") and first[0].isdigit():
+            out.add(first[:-3])
+    return out
+
+
+def parse_bgpctl_networks(text: str) -> set[str]:
+    """The /32 prefixes in ``bgpctl show network`` output."""
+    out = set()
+    for line in (text or "").splitlines():
+        for word in line.split():
+            if word.endswith("/32") and word[0].isdigit():
+                out.add(word[:-3])
+    return out
+
+
+def _vip_cases(vips: dict[int, tuple[str, str]]) -> str:
+    return "".join(f"\t{v}) dev={d}; vip={a} ;;\n" for v, (d, a) in sorted(vips.items()))
+
+
+def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | None = None, master_wait: float = MASTER_WAIT) -> str:
+    """``lb-routing-vip VHID [STATE]``: announce or withdraw VHID's VIP (a
+    /32) as this node's records say, serialized by a lock, so that calls in
+    any order (the daemons' hooks run in parallel) end where the last state
+    says.  POSIX sh.
+
+    - Linux (BIRD): announce when ``<state_dir>/state/<vhid>`` says MASTER,
+      the address is on the interface (a MASTER's call first waits for it,
+      at most ``master_wait`` s) and the maintenance intent is absent; then one
+      file per announced VIP and ``birdc configure`` (a soft reconfiguration:
+      sessions stay up).
+    - FreeBSD (OpenBGPD, OpenOSPFD): the STATE argument (devd's) decides;
+      ``bgpctl network add|delete <vip>/32``, the VIP's marker in the
+      announce directory, ospfd's included ``redistribute`` file rewritten
+      from the markers and ``ospfctl reload``.  ``lockf`` serializes.
+    """
+    p = dict(PATHS[os_family])
+    p.update(paths or {})
+    cases = _vip_cases(vips)
+    if os_family == "FreeBSD":
+        return f"""#!/bin/sh
+# Installed by salt/routing (lb_routing.hook_script). Do not edit.
+# lb-routing-vip VHID STATE: announce VHID's VIP (BGP and OSPF) while this
+# node is its CARP MASTER, withdraw it otherwise; in maintenance, withdraw.
+# Called by lb-carp-event on every CARP transition (devd) and by the routing state.
+vhid=$1
+state=${{2:-}}
+if [ -z "${{LB_ROUTING_LOCKED:-}}" ]; then
+	LB_ROUTING_LOCKED=1 exec /usr/bin/lockf -k -t 10 {p["lock"]} "$0" "$@"
+fi
+case $vhid in
+{cases}	*) exit 0 ;;
+esac
+dir={p["ospfd_vips"].rsplit("/", 1)[0]}/announce
+mkdir -p "$dir"
+want=no
+[ "$state" = MASTER ] && [ ! -e {p["maintenance"]} ] && want=yes
+if [ $want = yes ]; then
+	{p["bgpctl"]} network add "$vip/32" >/dev/null || exit 1
+	: > "$dir/$vip"
+else
+	{p["bgpctl"]} network delete "$vip/32" >/dev/null 2>&1
+	rm -f "$dir/$vip"
+fi
+tmp={p["ospfd_vips"]}.$$
+: > "$tmp"
+for f in "$dir"/*; do
+	[ -e "$f" ] && printf 'redistribute %s/32\\n' "${{f##*/}}" >> "$tmp"
+done
+if cmp -s "$tmp" {p["ospfd_vips"]}; then
+	rm -f "$tmp"
+else
+	mv -f "$tmp" {p["ospfd_vips"]} && {p["ospfctl"]} reload >/dev/null
+fi
+"""
+    return f"""#!/bin/sh
+# Installed by salt/routing (lb_routing.hook_script). Do not edit.
+# lb-routing-vip VHID [STATE]: announce VHID's VIP (a /32, BGP and OSPF, by
+# BIRD) while this node is its CARP MASTER and holds the address, withdraw it
+# otherwise; in maintenance, withdraw.  Decided from the node's own records
+# (the CARP state file, the interface), not from STATE, so calls in any
+# order end where the last transition says.  Called by lb-carp-event on
+# every transition and by the routing state.
+vhid=$1
+case $vhid in
+{cases}	*) exit 0 ;;
+esac
+mkdir -p {p["announce_dir"]}
+held() {{
+	{p["ip"]} -4 -o addr show dev "$dev" 2>/dev/null | grep -q " inet $vip/"
+}}
+master() {{
+	cstate=
+	read -r cstate _ < {p["state_dir"]}/state/$vhid 2>/dev/null
+	[ "$cstate" = MASTER ]
+}}
+if [ -z "${{LB_ROUTING_LOCKED:-}}" ]; then
+	# a new MASTER may not hold the address yet (ucarp adds it after an ARP
+	# probe): wait for it, outside the lock, at most {master_wait:g} s
+	i=0
+	while master && ! held && [ $i -lt {int(master_wait / 0.05)} ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	LB_ROUTING_LOCKED=1 exec {p["flock"]} -w 10 {p["lock"]} "$0" "$@"
+fi
+want=no
+if [ ! -e {p["maintenance"]} ] && master && held; then
+	want=yes
+fi
+file={p["announce_dir"]}/{ANNOUNCE_PREFIX}$vip.conf
+if [ $want = yes ]; then
+	[ -f "$file" ] && exit 0
+	printf 'route %s/32 blackhole;\\n' "$vip" > "$file.tmp" && mv -f "$file.tmp" "$file"
+else
+	[ -f "$file" ] || exit 0
+	rm -f "$file"
+fi
+exec {p["birdc"]} -s {p["socket"]} configure >/dev/null
+"""
+
+
 def render(pair: dict, node_id: str, os_family: str, header: str, secret, file_cls) -> dict:
     """{path: File} for the routing daemons this node runs (none without
-    `routing` in the pillar).  OSPF on Linux is left to the routing work."""
+    `routing` in the pillar): FreeBSD bgpd.conf and ospfd.conf, Linux
+    bird.conf; and the announcement hook, lb-routing-vip."""
     files = {}
     routing = pair["routing"]
+    if routing["bgp"] is None and routing["ospf"] is None:
+        return files
     paths = PATHS[os_family]
-    if routing["bgp"] is not None:
-        files[paths["bgpd"]] = file_cls(render_bgpd(pair, node_id, header, secret), mode="0600", secret=True)
-    if routing["ospf"] is not None and "ospfd" in paths:
-        files[paths["ospfd"]] = file_cls(render_ospfd(pair, node_id, os_family, header), mode="0600")
+    if os_family == "FreeBSD":
+        if routing["bgp"] is not None:
+            files[paths["bgpd"]] = file_cls(render_bgpd(pair, node_id, header, secret), mode="0600", secret=True)
+        if routing["ospf"] is not None:
+            files[paths["ospfd"]] = file_cls(render_ospfd(pair, node_id, os_family, header, paths["ospfd_vips"]), mode="0600")
+    else:
+        secret_file = any(nb["md5sig_password"] for nb in (routing["bgp"] or {"neighbors": {}})["neighbors"].values())
+        files[paths["bird"]] = file_cls(render_bird(pair, node_id, header, secret), mode="0640", secret=secret_file)
+    files[paths["hook"]] = file_cls(hook_script(os_family, node_vips(pair, node_id, os_family)), mode="0755")
     return files

@@ -231,14 +231,18 @@ def find_node(model: dict, node_id: str) -> tuple[dict, dict]:
 
 def roles(model: dict, minion_id: str, addresses=()) -> dict:
     """What a minion is in the topology: {"lb": [pair names it is a node of],
-    "galera": [pair names whose galera pools list one of its addresses]}.
+    "galera": [pair names whose galera pools list one of its addresses],
+    "routing": [pairs it is a node of that have `routing` (OSPF or BGP)]}.
     The state top file assigns states from this, so the topology is the only
     place that says which host does what."""
     addrs = {str(a) for a in addresses}
-    out = {"lb": [], "galera": []}
+    out = {"lb": [], "galera": [], "routing": []}
     for name, pair in model["pairs"].items():
         if minion_id in pair["nodes"]:
             out["lb"].append(name)
+            routing = pair.get("routing") or {}
+            if routing.get("bgp") is not None or routing.get("ospf") is not None:
+                out["routing"].append(name)
         for pool in pair["haproxy"]["pools"].values():
             if pool["kind"] == "galera" and any(str(s["address"]) in addrs for s in pool["servers"].values()):
                 if name not in out["galera"]:
@@ -1241,10 +1245,16 @@ class _Checker:
                 nd = self.mapping(nb, npath)
                 if nd is None:
                     continue
-                self.unknown_keys(nd, {"address", "remote_as", "md5sig_password", "med", "localpref", "communities", "descr"}, npath)
+                self.unknown_keys(
+                    nd, {"address", "remote_as", "md5sig_password", "med", "localpref", "communities", "descr", "hold_time", "bfd"}, npath
+                )
                 addr = self.ip(nd.get("address"), _p(npath, "address"))
                 local = {}
-                if addr is not None:
+                ours = {str(i["address"]): nid for nid, n in pair["nodes"].items() for i in n["interfaces"].values()}
+                ours.update({str(g["vip"].ip): f"VIP of group {v}" for v, g in pair["carp"]["groups"].items()})
+                if addr is not None and str(addr) in ours:
+                    self.err(_p(npath, "address"), f"{addr} is this pair's own address ({ours[str(addr)]}), not a neighbor's")
+                elif addr is not None:
                     for node_id, node in pair["nodes"].items():
                         match = [i for i in node["interfaces"].values() if addr in i["cidr"]]
                         if not match:
@@ -1261,7 +1271,18 @@ class _Checker:
                     "med": None,
                     "localpref": None,
                     "communities": [],
+                    "hold_time": None,
+                    "bfd": False,
                 }
+                if "hold_time" in nd:
+                    entry["hold_time"] = self.integer(nd["hold_time"], _p(npath, "hold_time"), 3, 65535, " (seconds)")
+                if "bfd" in nd:
+                    entry["bfd"] = bool(self.boolean(nd["bfd"], _p(npath, "bfd")))
+                    if entry["bfd"]:
+                        self.warn(
+                            _p(npath, "bfd"),
+                            "BFD is used on Linux (BIRD) only: OpenBGPD on FreeBSD has no BFD; set hold_time for a bound there",
+                        )
                 if "md5sig_password" in nd:
                     pw = nd["md5sig_password"]
                     if not isinstance(pw, str) or not 1 <= len(pw) <= 80 or not CARP_PASSWORD_RE.match(pw) or '"' in pw:

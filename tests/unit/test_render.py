@@ -60,12 +60,14 @@ def test_every_file_at_its_real_path(seed_model):
         "/usr/local/etc/bgpd.conf",
         "/usr/local/etc/haproxy.conf",
         "/usr/local/etc/ospfd.conf",
+        "/usr/local/sbin/lb-routing-vip",
     ]
     assert sorted(lb_render.render_node(seed_model, "lb-a", "Debian")) == [
-        "/etc/bgpd.conf",
+        "/etc/bird/bird.conf",
         "/etc/haproxy/haproxy.cfg",
         "/etc/keepalived/keepalived.conf",
         "/etc/sysctl.d/60-lb-pair.conf",
+        "/usr/local/sbin/lb-routing-vip",
     ]
 
 
@@ -195,6 +197,6 @@ def test_unknown_node_and_os(seed_model):
 
 
 def test_roles_come_from_the_topology(lab_model):
-    assert lb_topology.roles(lab_model, "lb-a", ["198.18.1.241"]) == {"lb": ["edge"], "galera": []}
-    assert lb_topology.roles(lab_model, "db-1", ["127.0.0.1", "198.18.4.2", "198.18.1.11"]) == {"lb": [], "galera": ["edge"]}
-    assert lb_topology.roles(lab_model, "web-1", ["198.18.6.1"]) == {"lb": [], "galera": []}
+    assert lb_topology.roles(lab_model, "lb-a", ["198.18.1.241"]) == {"lb": ["edge"], "galera": [], "routing": ["edge"]}
+    assert lb_topology.roles(lab_model, "db-1", ["127.0.0.1", "198.18.4.2", "198.18.1.11"]) == {"lb": [], "galera": ["edge"], "routing": []}
+    assert lb_topology.roles(lab_model, "web-1", ["198.18.6.1"]) == {"lb": [], "galera": [], "routing": []}

@@ -377,6 +377,36 @@ CASES = [
         f"{E}:routing:bgp:neighbors:ebgp1:communities:0",
         "0-65535",
     ),
+    (
+        "bgp-neighbor-is-our-vip",
+        _set(lambda r: pair(r)["routing"]["bgp"]["neighbors"]["ebgp1"], "address", "10.2.2.5"),
+        f"{E}:routing:bgp:neighbors:ebgp1:address",
+        "this pair's own address (VIP of group 5)",
+    ),
+    (
+        "bgp-neighbor-is-a-node",
+        _set(lambda r: pair(r)["routing"]["bgp"]["neighbors"]["ebgp1"], "address", "10.2.2.242"),
+        f"{E}:routing:bgp:neighbors:ebgp1:address",
+        "own address (lb-b)",
+    ),
+    (
+        "bgp-hold-time-too-short",
+        _set(lambda r: pair(r)["routing"]["bgp"]["neighbors"]["ebgp1"], "hold_time", 1),
+        f"{E}:routing:bgp:neighbors:ebgp1:hold_time",
+        "outside 3-65535",
+    ),
+    (
+        "bgp-bfd-not-boolean",
+        _set(lambda r: pair(r)["routing"]["bgp"]["neighbors"]["ebgp1"], "bfd", "fast"),
+        f"{E}:routing:bgp:neighbors:ebgp1:bfd",
+        "true or false",
+    ),
+    (
+        "bgp-neighbor-unknown-key",
+        _set(lambda r: pair(r)["routing"]["bgp"]["neighbors"]["ebgp1"], "announce", "all"),
+        f"{E}:routing:bgp:neighbors:ebgp1:announce",
+        "unknown key",
+    ),
     ("router-id-missing", _del(lambda r: node(r, "lb-b"), "router_id"), f"{E}:nodes:lb-b:router_id", "required when routing"),
     (
         "ospf-unknown-interface",
@@ -460,6 +490,12 @@ WARNING_CASES = [
         _set(lambda r: pair(r)["routing"]["bgp"]["neighbors"]["ebgp1"], "remote_as", 65000),
         f"{E}:routing:bgp:neighbors:ebgp1:remote_as",
         "iBGP",
+    ),
+    (
+        "bfd-on-freebsd",
+        _set(lambda r: pair(r)["routing"]["bgp"]["neighbors"]["ebgp1"], "bfd", True),
+        f"{E}:routing:bgp:neighbors:ebgp1:bfd",
+        "Linux (BIRD) only",
     ),
     ("no-stats", _del(lambda r: hp(r), "stats"), f"{E}:haproxy:stats", "no stats listener"),
 ]

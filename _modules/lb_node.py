@@ -21,6 +21,7 @@ import carp_common
 import carp_events
 import haproxy_config
 import lb_render
+import lb_routing
 import lb_topology
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,14 @@ def event_hook(beacon_interval=1):
     provider = __salt__["carp.provider"]() if "carp.provider" in __salt__ else "unknown"
     config_dir = os.path.dirname(__opts__.get("conf_file") or "/etc/salt/minion")
     text = carp_events.hook_script(
-        __opts__["id"], _salt_call(), config_dir, p["events_dir"], provider, _groups(), __opts__.get("pidfile") or ""
+        __opts__["id"],
+        _salt_call(),
+        config_dir,
+        p["events_dir"],
+        provider,
+        _groups(),
+        __opts__.get("pidfile") or "",
+        routing_hook=lb_routing.PATHS["FreeBSD" if _family() == "FreeBSD" else "Debian"]["hook"],
     )
     out = {p["hook"]: {"content": text, "mode": "0755"}}
     if "devd_rule" in p:

@@ -202,6 +202,7 @@ def hook_script(
     groups: dict[int, tuple[str, str]],
     pidfile: str = "",
     grace: float = 1.5,
+    routing_hook: str = "",
 ) -> str:
     """``lb-carp-event VHID[@IFACE] STATE [IFACE VIP]``: claim the transition
     (see ``decide``), leave it ``grace`` seconds to the beacon, then send ``salt/beacon/<id>/carp/<vhid>/<STATE>`` through
@@ -210,8 +211,11 @@ def hook_script(
     keepalived's notify does not pass.  ``pidfile`` (the minion's): on
     Linux the hook does nothing when that minion runs in another network
     namespace, i.e. the script belongs to another host sharing this
-    directory (the lab's hosts share /usr/local/sbin).  POSIX sh, for Linux
-    and FreeBSD."""
+    directory (the lab's hosts share /usr/local/sbin).  ``routing_hook``
+    (lb-routing-vip, installed by salt/routing): run first, in the
+    background, with the vhid and state, so that the VIP announcements
+    follow the transition at once (see lb_routing.hook_script).  POSIX sh,
+    for Linux and FreeBSD."""
     cases = "".join(f"\t\t{int(v)}) iface=${{iface:-{i}}}; vip={p} ;;\n" for v, (i, p) in sorted(groups.items()))
     return f"""#!/bin/sh
 # Installed by salt/carp/events.sls (lb_node.event_hook). Do not edit.
@@ -233,6 +237,10 @@ fi
 case $vhid in *@*) iface=${{vhid#*@}}; vhid=${{vhid%@*}} ;; esac
 case $vhid in ''|*[!0-9]*) exit 0 ;; esac
 case $state in MASTER|BACKUP) ;; INIT|FAULT|STOP) state=INIT ;; *) exit 0 ;; esac
+routing={routing_hook or "/nonexistent"}
+if [ -x "$routing" ]; then
+	"$routing" "$vhid" "$state" </dev/null >/dev/null 2>&1 &
+fi
 if [ -z "$vip" ]; then
 	case $vhid in
 {cases}	esac

@@ -136,3 +136,33 @@ def test_devd_rule_names_the_hook():
     rule = carp_events.devd_rule("/usr/local/sbin/lb-carp-event")
     assert 'match "system"\t\t"CARP";' in rule
     assert 'action "/usr/local/sbin/lb-carp-event $subsystem $type";' in rule
+
+
+def test_runs_the_routing_hook_first_with_the_normalized_state(tmp_path):
+    calls = tmp_path / "routing-calls"
+    routing = tmp_path / "lb-routing-vip"
+    routing.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    routing.chmod(0o755)
+    fake = tmp_path / "salt-call"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    script = tmp_path / "lb-carp-event"
+    script.write_text(
+        carp_events.hook_script(
+            "lb-a",
+            str(fake),
+            "/etc/salt",
+            str(tmp_path / "events"),
+            "keepalived",
+            {4: ("eth1", "198.18.2.4/24")},
+            grace=0.1,
+            routing_hook=str(routing),
+        )
+    )
+    script.chmod(0o755)
+    for args in (("4", "MASTER"), ("4", "FAULT"), ("4@eth1", "BACKUP"), ("x", "MASTER")):
+        subprocess.run([str(script), *args], env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=30)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (not calls.exists() or len(calls.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    assert sorted(calls.read_text().splitlines()) == ["4 BACKUP", "4 INIT", "4 MASTER"]

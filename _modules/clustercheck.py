@@ -402,7 +402,9 @@ def account_changes(name=None, password=None, host=None, max_connections=None, s
     max_connections = int(max_connections or lb_probe.MIN_INSTANCES)
     who = _account_id(name, host)
     current = _read_account(name, host, socket, defaults_file, client)
-    ident = f"IDENTIFIED BY {_sql_string(password)}"
+    # the stored hash, not the password: the server never sees it in clear
+    # (a statement's text reaches the binary log and Galera's write-set cache)
+    ident = f"IDENTIFIED BY PASSWORD {_sql_string(native_password_hash(password))}"
     if current is None:
         return [
             {

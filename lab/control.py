@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from lab import LAB_DIR, PILLAR, REPO, lock, saltcfg, state
+from lab import LAB_DIR, PILLAR, REPO, lock, pillar_repo, saltcfg, state
 from lab.plan import plan_from_pillar
 
 SUPERVISOR_LOG = LAB_DIR / "supervisor.log"
@@ -137,6 +137,7 @@ def down() -> int:
         state.stop([sup], grace=0, sig=signal.SIGKILL)
     st = state.load() or st  # the supervisor's last word on what it created
     state.sweep(st)
+    pillar_repo.stop_agent()  # the gpg-agent the master's GPG renderer started for its key directory
     left = state.leftovers(st)
     if left:
         print("could not remove: " + "; ".join(left))

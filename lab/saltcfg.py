@@ -10,7 +10,7 @@ import time
 
 import yaml
 
-from lab import BIN, LAB_DIR, REPO, tls
+from lab import BIN, LAB_DIR, REPO, pillar_repo, tls
 from lab.plan import Plan
 
 MASTER_DIR = LAB_DIR / "master"
@@ -50,15 +50,26 @@ def write_configs(plan: Plan) -> None:
             "worker_threads": 3,
             "timeout": 10,
             "file_roots": {"base": [str(REPO / "salt"), str(EXTROOT)]},
-            # pillar/lab, and what the lab generates at `up` (its own env and
-            # top: Salt reads one top.sls per env; lab/tls.py)
-            "pillar_roots": {"base": [str(REPO / "pillar" / "lab")], tls.PILLAR_ENV: [str(tls.PILLAR_DIR)]},
+            # The pillar: the lab's pillar repository (git_pillar, branch
+            # main = env base; seeded from pillar/lab with its secrets
+            # encrypted, lab/pillar_repo.py), and what the lab generates at
+            # `up` (its own env and top: Salt reads one top.sls per env;
+            # lab/tls.py).  pillar/lab itself is not served.
+            "pillar_roots": {tls.PILLAR_ENV: [str(tls.PILLAR_DIR)]},
+            "ext_pillar": [{"git": [{f"{pillar_repo.BRANCH} file://{pillar_repo.PILLAR_GIT}": [{"env": "base"}]}]}],
+            "git_pillar_provider": "gitpython",
+            "git_pillar_base": pillar_repo.BRANCH,
+            "git_pillar_branch": pillar_repo.BRANCH,
+            # the GPG renderer's key (`#!jinja|yaml|gpg`): made at `up`, 0700
+            "gpg_keydir": str(MASTER_DIR / "gpgkeys"),
             "runner_dirs": [str(REPO / "_runners")],
             "utils_dirs": [str(REPO / "_utils")],
             # the product's reactor, as shipped (etc/salt/master.d/reactor.conf)
             "reactor": yaml.safe_load(REACTOR_CONF.read_text())["reactor"],
         },
     )
+    pillar_repo.make_key()  # the master's GPG key, in its gpg_keydir
+    pillar_repo.seed(MASTER_DIR / "master")  # .lab/pillar.git from pillar/lab, hooks installed
     for minion_id in plan.minion_ids:
         root = MINIONS_DIR / minion_id
         root.mkdir(parents=True)

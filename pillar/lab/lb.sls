@@ -162,7 +162,7 @@ lb:
             ebgp1:
               address: 198.18.2.1
               remote_as: 65001
-              md5sig_password: secret
+              md5sig_password: lab-bgp-md5-key
               med: 10
               localpref: 80
               communities: ['65000:180']

@@ -18,6 +18,15 @@ Every edit is restored on exit, also when the test fails, and the pillar is
 refreshed on the minions both ways (`saltutil.refresh_pillar wait=True`).
 Restoring the pillar does not re-apply states: a test that applied the
 edited pillar applies the original again itself.
+
+The files of pillar/lab are served from the lab's pillar repository
+(.lab/pillar.git, git_pillar; lab/pillar_repo.py): an edit of one of them is
+a commit pushed there, through the hooks (the gate: a push it rejects raises
+RuntimeError with its output), with the push option `apply=false` (the
+post-receive hook updates the master's git_pillar and refreshes the minions,
+and applies nothing: as before, the test applies what it wants).  lb.sls's
+secrets are encrypted on the way.  pillar/lab itself is never written.  The
+generated files (.lab/pillar) are still edited in place.
 """
 
 from __future__ import annotations
@@ -26,10 +35,28 @@ import contextlib
 import os
 from pathlib import Path
 
-from lab import REPO, saltcfg, tls
+from lab import REPO, pillar_repo, saltcfg, tls
 
 LBS = ("lb-a", "lb-b")
 ROOTS = (REPO / "pillar" / "lab", tls.PILLAR_DIR)
+
+
+_pushed: dict[str, str] = {}  # plaintext of the repository's files pushed by this module
+
+
+def _in_repo(relpath: str) -> bool:
+    """Served from the lab's pillar repository (a lab whose master reads git_pillar)."""
+    if not (REPO / "pillar" / "lab" / relpath).is_file() or not pillar_repo.PILLAR_GIT.is_dir():
+        return False
+    master = saltcfg.MASTER_DIR / "master"
+    return master.is_file() and "ext_pillar" in master.read_text()
+
+
+def _push(relpath: str, text: str, message: str) -> None:
+    done = pillar_repo.push({relpath: text}, message, options=("apply=false",))
+    if done.returncode != 0:
+        raise RuntimeError(f"pushing {relpath} to {pillar_repo.PILLAR_GIT} was refused:\n{done.stdout}{done.stderr}")
+    _pushed[relpath] = text
 
 
 def _path(relpath: str) -> Path:
@@ -42,8 +69,12 @@ def _path(relpath: str) -> Path:
 
 
 def read_pillar(relpath: str) -> str:
-    """The text of a lab pillar file as the master serves it now."""
-    return _path(relpath).read_text()
+    """The text of a lab pillar file as the master serves it now (for a
+    file of the pillar repository: its plaintext)."""
+    path = _path(relpath)
+    if _in_repo(relpath):
+        return _pushed.get(relpath, path.read_text())
+    return path.read_text()
 
 
 def refresh(minions=LBS) -> None:
@@ -71,9 +102,18 @@ def edited_pillar(relpath: str, new_text: str, minions=LBS):
     """The lab pillar file `relpath` reads `new_text` for the duration of the
     block, and the minions see it; the original text is back afterwards."""
     path = _path(relpath)
-    original = path.read_text()
+    original = read_pillar(relpath)
     if new_text == original:
         raise ValueError(f"{relpath}: the edit changes nothing")
+    if _in_repo(relpath):
+        _push(relpath, new_text, f"test edit of {relpath}")
+        try:
+            refresh(minions)
+            yield
+        finally:
+            _push(relpath, original, f"test edit of {relpath} reverted")
+            refresh(minions)
+        return
     try:
         _write(path, new_text)
         refresh(minions)

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -172,9 +174,64 @@ def apply(ids: list[str], *mods: str, attempts: int = 20) -> dict:
         if not busy:
             break
         print(f"state.apply: a state run is in progress on {busy}; waiting for it")
+        reap_lingering_jobs(busy)
         time.sleep(3)
         results.update(salt_json("-L", ",".join(busy), *args, timeout=600))
     return results
+
+
+def salt_run_json(*args: str, timeout: float = 120) -> dict:
+    """`salt-run ... --out=json` against the lab's master."""
+    proc = subprocess.run(
+        [str(BIN / "salt-run"), "-c", str(MASTER_DIR), *args, "--out=json"], capture_output=True, text=True, timeout=timeout
+    )
+    try:
+        return json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError:
+        return {}
+
+
+def reap_lingering_jobs(ids: list[str]) -> list[str]:
+    """Job processes that outlive their job.  Seen in the lab with Salt 3008:
+    a minion's job process sends its return (the master has it) and never
+    exits; the minion then refuses every state run ("is running as PID ...")
+    and a queued one waits forever.  For each job a minion reports running
+    whose return the master already holds: SIGKILL to its process when it
+    is that job's (started within seconds of the jid), and the minion's proc
+    file removed (it may name a pid since reused).  Returns what was done."""
+    done = []
+    running = salt_json("-L", ",".join(ids), "saltutil.running", "-t", "20", timeout=60)
+    for minion, jobs in running.items():
+        for job in jobs if isinstance(jobs, list) else []:
+            jid, pid = str(job.get("jid", "")), job.get("pid")
+            if not (jid.isdigit() and len(jid) == 20 and isinstance(pid, int)):
+                continue
+            if minion not in salt_run_json("jobs.lookup_jid", jid):
+                continue  # really running: its caller waits for it
+            started = time.mktime(time.strptime(jid[:14], "%Y%m%d%H%M%S"))
+            proc_start = _process_start(pid)
+            if proc_start is not None and abs(proc_start - started) < 10:
+                os.kill(pid, signal.SIGKILL)
+                what = f"killed its process {pid}"
+            else:
+                what = f"pid {pid} is not that job's any more"
+            for proc_file in (MINIONS_DIR / minion).glob(f"**/proc/{jid}"):
+                proc_file.unlink(missing_ok=True)
+            done.append(f"{minion}: job {jid} ({job.get('fun')}) had returned but was still listed as running; {what}")
+    for line in done:
+        print(f"lab: {line}", flush=True)
+    return done
+
+
+def _process_start(pid: int) -> float | None:
+    """A process's start, as an epoch time, from /proc."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        btime = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+    except (OSError, StopIteration):
+        return None
+    ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _busy(ret) -> bool:

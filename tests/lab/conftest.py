@@ -100,3 +100,14 @@ def _lab_session():
     finally:
         if owned:
             control.down()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_lingering_jobs(request):
+    """Before each lab module: no minion still lists a job the master already
+    has the return of (lab/saltcfg.py: reap_lingering_jobs); such a job
+    refuses every later state run on that minion."""
+    if "lab" in request.fixturenames:
+        lab = request.getfixturevalue("lab")
+        saltcfg.reap_lingering_jobs(lab.plan.minion_ids)
+    yield

@@ -27,7 +27,7 @@ import pytest
 from carp_tools import LAB_CARP, LBS
 from galera_tools import Galera, HaproxyView, Writer, apply_probe, first_write_after, in_host, salt_ok, writers_in_order
 
-from lab import control
+from lab import control, saltcfg
 
 # the pillar's timers for galera_a: inter 2s, fall 2, rise 3
 FALL_X_INTER = 4.0
@@ -58,12 +58,12 @@ def galera(lab):
     finally:
         for minion in db:
             lab.salt(minion, "clustercheck.undrain")
-            lab.salt(minion, "service.stop", "xinetd")
-        lab.salt("-L", ",".join(LBS), "haproxy_cfg.stop")
         lab.salt("-L", ",".join(LBS), "carp.absent")
         for minion in LBS:
             lab.salt(minion, "grains.delkey", "lb_carp")
-        g.stop_all()
+        g.stop_all()  # the lab's cluster: every node running and Synced again
+        # and the pair as the lab's highstate made it, for the modules after this one
+        saltcfg.apply(LBS + db)
 
 
 def names(lab, g):

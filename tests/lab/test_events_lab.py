@@ -24,7 +24,7 @@ import pytest
 from carp_tools import LBS, all_on, holders, link, user_port, wait_for
 from events_tools import SETTLE, EventLog, VrrpCut, apply, flat, salt_lbs, salt_run, setup_pair, teardown_pair
 
-from lab import control, saltcfg
+from lab import control, saltcfg, state
 
 PAIR = "edge"
 VHIDS = (4, 5, 44, 55)
@@ -130,12 +130,14 @@ def test_link_cut_fires_master_events_from_the_peer_and_the_reactor_applies_hapr
 def _kill_haproxy(minion):
     st = _haproxy(minion)
     assert st["running"], st
-    for pid in [st["master"], *st["workers"]]:
+    killed = [(pid, state.start_time(pid)) for pid in [st["master"], *st["workers"]]]
+    for pid, _ in killed:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    assert wait_for(lambda: not _haproxy(minion)["running"], 10)
+    # gone (the healer may already have started a new master: its pid differs)
+    assert wait_for(lambda: all(state.start_time(pid) != start for pid, start in killed), 10), killed
 
 
 def test_a_crash_of_haproxy_is_healed_in_place_without_failover(events):

@@ -1267,13 +1267,14 @@ def cert_expiry(path=None):
             names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
         except x509.ExtensionNotFound:
             names = []
-        left = cert.not_valid_after_utc - now
+        not_before, not_after = lb_topology.cert_validity(cert)
+        left = not_after - now
         out[p] = {
             "subject": cert.subject.rfc4514_string(),
             "issuer": cert.issuer.rfc4514_string(),
             "names": names,
-            "not_before": cert.not_valid_before_utc.isoformat(),
-            "not_after": cert.not_valid_after_utc.isoformat(),
+            "not_before": not_before.isoformat(),
+            "not_after": not_after.isoformat(),
             "days_left": round(left.total_seconds() / 86400, 1),
             "expired": left.total_seconds() <= 0,
             "chain_length": len(certs),

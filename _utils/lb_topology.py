@@ -13,6 +13,7 @@ building the normalized model (defaults filled in, addresses parsed).
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,6 +252,17 @@ def roles(model: dict, minion_id: str, addresses=()) -> dict:
 
 
 # ---------------------------------------------------------------------------
+
+
+def cert_validity(cert) -> tuple[datetime.datetime, datetime.datetime]:
+    """(not before, not after) of a `cryptography` certificate, as aware UTC
+    datetimes.  cryptography >= 42 has the `*_utc` properties; older ones
+    (Debian 12's python3-cryptography 38, what a salt-ssh target's python3
+    imports: docs/agentless.md) only the naive UTC ones."""
+    try:
+        return cert.not_valid_before_utc, cert.not_valid_after_utc
+    except AttributeError:
+        return cert.not_valid_before.replace(tzinfo=datetime.UTC), cert.not_valid_after.replace(tzinfo=datetime.UTC)
 
 
 def _p(*parts) -> str:
@@ -1128,10 +1140,9 @@ class _Checker:
         if key.public_key().public_bytes(*fmt) != cert.public_key().public_bytes(*fmt):
             self.err(_p(path, "key"), f"does not belong to the certificate ({cert.subject.rfc4514_string()}): HAProxy would refuse the pair")
             return
-        import datetime
-
-        if cert.not_valid_after_utc < datetime.datetime.now(datetime.UTC):
-            self.warn(_p(path, "certificate"), f"expired on {cert.not_valid_after_utc:%Y-%m-%d} ({cert.subject.rfc4514_string()})")
+        _, not_after = cert_validity(cert)
+        if not_after < datetime.datetime.now(datetime.UTC):
+            self.warn(_p(path, "certificate"), f"expired on {not_after:%Y-%m-%d} ({cert.subject.rfc4514_string()})")
 
     def stats(self, raw, path, pair, userlists) -> dict | None:
         d = self.mapping(raw, path, required=False)

@@ -1,0 +1,92 @@
+"""The pillar gate's pure logic: secrets in the topology (`lb_secrets`),
+HAProxy's messages mapped to pillar paths and what a change touches
+(`lb_gate`)."""
+
+import copy
+
+import lb_gate
+import lb_render
+import lb_secrets
+import lb_topology
+
+
+def test_every_secret_of_the_lab_pillar_is_found_with_its_path(lab_raw):
+    found = {path: value for path, _, value in lb_secrets.find(lab_raw)}
+    assert found["lb:pairs:edge:carp:groups:4:password"] == "passwd4"
+    assert found["lb:pairs:edge:carp:groups:44:password"] == "passwd44"
+    assert found["lb:pairs:edge:galera_probe:password"] == "clustercheck-lab-pw"
+    assert found["lb:pairs:edge:haproxy:userlists:stats-auth:users:admin:password_hash"].startswith("$6$")
+    assert "lb:pairs:edge:routing:bgp:neighbors:ebgp1:md5sig_password" in found
+    assert len(found) == 8
+    assert lb_secrets.values(lab_raw)[0] == max(lb_secrets.values(lab_raw), key=len)
+
+
+def test_replace_touches_the_secrets_only_and_not_the_input(lab_raw):
+    before = copy.deepcopy(lab_raw)
+    out = lb_secrets.replace(lab_raw, lambda path, value: f"ENC({path})")
+    assert lab_raw == before
+    assert out["pairs"]["edge"]["carp"]["groups"][4]["password"] == "ENC(lb:pairs:edge:carp:groups:4:password)"
+    assert out["pairs"]["edge"]["networks"] == lab_raw["pairs"]["edge"]["networks"]
+    assert lb_secrets.find(out)[0][2].startswith("ENC(")
+
+
+def test_cleartext_findings_name_the_path_and_the_file(lab_raw):
+    files = {"lb.sls": "lb:\n  x: {password: passwd44, primary: lb-a}\n", "other.sls": "# passwd4 is a word here, not a value\n"}
+    found = lb_secrets.cleartext_findings(lab_raw, files)
+    assert [f.path for f in found] == ["lb:pairs:edge:carp:groups:44:password", "lb:pairs:edge:carp:groups:55:password"]
+    assert "in clear text in lb.sls" in found[0].message
+    assert lb_secrets.cleartext_findings(lab_raw, {"lb.sls": "password: |\n  -----BEGIN PGP MESSAGE-----\n  abc\n"}) == []
+
+
+def test_a_haproxy_message_about_a_server_is_the_servers_pillar_path(lab_model):
+    pair = lab_model["pairs"]["edge"]
+    text = lb_render.render_haproxy(lab_model, pair, "lb-a", "Debian")
+    msg = "[ALERT]    (12) : config : proxy 'haproxy_198.18.2.55_80', server 'http_srv-4': unable to find required resolvers 'x'\n[ALERT]    (12) : config : Fatal errors found in configuration."
+    found = lb_gate.haproxy_findings(pair, "lb-a", "Debian", text, msg)
+    assert [str(f.path) for f in found] == ["lb:pairs:edge:haproxy:pools:web_b:servers:http_srv-4"]
+    assert "unable to find required resolvers 'x'" in found[0].message and "lb-a" in found[0].message
+
+
+def test_a_haproxy_message_about_a_line_is_that_lines_pillar_path(lab_model):
+    pair = lab_model["pairs"]["edge"]
+    text = lb_render.render_haproxy(lab_model, pair, "lb-a", "Debian")
+    lines = text.splitlines()
+    n_server = next(i for i, line in enumerate(lines, 1) if "server percona_mysql-2 " in line)
+    n_user = next(i for i, line in enumerate(lines, 1) if line.strip().startswith("user lbuser "))
+    n_stats = next(i for i, line in enumerate(lines, 1) if line.strip().startswith("stats uri"))
+    paths = lb_gate.section_paths(pair, text)
+    assert paths[n_server] == "lb:pairs:edge:haproxy:pools:galera_a:servers:percona_mysql-2"
+    assert paths[n_user] == "lb:pairs:edge:haproxy:userlists:stats-auth:users:lbuser"
+    assert paths[n_stats] == "lb:pairs:edge:haproxy:stats"
+    msg = f"[ALERT]    (1) : config : parsing [/etc/haproxy/haproxy.cfg:{n_server}] : 'server percona_mysql-2' : bad"
+    assert lb_gate.haproxy_findings(pair, "lb-a", "Debian", text, msg)[0].path == paths[n_server]
+    assert lb_gate.haproxy_findings(pair, "lb-a", "Debian", text, "[WARNING] only a warning") == []
+
+
+def _changed(raw, edit):
+    new = copy.deepcopy(raw)
+    edit(new["pairs"]["edge"])
+    return lb_topology.load(new)
+
+
+def test_a_new_backend_server_touches_haproxy_on_both_nodes_only(lab_raw, lab_model):
+    new = _changed(
+        lab_raw, lambda p: p["haproxy"]["pools"]["web_a"]["servers"].update({"http_srv-9": {"address": "198.18.6.9", "port": 80}})
+    )
+    assert lb_gate.affected(lab_model, new) == {"lb": {"lb-a": ["haproxy"], "lb-b": ["haproxy"]}, "galera": {}, "unassigned": {}}
+    assert lb_gate.affected(lab_model, lab_model) == {"lb": {}, "galera": {}, "unassigned": {}}
+
+
+def test_a_carp_priority_touches_carp_and_the_probe_password_the_database_servers(lab_raw, lab_model):
+    new = _changed(lab_raw, lambda p: p["carp"]["groups"][44].update(advskew_primary=20))
+    assert lb_gate.affected(lab_model, new)["lb"] == {"lb-a": ["carp"]}
+    new = _changed(lab_raw, lambda p: p["galera_probe"].update(password="other-pw"))
+    change = lb_gate.affected(lab_model, new)
+    assert change["lb"] == {}
+    assert change["galera"] == {"edge": ["198.18.4.2", "198.18.4.3", "198.18.4.4", "198.18.5.2", "198.18.5.3", "198.18.5.4"]}
+
+
+def test_a_first_push_touches_every_node_and_the_backup_goes_first(lab_model):
+    change = lb_gate.affected(None, lab_model)
+    assert change["lb"] == {"lb-a": ["carp", "haproxy"], "lb-b": ["carp", "haproxy"]}
+    assert lb_gate.primaries_last(lab_model, ["lb-a", "lb-b"]) == ["lb-b", "lb-a"]

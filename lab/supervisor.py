@@ -21,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from lab import PILLAR, REPO, lock, saltcfg, state
+from lab import PILLAR, REPO, lock, saltcfg, sshcfg, state
 from lab.plan import Plan, plan_from_pillar
 
 # Directories each host gets for itself (bind mounts of .lab/hosts/<host>/...),
@@ -194,7 +194,17 @@ def start_daemons(net, plan: Plan, st: dict, procs: dict) -> None:
             (www / "index.html").write_text(f"<html><body>{host.name} ({host.pillar_name})</body></html>\n")
             cmd = ["/usr/bin/python3", "-m", "http.server", str(port), "--bind", address, "--directory", str(www)]
             start(f"http@{host.name}", node.popen, cmd, state.HOSTS_DIR / host.name / "http.log", host.name)
+    # sshd in each load balancer, on its management address only, with the
+    # lab's own config, host key and authorized key (lab/sshcfg.py): what
+    # salt-ssh reaches through the Saltfile (docs/agentless.md)
+    sshcfg.write_configs(plan)
+    ssh_hosts = sshcfg.ssh_hosts(plan)
+    for name in ssh_hosts:
+        _check_stop()
+        sshcfg.prepare_host(state.HOSTS_DIR / name)
+        start(f"sshd@{name}", net[name].popen, sshcfg.sshd_command(name), sshcfg.SSH_DIR / name / "sshd.log", name)
     _wait_http_listening(net, plan)
+    _wait_listening(net, {name: (address, sshcfg.SSHD_PORT) for name, address in ssh_hosts.items()})
 
 
 def start_galera(plan: Plan, st: dict, procs: dict) -> None:
@@ -308,6 +318,17 @@ def _wait_http_listening(net, plan: Plan) -> None:
             _check_stop()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{host.name}: nothing listens on {address}:{port}")
+            time.sleep(0.1)
+
+
+def _wait_listening(net, services: dict[str, tuple[str, int]]) -> None:
+    """Wait until each {host: (address, port)} has a TCP listener."""
+    deadline = time.monotonic() + HTTP_READY_TIMEOUT
+    for name, (address, port) in services.items():
+        while not net[name].cmd(f"ss -Hltn src {address}:{port}").strip():
+            _check_stop()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: nothing listens on {address}:{port}")
             time.sleep(0.1)
 
 

@@ -90,6 +90,8 @@ def render_bgpd(pair: dict, node_id: str, header: str, secret) -> str:
             out.append(f"\ttcp md5sig password {secret(nb['md5sig_password'])}")
         if nb.get("hold_time") is not None:
             out.append(f"\tholdtime {nb['hold_time']}")
+        if nb.get("bfd"):
+            out.append("\t# bfd: OpenBGPD has none (BIRD on Linux uses it); holdtime bounds the detection here")
         if nb["med"] is not None:
             out.append(f"\tset med {nb['med']}")
         if nb["localpref"] is not None:

@@ -19,6 +19,14 @@ import yaml
 
 # The lab's own parts, which the pillar does not describe.
 CLIENT_NETWORK = "198.18.0.0/24"  # the pillar's `usernet` route points here
+# The upstream router (BGP) and the external client behind it: only when the
+# pillar has routing:bgp.  up1 stands at the (first) BGP neighbor's address;
+# ext reaches the VIPs only through up1's BGP-learned /32s (the pillar's
+# `extnet` route brings the answers back).
+UPSTREAM = "up1"
+EXT_NETWORK = "198.19.2.0/24"
+EXT_ROUTER_INDEX = 1  # up1 at 198.19.2.1
+EXT_HOST_INDEX = 10  # ext at 198.19.2.10
 CLIENT_HOST_INDEX = 10  # client at 198.18.0.10
 ROUTER_HOST_INDEX = 254  # r1's address on segments without a pillar gateway
 MASTER_HOST_INDEX = 250  # salt-master at 198.18.1.250 on the mgmt segment
@@ -47,7 +55,7 @@ class Interface:
 @dataclass
 class Host:
     name: str
-    role: str  # lb | router | db | web | client
+    role: str  # lb | router | db | web | client | upstream | ext
     interfaces: list[Interface]
     routes: list[tuple[str, str]] = field(default_factory=list)  # (destination, gateway)
     default_gateway: str | None = None
@@ -57,6 +65,10 @@ class Host:
     # (device, "address/prefix", pillar name): another galera pool's server
     # this host stands in for (without --galera6, see _stand_ins)
     aliases: list[tuple[str, str, str]] = field(default_factory=list)
+    # upstream router: (device, [peer addresses]): its address on that device
+    # covers no prefix (noprefixroute), only a /32 route to each peer, so
+    # what it forwards to the VIPs follows its BGP routes alone
+    peers: tuple[str, list[str]] | None = None
 
 
 @dataclass
@@ -179,9 +191,43 @@ def plan_from_pillar(path: str | Path, galera6: bool = False) -> Plan:
         )
     )
 
+    _upstream(pair, networks, hosts, network_of)
+
     hosts, master = _name_ports(hosts, master, networks)
     _check_names(hosts, networks)
     return Plan(pair_name, networks, hosts, master)
+
+
+def _upstream(pair: dict, networks: dict, hosts: list[Host], network_of) -> None:
+    """up1 (BGP peer of both nodes, at the pillar's first BGP neighbor
+    address) and ext behind it on the lab's own EXT_NETWORK; nothing
+    without routing:bgp.  r1 is not on the ext network."""
+    bgp = ((pair.get("routing") or {}).get("bgp") or {}).get("neighbors") or {}
+    if not bgp:
+        return
+    address = str(next(iter(bgp.values()))["address"])
+    network = network_of(address)
+    prefixlen = netaddr.IPNetwork(networks[network].cidr).prefixlen
+    ext = netaddr.IPNetwork(EXT_NETWORK)
+    up_ext = f"{ext[EXT_ROUTER_INDEX]}/{ext.prefixlen}"
+    networks["ext"] = Network("ext", EXT_NETWORK, _bridge("ext"), up_ext)
+    peers = [str(i["address"]) for node in pair["nodes"].values() for i in node["interfaces"].values() if i["network"] == network]
+    hosts.append(
+        Host(
+            UPSTREAM,
+            "upstream",
+            [Interface(f"{UPSTREAM}-eth0", network, f"{address}/{prefixlen}"), Interface(f"{UPSTREAM}-eth1", "ext", up_ext)],
+            peers=(f"{UPSTREAM}-eth0", peers),
+        )
+    )
+    hosts.append(
+        Host(
+            "ext",
+            "ext",
+            [Interface("ext-eth0", "ext", f"{ext[EXT_HOST_INDEX]}/{ext.prefixlen}")],
+            routes=[(str(networks[network].cidr), str(ext[EXT_ROUTER_INDEX]))],
+        )
+    )
 
 
 def _stand_ins(pair: dict, dbs: list[Host], network_of, on) -> None:

@@ -35,7 +35,7 @@ from lab.plan import Plan, plan_from_pillar
 # removes it.  /usr/local/bin and /usr/local/sbin start empty (the states
 # write the probe and the CARP scripts there; a host needs nothing else
 # from them).
-SEEDED_DIRS = ("/etc/haproxy", "/etc/keepalived", "/etc/mysql", "/etc/xinetd.d", "/etc/sysctl.d", "/etc/default")
+SEEDED_DIRS = ("/etc/haproxy", "/etc/keepalived", "/etc/mysql", "/etc/xinetd.d", "/etc/sysctl.d", "/etc/default", "/etc/bird")
 EMPTY_DIRS = (
     "/run",
     "/var/run",
@@ -160,6 +160,14 @@ def build(plan: Plan, st: dict):
             _must(node, f"ip route replace unreachable {ns}/32")
         for device, address, _ in host.aliases:  # stand-ins for another galera pool's servers
             _must(node, f"ip addr add {address} dev {device}")
+        if host.peers:  # up1: no route covering the VIPs, only /32s to its BGP peers (lab/plan.py)
+            device, peers = host.peers
+            address = next(i.address for i in host.interfaces if i.device == device)
+            _must(node, f"ip addr del {address} dev {device}")
+            _must(node, f"ip addr add {address} dev {device} noprefixroute")
+            for peer in peers:
+                _must(node, f"ip route replace {peer}/32 dev {device}")
+            _must(node, "sysctl -qw net.ipv4.ip_forward=1")
     return net
 
 
@@ -187,6 +195,15 @@ def start_daemons(net, plan: Plan, st: dict, procs: dict) -> None:
                 saltcfg.MINIONS_DIR / host.minion_id / "console.log",
                 host.name,
             )
+        if host.peers:  # the upstream router's BIRD (lab/upstream.py), 0600: it holds the md5sig key
+            from lab import upstream
+
+            conf = state.HOSTS_DIR / host.name / "bird.conf"
+            conf.parent.mkdir(parents=True, exist_ok=True)
+            conf.touch(mode=0o600)
+            conf.chmod(0o600)
+            conf.write_text(upstream.bird_conf(plan, PILLAR))
+            start(f"bird@{host.name}", node.popen, upstream.command(str(conf)), state.HOSTS_DIR / host.name / "bird.log", host.name)
         if host.service:
             address, port = host.service
             www = state.HOSTS_DIR / host.name / "www"

@@ -2,15 +2,26 @@
     (lb.roles): the pair's nodes are load balancers, the servers of its
     galera pools are database servers.  Nothing here names a host. #}
 {%- set roles = salt['lb.roles']() %}
+{#- Over salt-ssh, lb.roles is _wrapper/lb.py's and says `agentless`: a
+    host then gets only the states that work without a minion, HAProxy's.
+    CARP's event path needs a minion (its beacon) and a master (the
+    reactor); the other SLS call modules on the target while they render,
+    where salt-ssh's pillar is not (docs/agentless.md). #}
+{%- set agentless = roles.get('agentless', False) %}
 base:
 {%- if roles.lb or roles.galera %}
   '{{ grains.id }}':
-{%- if roles.lb %}
+{%- if roles.lb and not agentless %}
     - carp
     - carp.events
+{%- endif %}
+{%- if roles.lb %}
     - haproxy
 {%- endif %}
-{%- if roles.galera %}
+{%- if roles.get('routing') and not agentless %}
+    - routing
+{%- endif %}
+{%- if roles.galera and not agentless %}
     - clustercheck
 {%- endif %}
 {%- else %}

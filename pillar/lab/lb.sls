@@ -60,6 +60,9 @@ lb:
         usernet: {destination: 198.18.0.0/24, gateway: 198.18.2.254}
         mysqlnet: {destination: 198.18.4.0/23, gateway: 198.18.3.254}
         httpnet: {destination: 198.18.6.0/24, gateway: 198.18.3.254}
+        # the lab's own: the external network behind the BGP neighbor (up1,
+        # lab/plan.py), whose client reaches the VIPs by the announced /32s
+        extnet: {destination: 198.19.2.0/24, gateway: 198.18.2.1}
 
       haproxy:
         userlists:
@@ -163,6 +166,10 @@ lb:
               address: 198.18.2.1
               remote_as: 65001
               md5sig_password: lab-bgp-md5-key
+              # the lab's own (not the seed's): a link cut on the MASTER is
+              # seen by the upstream router in ~0.5 s (BFD), not 90 s
+              bfd: true
+              hold_time: 9
               med: 10
               localpref: 80
               communities: ['65000:180']

@@ -41,8 +41,9 @@ def test_one_bridge_per_pillar_network_plus_the_client(plan):
         "mysql": "198.18.4.0/23",
         "http": "198.18.6.0/24",
         "client": "198.18.0.0/24",
+        "ext": "198.19.2.0/24",
     }
-    assert len(set(plan.bridges)) == 6
+    assert len(set(plan.bridges)) == 7
 
 
 def test_load_balancers_get_the_pillars_devices_addresses_and_routes_but_no_vip(plan):
@@ -165,3 +166,45 @@ def test_without_galera6_the_first_pools_hosts_stand_in_for_the_second_pool(plan
         [("db-3-eth0", "198.18.5.4/23", "percona_mysql-6")],
     ]
     assert not any(h.aliases for h in plan_from_pillar(PILLAR, galera6=True).hosts)
+
+
+def test_upstream_router_at_the_bgp_neighbor_address_and_ext_behind_it(plan):
+    up1 = plan.host("up1")
+    assert up1.role == "upstream" and not up1.minion_id and up1.default_gateway is None
+    assert addresses(up1) == {"up1-eth0": "198.18.2.1/24", "up1-eth1": "198.19.2.1/24"}
+    # no prefix route on the VIPs' segment: only its BGP peers, the nodes
+    assert up1.peers == ("up1-eth0", ["198.18.2.241", "198.18.2.242"])
+    ext = plan.host("ext")
+    assert addresses(ext) == {"ext-eth0": "198.19.2.10/24"}
+    assert ext.default_gateway is None and ext.routes == [("198.18.2.0/24", "198.19.2.1")]
+    # r1 and the client are as before: r1 is not on the ext network
+    assert "198.19.2.254/24" not in addresses(plan.host("r1")).values()
+    assert all(i.network != "ext" for i in plan.host("r1").interfaces)
+    assert plan.networks["ext"].router == "198.19.2.1/24"
+    # the nodes route the answers to ext through up1 (the pillar's extnet)
+    assert ("198.19.2.0/24", "198.18.2.1") in plan.host("lb-a").routes
+
+
+def test_no_bgp_no_upstream_router(write_pillar):
+    def drop(pair):
+        del pair["routing"]["bgp"]
+
+    plan = plan_from_pillar(write_pillar(drop))
+    assert not [h for h in plan.hosts if h.role in ("upstream", "ext")]
+    assert "ext" not in plan.networks
+
+
+def test_upstream_bird_conf_peers_with_both_nodes_and_passes_bird_p(plan, tmp_path):
+    import shutil
+    import subprocess
+
+    from lab import upstream
+
+    text = upstream.bird_conf(plan, PILLAR)
+    assert "neighbor 198.18.2.241 as 65000;" in text and "neighbor 198.18.2.242 as 65000;" in text
+    assert text.count("local 198.18.2.1 as 65001;") == 2
+    assert text.count("export none;") == 2 and "bfd on;" in text
+    cfg = tmp_path / "bird.conf"
+    cfg.write_text(text)
+    r = subprocess.run([shutil.which("bird") or "/usr/sbin/bird", "-p", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr

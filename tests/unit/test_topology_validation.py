@@ -491,12 +491,6 @@ WARNING_CASES = [
         f"{E}:routing:bgp:neighbors:ebgp1:remote_as",
         "iBGP",
     ),
-    (
-        "bfd-on-freebsd",
-        _set(lambda r: pair(r)["routing"]["bgp"]["neighbors"]["ebgp1"], "bfd", True),
-        f"{E}:routing:bgp:neighbors:ebgp1:bfd",
-        "Linux (BIRD) only",
-    ),
     ("no-stats", _del(lambda r: hp(r), "stats"), f"{E}:haproxy:stats", "no stats listener"),
 ]
 

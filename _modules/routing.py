@@ -1,0 +1,575 @@
+"""
+Dynamic routing on a load-balancer node: the daemon's configuration from the
+pillar's ``lb`` topology, and the VIP announcements that follow CARP.
+
+A thin layer over ``_utils/lb_routing.py`` (rendering, the hook, the rule for
+what is announced).  Linux runs BIRD 2 (``/etc/bird/bird.conf``, checked with
+``bird -p`` before it replaces the live file, applied with ``birdc
+configure``: a soft reconfiguration that keeps sessions whose settings did
+not change); FreeBSD runs OpenBGPD and OpenOSPFD (``bgpd -n`` / ``ospfd -n``,
+then ``bgpctl reload`` / ``ospfctl reload``).  docs/routing.md says why.
+
+Announcements: ``lb-routing-vip VHID [STATE]`` (installed here, run by
+lb-carp-event on every CARP transition) announces a VIP while this node is
+its MASTER and withdraws it otherwise; ``routing.sync`` compares what is
+announced with what the node holds (``carp.status``) and runs the hook for
+what differs.
+
+The md5sig key is never on a command line or in a return: the file is
+written by this module (0640 root:bird for BIRD, which re-reads it as user
+bird; 0600 on FreeBSD) and changes are reported without content.
+"""
+
+import grp
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+from salt.exceptions import CommandExecutionError
+
+import carp_common
+import lb_render
+import lb_routing
+import lb_topology
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "routing"
+START_TIMEOUT = 10.0
+SYNC_ATTEMPTS = 10  # passes of routing.sync (0.5 s apart) while CARP moves under it
+BIRD_GROUP = "bird"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _family():
+    return "FreeBSD" if __grains__.get("kernel") == "FreeBSD" else "Debian"
+
+
+def _carp_settings():
+    fam = "FreeBSD" if _family() == "FreeBSD" else "Linux"
+    return carp_common.settings(fam, carp_common.override(__opts__, __grains__, __pillar__))
+
+
+def paths():
+    """
+    Where this node's routing files and tools are (``lb_routing.PATHS`` for
+    its OS, the CARP state directory from the ``lb_carp`` settings), each
+    replaceable by an absolute path in the ``lb_routing`` config mapping.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.paths
+    """
+    p = dict(lb_routing.PATHS[_family()])
+    state_dir = _carp_settings()["state_dir"]
+    p["state_dir"] = state_dir
+    p["maintenance"] = os.path.join(state_dir, carp_common.MAINTENANCE_FILE)
+    if _family() == "Debian":
+        p["pidfile"] = None
+    for k, v in _override().items():
+        if k in p and isinstance(v, str) and v.startswith("/"):
+            p[k] = v.rstrip("/") or "/"
+    if _family() == "Debian" and not p["pidfile"]:
+        p["pidfile"] = os.path.join(p["announce_dir"], "bird.pid")
+    return p
+
+
+def _override():
+    """The ``lb_routing`` config mapping (minion config, grains or pillar):
+    absolute paths replacing lb_routing.PATHS entries, e.g. for tests."""
+    for source in (__opts__, __grains__, __pillar__):
+        value = source.get("lb_routing") if hasattr(source, "get") else None
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _pair(topology=None):
+    try:
+        model = carp_common.load_model(__pillar__, topology)
+        pair, _ = lb_topology.find_node(model, __opts__["id"])
+    except (ValueError, OSError) as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    except KeyError as exc:
+        raise CommandExecutionError(str(exc.args[0])) from exc
+    return pair
+
+
+def _configured(pair):
+    r = pair["routing"]
+    return r["bgp"] is not None or r["ospf"] is not None
+
+
+def render(topology=None):
+    """
+    The routing files this node gets, as the module writes them:
+    ``{path: {"mode", "secret"}}`` (contents are in ``lb.preview``, redacted).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.render
+    """
+    return {path: {"mode": f["mode"], "secret": f["secret"]} for path, f in _files(_pair(topology)).items()}
+
+
+def _files(pair):
+    """{path: {"content", "mode", "secret"}} with secrets in clear."""
+    if not _configured(pair):
+        return {}
+    fam = _family()
+    p = paths()
+    node = __opts__["id"]
+    header = lb_render.HEADER.format(pair=pair["name"], node=node)
+    rendered = lb_routing.render(pair, node, fam, header, str, lb_render.File)
+    default = lb_routing.PATHS[fam]
+    files = {}
+    if fam == "Debian":
+        f = rendered[default["bird"]]
+        files[p["bird"]] = {
+            "content": lb_routing.render_bird(pair, node, header, str, p["announce_dir"]),
+            "mode": f.mode,
+            "secret": f.secret,
+        }
+    else:
+        for key in ("bgpd", "ospfd"):
+            if default[key] in rendered:
+                f = rendered[default[key]]
+                text = f.content.replace(default["ospfd_vips"], p["ospfd_vips"]) if key == "ospfd" else f.content
+                files[p[key]] = {"content": text, "mode": f.mode, "secret": f.secret}
+    hook = lb_routing.hook_script(fam, lb_routing.node_vips(pair, node, fam), p)
+    files[p["hook"]] = {"content": hook, "mode": "0755", "secret": False}
+    return files
+
+
+def _run(argv, quiet=False):
+    return __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, output_loglevel="quiet" if quiet else "debug")
+
+
+def _first_words(argv):
+    return " ".join(str(a) for a in argv[:3])
+
+
+def _write(path, text, mode, group=None):
+    """Atomically, mode and group set before the content lands."""
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".lb-routing.", dir=d)
+    try:
+        os.fchmod(fd, int(mode, 8))
+        if group is not None:
+            os.fchown(fd, 0, group)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _bird_gid():
+    try:
+        return grp.getgrnam(BIRD_GROUP).gr_gid
+    except KeyError:
+        return None
+
+
+def _file_state(path):
+    """(content, mode, gid) or (None, None, None)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None, None, None
+    return carp_common.read_text(path), st.st_mode & 0o7777, st.st_gid
+
+
+# -- BIRD (Linux) -------------------------------------------------------------
+
+
+def _bird():
+    return shutil.which("bird") or "/usr/sbin/bird"
+
+
+def _bird_pid():
+    p = paths()
+    text = carp_common.read_text(p["pidfile"])
+    if not text or not text.strip().isdigit():
+        return None
+    pid = int(text.strip())
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return None
+    return pid if argv and os.path.basename(argv[0].decode(errors="replace")) == "bird" else None
+
+
+def _birdc(*args):
+    p = paths()
+    res = _run([p["birdc"], "-s", p["socket"], *args], quiet=True)
+    return res
+
+
+def _bird_check(path):
+    res = _run([_bird(), "-p", "-c", path])
+    if res["retcode"] != 0:
+        raise CommandExecutionError("bird -p rejects the rendered configuration: " + (res.get("stderr") or res.get("stdout") or "").strip())
+
+
+def _bird_run_dir():
+    p = paths()
+    d = p["announce_dir"]
+    os.makedirs(d, exist_ok=True)
+    gid = _bird_gid()
+    if gid is not None:
+        os.chown(d, _uid("bird"), gid)
+    os.chmod(d, 0o775)
+
+
+def _uid(name):
+    import pwd
+
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return 0
+
+
+def _bird_start():
+    p = paths()
+    argv = [_bird(), "-c", p["bird"], "-s", p["socket"], "-P", p["pidfile"]]
+    if _bird_gid() is not None:
+        argv += ["-u", "bird", "-g", BIRD_GROUP]
+    res = _run(argv)
+    if res["retcode"] != 0:
+        raise CommandExecutionError(f"bird did not start (exit {res['retcode']}): {(res.get('stderr') or '').strip()}")
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        pid = _bird_pid()
+        if pid and os.path.exists(p["socket"]):
+            return pid
+        time.sleep(0.1)
+    raise CommandExecutionError(f"bird started but wrote no pid file {p['pidfile']} within {START_TIMEOUT:.0f} s")
+
+
+def _bird_configure():
+    res = _birdc("configure")
+    out = res.get("stdout", "")
+    if res["retcode"] != 0 or not any(w in out for w in ("Reconfigured", "Reconfiguration in progress", "queued")):
+        raise CommandExecutionError(f"birdc configure failed: {(out + res.get('stderr', '')).strip()}")
+    return out
+
+
+def _present_linux(pair, test):
+    p = paths()
+    want = _files(pair)
+    changes = {}
+    gid = _bird_gid()
+    conf = want[p["bird"]]
+    text, mode, cur_gid = _file_state(p["bird"])
+    conf_changed = text != conf["content"]
+    if conf_changed:
+        changes[p["bird"]] = {
+            "old": "differs" if text is not None else None,
+            "new": "rendered from the pillar" + (" (holds a key: no diff shown)" if conf["secret"] else ""),
+        }
+    elif mode != 0o640 or (gid is not None and cur_gid != gid):
+        changes[p["bird"]] = {"old": f"mode {mode:o}", "new": "mode 640, group bird"}
+    hook = want[p["hook"]]
+    if carp_common.read_text(p["hook"]) != hook["content"] or carp_common.file_mode(p["hook"]) != 0o755:
+        changes[p["hook"]] = {"old": "differs" if os.path.exists(p["hook"]) else None, "new": "rendered"}
+    if not os.path.isdir(p["announce_dir"]):
+        changes[p["announce_dir"]] = {"old": None, "new": "directory"}
+    pid = _bird_pid()
+    if pid is None:
+        changes["bird"] = {"old": "stopped", "new": "running"}
+    elif conf_changed:
+        changes["bird"] = {"old": f"running (pid {pid})", "new": "reconfigured (birdc configure)"}
+    if not changes or test:
+        return {"changes": changes, "comment": "would apply" if changes else "BIRD runs the configuration the topology gives"}
+
+    _bird_run_dir()
+    if conf_changed:
+        # the candidate beside the live file (same include paths), checked first
+        cand = os.path.join(os.path.dirname(p["bird"]), ".bird.conf.candidate")
+        _write(cand, conf["content"], "0640", gid)
+        try:
+            _bird_check(cand)
+            os.replace(cand, p["bird"])
+        finally:
+            if os.path.exists(cand):
+                os.unlink(cand)
+    elif p["bird"] in changes:
+        os.chmod(p["bird"], 0o640)
+        if gid is not None:
+            os.chown(p["bird"], 0, gid)
+    if p["hook"] in changes:
+        _write(p["hook"], hook["content"], "0755")
+    if pid is None:
+        pid = _bird_start()
+        comment = f"bird started (pid {pid})"
+    elif conf_changed:
+        _bird_configure()
+        comment = f"bird reconfigured (pid {pid}, sessions kept where their settings did not change)"
+    else:
+        comment = "routing files updated"
+    return {"changes": changes, "comment": comment}
+
+
+# -- OpenBGPD / OpenOSPFD (FreeBSD) -------------------------------------------
+
+FREEBSD_CHECK = {"bgpd": ["/usr/local/sbin/bgpd", "-n", "-f"], "ospfd": ["/usr/local/sbin/ospfd", "-n", "-f"]}
+FREEBSD_SERVICE = {"bgpd": "openbgpd", "ospfd": "openospfd"}
+FREEBSD_RELOAD = {"bgpd": ["bgpctl", "reload"], "ospfd": ["ospfctl", "reload"]}
+
+
+def _present_freebsd(pair, test):
+    """Unverified on a FreeBSD kernel (none runs here): the exact calls are
+    unit-tested against a fake FreeBSD (tests/unit/test_routing_module.py)."""
+    p = paths()
+    want = _files(pair)
+    changes = {}
+    daemons = [d for d in ("bgpd", "ospfd") if p[d] in want]
+    for d in daemons:
+        f = want[p[d]]
+        text, mode, _ = _file_state(p[d])
+        if text != f["content"] or mode != 0o600:
+            changes[p[d]] = {
+                "old": "differs" if text is not None else None,
+                "new": "rendered from the pillar" + (" (holds a key: no diff shown)" if f["secret"] else ""),
+            }
+    if "ospfd" in daemons and not os.path.exists(p["ospfd_vips"]):
+        changes[p["ospfd_vips"]] = {"old": None, "new": "empty (lb-routing-vip fills it)"}
+    hook = want[p["hook"]]
+    if carp_common.read_text(p["hook"]) != hook["content"] or carp_common.file_mode(p["hook"]) != 0o755:
+        changes[p["hook"]] = {"old": "differs" if os.path.exists(p["hook"]) else None, "new": "rendered"}
+    running = {d: _run(["service", FREEBSD_SERVICE[d], "onestatus"], quiet=True)["retcode"] == 0 for d in daemons}
+    for d in daemons:
+        if not running[d]:
+            changes[FREEBSD_SERVICE[d]] = {"old": "stopped", "new": "running"}
+    if not changes or test:
+        return {"changes": changes, "comment": "would apply" if changes else "the routing daemons run the configuration the topology gives"}
+    if p["hook"] in changes:
+        _write(p["hook"], hook["content"], "0755")
+    if p.get("ospfd_vips") in changes:
+        _write(p["ospfd_vips"], "", "0644")
+    done = []
+    for d in daemons:
+        if p[d] in changes:
+            cand = p[d] + ".candidate"
+            _write(cand, want[p[d]]["content"], "0600")
+            try:
+                res = _run([*FREEBSD_CHECK[d], cand])
+                if res["retcode"] != 0:
+                    raise CommandExecutionError(f"{d} -n rejects the rendered configuration: {(res.get('stderr') or '').strip()}")
+                os.replace(cand, p[d])
+            finally:
+                if os.path.exists(cand):
+                    os.unlink(cand)
+        argv = None
+        if not running[d]:
+            argv = ["service", FREEBSD_SERVICE[d], "onestart"]
+        elif p[d] in changes:
+            argv = FREEBSD_RELOAD[d]
+        if argv:
+            res = _run(argv)
+            if res["retcode"] != 0:
+                raise CommandExecutionError(f"{_first_words(argv)} failed (exit {res['retcode']})")
+            done.append(" ".join(argv))
+    return {"changes": changes, "comment": "; ".join(done) or "routing files updated"}
+
+
+# ---------------------------------------------------------------------------
+# public
+
+
+def present(topology=None, test=False):
+    """
+    The routing daemon runs the configuration the topology gives this node:
+    the file rendered (BIRD: /etc/bird/bird.conf; FreeBSD: bgpd.conf and
+    ospfd.conf), checked by the daemon's own parser before it replaces the
+    live one, the daemon started or reconfigured without a restart, and
+    the announcement hook (lb-routing-vip) installed.
+
+    Returns ``{"changes", "comment"}``; ``test=True`` touches nothing and
+    returns the same changes.  Nothing to do without ``routing`` in the pair.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.present
+        salt 'lb*' routing.present test=True
+    """
+    pair = _pair(topology)
+    if not _configured(pair):
+        return {"changes": {}, "comment": f"pair {pair['name']} has no routing in the pillar"}
+    if _family() == "FreeBSD":
+        return _present_freebsd(pair, test)
+    return _present_linux(pair, test)
+
+
+def announced():
+    """
+    The VIP addresses this node announces now.  Linux: the routes of BIRD's
+    ``lb_vips`` protocol (``birdc show route protocol lb_vips``); FreeBSD:
+    ``bgpctl show network``.  None when the daemon does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.announced
+    """
+    if _family() == "FreeBSD":
+        res = _run([paths()["bgpctl"], "show", "network"], quiet=True)
+        return sorted(lb_routing.parse_bgpctl_networks(res["stdout"])) if res["retcode"] == 0 else None
+    res = _birdc("show", "route", "protocol", lb_routing.VIPS_PROTOCOL)
+    if res["retcode"] != 0 or "ready" not in res.get("stdout", ""):
+        return None
+    return sorted(lb_routing.parse_bird_routes(res["stdout"]))
+
+
+def _announce_files():
+    p = paths()
+    try:
+        names = os.listdir(p["announce_dir"])
+    except FileNotFoundError:
+        return set()
+    pre = lb_routing.ANNOUNCE_PREFIX
+    return {n[len(pre) : -len(".conf")] for n in names if n.startswith(pre) and n.endswith(".conf")}
+
+
+def desired():
+    """
+    The VIP addresses this node should announce: MASTER for the group, the
+    address on the interface (Linux), not in maintenance.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.desired
+    """
+    status = __salt__["carp.status"]() if "carp.status" in __salt__ else {}
+    maint = __salt__["carp.in_maintenance"]() if "carp.in_maintenance" in __salt__ else False
+    return sorted(lb_routing.desired(status, maint, linux=_family() != "FreeBSD"))
+
+
+def sync(test=False, topology=None):
+    """
+    Make what this node announces what it holds (``routing.desired``): for
+    each VIP announced but not held, or held but not announced, run the
+    hook (lb-routing-vip), which decides from the node's records; on Linux
+    also reconfigure BIRD when its routes differ from the announcement
+    files.  A CARP transition during the run is followed (up to
+    SYNC_ATTEMPTS passes).  Returns ``{"changes": {vip: {"old", "new"}},
+    "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.sync
+        salt 'lb*' routing.sync test=True
+    """
+    pair = _pair(topology)
+    if not _configured(pair):
+        return {"changes": {}, "comment": f"pair {pair['name']} has no routing in the pillar"}
+    fam = _family()
+    p = paths()
+    vips = lb_routing.node_vips(pair, __opts__["id"], fam)
+    by_vip = {vip: vhid for vhid, (_, vip) in vips.items()}
+    changes = {}
+    for _attempt in range(SYNC_ATTEMPTS):
+        now = announced()
+        if now is None:
+            raise CommandExecutionError("the routing daemon does not answer (apply routing.present first)")
+        want = set(desired()) & set(by_vip)
+        have = set(now)
+        files_differ = fam == "Debian" and _announce_files() != have
+        if want == have and not files_differ:
+            break
+        for vip in sorted(want ^ have):
+            changes.setdefault(vip, {"old": vip in have})["new"] = vip in want
+        if files_differ and not (want ^ have):
+            changes["bird"] = {"old": "routes differ from the announcement files", "new": "reconfigured"}
+        if test:
+            return {"changes": changes, "comment": "would change the announcements"}
+        for vip in sorted(want ^ have):
+            argv = [p["hook"], str(by_vip[vip])] if vip in by_vip else None
+            if argv is None:
+                continue
+            if fam == "FreeBSD":
+                argv.append("MASTER" if vip in want else "BACKUP")
+            res = _run(argv)
+            if res["retcode"] != 0:
+                raise CommandExecutionError(
+                    f"lb-routing-vip {by_vip[vip]} failed (exit {res['retcode']}): {(res.get('stderr') or '').strip()}"
+                )
+        if fam == "Debian" and _announce_files() != set(announced() or ()):
+            _bird_configure()
+        time.sleep(0.5)
+    else:
+        raise CommandExecutionError(
+            f"announced {', '.join(sorted(have)) or 'nothing'} but this node holds {', '.join(sorted(want)) or 'nothing'} after {SYNC_ATTEMPTS} passes"
+        )
+    return {"changes": changes, "comment": "announced: " + (", ".join(sorted(have)) or "nothing")}
+
+
+def status():
+    """
+    The routing daemon and the announcements: ``running`` (pid), ``announced``,
+    ``desired``, and on Linux BIRD's protocols (name, state, info).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.status --out=json
+    """
+    out = {"announced": announced(), "desired": desired()}
+    if _family() == "Debian":
+        out["pid"] = _bird_pid()
+        res = _birdc("show", "protocols")
+        protos = {}
+        for line in res.get("stdout", "").splitlines()[2:]:
+            words = line.split()
+            if len(words) >= 4:
+                protos[words[0]] = {"proto": words[1], "state": words[3], "info": " ".join(words[5:]) if len(words) > 5 else ""}
+        out["protocols"] = protos
+    return out
+
+
+def stop():
+    """
+    Stop BIRD (Linux; by its pid file).  Its routes leave the kernel and its
+    sessions close: for taking routing off a node.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' routing.stop
+    """
+    pid = _bird_pid() if _family() == "Debian" else None
+    if pid is None:
+        return {"changes": {}, "comment": "bird is not running"}
+    os.kill(pid, 15)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and _bird_pid() == pid:
+        time.sleep(0.1)
+    return {"changes": {"bird": {"old": f"running (pid {pid})", "new": "stopped"}}, "comment": "bird stopped"}

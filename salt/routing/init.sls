@@ -1,0 +1,33 @@
+{#- Dynamic routing on a load balancer (docs/routing.md), applied by the top
+    file only to nodes whose pair has `routing` in the pillar (lb.roles):
+
+    - Linux: BIRD 2, one daemon for BGP and OSPF; /etc/bird/bird.conf is
+      rendered by the `routing` module, checked with `bird -p` before it
+      replaces the live one, applied with `birdc configure` (sessions stay
+      up); FreeBSD: OpenBGPD and OpenOSPFD (`bgpd -n`, `ospfd -n`, then
+      `bgpctl reload` / `ospfctl reload`);
+    - lb-routing-vip, the hook lb-carp-event runs on every CARP transition:
+      a VIP is announced only by its MASTER;
+    - the announcements re-checked against what the node holds.
+
+    No secret is in this file or in what it renders: the module reads the
+    md5sig keys from the pillar itself and never returns them. #}
+{%- if grains['kernel'] == 'Linux' %}
+lb_routing_package:
+  pkg.installed:
+    - name: bird2
+{%- endif %}
+
+lb_routing_daemon:
+  routing.present:
+    - name: {{ grains['id'] }}
+{%- if grains['kernel'] == 'Linux' %}
+    - require:
+      - pkg: lb_routing_package
+{%- endif %}
+
+lb_routing_announced:
+  routing.announced:
+    - name: {{ grains['id'] }}
+    - require:
+      - routing: lb_routing_daemon

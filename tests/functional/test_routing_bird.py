@@ -1,0 +1,176 @@
+"""The `routing` module on Linux through Salt's loader, with the real BIRD 2
+on this machine: bird.conf rendered from the seed's pillar, checked by
+`bird -p` and written 0640 root:bird, BIRD started (as user bird), left
+alone on a second run, reconfigured with `birdc configure` (same pid, the
+BGP protocol kept) on a change, test=True touching nothing, and an
+announcement that drifted fixed by `routing.sync` through lb-routing-vip.
+
+No packet leaves this machine: the seed's interfaces (hn0..hn2) do not exist
+here, so OSPF has no interface, and BIRD waits for the BGP neighbor
+(10.2.2.1) to appear on a connected network, which none is; the kernel
+protocol exports only routes learned from neighbors (none).  Real sessions
+and failovers are the lab's (tests/lab/test_routing_lab.py)."""
+
+import importlib
+import ipaddress
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import salt.config
+import yaml
+from conftest import REPO, SEED_PILLAR
+from saltfactories.utils.functional import Loaders
+
+import lb_topology
+
+BIRD = shutil.which("bird") or "/usr/sbin/bird"
+
+
+def local_networks():
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+    return [ipaddress.ip_interface(line.split()[3]).network for line in out.splitlines()]
+
+
+@pytest.fixture
+def routing(tmp_path):
+    if not os.path.exists(BIRD):
+        pytest.skip("bird (Debian's bird2) is not installed")
+    if any(net.overlaps(ipaddress.ip_network("10.2.2.0/24")) for net in local_networks()):
+        pytest.skip("this machine is on the seed's 10.2.2.0/24: BIRD would reach the seed's BGP neighbor")
+    sys_path = os.path.join(REPO, "tools")
+    import sys
+
+    sys.path.insert(0, sys_path)
+    local_config = importlib.import_module("local-config")
+    conf = local_config.config(REPO)
+    state = str(tmp_path / "salt")
+    run = tmp_path / "run-bird"
+    paths = {
+        "bird": str(tmp_path / "etc-bird" / "bird.conf"),
+        "announce_dir": str(run),
+        "socket": str(run / "bird.ctl"),
+        "hook": str(tmp_path / "sbin" / "lb-routing-vip"),
+        "lock": str(tmp_path / "lb-routing.lock"),
+    }
+    conf.update(
+        root_dir=state,
+        cachedir=os.path.join(state, "cache"),
+        pki_dir=os.path.join(state, "pki"),
+        sock_dir=os.path.join(state, "sock"),
+        log_file=os.path.join(state, "log"),
+        lb_routing=paths,
+        lb_carp={
+            "state_dir": str(tmp_path / "carp"),
+            "run_dir": str(tmp_path / "carp-run"),
+            "keepalived_config": str(tmp_path / "keepalived.conf"),
+        },
+    )
+    # BIRD, dropping to user bird, must reach its config and socket directory:
+    # open the way (o+x) through pytest's 0700 directories for this test only
+    opened = []
+    for d in [tmp_path, *tmp_path.parents]:
+        if str(d) in ("/", "/tmp"):
+            break
+        mode = d.stat().st_mode & 0o7777
+        if not mode & 0o001:
+            opened.append((d, mode))
+            os.chmod(d, mode | 0o001)
+    path = tmp_path / "minion"
+    path.write_text(yaml.safe_dump(conf))
+    loaders = Loaders(salt.config.minion_config(str(path)))
+    mod = loaders.modules.routing
+    try:
+        yield mod, paths, tmp_path
+    finally:
+        for d, mode in opened:
+            os.chmod(d, mode)
+        pidfile = run / "bird.pid"
+        if pidfile.exists():
+            pid = int(pidfile.read_text().strip() or 0)
+            try:
+                if pid and open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].endswith(b"bird"):
+                    os.kill(pid, 15)
+                    for _ in range(100):
+                        if not os.path.exists(f"/proc/{pid}"):
+                            break
+                        time.sleep(0.1)
+            except OSError:
+                pass
+
+
+def birdc(paths, *args):
+    return subprocess.run(["birdc", "-s", paths["socket"], *args], capture_output=True, text=True, timeout=10).stdout
+
+
+def test_present_checks_starts_reconfigures_and_is_idempotent(routing, tmp_path):
+    mod, paths, _ = routing
+    check = mod.present(test=True)
+    assert set(check["changes"]) == {paths["bird"], paths["hook"], paths["announce_dir"], "bird"}
+    assert not os.path.exists(paths["bird"]) and not os.path.exists(paths["hook"])  # test=True touched nothing
+
+    first = mod.present()
+    assert first["comment"].startswith("bird started"), first
+    st = os.stat(paths["bird"])
+    assert oct(st.st_mode & 0o777) == "0o640" and st.st_uid == 0
+    assert __import__("grp").getgrgid(st.st_gid).gr_name == "bird"
+    assert "secret" not in repr(first)  # the md5sig key never in a return
+    pid = mod.status()["pid"]
+    assert pid
+    argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    assert b"secret" not in b" ".join(argv)
+    assert "ebgp1" in birdc(paths, "show", "protocols") and "lb_ospf" in birdc(paths, "show", "protocols")
+
+    assert mod.present()["changes"] == {}
+
+    # a changed pillar value: birdc configure, same pid, the session's protocol kept
+    raw = lb_topology.load_file(SEED_PILLAR)
+    raw["pairs"]["edge"]["routing"]["bgp"]["neighbors"]["ebgp1"]["med"] = 20
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(yaml.safe_dump({"lb": raw}))
+    assert mod.present(topology=str(topo), test=True)["changes"]["bird"]["new"].startswith("reconfigured")
+    again = mod.present(topology=str(topo))
+    assert "reconfigured" in again["comment"], again
+    assert mod.status()["pid"] == pid
+    assert "bgp_med = 20;" in open(paths["bird"]).read()
+    assert mod.present(topology=str(topo))["changes"] == {}
+
+
+def test_a_rejected_candidate_leaves_the_live_config(routing, tmp_path, monkeypatch):
+    mod, paths, _ = routing
+    mod.present()
+    live = open(paths["bird"]).read()
+    raw = lb_topology.load_file(SEED_PILLAR)
+    raw["pairs"]["edge"]["routing"]["bgp"]["neighbors"]["ebgp1"]["med"] = 30
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(yaml.safe_dump({"lb": raw}))
+    # a BIRD that rejects everything stands in for a config it cannot parse
+    fake = tmp_path / "bin" / "bird"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'bird: syntax error' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    with pytest.raises(Exception, match="bird -p rejects"):
+        mod.present(topology=str(topo))
+    assert open(paths["bird"]).read() == live
+    assert not [n for n in os.listdir(os.path.dirname(paths["bird"])) if "candidate" in n]
+
+
+def test_sync_withdraws_what_the_node_does_not_hold(routing):
+    mod, paths, _ = routing
+    mod.present()
+    assert mod.announced() == []
+    # an announcement behind the product's back (this node holds no VIP: no CARP group runs)
+    with open(os.path.join(paths["announce_dir"], "lb-vip-10.2.2.5.conf"), "w") as fh:
+        fh.write("route 10.2.2.5/32 blackhole;\n")
+    birdc(paths, "configure")
+    assert mod.announced() == ["10.2.2.5"]
+    check = mod.sync(test=True)
+    assert check["changes"] == {"10.2.2.5": {"old": True, "new": False}}
+    assert mod.announced() == ["10.2.2.5"]
+    fixed = mod.sync()
+    assert fixed["changes"] == {"10.2.2.5": {"old": True, "new": False}}
+    assert mod.announced() == []
+    assert mod.sync()["changes"] == {}

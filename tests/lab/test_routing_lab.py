@@ -1,0 +1,168 @@
+"""Dynamic routing in the lab: both load balancers run BIRD (salt/routing,
+from the lab pillar's routing section) and peer by BGP with the upstream
+router up1 (BIRD, lab/upstream.py), which has no route to the VIPs but what
+it learns.  The route to each VIP points at the CARP MASTER; after a failover
+(the master's user link cut) at the new one, and back; a node in CARP
+maintenance withdraws everything; while these happen a sampler reads both
+nodes every 100 ms: no node may announce a VIP it does not hold; ext, behind
+up1, reaches the VIPs through those routes.
+
+Timings are not asserted (bench/routing_failover.py measures them); the waits
+are generous bounds.
+"""
+
+import json
+import time
+
+import pytest
+from carp_tools import LBS, VIPS, all_on, holders, link, user_port
+from routing_tools import UPSTREAM, AnnounceSampler, announced, bgp_established, up1_routes, wait_for
+
+SETTLE = 20  # seconds, bound for a VIP move and the routes to follow
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"
+
+
+def node_address(lab, host):
+    return next(i.address.split("/")[0] for i in lab.plan.host(host).interfaces if i.network == "user")
+
+
+def routes_point_at(lab, host):
+    want = {vip: node_address(lab, host) for vip in VIPS}
+    return up1_routes() == want
+
+
+def one(lab, minion, *args):
+    return lab.salt("-t", "90", minion, *args, timeout=180)[minion]
+
+
+@pytest.fixture(scope="module")
+def routing(lab):
+    if UPSTREAM not in lab.state["hosts"]:
+        pytest.skip("the running lab has no upstream router (it predates lab/plan.py's up1): take it down and run again")
+    for minion in LBS:
+        lab.salt(minion, "saltutil.sync_all")
+    # the carp state as the highstate leaves it (another module may have changed it), then routing
+    ret = lab.salt("-t", "120", "-L", ",".join(LBS), "state.apply", "carp,carp.events,routing", "queue=True", timeout=240)
+    for minion, states in ret.items():
+        assert isinstance(states, dict), f"{minion}: {states}"
+        bad = {k: v["comment"] for k, v in states.items() if v["result"] is not True}
+        assert not bad, (minion, bad)
+    one(lab, "lb-a", "carp.unmaintenance")
+    assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()
+    up1_sessions = lambda: bgp_established(UPSTREAM, "/run/bird-upstream.ctl")  # noqa: E731
+    assert wait_for(lambda: up1_sessions() and all(up1_sessions().values()), 60), up1_sessions()
+    yield
+    one(lab, "lb-a", "carp.unmaintenance")
+    link(user_port(lab.plan, "lb-a"), up=True)
+
+
+def test_routing_state_is_idempotent_and_test_mode_changes_nothing(lab, routing):
+    ret = lab.salt("-t", "120", "-L", ",".join(LBS), "state.apply", "routing", "queue=True", timeout=240)
+    for minion, states in ret.items():
+        assert [(k, v["changes"]) for k, v in states.items() if v["changes"]] == [], minion
+    before = one(lab, "lb-a", "routing.status")
+    ret = one(lab, "lb-a", "state.apply", "routing", "test=True", "queue=True")
+    assert all(v["result"] is True and not v["changes"] for v in ret.values()), ret
+    assert one(lab, "lb-a", "routing.status")["pid"] == before["pid"]
+    assert "lab-bgp-md5-key" not in json.dumps(ret) + json.dumps(before)
+
+
+def test_bird_conf_is_not_world_readable(lab, routing):
+    r = lab.run("lb-a", "stat", "-c", "%a %U %G", "/etc/bird/bird.conf")
+    assert r.stdout.split() == ["640", "root", "bird"], r.stdout
+    # the key is never on a command line
+    ps = lab.run("lb-a", "ps", "-eo", "args")
+    assert "lab-bgp-md5-key" not in ps.stdout
+
+
+def test_the_route_to_each_vip_points_at_the_master(lab, routing):
+    assert wait_for(lambda: routes_point_at(lab, "lb-a"), SETTLE), up1_routes()
+    assert announced("lb-a") == set(VIPS)
+    assert announced("lb-b") == set()
+    route = lab.run(UPSTREAM, "ip", "-4", "route", "get", "198.18.2.5")
+    assert f"via {node_address(lab, 'lb-a')}" in route.stdout, route.stdout
+
+
+def test_ext_reaches_the_vips_through_the_upstream_router(lab, routing):
+    assert wait_for(lambda: routes_point_at(lab, "lb-a"), SETTLE), up1_routes()
+    for vip in ("198.18.2.5", "198.18.2.55"):
+        r = lab.run("ext", "python3", "-c", FETCH, f"http://{vip}/", timeout=15)
+        assert r.returncode == 0, r.stderr
+        assert "web-" in r.stdout
+    # two hops: ext -> up1 -> the MASTER
+    trace = lab.run("ext", "ping", "-c", "1", "-W", "2", "198.18.2.5")
+    assert trace.returncode == 0 and "ttl=63" in trace.stdout, trace.stdout
+
+
+def test_failover_moves_the_routes_and_the_backup_never_announces_what_it_does_not_hold(lab, routing):
+    port = user_port(lab.plan, "lb-a")
+    sampler = AnnounceSampler(every=0.1)
+    sampler.start()
+    t0 = time.time()
+    events = {}
+    try:
+        link(port, up=False)
+        assert wait_for(lambda: all_on("lb-b"), SETTLE), holders()
+        events["vips on lb-b"] = time.time()
+        assert wait_for(lambda: routes_point_at(lab, "lb-b"), SETTLE), up1_routes()
+        events["routes via lb-b"] = time.time()
+        link(port, up=True)
+        assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()
+        events["vips back on lb-a"] = time.time()
+        assert wait_for(lambda: routes_point_at(lab, "lb-a"), SETTLE + 30), up1_routes()
+        events["routes via lb-a"] = time.time()
+    finally:
+        link(port, up=True)
+        sampler.stop()
+    print(
+        f"failover: {[(k, round(v - t0, 2)) for k, v in events.items()]}; {sampler.samples} samples, "
+        f"single-sample violations {[(round(t - t0, 2), h, v) for t, h, v in sampler.violations]}, unanswered {sampler.unanswered}"
+    )
+    assert sampler.samples > 20
+    assert sampler.sustained == [], sampler.violations
+
+
+def test_maintenance_withdraws_the_nodes_routes(lab, routing):
+    sampler = AnnounceSampler(every=0.1)
+    sampler.start()
+    try:
+        ret = one(lab, "lb-a", "carp.maintenance")
+        assert isinstance(ret, dict) and ret["changes"], ret
+        assert wait_for(lambda: all_on("lb-b"), SETTLE), holders()
+        assert wait_for(lambda: routes_point_at(lab, "lb-b"), SETTLE), up1_routes()
+        assert wait_for(lambda: announced("lb-a") == set(), SETTLE), announced("lb-a")
+        # the state agrees: nothing to fix
+        sync = one(lab, "lb-a", "routing.sync", "test=True")
+        assert sync["changes"] == {}, sync
+        ret = one(lab, "lb-a", "carp.unmaintenance")
+        assert isinstance(ret, dict) and ret["changes"], ret
+        assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()
+        assert wait_for(lambda: routes_point_at(lab, "lb-a"), SETTLE), up1_routes()
+    finally:
+        one(lab, "lb-a", "carp.unmaintenance")
+        sampler.stop()
+    print(f"maintenance: {sampler.samples} samples, single-sample violations {sampler.violations}")
+    assert sampler.sustained == [], sampler.violations
+
+
+def test_the_state_fixes_an_announcement_that_drifted(lab, routing):
+    assert wait_for(lambda: routes_point_at(lab, "lb-a"), SETTLE), up1_routes()
+    # lb-b (BACKUP) made to announce .5 behind the product's back
+    lab.run(
+        "lb-b",
+        "sh",
+        "-c",
+        "echo 'route 198.18.2.5/32 blackhole;' > /run/bird/lb-vip-198.18.2.5.conf && birdc -s /run/bird/bird.ctl configure",
+    )
+    try:
+        assert wait_for(lambda: "198.18.2.5" in announced("lb-b"), 10)
+        check = one(lab, "lb-b", "state.apply", "routing", "test=True", "queue=True")
+        sync = next(v for k, v in check.items() if "lb_routing_announced" in k)
+        assert sync["result"] is None and "198.18.2.5" in sync["changes"], sync
+        assert "198.18.2.5" in announced("lb-b")  # test=True touched nothing
+        fix = one(lab, "lb-b", "state.apply", "routing", "queue=True")
+        sync = next(v for k, v in fix.items() if "lb_routing_announced" in k)
+        assert sync["result"] is True and sync["changes"]["198.18.2.5"] == {"old": True, "new": False}, sync
+        assert announced("lb-b") == set()
+    finally:
+        lab.run("lb-b", "sh", "-c", "rm -f /run/bird/lb-vip-198.18.2.5.conf && birdc -s /run/bird/bird.ctl configure")

@@ -106,6 +106,8 @@ def salt_ssh_config(master: dict) -> dict:
         cfg[key] = str(SSH_DIR / rel) if rel else str(SSH_DIR)
     cfg.update(
         {
+            # _wrapper/lb.py: lb.roles where salt-ssh has the pillar
+            "wrapper_dirs": [str(REPO / "_wrapper")],
             "roster_file": str(ROSTER),
             "ssh_priv": str(CLIENT_KEY),
             "ssh_user": "root",
@@ -153,8 +155,6 @@ def sshd_config(host: str, address: str) -> str:
 def write_configs(plan: Plan) -> None:
     """Keys, sshd configs, known hosts, salt-ssh's config and roster (all
     new at every `up`; an earlier lab's keys are dropped)."""
-    from lab import saltcfg
-
     shutil.rmtree(SSH_DIR, ignore_errors=True)
     SSH_DIR.mkdir(mode=0o700, parents=True)
     SSH_DIR.chmod(0o700)
@@ -173,6 +173,14 @@ def write_configs(plan: Plan) -> None:
         _write(d / "sshd_config", sshd_config(host, address), 0o600)
     _write(KNOWN_HOSTS, "\n".join(known) + "\n", 0o600)
     _write(ROSTER, "# Written by lab/sshcfg.py from the lab pillar (lb.roster).\n" + _yaml(roster(plan)), 0o600)
+    write_salt_ssh_config()
+
+
+def write_salt_ssh_config() -> None:
+    """salt-ssh's config from the lab master's, as it is now (keys, roster
+    and sshds untouched: safe on a running lab)."""
+    from lab import saltcfg
+
     master = yaml.safe_load((saltcfg.MASTER_DIR / "master").read_text())
     _write(CONFIG, "# Written by lab/sshcfg.py from the lab master's config.\n" + _yaml(salt_ssh_config(master)), 0o600)
 

@@ -18,9 +18,6 @@ base:
 {%- if roles.lb %}
     - haproxy
 {%- endif %}
-{%- if roles.get('routing') and not agentless %}
-    - routing
-{%- endif %}
 {%- if roles.galera and not agentless %}
     - clustercheck
 {%- endif %}

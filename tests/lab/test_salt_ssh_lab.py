@@ -11,6 +11,8 @@ in lb-b (recorded in .lab/state.json), even when a test fails.  lb-b's sshd
   changes;
 - `test=True` on a drifted file reports what would change and changes
   nothing;
+- a highstate over salt-ssh (the top file with _wrapper/lb.py's lb.roles)
+  gives lb-b HAProxy's states, and nothing to change;
 - none of the pillar's secrets (as the master serves them) in salt-ssh's
   output, in any process's command line during the runs (base64 blobs
   decoded: salt-ssh passes its shim that way), in salt-ssh's logs and cache
@@ -183,6 +185,7 @@ def minionless(lab):
     if f"sshd@{HOST}" not in lab.state["daemons"]:
         pytest.skip("the running lab has no sshd (it predates lab/sshcfg.py): take it down and up again")
     assert state.alive(lab.state["daemons"][f"sshd@{HOST}"])
+    sshcfg.write_salt_ssh_config()  # from the master's config as it is now (a lab up before a change to it)
     # the pillar's secrets as the master serves them (decrypted), while the minion answers
     pillar_lb = saltcfg.salt_json(HOST, "pillar.get", "lb", "unmask=True")[HOST]
     needles = secret_needles(pillar_lb)
@@ -286,3 +289,17 @@ def test_test_true_reports_a_drift_and_changes_nothing(minionless):
     assert cfg.read_bytes() == minionless["reference"]
     _, ret = salt_ssh("state.apply", "haproxy", "test=True")
     assert all(v["result"] is True and not v["changes"] for v in states(ret).values()), states(ret)
+
+
+def test_a_highstate_over_salt_ssh_applies_the_agentless_states(minionless):
+    """The top file under salt-ssh: lb.roles is _wrapper/lb.py's (the pillar
+    is where salt-ssh compiles), and an LB gets HAProxy's states only."""
+    _, roles = salt_ssh("lb.roles")
+    assert roles[HOST]["lb"] == ["edge"] and roles[HOST]["agentless"] is True, roles
+    _, top = salt_ssh("state.show_top")
+    assert top == {HOST: {"base": ["haproxy"]}}, top
+    proc, ret = salt_ssh("state.apply", "test=True")
+    s = states(ret)
+    assert {v["__sls__"] for v in s.values()} == {"haproxy"}, sorted(s)
+    assert all(v["result"] is True and not v["changes"] for v in s.values()), {k: v["changes"] for k, v in s.items()}
+    assert not leaks(proc.stdout + proc.stderr, minionless["needles"])

@@ -1,0 +1,74 @@
+"""
+salt-ssh's side of the ``lb`` module (a salt-ssh wrapper module).
+
+Under salt-ssh, an execution module the state tree calls while it is
+rendered runs on the target with ``salt-call --local``, where the master's
+pillar is not: ``lb.roles`` there finds no topology, and the top file
+(``salt/top.sls``) would give a host no state at all.  This wrapper replaces
+``lb.roles`` for salt-ssh: it runs where salt-ssh compiles the run, with the
+pillar salt-ssh compiled for that target and the target's grains, over the
+same logic (``_utils/lb_topology.py``).  Its answer says ``agentless: True``:
+the top file then assigns only the states that work without a minion
+(docs/agentless.md).  Every other ``lb.*`` function runs on the target.
+
+salt-ssh finds it through ``wrapper_dirs`` in its config (the lab's:
+lab/sshcfg.py).
+"""
+
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "lb"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _lb_topology():
+    # salt-ssh's wrapper loader does not put the master's utils_dirs on
+    # sys.path (and its __opts__ are the target's): take them from the
+    # master's opts, else the repository's _utils beside this file
+    master = (__context__ or {}).get("master_opts") or {}
+    dirs = list(master.get("utils_dirs") or []) + [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_utils")]
+    for path in dirs:
+        if path not in sys.path and os.path.isdir(path):
+            sys.path.append(path)
+    import lb_topology  # pylint: disable=import-outside-toplevel
+
+    return lb_topology
+
+
+def roles(topology=None):
+    """
+    ``lb.roles`` for salt-ssh: ``{"lb": [...], "galera": [...], "routing": [...],
+    "agentless": True}`` from the pillar salt-ssh compiled for the target (or
+    a topology file on the master, ``topology=PATH``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-ssh 'lb*' lb.roles
+    """
+    lb_topology = _lb_topology()
+    none = {"lb": [], "galera": [], "routing": [], "agentless": True}
+    try:
+        raw = lb_topology.load_file(topology) if topology else __pillar__.get(lb_topology.ROOT)
+    except (OSError, lb_topology.TopologyError) as exc:
+        log.warning("lb.roles: no topology (%s)", exc)
+        return none
+    if raw is None:
+        log.warning("lb.roles: the pillar has no 'lb' key for %s", __opts__.get("id"))
+        return none
+    report = lb_topology.check(raw)
+    if report.errors:
+        log.error("lb.roles: the topology is invalid (%d errors); run lb.validate", len(report.errors))
+        return none
+    out = dict(none)
+    out.update(lb_topology.roles(report.model, __opts__["id"], __grains__.get("ipv4", [])))
+    out["agentless"] = True
+    return out

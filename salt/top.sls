@@ -18,6 +18,9 @@ base:
 {%- if roles.lb %}
     - haproxy
 {%- endif %}
+{%- if roles.get('routing') and not agentless %}
+    - routing
+{%- endif %}
 {%- if roles.galera and not agentless %}
     - clustercheck
 {%- endif %}

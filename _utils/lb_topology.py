@@ -1288,12 +1288,8 @@ class _Checker:
                 if "hold_time" in nd:
                     entry["hold_time"] = self.integer(nd["hold_time"], _p(npath, "hold_time"), 3, 65535, " (seconds)")
                 if "bfd" in nd:
+                    # BIRD (Linux) only; OpenBGPD has no BFD (docs/routing.md)
                     entry["bfd"] = bool(self.boolean(nd["bfd"], _p(npath, "bfd")))
-                    if entry["bfd"]:
-                        self.warn(
-                            _p(npath, "bfd"),
-                            "BFD is used on Linux (BIRD) only: OpenBGPD on FreeBSD has no BFD; set hold_time for a bound there",
-                        )
                 if "md5sig_password" in nd:
                     pw = nd["md5sig_password"]
                     if not isinstance(pw, str) or not 1 <= len(pw) <= 80 or not CARP_PASSWORD_RE.match(pw) or '"' in pw:

@@ -166,3 +166,34 @@ def test_the_state_fixes_an_announcement_that_drifted(lab, routing):
         assert announced("lb-b") == set()
     finally:
         lab.run("lb-b", "sh", "-c", "rm -f /run/bird/lb-vip-198.18.2.5.conf && birdc -s /run/bird/bird.ctl configure")
+
+
+def up1_since():
+    """{protocol: 'Since' column} of up1's BGP sessions (when each last changed state)."""
+    r = lab_run_up1("birdc", "-s", "/run/bird-upstream.ctl", "show", "protocols")
+    return {w[0]: w[4] for w in (line.split() for line in r.stdout.splitlines()) if len(w) >= 6 and w[1] == "BGP"}
+
+
+def lab_run_up1(*cmd):
+    from lab import control
+
+    return control.run(UPSTREAM, *cmd, timeout=10)
+
+
+def test_a_changed_attribute_reconfigures_without_dropping_the_session(lab, routing):
+    assert wait_for(lambda: routes_point_at(lab, "lb-a"), SETTLE), up1_routes()
+    before = up1_since()
+    pid = one(lab, "lb-a", "routing.status")["pid"]
+    change = "pillar={lb: {pairs: {edge: {routing: {bgp: {neighbors: {ebgp1: {med: 20}}}}}}}}"
+    try:
+        ret = one(lab, "lb-a", "state.apply", "routing", "queue=True", change)
+        daemon = next(v for k, v in ret.items() if "lb_routing_daemon" in k)
+        assert daemon["result"] is True and "reconfigured" in daemon["comment"], daemon
+        assert "bgp_med = 20;" in lab.run("lb-a", "cat", "/etc/bird/bird.conf").stdout
+        assert one(lab, "lb-a", "routing.status")["pid"] == pid
+        time.sleep(2)
+        assert up1_since() == before  # no session went down and up
+        assert routes_point_at(lab, "lb-a")
+    finally:
+        one(lab, "lb-a", "state.apply", "routing", "queue=True")
+    assert "bgp_med = 10;" in lab.run("lb-a", "cat", "/etc/bird/bird.conf").stdout

@@ -87,6 +87,10 @@ def write_configs(plan: Plan) -> None:
                 "pidfile": str(root / "minion.pid"),
                 "log_file": str(root / "log"),
                 "log_level_logfile": "info",
+                # but not salt.minion's info lines: Salt 3008 logs every job's
+                # return there ("Job ... execution finished, return_data:"),
+                # a pillar.get of a secret included (docs/secrets.md)
+                "log_granular_levels": {"salt.minion": "warning"},
                 "user": "root",
                 "acceptance_wait_time": 1,
                 "acceptance_wait_time_max": 2,

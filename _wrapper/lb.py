@@ -11,8 +11,10 @@ same logic (``_utils/lb_topology.py``).  Its answer says ``agentless: True``:
 the top file then assigns only the states that work without a minion
 (docs/agentless.md).  Every other ``lb.*`` function runs on the target.
 
-salt-ssh finds it through ``wrapper_dirs`` in its config (the lab's:
-lab/sshcfg.py).
+salt-ssh finds it through ``module_dirs: [<repository>]`` in its config
+(``<dir>/_wrapper``; the lab's: lab/sshcfg.py).  Not ``wrapper_dirs``: salt-ssh
+3008 builds the loader it runs a wrapper with from the target's options plus
+``module_dirs``, so a ``wrapper_dirs`` entry is seen by the first check only.
 """
 
 import logging

@@ -12,7 +12,8 @@ after `lab/saltcfg.py` wrote the master's config) writes, all under
   `known_hosts` holds the host keys, so salt-ssh checks them;
 - `master`: salt-ssh's config: the lab master's config (the same file
   roots, extension modules and pillar: `salt-ssh` applies the states the
-  master applies) with its own cache, pki and log directories;
+  master applies) with its own cache, pki and log directories, and the
+  repository as a module dir (for `_wrapper/`);
 - `roster`: the pair's nodes from the lab pillar (`lb.roster`'s logic,
   `_utils/lb_roster.py`), each on its management address, with the lab's
   per-host options: a thin directory under the host's private /run, and a
@@ -106,8 +107,10 @@ def salt_ssh_config(master: dict) -> dict:
         cfg[key] = str(SSH_DIR / rel) if rel else str(SSH_DIR)
     cfg.update(
         {
-            # _wrapper/lb.py: lb.roles where salt-ssh has the pillar
-            "wrapper_dirs": [str(REPO / "_wrapper")],
+            # _wrapper/lb.py (lb.roles where salt-ssh has the pillar):
+            # salt-ssh's wrapper loader finds <module_dir>/_wrapper; it does
+            # not pass wrapper_dirs on to the loader it runs a wrapper with
+            "module_dirs": [str(REPO)],
             "roster_file": str(ROSTER),
             "ssh_priv": str(CLIENT_KEY),
             "ssh_user": "root",

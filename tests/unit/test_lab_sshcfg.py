@@ -58,7 +58,7 @@ def test_salt_ssh_config_is_the_masters_with_its_own_paths():
     assert cfg["root_dir"] == str(SSH)
     assert all(cfg[k].startswith(str(SSH) + "/") for k in ("cachedir", "pki_dir", "log_file", "ssh_log_file", "sock_dir"))
     assert not {"interface", "reactor", "auto_accept"} & set(cfg)
-    assert cfg["wrapper_dirs"] == [str(REPO / "_wrapper")]
+    assert cfg["module_dirs"] == [str(REPO)]  # the wrapper loader finds <dir>/_wrapper
     assert cfg["roster_file"] == str(SSH / "roster") and cfg["known_hosts_file"] == str(SSH / "known_hosts")
     assert cfg["ssh_priv"] == str(SSH / "salt-ssh.key")
 
@@ -117,4 +117,4 @@ def test_the_top_file_gives_only_haproxy_over_salt_ssh():
 
 
 def test_the_repo_has_the_wrapper_where_the_config_says():
-    assert Path(sshcfg.salt_ssh_config({})["wrapper_dirs"][0], "lb.py").is_file()
+    assert Path(sshcfg.salt_ssh_config({})["module_dirs"][0], "_wrapper", "lb.py").is_file()

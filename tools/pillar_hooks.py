@@ -9,6 +9,7 @@ Configured by the repository's own git config:
     lbpillar.branch        the branch git_pillar serves (default: main)
     lbpillar.masterconfig  the salt-master's config file (its gpg_keydir, renderer)
     lbpillar.saltbin       the directory holding salt, salt-run (default: this venv's)
+    lbpillar.osfamily      the load balancers' OS family, for which files a change touches (default: Debian)
 
 pre-receive (the gate): for the served branch, the pushed revision's tree
 goes through tools/pillar_gate.py with the master's config and key; any
@@ -221,7 +222,7 @@ def post_receive(stdin=sys.stdin) -> int:
             say("  the new revision has no valid `lb` topology: no state applied")
             ok = False
             continue
-        change = lb_gate.affected(_model(old, master_config), new_model)
+        change = lb_gate.affected(_model(old, master_config), new_model, config("lbpillar.osfamily", "Debian"))
         for node, paths in change["unassigned"].items():
             say(f"  {node}: changed files no state of this product writes yet: {', '.join(paths)}")
         if not change["lb"] and not change["galera"]:

@@ -58,8 +58,8 @@ def setup(g: Galera) -> str:
     salt("-L", ",".join(LBS), "carp.absent")  # the converge's CARP, on its own paths
     for m in LBS:
         salt(m, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider="keepalived")))
-    bad += salt_ok(salt("-L", ",".join(LBS), "state.apply", "carp"))
-    bad += salt_ok(salt("-L", ",".join(LBS), "state.apply", "haproxy"))
+    bad += salt_ok(salt("-L", ",".join(LBS), "state.apply", "carp", "queue=True"))
+    bad += salt_ok(salt("-L", ",".join(LBS), "state.apply", "haproxy", "queue=True"))
     if bad:
         raise RuntimeError(f"states failed: {bad}")
     return g.app_account()

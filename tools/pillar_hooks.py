@@ -141,10 +141,13 @@ class Salt:
         self.conf = ["-c", os.path.dirname(master_config)] if master_config else []
 
     def run(self, tool: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([os.path.join(self.bin, tool), *self.conf, *args], capture_output=True, text=True, timeout=timeout)
+        # not the hook's GIT_DIR & co: git_pillar runs git itself
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        return subprocess.run([os.path.join(self.bin, tool), *self.conf, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
     def json(self, tool: str, *args: str, timeout: float = 300):
-        r = self.run(tool, *args, "--out=json", timeout=timeout)
+        static = ["--static"] if tool == "salt" else []  # one JSON document, not one per minion
+        r = self.run(tool, *args, "--out=json", *static, timeout=timeout)
         try:
             return json.loads(r.stdout or "null")
         except json.JSONDecodeError:
@@ -208,8 +211,9 @@ def post_receive(stdin=sys.stdin) -> int:
             continue
         say(f"pillar: {ref} {old[:12]} -> {new[:12]}")
         r = salt.run("salt-run", "git_pillar.update", timeout=300)
-        say(f"  salt-run git_pillar.update: {' '.join((r.stdout + r.stderr).split())[:300] or r.returncode}")
-        if r.returncode != 0:
+        say(f"  salt-run git_pillar.update: {' '.join(r.stdout.split())[:300] or r.returncode}")
+        if r.returncode != 0 or "True" not in r.stdout:
+            say(f"  {' '.join(r.stderr.split())[:600]}")
             say("  the master did not update its git_pillar; nothing applied")
             return 1
         refreshed = salt.json("salt", "*", "saltutil.refresh_pillar", "wait=True", timeout=120)

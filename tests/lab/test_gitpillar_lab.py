@@ -176,9 +176,9 @@ def test_the_master_serves_the_repository_with_its_secrets_decrypted(repo):
     # fetched through a job (it would be in the job cache)
     assert saltcfg.salt_json("lb-a", "lb.validate")["lb-a"]["valid"] is True
     for key in ("nodes", "networks", "routes"):
-        got = saltcfg.salt_json("lb-a", "pillar.get", f"lb:pairs:edge:{key}")["lb-a"]
+        got = saltcfg.salt_json("lb-a", "pillar.get", f"lb:pairs:edge:{key}", "unmask=True")["lb-a"]
         assert got == _normal(plain["pairs"]["edge"][key]), key
-    got = saltcfg.salt_json("lb-a", "pillar.get", "lb:pairs:edge:haproxy:pools")["lb-a"]
+    got = saltcfg.salt_json("lb-a", "pillar.get", "lb:pairs:edge:haproxy:pools", "unmask=True")["lb-a"]
     assert got == _normal(plain["pairs"]["edge"]["haproxy"]["pools"])
     # the master's pillar, compiled here with its own config (git_pillar's
     # checkout, the GPG renderer and key): every secret decrypted
@@ -205,6 +205,9 @@ def test_a_pushed_backend_reaches_haproxy_on_both_nodes_with_no_failed_request(r
     print(out)
     assert done.returncode == 0, out
     assert "pillar-gate:" in out and ": OK" in out, out
+    assert "git_pillar.update: main file://" in out and "True" in out and "fatal:" not in out, out
+    refreshed = re.search(r"saltutil.refresh_pillar: (\d+) minions refreshed", out)
+    assert refreshed and int(refreshed.group(1)) >= len(LBS), out
     jobs = JOB_RE.findall(out)
     assert {m for m, *_ in jobs} == set(LBS), out
     assert all(mods == "haproxy" for _, mods, _, _ in jobs), out  # only the state the change touches

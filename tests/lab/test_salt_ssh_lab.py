@@ -54,9 +54,11 @@ def private(path: str) -> Path:
     return state.HOSTS_DIR / HOST / path.lstrip("/")
 
 
-def salt_ssh(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, dict]:
+def salt_ssh(*args: str, target: str = HOST, timeout: float = 600) -> tuple[subprocess.CompletedProcess, dict]:
     """`salt-ssh lb-b ARGS --out=json` from the repo root (the Saltfile)."""
-    proc = subprocess.run([str(SALT_SSH), HOST, *args, "--out=json", "--static"], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(SALT_SSH), target, *args, "--out=json", "--static"], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     try:
         ret = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -205,7 +207,8 @@ def minionless(lab):
                 cfg.write_bytes(reference)  # what the master's run wrote
                 cfg.chmod(mode)
         finally:
-            subprocess.run(["rm", "-rf", str(private(sshcfg.THIN_DIR))], timeout=30)
+            for host in sshcfg.ssh_hosts(lab.plan):  # the thin directories (lb-a's: the 'lb*' glob)
+                subprocess.run(["rm", "-rf", str(state.HOSTS_DIR / host / sshcfg.THIN_DIR.lstrip("/"))], timeout=30)
             _start_minion()
         ret = apply(HOST, "haproxy")  # the minion's own view again: nothing to change
         assert all(v["result"] for v in ret.values()), ret
@@ -296,8 +299,9 @@ def test_a_highstate_over_salt_ssh_applies_the_agentless_states(minionless):
     is where salt-ssh compiles), and an LB gets HAProxy's states only."""
     _, roles = salt_ssh("lb.roles")
     assert roles[HOST]["lb"] == ["edge"] and roles[HOST]["agentless"] is True, roles
-    _, top = salt_ssh("state.show_top")
-    assert top == {HOST: {"base": ["haproxy"]}}, top
+    # the roster's glob, as an operator types it: both nodes, HAProxy only
+    _, top = salt_ssh("state.show_top", target="lb*")
+    assert top == {"lb-a": {"base": ["haproxy"]}, HOST: {"base": ["haproxy"]}}, top
     proc, ret = salt_ssh("state.apply", "test=True")
     s = states(ret)
     assert {v["__sls__"] for v in s.values()} == {"haproxy"}, sorted(s)

@@ -103,15 +103,7 @@ def test_test_mode_on_a_changed_pillar_reports_and_touches_nothing(lab, carp):
     assert holders() == before
 
 
-UCARP_LIMIT = (
-    "ucarp hears advertisements through libpcap with a 1 s read timeout and, on a link's return, "
-    "may claim a VIP before it hears its peer (docs/carp.md); measured, not yet held to"
-)
-
-
-def test_link_loss_moves_the_vips_and_its_return_brings_them_back(lab, carp, request):
-    if carp == "ucarp":
-        request.applymarker(pytest.mark.xfail(reason=UCARP_LIMIT, strict=False))
+def test_link_loss_moves_the_vips_and_its_return_brings_them_back(lab, carp):
     port = user_port(lab.plan, "lb-a")
     sampler = Sampler()
     sampler.start()
@@ -136,9 +128,7 @@ def test_link_loss_moves_the_vips_and_its_return_brings_them_back(lab, carp, req
     assert sampler.sustained == [], f"both nodes held a VIP for two samples in a row: {when}"
 
 
-def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp, request):
-    if carp == "ucarp":
-        request.applymarker(pytest.mark.xfail(reason=UCARP_LIMIT, strict=False))
+def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
     with Services():
         assert wait_for(lambda: all_on("lb-a"), SETTLE[carp])
         sampler = Sampler()

@@ -69,12 +69,22 @@ class Lab:
 def lab():
     if os.geteuid() != 0 or not shutil.which("mnexec"):
         pytest.skip("the lab needs root and Mininet (mnexec)")
-    # One lab test run per machine at a time (lab/lock.py): held until the session ends.
-    tests_lock = lock.acquire(lock.TESTS_LOCK, LOCK_WAIT, what=f"pytest lab session in {REPO}")
+    yield from _lab_session()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session):
+    """One lab test run per machine at a time (lab/lock.py), held for the
+    whole run.  Taken here, before the first test starts, so that waiting for
+    another run is not counted in a test's timeout."""
+    fd = None
+    if any(HERE in item.path.parents for item in session.items) and os.geteuid() == 0 and shutil.which("mnexec"):
+        fd = lock.acquire(lock.TESTS_LOCK, LOCK_WAIT, what=f"pytest lab session in {REPO}")
     try:
-        yield from _lab_session()
+        yield
     finally:
-        os.close(tests_lock)
+        if fd is not None:
+            os.close(fd)
 
 
 def _lab_session():

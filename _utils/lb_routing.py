@@ -355,6 +355,7 @@ fi
 # order end where the last transition says.  Called by lb-carp-event on
 # every transition and by the routing state.
 vhid=$1
+umask 022  # BIRD reads the files as user bird (keepalived and salt run scripts with 077)
 case $vhid in
 {cases}	*) exit 0 ;;
 esac
@@ -389,7 +390,11 @@ else
 	[ -f "$file" ] || exit 0
 	rm -f "$file"
 fi
-exec {p["birdc"]} -s {p["socket"]} configure >/dev/null
+out=$({p["birdc"]} -s {p["socket"]} configure 2>&1)
+case $out in
+*Reconfigured* | *"Reconfiguration in progress"* | *queued*) exit 0 ;;
+*) echo "lb-routing-vip: birdc configure: $out" >&2; exit 1 ;;
+esac
 """
 
 

@@ -34,7 +34,7 @@ def linux(tmp_path):
         "announce_dir": str(tmp_path / "run"),
         "lock": str(tmp_path / "lock"),
         "socket": "/run/bird/bird.ctl",
-        "birdc": fake(tmp_path / "birdc", f'echo "birdc $*" >> {calls}\n'),
+        "birdc": fake(tmp_path / "birdc", f'echo "birdc $*" >> {calls}\necho Reconfigured\n'),
         "ip": fake(tmp_path / "ip", f'for a in $(cat {addrs}); do echo "2: eth1    inet $a/24 scope global eth1"; done\n'),
         "state_dir": str(state),
         "maintenance": str(state / "maintenance"),
@@ -180,3 +180,18 @@ def test_freebsd_maintenance_withdraws_even_a_master(freebsd):
     calls, ospf = freebsd("4", "MASTER")
     assert calls[1:] == ["bgpctl network delete 10.2.2.4/32", "ospfctl reload"]
     assert ospf == ""
+
+
+def test_linux_files_are_readable_by_bird_whatever_the_callers_umask(linux, tmp_path):
+    linux.set(4, "MASTER", held=True)
+    script = tmp_path / "lb-routing-vip"
+    subprocess.run(["sh", "-c", f"umask 077; exec {script} 4 MASTER"], env={"PATH": "/usr/bin:/bin"}, check=True, timeout=30)
+    f = tmp_path / "run" / "lb-vip-198.18.2.4.conf"
+    assert oct(f.stat().st_mode & 0o777) == "0o644"
+
+
+def test_linux_a_failed_reconfiguration_is_an_error(linux, tmp_path):
+    (tmp_path / "birdc").write_text("#!/bin/sh\necho 'bird.conf:26:11 Unable to open included file: Permission denied'\n")
+    linux.set(4, "MASTER", held=True)
+    r = subprocess.run([str(tmp_path / "lb-routing-vip"), "4"], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "Permission denied" in r.stderr

@@ -222,9 +222,10 @@ def render_bird(pair: dict, node_id: str, header: str, secret, announce_dir: str
                 out.append(f"\thold time {nb['hold_time']};")
             if nb.get("bfd"):
                 out.append("\tbfd on;")
-            # back within seconds after a lost session (a cut link, BFD):
+            # back within seconds after a lost session (a cut link, BFD); the
+            # backoff grows only to 5 s, so a returning link is used soon:
             # BIRD would wait 60 s by default, while the node may be MASTER
-            out += ["\tconnect retry time 5;", "\terror wait time 1, 30;"]
+            out += ["\tconnect retry time 5;", "\terror wait time 1, 5;"]
             out += [
                 "\tipv4 {",
                 f"\t\timport filter {{ {' '.join(sets + ['accept;'])} }};",

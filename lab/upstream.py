@@ -65,7 +65,7 @@ def bird_conf(plan: Plan, pillar: Path) -> str:
             out.append(f"\thold time {nb['hold_time']};")
         if nb.get("bfd"):
             out.append("\tbfd on;")
-        out += ["\tconnect retry time 5;", "\terror wait time 1, 30;"]
+        out += ["\tconnect retry time 5;", "\terror wait time 1, 5;"]
         out += ["\tipv4 {", "\t\timport all;", "\t\texport none;", "\t};", "}"]
     return "\n".join(out) + "\n"
 

@@ -133,7 +133,7 @@ def test_bird_conf_has_the_seeds_semantics_and_passes_bird_p(tmp_path, seed_mode
         "neighbor 10.2.2.1 as 65001;",
         'password "secret";',
         "connect retry time 5;",
-        "error wait time 1, 30;",
+        "error wait time 1, 5;",
         "ipv4 {",
         # OpenBGPD's neighbor `set` applies to what is received from it
         "import filter { bgp_med = 10; bgp_local_pref = 80; bgp_community.add((65000,180)); accept; };",

@@ -32,22 +32,50 @@ def holder(path: Path) -> str:
 
 def acquire(path: Path, wait: float = 0.0, what: str = "") -> int:
     """Open and lock `path`; return the fd (held until closed).  Waits up to
-    `wait` seconds; raises TimeoutError naming the holder when it cannot."""
+    `wait` seconds, first come first served among waiters (a queue of
+    `<time>-<pid>` entries beside the lock; a dead waiter's entry is dropped);
+    raises TimeoutError naming the holder when it cannot."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    queue = path.with_suffix(".queue")
+    queue.mkdir(exist_ok=True)
+    me = queue / f"{time.time():.6f}-{os.getpid()}"
+    me.touch()
     deadline = time.monotonic() + wait
     told = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
+    try:
+        while True:
+            if _first_in(queue, me):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise TimeoutError(f"{path} is held by {holder(path)}") from None
+                raise TimeoutError(f"{path} is held by {holder(path)}")
             if not told:
                 print(f"waiting up to {wait:.0f} s for {path} (held by {holder(path)})", flush=True)
                 told = True
             time.sleep(POLL)
+    finally:
+        me.unlink(missing_ok=True)
     path.with_suffix(".owner").write_text(f"pid {os.getpid()} {what}\n")
     return fd
+
+
+def _first_in(queue: Path, me: Path) -> bool:
+    """Whether `me` is the oldest live waiter in `queue`."""
+    live = []
+    for entry in queue.iterdir():
+        try:
+            stamp, pid = entry.name.rsplit("-", 1)
+            alive = os.path.exists(f"/proc/{int(pid)}")
+            key = (float(stamp), int(pid))
+        except ValueError:
+            alive = False
+        if not alive:
+            entry.unlink(missing_ok=True)
+            continue
+        live.append((key, entry))
+    return not live or min(live)[1] == me

@@ -298,11 +298,12 @@ def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | 
     any order (the daemons' hooks run in parallel) end where the last state
     says.  POSIX sh.
 
-    - Linux (BIRD): announce when ``<state_dir>/state/<vhid>`` says MASTER,
-      the address is on the interface (a MASTER's call first waits for it,
-      at most ``master_wait`` s) and the maintenance intent is absent; then one
-      file per announced VIP and ``birdc configure`` (a soft reconfiguration:
-      sessions stay up).
+    - Linux (BIRD): announce a VIP when ``<state_dir>/state/<vhid>`` says
+      MASTER, the address is on the node and the maintenance intent is
+      absent (a MASTER's call first waits for its address, at most
+      ``master_wait`` s); every VIP is settled in each call, then one file
+      per announced VIP and one ``birdc configure`` if anything changed (a
+      soft reconfiguration: sessions stay up).
     - FreeBSD (OpenBGPD, OpenOSPFD): the STATE argument (devd's) decides;
       ``bgpctl network add|delete <vip>/32``, the VIP's marker in the
       announce directory, ospfd's included ``redistribute`` file rewritten
@@ -347,14 +348,17 @@ else
 	mv -f "$tmp" {p["ospfd_vips"]} && {p["ospfctl"]} reload >/dev/null
 fi
 """
+    entries = " ".join(f'"{v} {a}"' for v, (_, a) in sorted(vips.items()))
     return f"""#!/bin/sh
 # Installed by salt/routing (lb_routing.hook_script). Do not edit.
-# lb-routing-vip VHID [STATE]: announce VHID's VIP (a /32, BGP and OSPF, by
-# BIRD) while this node is its CARP MASTER and holds the address, withdraw it
-# otherwise; in maintenance, withdraw.  Decided from the node's own records
-# (the CARP state file, the interface), not from STATE, so calls in any
-# order end where the last transition says.  Called by lb-carp-event on
-# every transition and by the routing state.
+# lb-routing-vip VHID [STATE]: announce each VIP (a /32, BGP and OSPF, by
+# BIRD) while this node is its CARP MASTER and holds the address, withdraw
+# it otherwise; in maintenance, withdraw.  Decided from the node's own
+# records (the CARP state files, the interfaces), not from STATE, so calls
+# in any order end where the last transitions say; one call settles every
+# VIP with one `birdc configure`, so a node losing all its VIPs at once
+# withdraws them together.  Called by lb-carp-event on every transition and
+# by the routing state.
 vhid=$1
 umask 022  # BIRD reads the files as user bird (keepalived and salt run scripts with 077)
 case $vhid in
@@ -362,35 +366,40 @@ case $vhid in
 esac
 mkdir -p {p["announce_dir"]}
 held() {{
-	{p["ip"]} -4 -o addr show dev "$dev" 2>/dev/null | grep -q " inet $vip/"
+	case $addrs in *" inet $1/"*) return 0 ;; esac
+	return 1
 }}
 master() {{
 	cstate=
-	read -r cstate _ < {p["state_dir"]}/state/$vhid 2>/dev/null
+	read -r cstate _ < {p["state_dir"]}/state/$1 2>/dev/null
 	[ "$cstate" = MASTER ]
 }}
 if [ -z "${{LB_ROUTING_LOCKED:-}}" ]; then
 	# a new MASTER may not hold the address yet (ucarp adds it after an ARP
 	# probe): wait for it, outside the lock, at most {master_wait:g} s
 	i=0
-	while master && ! held && [ $i -lt {int(master_wait / 0.05)} ]; do
+	while master "$vhid" && addrs=$({p["ip"]} -4 -o addr show dev "$dev" 2>/dev/null) && ! held "$vip" && [ $i -lt {int(master_wait / 0.05)} ]; do
 		sleep 0.05
 		i=$((i + 1))
 	done
 	LB_ROUTING_LOCKED=1 exec {p["flock"]} -w 10 {p["lock"]} "$0" "$@"
 fi
-want=no
-if [ ! -e {p["maintenance"]} ] && master && held; then
-	want=yes
-fi
-file={p["announce_dir"]}/{ANNOUNCE_PREFIX}$vip.conf
-if [ $want = yes ]; then
-	[ -f "$file" ] && exit 0
-	printf 'route %s/32 blackhole;\\n' "$vip" > "$file.tmp" && mv -f "$file.tmp" "$file"
-else
-	[ -f "$file" ] || exit 0
-	rm -f "$file"
-fi
+addrs=$({p["ip"]} -4 -o addr show 2>/dev/null)
+changed=no
+for entry in {entries}; do
+	set -- $entry
+	file={p["announce_dir"]}/{ANNOUNCE_PREFIX}$2.conf
+	if [ ! -e {p["maintenance"]} ] && master "$1" && held "$2"; then
+		if [ ! -f "$file" ]; then
+			printf 'route %s/32 blackhole;\n' "$2" > "$file.tmp" && mv -f "$file.tmp" "$file"
+			changed=yes
+		fi
+	elif [ -f "$file" ]; then
+		rm -f "$file"
+		changed=yes
+	fi
+done
+[ $changed = yes ] || exit 0
 out=$({p["birdc"]} -s {p["socket"]} configure 2>&1)
 case $out in
 *Reconfigured* | *"Reconfiguration in progress"* | *queued*) exit 0 ;;

@@ -195,3 +195,16 @@ def test_linux_a_failed_reconfiguration_is_an_error(linux, tmp_path):
     linux.set(4, "MASTER", held=True)
     r = subprocess.run([str(tmp_path / "lb-routing-vip"), "4"], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "Permission denied" in r.stderr
+
+
+def test_linux_one_call_settles_every_vip_with_one_reconfiguration(linux):
+    linux.set(4, "MASTER", held=True)
+    linux.set(5, "MASTER", held=True)
+    assert len(linux.run("4", "MASTER")) == 1
+    assert linux.announced() == ["lb-vip-198.18.2.4.conf", "lb-vip-198.18.2.5.conf"]
+    assert len(linux.run("5", "MASTER")) == 1  # nothing left to do: no second configure
+    linux.set(4, "BACKUP", held=False)
+    linux.set(5, "BACKUP", held=False)
+    assert len(linux.run("5", "BACKUP")) == 2
+    assert linux.announced() == []
+    assert len(linux.run("4", "BACKUP")) == 2

@@ -174,9 +174,18 @@ def apply(ids: list[str], *mods: str, attempts: int = 20) -> dict:
     args = ["state.apply", ",".join(mods)] if mods else ["state.apply"]
     results = salt_json("-L", ",".join(ids), *args, timeout=600)
     for _ in range(attempts):
+        # No answer at all: the lab on 2 cores sometimes loses a minion's
+        # return.  A state run is idempotent, so ask again (queued behind it
+        # if it is in fact still running).
+        lost = [m for m in ids if _lost(results.get(m))]
+        if lost:
+            print(f"state.apply: no answer from {lost}; asking again")
+            results.update(salt_json("-L", ",".join(lost), *args, "queue=True", timeout=600))
         busy = [m for m in ids if _busy(results.get(m))]
-        if not busy:
+        if not busy and not any(_lost(results.get(m)) for m in ids):
             break
+        if not busy:
+            continue
         print(f"state.apply: a state run is in progress on {busy}; waiting for it")
         reap_lingering_jobs(busy)
         time.sleep(3)
@@ -236,6 +245,10 @@ def _process_start(pid: int) -> float | None:
         return None
     ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
     return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _lost(ret) -> bool:
+    return ret is None or ret == "" or (isinstance(ret, str) and "did not return" in ret)
 
 
 def _busy(ret) -> bool:

@@ -140,8 +140,16 @@ def _kill_haproxy(minion):
     assert wait_for(lambda: all(state.start_time(pid) != start for pid, start in killed), 10), killed
 
 
+def _settled(minion, timeout=180):
+    """No state run in progress on the minion: the reactor's applies queued
+    by an earlier test's transitions (one per group) have all run.  One of
+    them would otherwise restart a killed HAProxy before the beacon sees it."""
+    return wait_for(lambda: saltcfg.salt_json(minion, "saltutil.running").get(minion) == [], timeout)
+
+
 def test_a_crash_of_haproxy_is_healed_in_place_without_failover(events):
     assert all_on("lb-a")
+    assert _settled("lb-a")
     t0 = time.time()
     _kill_haproxy("lb-a")
     assert events.wait("salt/beacon/lb-a/carp/haproxy/DOWN", timeout=15, since=t0), "no haproxy/DOWN event"
@@ -166,6 +174,7 @@ def _a_port(minion):
 
 def test_haproxy_that_cannot_start_demotes_the_master_and_the_vips_move(events):
     assert all_on("lb-a")
+    assert _settled("lb-a")
     port = _a_port("lb-a")
     t0 = time.time()
     blocker = None

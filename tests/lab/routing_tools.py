@@ -90,6 +90,7 @@ class AnnounceSampler(threading.Thread):
         end = time.monotonic() + self.max_seconds
         previous: set[tuple[str, str]] = set()
         while not self._halt.is_set() and time.monotonic() < end:
+            started = time.monotonic()
             now: set[tuple[str, str]] = set()
             t = time.time()
             for host in LBS:
@@ -105,7 +106,7 @@ class AnnounceSampler(threading.Thread):
                         self.sustained.append((t, host, vip))
             previous = now
             self.samples += 1
-            self._halt.wait(self.every)
+            self._halt.wait(max(0.0, self.every - (time.monotonic() - started)))  # one sample per `every` s
 
     def stop(self):
         self._halt.set()

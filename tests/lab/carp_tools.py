@@ -178,6 +178,13 @@ def slowest(results) -> float:
 def gap(results) -> float:
     """The longest client-observed outage: from the last success before a run
     of failures to the first success after it (0 when nothing failed)."""
+    return outage(results)[0]
+
+
+def outage(results) -> tuple[float, bool]:
+    """(longest outage, whether the client recovered from every one).  A run
+    of failures that lasts to the client's last attempt counts from the last
+    success to that attempt, as a lower bound, with recovered False."""
     worst, last_ok, failing = 0.0, None, False
     for t, ok, *_ in results:
         if ok:
@@ -186,7 +193,9 @@ def gap(results) -> float:
             last_ok, failing = t, False
         else:
             failing = True
-    return worst
+    if failing and last_ok is not None and results:
+        return max(worst, results[-1][0] - last_ok), False
+    return worst, True
 
 
 class Services:

@@ -264,7 +264,8 @@ class Galera:
         """The provider options a running node uses, as Galera reports them."""
         out = self.sql(host, "SHOW GLOBAL VARIABLES LIKE 'wsrep_provider_options'")
         text = out.split("\t", 1)[1] if "\t" in out else ""
-        return dict(kv.strip().split(" = ", 1) for kv in text.strip().split(";") if " = " in kv)
+        pairs = (kv.partition("=") for kv in text.strip().split(";"))
+        return {k.strip(): v.strip() for k, sep, v in pairs if sep}
 
     def restore(self, timeout: float = START_TIMEOUT) -> None:
         """Every node running and Synced again: a node that is down rejoins."""

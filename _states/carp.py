@@ -22,6 +22,8 @@ never appear in changes or comments (the module reports ``<changed>``).
 
 from salt.exceptions import CommandExecutionError
 
+import lb_state
+
 ON = {True, "true", "True", "on", "yes", "present", "enabled"}
 OFF = {False, "false", "False", "off", "no", "absent", "disabled"}
 
@@ -32,29 +34,8 @@ def __virtual__():
     return (False, "the carp execution module is not available on this minion")
 
 
-def _ret(name):
-    return {"name": name, "result": True, "changes": {}, "comment": ""}
-
-
 def _apply(name, func, kwargs, would, done):
-    ret = _ret(name)
-    try:
-        check = __salt__[func](test=True, **kwargs)
-        if not check["changes"]:
-            ret["comment"] = check["comment"]
-            return ret
-        if __opts__.get("test"):
-            ret["result"] = None
-            ret["changes"] = check["changes"]
-            ret["comment"] = f"{would}: {check['comment']}"
-            return ret
-        res = __salt__[func](**kwargs)
-        ret["changes"] = res["changes"]
-        ret["comment"] = f"{done}: {res['comment']}"
-    except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-    return ret
+    return lb_state.checked(name, lambda **test: __salt__[func](**kwargs, **test), bool(__opts__.get("test")), would, done)
 
 
 def present(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys
@@ -97,19 +78,19 @@ def maintenance(name, enabled=None, **kwargs):  # noqa: ARG001 - Salt may pass i
     elif want in OFF:
         on = False
     else:
-        ret = _ret(name)
+        ret = lb_state.ret(name)
         ret["result"] = False
         ret["comment"] = f"carp.maintenance: name (or enabled) must be true/false, on/off or present/absent, not {want!r}"
         return ret
     if on:
         try:
             if not __salt__["carp.preempt_enabled"]():
-                ret = _ret(name)
+                ret = lb_state.ret(name)
                 ret["result"] = False
                 ret["comment"] = "preemption is off on this node: set lb:pairs:<pair>:carp:preempt true and apply carp.present first"
                 return ret
         except CommandExecutionError as exc:
-            ret = _ret(name)
+            ret = lb_state.ret(name)
             ret["result"] = False
             ret["comment"] = str(exc)
             return ret

@@ -20,7 +20,7 @@ appears in changes or comments.
         - name: edge
 """
 
-from salt.exceptions import CommandExecutionError
+import lb_state
 
 
 def __virtual__():
@@ -30,24 +30,7 @@ def __virtual__():
 
 
 def _apply(name, func, kwargs, would, done):
-    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
-    try:
-        check = __salt__[func](test=True, **kwargs)
-        if not check["changes"]:
-            ret["comment"] = check["comment"]
-            return ret
-        if __opts__.get("test"):
-            ret["result"] = None
-            ret["changes"] = check["changes"]
-            ret["comment"] = f"{would}: {check['comment']}"
-            return ret
-        res = __salt__[func](**kwargs)
-        ret["changes"] = res["changes"]
-        ret["comment"] = f"{done}: {res['comment']}"
-    except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-    return ret
+    return lb_state.checked(name, lambda **test: __salt__[func](**kwargs, **test), bool(__opts__.get("test")), would, done)
 
 
 def present(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys

@@ -25,7 +25,11 @@ def test_galera_failover_benchmark(lab, tmp_path):
     runs = int(os.environ.get("GALERA_BENCH_RUNS", "5"))
     assert galera_failover.main(["--runs", str(runs), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    print(json.dumps(report, indent=1))
-    assert len(report["unplanned"]) == runs and len(report["planned"]) == runs
-    assert report["summary"]["lost_committed_rows"] == 0
-    assert report["summary"]["one_writer_at_a_time"] is True
+    print(json.dumps(report["summary"], indent=1))
+    # not a timed test: the gaps are reported, never asserted; what must hold
+    # is that every run completed, lost no committed row, had one writer
+    assert len(report["planned"]) == runs
+    for label, rows in report["variants"].items():
+        assert len(rows) == runs, label
+        assert report["summary"][label]["lost_committed_rows"] == 0, label
+        assert report["summary"][label]["one_writer_at_a_time"] is True, label

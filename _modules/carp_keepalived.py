@@ -92,16 +92,7 @@ def _pidfile():
 
 def _running_pid():
     """keepalived's parent pid when it runs (pid file and /proc agree)."""
-    text = carp_common.read_text(_pidfile())
-    if not text or not text.strip().isdigit():
-        return None
-    pid = int(text.strip())
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")
-    except OSError:
-        return None
-    return pid if argv and os.path.basename(argv[0].decode(errors="replace")) == "keepalived" else None
+    return carp_common.pid_of(_pidfile(), "keepalived")
 
 
 def _render(pair):
@@ -286,7 +277,9 @@ def present(topology=None, test=False):
 
     old_i = carp_common.parse_keepalived(current_text)
     new_i = carp_common.parse_keepalived(desired_text)
-    changes.update(carp_common.diff({v: _public_instance(v, i) for v, i in old_i.items()}, {v: _public_instance(v, i) for v, i in new_i.items()}))
+    changes.update(
+        carp_common.diff({v: _public_instance(v, i) for v, i in old_i.items()}, {v: _public_instance(v, i) for v, i in new_i.items()})
+    )
     config_changed = current_text != desired_text
     if config_changed and not changes:
         changes["config"] = {"old": "differs" if current_text is not None else None, "new": paths["keepalived_config"]}

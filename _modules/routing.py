@@ -204,17 +204,7 @@ def _bird():
 
 
 def _bird_pid():
-    p = paths()
-    text = carp_common.read_text(p["pidfile"])
-    if not text or not text.strip().isdigit():
-        return None
-    pid = int(text.strip())
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")
-    except OSError:
-        return None
-    return pid if argv and os.path.basename(argv[0].decode(errors="replace")) == "bird" else None
+    return carp_common.pid_of(paths()["pidfile"], "bird")
 
 
 def _birdc(*args):

@@ -139,7 +139,12 @@ def parse_record(text: str | None) -> dict | None:
         return None
     rec = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     try:
-        return {"boot": rec["boot"], "amount": int(rec["amount"]), "before": int(rec.get("before", 0)), "phase": rec.get("phase", "applied")}
+        return {
+            "boot": rec["boot"],
+            "amount": int(rec["amount"]),
+            "before": int(rec.get("before", 0)),
+            "phase": rec.get("phase", "applied"),
+        }
     except (KeyError, ValueError):
         return None
 
@@ -207,7 +212,15 @@ def ucarp_passfile(paths: dict, vhid: int) -> str:
     return f"{paths['ucarp_dir']}/vhid-{vhid}.pass"
 
 
-def ucarp_argv(binary: str, group: dict, paths: dict, preempt: bool = True, maintenance: bool = False, neutral: bool = False, deadratio: int | None = None) -> list[str]:
+def ucarp_argv(
+    binary: str,
+    group: dict,
+    paths: dict,
+    preempt: bool = True,
+    maintenance: bool = False,
+    neutral: bool = False,
+    deadratio: int | None = None,
+) -> list[str]:
     """One ucarp process for one group.  The password is read from the 0600
     passfile (`--passfile`): it never appears on a command line.  The up/down
     scripts get `<prefixlen> <vhid> <state_dir>` as ucarp's extra parameter."""
@@ -443,6 +456,22 @@ def read_text(path: str) -> str | None:
             return fh.read()
     except FileNotFoundError:
         return None
+
+
+def pid_of(pidfile: str, program: str) -> int | None:
+    """The pid in `pidfile` when that process runs `program` (its /proc
+    cmdline's first word agrees), else None: a stale file or a recycled pid
+    is never taken for the daemon."""
+    text = read_text(pidfile)
+    if not text or not text.strip().isdigit():
+        return None
+    pid = int(text.strip())
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return None
+    return pid if argv and os.path.basename(argv[0].decode(errors="replace")) == program else None
 
 
 def write_atomic(path: str, content: str, mode: int = 0o644) -> None:

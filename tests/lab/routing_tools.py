@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 
-from carp_tools import LBS, VIPS, local_addresses
+from carp_tools import LBS, VIPS, local_addresses, wait_for  # noqa: F401 - re-exported for the routing tests
 
 from lab import control
 
@@ -57,16 +57,6 @@ def bgp_established(host: str, socket_path: str = BIRD_SOCKET) -> dict[str, bool
         if len(w) >= 4 and w[1] == "BGP":
             out[w[0]] = "Established" in line
     return out
-
-
-def wait_for(predicate, timeout: float, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    return predicate()
 
 
 class AnnounceSampler(threading.Thread):

@@ -111,7 +111,9 @@ def event_hook(beacon_interval=1):
         provider,
         _groups(),
         __opts__.get("pidfile") or "",
-        routing_hook=lb_routing.PATHS["FreeBSD" if _family() == "FreeBSD" else "Debian"]["hook"],
+        # FreeBSD's announcements follow the transitions; Linux's follow the
+        # addresses (BIRD's direct protocol, lb_routing), with no hook
+        routing_hook=lb_routing.PATHS["FreeBSD"]["hook"] if _family() == "FreeBSD" else "",
     )
     out = {p["hook"]: {"content": text, "mode": "0755"}}
     if "devd_rule" in p:

@@ -9,11 +9,14 @@ configure``: a soft reconfiguration that keeps sessions whose settings did
 not change); FreeBSD runs OpenBGPD and OpenOSPFD (``bgpd -n`` / ``ospfd -n``,
 then ``bgpctl reload`` / ``ospfctl reload``).  docs/routing.md says why.
 
-Announcements: ``lb-routing-vip VHID [STATE]`` (installed here, run by
-lb-carp-event on every CARP transition) announces a VIP while this node is
-its MASTER and withdraws it otherwise; ``routing.sync`` compares what is
-announced with what the node holds (``carp.status``) and runs the hook for
-what differs.
+Announcements: on Linux BIRD's direct protocol ``lb_vips`` announces each
+VIP address the node holds, as the kernel adds and removes it (the VIP is a
+host address, ``lb_render.linux_vip``); on FreeBSD ``lb-routing-vip VHID
+STATE`` (installed here, run by lb-carp-event from devd on every CARP
+transition) announces a VIP while this node is its MASTER and withdraws it
+otherwise.  ``routing.sync`` compares what is announced with what the node
+should announce (``routing.desired``) and repairs what differs: FreeBSD
+runs the hook; Linux enables or restarts ``lb_vips``.
 
 The md5sig key is never on a command line or in a return: the file is
 written by this module (0640 root:bird for BIRD, which re-reads it as user
@@ -81,7 +84,7 @@ def paths():
         if k in p and isinstance(v, str) and v.startswith("/"):
             p[k] = v.rstrip("/") or "/"
     if _family() == "Debian" and not p["pidfile"]:
-        p["pidfile"] = os.path.join(p["announce_dir"], "bird.pid")
+        p["pidfile"] = os.path.join(p["run_dir"], "bird.pid")
     return p
 
 
@@ -139,7 +142,7 @@ def _files(pair):
     if fam == "Debian":
         f = rendered[default["bird"]]
         files[p["bird"]] = {
-            "content": lb_routing.render_bird(pair, node, header, str, p["announce_dir"]),
+            "content": lb_routing.render_bird(pair, node, header, str),
             "mode": f.mode,
             "secret": f.secret,
         }
@@ -149,8 +152,8 @@ def _files(pair):
                 f = rendered[default[key]]
                 text = f.content.replace(default["ospfd_vips"], p["ospfd_vips"]) if key == "ospfd" else f.content
                 files[p[key]] = {"content": text, "mode": f.mode, "secret": f.secret}
-    hook = lb_routing.hook_script(fam, lb_routing.node_vips(pair, node, fam), p)
-    files[p["hook"]] = {"content": hook, "mode": "0755", "secret": False}
+        hook = lb_routing.hook_script(fam, lb_routing.node_vips(pair, node, fam), p)
+        files[p["hook"]] = {"content": hook, "mode": "0755", "secret": False}
     return files
 
 
@@ -221,7 +224,7 @@ def _bird_check(path):
 
 def _bird_run_dir():
     p = paths()
-    d = p["announce_dir"]
+    d = p["run_dir"]
     os.makedirs(d, exist_ok=True)
     gid = _bird_gid()
     if gid is not None:
@@ -278,11 +281,8 @@ def _present_linux(pair, test):
         }
     elif mode != 0o640 or (gid is not None and cur_gid != gid):
         changes[p["bird"]] = {"old": f"mode {mode:o}", "new": "mode 640, group bird"}
-    hook = want[p["hook"]]
-    if carp_common.read_text(p["hook"]) != hook["content"] or carp_common.file_mode(p["hook"]) != 0o755:
-        changes[p["hook"]] = {"old": "differs" if os.path.exists(p["hook"]) else None, "new": "rendered"}
-    if not os.path.isdir(p["announce_dir"]):
-        changes[p["announce_dir"]] = {"old": None, "new": "directory"}
+    if not os.path.isdir(p["run_dir"]):
+        changes[p["run_dir"]] = {"old": None, "new": "directory"}
     pid = _bird_pid()
     if pid is None:
         changes["bird"] = {"old": "stopped", "new": "running"}
@@ -306,8 +306,6 @@ def _present_linux(pair, test):
         os.chmod(p["bird"], 0o640)
         if gid is not None:
             os.chown(p["bird"], 0, gid)
-    if p["hook"] in changes:
-        _write(p["hook"], hook["content"], "0755")
     if pid is None:
         pid = _bird_start()
         comment = f"bird started (pid {pid})"
@@ -433,20 +431,11 @@ def announced():
     return sorted(lb_routing.parse_bird_routes(res["stdout"]))
 
 
-def _announce_files():
-    p = paths()
-    try:
-        names = os.listdir(p["announce_dir"])
-    except FileNotFoundError:
-        return set()
-    pre = lb_routing.ANNOUNCE_PREFIX
-    return {n[len(pre) : -len(".conf")] for n in names if n.startswith(pre) and n.endswith(".conf")}
-
-
 def desired():
     """
-    The VIP addresses this node should announce: MASTER for the group, the
-    address on the interface (Linux), not in maintenance.
+    The VIP addresses this node should announce (``lb_routing.desired``):
+    on Linux the VIP addresses it holds; on FreeBSD those it is MASTER for,
+    none in maintenance.
 
     CLI Example:
 
@@ -459,15 +448,44 @@ def desired():
     return sorted(lb_routing.desired(status, maint, linux=_family() != "FreeBSD"))
 
 
+def _vips_protocol_up():
+    """Whether BIRD's ``lb_vips`` protocol is up (not disabled)."""
+    res = _birdc("show", "protocols", lb_routing.VIPS_PROTOCOL)
+    for line in res.get("stdout", "").splitlines():
+        words = line.split()
+        if words[:1] == [lb_routing.VIPS_PROTOCOL]:
+            return len(words) > 3 and words[3] == "up"
+    return False
+
+
+def _repair(fam, want, have, by_vip):
+    """One repair pass: FreeBSD runs the hook for each VIP that differs;
+    Linux enables ``lb_vips`` (someone disabled it) or restarts it (it
+    re-reads the interfaces' addresses)."""
+    if fam == "FreeBSD":
+        for vip in sorted(want ^ have):
+            if vip not in by_vip:
+                continue
+            res = _run([paths()["hook"], str(by_vip[vip]), "MASTER" if vip in want else "BACKUP"])
+            if res["retcode"] != 0:
+                raise CommandExecutionError(
+                    f"lb-routing-vip {by_vip[vip]} failed (exit {res['retcode']}): {(res.get('stderr') or '').strip()}"
+                )
+        return
+    verb = "restart" if _vips_protocol_up() else "enable"
+    res = _birdc(verb, lb_routing.VIPS_PROTOCOL)
+    if res["retcode"] != 0:
+        raise CommandExecutionError(f"birdc {verb} {lb_routing.VIPS_PROTOCOL} failed: {(res.get('stdout', '') + res.get('stderr', '')).strip()}")
+
+
 def sync(test=False, topology=None):
     """
-    Make what this node announces what it holds (``routing.desired``): for
-    each VIP announced but not held, or held but not announced, run the
-    hook (lb-routing-vip), which decides from the node's records; on Linux
-    also reconfigure BIRD when its routes differ from the announcement
-    files.  A CARP transition during the run is followed (up to
-    SYNC_ATTEMPTS passes).  Returns ``{"changes": {vip: {"old", "new"}},
-    "comment"}``.
+    Make what this node announces what it should (``routing.desired``):
+    on Linux, when BIRD's ``lb_vips`` routes differ from the VIP addresses
+    the node holds, enable the protocol (when disabled) or restart it; on
+    FreeBSD run the hook (lb-routing-vip) for each VIP that differs.  A
+    CARP transition during the run is followed (up to SYNC_ATTEMPTS
+    passes).  Returns ``{"changes": {vip: {"old", "new"}}, "comment"}``.
 
     CLI Example:
 
@@ -480,7 +498,6 @@ def sync(test=False, topology=None):
     if not _configured(pair):
         return {"changes": {}, "comment": f"pair {pair['name']} has no routing in the pillar"}
     fam = _family()
-    p = paths()
     vips = lb_routing.node_vips(pair, __opts__["id"], fam)
     by_vip = {vip: vhid for vhid, (_, vip) in vips.items()}
     changes = {}
@@ -490,32 +507,17 @@ def sync(test=False, topology=None):
             raise CommandExecutionError("the routing daemon does not answer (apply routing.present first)")
         want = set(desired()) & set(by_vip)
         have = set(now)
-        files_differ = fam == "Debian" and _announce_files() != have
-        if want == have and not files_differ:
+        if want == have:
             break
         for vip in sorted(want ^ have):
             changes.setdefault(vip, {"old": vip in have})["new"] = vip in want
-        if files_differ and not (want ^ have):
-            changes["bird"] = {"old": "routes differ from the announcement files", "new": "reconfigured"}
         if test:
             return {"changes": changes, "comment": "would change the announcements"}
-        for vip in sorted(want ^ have):
-            argv = [p["hook"], str(by_vip[vip])] if vip in by_vip else None
-            if argv is None:
-                continue
-            if fam == "FreeBSD":
-                argv.append("MASTER" if vip in want else "BACKUP")
-            res = _run(argv)
-            if res["retcode"] != 0:
-                raise CommandExecutionError(
-                    f"lb-routing-vip {by_vip[vip]} failed (exit {res['retcode']}): {(res.get('stderr') or '').strip()}"
-                )
-        if fam == "Debian" and _announce_files() != set(announced() or ()):
-            _bird_configure()
+        _repair(fam, want, have, by_vip)
         time.sleep(0.5)
     else:
         raise CommandExecutionError(
-            f"announced {', '.join(sorted(have)) or 'nothing'} but this node holds {', '.join(sorted(want)) or 'nothing'} after {SYNC_ATTEMPTS} passes"
+            f"announced {', '.join(sorted(have)) or 'nothing'} but should announce {', '.join(sorted(want)) or 'nothing'} after {SYNC_ATTEMPTS} passes"
         )
     return {"changes": changes, "comment": "announced: " + (", ".join(sorted(have)) or "nothing")}
 

@@ -47,8 +47,9 @@ def present(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its 
 
 def announced(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys
     """
-    This node announces exactly the VIPs it holds as CARP MASTER (none in
-    maintenance); what differs is fixed through lb-routing-vip.
+    This node announces exactly the VIPs it should (``routing.desired``:
+    on Linux the VIP addresses it holds, on FreeBSD those it is CARP MASTER
+    for, none in maintenance); what differs is fixed (``routing.sync``).
     """
     kw = {"topology": topology} if topology else {}
     return _apply(name, "routing.sync", kw, "announcements would change", "announcements fixed")

@@ -59,14 +59,16 @@ def node_groups(model: dict, node_id: str, os_family: str) -> tuple[dict, list[d
     fam = "FreeBSD" if os_family == "FreeBSD" else "Debian"
     out = []
     for g in lb_render.node_view(pair, node_id)["groups"]:
+        # Linux configures the VIP as a host address (lb_render.linux_vip)
+        vip = str(g["vip"]) if fam == "FreeBSD" else lb_render.linux_vip(g["vip"])
         out.append(
             {
                 "vhid": g["vhid"],
                 "interface": g["interface"],
                 "device": lb_render.device(g["device"], fam),
-                "vip": str(g["vip"]),
+                "vip": vip,
                 "address": str(g["vip"].ip),
-                "prefixlen": g["vip"].prefixlen,
+                "prefixlen": int(vip.rsplit("/", 1)[1]),
                 "password": g["password"],
                 "advbase": g["advbase"],
                 "advskew": g["advskew"],

@@ -212,9 +212,10 @@ def hook_script(
     Linux the hook does nothing when that minion runs in another network
     namespace, i.e. the script belongs to another host sharing this
     directory (the lab's hosts share /usr/local/sbin).  ``routing_hook``
-    (lb-routing-vip, installed by salt/routing): run first, in the
-    background, with the vhid and state, so that the VIP announcements
-    follow the transition at once (see lb_routing.hook_script).  POSIX sh,
+    (FreeBSD's lb-routing-vip, installed by salt/routing): run first, in
+    the background, with the vhid and state, so that the VIP announcements
+    follow the transition at once (see lb_routing.hook_script; Linux has
+    none, its announcements follow the addresses).  POSIX sh,
     for Linux and FreeBSD."""
     cases = "".join(f"\t\t{int(v)}) iface=${{iface:-{i}}}; vip={p} ;;\n" for v, (i, p) in sorted(groups.items()))
     return f"""#!/bin/sh

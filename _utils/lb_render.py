@@ -143,6 +143,20 @@ def node_view(pair: dict, node_id: str) -> dict:
     return {"node": node, "peer": peer_of(pair, node_id), "groups": groups, "stats_address": stats_addr}
 
 
+# On Linux (keepalived, ucarp) a VIP goes on its interface as a host address,
+# whatever prefix the pillar gives it (the pillar's prefix is checked against
+# the subnet, and FreeBSD's carp alias uses it).  As a /32 it is never a
+# secondary address of the node's subnet, which the kernel would drop together
+# with the primary; and it is a route of its own, so BIRD's `direct` protocol
+# announces a VIP exactly while the address is on the node (lb_routing).
+LINUX_VIP_PREFIXLEN = 32
+
+
+def linux_vip(vip) -> str:
+    """The VIP as Linux nodes configure it: ``<address>/32``."""
+    return f"{vip.ip}/{LINUX_VIP_PREFIXLEN}"
+
+
 def device(iface: dict, os_family: str) -> str:
     dev = iface["device"] if isinstance(iface, dict) and "device" in iface else iface
     return dev.get(os_family) or dev.get("default") or next(iter(dev.values()))
@@ -451,7 +465,7 @@ def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR,
             out.append("    nopreempt")
         out += [
             "    virtual_ipaddress {",
-            f"        {g['vip']} dev {dev}",
+            f"        {linux_vip(g['vip'])} dev {dev}",
             "    }",
         ]
         # the instance's own interface is tracked anyway (keepalived warns
@@ -485,7 +499,7 @@ def render_ucarp(pair: dict, node_id: str, secret) -> dict[str, File]:
             f"UCARP_SRCIP={g['source']}",
             f"UCARP_VHID={g['vhid']}",
             f"UCARP_ADDR={g['vip'].ip}",
-            f"UCARP_PREFIX={g['vip'].prefixlen}",
+            f"UCARP_PREFIX={LINUX_VIP_PREFIXLEN}",
             f"UCARP_ADVBASE={g['advbase']}",
             f"UCARP_ADVSKEW={g['advskew']}",
             f"UCARP_PREEMPT={'yes' if pair['carp']['preempt'] else 'no'}",

@@ -14,16 +14,22 @@ What differs from the seed:
 - no `announce all` (gone from OpenBGPD since 6.4, and it announced every
   VIP from both nodes, drawing traffic to the BACKUP).  Outbound, a neighbor
   is only ever allowed the pair's VIPs as /32s, and a VIP is announced only
-  by the node that is CARP MASTER for it: the CARP transition hook
-  (lb-carp-event) runs ``lb-routing-vip VHID STATE`` (``hook_script``), which
-  decides from the node's own records (MASTER, the address is on the
-  interface on Linux, not in maintenance) and announces or withdraws:
-  FreeBSD ``bgpctl network add|delete <vip>/32`` plus a ``redistribute``
-  line for ospfd (an included file, ``ospfctl reload``); Linux one
-  ``route <vip>/32 blackhole;`` file per announced VIP (in /run/bird, so
-  none survives a reboot), included by BIRD's
-  ``lb_vips`` static protocol, then ``birdc configure``.  Nothing is
-  announced until a hook (or the state that re-checks, ``desired``) says so.
+  by the node that holds it as CARP MASTER:
+  - FreeBSD: the CARP transition hook (lb-carp-event, from devd) runs
+    ``lb-routing-vip VHID STATE`` (``hook_script``), which announces while
+    MASTER and not in maintenance and withdraws otherwise: ``bgpctl network
+    add|delete <vip>/32`` plus a ``redistribute`` line for ospfd (an
+    included file, ``ospfctl reload``).  FreeBSD keeps a BACKUP's CARP
+    address configured, so the transition has to decide.
+  - Linux needs no hook: the VIP is a host address there
+    (``lb_render.linux_vip``), on the node only while it is MASTER, and
+    BIRD's ``direct`` protocol ``lb_vips`` turns each VIP address into its
+    /32 route the moment the kernel adds it and withdraws it the moment the
+    kernel removes it (netlink).  The announcement *is* the address: a node
+    never announces a VIP it does not hold, not even for the time a hook
+    would take to run, and in maintenance its announcements leave with its
+    addresses, when the peer takes them.
+  Nothing else is announced; the routing state re-checks (``desired``).
 - explicit `deny from any` / `deny to any` then the allows (OpenBGPD); in
   BIRD, export filters that pass only ``lb_vips`` routes: a neighbor cannot
   inject routes we did not ask for, and a VIP learned from the peer (OSPF)
@@ -47,20 +53,14 @@ PATHS = {
     },
     "Debian": {
         "bird": "/etc/bird/bird.conf",
-        "announce_dir": "/run/bird",  # BIRD's runtime directory: there whenever bird can run
-        "hook": "/usr/local/sbin/lb-routing-vip",
-        "lock": "/run/lb-routing.lock",
+        "run_dir": "/run/bird",  # BIRD's runtime directory: its socket and pid file
         "socket": "/run/bird/bird.ctl",
         "birdc": "/usr/sbin/birdc",
-        "ip": "/sbin/ip",
-        "flock": "/usr/bin/flock",
         "state_dir": "/var/lib/lb-carp",
         "maintenance": "/var/lib/lb-carp/maintenance",
     },
 }
-ANNOUNCE_PREFIX = "lb-vip-"  # <announce_dir>/lb-vip-<vip>.conf: one per announced VIP (Linux)
-VIPS_PROTOCOL = "lb_vips"  # BIRD's static protocol holding the announced VIPs
-MASTER_WAIT = 5.0  # seconds the Linux hook waits for a MASTER's address (ucarp adds it late)
+VIPS_PROTOCOL = "lb_vips"  # BIRD's direct protocol: the VIP addresses on the node, as /32 routes
 
 
 def _device(iface: dict, os_family: str) -> str:
@@ -135,7 +135,7 @@ def _bird_device(name: str) -> str:
     return name.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def render_bird(pair: dict, node_id: str, header: str, secret, announce_dir: str = PATHS["Debian"]["announce_dir"]) -> str:
+def render_bird(pair: dict, node_id: str, header: str, secret) -> str:
     """BIRD 2's bird.conf for one node: OSPF and BGP from the same pillar
     keys as ospfd.conf and bgpd.conf, with the seed's semantics:
 
@@ -145,19 +145,25 @@ def render_bird(pair: dict, node_id: str, header: str, secret, announce_dir: str
     - ``tcp md5sig password`` is ``password``; ``holdtime`` ``hold time``;
       ``bfd`` (BIRD only) ``bfd on`` plus a ``protocol bfd``.
 
-    The announced VIPs are the routes of the static protocol ``lb_vips``:
-    one file per VIP in ``announce_dir`` (``lb-vip-<vip>.conf``: ``route
-    <vip>/32 blackhole;``; the directory must exist, even empty),
-    written and removed by lb-routing-vip.  Only those routes are exported
-    to BGP and OSPF; learned routes go to the kernel except the pair's VIPs.
+    The announced VIPs are the routes of the direct protocol ``lb_vips``
+    on the VIP interfaces: a /32 for each VIP address the node holds (a
+    host address on Linux, ``lb_render.linux_vip``), there exactly while
+    the kernel has the address.  Only those routes are exported to BGP and
+    OSPF; learned routes go to the kernel except the pair's VIPs.  OSPF
+    leaves the VIP addresses out of its interfaces (negative patterns):
+    otherwise it would also originate each as a stub network in its router
+    LSA, which it re-originates only every few seconds, so a VIP that left
+    would stay announced that long.
     """
     routing = pair["routing"]
     node = pair["nodes"][node_id]
     vips = ", ".join(vip_prefixes(pair))
+    vip_devs = sorted({_device(node["interfaces"][g["interface"]], "Debian") for g in pair["carp"]["groups"].values()})
+    not_vips = "".join(f'-"*" {p}, ' for p in vip_prefixes(pair))  # on the VIP interfaces' OSPF lines
     out = [
         f"# {header}",
-        "# VIPs are announced only by the node that is CARP MASTER for them: lb-routing-vip",
-        f"# writes {announce_dir}/{ANNOUNCE_PREFIX}<vip>.conf and runs `birdc configure`.",
+        "# A VIP is announced exactly while its address is on this node (CARP MASTER):",
+        f"# the direct protocol {VIPS_PROTOCOL} follows the kernel's addresses.",
         f"router id {node['router_id']};",
         "log syslog all;",
         "",
@@ -178,9 +184,10 @@ def render_bird(pair: dict, node_id: str, header: str, secret, announce_dir: str
         "\t};",
         "}",
         "",
-        f"protocol static {VIPS_PROTOCOL} {{",
-        "\tipv4;",
-        f'\tinclude "{announce_dir}/{ANNOUNCE_PREFIX}*.conf";',
+        "# the VIP addresses on this node, each a /32 route while the kernel has it",
+        f"protocol direct {VIPS_PROTOCOL} {{",
+        "\tipv4 { import where net ~ LB_VIPS; };",
+        "\tinterface " + ", ".join(f'"{_bird_device(d)}"' for d in vip_devs) + ";",
         "}",
     ]
     export = f'export where proto = "{VIPS_PROTOCOL}" && net ~ LB_VIPS;'
@@ -194,7 +201,8 @@ def render_bird(pair: dict, node_id: str, header: str, secret, announce_dir: str
                 body.append("stub yes;")
             if opts["metric"] is not None:
                 body.append(f"cost {opts['metric']};")
-            out.append(f'\t\tinterface "{dev}" {{ {" ".join(body)} }};'.replace("{  }", "{ }"))
+            skip = not_vips if _device(node["interfaces"][ifname], "Debian") in vip_devs else ""
+            out.append(f'\t\tinterface {skip}"{dev}" {{ {" ".join(body)} }};'.replace("{  }", "{ }"))
         out += ["\t};", "}"]
     bgp = routing["bgp"]
     if bgp is not None:
@@ -252,17 +260,23 @@ def node_vips(pair: dict, node_id: str, os_family: str) -> dict[int, tuple[str, 
 
 
 def desired(status: dict, maintenance: bool, linux: bool = True) -> set[str]:
-    """The VIP addresses this node should announce, from ``carp.status``:
-    MASTER for the group and, on Linux, the address on the interface
-    (``holds_vip``; ucarp adds it only after an ARP probe); nothing in
-    maintenance.  The same rule lb-routing-vip applies in sh."""
-    if maintenance:
-        return set()
+    """The VIP addresses this node should announce, from ``carp.status``.
+
+    - Linux: the VIP addresses on the node (``holds_vip``), whatever the
+      recorded state: BIRD's direct protocol announces exactly those, and
+      the address is what the node serves (a MASTER adds it, ucarp only
+      after an ARP probe; in maintenance it goes when the peer takes over).
+    - FreeBSD: MASTER for the group and not in maintenance, the rule
+      lb-routing-vip applies in sh (a BACKUP keeps its CARP address).
+    """
     out = set()
     for g in (status or {}).values():
-        if not isinstance(g, dict) or g.get("state") != "MASTER" or not g.get("vip"):
+        if not isinstance(g, dict) or not g.get("vip"):
             continue
-        if linux and not g.get("holds_vip"):
+        if linux:
+            if not g.get("holds_vip"):
+                continue
+        elif maintenance or g.get("state") != "MASTER":
             continue
         out.add(str(g["vip"]).split("/")[0])
     return out
@@ -292,28 +306,20 @@ def _vip_cases(vips: dict[int, tuple[str, str]]) -> str:
     return "".join(f"\t{v}) dev={d}; vip={a} ;;\n" for v, (d, a) in sorted(vips.items()))
 
 
-def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | None = None, master_wait: float = MASTER_WAIT) -> str:
-    """``lb-routing-vip VHID [STATE]``: announce or withdraw VHID's VIP (a
-    /32) as this node's records say, serialized by a lock, so that calls in
-    any order (the daemons' hooks run in parallel) end where the last state
-    says.  POSIX sh.
-
-    - Linux (BIRD): announce a VIP when ``<state_dir>/state/<vhid>`` says
-      MASTER, the address is on the node and the maintenance intent is
-      absent (a MASTER's call first waits for its address, at most
-      ``master_wait`` s); every VIP is settled in each call, then one file
-      per announced VIP and one ``birdc configure`` if anything changed (a
-      soft reconfiguration: sessions stay up).
-    - FreeBSD (OpenBGPD, OpenOSPFD): the STATE argument (devd's) decides;
-      ``bgpctl network add|delete <vip>/32``, the VIP's marker in the
-      announce directory, ospfd's included ``redistribute`` file rewritten
-      from the markers and ``ospfctl reload``.  ``lockf`` serializes.
-    """
+def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | None = None) -> str:
+    """``lb-routing-vip VHID STATE`` (FreeBSD, OpenBGPD and OpenOSPFD):
+    announce or withdraw VHID's VIP (a /32) as the STATE argument (devd's)
+    says, serialized by ``lockf``: ``bgpctl network add|delete <vip>/32``,
+    the VIP's marker in the announce directory, ospfd's included
+    ``redistribute`` file rewritten from the markers and ``ospfctl reload``.
+    In maintenance, withdraw.  POSIX sh.  Linux has no hook: BIRD's direct
+    protocol follows the VIP addresses themselves (``render_bird``)."""
+    if os_family != "FreeBSD":
+        raise ValueError(f"lb-routing-vip is FreeBSD's announcement hook; {os_family} announces with BIRD's direct protocol")
     p = dict(PATHS[os_family])
     p.update(paths or {})
     cases = _vip_cases(vips)
-    if os_family == "FreeBSD":
-        return f"""#!/bin/sh
+    return f"""#!/bin/sh
 # Installed by salt/routing (lb_routing.hook_script). Do not edit.
 # lb-routing-vip VHID STATE: announce VHID's VIP (BGP and OSPF) while this
 # node is its CARP MASTER, withdraw it otherwise; in maintenance, withdraw.
@@ -348,70 +354,12 @@ else
 	mv -f "$tmp" {p["ospfd_vips"]} && {p["ospfctl"]} reload >/dev/null
 fi
 """
-    entries = " ".join(f'"{v} {a}"' for v, (_, a) in sorted(vips.items()))
-    return f"""#!/bin/sh
-# Installed by salt/routing (lb_routing.hook_script). Do not edit.
-# lb-routing-vip VHID [STATE]: announce each VIP (a /32, BGP and OSPF, by
-# BIRD) while this node is its CARP MASTER and holds the address, withdraw
-# it otherwise; in maintenance, withdraw.  Decided from the node's own
-# records (the CARP state files, the interfaces), not from STATE, so calls
-# in any order end where the last transitions say; one call settles every
-# VIP with one `birdc configure`, so a node losing all its VIPs at once
-# withdraws them together.  Called by lb-carp-event on every transition and
-# by the routing state.
-vhid=$1
-umask 022  # BIRD reads the files as user bird (keepalived and salt run scripts with 077)
-case $vhid in
-{cases}	*) exit 0 ;;
-esac
-mkdir -p {p["announce_dir"]}
-held() {{
-	case $addrs in *" inet $1/"*) return 0 ;; esac
-	return 1
-}}
-master() {{
-	cstate=
-	read -r cstate _ < {p["state_dir"]}/state/$1 2>/dev/null
-	[ "$cstate" = MASTER ]
-}}
-if [ -z "${{LB_ROUTING_LOCKED:-}}" ]; then
-	# a new MASTER may not hold the address yet (ucarp adds it after an ARP
-	# probe): wait for it, outside the lock, at most {master_wait:g} s
-	i=0
-	while master "$vhid" && addrs=$({p["ip"]} -4 -o addr show dev "$dev" 2>/dev/null) && ! held "$vip" && [ $i -lt {int(master_wait / 0.05)} ]; do
-		sleep 0.05
-		i=$((i + 1))
-	done
-	LB_ROUTING_LOCKED=1 exec {p["flock"]} -w 10 {p["lock"]} "$0" "$@"
-fi
-addrs=$({p["ip"]} -4 -o addr show 2>/dev/null)
-changed=no
-for entry in {entries}; do
-	set -- $entry
-	file={p["announce_dir"]}/{ANNOUNCE_PREFIX}$2.conf
-	if [ ! -e {p["maintenance"]} ] && master "$1" && held "$2"; then
-		if [ ! -f "$file" ]; then
-			printf 'route %s/32 blackhole;\n' "$2" > "$file.tmp" && mv -f "$file.tmp" "$file"
-			changed=yes
-		fi
-	elif [ -f "$file" ]; then
-		rm -f "$file"
-		changed=yes
-	fi
-done
-[ $changed = yes ] || exit 0
-out=$({p["birdc"]} -s {p["socket"]} configure 2>&1)
-case $out in
-*Reconfigured* | *"Reconfiguration in progress"* | *queued*) exit 0 ;;
-*) echo "lb-routing-vip: birdc configure: $out" >&2; exit 1 ;;
-esac
-"""
 
 
 def render(pair: dict, node_id: str, os_family: str, header: str, secret, file_cls) -> dict:
     """{path: File} for the routing daemons this node runs (none without
-    `routing` in the pillar): FreeBSD bgpd.conf and ospfd.conf, Linux
-    bird.conf; and the announcement hook, lb-routing-vip."""
+    `routing` in the pillar): FreeBSD bgpd.conf, ospfd.conf and the
+    announcement hook lb-routing-vip; Linux bird.conf."""
     files = {}
     routing = pair["routing"]
     if routing["bgp"] is None and routing["ospf"] is None:
@@ -422,8 +370,8 @@ def render(pair: dict, node_id: str, os_family: str, header: str, secret, file_c
             files[paths["bgpd"]] = file_cls(render_bgpd(pair, node_id, header, secret), mode="0600", secret=True)
         if routing["ospf"] is not None:
             files[paths["ospfd"]] = file_cls(render_ospfd(pair, node_id, os_family, header, paths["ospfd_vips"]), mode="0600")
+        files[paths["hook"]] = file_cls(hook_script(os_family, node_vips(pair, node_id, os_family)), mode="0755")
     else:
         secret_file = any(nb["md5sig_password"] for nb in (routing["bgp"] or {"neighbors": {}})["neighbors"].values())
         files[paths["bird"]] = file_cls(render_bird(pair, node_id, header, secret), mode="0640", secret=secret_file)
-    files[paths["hook"]] = file_cls(hook_script(os_family, node_vips(pair, node_id, os_family)), mode="0755")
     return files

@@ -6,8 +6,10 @@
       replaces the live one, applied with `birdc configure` (sessions stay
       up); FreeBSD: OpenBGPD and OpenOSPFD (`bgpd -n`, `ospfd -n`, then
       `bgpctl reload` / `ospfctl reload`);
-    - lb-routing-vip, the hook lb-carp-event runs on every CARP transition:
-      a VIP is announced only by its MASTER;
+    - a VIP announced only by the node that holds it: on Linux BIRD's
+      direct protocol follows the VIP addresses (host addresses, added by
+      keepalived or ucarp on the MASTER); on FreeBSD lb-routing-vip, the
+      hook lb-carp-event runs from devd on every CARP transition;
     - the announcements re-checked against what the node holds.
 
     No secret is in this file or in what it renders: the module reads the

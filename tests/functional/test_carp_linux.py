@@ -220,7 +220,7 @@ def test_ucarp_command_lines_carry_no_password(ucarp, tmp_path, carp_paths):
         "--preempt",
         f"--upscript={carp_paths['script_dir']}/lb-carp-ucarp-up",
         f"--downscript={carp_paths['script_dir']}/lb-carp-ucarp-down",
-        f"--xparam=24 44 {carp_paths['state_dir']}",
+        f"--xparam=32 44 {carp_paths['state_dir']}",
     ]
     for argv in lines.values():
         joined = " ".join(argv)

@@ -2,8 +2,11 @@
 on this machine: bird.conf rendered from the seed's pillar, checked by
 `bird -p` and written 0640 root:bird, BIRD started (as user bird), left
 alone on a second run, reconfigured with `birdc configure` (same pid, the
-BGP protocol kept) on a change, test=True touching nothing, and an
-announcement that drifted fixed by `routing.sync` through lb-routing-vip.
+BGP protocol kept) on a change, test=True touching nothing; the VIP
+announcements are BIRD's direct protocol following a VIP address (a /32)
+added to and removed from a dummy interface in a network namespace of its
+own, and an announcement that drifted (the protocol disabled) is fixed by
+`routing.sync`.
 
 No packet leaves this machine: the seed's interfaces (hn0..hn2) do not exist
 here, so OSPF has no interface, and BIRD waits for the BGP neighbor
@@ -11,6 +14,7 @@ here, so OSPF has no interface, and BIRD waits for the BGP neighbor
 protocol exports only routes learned from neighbors (none).  Real sessions
 and failovers are the lab's (tests/lab/test_routing_lab.py)."""
 
+import ctypes
 import importlib
 import ipaddress
 import os
@@ -24,9 +28,11 @@ import yaml
 from conftest import REPO, SEED_PILLAR
 from saltfactories.utils.functional import Loaders
 
+import lb_render
 import lb_topology
 
 BIRD = shutil.which("bird") or "/usr/sbin/bird"
+CLONE_NEWNET = 0x40000000
 
 
 def local_networks():
@@ -50,10 +56,8 @@ def routing(tmp_path):
     run = tmp_path / "run-bird"
     paths = {
         "bird": str(tmp_path / "etc-bird" / "bird.conf"),
-        "announce_dir": str(run),
+        "run_dir": str(run),
         "socket": str(run / "bird.ctl"),
-        "hook": str(tmp_path / "sbin" / "lb-routing-vip"),
-        "lock": str(tmp_path / "lb-routing.lock"),
     }
     conf.update(
         root_dir=state,
@@ -108,8 +112,8 @@ def birdc(paths, *args):
 def test_present_checks_starts_reconfigures_and_is_idempotent(routing, tmp_path):
     mod, paths, _ = routing
     check = mod.present(test=True)
-    assert set(check["changes"]) == {paths["bird"], paths["hook"], paths["announce_dir"], "bird"}
-    assert not os.path.exists(paths["bird"]) and not os.path.exists(paths["hook"])  # test=True touched nothing
+    assert set(check["changes"]) == {paths["bird"], paths["run_dir"], "bird"}
+    assert not os.path.exists(paths["bird"]) and not os.path.exists(paths["run_dir"])  # test=True touched nothing
 
     first = mod.present()
     assert first["comment"].startswith("bird started"), first
@@ -158,19 +162,79 @@ def test_a_rejected_candidate_leaves_the_live_config(routing, tmp_path, monkeypa
     assert not [n for n in os.listdir(os.path.dirname(paths["bird"])) if "candidate" in n]
 
 
-def test_sync_withdraws_what_the_node_does_not_hold(routing):
-    mod, paths, _ = routing
+@pytest.fixture
+def own_netns():
+    """This thread in a network namespace of its own for the test (Linux
+    keeps the network namespace per thread, and the processes Salt starts
+    inherit it): hn1, the seed's VIP interface, is one end of a veth pair
+    that stays inside it.  Nothing inside reaches this machine's networks."""
+    name = f"lbt-bird-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        try:
+            for argv in (
+                ["ip", "link", "set", "lo", "up"],
+                ["ip", "link", "add", "hn1", "type", "veth", "peer", "name", "hn1-peer"],
+                ["ip", "link", "set", "hn1", "up"],
+                ["ip", "link", "set", "hn1-peer", "up"],
+            ):
+                subprocess.run(argv, check=True, timeout=10)
+            yield name
+        finally:
+            if libc.setns(own, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+    finally:
+        os.close(own)
+        os.close(target)
+        subprocess.run(["ip", "netns", "del", name], timeout=10)
+
+
+def wait_announced(mod, want, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and mod.announced() != want:
+        time.sleep(0.05)
+    return mod.announced()
+
+
+def test_the_announcements_follow_the_vip_addresses_and_sync_repairs_them(own_netns, routing):
+    mod, paths, tmp_path = routing
     mod.present()
     assert mod.announced() == []
-    # an announcement behind the product's back (this node holds no VIP: no CARP group runs)
-    with open(os.path.join(paths["announce_dir"], "lb-vip-10.2.2.5.conf"), "w") as fh:
-        fh.write("route 10.2.2.5/32 blackhole;\n")
-    birdc(paths, "configure")
+    # a VIP arrives on the node as keepalived and ucarp add it: a /32
+    subprocess.run(["ip", "addr", "add", "10.2.2.5/32", "dev", "hn1"], check=True, timeout=10)
+    assert wait_announced(mod, ["10.2.2.5"]) == ["10.2.2.5"]
+    # not an address of the pair's VIPs, or a VIP on another prefix: never announced
+    subprocess.run(["ip", "addr", "add", "10.2.2.9/32", "dev", "hn1"], check=True, timeout=10)
+    subprocess.run(["ip", "addr", "add", "10.2.2.44/24", "dev", "hn1"], check=True, timeout=10)
+    time.sleep(0.3)
     assert mod.announced() == ["10.2.2.5"]
-    check = mod.sync(test=True)
-    assert check["changes"] == {"10.2.2.5": {"old": True, "new": False}}
-    assert mod.announced() == ["10.2.2.5"]
-    fixed = mod.sync()
-    assert fixed["changes"] == {"10.2.2.5": {"old": True, "new": False}}
+    # OSPF originates no stub network for a VIP (it would outlive the address)
+    assert "10.2.2.5/32" not in birdc(paths, "show", "ospf", "interface")
+    subprocess.run(["ip", "addr", "del", "10.2.2.44/24", "dev", "hn1"], check=True, timeout=10)
+    # the VIP leaves: so does its route
+    subprocess.run(["ip", "addr", "del", "10.2.2.5/32", "dev", "hn1"], check=True, timeout=10)
+    assert wait_announced(mod, []) == []
+
+    # drift: someone disabled the announcements while debugging
+    subprocess.run(["ip", "addr", "add", "10.2.2.4/32", "dev", "hn1"], check=True, timeout=10)
+    assert wait_announced(mod, ["10.2.2.4"]) == ["10.2.2.4"]
+    assert "disabled" in birdc(paths, "disable", "lb_vips")
     assert mod.announced() == []
+    # routing.sync asks carp.status (keepalived's provider, real: its config
+    # file and `ip addr`) what this node holds
+    pair = lb_topology.load(lb_topology.load_file(SEED_PILLAR))["pairs"]["edge"]
+    with open(tmp_path / "keepalived.conf", "w") as fh:
+        fh.write(lb_render.render_keepalived(pair, "lb-a"))
+    assert mod.desired() == ["10.2.2.4"]
+    check = mod.sync(test=True)
+    assert check["changes"] == {"10.2.2.4": {"old": False, "new": True}}
+    assert mod.announced() == []  # test=True touched nothing
+    fixed = mod.sync()
+    assert fixed["changes"] == {"10.2.2.4": {"old": False, "new": True}}
+    assert mod.announced() == ["10.2.2.4"]
     assert mod.sync()["changes"] == {}

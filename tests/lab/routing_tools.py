@@ -61,11 +61,11 @@ def bgp_established(host: str, socket_path: str = BIRD_SOCKET) -> dict[str, bool
 
 class AnnounceSampler(threading.Thread):
     """Every `every` s: what each node announces and what it holds.
-    `violations`: (t, host, vip) for a node announcing a VIP it does not
-    hold; `sustained`: those seen in two samples in a row for the same
-    (host, vip).  The two reads are not atomic: a node drops the address
-    first and its hook withdraws a few ms later, which a single sample can
-    catch.  Bounded by max_seconds."""
+    `violations`: (t, host, vip) for a node announcing a VIP it held neither
+    just before nor just after reading its announcements (the reads are not
+    atomic; an address that arrives or leaves between them is no
+    violation); `sustained`: those seen in two samples in a row for the
+    same (host, vip).  Bounded by max_seconds."""
 
     def __init__(self, every: float = 0.1, max_seconds: float = 120):
         super().__init__(daemon=True)
@@ -84,11 +84,12 @@ class AnnounceSampler(threading.Thread):
             now: set[tuple[str, str]] = set()
             t = time.time()
             for host in LBS:
+                before = local_addresses(host)
                 ann = announced(host)
                 if ann is None:
                     self.unanswered += 1
                     continue
-                held = local_addresses(host)
+                held = before | local_addresses(host)
                 for vip in ann - held:
                     now.add((host, vip))
                     self.violations.append((t, host, vip))

@@ -3,9 +3,11 @@ from the lab pillar's routing section) and peer by BGP with the upstream
 router up1 (BIRD, lab/upstream.py), which has no route to the VIPs but what
 it learns.  The route to each VIP points at the CARP MASTER; after a failover
 (the master's user link cut) at the new one, and back; a node in CARP
-maintenance withdraws everything; while these happen a sampler reads both
-nodes every 100 ms: no node may announce a VIP it does not hold; ext, behind
-up1, reaches the VIPs through those routes.
+maintenance withdraws everything (its addresses go to the peer); while these
+happen a sampler reads both nodes every 100 ms: at no sample may a node
+announce a VIP it does not hold (BIRD's direct protocol announces the
+addresses themselves); ext, behind up1, reaches the VIPs through those
+routes.
 
 Timings are not asserted (bench/routing_failover.py measures them); the waits
 are generous bounds.
@@ -119,7 +121,7 @@ def test_failover_moves_the_routes_and_the_backup_never_announces_what_it_does_n
         f"single-sample violations {[(round(t - t0, 2), h, v) for t, h, v in sampler.violations]}, unanswered {sampler.unanswered}"
     )
     assert sampler.samples > 20
-    assert sampler.sustained == [], sampler.violations
+    assert sampler.violations == []
 
 
 def test_maintenance_withdraws_the_nodes_routes(lab, routing):
@@ -141,31 +143,30 @@ def test_maintenance_withdraws_the_nodes_routes(lab, routing):
     finally:
         one(lab, "lb-a", "carp.unmaintenance")
         sampler.stop()
-    print(f"maintenance: {sampler.samples} samples, single-sample violations {sampler.violations}")
-    assert sampler.sustained == [], sampler.violations
+    print(f"maintenance: {sampler.samples} samples, violations {sampler.violations}")
+    assert sampler.samples > 20
+    assert sampler.violations == []
 
 
 def test_the_state_fixes_an_announcement_that_drifted(lab, routing):
     assert wait_for(lambda: routes_point_at(lab, "lb-a"), SETTLE), up1_routes()
-    # lb-b (BACKUP) made to announce .5 behind the product's back
-    lab.run(
-        "lb-b",
-        "sh",
-        "-c",
-        "echo 'route 198.18.2.5/32 blackhole;' > /run/bird/lb-vip-198.18.2.5.conf && birdc -s /run/bird/bird.ctl configure",
-    )
+    # lb-a (MASTER) stops announcing behind the product's back: someone
+    # disabled the announcements while debugging; up1 loses the VIPs
+    lab.run("lb-a", "birdc", "-s", "/run/bird/bird.ctl", "disable", "lb_vips")
     try:
-        assert wait_for(lambda: "198.18.2.5" in announced("lb-b"), 10)
-        check = one(lab, "lb-b", "state.apply", "routing", "test=True", "queue=True")
+        assert wait_for(lambda: announced("lb-a") == set(), 10)
+        assert wait_for(lambda: not up1_routes(), SETTLE), up1_routes()
+        check = one(lab, "lb-a", "state.apply", "routing", "test=True", "queue=True")
         sync = next(v for k, v in check.items() if "lb_routing_announced" in k)
-        assert sync["result"] is None and "198.18.2.5" in sync["changes"], sync
-        assert "198.18.2.5" in announced("lb-b")  # test=True touched nothing
-        fix = one(lab, "lb-b", "state.apply", "routing", "queue=True")
+        assert sync["result"] is None and set(sync["changes"]) == set(VIPS), sync
+        assert announced("lb-a") == set()  # test=True touched nothing
+        fix = one(lab, "lb-a", "state.apply", "routing", "queue=True")
         sync = next(v for k, v in fix.items() if "lb_routing_announced" in k)
-        assert sync["result"] is True and sync["changes"]["198.18.2.5"] == {"old": True, "new": False}, sync
-        assert announced("lb-b") == set()
+        assert sync["result"] is True and sync["changes"]["198.18.2.5"] == {"old": False, "new": True}, sync
+        assert announced("lb-a") == set(VIPS)
+        assert wait_for(lambda: routes_point_at(lab, "lb-a"), SETTLE), up1_routes()
     finally:
-        lab.run("lb-b", "sh", "-c", "rm -f /run/bird/lb-vip-198.18.2.5.conf && birdc -s /run/bird/bird.ctl configure")
+        lab.run("lb-a", "birdc", "-s", "/run/bird/bird.ctl", "enable", "lb_vips")
 
 
 def up1_since():

@@ -62,7 +62,9 @@ def salt_ssh(*args: str, target: str = HOST, timeout: float = 600) -> tuple[subp
     try:
         ret = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        raise AssertionError(f"salt-ssh {' '.join(args)}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}") from None
+        log = sshcfg.SSH_DIR / target / "sshd.log"
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else f"(no {log})"
+        raise AssertionError(f"salt-ssh {' '.join(args)}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n{target}'s sshd log:\n{tail}") from None
     return proc, ret
 
 

@@ -67,7 +67,6 @@ def test_every_file_at_its_real_path(seed_model):
         "/etc/haproxy/haproxy.cfg",
         "/etc/keepalived/keepalived.conf",
         "/etc/sysctl.d/60-lb-pair.conf",
-        "/usr/local/sbin/lb-routing-vip",
     ]
 
 
@@ -95,8 +94,9 @@ def test_keepalived_maps_vhid_and_advskew(lab_model):
         assert a[vhid]["priority"] == 254 and b[vhid]["priority"] == 154  # 254 - advskew
         assert a[vhid]["state"] == b[vhid]["state"] == "BACKUP"
         assert a[vhid]["advert"] == b[vhid]["advert"] == "0.2"
-    assert a[4]["vip"] == ("198.18.2.4/24", "lb-a-eth1")
-    assert b[4]["vip"] == ("198.18.2.4/24", "lb-b-eth1")
+    # a host address on Linux, whatever the pillar's prefix (lb_render.linux_vip)
+    assert a[4]["vip"] == ("198.18.2.4/32", "lb-a-eth1")
+    assert b[4]["vip"] == ("198.18.2.4/32", "lb-b-eth1")
     # losing the user or systems link hands the VIPs over; mgmt does not.
     # The instance's own interface (lb-a-eth1) is tracked by keepalived
     # anyway; listing it makes `keepalived -t` warn and exit 5.

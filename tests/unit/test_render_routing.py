@@ -100,15 +100,12 @@ def test_bgpd_conf_hold_time(tmp_path, seed_raw):
 
 
 def bird_check(tmp_path, text):
-    """`bird -p` (parse only) on a rendered bird.conf, its announce directory
-    moved under tmp_path (it must exist: BIRD's include glob needs it)."""
-    announce = tmp_path / "announce"
-    announce.mkdir(exist_ok=True)
+    """`bird -p` (parse only) on a rendered bird.conf."""
     cfg = tmp_path / "bird.conf"
-    cfg.write_text(text.replace(lb_routing.PATHS["Debian"]["announce_dir"] + "/", f"{announce}/"))
+    cfg.write_text(text)
     cfg.chmod(0o600)
     bird = shutil.which("bird") or "/usr/sbin/bird"
-    return subprocess.run([bird, "-p", "-c", str(cfg)], capture_output=True, text=True, timeout=30), announce
+    return subprocess.run([bird, "-p", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
 
 
 def bird_blocks(text, kind):
@@ -141,25 +138,24 @@ def test_bird_conf_has_the_seeds_semantics_and_passes_bird_p(tmp_path, seed_mode
         "};",
     ]
     ospf = bird_blocks(text, "ospf v2")["lb_ospf"]
-    assert ospf[-4:] == ['interface "hn1" { };', 'interface "hn0" { stub yes; };', 'interface "hn2" { cost 10; };', "};"]
+    # the VIP interface (hn1) without the VIP addresses: no stub network
+    # for a VIP in the router LSA, which would outlive the address
+    not_vips = '-"*" 10.2.2.4/32, -"*" 10.2.2.44/32, -"*" 10.2.2.5/32, -"*" 10.2.2.55/32, '
+    assert ospf[-4:] == [f'interface {not_vips}"hn1" {{ }};', 'interface "hn0" { stub yes; };', 'interface "hn2" { cost 10; };', "};"]
     assert 'export where proto = "lb_vips" && net ~ LB_VIPS;' in ospf
-    assert bird_blocks(text, "static")["lb_vips"] == ["ipv4;", 'include "/run/bird/lb-vip-*.conf";']
-    r, _ = bird_check(tmp_path, text)
+    # the announcements are the VIP addresses on the VIP interface
+    assert bird_blocks(text, "direct")["lb_vips"] == ["ipv4 { import where net ~ LB_VIPS; };", 'interface "hn1";']
+    assert "protocol static" not in text
+    r = bird_check(tmp_path, text)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_bird_p_accepts_announced_vips_and_rejects_a_broken_config(tmp_path, lab_model):
+def test_bird_p_accepts_the_lab_config_and_rejects_a_broken_one(tmp_path, lab_model):
     text = lb_render.render_node(lab_model, "lb-b", "Debian")["/etc/bird/bird.conf"].content
-    r, announce = bird_check(tmp_path, text)
+    assert 'interface "lb-b-eth1";' in bird_blocks(text, "direct")["lb_vips"]
+    r = bird_check(tmp_path, text)
     assert r.returncode == 0, r.stderr
-    (announce / "lb-vip-198.18.2.5.conf").write_text("route 198.18.2.5/32 blackhole;\n")
-    r, _ = bird_check(tmp_path, text)
-    assert r.returncode == 0, r.stderr
-    (announce / "lb-vip-198.18.2.5.conf").write_text("route 198.18.2.5/32 blakhole;\n")
-    r, _ = bird_check(tmp_path, text)
-    assert r.returncode != 0
-    (announce / "lb-vip-198.18.2.5.conf").unlink()
-    r, _ = bird_check(tmp_path, text.replace("neighbor 198.18.2.1 as 65001;", "neighbor 198.18.2.1 as;"))
+    r = bird_check(tmp_path, text.replace("neighbor 198.18.2.1 as 65001;", "neighbor 198.18.2.1 as;"))
     assert r.returncode != 0
 
 
@@ -170,7 +166,7 @@ def test_bird_conf_bfd_and_hold_time(tmp_path, lab_raw):
     assert "protocol bfd {\n}" in text
     block = bird_blocks(text, "bgp")["ebgp1"]
     assert "bfd on;" in block and "hold time 9;" in block
-    r, _ = bird_check(tmp_path, text)
+    r = bird_check(tmp_path, text)
     assert r.returncode == 0, r.stderr
 
 
@@ -185,21 +181,29 @@ def test_bird_md5_key_is_redacted_in_a_preview(seed_model):
     assert 'password "<redacted>";' in text and "secret" not in text
 
 
-def test_desired_follows_master_holding_and_maintenance():
+def test_desired_linux_follows_the_addresses_freebsd_the_state():
     status = {
-        4: {"state": "MASTER", "vip": "198.18.2.4/24", "holds_vip": True},
-        5: {"state": "MASTER", "vip": "198.18.2.5/24", "holds_vip": False},  # ucarp, before its ARP probe
-        44: {"state": "BACKUP", "vip": "198.18.2.44/24", "holds_vip": False},
-        55: {"state": "INIT", "vip": "198.18.2.55/24", "holds_vip": True},
+        4: {"state": "MASTER", "vip": "198.18.2.4/32", "holds_vip": True},
+        5: {"state": "MASTER", "vip": "198.18.2.5/32", "holds_vip": False},  # ucarp, before its ARP probe
+        44: {"state": "BACKUP", "vip": "198.18.2.44/32", "holds_vip": False},
+        55: {"state": "INIT", "vip": "198.18.2.55/32", "holds_vip": True},  # what BIRD's direct protocol sees
     }
-    assert lb_routing.desired(status, False) == {"198.18.2.4"}
+    assert lb_routing.desired(status, False) == {"198.18.2.4", "198.18.2.55"}
+    # in maintenance a Linux node announces what it still holds (until the
+    # peer takes it): its addresses are still what clients reach
+    assert lb_routing.desired(status, True) == {"198.18.2.4", "198.18.2.55"}
+    # FreeBSD keeps a BACKUP's CARP address: the state decides, and maintenance
     assert lb_routing.desired(status, False, linux=False) == {"198.18.2.4", "198.18.2.5"}
-    assert lb_routing.desired(status, True) == set()
+    assert lb_routing.desired(status, True, linux=False) == set()
     assert lb_routing.desired({}, False) == set()
 
 
 def test_parse_bird_and_bgpctl_output():
-    bird = "BIRD 2.0.12 ready.\nTable master4:\n198.18.2.5/32        blackhole [lb_vips 01:31:08.720] * (200)\n198.18.2.4/32   blackhole [lb_vips 01:31:08] * (200)\n"
+    # `birdc show route protocol lb_vips` (BIRD 2.0.12, the direct protocol)
+    bird = (
+        "BIRD 2.0.12 ready.\nTable master4:\n198.18.2.5/32        unicast [lb_vips 04:12:36.690] * (240)\n\tdev lb-a-eth1\n"
+        "198.18.2.4/32        unicast [lb_vips 04:12:36.690] * (240)\n\tdev lb-a-eth1\n"
+    )
     assert lb_routing.parse_bird_routes(bird) == {"198.18.2.5", "198.18.2.4"}
     bgpctl = (
         "flags: S = Static\nflags prio destination                      gateway\n*     32768 198.18.2.5/32                    0.0.0.0\n"

@@ -108,8 +108,12 @@ def _maint_paths():
     )
 
 
-def _scripts():
-    return {os.path.join(_paths()["script_dir"], lb_render.NOTIFY_SCRIPT): carp_common.NOTIFY_SCRIPT}
+def _scripts(pair=None):
+    d = _paths()["script_dir"]
+    out = {os.path.join(d, lb_render.NOTIFY_SCRIPT): carp_common.NOTIFY_SCRIPT}
+    if pair is not None and lb_render.routing_hold_weight(pair, _node()) is not None:
+        out[os.path.join(d, lb_render.ROUTING_READY_SCRIPT)] = lb_render.routing_ready_script()
+    return out
 
 
 def _check_config(text):
@@ -284,7 +288,7 @@ def present(topology=None, test=False):
     if config_changed and not changes:
         changes["config"] = {"old": "differs" if current_text is not None else None, "new": paths["keepalived_config"]}
 
-    scripts = {p: t for p, t in _scripts().items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
+    scripts = {p: t for p, t in _scripts(pair).items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
     if scripts:
         changes["scripts"] = sorted(scripts)
 

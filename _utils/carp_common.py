@@ -322,28 +322,50 @@ prio=${4:-0}
 # add first.  Meanwhile a blackhole route for the VIP makes the node drop,
 # silently, what reaches it for the VIP instead of forwarding it or answering
 # with an ICMP error: a client's SYN lost so is sent again after 1 s and then
-# reaches the new master.
+# reaches the new master.  ucarp's own gratuitous ARP goes out when it turns
+# MASTER, before the address is here; once it is, the script announces it
+# (RFC 5227 ARP announcements, lb-carp-arp-probe --announce), so that the
+# neighbours (the router in front) send to this node's MAC from then on
+# rather than keep the old master's until their entry ages out.
 UCARP_ACQUIRE_SECONDS = 3
+ARP_ANNOUNCE_GAPS = (0.2, 1.0)  # seconds between the three announcements
 
-ARP_PROBE_SCRIPT = """#!/usr/bin/python3
+ARP_PROBE_SCRIPT = (
+    """#!/usr/bin/python3
 # Installed by the carp execution module. Do not edit.
 # lb-carp-arp-probe IFACE IPV4 [MAX_SECONDS]: send ARP probes (RFC 5227,
 # sender address 0.0.0.0, so no neighbour learns anything from them) for
 # IPV4 on IFACE until three in a row go unanswered (30 ms each); exit 0 then
 # (nobody holds the address), 1 if it was still answered after MAX_SECONDS
 # (default 3).
+# lb-carp-arp-probe --announce IFACE IPV4: three ARP announcements (RFC
+# 5227: sender and target address IPV4, this interface's MAC), """
+    + " s, then ".join(f"{g:g}" for g in ARP_ANNOUNCE_GAPS)
+    + """ s apart:
+# every neighbour with an entry for IPV4 takes this MAC.
 import socket
 import struct
 import sys
 import time
 
+announce = sys.argv[1] == "--announce"
+if announce:
+    del sys.argv[1]
 iface, ip = sys.argv[1], sys.argv[2]
 limit = time.monotonic() + (float(sys.argv[3]) if len(sys.argv) > 3 else 3.0)
 target = socket.inet_aton(ip)
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
 s.bind((iface, 0))
 mac = s.getsockname()[4]
-probe = b"\\xff" * 6 + mac + b"\\x08\\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + bytes(4) + bytes(6) + target
+head = b"\\xff" * 6 + mac + b"\\x08\\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac
+if announce:
+    for gap in (0,) + """
+    + repr(tuple(ARP_ANNOUNCE_GAPS))
+    + """:
+        time.sleep(gap)
+        s.send(head + target + bytes(6) + target)
+    sys.exit(0)
+probe = head + bytes(4) + bytes(6) + target
 
 
 def answered(wait):
@@ -371,6 +393,7 @@ while time.monotonic() < limit:
         sys.exit(0)
 sys.exit(1)
 """
+)
 
 
 def _ucarp_script(action: str, state: str) -> str:
@@ -396,6 +419,7 @@ wait="$dir/state/.$vhid.acquire"
 	/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
 	/sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
 	rm -f "$wait"
+	exec "${{0%/*}}/lb-carp-arp-probe" --announce "$iface" "$vip"
 ) </dev/null >/dev/null 2>&1 &
 echo $! > "$wait"
 """

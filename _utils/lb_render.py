@@ -417,6 +417,41 @@ MAINTENANCE_TRACK_FILE = "maintenance.track"
 # instance's priority drops by 253, to 1 (keepalived keeps it >= 1), below any
 # peer's; the node stays a BACKUP that still takes over if the peer dies.
 MAINTENANCE_WEIGHT = -253
+# With BGP in the pillar: a node none of whose BGP sessions is up would hold
+# VIPs the upstream routers cannot reach it for (a link back from a cut
+# preempts at once; the session needs seconds more).  keepalived runs this
+# script every second; while it fails, the node's priorities drop below its
+# peer's (routing_hold_weight), so it does not preempt yet, and it still
+# takes over when the peer dies.
+ROUTING_READY_SCRIPT = "lb-routing-ready"
+BIRD_SOCKET = "/run/bird/bird.ctl"  # lb_routing.PATHS["Debian"]["socket"]; lb_render cannot import lb_routing
+
+
+def routing_ready_script(socket: str = BIRD_SOCKET) -> str:
+    """lb-routing-ready: exit 0 while one of this node's BGP sessions
+    (BIRD's) is Established, 1 otherwise (BIRD down or no session up)."""
+    return f"""#!/bin/sh
+# Installed by the carp execution module. Do not edit.
+# keepalived's check (vrrp_script lb_routing_ready): exit 0 while at least
+# one BGP session of this node's BIRD is Established.
+out=$(timeout 2 /usr/sbin/birdc -s {socket} show protocols 2>/dev/null) || exit 1
+printf '%s\n' "$out" | grep -Eq '^[^ ]+ +BGP .* Established'
+"""
+
+
+def routing_hold_weight(pair: dict, node_id: str) -> int | None:
+    """How far a node's priorities drop while its BGP sessions are down: one
+    more than the largest gap between the two nodes' priorities in any
+    group, the same on both nodes.  So a node without BGP falls below its
+    peer everywhere, and when both lose BGP (the upstream router is gone)
+    the order between them stays as it was: nothing moves.  None when the
+    pair has no BGP."""
+    if (pair.get("routing") or {}).get("bgp") is None:
+        return None
+    own = {g["vhid"]: g["priority"] for g in node_view(pair, node_id)["groups"]}
+    theirs = {g["vhid"]: g["priority"] for g in node_view(pair, peer_of(pair, node_id))["groups"]}
+    gap = max([abs(own[v] - theirs[v]) for v in own if v in theirs] + [0])
+    return min(gap + 1, 252)
 
 
 def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR, script_dir: str = CARP_SCRIPT_DIR) -> str:
@@ -449,6 +484,22 @@ def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR,
         "}",
         "",
     ]
+    hold = routing_hold_weight(pair, node_id)
+    if hold is not None:
+        out += [
+            "# BGP (routing): while none of this node's sessions is up, priorities",
+            f"# drop by {hold} (the same on both nodes): no preemption before the",
+            "# upstream routers can reach this node (docs/routing.md).",
+            "vrrp_script lb_routing_ready {",
+            f"    script {script_dir}/{ROUTING_READY_SCRIPT}",
+            "    interval 1",
+            "    timeout 3",
+            f"    weight -{hold}",
+            "    rise 1",
+            "    fall 2",
+            "}",
+            "",
+        ]
     for g in view["groups"]:
         dev = device(g["device"], "Debian")
         out += [
@@ -475,6 +526,8 @@ def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR,
             out.append("    track_interface {")
             out += [f"        {t}" for t in others]
             out.append("    }")
+        if hold is not None:
+            out += ["    track_script {", "        lb_routing_ready", "    }"]
         out += [
             "    track_file {",
             "        lb_carp_maintenance",

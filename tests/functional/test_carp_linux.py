@@ -262,7 +262,7 @@ def test_scripts_record_state_atomically(tmp_path):
     down = tmp_path / "down"
     down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip ", "true "))
     down.chmod(0o755)
-    subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
+    subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
 
 
@@ -299,33 +299,36 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     up.write_text(carp_common.UCARP_UP_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip "))
     up.chmod(0o755)
     t0 = time.monotonic()
-    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
+    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     assert time.monotonic() - t0 < 0.25  # returned at once: ucarp advertises now
     assert (state / "state" / "44").read_text().split()[0] == "MASTER"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and (state / "state" / ".44.acquire").exists():
         time.sleep(0.02)
+    while time.monotonic() < deadline and "--announce" not in calls.read_text():  # the last step, after the wait file goes
+        time.sleep(0.02)
     assert calls.read_text().splitlines() == [
         "ip -4 route replace blackhole 198.18.2.44/32",
         "probe lb-b-eth1 198.18.2.44 3",
-        "ip -4 addr replace 198.18.2.44/24 dev lb-b-eth1",
+        "ip -4 addr replace 198.18.2.44/32 dev lb-b-eth1",
         "ip -4 route del blackhole 198.18.2.44/32",
+        "probe --announce lb-b-eth1 198.18.2.44",  # the neighbours learn the address is here now
     ]
 
     # a down event while the add is pending cancels it
     calls.unlink()
-    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
+    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     down = scripts / "lb-carp-ucarp-down"
     down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip ").replace("sleep 3", "sleep 0.2"))
     down.chmod(0o755)
     time.sleep(0.1)
-    subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"24 44 {state}"], check=True, timeout=10)
+    subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     time.sleep(0.6)
     got = calls.read_text().splitlines()
-    assert "ip -4 addr replace 198.18.2.44/24 dev lb-b-eth1" not in got
+    assert "ip -4 addr replace 198.18.2.44/32 dev lb-b-eth1" not in got
     assert got[-3:] == [
         "ip -4 route replace blackhole 198.18.2.44/32",
-        "ip -4 addr del 198.18.2.44/24 dev lb-b-eth1",
+        "ip -4 addr del 198.18.2.44/32 dev lb-b-eth1",
         "ip -4 route del blackhole 198.18.2.44/32",  # once the peer has had time to take it
     ]
     assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
@@ -380,3 +383,40 @@ def test_arp_probe_tells_a_held_address_from_a_free_one(tmp_path):
         assert free.returncode == 0 and time.monotonic() - t0 < 1.5
     finally:
         subprocess.run(["ip", "link", "del", a], capture_output=True, timeout=10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_arp_announcement_moves_a_neighbours_entry_to_the_new_holder(tmp_path):
+    """lb-carp-arp-probe --announce, for real, between two network namespaces
+    of their own joined by a veth pair (nothing leaves them): the router's
+    side has a REACHABLE entry for the VIP with the old master's MAC; after
+    the announcement it has the announcer's."""
+    probe = tmp_path / "lb-carp-arp-probe"
+    probe.write_text(carp_common.ARP_PROBE_SCRIPT)
+    probe.chmod(0o755)
+    tag = os.getpid() % 10000
+    node, router = f"lbann{tag}n", f"lbann{tag}r"
+    made = []
+    try:
+        for ns in (node, router):
+            subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
+            made.append(ns)
+        subprocess.run(["ip", "link", "add", "n0", "netns", node, "type", "veth", "peer", "name", "r0", "netns", router], check=True, timeout=10)
+        for ns, dev, addr in ((node, "n0", "198.18.254.9/32"), (router, "r0", "198.18.254.1/24")):
+            for cmd in (["ip", "link", "set", dev, "up"], ["ip", "addr", "add", addr, "dev", dev]):
+                subprocess.run(["ip", "-n", ns, *cmd[1:]], check=True, timeout=10)
+        old_mac = "02:00:5e:00:00:99"
+        subprocess.run(["ip", "-n", router, "neigh", "replace", "198.18.254.9", "lladdr", old_mac, "dev", "r0", "nud", "reachable"], check=True, timeout=10)
+        mac = subprocess.run(["ip", "-n", node, "-br", "link", "show", "n0"], capture_output=True, text=True, timeout=10).stdout.split()[2]
+
+        def entry():
+            return subprocess.run(["ip", "-n", router, "neigh", "show", "198.18.254.9", "dev", "r0"], capture_output=True, text=True, timeout=10).stdout
+
+        assert old_mac in entry()
+        t0 = time.monotonic()
+        subprocess.run(["ip", "netns", "exec", node, str(probe), "--announce", "n0", "198.18.254.9"], check=True, timeout=10)
+        assert time.monotonic() - t0 < 3  # three announcements, 1.2 s of gaps
+        assert mac in entry() and old_mac not in entry(), entry()
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)

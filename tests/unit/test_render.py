@@ -200,3 +200,25 @@ def test_roles_come_from_the_topology(lab_model):
     assert lb_topology.roles(lab_model, "lb-a", ["198.18.1.241"]) == {"lb": ["edge"], "galera": [], "routing": ["edge"]}
     assert lb_topology.roles(lab_model, "db-1", ["127.0.0.1", "198.18.4.2", "198.18.1.11"]) == {"lb": [], "galera": ["edge"], "routing": []}
     assert lb_topology.roles(lab_model, "web-1", ["198.18.6.1"]) == {"lb": [], "galera": [], "routing": []}
+
+
+def test_keepalived_holds_preemption_until_bgp_is_up(lab_model, lab_raw):
+    # the lab pillar has BGP: each instance tracks lb-routing-ready, with one
+    # weight on both nodes: larger than the 100 between lb-a (254) and lb-b
+    # (154), so lb-a without BGP is below lb-b (153 < 154), and with both
+    # without BGP the order stays (153 > 53)
+    for node in ("lb-a", "lb-b"):
+        text = lb_render.render_node(lab_model, node, "Debian")["/etc/keepalived/keepalived.conf"].content
+        script = re.search(r"vrrp_script lb_routing_ready \{(.*?)\n\}", text, re.S).group(1)
+        assert "script /usr/local/sbin/lb-routing-ready" in script and "weight -101" in script
+        assert text.count("track_script {\n        lb_routing_ready\n    }") == 4
+    pair = lab_model["pairs"]["edge"]
+    assert lb_render.routing_hold_weight(pair, "lb-a") == lb_render.routing_hold_weight(pair, "lb-b") == 101
+    ready = lb_render.routing_ready_script()
+    assert "birdc -s /run/bird/bird.ctl show protocols" in ready and "Established" in ready
+    # without BGP: no script, no tracking
+    del lab_raw["pairs"]["edge"]["routing"]["bgp"]
+    model = lb_topology.load(lab_raw)
+    text = lb_render.render_node(model, "lb-a", "Debian")["/etc/keepalived/keepalived.conf"].content
+    assert "lb_routing_ready" not in text
+    assert lb_render.routing_hold_weight(model["pairs"]["edge"], "lb-a") is None

@@ -93,12 +93,13 @@ def all_on(host: str) -> bool:
 
 
 class Sampler(threading.Thread):
-    """Every 50 ms, who holds each VIP.  `overlaps`: every sample in which two
-    nodes held the same VIP; `sustained`: those where it was so in two samples
-    in a row (at least one sampling interval).  Preemption in VRRP and CARP has
-    the new master take the address before the old one, hearing its
-    advertisement, lets go: a window of milliseconds that a single sample can
-    catch (see docs/carp.md).  Bounded: stops after max_seconds."""
+    """Every 50 ms, who holds each VIP.  One sample reads lb-a, lb-b, then
+    lb-a again (three reads of /proc, a millisecond or two apart: not one
+    atomic moment): a VIP counts as held by both when lb-a had it in both
+    of its reads and lb-b in the one between them, so both certainly held
+    it at lb-b's read.  `overlaps`: those samples (the tests require none);
+    `sustained`: overlaps in two samples in a row.  Bounded: stops after
+    max_seconds."""
 
     def __init__(self, every: float = 0.05, max_seconds: float = 120):
         super().__init__(daemon=True)
@@ -113,13 +114,15 @@ class Sampler(threading.Thread):
         previous: set[str] = set()
         while not self._halt.is_set() and time.monotonic() < end:
             t = time.time()
+            first, second = LBS
+            a1, b, a2 = local_addresses(first), local_addresses(second), local_addresses(first)
             both = set()
-            for vip, hs in holders().items():
-                if len(hs) > 1:
+            for vip in VIPS:
+                if vip in a1 and vip in b and vip in a2:
                     both.add(vip)
-                    self.overlaps.append((t, vip, hs))
+                    self.overlaps.append((t, vip, {first, second}))
                     if vip in previous:
-                        self.sustained.append((t, vip, hs))
+                        self.sustained.append((t, vip, {first, second}))
             previous = both
             self.samples += 1
             self._halt.wait(self.every)

@@ -78,8 +78,8 @@ class Watch(threading.Thread):
         return self.route_at - self.vip_at
 
 
-def salt(minion: str, fun: str) -> None:
-    saltcfg.salt_json("-t", "90", minion, fun, timeout=180)
+def salt(minion: str, fun: str):
+    return saltcfg.salt_json("-t", "90", minion, fun, timeout=180).get(minion)
 
 
 def one_run(plan, addr: dict, action, to: str) -> float | None:
@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     addr = {h: next(i.address.split("/")[0] for i in plan.host(h).interfaces if i.network == "user") for h in ("lb-a", "lb-b")}
     port = user_port(plan, "lb-a")
     rows = {"link cut": [], "link return": [], "maintenance": [], "unmaintenance": []}
+    print(f"CARP provider: {salt('lb-a', 'carp.provider')}", flush=True)
     try:
         salt("lb-a", "carp.unmaintenance")
         for n in range(args.runs):

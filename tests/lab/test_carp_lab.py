@@ -52,6 +52,11 @@ def carp(lab, request):
     salt(lab, "beacons.disable_beacon", "carp")
     salt(lab, "carp.absent")
     for minion in LBS:
+        lab.salt(minion, "grains.delkey", "lb_carp")
+    salt(lab, "saltutil.refresh_grains")
+    salt(lab, "saltutil.sync_all")
+    lab_provider = salt(lab, "carp.provider")  # the pillar's, to be restored
+    for minion in LBS:
         conf = json.dumps(dict(LAB_CARP, provider=provider))
         lab.salt(minion, "grains.setval", "lb_carp", conf)
     salt(lab, "saltutil.sync_all")
@@ -65,7 +70,10 @@ def carp(lab, request):
     salt(lab, "carp.absent")
     for minion in LBS:
         lab.salt(minion, "grains.delkey", "lb_carp")
+    # the minions' grains in memory too, or carp stays this module's provider
+    salt(lab, "saltutil.refresh_grains")
     salt(lab, "saltutil.sync_all")
+    assert salt(lab, "carp.provider") == lab_provider
     salt(lab, "state.apply", "carp", "queue=True")
     salt(lab, "beacons.enable_beacon", "carp")
 

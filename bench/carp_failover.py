@@ -286,7 +286,7 @@ def main(argv=None):
             rows.append((label, gaps))
             print(f"{label}: " + " ".join(_cell(g) for g in gaps), flush=True)
     for m in LBS:
-        saltcfg.salt_json(m, "grains.delkey", "lb_carp")
+        saltcfg.salt_json(m, "grains.delkey", "lb_carp", "force=True")
     salt("beacons.enable_beacon", "carp")
     print()
     print("A gap marked >= is a run where the client had not reached the VIP again by its last attempt.")

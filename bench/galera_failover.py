@@ -72,7 +72,7 @@ def teardown(g: Galera) -> None:
     salt("-L", ",".join(LBS), "haproxy_cfg.stop")
     salt("-L", ",".join(LBS), "carp.absent")
     for m in LBS:
-        salt(m, "grains.delkey", "lb_carp")
+        salt(m, "grains.delkey", "lb_carp", "force=True")
     g.stop_all()
 
 

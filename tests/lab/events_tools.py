@@ -143,7 +143,7 @@ def teardown_pair() -> None:
     salt_lbs("file.remove", f"{LAB_CARP['script_dir']}/lb-carp-event")  # the daemons' scripts stay: no event path left
     salt_lbs("carp.absent")
     for minion in LBS:
-        saltcfg.salt_json(minion, "grains.delkey", "lb_carp")
+        saltcfg.salt_json(minion, "grains.delkey", "lb_carp", "force=True")
 
 
 # ---------------------------------------------------------------------------

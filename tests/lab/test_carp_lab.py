@@ -52,7 +52,7 @@ def carp(lab, request):
     salt(lab, "beacons.disable_beacon", "carp")
     salt(lab, "carp.absent")
     for minion in LBS:
-        lab.salt(minion, "grains.delkey", "lb_carp")
+        lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
     salt(lab, "saltutil.refresh_grains")
     salt(lab, "saltutil.sync_all")
     lab_provider = salt(lab, "carp.provider")  # the pillar's, to be restored
@@ -69,7 +69,7 @@ def carp(lab, request):
     salt(lab, "carp.unmaintenance")
     salt(lab, "carp.absent")
     for minion in LBS:
-        lab.salt(minion, "grains.delkey", "lb_carp")
+        lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
     # the minions' grains in memory too, or carp stays this module's provider
     salt(lab, "saltutil.refresh_grains")
     salt(lab, "saltutil.sync_all")

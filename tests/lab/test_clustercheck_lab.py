@@ -62,7 +62,7 @@ def galera(lab):
             lab.salt(minion, "clustercheck.undrain")
         lab.salt("-L", ",".join(LBS), "carp.absent")
         for minion in LBS:
-            lab.salt(minion, "grains.delkey", "lb_carp")
+            lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
         g.stop_all()  # the lab's cluster: every node running and Synced again
         # and the pair as the lab's highstate made it, for the modules after this one
         saltcfg.apply([*LBS, *db])

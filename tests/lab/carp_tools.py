@@ -187,7 +187,10 @@ def gap(results) -> float:
 def outage(results) -> tuple[float, bool]:
     """(longest outage, whether the client recovered from every one).  A run
     of failures that lasts to the client's last attempt counts from the last
-    success to that attempt, as a lower bound, with recovered False."""
+    success to that attempt, as a lower bound, with recovered False; a
+    client that never connected at all counts its whole run, not recovered."""
+    if results and not any(ok for _, ok, *_ in results):
+        return results[-1][0] - results[0][0], False
     worst, last_ok, failing = 0.0, None, False
     for t, ok, *_ in results:
         if ok:

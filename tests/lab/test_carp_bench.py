@@ -21,4 +21,5 @@ def test_carp_failover_bench(lab):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     runs = int(os.environ.get("CARP_BENCH_RUNS", "5"))
-    assert bench.main(["--runs", str(runs)]) == 0
+    only = os.environ.get("CARP_BENCH_ONLY")  # keepalived or ucarp: that daemon's two rows
+    assert bench.main(["--runs", str(runs), *(["--only", only] if only else [])]) == 0

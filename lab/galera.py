@@ -245,6 +245,33 @@ class Galera:
             return self.start(host, timeout=timeout)
         return proc
 
+    def wait_settled(self, timeout: float = 120, hold: float = 3.0) -> None:
+        """Until every node reports the whole cluster (size = the nodes),
+        Primary and Synced, and still does `hold` seconds later.  A node
+        resumed after SIGSTOP reports its old Synced state at once, before
+        it has found out that the others went on without it; stopping or
+        killing a node in that moment has left the other two without a
+        primary component here."""
+        n = len(self.hosts)
+
+        def whole():
+            for h in self.hosts:
+                st = self.status(h)
+                if st.get("wsrep_cluster_size") != str(n) or st.get("wsrep_cluster_status") != "Primary" or st.get("wsrep_local_state") != "4":
+                    return False
+            return True
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.wait(next(iter(self.hosts)), whole, max(1.0, end - time.monotonic()), f"a whole cluster of {n}")
+            time.sleep(hold)
+            try:
+                if whole():
+                    return
+            except (RuntimeError, subprocess.SubprocessError):
+                pass
+        raise RuntimeError(f"the cluster did not settle as {n} Synced nodes in {timeout:.0f} s")
+
     def recover_primary(self, exclude: str | None = None) -> str | None:
         """When no running node (but `exclude`) is in a primary component,
         make the one with the latest commit primary (``pc.bootstrap=YES``)

@@ -223,6 +223,7 @@ def test_the_probe_answers_503_with_the_reason_for_each_failure(lab, galera):
     finally:
         os.kill(pid, signal.SIGCONT)
     galera.wait(host, lambda: galera.status(host).get("wsrep_local_state") == "4", 120, "Synced after SIGCONT")
+    galera.wait_settled()  # the resumed node back in the others' view, not only in its own
     assert probe(host, addr)[0].startswith("HTTP/1.1 200 OK")
 
     # stopped: 503, then it rejoins (IST) and answers 200 again

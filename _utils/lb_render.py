@@ -424,17 +424,16 @@ MAINTENANCE_WEIGHT = -253
 # peer's (routing_hold_weight), so it does not preempt yet, and it still
 # takes over when the peer dies.
 ROUTING_READY_SCRIPT = "lb-routing-ready"
-BIRD_SOCKET = "/run/bird/bird.ctl"  # lb_routing.PATHS["Debian"]["socket"]; lb_render cannot import lb_routing
 
 
-def routing_ready_script(socket: str = BIRD_SOCKET) -> str:
+def routing_ready_script(socket: str = lb_routing.PATHS["Debian"]["socket"]) -> str:
     """lb-routing-ready: exit 0 while one of this node's BGP sessions
     (BIRD's) is Established, 1 otherwise (BIRD down or no session up)."""
     return f"""#!/bin/sh
 # Installed by the carp execution module. Do not edit.
 # keepalived's check (vrrp_script lb_routing_ready): exit 0 while at least
 # one BGP session of this node's BIRD is Established.
-out=$(timeout 2 /usr/sbin/birdc -s {socket} show protocols 2>/dev/null) || exit 1
+out=$(timeout 2 {lb_routing.PATHS["Debian"]["birdc"]} -s {socket} show protocols 2>/dev/null) || exit 1
 printf '%s\n' "$out" | grep -Eq '^[^ ]+ +BGP .* Established'
 """
 

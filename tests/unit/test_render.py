@@ -222,3 +222,25 @@ def test_keepalived_holds_preemption_until_bgp_is_up(lab_model, lab_raw):
     text = lb_render.render_node(model, "lb-a", "Debian")["/etc/keepalived/keepalived.conf"].content
     assert "lb_routing_ready" not in text
     assert lb_render.routing_hold_weight(model["pairs"]["edge"], "lb-a") is None
+
+
+@pytest.mark.parametrize(
+    ("protocols", "ready"),
+    [
+        # `birdc show protocols` (BIRD 2.0.12): one session up is enough
+        ("ebgp1      BGP        ---        up     04:05:48.123  Established   \nebgp2      BGP        ---        start  04:05:48.123  Active\n", True),
+        ("ebgp1      BGP        ---        start  04:05:48.123  Connect       \nlb_vips    Direct     ---        up     04:05:41.001\n", False),
+        ("lb_ospf    OSPF       master4    up     04:05:41.001  Running\n", False),
+    ],
+)
+def test_routing_ready_script_reads_birds_sessions(tmp_path, protocols, ready):
+    fake = tmp_path / "birdc"
+    fake.write_text("#!/bin/sh\ncat <<'OUT'\nBIRD 2.0.12 ready.\nName       Proto      Table      State  Since         Info\n" + protocols + "OUT\n")
+    fake.chmod(0o755)
+    script = tmp_path / "lb-routing-ready"
+    script.write_text(lb_render.routing_ready_script().replace("/usr/sbin/birdc", str(fake)))
+    script.chmod(0o755)
+    assert subprocess.run([str(script)], timeout=10).returncode == (0 if ready else 1)
+    # BIRD not answering: not ready
+    fake.write_text("#!/bin/sh\necho 'Unable to connect to server control socket' >&2\nexit 1\n")
+    assert subprocess.run([str(script)], timeout=10, capture_output=True).returncode == 1

@@ -97,33 +97,23 @@ class Sampler(threading.Thread):
     lb-a again (three reads of /proc, a millisecond or two apart: not one
     atomic moment): a VIP counts as held by both when lb-a had it in both
     of its reads and lb-b in the one between them, so both certainly held
-    it at lb-b's read.  `overlaps`: those samples (the tests require none);
-    `sustained`: overlaps in two samples in a row.  Bounded: stops after
-    max_seconds."""
+    it at lb-b's read.  `overlaps`: those samples (the tests require none).
+    Bounded: stops after max_seconds."""
 
     def __init__(self, every: float = 0.05, max_seconds: float = 120):
         super().__init__(daemon=True)
         self.every, self.max_seconds = every, max_seconds
         self.samples = 0
         self.overlaps: list[tuple[float, str, set]] = []
-        self.sustained: list[tuple[float, str, set]] = []
         self._halt = threading.Event()
 
     def run(self):
         end = time.monotonic() + self.max_seconds
-        previous: set[str] = set()
+        first, second = LBS
         while not self._halt.is_set() and time.monotonic() < end:
             t = time.time()
-            first, second = LBS
             a1, b, a2 = local_addresses(first), local_addresses(second), local_addresses(first)
-            both = set()
-            for vip in VIPS:
-                if vip in a1 and vip in b and vip in a2:
-                    both.add(vip)
-                    self.overlaps.append((t, vip, {first, second}))
-                    if vip in previous:
-                        self.sustained.append((t, vip, {first, second}))
-            previous = both
+            self.overlaps += [(t, vip, {first, second}) for vip in VIPS if vip in a1 and vip in b and vip in a2]
             self.samples += 1
             self._halt.wait(self.every)
 

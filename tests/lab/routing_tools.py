@@ -64,24 +64,20 @@ class AnnounceSampler(threading.Thread):
     `violations`: (t, host, vip) for a node announcing a VIP it held neither
     just before nor just after reading its announcements (the reads are not
     atomic; an address that arrives or leaves between them is no
-    violation); `sustained`: those seen in two samples in a row for the
-    same (host, vip).  Bounded by max_seconds."""
+    violation).  Bounded by max_seconds."""
 
     def __init__(self, every: float = 0.1, max_seconds: float = 120):
         super().__init__(daemon=True)
         self.every, self.max_seconds = every, max_seconds
         self.samples = 0
         self.violations: list[tuple[float, str, str]] = []
-        self.sustained: list[tuple[float, str, str]] = []
         self.unanswered = 0
         self._halt = threading.Event()
 
     def run(self):
         end = time.monotonic() + self.max_seconds
-        previous: set[tuple[str, str]] = set()
         while not self._halt.is_set() and time.monotonic() < end:
             started = time.monotonic()
-            now: set[tuple[str, str]] = set()
             t = time.time()
             for host in LBS:
                 before = local_addresses(host)
@@ -90,12 +86,7 @@ class AnnounceSampler(threading.Thread):
                     self.unanswered += 1
                     continue
                 held = before | local_addresses(host)
-                for vip in ann - held:
-                    now.add((host, vip))
-                    self.violations.append((t, host, vip))
-                    if (host, vip) in previous:
-                        self.sustained.append((t, host, vip))
-            previous = now
+                self.violations += [(t, host, vip) for vip in sorted(ann - held)]
             self.samples += 1
             self._halt.wait(max(0.0, self.every - (time.monotonic() - started)))  # one sample per `every` s
 

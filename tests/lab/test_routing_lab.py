@@ -118,7 +118,7 @@ def test_failover_moves_the_routes_and_the_backup_never_announces_what_it_does_n
         sampler.stop()
     print(
         f"failover: {[(k, round(v - t0, 2)) for k, v in events.items()]}; {sampler.samples} samples, "
-        f"single-sample violations {[(round(t - t0, 2), h, v) for t, h, v in sampler.violations]}, unanswered {sampler.unanswered}"
+        f"violations {[(round(t - t0, 2), h, v) for t, h, v in sampler.violations]}, unanswered {sampler.unanswered}"
     )
     assert sampler.samples > 20
     assert sampler.violations == []

@@ -9,8 +9,13 @@ keepalived.conf (checked first with ``keepalived -t``) and sending keepalived
 SIGHUP: a reload, never a restart, so VIPs are not dropped.  keepalived is
 started directly (no systemd) with its pid files in ``run_dir``.
 
-Every instance calls the notify script, which records MASTER/BACKUP/FAULT/STOP
-in ``<state_dir>/state/<vhid>``; ``carp.status`` reads it.
+keepalived does not add the VIPs itself (its ``virtual_ipaddress`` is a marker
+address on lo, see ``lb_render.keepalived_marker``): it writes every transition,
+in order, to a FIFO read by ``lb-carp-keepalived-vips``, which hands each to
+the same up and down scripts ucarp runs.  They record MASTER/BACKUP/FAULT/STOP
+in ``<state_dir>/state/<vhid>`` (``carp.status`` reads it), and the up script
+adds a VIP only once no other host answers an ARP probe for it: the old
+master lets go before the new one takes it, so a VIP is never on both nodes.
 
 Maintenance writes the intent to ``<state_dir>/maintenance`` first, then 1 to
 ``<state_dir>/maintenance.track``, a keepalived ``track_file`` with weight
@@ -39,6 +44,7 @@ __virtualname__ = "carp"
 PROVIDER = "keepalived"
 START_TIMEOUT = 10.0  # seconds for keepalived to write its pid file
 STOP_TIMEOUT = 10.0
+RELEASE_TIMEOUT = 3.0  # seconds for the FIFO script to release the VIPs of a stopped keepalived
 
 
 def __virtual__():
@@ -97,7 +103,9 @@ def _running_pid():
 
 def _render(pair):
     paths = _paths()
-    return lb_render.render_keepalived(pair, _node(), state_dir=paths["state_dir"], script_dir=paths["script_dir"])
+    return lb_render.render_keepalived(
+        pair, _node(), state_dir=paths["state_dir"], script_dir=paths["script_dir"], run_dir=paths["run_dir"]
+    )
 
 
 def _maint_paths():
@@ -110,10 +118,50 @@ def _maint_paths():
 
 def _scripts(pair=None):
     d = _paths()["script_dir"]
-    out = {os.path.join(d, lb_render.NOTIFY_SCRIPT): carp_common.NOTIFY_SCRIPT}
+    out = {
+        os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_common.KEEPALIVED_VIPS_SCRIPT,
+        os.path.join(d, carp_common.VIP_UP): carp_common.VIP_UP_SCRIPT,
+        os.path.join(d, carp_common.VIP_DOWN): carp_common.VIP_DOWN_SCRIPT,
+        os.path.join(d, carp_common.ARP_PROBE): carp_common.ARP_PROBE_SCRIPT,
+    }
     if pair is not None and lb_render.routing_hold_weight(pair, _node()) is not None:
         out[os.path.join(d, lb_render.ROUTING_READY_SCRIPT)] = lb_render.routing_ready_script()
     return out
+
+
+def _release(vhid, inst, state="STOP"):
+    """Make sure an instance keepalived no longer serves holds nothing: if
+    its VIP is still here or being added, the down script runs (the add is
+    cancelled, the VIP removed) and records ``state``."""
+    paths = _paths()
+    address, _, plen = (inst["vip"] or "").partition("/")
+    if not address or not inst["device"]:
+        return
+    held = address in _vips_by_device().get(inst["device"], set())
+    pending = os.path.exists(os.path.join(paths["state_dir"], "state", f".{vhid}.acquire"))
+    if not (held or pending):
+        return
+    down = os.path.join(paths["script_dir"], carp_common.VIP_DOWN)
+    __salt__["cmd.run_all"](
+        [down, inst["device"], address, f"{plen or 32} {vhid} {paths['state_dir']}"],
+        python_shell=False,
+        ignore_retcode=True,
+        env={"LB_CARP_STATE": state},
+        output_loglevel="quiet",
+    )
+
+
+def _recorded(vhid):
+    rec = carp_common.parse_state_file(carp_common.read_text(os.path.join(_paths()["state_dir"], "state", str(vhid))))
+    return rec["state"] if rec else None
+
+
+def _drop_address(inst):
+    """Remove an instance's old VIP from its interface if it is there (a VIP
+    the topology changed: the new one is added by lb-carp-keepalived-vips)."""
+    address = (inst["vip"] or "").split("/")[0]
+    if inst["device"] and address in _vips_by_device().get(inst["device"], set()):
+        __salt__["cmd.run_all"](["ip", "-4", "addr", "del", inst["vip"], "dev", inst["device"]], python_shell=False, ignore_retcode=True)
 
 
 def _check_config(text):
@@ -291,6 +339,9 @@ def present(topology=None, test=False):
     scripts = {p: t for p, t in _scripts(pair).items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
     if scripts:
         changes["scripts"] = sorted(scripts)
+    obsolete = carp_common.obsolete_scripts(paths["script_dir"])
+    if obsolete:
+        changes["obsolete_scripts"] = {"old": obsolete, "new": None}
 
     intent_path, track_path = _maint_paths()
     want_track = "1\n" if os.path.exists(intent_path) else "0\n"
@@ -308,6 +359,9 @@ def present(topology=None, test=False):
 
     for path, text in scripts.items():
         carp_common.write_atomic(path, text, 0o755)
+    for path in obsolete:
+        os.unlink(path)
+    os.makedirs(paths["run_dir"], exist_ok=True)
     if "maintenance_track" in changes:
         carp_common.write_atomic(track_path, want_track, 0o644)
     os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)
@@ -321,6 +375,11 @@ def present(topology=None, test=False):
     elif config_changed:
         _reload(pid)
         comment = f"keepalived reloaded (SIGHUP to pid {pid})"
+        for vhid, inst in old_i.items():
+            if vhid not in new_i:
+                _release(vhid, inst)
+            elif (inst["vip"], inst["device"]) != (new_i[vhid]["vip"], new_i[vhid]["device"]):
+                _drop_address(inst)
     else:
         comment = "keepalived files updated"
     return {"changes": changes, "comment": comment}
@@ -355,6 +414,12 @@ def absent(vhids=None, test=False):
     if vhids is None:
         if pid is not None:
             _stop(pid)
+            # its FIFO script releases every VIP as keepalived goes; make sure
+            deadline = time.monotonic() + RELEASE_TIMEOUT
+            while time.monotonic() < deadline and not all(_recorded(v) == "STOP" for v in targets):
+                time.sleep(0.1)
+        for v in targets:
+            _release(v, instances[v])
         if text is not None:
             os.unlink(paths["keepalived_config"])
         for v in targets:
@@ -366,10 +431,17 @@ def absent(vhids=None, test=False):
     new_text = text
     for v in targets:
         new_text = re.sub(rf"^vrrp_instance VI_{v} \{{\n.*?^\}}\n\n?", "", new_text, flags=re.S | re.M)
+        new_text = re.sub(rf' {v}=[^\s"]+', "", new_text, count=1)  # its VIP, from lb-carp-keepalived-vips' arguments
     _check_config(new_text)
     carp_common.write_atomic(paths["keepalived_config"], new_text, 0o640)
     if pid is not None:
         _reload(pid)
+    for v in targets:
+        _release(v, instances[v])
+        try:
+            os.unlink(os.path.join(paths["state_dir"], "state", str(v)))
+        except FileNotFoundError:
+            pass
     return {"changes": changes, "comment": f"removed vhid {', '.join(map(str, targets))}"}
 
 

@@ -139,7 +139,9 @@ def _spawn(argv, vhid):
     os.makedirs(paths["run_dir"], exist_ok=True)
     log_path = os.path.join(paths["run_dir"], f"ucarp-{vhid}.log")
     with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True
+        )
     carp_common.write_atomic(_pidfile(vhid), f"{proc.pid}\n", 0o644)
     return proc.pid
 
@@ -190,9 +192,9 @@ def _vips_by_device():
 def _scripts():
     d = _paths()["script_dir"]
     return {
-        f"{d}/lb-carp-ucarp-up": carp_common.UCARP_UP_SCRIPT,
-        f"{d}/lb-carp-ucarp-down": carp_common.UCARP_DOWN_SCRIPT,
-        f"{d}/lb-carp-arp-probe": carp_common.ARP_PROBE_SCRIPT,
+        f"{d}/{carp_common.VIP_UP}": carp_common.VIP_UP_SCRIPT,
+        f"{d}/{carp_common.VIP_DOWN}": carp_common.VIP_DOWN_SCRIPT,
+        f"{d}/{carp_common.ARP_PROBE}": carp_common.ARP_PROBE_SCRIPT,
     }
 
 
@@ -312,6 +314,9 @@ def present(topology=None, test=False):
     scripts = {p: t for p, t in _scripts().items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
     if scripts:
         changes["scripts"] = sorted(scripts)
+    obsolete = carp_common.obsolete_scripts(paths["script_dir"])
+    if obsolete:
+        changes["obsolete_scripts"] = {"old": obsolete, "new": None}
     files = {p: f for p, f in _files(pair).items() if carp_common.read_text(p) != f.content or carp_common.file_mode(p) != int(f.mode, 8)}
     running = _running()
     plan = {}  # vhid -> (argv or None to stop, reason)
@@ -360,7 +365,12 @@ def present(topology=None, test=False):
                 pass
             continue
         _spawn(argv, vhid)
-    return {"changes": changes, "comment": f"ucarp: {len([a for a in plan.values() if a])} group(s) (re)started, {len([a for a in plan.values() if a is None])} stopped"}
+    for path in obsolete:  # after the restarts: a stopping ucarp runs its old down script
+        os.unlink(path)
+    return {
+        "changes": changes,
+        "comment": f"ucarp: {len([a for a in plan.values() if a])} group(s) (re)started, {len([a for a in plan.values() if a is None])} stopped",
+    }
 
 
 def absent(vhids=None, test=False):
@@ -465,7 +475,11 @@ def maintenance(test=False, topology=None):
     pair, gs = _pair_groups(topology)
     path = os.path.join(_paths()["state_dir"], carp_common.MAINTENANCE_FILE)
     running = _running()
-    demoted = all(carp_common.parse_ucarp_argv(running[g["vhid"]][1])["advskew"] == carp_common.UCARP_MAINTENANCE_ADVSKEW for g in gs if g["vhid"] in running)
+    demoted = all(
+        carp_common.parse_ucarp_argv(running[g["vhid"]][1])["advskew"] == carp_common.UCARP_MAINTENANCE_ADVSKEW
+        for g in gs
+        if g["vhid"] in running
+    )
     if os.path.exists(path) and demoted:
         return {"changes": {}, "comment": "already in maintenance"}
     changes = {"maintenance": {"old": False, "new": True}}
@@ -494,7 +508,12 @@ def unmaintenance(test=False, topology=None):
     pair, gs = _pair_groups(topology)
     path = os.path.join(_paths()["state_dir"], carp_common.MAINTENANCE_FILE)
     running = _running()
-    demoted = any(carp_common.parse_ucarp_argv(running[g["vhid"]][1])["advskew"] == carp_common.UCARP_MAINTENANCE_ADVSKEW and g["advskew"] != carp_common.UCARP_MAINTENANCE_ADVSKEW for g in gs if g["vhid"] in running)
+    demoted = any(
+        carp_common.parse_ucarp_argv(running[g["vhid"]][1])["advskew"] == carp_common.UCARP_MAINTENANCE_ADVSKEW
+        and g["advskew"] != carp_common.UCARP_MAINTENANCE_ADVSKEW
+        for g in gs
+        if g["vhid"] in running
+    )
     if not os.path.exists(path) and not demoted:
         return {"changes": {}, "comment": "not in maintenance"}
     changes = {"maintenance": {"old": True, "new": False}}

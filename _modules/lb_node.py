@@ -159,7 +159,9 @@ def drift():
         try:
             model = carp_common.load_model(__pillar__)
             pair, _ = lb_topology.find_node(model, __opts__["id"])
-            want = lb_render.render_keepalived(pair, __opts__["id"], state_dir=s["state_dir"], script_dir=s["script_dir"])
+            want = lb_render.render_keepalived(
+                pair, __opts__["id"], state_dir=s["state_dir"], script_dir=s["script_dir"], run_dir=s["run_dir"]
+            )
             live = carp_common.read_text(s["keepalived_config"])
             out[s["keepalived_config"]] = {"match": live == want, "expected": _sha(want), "actual": _sha(live)}
         except (ValueError, KeyError, OSError) as exc:

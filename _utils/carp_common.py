@@ -32,7 +32,7 @@ DEFAULTS = {
     "Linux": {
         "state_dir": lb_render.CARP_STATE_DIR,
         "script_dir": lb_render.CARP_SCRIPT_DIR,
-        "run_dir": "/run/lb-carp",
+        "run_dir": lb_render.CARP_RUN_DIR,
         "keepalived_config": lb_render.OS_PARAMS["Debian"]["keepalived_config"],
         "ucarp_dir": lb_render.OS_PARAMS["Debian"]["ucarp_dir"],
     },
@@ -244,8 +244,8 @@ def ucarp_argv(
     if deadratio is not None:
         argv.append(f"--deadratio={deadratio}")
     argv += [
-        f"--upscript={paths['script_dir']}/lb-carp-ucarp-up",
-        f"--downscript={paths['script_dir']}/lb-carp-ucarp-down",
+        f"--upscript={paths['script_dir']}/{VIP_UP}",
+        f"--downscript={paths['script_dir']}/{VIP_DOWN}",
         f"--xparam={group['prefixlen']} {group['vhid']} {paths['state_dir']}",
     ]
     return argv
@@ -292,42 +292,32 @@ if [ -x "$hook" ]; then
 fi
 """
 
-NOTIFY_SCRIPT = (
-    """#!/bin/sh
-# Installed by the carp execution module. Do not edit.
-# keepalived's notify script: records each instance's state, atomically, in
-# <state_dir>/state/<vhid> as "<STATE> <priority> <epoch>", where carp.status
-# and the CARP beacon read it.
-# Called as: lb-carp-notify [STATE_DIR] INSTANCE VI_<vhid> <STATE> <priority>
-if [ $# -ge 5 ]; then dir=$1; shift; else dir="""
-    + lb_render.CARP_STATE_DIR
-    + """; fi
-[ "$1" = INSTANCE ] || exit 0
-vhid=${2#VI_}
-case $vhid in ''|*[!0-9]*) exit 0 ;; esac
-state=$3
-prio=${4:-0}
-"""
-    + _RECORD_STATE
-)
-
-
-# ucarp sees packets through libpcap with a 1 s read timeout, so the old
-# master may hear the new master's advertisement up to a second late, and
-# only then runs its down script.  Adding the VIP at once would leave it on
-# both nodes for that second.  The up script therefore returns at once (ucarp
-# waits for it before advertising) and, in the background, adds the VIP as
-# soon as no host answers an ARP probe for it (lb-carp-arp-probe: three
-# unanswered 30 ms probes in a row, at most UCARP_ACQUIRE_SECONDS); the down script cancels a pending
-# add first.  Meanwhile a blackhole route for the VIP makes the node drop,
-# silently, what reaches it for the VIP instead of forwarding it or answering
-# with an ICMP error: a client's SYN lost so is sent again after 1 s and then
-# reaches the new master.  ucarp's own gratuitous ARP goes out when it turns
-# MASTER, before the address is here; once it is, the script announces it
-# (RFC 5227 ARP announcements, lb-carp-arp-probe --announce), so that the
-# neighbours (the router in front) send to this node's MAC from then on
-# rather than keep the old master's until their entry ages out.
-UCARP_ACQUIRE_SECONDS = 3
+# Break before make: a Linux node adds a VIP only once no other host holds
+# it.  Both Linux providers hand their transitions to the same two scripts,
+# lb-carp-vip-up and lb-carp-vip-down (ucarp directly, keepalived through
+# lb-carp-keepalived-vips, below).  A new master hears about the old one only
+# through the protocol: ucarp through libpcap with a 1 s read timeout, so the
+# old master may hear the new master's advertisement up to a second late;
+# keepalived within milliseconds, but on a loaded host tens of them.  The old
+# master drops the VIP only then; adding it at once would leave it on both
+# nodes meanwhile.  The up script therefore returns at once (ucarp waits for
+# it before advertising) and, in the background, adds the VIP as soon as no
+# host answers an ARP probe for it (lb-carp-arp-probe: three unanswered 30 ms
+# probes in a row, at most VIP_ACQUIRE_SECONDS, after which it takes the
+# address anyway: a peer that answers ARP but no longer advertises is gone
+# for the protocol); the down script cancels a pending add first.
+# Meanwhile a blackhole route for the VIP makes the node drop, silently, what
+# reaches it for the VIP instead of forwarding it or answering with an ICMP
+# error: a client's SYN lost so is sent again after 1 s and then reaches the
+# new master.  Once the address is here the script announces it (RFC 5227
+# ARP announcements, lb-carp-arp-probe --announce), so that the neighbours
+# (the router in front) send to this node's MAC from then on rather than keep
+# the old master's until their entry ages out.
+# Both scripts are called as <script> <interface> <vip> "<prefixlen> <vhid>
+# <state_dir>" (ucarp's --xparam); LB_CARP_STATE and LB_CARP_PRIO, when set,
+# give the state and priority to record (keepalived's FAULT and STOP go down
+# too), else MASTER or BACKUP and "-".
+VIP_ACQUIRE_SECONDS = 3
 ARP_ANNOUNCE_GAPS = (0.2, 1.0)  # seconds between the three announcements
 
 ARP_PROBE_SCRIPT = (
@@ -396,26 +386,31 @@ sys.exit(1)
 )
 
 
-def _ucarp_script(action: str, state: str) -> str:
+def _vip_script(action: str, state: str) -> str:
     head = f"""#!/bin/sh
 # Installed by the carp execution module. Do not edit.
-# ucarp's {"up" if action == "add" else "down"} script: {action} the VIP and record the state.
-# Called by ucarp as: <script> <interface> <vip> "<prefixlen> <vhid> <state_dir>"
+# The CARP {"up" if action == "add" else "down"} script (ucarp, keepalived): {action} the VIP and record the state.
+# Called as: <script> <interface> <vip> "<prefixlen> <vhid> <state_dir>"
 iface=$1
 vip=$2
 set -- $3
 plen=$1
 vhid=$2
 dir=$3
-state={state}
-prio=-
+state=${{LB_CARP_STATE:-{state}}}
+prio=${{LB_CARP_PRIO:--}}
 wait="$dir/state/.$vhid.acquire"
+# a pending add (an earlier up) is cancelled first: at most one at a time
+if [ -f "$wait" ]; then
+	kill "$(cat "$wait")" 2>/dev/null
+	rm -f "$wait"
+fi
 """
     if action == "add":
         body = f"""mkdir -p "$dir/state"
 /sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 (
-	"${{0%/*}}/lb-carp-arp-probe" "$iface" "$vip" {UCARP_ACQUIRE_SECONDS}
+	"${{0%/*}}/lb-carp-arp-probe" "$iface" "$vip" {VIP_ACQUIRE_SECONDS}
 	/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
 	/sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
 	rm -f "$wait"
@@ -424,22 +419,178 @@ wait="$dir/state/.$vhid.acquire"
 echo $! > "$wait"
 """
     else:
-        body = """if [ -f "$wait" ]; then
-	kill "$(cat "$wait")" 2>/dev/null
-	rm -f "$wait"
-fi
-/sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
+        body = """/sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 /sbin/ip -4 addr del "$vip/$plen" dev "$iface" 2>/dev/null || true
 (
 	sleep 3
-	read -r now _ < "$dir/state/$vhid" && [ "$now" = BACKUP ] && /sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
+	now=
+	read -r now _ < "$dir/state/$vhid" 2>/dev/null
+	[ "$now" = MASTER ] || /sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
 ) </dev/null >/dev/null 2>&1 &
 """
     return head + body + _RECORD_STATE
 
 
-UCARP_UP_SCRIPT = _ucarp_script("add", "MASTER")
-UCARP_DOWN_SCRIPT = _ucarp_script("remove", "BACKUP")
+VIP_UP = "lb-carp-vip-up"
+VIP_DOWN = "lb-carp-vip-down"
+ARP_PROBE = "lb-carp-arp-probe"
+VIP_UP_SCRIPT = _vip_script("add", "MASTER")
+VIP_DOWN_SCRIPT = _vip_script("remove", "BACKUP")
+# what earlier versions installed in script_dir; carp.present removes them
+OBSOLETE_SCRIPTS = ("lb-carp-notify", "lb-carp-ucarp-up", "lb-carp-ucarp-down")
+
+
+def obsolete_scripts(script_dir: str) -> list[str]:
+    """The OBSOLETE_SCRIPTS this module installed that are still in script_dir."""
+    paths = (os.path.join(script_dir, n) for n in OBSOLETE_SCRIPTS)
+    return sorted(p for p in paths if "Installed by the carp execution module" in (read_text(p) or ""))
+
+
+# keepalived runs notify scripts concurrently, so a fast MASTER -> BACKUP
+# can run backwards; its FIFO gives the transitions in order.  keepalived
+# starts this script (vrrp_notify_fifo_script, rendered by lb_render) and
+# starts it again on each reload, with the groups in its arguments and the
+# FIFO last.  The VIPs themselves are the up/down scripts' (break before
+# make, above): keepalived's own virtual_ipaddress is only a marker address
+# on lo (lb_render.keepalived_marker).
+KEEPALIVED_VIPS_SCRIPT = (
+    """#!/usr/bin/python3
+# Installed by the carp execution module. Do not edit.
+# lb-carp-keepalived-vips STATE_DIR VHID=DEVICE,ADDRESS/PREFIXLEN ... FIFO
+# keepalived's vrrp_notify_fifo_script.  keepalived writes each instance's
+# transitions to FIFO, in order ('INSTANCE "VI_<vhid>" <STATE> <priority>');
+# each goes, one at a time, to """
+    + VIP_UP
+    + """ (MASTER) or """
+    + VIP_DOWN
+    + """ (BACKUP,
+# FAULT, STOP) beside this script.  keepalived does not repeat the states
+# after a reload, so a copy started by a reload re-applies the recorded
+# ones.  When keepalived's VRRP process goes away (stopped, killed), the VIPs
+# go with it: every group goes down as STOP.
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+state_dir, fifo = sys.argv[1], sys.argv[-1]
+groups = {}
+for word in sys.argv[2:-1]:
+    vhid, _, rest = word.partition("=")
+    dev, _, cidr = rest.partition(",")
+    addr, _, plen = cidr.partition("/")
+    groups[int(vhid)] = (dev, addr, plen or "32")
+here = os.path.dirname(os.path.abspath(sys.argv[0]))
+parent = os.getppid()
+marker = os.path.join(state_dir, "state", ".keepalived-vrrp")
+
+
+def run(vhid, state, prio="-"):
+    if vhid not in groups:
+        return
+    dev, addr, plen = groups[vhid]
+    script = os.path.join(here, \""""
+    + VIP_UP
+    + """\" if state == "MASTER" else \""""
+    + VIP_DOWN
+    + """\")
+    env = dict(os.environ, LB_CARP_STATE=state, LB_CARP_PRIO=str(prio))
+    try:
+        subprocess.run([script, dev, addr, f"{plen} {vhid} {state_dir}"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"lb-carp-keepalived-vips: vhid {vhid} {state}: {exc}", file=sys.stderr)
+
+
+def recorded(vhid):
+    try:
+        with open(os.path.join(state_dir, "state", str(vhid))) as fh:
+            words = fh.read().split()
+        return words[0], words[1]
+    except (OSError, IndexError):
+        return None, "-"
+
+
+def holds(dev, addr):
+    out = subprocess.run(["/sbin/ip", "-o", "-4", "addr", "show", "dev", dev], capture_output=True, text=True, check=False).stdout
+    return any(word.split("/")[0] == addr for word in out.split())
+
+
+def release_all():
+    for vhid in sorted(groups):
+        run(vhid, "STOP")
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+STOP_WAIT = 10
+
+
+# the VRRP process this copy serves: the same as the last copy's after a
+# reload, a new one after a start
+try:
+    with open(marker) as fh:
+        reloaded = fh.read().strip() == str(parent)
+except OSError:
+    reloaded = False
+os.makedirs(os.path.dirname(marker), exist_ok=True)
+with open(marker + ".tmp", "w") as fh:
+    fh.write(f"{parent}\\n")
+os.replace(marker + ".tmp", marker)
+if reloaded:
+    for vhid, (dev, addr, _) in sorted(groups.items()):
+        state, prio = recorded(vhid)
+        if state == "MASTER" and not holds(dev, addr):
+            run(vhid, "MASTER", prio)
+        elif state not in (None, "MASTER") and holds(dev, addr):
+            run(vhid, state, prio)
+
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+# opened read-write: this copy is a writer too, so no end of file between
+# keepalived's writes (or while it reopens the FIFO)
+fd = os.open(fifo, os.O_RDWR)
+buf = b""
+while True:
+    if os.getppid() != parent:
+        release_all()
+        sys.exit(0)
+    if stopping:
+        # a reload (the VRRP process goes on and starts a new copy) or a
+        # stop (it exits once this copy has).  keepalived waits for this
+        # copy, so the wait happens in a detached child: it releases the
+        # VIPs only if the VRRP process goes within STOP_WAIT seconds.
+        os.close(fd)
+        if os.fork() == 0:
+            os.setsid()
+            deadline = time.monotonic() + STOP_WAIT
+            while time.monotonic() < deadline:
+                if not alive(parent):
+                    release_all()
+                    break
+                time.sleep(0.05)
+            os._exit(0)
+        sys.exit(0)
+    ready, _, _ = select.select([fd], [], [], 0.2)
+    if not ready:
+        continue
+    buf += os.read(fd, 4096)
+    while b"\\n" in buf:
+        line, buf = buf.split(b"\\n", 1)
+        words = line.decode(errors="replace").split()
+        if len(words) >= 3 and words[0] == "INSTANCE":
+            name = words[1].strip('"')
+            if name.startswith("VI_") and name[3:].isdigit():
+                run(int(name[3:]), words[2], words[3] if len(words) > 3 else "-")
+"""
+)
 
 
 def parse_state_file(text: str | None) -> dict | None:
@@ -582,9 +733,16 @@ def linux_provider(pillar: dict, node_id: str, override: dict | None = None) -> 
 
 def parse_keepalived(text: str | None) -> dict[int, dict]:
     """The instances of a keepalived.conf this module rendered:
-    {vhid: {device, vip, priority, advert_int, preempt}}."""
+    {vhid: {device, vip, priority, advert_int, preempt}}; each VIP from the
+    arguments of lb-carp-keepalived-vips (``<vhid>=<device>,<vip>``)."""
     import re
 
+    vips = {}
+    fifo = re.search(r"^\s*vrrp_notify_fifo_script \"([^\"]*)\"", text or "", re.M)
+    for word in fifo.group(1).split() if fifo else []:
+        m = re.fullmatch(r"(\d+)=([^,]+),(\S+/\d+)", word)
+        if m:
+            vips[int(m.group(1))] = m.group(3)
     out = {}
     for m in re.finditer(r"^vrrp_instance VI_(\d+) \{\n(.*?)^\}", text or "", re.S | re.M):
         body = m.group(2)
@@ -593,10 +751,10 @@ def parse_keepalived(text: str | None) -> dict[int, dict]:
             f = re.search(rx, body, re.M)
             return f.group(1) if f else None
 
-        vip = re.search(r"^\s+(\S+/\d+) dev (\S+)\s*$", body, re.M)
-        out[int(m.group(1))] = {
+        vhid = int(m.group(1))
+        out[vhid] = {
             "device": one(r"^\s+interface (\S+)"),
-            "vip": vip.group(1) if vip else None,
+            "vip": vips.get(vhid),
             "priority": int(one(r"^\s+priority (\d+)") or 0),
             "advert_int": float(one(r"^\s+advert_int (\S+)") or 0),
             "preempt": "nopreempt" not in body,

@@ -222,7 +222,7 @@ def hook_script(
 # Installed by salt/carp/events.sls (lb_node.event_hook). Do not edit.
 # Announces a CARP transition on the master's event bus at once, as the carp
 # beacon would at its next poll: salt/beacon/{minion_id}/carp/<vhid>/<STATE>.
-# Called by lb-carp-notify (keepalived), ucarp's up/down scripts and devd:
+# Called by the Linux up/down scripts (lb-carp-vip-up, lb-carp-vip-down: ucarp, and keepalived through lb-carp-keepalived-vips) and by devd:
 #   lb-carp-event VHID STATE [IFACE VIP]     lb-carp-event VHID@IFACE STATE
 vhid=$1
 state=$2

@@ -322,7 +322,9 @@ def listener_lines(lst: dict, pool: dict, certs_dir: str | None = None) -> list[
     return lines
 
 
-def haproxy_files(model: dict, pair: dict, node_id: str, os_family: str, secret=str, params: dict | None = None, prometheus: bool = True) -> dict[str, File]:
+def haproxy_files(
+    model: dict, pair: dict, node_id: str, os_family: str, secret=str, params: dict | None = None, prometheus: bool = True
+) -> dict[str, File]:
     """HAProxy's files on the node: the config, and one combined PEM
     (certificate chain, then key; 0600, a secret) per TLS listener."""
     osp = haproxy_params(os_family, params)
@@ -411,7 +413,11 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
 # scripts they install.  The carp module can move them (config `lb_carp`).
 CARP_STATE_DIR = "/var/lib/lb-carp"
 CARP_SCRIPT_DIR = "/usr/local/sbin"
-NOTIFY_SCRIPT = "lb-carp-notify"
+CARP_RUN_DIR = "/run/lb-carp"
+# keepalived hands its transitions, in order, to this script through a FIFO
+# (carp_common.KEEPALIVED_VIPS_SCRIPT), which adds and removes the VIPs.
+KEEPALIVED_VIPS_SCRIPT = "lb-carp-keepalived-vips"
+KEEPALIVED_FIFO = "keepalived-vrrp.fifo"
 MAINTENANCE_TRACK_FILE = "maintenance.track"
 # The maintenance track file holds 1 while the node is in maintenance: every
 # instance's priority drops by 253, to 1 (keepalived keeps it >= 1), below any
@@ -453,11 +459,22 @@ def routing_hold_weight(pair: dict, node_id: str) -> int | None:
     return min(gap + 1, 252)
 
 
-def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR, script_dir: str = CARP_SCRIPT_DIR) -> str:
+def keepalived_marker(vhid: int) -> str:
+    """The address keepalived itself adds for an instance, on lo: VRRPv3
+    needs one per instance, and the VIP is not keepalived's to add (break
+    before make: carp_common.KEEPALIVED_VIPS_SCRIPT).  All of 127.0.0.0/8 is
+    local on lo anyway, so it changes nothing; it goes in the advertisements
+    and is the same on both nodes."""
+    return f"127.77.{vhid}.1/32 dev lo scope host"
+
+
+def render_keepalived(
+    pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR, script_dir: str = CARP_SCRIPT_DIR, run_dir: str = CARP_RUN_DIR
+) -> str:
     view = node_view(pair, node_id)
     carp = pair["carp"]
     tracked = tracked_devices(pair, node_id, "Debian")
-    notify = f"{script_dir}/{NOTIFY_SCRIPT}"
+    vips = " ".join(f"{g['vhid']}={device(g['device'], 'Debian')},{linux_vip(g['vip'])}" for g in view["groups"])
     out = [
         f"# {HEADER.format(pair=pair['name'], node=node_id)}",
         "# One vrrp_instance per CARP group: vhid -> virtual_router_id,",
@@ -467,10 +484,14 @@ def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR,
         "global_defs {",
         f"    router_id {node_id}",
         "    vrrp_version 3",
-        "    vrrp_garp_master_delay 1",
-        "    vrrp_garp_master_refresh 60",
         "    enable_script_security",
         "    script_user root",
+        "    # Every transition goes, in order, through this FIFO to",
+        f"    # {KEEPALIVED_VIPS_SCRIPT} (<vhid>=<interface>,<VIP>): it records the",
+        "    # state and adds a VIP only once no other host answers ARP for it,",
+        "    # so a VIP is never on both nodes (docs/carp.md).",
+        f"    vrrp_notify_fifo {run_dir}/{KEEPALIVED_FIFO}",
+        f'    vrrp_notify_fifo_script "{script_dir}/{KEEPALIVED_VIPS_SCRIPT} {state_dir} {vips}"',
         "}",
         "",
         "# Maintenance (carp.maintenance): the file holds 1 while the node is in",
@@ -514,8 +535,9 @@ def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR,
         if not carp["preempt"]:
             out.append("    nopreempt")
         out += [
+            f"    # VIP {linux_vip(g['vip'])} on {dev}: added by {KEEPALIVED_VIPS_SCRIPT}; this is a marker",
             "    virtual_ipaddress {",
-            f"        {linux_vip(g['vip'])} dev {dev}",
+            f"        {keepalived_marker(g['vhid'])}",
             "    }",
         ]
         # the instance's own interface is tracked anyway (keepalived warns
@@ -531,8 +553,6 @@ def render_keepalived(pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR,
             "    track_file {",
             "        lb_carp_maintenance",
             "    }",
-            # records MASTER/BACKUP/FAULT/STOP in <state_dir>/state/<vhid>
-            f'    notify "{notify} {state_dir}"',
             "}",
             "",
         ]

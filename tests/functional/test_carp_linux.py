@@ -29,22 +29,25 @@ KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
 
 @pytest.fixture
-def down_devices():
-    """Two multicast-capable interfaces that stay DOWN (a veth pair, removed
-    afterwards): keepalived's instances on them go FAULT, so nothing is sent
-    and no address is added anywhere."""
-    names = [f"lbct{os.getpid() % 10000}a", f"lbct{os.getpid() % 10000}b"]
-    made = False
+def netns(tmp_path):
+    """A network namespace of this test's own with two multicast-capable
+    interfaces that stay DOWN (a veth pair), and a keepalived wrapper that
+    runs keepalived in it: its instances go FAULT, nothing is sent, and what
+    its scripts do to addresses and routes stays in the namespace."""
+    name = f"lbct{os.getpid() % 10000}"
+    devices = [f"{name}a", f"{name}b"]
+    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=10)
+    if res.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here: {res.stderr.strip()}")
     try:
-        # one veth pair, both ends in this namespace and left DOWN
-        res = subprocess.run(["ip", "link", "add", names[0], "type", "veth", "peer", "name", names[1]], capture_output=True, text=True, timeout=10)
-        if res.returncode != 0:
-            pytest.skip(f"cannot create a veth pair here: {res.stderr.strip()}")
-        made = True
-        yield names
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
+        subprocess.run(["ip", "-n", name, "link", "add", devices[0], "type", "veth", "peer", "name", devices[1]], check=True, timeout=10)
+        wrapper = tmp_path / "keepalived-in-netns"
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {name} {KEEPALIVED} "$@"\n')
+        wrapper.chmod(0o755)
+        yield {"name": name, "devices": devices, "keepalived": str(wrapper)}
     finally:
-        if made:
-            subprocess.run(["ip", "link", "del", names[0]], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 
 def topology_file(tmp_path, provider, vip_dev="hn1", sys_dev="hn2"):
@@ -87,23 +90,38 @@ def carp_paths(tmp_path):
     }
 
 
+def stop_keepalived(carp_paths):
+    """Stop whatever keepalived a test started, by its own pid file."""
+    pidfile = os.path.join(carp_paths["run_dir"], "keepalived.pid")
+    if not os.path.exists(pidfile):
+        return
+    pid = int(open(pidfile).read().strip() or 0)
+    try:
+        if pid and b"keepalived" in open(f"/proc/{pid}/cmdline", "rb").read():
+            os.kill(pid, 15)
+            for _ in range(100):
+                if not os.path.exists(f"/proc/{pid}") or not open(f"/proc/{pid}/cmdline", "rb").read():
+                    break
+                time.sleep(0.1)
+    except OSError:
+        pass
+
+
 @pytest.fixture
 def keepalived(tmp_path, carp_paths):
     loaders = make_loaders(tmp_path, "keepalived", carp_paths)
     yield loaders.modules.carp
-    # stop whatever keepalived this test started, by its own pid file
-    pidfile = os.path.join(carp_paths["run_dir"], "keepalived.pid")
-    if os.path.exists(pidfile):
-        pid = int(open(pidfile).read().strip() or 0)
-        try:
-            if pid and b"keepalived" in open(f"/proc/{pid}/cmdline", "rb").read():
-                os.kill(pid, 15)
-                for _ in range(100):
-                    if not os.path.exists(f"/proc/{pid}") or not open(f"/proc/{pid}/cmdline", "rb").read():
-                        break
-                    time.sleep(0.1)
-        except OSError:
-            pass
+    stop_keepalived(carp_paths)
+
+
+@pytest.fixture
+def keepalived_in_netns(tmp_path, carp_paths, netns):
+    """The carp module with keepalived run in the test's own namespace."""
+    loaders = make_loaders(tmp_path, "keepalived", dict(carp_paths, keepalived_bin=netns["keepalived"]))
+    try:
+        yield loaders.modules.carp
+    finally:
+        stop_keepalived(carp_paths)
 
 
 @pytest.fixture
@@ -130,15 +148,24 @@ def test_keepalived_config_written_checked_and_idempotent(keepalived, tmp_path, 
     conf = tmp_path / "check.conf"
     conf.write_text(text)
     res = subprocess.run([KEEPALIVED, "--config-test", "--use-file", str(conf)], capture_output=True, text=True, timeout=30)
-    other = [line for line in res.stderr.splitlines() if line.strip() and "doesn't exist" not in line and "Non-existent interface" not in line]
+    other = [
+        line for line in res.stderr.splitlines() if line.strip() and "doesn't exist" not in line and "Non-existent interface" not in line
+    ]
     assert other == [], res.stderr
-    assert f'notify "{carp_paths["script_dir"]}/lb-carp-notify {carp_paths["state_dir"]}"' in text
+    fifo_script = f'vrrp_notify_fifo_script "{carp_paths["script_dir"]}/lb-carp-keepalived-vips {carp_paths["state_dir"]} 4=hn1,'
+    assert fifo_script in text
+    # keepalived adds only the markers on lo; the VIPs are the scripts'
+    assert "127.77.4.1/32 dev lo scope host" in text and " dev hn1\n" not in text
+    assert {v: i["vip"] for v, i in carp_common.parse_keepalived(text).items()} == {
+        v: str(g["vip"].ip) + "/32" for v, g in ((g["vhid"], g) for g in lb_render.node_view(pair, "lb-a")["groups"])
+    }
     assert f"file {carp_paths['state_dir']}/maintenance.track" in text
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(KEEPALIVED), reason="needs root and keepalived")
-def test_keepalived_started_reloaded_stopped_by_pid(keepalived, down_devices, tmp_path, carp_paths):
-    topo = topology_file(tmp_path, "keepalived", *down_devices)
+def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, tmp_path, carp_paths):
+    keepalived = keepalived_in_netns
+    topo = topology_file(tmp_path, "keepalived", *netns["devices"])
     ret = keepalived.present(topology=topo)
     assert ret["changes"]["keepalived"] == {"old": "stopped", "new": "running"}
     assert sorted(k for k in ret["changes"] if isinstance(k, int)) == [4, 5, 44, 55]
@@ -146,13 +173,14 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived, down_devices, tm
     with open(carp_paths["keepalived_config"]) as fh:
         assert "virtual_router_id 44" in fh.read()
     assert os.stat(carp_paths["keepalived_config"]).st_mode & 0o777 == 0o640
-    assert os.stat(os.path.join(carp_paths["script_dir"], "lb-carp-notify")).st_mode & 0o777 == 0o755
+    for script in ("lb-carp-keepalived-vips", "lb-carp-vip-up", "lb-carp-vip-down", "lb-carp-arp-probe"):
+        assert os.stat(os.path.join(carp_paths["script_dir"], script)).st_mode & 0o777 == 0o755
 
     # the second run changes nothing
     again = keepalived.present(topology=topo)
     assert again["changes"] == {}, again
 
-    # the notify script recorded every instance (FAULT: its interface is down)
+    # keepalived's FIFO script recorded every instance (FAULT: its interface is down)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(os.listdir(os.path.join(carp_paths["state_dir"], "state"))) < 4:
         time.sleep(0.1)
@@ -166,15 +194,41 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived, down_devices, tm
     raw["lb"]["pairs"]["edge"]["carp"]["groups"][44]["advskew_primary"] = 20
     open(topo, "w").write(yaml.safe_dump(raw))
     check = keepalived.present(topology=topo, test=True)
-    assert check["changes"] == {44: {"old": {"advskew": 0, "priority": 254}, "new": {"advskew": 20, "priority": 234}}, "keepalived": {"old": f"running (pid {pid})", "new": "reloaded"}}
+    assert check["changes"] == {
+        44: {"old": {"advskew": 0, "priority": 254}, "new": {"advskew": 20, "priority": 234}},
+        "keepalived": {"old": f"running (pid {pid})", "new": "reloaded"},
+    }
     ret = keepalived.present(topology=topo)
     assert ret["changes"] == check["changes"] and "SIGHUP" in ret["comment"]
     assert int(open(os.path.join(carp_paths["run_dir"], "keepalived.pid")).read()) == pid
 
-    # absent: keepalived stops, its config goes
+    # keepalived restarted its FIFO script on the reload: one copy runs, a
+    # child of keepalived's VRRP process
+    vrrp_pid = int(open(os.path.join(carp_paths["run_dir"], "keepalived-vrrp.pid")).read())
+    copies = [p for p in os.listdir("/proc") if p.isdigit() and b"lb-carp-keepalived-vips" in _cmdline(p)]
+    deadline = time.monotonic() + 10
+    while len(copies) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        copies = [p for p in os.listdir("/proc") if p.isdigit() and b"lb-carp-keepalived-vips" in _cmdline(p)]
+    assert len(copies) == 1 and _ppid(copies[0]) == vrrp_pid
+
+    # absent: keepalived stops, its config goes, every group is recorded STOP
     gone = keepalived.absent()
     assert gone["changes"]["keepalived"]["new"] == "stopped"
     assert not os.path.exists(carp_paths["keepalived_config"])
+    assert not os.path.exists(f"/proc/{copies[0]}") or not _cmdline(copies[0])  # the FIFO script went with it
+
+
+def _cmdline(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return b""
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
 def test_keepalived_maintenance_files(keepalived, carp_paths):
@@ -218,8 +272,8 @@ def test_ucarp_command_lines_carry_no_password(ucarp, tmp_path, carp_paths):
         "--advbase=1",
         "--advskew=0",
         "--preempt",
-        f"--upscript={carp_paths['script_dir']}/lb-carp-ucarp-up",
-        f"--downscript={carp_paths['script_dir']}/lb-carp-ucarp-down",
+        f"--upscript={carp_paths['script_dir']}/lb-carp-vip-up",
+        f"--downscript={carp_paths['script_dir']}/lb-carp-vip-down",
         f"--xparam=32 44 {carp_paths['state_dir']}",
     ]
     for argv in lines.values():
@@ -249,21 +303,33 @@ def test_ucarp_maintenance_intent_with_no_group_running(ucarp, tmp_path, carp_pa
 
 
 def test_scripts_record_state_atomically(tmp_path):
-    """The notify and up/down scripts, run by hand as keepalived and ucarp run them."""
+    """The up/down scripts, run by hand as ucarp runs them and as
+    lb-carp-keepalived-vips runs them for keepalived (state and priority in
+    the environment)."""
     state = tmp_path / "state-dir"
-    notify = tmp_path / "notify"
-    notify.write_text(carp_common.NOTIFY_SCRIPT)
-    notify.chmod(0o755)
-    subprocess.run([str(notify), str(state), "INSTANCE", "VI_44", "MASTER", "254"], check=True, timeout=10)
+    (tmp_path / "lb-carp-arp-probe").write_text("#!/bin/sh\n")
+    (tmp_path / "lb-carp-arp-probe").chmod(0o755)
+    up = tmp_path / "up"
+    up.write_text(carp_common.VIP_UP_SCRIPT.replace("/sbin/ip ", "true "))
+    up.chmod(0o755)
+    env = dict(os.environ, LB_CARP_STATE="MASTER", LB_CARP_PRIO="254")
+    subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10, env=env)
     rec = carp_common.parse_state_file((state / "state" / "44").read_text())
     assert rec["state"] == "MASTER" and rec["priority"] == 254 and rec["since"] > 0
-    subprocess.run([str(notify), str(state), "GROUP", "G1", "BACKUP", "0"], check=True, timeout=10)
-    assert sorted(os.listdir(state / "state")) == ["44"]  # no temporary left, groups ignored
     down = tmp_path / "down"
-    down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip ", "true "))
+    down.write_text(carp_common.VIP_DOWN_SCRIPT.replace("/sbin/ip ", "true "))
     down.chmod(0o755)
     subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
-    assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
+    rec = carp_common.parse_state_file((state / "state" / "44").read_text())
+    assert rec["state"] == "BACKUP" and rec["priority"] is None  # ucarp: no priority
+    subprocess.run(
+        [str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"],
+        check=True,
+        timeout=10,
+        env=dict(os.environ, LB_CARP_STATE="FAULT", LB_CARP_PRIO="154"),
+    )
+    assert (state / "state" / "44").read_text().split()[:2] == ["FAULT", "154"]
+    assert [n for n in os.listdir(state / "state") if not n.startswith(".44.acquire")] == ["44"]  # no temporary left
 
 
 def test_grains(tmp_path):
@@ -295,8 +361,8 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     (scripts / "lb-carp-arp-probe").write_text(f'#!/bin/sh\necho "probe $*" >> {calls}\nsleep 0.3\n')
     (scripts / "lb-carp-arp-probe").chmod(0o755)
     state = tmp_path / "state-dir"
-    up = scripts / "lb-carp-ucarp-up"
-    up.write_text(carp_common.UCARP_UP_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip "))
+    up = scripts / "lb-carp-vip-up"
+    up.write_text(carp_common.VIP_UP_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip "))
     up.chmod(0o755)
     t0 = time.monotonic()
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
@@ -318,8 +384,8 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     # a down event while the add is pending cancels it
     calls.unlink()
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
-    down = scripts / "lb-carp-ucarp-down"
-    down.write_text(carp_common.UCARP_DOWN_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip ").replace("sleep 3", "sleep 0.2"))
+    down = scripts / "lb-carp-vip-down"
+    down.write_text(carp_common.VIP_DOWN_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip ").replace("sleep 3", "sleep 0.2"))
     down.chmod(0o755)
     time.sleep(0.1)
     subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
@@ -401,16 +467,24 @@ def test_arp_announcement_moves_a_neighbours_entry_to_the_new_holder(tmp_path):
         for ns in (node, router):
             subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
             made.append(ns)
-        subprocess.run(["ip", "link", "add", "n0", "netns", node, "type", "veth", "peer", "name", "r0", "netns", router], check=True, timeout=10)
+        subprocess.run(
+            ["ip", "link", "add", "n0", "netns", node, "type", "veth", "peer", "name", "r0", "netns", router], check=True, timeout=10
+        )
         for ns, dev, addr in ((node, "n0", "198.18.254.9/32"), (router, "r0", "198.18.254.1/24")):
             for cmd in (["ip", "link", "set", dev, "up"], ["ip", "addr", "add", addr, "dev", dev]):
                 subprocess.run(["ip", "-n", ns, *cmd[1:]], check=True, timeout=10)
         old_mac = "02:00:5e:00:00:99"
-        subprocess.run(["ip", "-n", router, "neigh", "replace", "198.18.254.9", "lladdr", old_mac, "dev", "r0", "nud", "reachable"], check=True, timeout=10)
+        subprocess.run(
+            ["ip", "-n", router, "neigh", "replace", "198.18.254.9", "lladdr", old_mac, "dev", "r0", "nud", "reachable"],
+            check=True,
+            timeout=10,
+        )
         mac = subprocess.run(["ip", "-n", node, "-br", "link", "show", "n0"], capture_output=True, text=True, timeout=10).stdout.split()[2]
 
         def entry():
-            return subprocess.run(["ip", "-n", router, "neigh", "show", "198.18.254.9", "dev", "r0"], capture_output=True, text=True, timeout=10).stdout
+            return subprocess.run(
+                ["ip", "-n", router, "neigh", "show", "198.18.254.9", "dev", "r0"], capture_output=True, text=True, timeout=10
+            ).stdout
 
         assert old_mac in entry()
         t0 = time.monotonic()

@@ -74,12 +74,14 @@ def _instances(text):
     out = {}
     for m in re.finditer(r"vrrp_instance VI_(\d+) \{(.*?)\n\}", text, re.S):
         body = m.group(2)
+        vips = dict(w.split("=", 1) for w in re.search(r'vrrp_notify_fifo_script "\S+ \S+ ([^"]*)"', text).group(1).split())
         out[int(m.group(1))] = {
+            "vip": tuple(reversed(vips[m.group(1)].split(","))),
             "vrid": int(re.search(r"virtual_router_id (\d+)", body).group(1)),
             "priority": int(re.search(r"priority (\d+)", body).group(1)),
             "state": re.search(r"state (\w+)", body).group(1),
             "advert": re.search(r"advert_int (\S+)", body).group(1),
-            "vip": re.search(r"(\d+\.\d+\.\d+\.\d+/\d+) dev (\S+)", body).groups(),
+            "marker": re.search(r"virtual_ipaddress \{\s*(.*?)\s*\}", body, re.S).group(1),
             "track": re.search(r"track_interface \{(.*?)\}", body, re.S).group(1).split(),
         }
     return out
@@ -97,6 +99,9 @@ def test_keepalived_maps_vhid_and_advskew(lab_model):
     # a host address on Linux, whatever the pillar's prefix (lb_render.linux_vip)
     assert a[4]["vip"] == ("198.18.2.4/32", "lb-a-eth1")
     assert b[4]["vip"] == ("198.18.2.4/32", "lb-b-eth1")
+    # keepalived adds only a marker on lo; the VIP is lb-carp-keepalived-vips'
+    assert a[4]["marker"] == b[4]["marker"] == "127.77.4.1/32 dev lo scope host"
+    assert {a[v]["marker"] for v in a} == {f"127.77.{v}.1/32 dev lo scope host" for v in a}
     # losing the user or systems link hands the VIPs over; mgmt does not.
     # The instance's own interface (lb-a-eth1) is tracked by keepalived
     # anyway; listing it makes `keepalived -t` warn and exit 5.
@@ -228,14 +233,22 @@ def test_keepalived_holds_preemption_until_bgp_is_up(lab_model, lab_raw):
     ("protocols", "ready"),
     [
         # `birdc show protocols` (BIRD 2.0.12): one session up is enough
-        ("ebgp1      BGP        ---        up     04:05:48.123  Established   \nebgp2      BGP        ---        start  04:05:48.123  Active\n", True),
-        ("ebgp1      BGP        ---        start  04:05:48.123  Connect       \nlb_vips    Direct     ---        up     04:05:41.001\n", False),
+        (
+            "ebgp1      BGP        ---        up     04:05:48.123  Established   \nebgp2      BGP        ---        start  04:05:48.123  Active\n",
+            True,
+        ),
+        (
+            "ebgp1      BGP        ---        start  04:05:48.123  Connect       \nlb_vips    Direct     ---        up     04:05:41.001\n",
+            False,
+        ),
         ("lb_ospf    OSPF       master4    up     04:05:41.001  Running\n", False),
     ],
 )
 def test_routing_ready_script_reads_birds_sessions(tmp_path, protocols, ready):
     fake = tmp_path / "birdc"
-    fake.write_text("#!/bin/sh\ncat <<'OUT'\nBIRD 2.0.12 ready.\nName       Proto      Table      State  Since         Info\n" + protocols + "OUT\n")
+    fake.write_text(
+        "#!/bin/sh\ncat <<'OUT'\nBIRD 2.0.12 ready.\nName       Proto      Table      State  Since         Info\n" + protocols + "OUT\n"
+    )
     fake.chmod(0o755)
     script = tmp_path / "lb-routing-ready"
     script.write_text(lb_render.routing_ready_script().replace("/usr/sbin/birdc", str(fake)))

@@ -1,0 +1,226 @@
+"""Two real keepalived, one per network namespace of this test's own, joined
+by a bridge in a third one (nothing leaves them), each with the config lb_render renders
+for lb-a and lb-b and the scripts the carp module installs: the VIPs move on
+maintenance, on leaving it (preemption), on link loss and on the link's
+return, and no read of both nodes, every few milliseconds, finds a VIP on
+both (break before make: the new master adds a VIP only once no other host
+answers ARP for it).  The lab (tests/lab/test_carp_lab.py) does the same
+with salt-minions and a client; this one isolates keepalived and the
+scripts."""
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import SEED_PILLAR
+
+import carp_common
+import lb_render
+import lb_topology
+
+KEEPALIVED = "/usr/sbin/keepalived"
+VIP_DEV, SYS_DEV = "kv0", "ks0"
+NODES = ("lb-a", "lb-b")
+MOVE_TIMEOUT = 20.0  # seconds for the VIPs to move (bounded waits, not timing assertions)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(KEEPALIVED), reason="needs root and keepalived")
+
+
+def sh(*argv, check=True):
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=check)
+
+
+def held(ns):
+    """The VIP addresses on the node's VIP interface now."""
+    out = sh("ip", "-n", ns, "-o", "-4", "addr", "show", "dev", VIP_DEV).stdout
+    return {w.split("/")[0] for w in out.split() if w.endswith("/32")}
+
+
+class Sampler(threading.Thread):
+    """Reads lb-a, lb-b, lb-a again, as fast as `ip` answers: a VIP counts
+    as on both only if lb-a held it at both of its reads and lb-b at its
+    read, in between."""
+
+    def __init__(self, ns, vips):
+        super().__init__(daemon=True)
+        self.ns, self.vips = ns, vips
+        self.overlaps, self.samples = [], 0
+        self.halt = threading.Event()
+
+    def run(self):
+        deadline = time.monotonic() + 300
+        a = held(self.ns["lb-a"])
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            b = held(self.ns["lb-b"])
+            a2 = held(self.ns["lb-a"])
+            both = a & b & a2 & self.vips
+            if both:
+                self.overlaps.append((round(time.monotonic(), 3), sorted(both)))
+            self.samples += 1
+            a = a2
+
+    def stop(self):
+        self.halt.set()
+        self.join(10)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    tag = os.getpid() % 10000
+    ns = {n: f"lbkp{tag}{n[-1]}" for n in NODES}
+    switch = f"lbkp{tag}s"
+    raw = lb_topology.load_file(SEED_PILLAR)
+    p = raw["pairs"]["edge"]
+    p["carp"]["linux_provider"] = "keepalived"
+    for node in p["nodes"].values():
+        node["interfaces"]["vip"]["device"] = VIP_DEV
+        node["interfaces"]["systems"]["device"] = SYS_DEV
+    model = lb_topology.load(raw)
+    pair_model, _ = lb_topology.find_node(model, "lb-a")
+    made, pids = [], {}
+    try:
+        sh("ip", "netns", "add", switch)
+        made.append(switch)
+        sh("ip", "-n", switch, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", switch, "link", "set", "br0", "up")
+        for n in NODES:
+            sh("ip", "netns", "add", ns[n])
+            made.append(ns[n])
+            sh("ip", "-n", ns[n], "link", "set", "lo", "up")
+            # the systems interface keepalived tracks: a veth pair, both ends here and up
+            sh("ip", "-n", ns[n], "link", "add", SYS_DEV, "type", "veth", "peer", "name", SYS_DEV + "p")
+            sh("ip", "-n", ns[n], "link", "set", SYS_DEV + "p", "up")
+            sh("ip", "-n", ns[n], "link", "set", SYS_DEV, "up")
+        for n in NODES:
+            # the node's VIP interface, plugged into the switch's port p<a|b>
+            port = "p" + n[-1]
+            sh("ip", "link", "add", f"kv{tag}{n[-1]}", "netns", ns[n], "type", "veth", "peer", "name", f"kp{tag}{n[-1]}", "netns", switch)
+            sh("ip", "-n", switch, "link", "set", f"kp{tag}{n[-1]}", "name", port)
+            sh("ip", "-n", switch, "link", "set", port, "master", "br0", "up")
+            sh("ip", "-n", ns[n], "link", "set", f"kv{tag}{n[-1]}", "name", VIP_DEV)
+            sh("ip", "-n", ns[n], "link", "set", VIP_DEV, "up")
+            sh("ip", "-n", ns[n], "addr", "add", f"10.2.2.{2 if n == 'lb-a' else 3}/24", "dev", VIP_DEV)
+        dirs = {}
+        for n in NODES:
+            d = {k: tmp_path / n / k for k in ("state", "sbin", "run")}
+            for path in d.values():
+                path.mkdir(parents=True)
+            scripts = {
+                lb_render.KEEPALIVED_VIPS_SCRIPT: carp_common.KEEPALIVED_VIPS_SCRIPT,
+                carp_common.VIP_UP: carp_common.VIP_UP_SCRIPT,
+                carp_common.VIP_DOWN: carp_common.VIP_DOWN_SCRIPT,
+                carp_common.ARP_PROBE: carp_common.ARP_PROBE_SCRIPT,
+                lb_render.ROUTING_READY_SCRIPT: lb_render.routing_ready_script(str(d["run"] / "no-bird.ctl")),
+            }
+            for name, text in scripts.items():
+                (d["sbin"] / name).write_text(text)
+                (d["sbin"] / name).chmod(0o755)
+            (d["state"] / lb_render.MAINTENANCE_TRACK_FILE).write_text("0\n")
+            conf = tmp_path / n / "keepalived.conf"
+            conf.write_text(
+                lb_render.render_keepalived(pair_model, n, state_dir=str(d["state"]), script_dir=str(d["sbin"]), run_dir=str(d["run"]))
+            )
+            sh("ip", "netns", "exec", ns[n], *carp_common.keepalived_argv(KEEPALIVED, str(conf), str(d["run"])))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not (d["run"] / "keepalived.pid").exists():
+                time.sleep(0.05)
+            pids[n] = int((d["run"] / "keepalived.pid").read_text())
+            dirs[n] = d
+        vips = {str(g["vip"].ip) for g in lb_render.node_view(pair_model, "lb-a")["groups"]}
+        yield {"ns": ns, "switch": switch, "dirs": dirs, "vips": vips, "pids": pids}
+    finally:
+        for pid in pids.values():
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids.values()):
+            time.sleep(0.1)
+        time.sleep(0.5)  # the FIFO scripts release and exit
+        for name in made:
+            sh("ip", "netns", "del", name, check=False)
+
+
+def wait_for(pred, timeout=MOVE_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def on(pair, node):
+    """Every VIP on `node`, none on its peer."""
+    other = NODES[1 - NODES.index(node)]
+    return held(pair["ns"][node]) >= pair["vips"] and not (held(pair["ns"][other]) & pair["vips"])
+
+
+def test_the_vips_move_and_are_never_on_both_nodes(pair):
+    ns, vips = pair["ns"], pair["vips"]
+    assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
+    track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
+    sampler = Sampler(ns, vips)
+    sampler.start()
+    try:
+        # maintenance on lb-a (what carp.maintenance writes): lb-b takes every VIP
+        track.write_text("1\n")
+        assert wait_for(lambda: on(pair, "lb-b")), (held(ns["lb-a"]), held(ns["lb-b"]))
+        # leaving it: lb-a preempts
+        track.write_text("0\n")
+        assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
+        # link loss on lb-a (its switch port goes down), then its return (preemption again)
+        sh("ip", "-n", pair["switch"], "link", "set", "pa", "down")
+        assert wait_for(lambda: held(ns["lb-b"]) >= vips), held(ns["lb-b"])
+        sh("ip", "-n", pair["switch"], "link", "set", "pa", "up")
+        assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
+    finally:
+        sampler.stop()
+    assert sampler.samples > 100
+    assert sampler.overlaps == []
+    # the states the scripts recorded, as carp.status reads them
+    for vhid in (4, 5, 44, 55):
+        rec = carp_common.parse_state_file((pair["dirs"]["lb-a"]["state"] / "state" / str(vhid)).read_text())
+        assert rec["state"] == "MASTER" and rec["priority"] is not None
+        assert carp_common.parse_state_file((pair["dirs"]["lb-b"]["state"] / "state" / str(vhid)).read_text())["state"] == "BACKUP"
+
+
+def test_a_reload_keeps_the_vips_and_a_stop_releases_them(pair):
+    ns, vips = pair["ns"], pair["vips"]
+    assert wait_for(lambda: on(pair, "lb-a"))
+    gone = []
+    watch = threading.Event()
+
+    def watcher():
+        deadline = time.monotonic() + 60
+        while not watch.is_set() and time.monotonic() < deadline:
+            missing = vips - held(ns["lb-a"])
+            if missing:
+                gone.append(sorted(missing))
+
+    t = threading.Thread(target=watcher, daemon=True)
+    t.start()
+    try:
+        for _ in range(3):
+            os.kill(pair["pids"]["lb-a"], 1)  # SIGHUP: keepalived restarts its FIFO script
+            time.sleep(1.0)
+    finally:
+        watch.set()
+        t.join(10)
+    assert gone == []  # never dropped, not even for one read
+    assert on(pair, "lb-a")
+    # keepalived stops: its FIFO script releases every VIP, then lb-b takes them
+    sampler = Sampler(ns, vips)
+    sampler.start()
+    try:
+        os.kill(pair["pids"]["lb-a"], 15)
+        assert wait_for(lambda: on(pair, "lb-b")), (held(ns["lb-a"]), held(ns["lb-b"]))
+    finally:
+        sampler.stop()
+    assert sampler.overlaps == []
+    assert wait_for(
+        lambda: all((pair["dirs"]["lb-a"]["state"] / "state" / str(v)).read_text().split()[0] == "STOP" for v in (4, 5, 44, 55)), 10
+    )

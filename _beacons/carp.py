@@ -8,7 +8,7 @@ whose state changed since the last read.  Salt fires each as
 ``interface``, ``old``, ``new``, ``provider``, ``timestamp`` (epoch seconds
 on the node), ``source`` and ``id``.  The first pass only learns the states.
 
-The daemons' hooks (keepalived notify, ucarp up/down, FreeBSD devd) send the
+The daemons' hooks (the Linux up/down scripts, FreeBSD devd) send the
 same event at once through ``lb-carp-event``; the beacon does not send a
 transition a hook has already claimed (``_utils/carp_events.py``), and sends
 it itself when the hook failed.

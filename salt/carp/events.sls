@@ -5,8 +5,9 @@
       beacon.present (saved to the minion's minion.d/beacons.conf) rather
       than by a pillar `beacons:` key: which nodes are load balancers follows
       from the topology (salt/top.sls, lb.roles), not from a pillar target;
-    - lb-carp-event, the hook keepalived's notify script, ucarp's up/down
-      scripts and (FreeBSD) devd run on every transition, so the event
+    - lb-carp-event, the hook the Linux up/down scripts (ucarp's, and
+      keepalived's through lb-carp-keepalived-vips) and (FreeBSD) devd run on
+      every transition, so the event
       reaches the master at once, not only at the next poll;
     - FreeBSD: the devd rule for `system "CARP"` events. #}
 {%- set interval = 1 %}

@@ -585,10 +585,13 @@ while True:
     while b"\\n" in buf:
         line, buf = buf.split(b"\\n", 1)
         words = line.decode(errors="replace").split()
-        if len(words) >= 3 and words[0] == "INSTANCE":
-            name = words[1].strip('"')
-            if name.startswith("VI_") and name[3:].isdigit():
-                run(int(name[3:]), words[2], words[3] if len(words) > 3 else "-")
+        try:
+            if len(words) >= 3 and words[0] == "INSTANCE":
+                name = words[1].strip('"')
+                if name.startswith("VI_") and name[3:].isdigit():
+                    run(int(name[3:]), words[2], words[3] if len(words) > 3 else "-")
+        except Exception as exc:  # one bad line must not stop the transitions after it
+            print(f"lb-carp-keepalived-vips: {line!r}: {exc}", file=sys.stderr)
 """
 )
 

@@ -212,6 +212,14 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, 
         copies = [p for p in os.listdir("/proc") if p.isdigit() and b"lb-carp-keepalived-vips" in _cmdline(p)]
     assert len(copies) == 1 and _ppid(copies[0]) == vrrp_pid
 
+    # the FIFO script killed: keepalived starts a new copy by itself
+    os.kill(int(copies[0]), 9)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [p for p in _children(vrrp_pid, "lb-carp-keepalived-vips") if p != int(copies[0])] == []:
+        time.sleep(0.1)
+    copies = [str(p) for p in _children(vrrp_pid, "lb-carp-keepalived-vips")]
+    assert len(copies) == 1
+
     # absent: keepalived stops, its config goes, every group is recorded STOP
     gone = keepalived.absent()
     assert gone["changes"]["keepalived"]["new"] == "stopped"
@@ -224,6 +232,18 @@ def _cmdline(pid):
         return open(f"/proc/{pid}/cmdline", "rb").read()
     except OSError:
         return b""
+
+
+def _children(parent, needle):
+    """The live children of `parent` whose command line contains `needle`."""
+    out = []
+    for p in os.listdir("/proc"):
+        try:
+            if p.isdigit() and _ppid(p) == parent and needle.encode() in _cmdline(p):
+                out.append(int(p))
+        except OSError:
+            pass
+    return out
 
 
 def _ppid(pid):

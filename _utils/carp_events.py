@@ -27,6 +27,8 @@ CLAIM_WINDOW = 60.0  # seconds a claim for the same state counts as this transit
 PENDING_TIMEOUT = 15.0  # seconds the beacon waits for a hook that is still sending
 CLAIM_HOWS = ("pending", "sending", "sent", "failed", "beacon")
 HOOK_GRACE_MAX = 3.0  # seconds a hook leaves a transition to the beacon, at most
+SEND_TIMEOUT = 30  # seconds the hook's salt-call may take, then SIGTERM
+SEND_KILL_AFTER = 5  # seconds after that SIGTERM, SIGKILL: a salt-call can hang on SIGTERM
 HAPROXY_TAG = "haproxy/DOWN"
 
 
@@ -203,11 +205,16 @@ def hook_script(
     pidfile: str = "",
     grace: float = 1.5,
     routing_hook: str = "",
+    send_timeout: int = SEND_TIMEOUT,
+    kill_after: int = SEND_KILL_AFTER,
 ) -> str:
     """``lb-carp-event VHID[@IFACE] STATE [IFACE VIP]``: claim the transition
     (see ``decide``), leave it ``grace`` seconds to the beacon, then send ``salt/beacon/<id>/carp/<vhid>/<STATE>`` through
-    ``salt-call event.send`` (bounded by ``timeout 30``), record ``sent`` or
-    ``failed``.  ``groups`` ({vhid: (interface, vip)}) fills in what
+    ``salt-call event.send``, record ``sent`` or ``failed``.  The send is
+    bounded: ``timeout -k kill_after send_timeout`` (SIGTERM, then SIGKILL;
+    Salt 3008's salt-call, SIGTERMed while it opens its channel to the
+    master, can hang for good in its exit, and it would stay listed in the
+    minion's ``saltutil.running``).  ``groups`` ({vhid: (interface, vip)}) fills in what
     keepalived's notify does not pass.  ``pidfile`` (the minion's): on
     Linux the hook does nothing when that minion runs in another network
     namespace, i.e. the script belongs to another host sharing this
@@ -269,7 +276,7 @@ read -r cstate cepoch chow < "$claim"
 [ "$cstate $cepoch $chow" = "$state $now pending" ] || exit 0
 printf '%s %s sending\\n' "$state" "$now" > "$claim.$$" && mv -f "$claim.$$" "$claim"
 data=$(printf '{{"vhid": %s, "vip": "%s", "interface": "%s", "old": "%s", "new": "%s", "provider": "{provider}", "timestamp": %s, "source": "hook", "id": "{minion_id}"}}' "$vhid" "$vip" "$iface" "$old" "$state" "$now")
-if timeout 30 {salt_call} -c {config_dir} -l quiet --retcode-passthrough event.send "salt/beacon/{minion_id}/carp/$vhid/$state" "$data" >/dev/null 2>&1; then
+if timeout -k {int(kill_after)} {int(send_timeout)} {salt_call} -c {config_dir} -l quiet --retcode-passthrough event.send "salt/beacon/{minion_id}/carp/$vhid/$state" "$data" >/dev/null 2>&1; then
 	how=sent
 else
 	how=failed

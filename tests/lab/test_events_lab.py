@@ -140,16 +140,52 @@ def _kill_haproxy(minion):
     assert wait_for(lambda: all(state.start_time(pid) != start for pid, start in killed), 10), killed
 
 
+def _queued_states(minion):
+    """The state runs queued on the minion (Salt 3008's queue=True, the
+    reactor's applies): files in its cache, which saltutil.running does not
+    list until the minion starts them."""
+    return sorted(p.name for p in (saltcfg.MINIONS_DIR / minion / "cache" / "queues").glob("*/state_queue/queued_*.p"))
+
+
+def _job(job):
+    """One saltutil.running entry, for a message: fun, jid, arg, pid, age,
+    and the process's command line (the lab's hosts share this pid space)."""
+    if not isinstance(job, dict):
+        return repr(job)
+    jid = str(job.get("jid", ""))
+    try:
+        age = f"{time.time() - time.mktime(time.strptime(jid[:14], '%Y%m%d%H%M%S')):.0f} s"
+    except ValueError:
+        age = "?"
+    try:
+        cmdline = open(f"/proc/{job.get('pid')}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmdline = "(gone)"
+    return f"{job.get('fun')} jid={jid} arg={job.get('arg')} tgt={job.get('tgt')} pid={job.get('pid')} running for {age}: {cmdline}"
+
+
 def _settled(minion, timeout=180):
-    """No state run in progress on the minion: the reactor's applies queued
-    by an earlier test's transitions (one per group) have all run.  One of
-    them would otherwise restart a killed HAProxy before the beacon sees it."""
-    return wait_for(lambda: saltcfg.salt_json(minion, "saltutil.running").get(minion) == [], timeout)
+    """Nothing runs or waits on the minion: the reactor's applies queued by
+    an earlier test's transitions (one per group) have all run.  One of them
+    would otherwise restart a killed HAProxy before the beacon sees it.
+    Fails with what the minion still lists."""
+    last = {}
+
+    def idle():
+        last["running"] = saltcfg.salt_json(minion, "saltutil.running").get(minion)
+        last["queued"] = _queued_states(minion)
+        return last["running"] == [] and not last["queued"]
+
+    if wait_for(idle, timeout):
+        return
+    running = last["running"]
+    jobs = "\n  ".join(_job(j) for j in running) if isinstance(running, list) else f"no answer: {running!r}"
+    raise AssertionError(f"{minion} is not idle after {timeout} s.\nsaltutil.running:\n  {jobs}\nqueued state runs: {last['queued']}")
 
 
 def test_a_crash_of_haproxy_is_healed_in_place_without_failover(events):
     assert all_on("lb-a")
-    assert _settled("lb-a")
+    _settled("lb-a")
     t0 = time.time()
     _kill_haproxy("lb-a")
     assert events.wait("salt/beacon/lb-a/carp/haproxy/DOWN", timeout=15, since=t0), "no haproxy/DOWN event"
@@ -174,7 +210,7 @@ def _a_port(minion):
 
 def test_haproxy_that_cannot_start_demotes_the_master_and_the_vips_move(events):
     assert all_on("lb-a")
-    assert _settled("lb-a")
+    _settled("lb-a")
     port = _a_port("lb-a")
     t0 = time.time()
     blocker = None

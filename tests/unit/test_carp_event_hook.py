@@ -71,6 +71,36 @@ def test_a_failed_send_is_recorded_failed_for_the_beacon(hook):
     assert carp_events.decide(claim, "BACKUP", claim["epoch"] + 1) == "fire"
 
 
+def test_a_salt_call_that_ignores_sigterm_is_killed_and_the_send_recorded_failed(tmp_path):
+    """A salt-call that hangs on the hook's SIGTERM (seen in the lab: Salt
+    3008, stopped while opening its channel) is SIGKILLed: the hook ends,
+    nothing of the send is left running, the beacon sends the transition."""
+    pidfile = tmp_path / "salt-call.pid"
+    fake = tmp_path / "salt-call"
+    fake.write_text(f"#!/bin/sh\ntrap '' TERM\necho $$ > {pidfile}\nwhile :; do sleep 1; done\n")
+    fake.chmod(0o755)
+    events = tmp_path / "events"
+    script = tmp_path / "lb-carp-event"
+    script.write_text(
+        carp_events.hook_script(
+            "lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("e", "v")}, grace=0.1, send_timeout=1, kill_after=1
+        )
+    )
+    script.chmod(0o755)
+    proc = subprocess.run([str(script), "4", "MASTER"], env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    pid = int(pidfile.read_text())
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", "salt-call still runs"
+    claim = carp_events.parse_claim((events / "4").read_text())
+    assert claim["state"] == "MASTER" and claim["how"] == "failed"
+    assert carp_events.decide(claim, "MASTER", claim["epoch"] + 1) == "fire"
+
+
+def test_the_send_is_bounded_by_sigterm_then_sigkill():
+    text = carp_events.hook_script("lb-a", "/usr/bin/salt-call", "/etc/salt", "/var/lib/lb-carp/events", "keepalived", {4: ("e", "v")})
+    assert f"timeout -k {carp_events.SEND_KILL_AFTER} {carp_events.SEND_TIMEOUT} /usr/bin/salt-call " in text
+
+
 def test_the_beacon_taking_it_in_the_grace_period_means_no_send(tmp_path):
     calls = tmp_path / "calls"
     fake = tmp_path / "salt-call"

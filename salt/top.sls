@@ -8,15 +8,20 @@
     reactor); the other SLS call modules on the target while they render,
     where salt-ssh's pillar is not (docs/agentless.md). #}
 {%- set agentless = roles.get('agentless', False) %}
+{#- HAProxy comes before CARP: a node serves before it can take a VIP.  In
+    the other order the first highstate made the node MASTER while HAProxy
+    was not yet running; the beacon (carp.events) reported HAProxy DOWN on a
+    MASTER, the reactor's in-place restart could not run beside the
+    highstate, and the reactor put the node in maintenance. #}
 base:
 {%- if roles.lb or roles.galera %}
   '{{ grains.id }}':
+{%- if roles.lb %}
+    - haproxy
+{%- endif %}
 {%- if roles.lb and not agentless %}
     - carp
     - carp.events
-{%- endif %}
-{%- if roles.lb %}
-    - haproxy
 {%- endif %}
 {%- if roles.get('routing') and not agentless %}
     - routing

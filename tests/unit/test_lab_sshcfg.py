@@ -111,7 +111,8 @@ def test_the_top_file_gives_only_haproxy_over_salt_ssh():
         return [line.strip()[2:] for line in out.splitlines() if line.strip().startswith("- ")]
 
     roles = {"lb": ["edge"], "galera": [], "routing": ["edge"]}
-    assert render(roles) == ["carp", "carp.events", "haproxy", "routing"]
+    # HAProxy first: a node serves before it can take a VIP
+    assert render(roles) == ["haproxy", "carp", "carp.events", "routing"]
     assert render(dict(roles, agentless=True)) == ["haproxy"]
     assert render({"lb": [], "galera": ["edge"], "routing": [], "agentless": True}) == []
 

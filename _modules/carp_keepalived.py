@@ -205,6 +205,15 @@ def _start():
     raise CommandExecutionError(f"keepalived started but wrote no pid file {_pidfile()} within {START_TIMEOUT:.0f} s")
 
 
+def _fifo_script_running():
+    """Whether lb-carp-keepalived-vips runs under keepalived's VRRP process
+    (True when that process cannot be found: nothing to compare with)."""
+    vrrp = carp_common.pid_of(os.path.join(_paths()["run_dir"], "keepalived-vrrp.pid"), "keepalived")
+    if vrrp is None:
+        return True
+    return bool(carp_common.children_running(vrrp, lb_render.KEEPALIVED_VIPS_SCRIPT))
+
+
 def _reload(pid):
     os.kill(pid, signal.SIGHUP)
 
@@ -353,6 +362,10 @@ def present(topology=None, test=False):
         changes["keepalived"] = {"old": "stopped", "new": "running"}
     elif config_changed:
         changes["keepalived"] = {"old": f"running (pid {pid})", "new": "reloaded"}
+    elif not _fifo_script_running():
+        # keepalived starts it again only when it next writes to the FIFO;
+        # a reload starts it now, and it applies the recorded states
+        changes["keepalived"] = {"old": f"running (pid {pid}) without {lb_render.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
 
     if not changes or test:
         return {"changes": changes, "comment": "would apply" if changes else "keepalived is configured as the topology says"}
@@ -372,7 +385,7 @@ def present(topology=None, test=False):
     if pid is None:
         pid = _start()
         comment = f"keepalived started (pid {pid})"
-    elif config_changed:
+    elif "keepalived" in changes:
         _reload(pid)
         comment = f"keepalived reloaded (SIGHUP to pid {pid})"
         for vhid, inst in old_i.items():

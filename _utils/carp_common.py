@@ -484,7 +484,6 @@ for word in sys.argv[2:-1]:
     groups[int(vhid)] = (dev, addr, plen or "32")
 here = os.path.dirname(os.path.abspath(sys.argv[0]))
 parent = os.getppid()
-marker = os.path.join(state_dir, "state", ".keepalived-vrrp")
 
 
 def run(vhid, state, prio="-"):
@@ -533,18 +532,23 @@ def alive(pid):
 STOP_WAIT = 10
 
 
-# the VRRP process this copy serves: the same as the last copy's after a
-# reload, a new one after a start
+def age(pid):  # seconds since pid started
+    with open(f"/proc/{pid}/stat") as fh:
+        start = int(fh.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as fh:
+        return float(fh.read().split()[0]) - start
+
+
+# keepalived starts a copy with its VRRP process, then sends every
+# instance's first state.  A copy started later (by a reload, after the last
+# copy died, or by the reload that replaced an earlier version's notify
+# scripts) is sent nothing until the next transition: it applies the
+# recorded states.
 try:
-    with open(marker) as fh:
-        reloaded = fh.read().strip() == str(parent)
-except OSError:
-    reloaded = False
-os.makedirs(os.path.dirname(marker), exist_ok=True)
-with open(marker + ".tmp", "w") as fh:
-    fh.write(f"{parent}\\n")
-os.replace(marker + ".tmp", marker)
-if reloaded:
+    restarted = age(parent) > 2.0
+except (OSError, ValueError, IndexError):
+    restarted = False
+if restarted:
     for vhid, (dev, addr, _) in sorted(groups.items()):
         state, prio = recorded(vhid)
         if state == "MASTER" and not holds(dev, addr):
@@ -636,6 +640,25 @@ def read_text(path: str) -> str | None:
             return fh.read()
     except FileNotFoundError:
         return None
+
+
+def children_running(parent: int, needle: str) -> list[int]:
+    """The pids of `parent`'s children whose command line contains `needle`."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                if needle.encode() in fh.read():
+                    out.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
 
 
 def pid_of(pidfile: str, program: str) -> int | None:

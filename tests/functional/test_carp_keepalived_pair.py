@@ -123,10 +123,11 @@ def pair(tmp_path):
                 lb_render.render_keepalived(pair_model, n, state_dir=str(d["state"]), script_dir=str(d["sbin"]), run_dir=str(d["run"]))
             )
             sh("ip", "netns", "exec", ns[n], *carp_common.keepalived_argv(KEEPALIVED, str(conf), str(d["run"])))
+            pidfile = d["run"] / "keepalived.pid"
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not (d["run"] / "keepalived.pid").exists():
+            while time.monotonic() < deadline and not (pidfile.exists() and pidfile.read_text().strip().isdigit()):
                 time.sleep(0.05)
-            pids[n] = int((d["run"] / "keepalived.pid").read_text())
+            pids[n] = int(pidfile.read_text())
             dirs[n] = d
         vips = {str(g["vip"].ip) for g in lb_render.node_view(pair_model, "lb-a")["groups"]}
         yield {"ns": ns, "switch": switch, "dirs": dirs, "vips": vips, "pids": pids}
@@ -212,6 +213,18 @@ def test_a_reload_keeps_the_vips_and_a_stop_releases_them(pair):
         t.join(10)
     assert gone == []  # never dropped, not even for one read
     assert on(pair, "lb-a")
+
+    # a copy started later, after the VRRP process (here by the reload
+    # carp.present sends when the last copy died; also the reload that
+    # replaces an earlier version's notify scripts, where keepalived itself
+    # removes its old VIPs) applies the recorded states: a VIP lost
+    # meanwhile comes back, without a transition
+    sh("ip", "-n", ns["lb-a"], "addr", "del", "10.2.2.44/32", "dev", VIP_DEV)
+    vrrp = int((pair["dirs"]["lb-a"]["run"] / "keepalived-vrrp.pid").read_text())
+    for pid in carp_common.children_running(vrrp, "lb-carp-keepalived-vips"):
+        os.kill(pid, 9)
+    os.kill(pair["pids"]["lb-a"], 1)
+    assert wait_for(lambda: on(pair, "lb-a"), 10), (held(ns["lb-a"]), held(ns["lb-b"]))
     # keepalived stops: its FIFO script releases every VIP, then lb-b takes them
     sampler = Sampler(ns, vips)
     sampler.start()

@@ -205,20 +205,28 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, 
     # keepalived restarted its FIFO script on the reload: one copy runs, a
     # child of keepalived's VRRP process
     vrrp_pid = int(open(os.path.join(carp_paths["run_dir"], "keepalived-vrrp.pid")).read())
-    copies = [p for p in os.listdir("/proc") if p.isdigit() and b"lb-carp-keepalived-vips" in _cmdline(p)]
+    copies = [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")]
     deadline = time.monotonic() + 10
     while len(copies) != 1 and time.monotonic() < deadline:
         time.sleep(0.1)
-        copies = [p for p in os.listdir("/proc") if p.isdigit() and b"lb-carp-keepalived-vips" in _cmdline(p)]
-    assert len(copies) == 1 and _ppid(copies[0]) == vrrp_pid
+        copies = [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")]
+    assert len(copies) == 1
 
-    # the FIFO script killed: keepalived starts a new copy by itself
+    # the FIFO script killed: keepalived starts a new copy only when it next
+    # writes to the FIFO; carp.present sees none running and reloads
     os.kill(int(copies[0]), 9)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and [p for p in _children(vrrp_pid, "lb-carp-keepalived-vips") if p != int(copies[0])] == []:
+    while time.monotonic() < deadline and int(copies[0]) in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips"):
+        time.sleep(0.05)
+    ret = keepalived.present(topology=topo)
+    if carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips") == [] or ret["changes"]:
+        assert ret["changes"] == {"keepalived": {"old": f"running (pid {pid}) without lb-carp-keepalived-vips", "new": "reloaded"}}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")) != 1:
         time.sleep(0.1)
-    copies = [str(p) for p in _children(vrrp_pid, "lb-carp-keepalived-vips")]
+    copies = [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")]
     assert len(copies) == 1
+    assert keepalived.present(topology=topo)["changes"] == {}
 
     # absent: keepalived stops, its config goes, every group is recorded STOP
     gone = keepalived.absent()
@@ -232,23 +240,6 @@ def _cmdline(pid):
         return open(f"/proc/{pid}/cmdline", "rb").read()
     except OSError:
         return b""
-
-
-def _children(parent, needle):
-    """The live children of `parent` whose command line contains `needle`."""
-    out = []
-    for p in os.listdir("/proc"):
-        try:
-            if p.isdigit() and _ppid(p) == parent and needle.encode() in _cmdline(p):
-                out.append(int(p))
-        except OSError:
-            pass
-    return out
-
-
-def _ppid(pid):
-    with open(f"/proc/{pid}/stat") as fh:
-        return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
 def test_keepalived_maintenance_files(keepalived, carp_paths):

@@ -283,14 +283,16 @@ def parse_ucarp_argv(argv: list[str]) -> dict:
 # this script when it is installed (salt/carp/events.sls): it sends the CARP
 # beacon's event through `salt-call event.send`, in the background so the
 # daemon never waits for the master.
-_RECORD_STATE = r"""tmp="$dir/state/.$vhid.$$"
+_WRITE_STATE = r"""tmp="$dir/state/.$vhid.$$"
 mkdir -p "$dir/state"
 printf '%s %s %s\n' "$state" "$prio" "$(date +%s)" > "$tmp" && mv -f "$tmp" "$dir/state/$vhid"
-hook="${0%/*}/lb-carp-event"
+"""
+_EVENT_HOOK = r"""hook="${0%/*}/lb-carp-event"
 if [ -x "$hook" ]; then
 	"$hook" "$vhid" "$state" "${iface:-}" "${vip:+$vip/$plen}" </dev/null >/dev/null 2>&1 &
 fi
 """
+_RECORD_STATE = _WRITE_STATE + _EVENT_HOOK
 
 # Break before make: a Linux node adds a VIP only once no other host holds
 # it.  Both Linux providers hand their transitions to the same two scripts,
@@ -407,6 +409,9 @@ if [ -f "$wait" ]; then
 fi
 """
     if action == "add":
+        # the event hook (a salt-call, seconds of CPU) only once the VIP is
+        # here: on a busy node it would slow the probe down
+        hook = "".join("\t" + line + "\n" for line in _EVENT_HOOK.splitlines())
         body = f"""mkdir -p "$dir/state"
 /sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 (
@@ -414,10 +419,11 @@ fi
 	/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
 	/sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
 	rm -f "$wait"
-	exec "${{0%/*}}/lb-carp-arp-probe" --announce "$iface" "$vip"
+{hook}	exec "${{0%/*}}/lb-carp-arp-probe" --announce "$iface" "$vip"
 ) </dev/null >/dev/null 2>&1 &
 echo $! > "$wait"
 """
+        return head + body + _WRITE_STATE
     else:
         body = """/sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 /sbin/ip -4 addr del "$vip/$plen" dev "$iface" 2>/dev/null || true
@@ -486,9 +492,19 @@ here = os.path.dirname(os.path.abspath(sys.argv[0]))
 parent = os.getppid()
 
 
-def run(vhid, state, prio="-"):
+running = {}  # vhid -> its script still running
+
+
+def run(vhid, state, prio="-", wait=False):
+    # one vhid's scripts run in order; different vhids' side by side
     if vhid not in groups:
         return
+    earlier = running.pop(vhid, None)
+    if earlier is not None:
+        try:
+            earlier.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
     dev, addr, plen = groups[vhid]
     script = os.path.join(here, \""""
     + VIP_UP
@@ -497,7 +513,11 @@ def run(vhid, state, prio="-"):
     + """\")
     env = dict(os.environ, LB_CARP_STATE=state, LB_CARP_PRIO=str(prio))
     try:
-        subprocess.run([script, dev, addr, f"{plen} {vhid} {state_dir}"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=30, check=False)
+        proc = subprocess.Popen([script, dev, addr, f"{plen} {vhid} {state_dir}"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        if wait:
+            proc.wait(timeout=30)
+        else:
+            running[vhid] = proc
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"lb-carp-keepalived-vips: vhid {vhid} {state}: {exc}", file=sys.stderr)
 
@@ -519,6 +539,11 @@ def holds(dev, addr):
 def release_all():
     for vhid in sorted(groups):
         run(vhid, "STOP")
+    for proc in list(running.values()):
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def alive(pid):
@@ -583,6 +608,8 @@ while True:
             os._exit(0)
         sys.exit(0)
     ready, _, _ = select.select([fd], [], [], 0.2)
+    for vhid in [v for v, p in running.items() if p.poll() is not None]:
+        del running[vhid]
     if not ready:
         continue
     buf += os.read(fd, 4096)

@@ -79,7 +79,7 @@ def pair(tmp_path):
         node["interfaces"]["systems"]["device"] = SYS_DEV
     model = lb_topology.load(raw)
     pair_model, _ = lb_topology.find_node(model, "lb-a")
-    made, pids = [], {}
+    made, pids, run_dirs = [], {}, []
     try:
         sh("ip", "netns", "add", switch)
         made.append(switch)
@@ -122,6 +122,7 @@ def pair(tmp_path):
             conf.write_text(
                 lb_render.render_keepalived(pair_model, n, state_dir=str(d["state"]), script_dir=str(d["sbin"]), run_dir=str(d["run"]))
             )
+            run_dirs.append(d["run"])
             sh("ip", "netns", "exec", ns[n], *carp_common.keepalived_argv(KEEPALIVED, str(conf), str(d["run"])))
             pidfile = d["run"] / "keepalived.pid"
             deadline = time.monotonic() + 10
@@ -132,7 +133,16 @@ def pair(tmp_path):
         vips = {str(g["vip"].ip) for g in lb_render.node_view(pair_model, "lb-a")["groups"]}
         yield {"ns": ns, "switch": switch, "dirs": dirs, "vips": vips, "pids": pids}
     finally:
-        for pid in pids.values():
+        # every keepalived started, by its pid file (also one whose pid was
+        # not read yet when something failed)
+        for run in run_dirs:
+            pidfile = run / "keepalived.pid"
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and pidfile.exists() and not pidfile.read_text().strip().isdigit():
+                time.sleep(0.05)  # created, not yet written
+            if pidfile.exists() and pidfile.read_text().strip().isdigit():
+                pids[str(run)] = int(pidfile.read_text())
+        for pid in set(pids.values()):
             try:
                 os.kill(pid, 15)
             except ProcessLookupError:

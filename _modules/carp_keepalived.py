@@ -11,11 +11,12 @@ started directly (no systemd) with its pid files in ``run_dir``.
 
 keepalived does not add the VIPs itself (its ``virtual_ipaddress`` is a marker
 address on lo, see ``lb_render.keepalived_marker``): it writes every transition,
-in order, to a FIFO read by ``lb-carp-keepalived-vips``, which hands each to
-the same up and down scripts ucarp runs.  They record MASTER/BACKUP/FAULT/STOP
-in ``<state_dir>/state/<vhid>`` (``carp.status`` reads it), and the up script
-adds a VIP only once no other host answers an ARP probe for it: the old
-master lets go before the new one takes it, so a VIP is never on both nodes.
+in order, to a FIFO read by ``lb-carp-keepalived-vips``, which does what
+ucarp's up and down scripts do, in its own threads.  It records
+MASTER/BACKUP/FAULT/STOP in ``<state_dir>/state/<vhid>`` (``carp.status``
+reads it) and adds a VIP only once no other host answers an ARP probe for it:
+the old master lets go before the new one takes it, so a VIP is never on
+both nodes.
 
 Maintenance writes the intent to ``<state_dir>/maintenance`` first, then 1 to
 ``<state_dir>/maintenance.track``, a keepalived ``track_file`` with weight
@@ -118,37 +119,22 @@ def _maint_paths():
 
 def _scripts(pair=None):
     d = _paths()["script_dir"]
-    out = {
-        os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_common.KEEPALIVED_VIPS_SCRIPT,
-        os.path.join(d, carp_common.VIP_UP): carp_common.VIP_UP_SCRIPT,
-        os.path.join(d, carp_common.VIP_DOWN): carp_common.VIP_DOWN_SCRIPT,
-        os.path.join(d, carp_common.ARP_PROBE): carp_common.ARP_PROBE_SCRIPT,
-    }
+    out = {os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_common.KEEPALIVED_VIPS_SCRIPT}
     if pair is not None and lb_render.routing_hold_weight(pair, _node()) is not None:
         out[os.path.join(d, lb_render.ROUTING_READY_SCRIPT)] = lb_render.routing_ready_script()
     return out
 
 
 def _release(vhid, inst, state="STOP"):
-    """Make sure an instance keepalived no longer serves holds nothing: if
-    its VIP is still here or being added, the down script runs (the add is
-    cancelled, the VIP removed) and records ``state``."""
+    """Make sure an instance keepalived no longer serves holds nothing: its
+    VIP removed if it is still here, ``state`` recorded."""
     paths = _paths()
-    address, _, plen = (inst["vip"] or "").partition("/")
+    address = (inst["vip"] or "").split("/")[0]
     if not address or not inst["device"]:
         return
-    held = address in _vips_by_device().get(inst["device"], set())
-    pending = os.path.exists(os.path.join(paths["state_dir"], "state", f".{vhid}.acquire"))
-    if not (held or pending):
-        return
-    down = os.path.join(paths["script_dir"], carp_common.VIP_DOWN)
-    __salt__["cmd.run_all"](
-        [down, inst["device"], address, f"{plen or 32} {vhid} {paths['state_dir']}"],
-        python_shell=False,
-        ignore_retcode=True,
-        env={"LB_CARP_STATE": state},
-        output_loglevel="quiet",
-    )
+    if address in _vips_by_device().get(inst["device"], set()):
+        __salt__["cmd.run_all"](["ip", "-4", "addr", "del", inst["vip"], "dev", inst["device"]], python_shell=False, ignore_retcode=True)
+        carp_common.write_atomic(os.path.join(paths["state_dir"], "state", str(vhid)), f"{state} - {int(time.time())}\n", 0o644)
 
 
 def _recorded(vhid):

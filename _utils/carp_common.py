@@ -322,6 +322,68 @@ _RECORD_STATE = _WRITE_STATE + _EVENT_HOOK
 VIP_ACQUIRE_SECONDS = 3
 ARP_ANNOUNCE_GAPS = (0.2, 1.0)  # seconds between the three announcements
 
+# RFC 5227 probes and announcements, in Python: the text of lb-carp-arp-probe
+# (ucarp's up script runs it) and part of lb-carp-keepalived-vips (which runs
+# them in its own threads: no process to start when a VIP moves).
+_ARP_FUNCS = (
+    """
+def arp_socket(iface):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    s.bind((iface, 0))
+    mac = s.getsockname()[4]
+    return s, b"\\xff" * 6 + mac + b"\\x08\\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac
+
+
+def arp_free(iface, ip, seconds, cancelled=lambda: False):
+    # True once three ARP probes in a row (30 ms each) went unanswered: no
+    # host holds ip; False if it was still answered after `seconds`.  One
+    # late reply on a loaded host must not hand the address to two nodes.
+    s, head = arp_socket(iface)
+    target = socket.inet_aton(ip)
+    probe = head + bytes(4) + bytes(6) + target
+    limit = time.monotonic() + seconds
+    misses = 0
+    try:
+        while time.monotonic() < limit and not cancelled():
+            s.send(probe)
+            end = time.monotonic() + 0.03
+            answered = False
+            while not answered:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                s.settimeout(left)
+                try:
+                    frame = s.recv(256)
+                except socket.timeout:
+                    break
+                answered = len(frame) >= 42 and frame[12:14] == b"\\x08\\x06" and frame[20:22] == b"\\x00\\x02" and frame[28:32] == target
+            misses = 0 if answered else misses + 1
+            if misses == 3:
+                return True
+        return False
+    finally:
+        s.close()
+
+
+def arp_announce(iface, ip, cancelled=lambda: False):
+    # three ARP announcements (sender and target address ip, this
+    # interface's MAC): every neighbour with an entry for ip takes this MAC
+    s, head = arp_socket(iface)
+    target = socket.inet_aton(ip)
+    try:
+        for gap in (0,) + """
+    + repr(tuple(ARP_ANNOUNCE_GAPS))
+    + """:
+            time.sleep(gap)
+            if cancelled():
+                return
+            s.send(head + target + bytes(6) + target)
+    finally:
+        s.close()
+"""
+)
+
 ARP_PROBE_SCRIPT = (
     """#!/usr/bin/python3
 # Installed by the carp execution module. Do not edit.
@@ -339,51 +401,14 @@ import socket
 import struct
 import sys
 import time
+"""
+    + _ARP_FUNCS
+    + """
 
-announce = sys.argv[1] == "--announce"
-if announce:
-    del sys.argv[1]
-iface, ip = sys.argv[1], sys.argv[2]
-limit = time.monotonic() + (float(sys.argv[3]) if len(sys.argv) > 3 else 3.0)
-target = socket.inet_aton(ip)
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
-s.bind((iface, 0))
-mac = s.getsockname()[4]
-head = b"\\xff" * 6 + mac + b"\\x08\\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac
-if announce:
-    for gap in (0,) + """
-    + repr(tuple(ARP_ANNOUNCE_GAPS))
-    + """:
-        time.sleep(gap)
-        s.send(head + target + bytes(6) + target)
+if sys.argv[1] == "--announce":
+    arp_announce(sys.argv[2], sys.argv[3])
     sys.exit(0)
-probe = head + bytes(4) + bytes(6) + target
-
-
-def answered(wait):
-    s.send(probe)
-    end = time.monotonic() + wait
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            return False
-        s.settimeout(left)
-        try:
-            frame = s.recv(256)
-        except socket.timeout:
-            return False
-        if len(frame) >= 42 and frame[12:14] == b"\\x08\\x06" and frame[20:22] == b"\\x00\\x02" and frame[28:32] == target:
-            return True
-
-
-# free only after three probes in a row went unanswered (30 ms each): one
-# late reply on a loaded host must not hand the address to two nodes
-misses = 0
-while time.monotonic() < limit:
-    misses = 0 if answered(0.03) else misses + 1
-    if misses == 3:
-        sys.exit(0)
-sys.exit(1)
+sys.exit(0 if arp_free(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 3.0) else 1)
 """
 )
 
@@ -456,31 +481,44 @@ def obsolete_scripts(script_dir: str) -> list[str]:
 # can run backwards; its FIFO gives the transitions in order.  keepalived
 # starts this script (vrrp_notify_fifo_script, rendered by lb_render) and
 # starts it again on each reload, with the groups in its arguments and the
-# FIFO last.  The VIPs themselves are the up/down scripts' (break before
-# make, above): keepalived's own virtual_ipaddress is only a marker address
+# FIFO last.  It does what the up and down scripts do for ucarp (break
+# before make, above), in its own threads: on a busy node, starting a
+# process per step (a shell, a Python for the probe) delayed the VIPs by up
+# to a second.  keepalived's own virtual_ipaddress is only a marker address
 # on lo (lb_render.keepalived_marker).
 KEEPALIVED_VIPS_SCRIPT = (
     """#!/usr/bin/python3
 # Installed by the carp execution module. Do not edit.
 # lb-carp-keepalived-vips STATE_DIR VHID=DEVICE,ADDRESS/PREFIXLEN ... FIFO
 # keepalived's vrrp_notify_fifo_script.  keepalived writes each instance's
-# transitions to FIFO, in order ('INSTANCE "VI_<vhid>" <STATE> <priority>');
-# each goes, one at a time, to """
-    + VIP_UP
-    + """ (MASTER) or """
-    + VIP_DOWN
-    + """ (BACKUP,
-# FAULT, STOP) beside this script.  keepalived does not repeat the states
-# after a reload, so a copy started by a reload re-applies the recorded
-# ones.  When keepalived's VRRP process goes away (stopped, killed), the VIPs
-# go with it: every group goes down as STOP.
+# transitions to FIFO, in order ('INSTANCE "VI_<vhid>" <STATE> <priority>').
+# MASTER: a blackhole route for the VIP, the state recorded, then (in a
+# thread) the VIP added once no other host answers ARP for it (three
+# unanswered 30 ms probes in a row, at most """
+    + str(VIP_ACQUIRE_SECONDS)
+    + """ s), announced, and the event
+# hook run.  BACKUP, FAULT, STOP: a pending add cancelled, the VIP removed
+# (blackholed for 3 s), the state recorded, the event hook run.  States go
+# to STATE_DIR/state/<vhid> as "<STATE> <priority> <epoch>".  keepalived
+# does not repeat the states after a reload, so a copy started after its
+# VRRP process applies the recorded ones.  When that process goes away
+# (stopped, killed), the VIPs go with it: every group goes down as STOP.
 import os
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+"""
+    + _ARP_FUNCS
+    + """
 
+ACQUIRE_SECONDS = """
+    + str(VIP_ACQUIRE_SECONDS)
+    + """
 state_dir, fifo = sys.argv[1], sys.argv[-1]
 groups = {}
 for word in sys.argv[2:-1]:
@@ -488,38 +526,24 @@ for word in sys.argv[2:-1]:
     dev, _, cidr = rest.partition(",")
     addr, _, plen = cidr.partition("/")
     groups[int(vhid)] = (dev, addr, plen or "32")
-here = os.path.dirname(os.path.abspath(sys.argv[0]))
+hook = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "lb-carp-event")
 parent = os.getppid()
+lock = threading.RLock()  # one change at a time, in the FIFO's order
+pending = {}  # vhid -> the Event that cancels its pending add
+children = []
 
 
-running = {}  # vhid -> its script still running
+def ip(*args):
+    subprocess.run(["/sbin/ip", "-4", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
 
 
-def run(vhid, state, prio="-", wait=False):
-    # one vhid's scripts run in order; different vhids' side by side
-    if vhid not in groups:
-        return
-    earlier = running.pop(vhid, None)
-    if earlier is not None:
-        try:
-            earlier.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    dev, addr, plen = groups[vhid]
-    script = os.path.join(here, \""""
-    + VIP_UP
-    + """\" if state == "MASTER" else \""""
-    + VIP_DOWN
-    + """\")
-    env = dict(os.environ, LB_CARP_STATE=state, LB_CARP_PRIO=str(prio))
-    try:
-        proc = subprocess.Popen([script, dev, addr, f"{plen} {vhid} {state_dir}"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        if wait:
-            proc.wait(timeout=30)
-        else:
-            running[vhid] = proc
-    except (OSError, subprocess.SubprocessError) as exc:
-        print(f"lb-carp-keepalived-vips: vhid {vhid} {state}: {exc}", file=sys.stderr)
+def record(vhid, state, prio):
+    path = os.path.join(state_dir, "state", str(vhid))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(state_dir, "state", f".{vhid}.{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(f"{state} {prio} {int(time.time())}\\n")
+    os.replace(tmp, path)
 
 
 def recorded(vhid):
@@ -531,6 +555,66 @@ def recorded(vhid):
         return None, "-"
 
 
+def event(vhid, state):
+    # the CARP beacon's event, sent at once (lb-carp-event, when installed)
+    if os.access(hook, os.X_OK):
+        dev, addr, plen = groups[vhid]
+        devnull = subprocess.DEVNULL
+        children.append(subprocess.Popen([hook, str(vhid), state, dev, f"{addr}/{plen}"], stdin=devnull, stdout=devnull, stderr=devnull))
+
+
+def cancel(vhid):
+    stop = pending.pop(vhid, None)
+    if stop is not None:
+        stop.set()
+
+
+def acquire(vhid, stop):
+    dev, addr, plen = groups[vhid]
+    try:
+        arp_free(dev, addr, ACQUIRE_SECONDS, stop.is_set)  # after ACQUIRE_SECONDS: taken anyway
+    except OSError as exc:
+        print(f"lb-carp-keepalived-vips: vhid {vhid}: ARP probe: {exc}", file=sys.stderr)
+    with lock:
+        if stop.is_set():
+            return
+        ip("addr", "replace", f"{addr}/{plen}", "dev", dev)
+        ip("route", "del", "blackhole", f"{addr}/32")
+        if pending.get(vhid) is stop:
+            del pending[vhid]
+        event(vhid, "MASTER")
+    try:
+        arp_announce(dev, addr, stop.is_set)
+    except OSError as exc:
+        print(f"lb-carp-keepalived-vips: vhid {vhid}: ARP announcement: {exc}", file=sys.stderr)
+
+
+def unblackhole(vhid):
+    with lock:
+        if recorded(vhid)[0] != "MASTER":
+            ip("route", "del", "blackhole", f"{groups[vhid][1]}/32")
+
+
+def run(vhid, state, prio="-"):
+    if vhid not in groups:
+        return
+    dev, addr, plen = groups[vhid]
+    with lock:
+        cancel(vhid)
+        ip("route", "replace", "blackhole", f"{addr}/32")
+        if state == "MASTER":
+            record(vhid, state, prio)
+            stop = pending[vhid] = threading.Event()
+            threading.Thread(target=acquire, args=(vhid, stop), daemon=True).start()
+            return
+        ip("addr", "del", f"{addr}/{plen}", "dev", dev)
+        record(vhid, state, prio)
+        event(vhid, state)
+    timer = threading.Timer(3.0, unblackhole, args=(vhid,))
+    timer.daemon = True
+    timer.start()
+
+
 def holds(dev, addr):
     out = subprocess.run(["/sbin/ip", "-o", "-4", "addr", "show", "dev", dev], capture_output=True, text=True, check=False).stdout
     return any(word.split("/")[0] == addr for word in out.split())
@@ -539,11 +623,7 @@ def holds(dev, addr):
 def release_all():
     for vhid in sorted(groups):
         run(vhid, "STOP")
-    for proc in list(running.values()):
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
+    time.sleep(3.2)  # the blackholes' removal
 
 
 def alive(pid):
@@ -554,15 +634,14 @@ def alive(pid):
         return False
 
 
-STOP_WAIT = 10
-
-
 def age(pid):  # seconds since pid started
     with open(f"/proc/{pid}/stat") as fh:
         start = int(fh.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
     with open("/proc/uptime") as fh:
         return float(fh.read().split()[0]) - start
 
+
+STOP_WAIT = 10
 
 # keepalived starts a copy with its VRRP process, then sends every
 # instance's first state.  A copy started later (by a reload, after the last
@@ -599,6 +678,7 @@ while True:
         os.close(fd)
         if os.fork() == 0:
             os.setsid()
+            lock = threading.RLock()  # another thread may have held it at the fork
             deadline = time.monotonic() + STOP_WAIT
             while time.monotonic() < deadline:
                 if not alive(parent):
@@ -608,8 +688,7 @@ while True:
             os._exit(0)
         sys.exit(0)
     ready, _, _ = select.select([fd], [], [], 0.2)
-    for vhid in [v for v, p in running.items() if p.poll() is not None]:
-        del running[vhid]
+    children[:] = [c for c in children if c.poll() is None]
     if not ready:
         continue
     buf += os.read(fd, 4096)

@@ -109,9 +109,6 @@ def pair(tmp_path):
                 path.mkdir(parents=True)
             scripts = {
                 lb_render.KEEPALIVED_VIPS_SCRIPT: carp_common.KEEPALIVED_VIPS_SCRIPT,
-                carp_common.VIP_UP: carp_common.VIP_UP_SCRIPT,
-                carp_common.VIP_DOWN: carp_common.VIP_DOWN_SCRIPT,
-                carp_common.ARP_PROBE: carp_common.ARP_PROBE_SCRIPT,
                 lb_render.ROUTING_READY_SCRIPT: lb_render.routing_ready_script(str(d["run"] / "no-bird.ctl")),
             }
             for name, text in scripts.items():

@@ -27,7 +27,13 @@ def loaders(tmp_path_factory):
     root = tmp_path_factory.mktemp("minion")
     conf = local_config.config(REPO)
     state = str(root / "state")
-    conf.update(root_dir=state, cachedir=os.path.join(state, "cache"), pki_dir=os.path.join(state, "pki"), sock_dir=os.path.join(state, "sock"), log_file=os.path.join(state, "log"))
+    conf.update(
+        root_dir=state,
+        cachedir=os.path.join(state, "cache"),
+        pki_dir=os.path.join(state, "pki"),
+        sock_dir=os.path.join(state, "sock"),
+        log_file=os.path.join(state, "log"),
+    )
     path = root / "minion"
     path.write_text(yaml.safe_dump(conf))
     opts = salt.config.minion_config(str(path))
@@ -91,7 +97,9 @@ def test_salt_call_with_a_topology_file_a_ci_can_check(tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)["local"]
     assert report["valid"] is False
-    assert {"path": "lb:pairs:edge:carp:groups:44:vip", "message": "198.18.3.44 is outside lb-a's vip subnet 198.18.2.0/24"} in report["errors"]
+    assert {"path": "lb:pairs:edge:carp:groups:44:vip", "message": "198.18.3.44 is outside lb-a's vip subnet 198.18.2.0/24"} in report[
+        "errors"
+    ]
 
     r = salt_call("lb.preview", "node=lb-a", "os_family=Debian", f"topology={bad}")
     assert r.returncode != 0

@@ -189,6 +189,12 @@ def test_the_vips_move_and_are_never_on_both_nodes(pair):
         sampler.stop()
     assert sampler.samples > 100
     assert sampler.overlaps == []
+
+    # the blackhole routes of the handovers are gone 3 s after each release
+    def blackholes():
+        return {n: sh("ip", "-n", ns[n], "route", "show", "type", "blackhole").stdout.split() for n in NODES}
+
+    assert wait_for(lambda: blackholes() == {n: [] for n in NODES}, 10), blackholes()
     # the states the scripts recorded, as carp.status reads them
     for vhid in (4, 5, 44, 55):
         rec = carp_common.parse_state_file((pair["dirs"]["lb-a"]["state"] / "state" / str(vhid)).read_text())

@@ -625,7 +625,7 @@ def acquire(vhid, stop):
         blackhole(RTM_DELROUTE, addr)
         if pending.get(vhid) is stop:
             del pending[vhid]
-        event(vhid, "MASTER")
+    event(vhid, "MASTER")
     try:
         arp_announce(dev, addr, stop.is_set)
     except OSError as exc:
@@ -646,13 +646,13 @@ def run(vhid, state, prio="-"):
         cancel(vhid)
         blackhole(RTM_NEWROUTE, addr)
         if state == "MASTER":
-            record(vhid, state, prio)
             stop = pending[vhid] = threading.Event()
             threading.Thread(target=acquire, args=(vhid, stop), daemon=True).start()
+            record(vhid, state, prio)  # after the probe started: a file write can wait on a busy disk
             return
         address(RTM_DELADDR, dev, addr, plen)
         record(vhid, state, prio)
-        event(vhid, state)
+    event(vhid, state)
     timer = threading.Timer(3.0, unblackhole, args=(vhid,))
     timer.daemon = True
     timer.start()

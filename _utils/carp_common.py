@@ -504,6 +504,7 @@ KEEPALIVED_VIPS_SCRIPT = (
 # VRRP process applies the recorded ones.  When that process goes away
 # (stopped, killed), the VIPs go with it: every group goes down as STOP.
 import os
+import queue
 import select
 import signal
 import socket
@@ -580,7 +581,31 @@ def blackhole(kind, addr):
     return netlink(kind, NLM_F_CREATE | NLM_F_REPLACE if kind == RTM_NEWROUTE else 0, body)
 
 
+# Writing the state files and starting the event hook wait on the disk and
+# on fork: a thread of their own does them, in order, so that the next
+# transition is never held up by them.
+later = queue.Queue()
+
+
+def background():
+    while True:
+        job = later.get()
+        try:
+            job()
+        except Exception as exc:  # noqa: BLE001 - report, go on
+            print(f"lb-carp-keepalived-vips: {exc}", file=sys.stderr)
+        finally:
+            later.task_done()
+
+
+threading.Thread(target=background, daemon=True).start()
+
+
 def record(vhid, state, prio):
+    later.put(lambda: record_now(vhid, state, prio))
+
+
+def record_now(vhid, state, prio):
     path = os.path.join(state_dir, "state", str(vhid))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = os.path.join(state_dir, "state", f".{vhid}.{os.getpid()}")
@@ -599,6 +624,10 @@ def recorded(vhid):
 
 
 def event(vhid, state):
+    later.put(lambda: event_now(vhid, state))
+
+
+def event_now(vhid, state):
     # the CARP beacon's event, sent at once (lb-carp-event, when installed)
     if os.access(hook, os.X_OK):
         dev, addr, plen = groups[vhid]
@@ -648,7 +677,7 @@ def run(vhid, state, prio="-"):
         if state == "MASTER":
             stop = pending[vhid] = threading.Event()
             threading.Thread(target=acquire, args=(vhid, stop), daemon=True).start()
-            record(vhid, state, prio)  # after the probe started: a file write can wait on a busy disk
+            record(vhid, state, prio)
             return
         address(RTM_DELADDR, dev, addr, plen)
         record(vhid, state, prio)
@@ -666,6 +695,7 @@ def holds(dev, addr):
 def release_all():
     for vhid in sorted(groups):
         run(vhid, "STOP")
+    later.join()
     time.sleep(3.2)  # the blackholes' removal
 
 
@@ -722,6 +752,8 @@ while True:
         if os.fork() == 0:
             os.setsid()
             lock = threading.RLock()  # another thread may have held it at the fork
+            later = queue.Queue()  # and its thread did not survive it
+            threading.Thread(target=background, daemon=True).start()
             deadline = time.monotonic() + STOP_WAIT
             while time.monotonic() < deadline:
                 if not alive(parent):

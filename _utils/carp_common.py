@@ -540,7 +540,9 @@ hook = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "lb-carp-even
 parent = os.getppid()
 lock = threading.RLock()  # one change at a time, in the FIFO's order
 pending = {}  # vhid -> the Event that cancels its pending add
+held = set()  # the vhids whose VIP this copy added and still holds
 children = []
+REFRESH = 10.0  # seconds between ARP announcements of the VIPs held
 
 
 # The addresses and blackhole routes through rtnetlink, from this process:
@@ -652,6 +654,7 @@ def acquire(vhid, stop):
             return
         address(RTM_NEWADDR, dev, addr, plen)
         blackhole(RTM_DELROUTE, addr)
+        held.add(vhid)
         if pending.get(vhid) is stop:
             del pending[vhid]
     event(vhid, "MASTER")
@@ -659,6 +662,21 @@ def acquire(vhid, stop):
         arp_announce(dev, addr, stop.is_set)
     except OSError as exc:
         print(f"lb-carp-keepalived-vips: vhid {vhid}: ARP announcement: {exc}", file=sys.stderr)
+
+
+def refresh():
+    # one ARP announcement per VIP held, every REFRESH seconds (what
+    # keepalived's vrrp_garp_master_refresh did for its own VIPs): a
+    # neighbour that learnt another MAC for a VIP (the peer's, during a
+    # split brain) learns this node's again within REFRESH
+    for vhid in sorted(held):
+        dev, addr, _ = groups[vhid]
+        s, head = arp_socket(dev)
+        try:
+            target = socket.inet_aton(addr)
+            s.send(head + target + bytes(6) + target)
+        finally:
+            s.close()
 
 
 def unblackhole(vhid):
@@ -680,6 +698,7 @@ def run(vhid, state, prio="-"):
             record(vhid, state, prio)
             return
         address(RTM_DELADDR, dev, addr, plen)
+        held.discard(vhid)
         record(vhid, state, prio)
     event(vhid, state)
     timer = threading.Timer(3.0, unblackhole, args=(vhid,))
@@ -728,7 +747,9 @@ except (OSError, ValueError, IndexError):
 if restarted:
     for vhid, (dev, addr, _) in sorted(groups.items()):
         state, prio = recorded(vhid)
-        if state == "MASTER" and not holds(dev, addr):
+        if state == "MASTER" and holds(dev, addr):
+            held.add(vhid)
+        elif state == "MASTER":
             run(vhid, "MASTER", prio)
         elif state not in (None, "MASTER") and holds(dev, addr):
             run(vhid, state, prio)
@@ -739,6 +760,7 @@ signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
 # keepalived's writes (or while it reopens the FIFO)
 fd = os.open(fifo, os.O_RDWR)
 buf = b""
+next_refresh = time.monotonic() + REFRESH
 while True:
     if os.getppid() != parent:
         release_all()
@@ -764,6 +786,9 @@ while True:
         sys.exit(0)
     ready, _, _ = select.select([fd], [], [], 0.2)
     children[:] = [c for c in children if c.poll() is None]
+    if time.monotonic() >= next_refresh:
+        next_refresh = time.monotonic() + REFRESH
+        later.put(refresh)
     if not ready:
         continue
     buf += os.read(fd, 4096)

@@ -195,6 +195,21 @@ def test_the_vips_move_and_are_never_on_both_nodes(pair):
         return {n: sh("ip", "-n", ns[n], "route", "show", "type", "blackhole").stdout.split() for n in NODES}
 
     assert wait_for(lambda: blackholes() == {n: [] for n in NODES}, 10), blackholes()
+
+    # while it holds them, lb-a announces its VIPs by ARP every 10 s (a
+    # neighbour that learnt the peer's MAC in a split brain comes back)
+    sniff = (
+        "import socket, time\n"
+        "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)); s.bind(('br0', 0)); s.settimeout(0.5)\n"
+        "end = time.time() + 12\n"
+        "while time.time() < end:\n"
+        "    try: f = s.recv(256)\n"
+        "    except socket.timeout: continue\n"
+        "    if f[20:22] == b'\\x00\\x01' and f[28:32] == f[38:42]: print(socket.inet_ntoa(f[28:32]), f[6:12].hex())\n"
+    )
+    out = sh("ip", "netns", "exec", pair["switch"], "python3", "-c", sniff).stdout.split("\n")
+    announced = {line.split()[0] for line in out if line.strip()}
+    assert announced == vips, out
     # the states the scripts recorded, as carp.status reads them
     for vhid in (4, 5, 44, 55):
         rec = carp_common.parse_state_file((pair["dirs"]["lb-a"]["state"] / "state" / str(vhid)).read_text())

@@ -269,7 +269,7 @@ def test_split_brain_is_detected_reported_and_cleared(lab, events):
     resolved = events.wait(f"lb/splitbrain/{PAIR}/*/resolved", count=len(VHIDS), timeout=45, since=t1)
     assert len(resolved) == len(VHIDS), [t for _, t, _ in events.matching("lb/*", t1)]
     if not wait_for(lambda: all_on("lb-a"), SETTLE):
-        # what each node's daemon said last (FAULT or STOP shows as INIT) and its log tail
+        # what each node's daemon said last (carp.status: FAULT and STOP show as INIT)
         status = {m: saltcfg.salt_json(m, "carp.status").get(m) for m in LBS}
         raise AssertionError(f"after the split brain: holders {holders()}; carp.status {status}")
     pv = salt_run("lb.status")["pairs"][PAIR]

@@ -127,14 +127,10 @@ def _scripts(pair=None):
 
 def _release(vhid, inst, state="STOP"):
     """Make sure an instance keepalived no longer serves holds nothing: its
-    VIP removed if it is still here, ``state`` recorded."""
-    paths = _paths()
-    address = (inst["vip"] or "").split("/")[0]
-    if not address or not inst["device"]:
-        return
-    if address in _vips_by_device().get(inst["device"], set()):
-        __salt__["cmd.run_all"](["ip", "-4", "addr", "del", inst["vip"], "dev", inst["device"]], python_shell=False, ignore_retcode=True)
-        carp_common.write_atomic(os.path.join(paths["state_dir"], "state", str(vhid)), f"{state} - {int(time.time())}\n", 0o644)
+    VIP removed if it is still here, and then ``state`` recorded."""
+    if _drop_address(inst):
+        path = os.path.join(_paths()["state_dir"], "state", str(vhid))
+        carp_common.write_atomic(path, carp_common.state_line(state), 0o644)
 
 
 def _recorded(vhid):
@@ -143,11 +139,14 @@ def _recorded(vhid):
 
 
 def _drop_address(inst):
-    """Remove an instance's old VIP from its interface if it is there (a VIP
-    the topology changed: the new one is added by lb-carp-keepalived-vips)."""
+    """Remove an instance's VIP from its interface if it is there (True
+    then): a VIP the topology changed (the new one is added by
+    lb-carp-keepalived-vips) or one keepalived no longer serves."""
     address = (inst["vip"] or "").split("/")[0]
-    if inst["device"] and address in _vips_by_device().get(inst["device"], set()):
-        __salt__["cmd.run_all"](["ip", "-4", "addr", "del", inst["vip"], "dev", inst["device"]], python_shell=False, ignore_retcode=True)
+    if not (address and inst["device"] and address in _vips_by_device().get(inst["device"], set())):
+        return False
+    __salt__["cmd.run_all"](["ip", "-4", "addr", "del", inst["vip"], "dev", inst["device"]], python_shell=False, ignore_retcode=True)
+    return True
 
 
 def _check_config(text):

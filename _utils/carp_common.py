@@ -295,9 +295,9 @@ fi
 _RECORD_STATE = _WRITE_STATE + _EVENT_HOOK
 
 # Break before make: a Linux node adds a VIP only once no other host holds
-# it.  Both Linux providers hand their transitions to the same two scripts,
-# lb-carp-vip-up and lb-carp-vip-down (ucarp directly, keepalived through
-# lb-carp-keepalived-vips, below).  A new master hears about the old one only
+# it.  ucarp runs lb-carp-vip-up and lb-carp-vip-down; keepalived hands its
+# transitions to lb-carp-keepalived-vips (below), which takes the same steps
+# in its own threads.  A new master hears about the old one only
 # through the protocol: ucarp through libpcap with a 1 s read timeout, so the
 # old master may hear the new master's advertisement up to a second late;
 # keepalived within milliseconds, but on a loaded host tens of them.  The old
@@ -317,8 +317,7 @@ _RECORD_STATE = _WRITE_STATE + _EVENT_HOOK
 # the old master's until their entry ages out.
 # Both scripts are called as <script> <interface> <vip> "<prefixlen> <vhid>
 # <state_dir>" (ucarp's --xparam); LB_CARP_STATE and LB_CARP_PRIO, when set,
-# give the state and priority to record (keepalived's FAULT and STOP go down
-# too), else MASTER or BACKUP and "-".
+# give the state and priority to record, else MASTER or BACKUP and "-".
 VIP_ACQUIRE_SECONDS = 3
 ARP_ANNOUNCE_GAPS = (0.2, 1.0)  # seconds between the three announcements
 
@@ -416,7 +415,7 @@ sys.exit(0 if arp_free(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.a
 def _vip_script(action: str, state: str) -> str:
     head = f"""#!/bin/sh
 # Installed by the carp execution module. Do not edit.
-# The CARP {"up" if action == "add" else "down"} script (ucarp, keepalived): {action} the VIP and record the state.
+# ucarp's {"up" if action == "add" else "down"} script: {action} the VIP and record the state.
 # Called as: <script> <interface> <vip> "<prefixlen> <vhid> <state_dir>"
 iface=$1
 vip=$2
@@ -804,6 +803,11 @@ while True:
             print(f"lb-carp-keepalived-vips: {line!r}: {exc}", file=sys.stderr)
 """
 )
+
+
+def state_line(state: str, priority="-") -> str:
+    """<state_dir>/state/<vhid>'s content (the scripts write the same)."""
+    return f"{state} {priority} {int(time.time())}\n"
 
 
 def parse_state_file(text: str | None) -> dict | None:

@@ -11,20 +11,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 import salt.config
 import yaml
-from conftest import REPO, SEED_PILLAR
+from conftest import REPO, SEED_PILLAR, private_minion
 from saltfactories.utils.functional import Loaders
 
 import carp_common
 import lb_render
 import lb_topology
 
-sys.path.insert(0, os.path.join(REPO, "tools"))
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
 
@@ -63,20 +61,8 @@ def topology_file(tmp_path, provider, vip_dev="hn1", sys_dev="hn2"):
 
 
 def make_loaders(root, provider, carp_paths):
-    local_config = importlib.import_module("local-config")
-    conf = local_config.config(REPO)
-    state = str(root / "salt")
-    conf.update(
-        root_dir=state,
-        cachedir=os.path.join(state, "cache"),
-        pki_dir=os.path.join(state, "pki"),
-        sock_dir=os.path.join(state, "sock"),
-        log_file=os.path.join(state, "log"),
-        lb_carp=dict(carp_paths, provider=provider),
-    )
-    path = root / "minion"
-    path.write_text(yaml.safe_dump(conf))
-    return Loaders(salt.config.minion_config(str(path)))
+    path = private_minion(root, "salt", lb_carp=dict(carp_paths, provider=provider))
+    return Loaders(salt.config.minion_config(path))
 
 
 @pytest.fixture
@@ -314,9 +300,8 @@ def test_ucarp_maintenance_intent_with_no_group_running(ucarp, tmp_path, carp_pa
 
 
 def test_scripts_record_state_atomically(tmp_path):
-    """The up/down scripts, run by hand as ucarp runs them and as
-    lb-carp-keepalived-vips runs them for keepalived (state and priority in
-    the environment)."""
+    """ucarp's up/down scripts, run by hand as ucarp runs them, and with the
+    state and priority given in the environment."""
     state = tmp_path / "state-dir"
     (tmp_path / "lb-carp-arp-probe").write_text("#!/bin/sh\n")
     (tmp_path / "lb-carp-arp-probe").chmod(0o755)

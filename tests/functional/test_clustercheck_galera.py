@@ -16,7 +16,6 @@ also when a test fails.
 from __future__ import annotations
 
 import http.client
-import importlib
 import io
 import os
 import pwd
@@ -24,7 +23,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -32,7 +30,7 @@ import mariadb_galera as mg
 import probe_env as pe
 import pytest
 import yaml
-from conftest import LAB_PILLAR, REPO
+from conftest import LAB_PILLAR, private_minion
 
 import lb_topology
 
@@ -81,28 +79,14 @@ def loaders(tmp_path_factory, model, installs):
     import salt.config
     from saltfactories.utils.functional import Loaders
 
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    local_config = importlib.import_module("local-config")
     root = tmp_path_factory.mktemp("ccminion")
     pillar = root / "pillar"
     pillar.mkdir()
     (pillar / "top.sls").write_text("base:\n  '*':\n    - lb\n    - clustercheck\n")
     (pillar / "lb.sls").write_text(yaml.safe_dump({"lb": model[0]}))
     (pillar / "clustercheck.sls").write_text(yaml.safe_dump({"clustercheck": installs["n1"].overrides}))
-    conf = local_config.config(REPO)
-    state = str(root / "state")
-    conf.update(
-        id="db-1",
-        root_dir=state,
-        cachedir=os.path.join(state, "cache"),
-        pki_dir=os.path.join(state, "pki"),
-        sock_dir=os.path.join(state, "sock"),
-        log_file=os.path.join(state, "log"),
-        pillar_roots={"base": [str(pillar)]},
-    )
-    path = root / "minion"
-    path.write_text(yaml.safe_dump(conf))
-    return Loaders(salt.config.minion_config(str(path)))
+    path = private_minion(root, id="db-1", pillar_roots={"base": [str(pillar)]})
+    return Loaders(salt.config.minion_config(path))
 
 
 @pytest.fixture(scope="module")

@@ -4,39 +4,22 @@ run from the repo root (the Saltfile's masterless setup)."""
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
-from conftest import LAB_PILLAR, REPO, SEED_PILLAR
+from conftest import LAB_PILLAR, REPO, SEED_PILLAR, private_minion
 
 import lb_render
 import lb_topology
 
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
 
 @pytest.fixture(scope="module")
 def loaders(tmp_path_factory):
-    import importlib
 
     import salt.config
     from saltfactories.utils.functional import Loaders
 
-    local_config = importlib.import_module("local-config")
-    root = tmp_path_factory.mktemp("minion")
-    conf = local_config.config(REPO)
-    state = str(root / "state")
-    conf.update(
-        root_dir=state,
-        cachedir=os.path.join(state, "cache"),
-        pki_dir=os.path.join(state, "pki"),
-        sock_dir=os.path.join(state, "sock"),
-        log_file=os.path.join(state, "log"),
-    )
-    path = root / "minion"
-    path.write_text(yaml.safe_dump(conf))
-    opts = salt.config.minion_config(str(path))
+    opts = salt.config.minion_config(private_minion(tmp_path_factory.mktemp("minion")))
     return Loaders(opts)
 
 

@@ -15,7 +15,6 @@ protocol exports only routes learned from neighbors (none).  Real sessions
 and failovers are the lab's (tests/lab/test_routing_lab.py)."""
 
 import ctypes
-import importlib
 import ipaddress
 import os
 import shutil
@@ -25,7 +24,7 @@ import time
 import pytest
 import salt.config
 import yaml
-from conftest import REPO, SEED_PILLAR
+from conftest import SEED_PILLAR, private_minion
 from saltfactories.utils.functional import Loaders
 
 import lb_render
@@ -46,32 +45,17 @@ def routing(tmp_path):
         pytest.skip("bird (Debian's bird2) is not installed")
     if any(net.overlaps(ipaddress.ip_network("10.2.2.0/24")) for net in local_networks()):
         pytest.skip("this machine is on the seed's 10.2.2.0/24: BIRD would reach the seed's BGP neighbor")
-    sys_path = os.path.join(REPO, "tools")
-    import sys
-
-    sys.path.insert(0, sys_path)
-    local_config = importlib.import_module("local-config")
-    conf = local_config.config(REPO)
-    state = str(tmp_path / "salt")
     run = tmp_path / "run-bird"
     paths = {
         "bird": str(tmp_path / "etc-bird" / "bird.conf"),
         "run_dir": str(run),
         "socket": str(run / "bird.ctl"),
     }
-    conf.update(
-        root_dir=state,
-        cachedir=os.path.join(state, "cache"),
-        pki_dir=os.path.join(state, "pki"),
-        sock_dir=os.path.join(state, "sock"),
-        log_file=os.path.join(state, "log"),
-        lb_routing=paths,
-        lb_carp={
-            "state_dir": str(tmp_path / "carp"),
-            "run_dir": str(tmp_path / "carp-run"),
-            "keepalived_config": str(tmp_path / "keepalived.conf"),
-        },
-    )
+    carp = {
+        "state_dir": str(tmp_path / "carp"),
+        "run_dir": str(tmp_path / "carp-run"),
+        "keepalived_config": str(tmp_path / "keepalived.conf"),
+    }
     # BIRD, dropping to user bird, must reach its config and socket directory:
     # open the way (o+x) through pytest's 0700 directories for this test only
     opened = []
@@ -82,9 +66,7 @@ def routing(tmp_path):
         if not mode & 0o001:
             opened.append((d, mode))
             os.chmod(d, mode | 0o001)
-    path = tmp_path / "minion"
-    path.write_text(yaml.safe_dump(conf))
-    loaders = Loaders(salt.config.minion_config(str(path)))
+    loaders = Loaders(salt.config.minion_config(private_minion(tmp_path, "salt", lb_routing=paths, lb_carp=carp)))
     mod = loaders.modules.routing
     try:
         yield mod, paths, tmp_path

@@ -29,6 +29,7 @@ import time
 
 import salt.client
 
+import lb_events
 import lb_status
 import lb_topology
 
@@ -95,8 +96,30 @@ def _save_splitbrains(data):
     os.replace(tmp, path)
 
 
-def _fire(tag, data):
+def _announce(tag, data):
+    """Fire one of the runner's own ``lb/...`` events and record it in the
+    history.  The master records what it announces itself: the reactor
+    does not record ``lb/...`` events from the bus, where any minion could
+    put one (lb_events)."""
     __salt__["event.send"](tag, data)
+    _append(lb_status.history_record(tag, data, time.time()))
+
+
+_DROPPED = {}  # (reason, tag) -> when it was last logged: each logged once a minute
+
+
+def _drop(tag, data, why):
+    """Log an event the master does not act on, once a minute per tag and
+    reason, with the id the sender claims (Salt does not authenticate it)."""
+    claimed = data.get("id") if isinstance(data, dict) else None
+    key = (why, tag if isinstance(tag, str) else repr(tag))
+    now = time.monotonic()
+    if now - _DROPPED.get(key, -3600.0) >= 60:
+        _DROPPED[key] = now
+        if len(_DROPPED) > 4096:
+            _DROPPED.clear()
+        log.warning("lb: dropped event %r (claimed sender %r): %s", key[1][:300], str(claimed)[:100], why)
+    return {"dropped": why}
 
 
 def _flat(data):
@@ -138,9 +161,7 @@ def _query(nodes, fun, timeout):
     """{node: return, or a string saying why there is none}."""
     if not nodes:
         return {}
-    # from the master's config file, not __opts__: in the reactor's runners
-    # __opts__["user"] is "Reactor", whose key does not exist
-    with salt.client.get_local_client(__opts__["conf_file"]) as client:
+    with _local() as client:
         ret = client.cmd(list(nodes), fun, tgt_type="list", timeout=timeout)
     return {n: ret[n] if n in ret else "no answer" for n in nodes}
 
@@ -160,44 +181,54 @@ def _as_reports(raw):
 # split brain
 
 
+def _live(reports):
+    return {n: r for n, r in reports.items() if isinstance(r, dict)}
+
+
 def _check_pair(pair, expected, reports=None, confirm=CONFIRM, timeout=QUERY_TIMEOUT):
     """Compare the pair's nodes now, record and fire new split brains (after
     ``confirm`` seconds), clear resolved ones.  Returns the pair's current
-    record {vhid: {...}}.  Call under _Lock."""
+    record {vhid: {...}}.  The nodes are asked, and the confirmation waited
+    for, without the lock; the lock is held only to read and write the
+    records."""
     nodes = expected["nodes"]
     if reports is None:
         reports = _as_reports(_query(nodes, "carp.status", timeout))
-    live = {n: r for n, r in reports.items() if isinstance(r, dict)}
-    splits = lb_status.split_brains(live)
-    allrec = _splitbrains()
-    rec = allrec.get(pair, {})
-    new = [v for v in splits if str(v) not in rec]
-    if new and confirm:
+    splits = lb_status.split_brains(_live(reports))
+    with _Lock():
+        known = _splitbrains().get(pair, {})
+    if confirm and any(str(v) not in known for v in splits):
         time.sleep(confirm)
         reports = _as_reports(_query(nodes, "carp.status", timeout))
-        live = {n: r for n, r in reports.items() if isinstance(r, dict)}
-        splits = lb_status.split_brains(live)
-        new = [v for v in splits if str(v) not in rec]
-    now = time.time()
-    for vhid in new:
-        vip = expected["groups"].get(vhid, {}).get("vip")
-        msg = f"split brain: vhid {vhid} ({vip}) is MASTER on {' and '.join(splits[vhid])}"
-        rec[str(vhid)] = {"since": now, "nodes": splits[vhid], "vip": vip}
-        log.warning("lb: %s (pair %s)", msg, pair)
-        _fire(f"lb/splitbrain/{pair}/{vhid}", {"pair": pair, "vhid": vhid, "vip": vip, "nodes": splits[vhid], "message": msg})
-    if len(live) == len(nodes):
-        for key in [k for k in rec if int(k) not in splits]:
-            old = rec.pop(key)
-            msg = f"split brain resolved: vhid {key} ({old.get('vip')}) has one MASTER again"
-            _fire(
-                f"lb/splitbrain/{pair}/{key}/resolved",
-                {"pair": pair, "vhid": int(key), "vip": old.get("vip"), "message": msg, "since": old.get("since")},
-            )
-    if rec:
-        allrec[pair] = rec
-    else:
-        allrec.pop(pair, None)
-    _save_splitbrains(allrec)
+        splits = lb_status.split_brains(_live(reports))
+    fire = []
+    with _Lock():
+        allrec = _splitbrains()
+        rec = allrec.get(pair, {})
+        now = time.time()
+        for vhid in [v for v in splits if str(v) not in rec]:
+            vip = expected["groups"].get(vhid, {}).get("vip")
+            msg = f"split brain: vhid {vhid} ({vip}) is MASTER on {' and '.join(splits[vhid])}"
+            rec[str(vhid)] = {"since": now, "nodes": splits[vhid], "vip": vip}
+            log.warning("lb: %s (pair %s)", msg, pair)
+            fire.append((f"lb/splitbrain/{pair}/{vhid}", {"pair": pair, "vhid": vhid, "vip": vip, "nodes": splits[vhid], "message": msg}))
+        if len(_live(reports)) == len(nodes):
+            for key in [k for k in rec if int(k) not in splits]:
+                old = rec.pop(key)
+                msg = f"split brain resolved: vhid {key} ({old.get('vip')}) has one MASTER again"
+                fire.append(
+                    (
+                        f"lb/splitbrain/{pair}/{key}/resolved",
+                        {"pair": pair, "vhid": int(key), "vip": old.get("vip"), "message": msg, "since": old.get("since")},
+                    )
+                )
+        if rec:
+            allrec[pair] = rec
+        else:
+            allrec.pop(pair, None)
+        _save_splitbrains(allrec)
+    for tag, data in fire:
+        _announce(tag, data)
     return rec
 
 
@@ -233,11 +264,10 @@ def status(topology=None, timeout=QUERY_TIMEOUT):
     expected = lb_status.expected_pairs(model)
     nodes = sorted({n for p in expected.values() for n in p["nodes"]})
     reports = _as_reports(_query(nodes, "lb_node.report", timeout))
-    with _Lock():
-        recorded = {}
-        for name, exp in expected.items():
-            sub = {n: reports.get(n) for n in exp["nodes"]}
-            recorded[name] = _check_pair(name, exp, reports=sub, timeout=timeout)
+    recorded = {}
+    for name, exp in expected.items():
+        sub = {n: reports.get(n) for n in exp["nodes"]}
+        recorded[name] = _check_pair(name, exp, reports=sub, timeout=timeout)
     v = lb_status.view(expected, reports, recorded)
     if __opts__.get("output"):
         return v
@@ -282,8 +312,10 @@ def history(limit=50, node=None, vhid=None, raw=False):
 
 def record(tag, data=None):
     """
-    Append one event to the master's history (the reactor calls this for
-    ``lb/...`` events).
+    Append one note to the master's history, e.g. an operator's reason for
+    a planned switchover.  (The reactor does not call this: the master
+    records the ``lb/...`` events it fires itself, and CARP transitions
+    only as the nodes confirm them, ``lb.transition``.)
 
     CLI Example:
 
@@ -291,39 +323,238 @@ def record(tag, data=None):
 
         salt-run lb.record tag=lb/note data='{"message": "planned switchover"}'
     """
-    rec = lb_status.history_record(tag, _flat(data), time.time())
+    rec = lb_status.history_record(str(tag), _flat(data), time.time())
     _append(rec)
     return rec
 
 
+def _last_path():
+    return os.path.join(_dir(), "last.json")
+
+
+def _load_json(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _save_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, sort_keys=True, indent=1)
+    os.replace(tmp, path)
+
+
+def _vetted(tag, data, kind):
+    """(event, expected pairs) for a tag naming a load balancer of the
+    topology, of the given kind, else (None, the drop's return)."""
+    try:
+        expected = lb_status.expected_pairs(_topology())
+    except (ValueError, OSError) as exc:
+        return None, _drop(tag, data, f"no topology to check it against ({exc})")
+    ev, why = lb_events.vet(tag, expected)
+    if ev is None:
+        return None, _drop(tag, data, why)
+    if ev["kind"] != kind:
+        return None, _drop(tag, data, f"not a {kind} event")
+    return (ev, expected), None
+
+
 def transition(tag, data=None, confirm=CONFIRM):
     """
-    The reactor's call for every CARP event
-    (``salt/beacon/<id>/carp/<vhid>/<STATE>``, ``.../carp/haproxy/DOWN``):
-    record it, then check the node's pair for a split brain.
+    The reactor's call for every CARP transition
+    (``salt/beacon/<id>/carp/<vhid>/<STATE>``): ask the node named in the
+    tag for its CARP state and record the transition in the history when
+    the node confirms it (lb_events.confirm_transition).  A confirmed new
+    MASTER gets the haproxy SLS at once (queued behind a state run in
+    progress there), so the node that now holds the VIP serves with the
+    current config.  Then the node's pair is checked for a split brain.
+    An event that names no load balancer of the topology, or that the node
+    does not confirm, is dropped and logged: nothing runs on any node for
+    it but the status query.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run lb.transition tag=salt/beacon/lb-b/carp/4/MASTER data='{"old": "BACKUP"}'
+        salt-run lb.transition tag=salt/beacon/lb-b/carp/4/MASTER
+    """
+    received = time.time()
+    data = _flat(data)
+    vetted, dropped = _vetted(tag, data, "transition")
+    if vetted is None:
+        return dropped
+    ev, expected = vetted
+    pair, exp = ev["pair"], expected[ev["pair"]]
+    reports = _as_reports(_query(exp["nodes"], "carp.status", QUERY_TIMEOUT))
+    answer = reports.get(ev["node"])
+    answer = answer.get("carp") if isinstance(answer, dict) else None
+    key = f"{ev['node']}/{ev['vhid']}"
+    with _Lock():
+        last = _load_json(_last_path())
+        tr = lb_events.confirm_transition(ev, answer, last.get(key))
+        if tr is not None:
+            last[key] = tr["new"]
+            _save_json(_last_path(), last)
+            rec = lb_status.history_record(
+                f"salt/beacon/{ev['node']}/carp/{tr['vhid']}/{tr['new']}",
+                {
+                    "old": tr["old"],
+                    "vip": tr["vip"] or exp["groups"][ev["vhid"]]["vip"],
+                    "timestamp": lb_events.claimed_timestamp(data, received),
+                    "source": lb_events.claimed_source(data),
+                },
+                received,
+            )
+            _append(rec)
+    out = {"pair": pair}
+    if tr is None:
+        out.update(_drop(tag, data, f"{ev['node']} does not report vhid {ev['vhid']} as a new {ev['state']}"))
+    else:
+        out["recorded"] = rec
+        if tr["new"] == "MASTER":
+            out["haproxy_apply"] = _apply_haproxy(ev["node"])
+    out["splitbrain"] = _check_pair(pair, exp, reports=reports, confirm=float(confirm))
+    return out
+
+
+def _local():
+    # from the master's config file, not __opts__: in the reactor's runners
+    # __opts__["user"] is "Reactor", whose key does not exist
+    return salt.client.get_local_client(__opts__["conf_file"])
+
+
+def _apply_haproxy(node):
+    """Dispatch the haproxy SLS to one node, queued behind a state run in
+    progress there; the jid."""
+    with _local() as client:
+        return client.cmd_async([node], "state.apply", ["haproxy"], tgt_type="list", kwarg={"queue": True})
+
+
+HEAL_TIMEOUT = 90.0  # seconds the heal waits for HAProxy to run again
+HEAL_POLL = 2.0
+
+
+class _NodeLock:
+    """A non-blocking per-node lock: one heal per node at a time."""
+
+    def __init__(self, node):
+        self.path = os.path.join(_dir(), f"heal-{node}.lock")
+
+    def __enter__(self):
+        self.fh = open(self.path, "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            return False
+        return True
+
+    def __exit__(self, *exc):
+        if not self.fh.closed:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+
+
+def _ask_haproxy(node, timeout=QUERY_TIMEOUT):
+    """The node's own answer: (haproxy_cfg.status, carp.status), or Nones."""
+    with _local() as client:
+        ret = client.cmd([node], ["haproxy_cfg.status", "carp.status"], [[], []], tgt_type="list", timeout=timeout)
+    ans = ret.get(node) if isinstance(ret, dict) else None
+    if not isinstance(ans, dict):
+        return None, None
+    return ans.get("haproxy_cfg.status"), ans.get("carp.status")
+
+
+def _job_returned(jid, node):
+    try:
+        ret = __salt__["jobs.lookup_jid"](jid, display_progress=False)
+    except Exception:  # noqa: BLE001 - the job cache is a hint here, the node's answer decides
+        return False
+    return isinstance(ret, dict) and node in ret
+
+
+def heal(tag, data=None, timeout=HEAL_TIMEOUT):
+    """
+    The reactor's call for ``salt/beacon/<id>/carp/haproxy/DOWN``: HAProxy
+    is said not to run on a node that is MASTER of a group.
+
+    1. The node is asked (haproxy_cfg.status, carp.status).  Unless it says
+       itself that HAProxy is not running while it is MASTER, nothing is
+       done: the event is dropped and logged.
+    2. Heal in place: the haproxy SLS is applied there, queued behind a
+       state run in progress, and HAProxy's status polled until it runs
+       (``lb/haproxy/healed/<node>``) or the apply has returned without it,
+       or ``timeout`` seconds.
+    3. Not healed: the node is asked again; only if it still says HAProxy is
+       not running while MASTER is it demoted with ``carp.maintenance``
+       (persistent: its peer takes every VIP until an operator runs
+       ``carp.unmaintenance``), ``lb/demoted/<node>``, or
+       ``lb/demote-failed/<node>`` when that fails.
+
+    One heal per node at a time; each announcement is recorded in the
+    history.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run lb.heal tag=salt/beacon/lb-a/carp/haproxy/DOWN
     """
     data = _flat(data)
-    rec = record(tag, data)
-    parts = tag.split("/")
-    if len(parts) < 6 or not parts[4].isdigit():
-        return {"recorded": rec}
-    node = parts[2]
-    try:
-        expected = lb_status.expected_pairs(_topology())
-    except (ValueError, OSError) as exc:
-        return {"recorded": rec, "error": str(exc)}
-    for pair, exp in expected.items():
-        if node in exp["nodes"]:
-            with _Lock():
-                active = _check_pair(pair, exp, confirm=float(confirm))
-            return {"recorded": rec, "pair": pair, "splitbrain": active}
-    return {"recorded": rec, "error": f"{node} is in no pair of the topology"}
+    vetted, dropped = _vetted(tag, data, "haproxy_down")
+    if vetted is None:
+        return dropped
+    node = vetted[0]["node"]
+    with _NodeLock(node) as mine:
+        if not mine:
+            return {"node": node, "skipped": f"a heal of {node} is already running"}
+        hs, carp = _ask_haproxy(node)
+        verdict = lb_events.haproxy_verdict(hs, carp)
+        if verdict != "down":
+            return dict(_drop(tag, data, f"{node} does not confirm it: HAProxy {verdict}"), node=node)
+        masters = lb_events.masters(carp)
+        _append(lb_status.history_record(f"salt/beacon/{node}/carp/haproxy/DOWN", {"masters": masters, "source": "confirmed"}, time.time()))
+        jid = _apply_haproxy(node)
+        deadline = time.monotonic() + float(timeout)
+        returned = False
+        while time.monotonic() < deadline:
+            time.sleep(HEAL_POLL)
+            hs, carp = _ask_haproxy(node)
+            if lb_events.haproxy_verdict(hs, carp) == "running":
+                break
+            if returned:  # the apply returned a poll ago and HAProxy still does not run
+                break
+            returned = _job_returned(jid, node)
+        hs, carp = _ask_haproxy(node)
+        verdict = lb_events.haproxy_verdict(hs, carp)
+        if verdict == "running":
+            msg = f"HAProxy was down on {node} (MASTER); the haproxy SLS started it again, no failover"
+            _announce(f"lb/haproxy/healed/{node}", {"node": node, "message": msg})
+            return {"node": node, "healed": True, "jid": jid}
+        if verdict != "down":
+            msg = (
+                f"HAProxy on {node} did not come back, but {node} does not confirm it is MASTER with HAProxy down ({verdict}): not demoted"
+            )
+            log.warning("lb: %s", msg)
+            return {"node": node, "healed": False, "demoted": False, "comment": msg}
+        with _local() as client:
+            ret = client.cmd([node], "carp.maintenance", tgt_type="list", timeout=QUERY_TIMEOUT, full_return=True)
+        ans = ret.get(node) if isinstance(ret, dict) else None
+        ok = isinstance(ans, dict) and ans.get("retcode", 1) == 0 and isinstance(ans.get("ret"), dict)
+        if ok:
+            msg = (
+                f"HAProxy could not be started on {node}; the node is in CARP maintenance and its peer takes the VIPs. "
+                f"Fix HAProxy, then salt {node} carp.unmaintenance"
+            )
+            _announce(f"lb/demoted/{node}", {"node": node, "message": msg})
+        else:
+            msg = f"HAProxy could not be started on {node} and carp.maintenance failed there too"
+            _announce(f"lb/demote-failed/{node}", {"node": node, "message": msg})
+        return {"node": node, "healed": False, "demoted": ok, "jid": jid}
 
 
 def check_splitbrain(confirm=CONFIRM, topology=None):
@@ -339,8 +570,4 @@ def check_splitbrain(confirm=CONFIRM, topology=None):
         salt-run lb.check_splitbrain
     """
     expected = lb_status.expected_pairs(_topology(topology))
-    out = {}
-    with _Lock():
-        for pair, exp in expected.items():
-            out[pair] = _check_pair(pair, exp, confirm=float(confirm))
-    return out
+    return {pair: _check_pair(pair, exp, confirm=float(confirm)) for pair, exp in expected.items()}

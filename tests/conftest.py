@@ -13,6 +13,13 @@ sys.path.insert(0, os.path.join(REPO, "_utils"))
 sys.path.insert(0, REPO)
 
 import lb_topology  # noqa: E402
+import salt._logging.impl  # noqa: E402
+
+# Salt installs a deferred stderr handler when it is first imported and
+# flushes it at exit, onto the stream pytest captured and has closed by
+# then ("--- Logging error ---" after the summary).  Records go to pytest's
+# own handlers instead (shown with a failing test).
+salt._logging.impl.shutdown_temp_handler()
 
 SEED_PILLAR = os.path.join(REPO, "pillar", "seed", "lb.sls")
 LAB_PILLAR = os.path.join(REPO, "pillar", "lab", "lb.sls")

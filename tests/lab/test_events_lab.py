@@ -33,7 +33,7 @@ VHIDS = (4, 5, 44, 55)
 @pytest.fixture(scope="module")
 def pair(lab):
     master_cfg = (saltcfg.MASTER_DIR / "master").read_text()
-    if "carp_master.sls" not in master_cfg:
+    if "reactor/carp.sls" not in master_cfg:
         pytest.skip("the running lab's master predates the reactor config (lab/saltcfg.py): take the lab down and up again")
     setup_pair("keepalived")
     yield
@@ -51,11 +51,13 @@ def _masters(view):
 
 
 def reactor_jobs(events, since):
-    """The jobs carp_master.sls published: state.apply mods=haproxy queue=True."""
+    """The jobs lb.transition published for a confirmed MASTER: state.apply
+    haproxy queue=True, to that node alone (a list target)."""
     out = []
     for t, _, d in events.matching("salt/job/*/new", since):
         args = d.get("arg") or []
-        if d.get("fun") == "state.apply" and any(isinstance(a, dict) and a.get("mods") == "haproxy" and a.get("queue") for a in args):
+        queued = any(isinstance(a, dict) and a.get("queue") for a in args)
+        if d.get("fun") == "state.apply" and "haproxy" in args and queued and d.get("tgt_type") == "list":
             out.append((t, d))
     return out
 

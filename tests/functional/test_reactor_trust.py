@@ -1,0 +1,167 @@
+"""A compromised minion against the product's reactor: a real salt-master
+(with the shipped reactor config, salt/reactor/carp.sls and the lb runner)
+and two real minions, lb-a (a load balancer of the lab's topology) and db-1
+(one of its database servers, playing the attacker).
+
+db-1 sends every forged event of issue 16: a newline in the tag, a newline in
+``data['id']``, another load balancer's id, a glob, and ``preload`` batches
+(which let a minion write the whole event data itself, ``id`` included).
+Afterwards: no marker file an injected command would write exists, the
+master published no job but the runner's status queries to lb-a (nothing
+ran on any minion: no state.apply, no carp.maintenance, no cmd.run),
+lb.history holds no entry, and the master logged each drop.  Before the
+fix, the tag and ``data['id']`` were pasted into the reactor's YAML: the
+newline cases compiled into ``local cmd.run tgt '*'``.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+import yaml
+from conftest import LAB_PILLAR, REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config():
+    # a short root of its own: unix socket paths must stay under ~100 bytes,
+    # and the default root under /tmp is shared between runs
+    root = tempfile.mkdtemp(prefix="lbrt-", dir="/tmp")
+    yield {"root_dir": root}
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def marker_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("markers")
+
+
+@pytest.fixture(scope="module")
+def master(salt_factories, tmp_path_factory):
+    pillar = tmp_path_factory.mktemp("pillar")
+    shutil.copy(LAB_PILLAR, pillar / "lb.sls")
+    (pillar / "top.sls").write_text("base:\n  '*':\n    - lb\n")
+    with open(os.path.join(REPO, "etc", "salt", "master.d", "reactor.conf")) as fh:
+        reactor = yaml.safe_load(fh)["reactor"]
+    factory = salt_factories.salt_master_daemon(
+        "lbm",
+        overrides={
+            "file_roots": {"base": [os.path.join(REPO, "salt")]},
+            "pillar_roots": {"base": [str(pillar)]},
+            "runner_dirs": [os.path.join(REPO, "_runners")],
+            "utils_dirs": [os.path.join(REPO, "_utils")],
+            "reactor": reactor,
+            "log_level_logfile": "warning",
+        },
+    )
+    with factory.started(start_timeout=120):
+        yield factory
+
+
+def _minion(master, minion_id):
+    return master.salt_minion_daemon(
+        minion_id,
+        overrides={
+            "module_dirs": [os.path.join(REPO, "_modules")],
+            "utils_dirs": [os.path.join(REPO, "_utils")],
+            "log_level_logfile": "warning",
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def minions(master):
+    lb_a = _minion(master, "lb-a")
+    db_1 = _minion(master, "db-1")
+    with lb_a.started(start_timeout=120), db_1.started(start_timeout=120):
+        # the master caches each minion's pillar when it compiles it
+        for m in (lb_a, db_1):
+            ret = master.salt_cli(timeout=60).run("saltutil.refresh_pillar", "wait=True", minion_tgt=m.id)
+            assert ret.returncode == 0, ret
+        yield lb_a, db_1
+
+
+def _forged(marker_dir):
+    """(how it is sent, args for salt-call event.send) per forged event."""
+    touch = f"touch {marker_dir}/pwned"
+    nl_tag = (
+        "salt/beacon/lb-a/carp/4/MASTER\n"
+        "lb_evil:\n"
+        "  local.cmd.run:\n"
+        "    - tgt: '*'\n"
+        "    - args:\n"
+        f"      - cmd: {touch}-tag"
+    )  # no newline at the end: Salt's event bus would split the frame there and drop it
+    nl_id = "lb-a\n    - tgt_type: glob\nlb_evil:\n  local.cmd.run:\n    - tgt: '*'\n    - arg: ['" + touch + "-id']"
+    out = [
+        ("newline in the tag", [nl_tag, json.dumps({"id": "lb-a", "old": "BACKUP"})]),
+        ("newline in data['id'], batch", ["x", "{}", "with_env=False", f"preload={json.dumps(_batch('salt/beacon/lb-a/carp/haproxy/DOWN', nl_id))}"]),
+        ("another LB's id, batch", ["x", "{}", f"preload={json.dumps(_batch('salt/beacon/lb-a/carp/haproxy/DOWN', 'lb-a'))}"]),
+        ("another LB's MASTER, batch", ["x", "{}", f"preload={json.dumps(_batch('salt/beacon/lb-a/carp/4/MASTER', 'lb-a'))}"]),
+        ("another LB's BACKUP, plain", ["salt/beacon/lb-a/carp/4/BACKUP", json.dumps({"old": "MASTER", "source": "hook"})]),
+        ("a glob as the node", ["x", "{}", f"preload={json.dumps(_batch('salt/beacon/*/carp/haproxy/DOWN', '*'))}"]),
+        ("a glob in the tag, plain", ["salt/beacon/lb-*/carp/4/MASTER", json.dumps({"old": "BACKUP"})]),
+        ("a non-LB named, batch", ["x", "{}", f"preload={json.dumps(_batch('salt/beacon/db-1/carp/4/MASTER', 'db-1'))}"]),
+        ("a vhid the pair lacks", ["salt/beacon/lb-a/carp/99/MASTER", "{}"]),
+    ]
+    return out
+
+
+def _batch(tag, claimed_id):
+    return {"events": [{"tag": tag, "data": {"id": claimed_id, "old": "BACKUP", "source": "beacon", "timestamp": time.time()}}]}
+
+
+def _bus_tag(args):
+    """The tag the event reaches the master's bus with."""
+    for a in args:
+        if a.startswith("preload="):
+            return json.loads(a[len("preload=") :])["events"][0]["tag"]
+    return args[0]
+
+
+def _jobs(master):
+    ret = master.salt_run_cli(timeout=60).run("jobs.list_jobs", "search_function=*")
+    assert ret.returncode == 0, ret
+    return ret.data or {}
+
+
+def test_forged_events_run_nothing_and_record_nothing(master, minions, marker_dir):
+    lb_a, db_1 = minions
+    log_file = master.config["log_file"]
+    before = set(_jobs(master))
+    sent = _forged(marker_dir)
+    call = db_1.salt_call_cli(timeout=60)
+    for what, args in sent:
+        ret = call.run("event.send", *args)
+        assert ret.returncode == 0, (what, ret)
+
+    # every forged event reaches the runner, which drops it and says so
+    # (once a minute per tag and reason)
+    tags = {_bus_tag(args) for _, args in sent}
+    deadline = time.monotonic() + 90
+    drops, missing = [], tags
+    while missing and time.monotonic() < deadline:
+        time.sleep(1)
+        with open(log_file, errors="replace") as fh:
+            drops = [line for line in fh if "lb: dropped event" in line]
+        missing = {t for t in tags if not any(f"dropped event {repr(t)[:60]}" in line for line in drops)}
+    time.sleep(3)  # anything an event set off has been published by now
+
+    assert not list(marker_dir.iterdir()), "an injected command ran"
+    new_jobs = {jid: j for jid, j in _jobs(master).items() if jid not in before}
+    for jid, job in new_jobs.items():
+        assert job["Function"] in ("carp.status", ["haproxy_cfg.status", "carp.status"]), (jid, job)
+        assert job["Target"] == ["lb-a"] and job["Target-type"] == "list", (jid, job)
+    history = master.salt_run_cli(timeout=60).run("lb.history", "--out=json")
+    assert history.returncode == 0, history
+    assert history.data == [], history.data
+    # the forged DOWN for lb-a did not put lb-a in maintenance: no such job ran
+    assert not any(j["Function"] == "carp.maintenance" for j in new_jobs.values())
+    assert not missing, (missing, drops)
+    # the drop lines name the claimed sender, and no secret or YAML reached them
+    assert any("claimed sender 'lb-a" in line for line in drops), drops

@@ -1,0 +1,296 @@
+"""What the master makes of a minion's event (_utils/lb_events.py), and the
+lb runner's transition / heal decisions (_runners/lb.py) with the nodes'
+answers given: each forged claim is dropped, each confirmed one recorded or
+acted on, nothing else."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+from conftest import REPO
+
+import lb_events
+import lb_status
+
+EXPECTED = {
+    "edge": {
+        "nodes": ["lb-a", "lb-b"],
+        "groups": {4: {"vip": "198.18.2.4/24", "primary": "lb-a"}, 5: {"vip": "198.18.2.5/24", "primary": "lb-a"}},
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "tag, want",
+    [
+        ("salt/beacon/lb-a/carp/4/MASTER", {"node": "lb-a", "kind": "transition", "vhid": 4, "state": "MASTER"}),
+        ("salt/beacon/lb-b/carp/255/INIT", {"node": "lb-b", "kind": "transition", "vhid": 255, "state": "INIT"}),
+        ("salt/beacon/lb-a/carp/haproxy/DOWN", {"node": "lb-a", "kind": "haproxy_down", "vhid": None, "state": "DOWN"}),
+    ],
+)
+def test_parse_accepts_the_tags_the_product_sends(tag, want):
+    assert lb_events.parse(tag) == want
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "salt/beacon/lb-a/carp/4/MASTER\n",
+        "salt/beacon/lb-a/carp/4/MASTER\nlb_evil:\n  local.cmd.run:\n    - tgt: '*'",
+        "salt/beacon/lb-a\n/carp/4/MASTER",
+        "salt/beacon/lb-a\r/carp/4/MASTER",
+        "salt/beacon/*/carp/4/MASTER",
+        "salt/beacon/lb-*/carp/4/MASTER",
+        "salt/beacon/lb-[ab]/carp/4/MASTER",
+        "salt/beacon/L@lb-a,lb-b/carp/4/MASTER",
+        "salt/beacon/lb-a/carp/0/MASTER",
+        "salt/beacon/lb-a/carp/256/MASTER",
+        "salt/beacon/lb-a/carp/04/MASTER",
+        "salt/beacon/lb-a/carp/4/FAULT",
+        "salt/beacon/lb-a/carp/4/master",
+        "salt/beacon/lb-a/carp/haproxy/UP",
+        "salt/beacon/lb-a/carp/4/MASTER/x",
+        "salt/beacon//carp/4/MASTER",
+        "salt/beacon/.lb-a/carp/4/MASTER",
+        "salt/beacon/lb a/carp/4/MASTER",
+        "salt/beacon/lb-a;id/carp/4/MASTER",
+        "salt/beacon/$(id)/carp/4/MASTER",
+        "lb/demoted/lb-a",
+        None,
+        b"salt/beacon/lb-a/carp/4/MASTER",
+    ],
+)
+def test_parse_refuses_anything_else(tag):
+    assert lb_events.parse(tag) is None
+
+
+def test_vet_names_why():
+    assert lb_events.vet("salt/beacon/db-1/carp/4/MASTER", EXPECTED) == (None, "db-1 is not a load balancer of the topology")
+    assert lb_events.vet("salt/beacon/lb-a/carp/99/MASTER", EXPECTED) == (None, "vhid 99 is not a CARP group of pair edge")
+    ev, why = lb_events.vet("salt/beacon/lb-b/carp/5/BACKUP", EXPECTED)
+    assert why == "" and ev == {"node": "lb-b", "kind": "transition", "vhid": 5, "state": "BACKUP", "pair": "edge"}
+
+
+def _status(state, vip="198.18.2.4/24", vhid=4):
+    return {vhid: {"state": state, "vip": vip, "interface": "lb-a-eth1"}}
+
+
+def test_a_transition_is_recorded_only_as_the_node_confirms_it():
+    ev = {"node": "lb-a", "kind": "transition", "vhid": 4, "state": "MASTER"}
+    assert lb_events.confirm_transition(ev, _status("MASTER"), "BACKUP") == {"vhid": 4, "old": "BACKUP", "new": "MASTER", "vip": "198.18.2.4/24"}
+    # vhids as strings (Salt's msgpack): the same
+    assert lb_events.confirm_transition(ev, {"4": _status("MASTER")[4]}, None)["old"] == "?"
+    # the node says otherwise: a forged or superseded claim
+    assert lb_events.confirm_transition(ev, _status("BACKUP"), "BACKUP") is None
+    # the state it already had: not a transition (a replayed or forged event)
+    assert lb_events.confirm_transition(ev, _status("MASTER"), "MASTER") is None
+    # no usable answer: nothing recorded on a claim alone
+    for answer in (None, "no answer", {}, {4: "x"}, ["MASTER"]):
+        assert lb_events.confirm_transition(ev, answer, "BACKUP") is None
+    # keepalived's FAULT / STOP are INIT, as the beacon reports them
+    init = {"node": "lb-a", "kind": "transition", "vhid": 4, "state": "INIT"}
+    assert lb_events.confirm_transition(init, _status("FAULT"), "MASTER")["new"] == "INIT"
+
+
+def test_what_the_sender_claims_is_shown_only_when_it_is_plausible():
+    assert lb_events.claimed_source({"source": "hook"}) == "hook"
+    assert lb_events.claimed_source({"source": "beacon\nlb_evil"}) is None
+    assert lb_events.claimed_source("x") is None
+    now = 1_800_000_000.0
+    assert lb_events.claimed_timestamp({"timestamp": now - 1.5}, now) == round(now - 1.5, 3)
+    for bad in (now + 3600, now - 86400, "1", True, float("nan"), float("inf"), None):
+        assert lb_events.claimed_timestamp({"timestamp": bad}, now) == now
+
+
+def test_haproxy_verdict_needs_the_node_own_word():
+    master = _status("MASTER")
+    assert lb_events.haproxy_verdict({"running": True}, master) == "running"
+    assert lb_events.haproxy_verdict({"running": False}, master) == "down"
+    assert lb_events.haproxy_verdict({"running": False}, _status("BACKUP")) == "down-backup"
+    assert lb_events.haproxy_verdict({"running": False}, "carp.status is not available") == "unknown"
+    for hs in (None, "no answer", {}, {"running": "no"}, {"running": 0}):
+        assert lb_events.haproxy_verdict(hs, master) == "unknown"
+    assert lb_events.masters({"4": {"state": "MASTER"}, 5: {"state": "BACKUP"}, "x": {"state": "MASTER"}}) == [4]
+
+
+# ---------------------------------------------------------------------------
+# the runner, with the nodes' answers given
+
+
+class FakeClient:
+    """The runner's LocalClient: answers from a table, records what it was asked."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def cmd(self, tgt, fun, arg=(), tgt_type="glob", timeout=None, full_return=False, **kw):
+        self.calls.append(("cmd", tgt, fun, tgt_type))
+        assert tgt_type == "list" and isinstance(tgt, list)
+        out = {}
+        for node in tgt:
+            if isinstance(fun, list):
+                out[node] = {f: self.answers[node][f] for f in fun}
+            elif full_return:
+                out[node] = {"ret": self.answers[node][fun], "retcode": 0}
+            else:
+                out[node] = self.answers[node][fun]
+        return out
+
+    def cmd_async(self, tgt, fun, arg=(), tgt_type="glob", kwarg=None, **kw):
+        self.calls.append(("cmd_async", tgt, fun, tgt_type))
+        assert tgt_type == "list" and isinstance(tgt, list)
+        return "20261202000000000001"
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch, lab_raw):
+    spec = importlib.util.spec_from_file_location("lb_runner_under_test", os.path.join(REPO, "_runners", "lb.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fired = []
+    mod.__opts__ = {"cachedir": str(tmp_path), "conf_file": str(tmp_path / "master")}
+    mod.__salt__ = {
+        "event.send": lambda tag, data: fired.append((tag, data)),
+        "cache.pillar": lambda tgt: {"lb-a": {"lb": lab_raw}},
+        "jobs.lookup_jid": lambda jid, display_progress=False: {"lb-a": {"x": "y"}},
+    }
+    mod.fired = fired
+    monkeypatch.setattr(mod.time, "sleep", lambda s: None)
+    mod.HEAL_POLL = 0
+    return mod
+
+
+def _use(runner, answers):
+    client = FakeClient(answers)
+    runner._local = lambda: client
+    return client
+
+
+def _carp(state4, state5="BACKUP"):
+    return {4: {"state": state4, "vip": "198.18.2.4/24"}, 5: {"state": state5, "vip": "198.18.2.5/24"}}
+
+
+def _history(runner):
+    return runner.history(limit=0, raw=True)
+
+
+def test_runner_records_a_confirmed_master_and_applies_haproxy_there(runner):
+    client = _use(runner, {"lb-a": {"carp.status": _carp("MASTER")}, "lb-b": {"carp.status": _carp("BACKUP")}})
+    out = runner.transition("salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP", "source": "hook"})
+    assert out["recorded"]["what"] == "? -> MASTER (198.18.2.4/24)"
+    assert ("cmd_async", ["lb-a"], "state.apply", "list") in client.calls
+    # the same event again (a replay, or forged while lb-a is MASTER): nothing
+    client.calls.clear()
+    out = runner.transition("salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP"})
+    assert "dropped" in out and not [c for c in client.calls if c[0] == "cmd_async"]
+    assert [r["new"] for r in _history(runner)] == ["MASTER"]
+
+
+def test_runner_drops_what_the_node_does_not_confirm(runner):
+    client = _use(runner, {"lb-a": {"carp.status": _carp("BACKUP")}, "lb-b": {"carp.status": _carp("MASTER")}})
+    out = runner.transition("salt/beacon/lb-a/carp/4/MASTER", {"id": "lb-a", "old": "BACKUP"})
+    assert out["dropped"] == "lb-a does not report vhid 4 as a new MASTER"
+    assert not [c for c in client.calls if c[0] == "cmd_async"]
+    assert _history(runner) == []
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["salt/beacon/db-1/carp/4/MASTER", "salt/beacon/*/carp/4/MASTER", "salt/beacon/lb-a/carp/4/MASTER\nx: y", "salt/beacon/lb-a/carp/9/MASTER"],
+)
+def test_runner_asks_no_node_for_a_tag_outside_the_topology(runner, tag):
+    client = _use(runner, {})
+    assert "dropped" in runner.transition(tag, {"id": "lb-a"})
+    assert "dropped" in runner.heal(tag, {"id": "lb-a"})
+    assert client.calls == [] and _history(runner) == [] and runner.fired == []
+
+
+def test_heal_does_nothing_when_the_node_says_haproxy_runs(runner):
+    client = _use(runner, {"lb-a": {"haproxy_cfg.status": {"running": True}, "carp.status": _carp("MASTER")}})
+    out = runner.heal("salt/beacon/lb-a/carp/haproxy/DOWN", {"id": "lb-a"})
+    assert "running" in out["dropped"]
+    assert [c[2] for c in client.calls] == [["haproxy_cfg.status", "carp.status"]]
+    assert _history(runner) == [] and runner.fired == []
+
+
+def test_heal_never_demotes_a_node_that_is_not_master(runner):
+    client = _use(runner, {"lb-a": {"haproxy_cfg.status": {"running": False}, "carp.status": _carp("BACKUP")}})
+    runner.heal("salt/beacon/lb-a/carp/haproxy/DOWN", {})
+    assert not any(c[2] == "carp.maintenance" for c in client.calls)
+
+
+class Sequence(FakeClient):
+    """HAProxy's status answers in turn (the last one repeats)."""
+
+    def __init__(self, answers, running):
+        super().__init__(answers)
+        self.running = list(running)
+
+    def cmd(self, tgt, fun, *a, **kw):
+        if isinstance(fun, list) and "haproxy_cfg.status" in fun:
+            now = self.running.pop(0) if len(self.running) > 1 else self.running[0]
+            self.answers["lb-a"]["haproxy_cfg.status"] = {"running": now}
+        return super().cmd(tgt, fun, *a, **kw)
+
+
+def test_heal_applies_haproxy_and_announces_the_heal(runner):
+    client = Sequence({"lb-a": {"carp.status": _carp("MASTER")}}, [False, False, True])
+    runner._local = lambda: client
+    out = runner.heal("salt/beacon/lb-a/carp/haproxy/DOWN", {})
+    assert out["healed"] is True
+    assert ("cmd_async", ["lb-a"], "state.apply", "list") in client.calls
+    assert [t for t, _ in runner.fired] == ["lb/haproxy/healed/lb-a"]
+    assert [r["tag"] for r in _history(runner)] == ["salt/beacon/lb-a/carp/haproxy/DOWN", "lb/haproxy/healed/lb-a"]
+
+
+def test_heal_demotes_only_on_the_node_fresh_word(runner):
+    client = Sequence({"lb-a": {"carp.status": _carp("MASTER"), "carp.maintenance": {"changes": {"maintenance": True}}}}, [False])
+    runner._local = lambda: client
+    out = runner.heal("salt/beacon/lb-a/carp/haproxy/DOWN", {})
+    assert out["demoted"] is True
+    assert ("cmd", ["lb-a"], "carp.maintenance", "list") in client.calls
+    assert [t for t, _ in runner.fired] == ["lb/demoted/lb-a"]
+    assert _history(runner)[-1]["tag"] == "lb/demoted/lb-a"
+
+
+def test_the_history_holds_no_text_from_the_event_but_known_words(runner):
+    _use(runner, {"lb-a": {"carp.status": _carp("MASTER")}, "lb-b": {"carp.status": _carp("BACKUP")}})
+    runner.transition("salt/beacon/lb-a/carp/4/MASTER", {"old": "x\n\x1b[2J", "vip": "evil", "source": "\x1b]0;", "timestamp": "now"})
+    (rec,) = _history(runner)
+    assert json.dumps(rec).isascii()
+    assert rec["vip"] == "198.18.2.4/24" and rec["source"] is None and rec["old"] == "?"
+
+
+def test_the_shipped_reactor_sls_hands_tag_and_data_on_as_data():
+    """salt/reactor/carp.sls, run as the py renderer runs it: whatever the
+    tag and data hold, the reactions are the runner calls with them as
+    values, one per id, nothing else."""
+    path = os.path.join(REPO, "salt", "reactor", "carp.sls")
+    src = open(path).read()
+    assert src.startswith("#!py\n")
+    for tag, data in [
+        ("salt/beacon/lb-a/carp/4/MASTER\nlb_evil:\n  local.cmd.run: []", {"id": "*\n- tgt: '*'"}),
+        ("salt/beacon/lb-a/carp/haproxy/DOWN", {"id": "lb-a"}),
+        ("salt/beacon/x/carp/haproxy/DOWN\n", None),
+    ]:
+        ns = {"tag": tag, "data": data}
+        exec(compile(src, path, "exec"), ns)  # noqa: S102 - the project's own SLS
+        got = ns["run"]()
+        assert len(got) == 1
+        ((sid, body),) = got.items()
+        ((fun, args),) = body.items()
+        assert fun in ("runner.lb.transition", "runner.lb.heal")
+        assert args == [{"args": [{"tag": tag}, {"data": data}]}]
+
+
+def test_history_record_is_what_the_runner_writes():
+    rec = lb_status.history_record("salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP", "vip": "198.18.2.4/24", "timestamp": 1.0, "source": "hook"}, 2.0)
+    assert rec["node"] == "lb-a" and rec["vhid"] == 4 and rec["new"] == "MASTER"

@@ -12,8 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "_utils"))
 sys.path.insert(0, REPO)
 
-import lb_topology  # noqa: E402
 import salt._logging.impl  # noqa: E402
+
+import lb_topology  # noqa: E402
 
 # Salt installs a deferred stderr handler when it is first imported and
 # flushes it at exit, onto the stream pytest captured and has closed by

@@ -52,8 +52,10 @@ class Rule:
         return self.problem(value) is None
 
     def problem(self, value) -> str | None:
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str):
             return f"must be a non-empty string ({self.what}), got {value!r}"
+        if not value:
+            return f"'' is not {self.what}"
         if any(c in value for c in "\r\n\0"):
             return f"{value!r} holds a line break (CR or LF) or NUL; it must be {self.what}"
         if self.max_len is not None and len(value.encode()) > self.max_len:
@@ -163,7 +165,7 @@ HOSTNAME = _rule(
     r"(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*",
     "a host name (labels of letters, digits, '_', '-', separated by '.')",
 )
-DEVICE = _rule("device", r"[A-Za-z][A-Za-z0-9_.-]{0,14}", "an interface name (letters, digits, '.', '_', '-'; at most 15)")
+DEVICE = _rule("device", r"[A-Za-z][A-Za-z0-9_.-]{0,14}", "a valid interface name (letters, digits, '.', '_', '-'; at most 15)")
 SYSCTL_NAME = _rule("sysctl_name", r"[a-z0-9_]+(?:\.[A-Za-z0-9_-]+)+", "a sysctl name (like net.inet.ip.forwarding)")
 _SYSCTL_WORD = r"[A-Za-z0-9_.,:/+-]+"
 SYSCTL_VALUE = _rule(

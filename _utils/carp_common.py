@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 
+import lb_grammar
 import lb_render
 import lb_topology
 
@@ -156,6 +157,7 @@ def freebsd_rc_script(state_dir: str) -> str:
     disk, demote again (the counter starts at 0 after a reboot) and record it
     for this boot, so the node never preempts between boot and the next
     state run."""
+    lb_grammar.require(lb_grammar.SH_PATH, state_dir, "lb_carp:state_dir")
     return f"""#!/bin/sh
 # Installed by the carp execution module (carp.maintenance). Do not edit.
 #

@@ -92,11 +92,15 @@ def require(rule: Rule, value, where: str = "") -> str:
 # escape (not \x, whose hex digits HAProxy checks), or a quoted string
 _HAP_PLAIN = r"[\x21\x24-\x26\x28-\x5b\x5d-\x7e]"
 _HAP_ESC = r"\\[\x20-\x77\x79-\x7e]"
-_HAP_DQ = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|' + _HAP_ESC + r')*"'
+# in double quotes HAProxy expands $VAR / ${VAR} from its environment: no
+# '$' there (single quotes, or an unquoted $, are literal)
+_HAP_DQ = r'"(?:[\x20\x21\x23\x25-\x5b\x5d-\x7e]|' + _HAP_ESC + r')*"'
 _HAP_SQ = r"'[\x20-\x26\x28-\x7e]*'"
 _HAP_WORD = rf"(?:{_HAP_PLAIN}|{_HAP_ESC}|{_HAP_DQ}|{_HAP_SQ})+"
 _HAP_ARGS = rf"{_HAP_WORD}(?: +{_HAP_WORD})*"
-_HAP_ARGS_WHAT = "HAProxy arguments on one line (printable ASCII; '#' only escaped as \\# or quoted; quotes closed)"
+_HAP_ARGS_WHAT = (
+    "HAProxy arguments on one line (printable ASCII; '#' only escaped as \\# or quoted; quotes closed; no '$' in double quotes)"
+)
 
 HAPROXY_NAME = _rule(
     "haproxy_name", r"[A-Za-z0-9][A-Za-z0-9_.:-]*", "a HAProxy name (a letter or digit, then letters, digits, '_', '.', ':', '-')"

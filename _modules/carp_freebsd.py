@@ -63,7 +63,10 @@ def __virtual__():
 
 
 def _override():
-    return carp_common.override(__opts__, __grains__, __pillar__)
+    try:
+        return carp_common.override(__opts__, __grains__, __pillar__)
+    except ValueError as exc:
+        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
 
 
 def _paths():
@@ -370,7 +373,9 @@ def _record():
 
 
 def _write_record(boot, amount, before, phase):
-    carp_common.write_atomic(os.path.join(_paths()["state_dir"], carp_common.DEMOTION_RECORD), carp_common.demotion_record(boot, amount, before, phase), 0o644)
+    carp_common.write_atomic(
+        os.path.join(_paths()["state_dir"], carp_common.DEMOTION_RECORD), carp_common.demotion_record(boot, amount, before, phase), 0o644
+    )
 
 
 def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider

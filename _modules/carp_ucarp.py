@@ -48,7 +48,7 @@ HANDOVER_LEAD = 0.5
 def __virtual__():
     if __grains__.get("kernel") != "Linux":
         return (False, "carp_ucarp: Linux only (FreeBSD uses carp_freebsd)")
-    provider = carp_common.linux_provider(__pillar__, __opts__.get("id"), _override())
+    provider = carp_common.linux_provider(__pillar__, __opts__.get("id"), carp_common.raw_override(__opts__, __grains__, __pillar__))
     if provider != PROVIDER:
         return (False, f"carp_ucarp: this node's pair uses {provider}")
     return __virtualname__
@@ -59,7 +59,10 @@ def __virtual__():
 
 
 def _override():
-    return carp_common.override(__opts__, __grains__, __pillar__)
+    try:
+        return carp_common.override(__opts__, __grains__, __pillar__)
+    except ValueError as exc:
+        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
 
 
 def _paths():

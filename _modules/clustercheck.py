@@ -36,6 +36,7 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import lb_probe
+import lb_settings
 import lb_topology
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,12 @@ def plan(pair=None, os_family=None, secrets=False, **overrides):
     """
     # the pillar's `clustercheck` key may name the pair and set parameters
     # for this minion (e.g. its socket); explicit arguments win
-    local = dict(__pillar__.get("clustercheck") or {})
+    try:
+        # paths, names and addresses reach the probe's #! line, xinetd's or
+        # inetd's config and the SLS: checked before anything is rendered
+        local = lb_settings.validate("clustercheck", __pillar__.get("clustercheck"))
+    except lb_settings.SettingsError as exc:
+        raise CommandExecutionError(f"invalid clustercheck settings in the pillar: {exc}") from exc
     pair = pair or local.pop("pair", None)
     local.pop("pair", None)
     local.update({k: v for k, v in overrides.items() if not k.startswith("__")})

@@ -48,7 +48,9 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import haproxy_config
+import lb_grammar
 import lb_render
+import lb_settings
 import lb_topology
 
 try:
@@ -63,7 +65,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "haproxy_cfg"
 
 CONTEXT_PREFIX = "haproxy_cfg."
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+NAME_RE = lb_grammar.HAPROXY_RUNTIME_NAME
 ADMIN_FLAGS = {
     0x01: "maint",  # forced (CLI or stats page)
     0x02: "maint-inherited",
@@ -120,13 +122,33 @@ def settings():
         "timeout": 10,
     }
     extra = __salt__["config.get"]("haproxy_cfg", {}) or {}
-    if not isinstance(extra, dict):
-        raise CommandExecutionError("the haproxy_cfg setting must be a mapping")
-    unknown = sorted(set(extra) - set(out))
-    if unknown:
-        raise CommandExecutionError(f"unknown haproxy_cfg settings: {', '.join(unknown)} (known: {', '.join(sorted(out))})")
+    try:
+        # paths and names go into sh (the init defaults), haproxy.cfg and argv
+        extra = lb_settings.validate("haproxy_cfg", extra)
+    except lb_settings.SettingsError as exc:
+        raise CommandExecutionError(f"invalid haproxy_cfg settings: {exc}") from exc
     out.update(extra)
     return out
+
+
+def sls_params(params):
+    """
+    The haproxy SLS's parameters (``salt/haproxy/map.jinja``: defaults, the
+    os_family's, then the pillar's ``lb_haproxy``), checked: each value goes
+    into the SLS's YAML and a file sh reads.  An unknown key or a value that
+    is not a plain path, package name or flag raises, naming
+    ``lb_haproxy:<key>``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call haproxy_cfg.sls_params '{"pkg": "haproxy", "init_defaults": false}'
+    """
+    try:
+        return lb_settings.validate("lb_haproxy", params)
+    except lb_settings.SettingsError as exc:
+        raise CommandExecutionError(f"invalid lb_haproxy settings: {exc}") from exc
 
 
 def _render_params(s):
@@ -1058,7 +1080,7 @@ def master_command(cmd):
 
 
 def _name(value, what):
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise CommandExecutionError(f"{value!r} is not a valid {what} name")
     return value
 
@@ -1211,7 +1233,7 @@ def set_weight(backend, server, weight):
     """
     backend, server = _name(backend, "backend"), _name(server, "server")
     w = str(weight).strip()
-    if not re.match(r"^\d{1,3}%?$", w) or (not w.endswith("%") and int(w) > 256):
+    if not re.fullmatch(r"\d{1,3}%?", w) or (not w.endswith("%") and int(w) > 256):
         raise CommandExecutionError(f"{weight!r} is not a weight (0-256, or a percentage like 50%)")
     answer = command(f"set server {backend}/{server} weight {w}").strip()
     if answer:

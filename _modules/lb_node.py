@@ -36,7 +36,10 @@ def __virtual__():
 
 
 def _override():
-    return carp_common.override(__opts__, __grains__, __pillar__)
+    try:
+        return carp_common.override(__opts__, __grains__, __pillar__)
+    except ValueError as exc:
+        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
 
 
 def _family():
@@ -103,18 +106,22 @@ def event_hook(beacon_interval=1):
     p = paths()
     provider = __salt__["carp.provider"]() if "carp.provider" in __salt__ else "unknown"
     config_dir = os.path.dirname(__opts__.get("conf_file") or "/etc/salt/minion")
-    text = carp_events.hook_script(
-        __opts__["id"],
-        _salt_call(),
-        config_dir,
-        p["events_dir"],
-        provider,
-        _groups(),
-        __opts__.get("pidfile") or "",
-        # FreeBSD's announcements follow the transitions; Linux's follow the
-        # addresses (BIRD's direct protocol, lb_routing), with no hook
-        routing_hook=lb_routing.PATHS["FreeBSD"]["hook"] if _family() == "FreeBSD" else "",
-    )
+    try:
+        text = carp_events.hook_script(
+            __opts__["id"],
+            _salt_call(),
+            config_dir,
+            p["events_dir"],
+            provider,
+            _groups(),
+            __opts__.get("pidfile") or "",
+            # FreeBSD's announcements follow the transitions; Linux's follow the
+            # addresses (BIRD's direct protocol, lb_routing), with no hook
+            routing_hook=lb_routing.PATHS["FreeBSD"]["hook"] if _family() == "FreeBSD" else "",
+        )
+    except ValueError as exc:
+        # a path or name sh would split or expand: refused, never written
+        raise CommandExecutionError(f"lb_node.event_hook: {exc}") from exc
     out = {p["hook"]: {"content": text, "mode": "0755"}}
     if "devd_rule" in p:
         out[p["devd_rule"]] = {"content": carp_events.devd_rule(p["hook"]), "mode": "0644"}

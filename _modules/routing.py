@@ -35,6 +35,7 @@ from salt.exceptions import CommandExecutionError
 import carp_common
 import lb_render
 import lb_routing
+import lb_settings
 import lb_topology
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,10 @@ def _family():
 
 def _carp_settings():
     fam = "FreeBSD" if _family() == "FreeBSD" else "Linux"
-    return carp_common.settings(fam, carp_common.override(__opts__, __grains__, __pillar__))
+    try:
+        return carp_common.settings(fam, carp_common.override(__opts__, __grains__, __pillar__))
+    except ValueError as exc:
+        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
 
 
 def paths():
@@ -93,8 +97,11 @@ def _override():
     absolute paths replacing lb_routing.PATHS entries, e.g. for tests."""
     for source in (__opts__, __grains__, __pillar__):
         value = source.get("lb_routing") if hasattr(source, "get") else None
-        if isinstance(value, dict):
-            return value
+        if value is not None:
+            try:
+                return lb_settings.validate("lb_routing", value)
+            except ValueError as exc:
+                raise CommandExecutionError(f"invalid lb_routing settings: {exc}") from exc
     return {}
 
 
@@ -475,7 +482,9 @@ def _repair(fam, want, have, by_vip):
     verb = "restart" if _vips_protocol_up() else "enable"
     res = _birdc(verb, lb_routing.VIPS_PROTOCOL)
     if res["retcode"] != 0:
-        raise CommandExecutionError(f"birdc {verb} {lb_routing.VIPS_PROTOCOL} failed: {(res.get('stdout', '') + res.get('stderr', '')).strip()}")
+        raise CommandExecutionError(
+            f"birdc {verb} {lb_routing.VIPS_PROTOCOL} failed: {(res.get('stdout', '') + res.get('stderr', '')).strip()}"
+        )
 
 
 def sync(test=False, topology=None):

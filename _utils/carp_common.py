@@ -14,7 +14,9 @@ import os
 import tempfile
 import time
 
+import lb_grammar
 import lb_render
+import lb_settings
 import lb_topology
 
 PROVIDERS = ("freebsd", "keepalived", "ucarp")
@@ -156,6 +158,7 @@ def freebsd_rc_script(state_dir: str) -> str:
     disk, demote again (the counter starts at 0 after a reboot) and record it
     for this boot, so the node never preempts between boot and the next
     state run."""
+    lb_grammar.require(lb_grammar.SH_PATH, state_dir, "lb_carp:state_dir")
     return f"""#!/bin/sh
 # Installed by the carp execution module (carp.maintenance). Do not edit.
 #
@@ -921,13 +924,25 @@ def file_mode(path: str) -> int | None:
 # settings, topology
 
 
-def override(*sources) -> dict:
-    """The `lb_carp` settings (paths, binaries) from the first source that
-    has them: pass the minion's opts, grains and pillar, in that order."""
+def raw_override(*sources) -> dict:
+    """The `lb_carp` mapping from the first source that has one, unchecked
+    (a provider module's __virtual__ reads only its `provider`)."""
     for source in sources:
         value = source.get("lb_carp") if hasattr(source, "get") else None
         if isinstance(value, dict):
             return value
+    return {}
+
+
+def override(*sources) -> dict:
+    """The `lb_carp` settings (paths, binaries) from the first source that
+    has them: pass the minion's opts, grains and pillar, in that order.
+    Checked (lb_settings): lb_settings.SettingsError, a ValueError naming
+    `lb_carp:<key>`, when a value is not what sh and the configs can hold."""
+    for source in sources:
+        value = source.get("lb_carp") if hasattr(source, "get") else None
+        if value is not None:
+            return lb_settings.validate("lb_carp", value)
     return {}
 
 

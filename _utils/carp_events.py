@@ -22,6 +22,8 @@ No Salt dunders here; the unit tests call these directly.
 
 from __future__ import annotations
 
+import lb_grammar
+
 STATES = ("MASTER", "BACKUP", "INIT")
 CLAIM_WINDOW = 60.0  # seconds a claim for the same state counts as this transition's
 PENDING_TIMEOUT = 15.0  # seconds the beacon waits for a hook that is still sending
@@ -224,6 +226,18 @@ def hook_script(
     follow the transition at once (see lb_routing.hook_script; Linux has
     none, its announcements follow the addresses).  POSIX sh,
     for Linux and FreeBSD."""
+    # every value below lands in sh unquoted: each must be a word sh
+    # neither splits nor expands (lb_grammar), else ValueError
+    lb_grammar.require(lb_grammar.HAPROXY_NAME, minion_id, "minion id")
+    for what, value in (("salt-call", salt_call), ("config_dir", config_dir), ("events_dir", events_dir)):
+        lb_grammar.require(lb_grammar.SH_PATH, value, what)
+    for what, value in (("pidfile", pidfile), ("routing_hook", routing_hook)):
+        if value:
+            lb_grammar.require(lb_grammar.SH_PATH, value, what)
+    lb_grammar.require(lb_grammar.KEEPALIVED_WORD, provider, "provider")
+    for v, (i, p) in groups.items():
+        lb_grammar.require(lb_grammar.DEVICE, i, f"group {v} interface")
+        lb_grammar.require(lb_grammar.KEEPALIVED_WORD, p, f"group {v} vip")
     cases = "".join(f"\t\t{int(v)}) iface=${{iface:-{i}}}; vip={p} ;;\n" for v, (i, p) in sorted(groups.items()))
     return f"""#!/bin/sh
 # Installed by salt/carp/events.sls (lb_node.event_hook). Do not edit.

@@ -23,10 +23,14 @@ import re
 STATES = ("INIT", "BACKUP", "MASTER")  # CARP_STATES, netinet/ip_carp.h
 
 _IFACE = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+): flags=")
-_INET = re.compile(r"^\s+inet (?P<addr>\d+\.\d+\.\d+\.\d+) netmask (?P<mask>0x[0-9a-fA-F]{8})(?: broadcast \S+)?(?: vhid (?P<vhid>\d+))?\s*$")
+_INET = re.compile(
+    r"^\s+inet (?P<addr>\d+\.\d+\.\d+\.\d+) netmask (?P<mask>0x[0-9a-fA-F]{8})(?: broadcast \S+)?(?: vhid (?P<vhid>\d+))?\s*$"
+)
 _INET6 = re.compile(r"^\s+inet6 (?P<addr>[0-9a-fA-F:]+(?:%\S+)?) prefixlen (?P<plen>\d+)(?P<rest>.*)$")
 _VHID = re.compile(r"\bvhid (\d+)\b")
-_CARP = re.compile(r'^\s+carp: (?P<state>\S+) vhid (?P<vhid>\d+) advbase (?P<advbase>\d+) advskew (?P<advskew>\d+)(?: key "(?P<key>[^"]*)")?')
+_CARP = re.compile(
+    r'^\s+carp: (?P<state>\S+) vhid (?P<vhid>\d+) advbase (?P<advbase>\d+) advskew (?P<advskew>\d+)(?: key "(?P<key>[^"]*)")?'
+)
 _PEER = re.compile(r"^\s+peer (?P<peer>\S+) peer6 (?P<peer6>\S+)\s*$")
 _STATUS = re.compile(r"^\s+status: (?P<status>.+?)\s*$")
 _BOOTTIME = re.compile(r"\{\s*sec\s*=\s*(\d+)")

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import netaddr
 
+import lb_settings
+
 OS_FAMILIES = ("Debian", "FreeBSD")
 REDACTED = "<redacted>"
 SERVICE = "clustercheck"
@@ -185,7 +187,7 @@ _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86
 
 def seconds(value) -> float:
     """A HAProxy time (`2s`, `500ms`, `2000` = ms) in seconds."""
-    m = re.match(r"^(\d+)(us|ms|s|m|h|d)?$", str(value))
+    m = re.fullmatch(r"(\d+)(us|ms|s|m|h|d)?", str(value))
     if not m:
         raise ValueError(f"{value!r} is not a HAProxy time")
     return int(m.group(1)) * _TIME_UNITS[m.group(2) or "ms"]
@@ -262,9 +264,13 @@ def params(os_family: str, overrides: dict | None = None) -> dict:
     out = dict(OS_PARAMS[os_family])
     out.update({"user": None, "group": None, "host": None, "port": None, "bind": None, "maintenance_file": None})
     known = set(out).union(*OS_PARAMS.values())
-    for key, value in (overrides or {}).items():
+    for key in overrides or {}:
         if key not in known:
             raise KeyError(f"unknown probe parameter {key!r} (known: {', '.join(sorted(known))})")
+    # every value reaches a root-owned file (the probe's #! line, xinetd's
+    # or inetd's config): the `clustercheck` settings' grammar
+    lb_settings.validate("clustercheck", overrides)
+    for key, value in (overrides or {}).items():
         # a key of the other OS (xinetd_service on FreeBSD) does not apply here
         if value is not None and key in out:
             out[key] = value

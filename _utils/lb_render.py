@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import lb_grammar
 import lb_routing
 import lb_topology
 
@@ -471,6 +472,9 @@ def keepalived_marker(vhid: int) -> str:
 def render_keepalived(
     pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR, script_dir: str = CARP_SCRIPT_DIR, run_dir: str = CARP_RUN_DIR
 ) -> str:
+    for what, value in (("state_dir", state_dir), ("script_dir", script_dir), ("run_dir", run_dir)):
+        # inside keepalived's quoted notify command, split into argv at spaces
+        lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_carp:{what}")
     view = node_view(pair, node_id)
     carp = pair["carp"]
     tracked = tracked_devices(pair, node_id, "Debian")

@@ -40,6 +40,8 @@ What differs from the seed:
 
 from __future__ import annotations
 
+import lb_grammar
+
 PATHS = {
     "FreeBSD": {
         "bgpd": "/usr/local/etc/bgpd.conf",
@@ -84,10 +86,11 @@ def render_bgpd(pair: dict, node_id: str, header: str, secret) -> str:
         "",
     ]
     for nb in bgp["neighbors"].values():
-        out += [f"neighbor {nb['address']} {{", f"\tremote-as {nb['remote_as']}", f'\tdescr "{nb["descr"]}"']
+        out += [f"neighbor {nb['address']} {{", f"\tremote-as {nb['remote_as']}", f"\tdescr {lb_grammar.bgpd_string(nb['descr'])}"]
         out.append(f"\tlocal-address {nb['local_address'][node_id]}")
         if nb["md5sig_password"]:
-            out.append(f"\ttcp md5sig password {secret(nb['md5sig_password'])}")
+            # quoted: unquoted, OpenBGPD would end the key at a '#' (a comment)
+            out.append(f"\ttcp md5sig password {lb_grammar.bgpd_string(secret(nb['md5sig_password']))}")
         if nb.get("hold_time") is not None:
             out.append(f"\tholdtime {nb['hold_time']}")
         if nb.get("bfd"):
@@ -114,7 +117,11 @@ def render_ospfd(pair: dict, node_id: str, os_family: str, header: str, vips_fil
     node = pair["nodes"][node_id]
     out = [f"# {header}", f"router-id {node['router_id']}", ""]
     if vips_file:
-        out += ["# the VIPs this node is CARP MASTER for (lb-routing-vip rewrites it, then ospfctl reload)", f'include "{vips_file}"', ""]
+        out += [
+            "# the VIPs this node is CARP MASTER for (lb-routing-vip rewrites it, then ospfctl reload)",
+            f"include {lb_grammar.bgpd_string(vips_file)}",
+            "",
+        ]
     out.append(f"area {ospf['area']} {{")
     for ifname, opts in ospf["interfaces"].items():
         dev = _device(node["interfaces"][ifname], os_family)
@@ -132,7 +139,9 @@ def render_ospfd(pair: dict, node_id: str, os_family: str, header: str, vips_fil
 
 
 def _bird_device(name: str) -> str:
-    return name.replace("\\", "\\\\").replace('"', '\\"')
+    """An interface name as a BIRD string (BIRD has no escape in strings:
+    lb_grammar refuses what it cannot hold)."""
+    return lb_grammar.bird_string(name)
 
 
 def render_bird(pair: dict, node_id: str, header: str, secret) -> str:
@@ -187,7 +196,7 @@ def render_bird(pair: dict, node_id: str, header: str, secret) -> str:
         "# the VIP addresses on this node, each a /32 route while the kernel has it",
         f"protocol direct {VIPS_PROTOCOL} {{",
         "\tipv4 { import where net ~ LB_VIPS; };",
-        "\tinterface " + ", ".join(f'"{_bird_device(d)}"' for d in vip_devs) + ";",
+        "\tinterface " + ", ".join(_bird_device(d) for d in vip_devs) + ";",
         "}",
     ]
     export = f'export where proto = "{VIPS_PROTOCOL}" && net ~ LB_VIPS;'
@@ -202,7 +211,7 @@ def render_bird(pair: dict, node_id: str, header: str, secret) -> str:
             if opts["metric"] is not None:
                 body.append(f"cost {opts['metric']};")
             skip = not_vips if _device(node["interfaces"][ifname], "Debian") in vip_devs else ""
-            out.append(f'\t\tinterface {skip}"{dev}" {{ {" ".join(body)} }};'.replace("{  }", "{ }"))
+            out.append(f"\t\tinterface {skip}{dev} {{ {' '.join(body)} }};".replace("{  }", "{ }"))
         out += ["\t};", "}"]
     bgp = routing["bgp"]
     if bgp is not None:
@@ -220,12 +229,12 @@ def render_bird(pair: dict, node_id: str, header: str, secret) -> str:
             out += [
                 "",
                 f"protocol bgp {_bird_name(name)} {{",
-                f'\tdescription "{nb["descr"]}";',
+                f"\tdescription {lb_grammar.bird_string(nb['descr'])};",
                 f"\tlocal {nb['local_address'][node_id]} as {bgp['asn']};",
                 f"\tneighbor {nb['address']} as {nb['remote_as']};",
             ]
             if nb["md5sig_password"]:
-                out.append(f'\tpassword "{secret(nb["md5sig_password"])}";')
+                out.append(f"\tpassword {lb_grammar.bird_string(secret(nb['md5sig_password']))};")
             if nb.get("hold_time") is not None:
                 out.append(f"\thold time {nb['hold_time']};")
             if nb.get("bfd"):
@@ -245,9 +254,9 @@ def render_bird(pair: dict, node_id: str, header: str, secret) -> str:
 
 
 def _bird_name(name: str) -> str:
-    """A BIRD protocol name from a pillar neighbor name (letters, digits, _)."""
-    clean = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
-    return clean if clean[:1].isalpha() else f"nb_{clean}"
+    """A BIRD protocol name from a pillar neighbor name (letters, digits, _);
+    lb_topology refuses names BIRD reserves or two names giving one symbol."""
+    return lb_grammar.bird_symbol(name)
 
 
 def node_vips(pair: dict, node_id: str, os_family: str) -> dict[int, tuple[str, str]]:
@@ -318,6 +327,9 @@ def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | 
         raise ValueError(f"lb-routing-vip is FreeBSD's announcement hook; {os_family} announces with BIRD's direct protocol")
     p = dict(PATHS[os_family])
     p.update(paths or {})
+    for key, value in p.items():
+        if value is not None:
+            lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_routing:{key}")
     cases = _vip_cases(vips)
     return f"""#!/bin/sh
 # Installed by salt/routing (lb_routing.hook_script). Do not edit.

@@ -21,6 +21,8 @@ from typing import Any
 import netaddr
 import yaml
 
+import lb_grammar
+
 ROOT = "lb"
 
 # FreeBSD's ifconfig copies the CARP password with
@@ -38,22 +40,18 @@ POOL_KINDS = ("galera", "http", "tcp")
 MODES = ("tcp", "http")
 CHECK_TYPES = ("tcp-check", "httpchk", "connect", "none")
 
-BALANCE_RE = re.compile(
-    r"^(roundrobin|static-rr|leastconn|first|source|random(\(\d+\))?|uri( .*)?"
-    r"|url_param \S+( .*)?|hdr\([A-Za-z0-9_-]+\)( .*)?|rdp-cookie(\([A-Za-z0-9_-]+\))?"
-    r"|hash \S+( .*)?)$"
-)
-TIME_RE = re.compile(r"^\d+(us|ms|s|m|h|d)?$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$"
-)
-DEVICE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
-# SHA-crypt only: understood by glibc/libxcrypt (Debian) and FreeBSD's crypt(3).
-PASSWORD_HASH_RE = re.compile(r"^\$(5|6)\$(rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}$")
-OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*( \S.*)?$")
-COMMUNITY_RE = re.compile(r"^\d{1,10}:\d{1,10}$")
+# Every string that reaches a config file or a shell is checked against
+# its language's grammar in lb_grammar (full-match rules); these names are
+# the ones this module uses.
+BALANCE_RE = lb_grammar.HAPROXY_BALANCE
+TIME_RE = lb_grammar.HAPROXY_TIME
+NAME_RE = lb_grammar.HAPROXY_NAME
+HOSTNAME_RE = lb_grammar.HOSTNAME
+DEVICE_RE = lb_grammar.DEVICE
+OPTION_RE = lb_grammar.HAPROXY_OPTION
+COMMUNITY_RE = lb_grammar.COMMUNITY
+# the probe's account: a MySQL user name and the Unix user the probe runs as
+PROBE_USER_RE = lb_grammar.Rule("probe_user", re.compile(r"[A-Za-z0-9_]{1,32}"), "a MySQL user name (letters, digits, '_'; at most 32)")
 
 # TLS material in the pillar (listener `tls:`): PEM blocks as RFC 7468 writes them.
 PEM_BLOCK_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
@@ -179,7 +177,9 @@ def _duplicate_keys(node, path: str, found: list) -> None:
             key = key_node.value
             here = f"{path}:{key}" if path else str(key)
             if key in seen:
-                found.append(Finding(here, f"is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); YAML keeps only one"))
+                found.append(
+                    Finding(here, f"is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); YAML keeps only one")
+                )
             else:
                 seen[key] = key_node.start_mark.line
             _duplicate_keys(value_node, here, found)
@@ -314,27 +314,32 @@ class _Checker:
             return None
         return value
 
-    def text(self, value, path, regex=None, what="") -> str | None:
+    def text(self, value, path, rule: lb_grammar.Rule) -> str | None:
+        """A string its target language reads back unchanged (``rule``,
+        from lb_grammar); numbers are taken as their decimal text."""
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or not value:
-            self.err(path, f"must be a non-empty string{what}, got {value!r}")
-            return None
-        if "\n" in value or "\r" in value:
-            self.err(path, "must be a single line")
-            return None
-        if regex is not None and not regex.match(value):
-            self.err(path, f"{value!r} is not valid{what}")
+        problem = rule.problem(value)
+        if problem is not None:
+            self.err(path, problem)
             return None
         return value
+
+    def name(self, value, path, rule: lb_grammar.Rule = NAME_RE) -> bool:
+        """A mapping key that names something in a rendered file."""
+        problem = rule.problem(value)
+        if problem is not None:
+            self.err(path, problem)
+            return False
+        return True
 
     def time(self, value, path) -> str | None:
         if isinstance(value, bool):
             value = None
         if isinstance(value, int):
             value = str(value)
-        if not isinstance(value, str) or not TIME_RE.match(value):
-            self.err(path, f"{value!r} is not a HAProxy time (a number with an optional unit: us, ms, s, m, h, d)")
+        if not isinstance(value, str) or not TIME_RE.fullmatch(value):
+            self.err(path, f"{value!r} is not {TIME_RE.what}")
             return None
         return value
 
@@ -384,8 +389,7 @@ class _Checker:
                 model = {"pairs": {}}
                 for name, pair in pairs.items():
                     path = _p(ROOT, "pairs", name)
-                    if not isinstance(name, str) or not NAME_RE.match(name):
-                        self.err(path, "a pair name must be a word of letters, digits, '_', '-' or '.'")
+                    if not self.name(name, path):
                         continue
                     built = self.pair(pair, path, name)
                     if built is not None:
@@ -462,15 +466,14 @@ class _Checker:
             self.err(path, f"a pair has exactly two nodes, this one has {len(d)}")
         for node_id, node in d.items():
             npath = _p(path, node_id)
-            if not isinstance(node_id, str) or not NAME_RE.match(node_id):
-                self.err(npath, "a node id must be a word of letters, digits, '_', '-' or '.' (the minion id)")
+            if not self.name(node_id, npath):
                 continue
             nd = self.mapping(node, npath)
             if nd is None:
                 continue
             self.unknown_keys(nd, {"hostname", "interfaces", "router_id"}, npath)
             entry = {"id": node_id, "interfaces": {}, "router_id": None}
-            entry["hostname"] = self.text(nd.get("hostname"), _p(npath, "hostname"), HOSTNAME_RE, " (a host name)")
+            entry["hostname"] = self.text(nd.get("hostname"), _p(npath, "hostname"), HOSTNAME_RE)
             if nd.get("router_id") is not None:
                 entry["router_id"] = self.ip(nd["router_id"], _p(npath, "router_id"))
             ifs = self.mapping(nd.get("interfaces"), _p(npath, "interfaces"))
@@ -543,8 +546,9 @@ class _Checker:
             return None
         out = {}
         for k, v in raw.items():
-            if not isinstance(v, str) or not DEVICE_RE.match(v):
-                self.err(path if len(raw) == 1 and "default" in raw else _p(path, k), f"{v!r} is not a valid interface name (letters, digits, '.', '_', '-'; at most 15)")
+            problem = DEVICE_RE.problem(v)
+            if problem is not None:
+                self.err(path if len(raw) == 1 and "default" in raw else _p(path, k), problem)
                 return None
             out[k] = v
         return out
@@ -563,7 +567,10 @@ class _Checker:
         if "preempt" in d:
             out["preempt"] = self.boolean(d["preempt"], _p(path, "preempt"))
             if out["preempt"] is False:
-                self.warn(_p(path, "preempt"), "preempt is off: a node leaving maintenance or coming back never takes its VIPs back, and a planned switchover waits for the master to stop advertising")
+                self.warn(
+                    _p(path, "preempt"),
+                    "preempt is off: a node leaving maintenance or coming back never takes its VIPs back, and a planned switchover waits for the master to stop advertising",
+                )
         if "linux_provider" in d:
             if d["linux_provider"] not in LINUX_PROVIDERS:
                 self.err(_p(path, "linux_provider"), f"{d['linux_provider']!r} is not one of {', '.join(LINUX_PROVIDERS)}")
@@ -621,6 +628,14 @@ class _Checker:
                         self.err(_p(gpath, "vip"), f"{vip.ip} is the network or broadcast address of {iface['cidr']}")
                         vip = None
                         break
+                    gateway = (pair["networks"].get(iface["network"]) or {}).get("gateway")
+                    if gateway is not None and vip.ip == gateway:
+                        self.err(
+                            _p(gpath, "vip"),
+                            f"{vip.ip} is the gateway of network {iface['network']!r}: both nodes would claim the router's address",
+                        )
+                        vip = None
+                        break
             if vip is not None:
                 if vip.ip in seen_vips:
                     self.err(_p(gpath, "vip"), f"{vip.ip} is also the VIP of group {seen_vips[vip.ip]}")
@@ -641,8 +656,11 @@ class _Checker:
             elif not isinstance(pw, str):
                 self.err(_p(gpath, "password"), "must be a string")
             elif len(pw.encode()) > CARP_PASSWORD_MAX:
-                self.err(_p(gpath, "password"), f"is {len(pw.encode())} bytes; CARP keeps only {CARP_PASSWORD_MAX} (CARP_KEY_LEN 20 with its NUL) and silently drops the rest")
-            elif not CARP_PASSWORD_RE.match(pw) or CARP_PASSWORD_FORBIDDEN & set(pw):
+                self.err(
+                    _p(gpath, "password"),
+                    f"is {len(pw.encode())} bytes; CARP keeps only {CARP_PASSWORD_MAX} (CARP_KEY_LEN 20 with its NUL) and silently drops the rest",
+                )
+            elif not CARP_PASSWORD_RE.fullmatch(pw) or CARP_PASSWORD_FORBIDDEN & set(pw):
                 self.err(_p(gpath, "password"), "must be printable ASCII without spaces or any of \" ' \\ ` $ #")
             g["password"] = pw
             primary = gd.get("primary")
@@ -659,7 +677,10 @@ class _Checker:
             if "advskew_backup" in gd:
                 g["advskew_backup"] = self.integer(gd["advskew_backup"], _p(gpath, "advskew_backup"), 0, 254)
             if g["advskew_primary"] is not None and g["advskew_backup"] is not None and g["advskew_primary"] >= g["advskew_backup"]:
-                self.err(gpath, f"peers would disagree on who is master: the primary's advskew ({g['advskew_primary']}) must be lower than the backup's ({g['advskew_backup']})")
+                self.err(
+                    gpath,
+                    f"peers would disagree on who is master: the primary's advskew ({g['advskew_primary']}) must be lower than the backup's ({g['advskew_backup']})",
+                )
             if out["linux_provider"] == "keepalived" and g["advskew_backup"] is not None and g["advskew_backup"] > 253:
                 self.err(_p(gpath, "advskew_backup"), "254 maps to VRRP priority 0, which keepalived reserves; use at most 253")
             if vip is None or missing or None in (g["advbase"], g["advskew_primary"], g["advskew_backup"]) or primary not in nodes:
@@ -686,11 +707,12 @@ class _Checker:
                 continue
             vd = self.mapping(values, epath) or {}
             for key, value in vd.items():
-                if not isinstance(key, str) or not re.match(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$", key):
-                    self.err(_p(epath, key), "is not a sysctl name")
+                if not self.name(key, _p(epath, key), lb_grammar.SYSCTL_NAME):
                     continue
-                if isinstance(value, bool) or not isinstance(value, (int, str)) or "\n" in str(value):
-                    self.err(_p(epath, key), f"value {value!r} must be a number or a one-line string")
+                if isinstance(value, bool) or not isinstance(value, (int, str)):
+                    self.err(_p(epath, key), f"value {value!r} must be a number or a string ({lb_grammar.SYSCTL_VALUE.what})")
+                    continue
+                if self.text(value, _p(epath, key), lb_grammar.SYSCTL_VALUE) is None:
                     continue
                 out["extra"][osf][key] = value
         return out
@@ -702,8 +724,7 @@ class _Checker:
             return out
         for name, route in d.items():
             rpath = _p(path, name)
-            if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_]+$", name):
-                self.err(rpath, "a route name is letters, digits and '_' (FreeBSD's static_routes list)")
+            if not self.name(name, rpath, lb_grammar.ROUTE_NAME):
                 continue
             rd = self.mapping(route, rpath)
             if rd is None:
@@ -721,7 +742,10 @@ class _Checker:
                 for node in pair["nodes"].values():
                     for iface in node["interfaces"].values():
                         if dest == iface["cidr"]:
-                            self.warn(_p(rpath, "destination"), f"{dest} is directly connected on {node['id']}'s {iface['name']}; the route is never used")
+                            self.warn(
+                                _p(rpath, "destination"),
+                                f"{dest} is directly connected on {node['id']}'s {iface['name']}; the route is never used",
+                            )
                 out[name] = {"name": name, "destination": dest, "gateway": gw}
         return out
 
@@ -747,8 +771,7 @@ class _Checker:
         managed = {"daemon", "master-worker", "stats", "user", "group", "chroot", "pidfile"}
         for key, value in d.items():
             kpath = _p(path, key)
-            if not isinstance(key, str) or not re.match(r"^[a-z][a-z0-9.-]*$", key):
-                self.err(kpath, "is not a HAProxy keyword")
+            if not self.name(key, kpath, lb_grammar.HAPROXY_KEYWORD):
                 continue
             if key in managed:
                 self.err(kpath, f"{key!r} is managed by the product (master-worker, stats socket, user); it cannot be set here")
@@ -756,14 +779,20 @@ class _Checker:
             values = value if isinstance(value, list) else [value]
             clean = []
             for i, v in enumerate(values):
-                s = self.text(v, _p(kpath, i) if isinstance(value, list) else kpath)
+                s = self.text(v, _p(kpath, i) if isinstance(value, list) else kpath, lb_grammar.HAPROXY_ARGS)
                 if s is not None:
                     clean.append(s)
             out[key] = clean
         return out
 
     def defaults(self, raw, path) -> dict:
-        out = {"mode": "tcp", "timeouts": {"connect": "5s", "client": "1m", "server": "1m", "queue": "30s", "check": "2s"}, "options": ["dontlognull", "redispatch"], "retries": 3, "log": True}
+        out = {
+            "mode": "tcp",
+            "timeouts": {"connect": "5s", "client": "1m", "server": "1m", "queue": "30s", "check": "2s"},
+            "options": ["dontlognull", "redispatch"],
+            "retries": 3,
+            "log": True,
+        }
         d = self.mapping(raw, path, required=False)
         if d is None:
             return out
@@ -786,7 +815,19 @@ class _Checker:
     def timeouts(self, raw, path) -> dict:
         out = {}
         d = self.mapping(raw, path) or {}
-        known = {"connect", "client", "server", "queue", "check", "tunnel", "http-request", "http-keep-alive", "client-fin", "server-fin", "tarpit"}
+        known = {
+            "connect",
+            "client",
+            "server",
+            "queue",
+            "check",
+            "tunnel",
+            "http-request",
+            "http-keep-alive",
+            "client-fin",
+            "server-fin",
+            "tarpit",
+        }
         for key, value in d.items():
             if key not in known:
                 self.err(_p(path, key), f"unknown timeout (known: {', '.join(sorted(known))})")
@@ -802,8 +843,7 @@ class _Checker:
             return []
         out = []
         for i, opt in enumerate(raw):
-            if not isinstance(opt, str) or not OPTION_RE.match(opt):
-                self.err(_p(path, i), f"{opt!r} is not an option (like socket-stats or httplog)")
+            if not self.name(opt, _p(path, i), OPTION_RE):
                 continue
             if opt in ("tcp-check", "httpchk") or opt.startswith("httpchk "):
                 self.err(_p(path, i), f"`option {opt}` comes from the pool's check; set it there")
@@ -819,8 +859,7 @@ class _Checker:
         d = self.mapping(raw, path, required=False) or {}
         for name, ul in d.items():
             upath = _p(path, name)
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                self.err(upath, "a userlist name is letters, digits, '_', '-', '.'")
+            if not self.name(name, upath):
                 continue
             ud = self.mapping(ul, upath)
             if ud is None:
@@ -829,27 +868,32 @@ class _Checker:
             users = {}
             for uname, user in (self.mapping(ud.get("users"), _p(upath, "users")) or {}).items():
                 uupath = _p(upath, "users", uname)
-                if not isinstance(uname, str) or not NAME_RE.match(uname):
-                    self.err(uupath, "a user name is letters, digits, '_', '-', '.'")
+                if not self.name(uname, uupath):
                     continue
                 udict = self.mapping(user, uupath)
                 if udict is None:
                     continue
                 if "password" in udict or "insecure_password" in udict:
                     key = "password" if "password" in udict else "insecure_password"
-                    self.err(_p(uupath, key), "plaintext passwords are refused (the seed's insecure-password): give password_hash, a SHA-crypt hash ($6$...) made with `mkpasswd -m sha-512`")
+                    self.err(
+                        _p(uupath, key),
+                        "plaintext passwords are refused (the seed's insecure-password): give password_hash, a SHA-crypt hash ($6$...) made with `mkpasswd -m sha-512`",
+                    )
                     continue
                 self.unknown_keys(udict, {"password_hash"}, uupath)
                 h = udict.get("password_hash")
-                if not isinstance(h, str) or not PASSWORD_HASH_RE.match(h):
-                    self.err(_p(uupath, "password_hash"), "is not a SHA-crypt hash ($5$... or $6$...); make one with `mkpasswd -m sha-512`")
+                problem = lb_grammar.password_hash_problem(h)
+                if problem is not None:
+                    # the reason names the rounds, never the hash itself
+                    if lb_grammar.SHA_CRYPT.fullmatch(h) is None:
+                        problem = f"is not {lb_grammar.SHA_CRYPT.what}"
+                    self.err(_p(uupath, "password_hash"), problem)
                     continue
                 users[uname] = {"name": uname, "password_hash": h}
             groups = {}
             for gname, members in (self.mapping(ud.get("groups"), _p(upath, "groups"), required=False) or {}).items():
                 gpath = _p(upath, "groups", gname)
-                if not isinstance(gname, str) or not NAME_RE.match(gname):
-                    self.err(gpath, "a group name is letters, digits, '_', '-', '.'")
+                if not self.name(gname, gpath):
                     continue
                 if not isinstance(members, list):
                     self.err(gpath, "must be a list of user names")
@@ -877,15 +921,12 @@ class _Checker:
         if "port" in d:
             out["port"] = self.integer(d["port"], _p(path, "port"), 1, 65535, " (a TCP port)")
         if ctype == "tcp-check":
-            exp = self.text(d.get("expect"), _p(path, "expect"), what=" (e.g. `string is\\ running.`)")
-            if exp is not None and not re.match(r"^!?\s*(string|rstring|binary|rbinary)\s+\S", exp):
-                self.err(_p(path, "expect"), f"{exp!r} is not a tcp-check expect rule (string|rstring|binary|rbinary <pattern>)")
-            out["expect"] = exp
+            out["expect"] = self.text(d.get("expect"), _p(path, "expect"), lb_grammar.HAPROXY_TCP_EXPECT)
         elif ctype == "httpchk":
             out["method"] = d.get("method", "GET")
             if out["method"] not in ("GET", "HEAD", "OPTIONS"):
                 self.err(_p(path, "method"), f"{out['method']!r} is not GET, HEAD or OPTIONS")
-            out["uri"] = self.text(d.get("uri", "/"), _p(path, "uri"), re.compile(r"^/\S*$"), " (an absolute path)")
+            out["uri"] = self.text(d.get("uri", "/"), _p(path, "uri"), lb_grammar.HAPROXY_URI)
             out["status"] = self.integer(d.get("status", 200), _p(path, "status"), 100, 599)
         elif "expect" in d:
             self.err(_p(path, "expect"), f"only a tcp-check has an expect rule, this check is {ctype!r}")
@@ -910,7 +951,7 @@ class _Checker:
             elif spec == "weight":
                 v = self.integer(value, kpath, 0, 256)
             elif spec == "word":
-                v = self.text(value, kpath, re.compile(r"^[A-Za-z0-9_.,-]+$"))
+                v = self.text(value, kpath, lb_grammar.HAPROXY_SERVER_WORD)
             else:
                 v = value if value in spec else None
                 if v is None:
@@ -924,8 +965,7 @@ class _Checker:
         d = self.mapping(raw, path) or {}
         for name, pool in d.items():
             ppath = _p(path, name)
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                self.err(ppath, "a pool name is letters, digits, '_', '-', '.'")
+            if not self.name(name, ppath):
                 continue
             pd = self.mapping(pool, ppath)
             if pd is None:
@@ -948,8 +988,7 @@ class _Checker:
                 self.err(_p(ppath, "servers"), "holds no server")
             for sname, server in sd.items():
                 spath = _p(ppath, "servers", sname)
-                if not isinstance(sname, str) or not NAME_RE.match(sname):
-                    self.err(spath, "a server name is letters, digits, '_', '-', '.'")
+                if not self.name(sname, spath):
                     continue
                 sdict = self.mapping(server, spath)
                 if sdict is None:
@@ -969,14 +1008,28 @@ class _Checker:
                     seen_addr[(addr, port)] = sname
                 if None in (addr, port, backup, chk, disabled):
                     continue
-                servers[sname] = {"name": sname, "address": addr, "port": port, "backup": backup, "check": chk, "weight": weight, "disabled": disabled}
+                servers[sname] = {
+                    "name": sname,
+                    "address": addr,
+                    "port": port,
+                    "backup": backup,
+                    "check": chk,
+                    "weight": weight,
+                    "disabled": disabled,
+                }
             entry["servers"] = servers
             if kind == "galera" and servers:
                 active = [s for s in servers.values() if not s["backup"]]
                 if len(active) != 1:
-                    self.err(_p(ppath, "servers"), f"a galera pool takes writes on exactly one server, the others are `backup: true`; this one has {len(active)} active ({', '.join(s['name'] for s in active) or 'none'})")
+                    self.err(
+                        _p(ppath, "servers"),
+                        f"a galera pool takes writes on exactly one server, the others are `backup: true`; this one has {len(active)} active ({', '.join(s['name'] for s in active) or 'none'})",
+                    )
                 if entry["check"]["type"] in ("connect", "none"):
-                    self.err(_p(ppath, "check", "type"), "a galera pool needs the probe (tcp-check or httpchk on the probe port): a TCP connect succeeds on a desynced node")
+                    self.err(
+                        _p(ppath, "check", "type"),
+                        "a galera pool needs the probe (tcp-check or httpchk on the probe port): a TCP connect succeeds on a desynced node",
+                    )
             out[name] = entry
         return out
 
@@ -988,8 +1041,7 @@ class _Checker:
         section_names = {}
         for name, lst in d.items():
             lpath = _p(path, name)
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                self.err(lpath, "a listener name is letters, digits, '_', '-', '.'")
+            if not self.name(name, lpath):
                 continue
             ld = self.mapping(lst, lpath)
             if ld is None:
@@ -998,7 +1050,10 @@ class _Checker:
             entry = {"key": name}
             vhid = self.integer(ld.get("vhid"), _p(lpath, "vhid"), 1, 255, " (the CARP group whose VIP it binds)")
             if vhid is not None and vhid not in groups:
-                self.err(_p(lpath, "vhid"), f"no CARP group {vhid} carries a VIP for this listener (groups: {', '.join(str(v) for v in sorted(groups)) or 'none'})")
+                self.err(
+                    _p(lpath, "vhid"),
+                    f"no CARP group {vhid} carries a VIP for this listener (groups: {', '.join(str(v) for v in sorted(groups)) or 'none'})",
+                )
                 vhid = None
             port = self.integer(ld.get("port"), _p(lpath, "port"), 1, 65535, " (a TCP port)")
             mode = ld.get("mode", default_mode)
@@ -1006,8 +1061,7 @@ class _Checker:
                 self.err(_p(lpath, "mode"), f"{mode!r} is not one of {', '.join(MODES)}")
                 mode = None
             balance = ld.get("balance", "roundrobin")
-            if not isinstance(balance, str) or not BALANCE_RE.match(balance):
-                self.err(_p(lpath, "balance"), f"{balance!r} is not a balance algorithm HAProxy knows (roundrobin, static-rr, leastconn, first, source, uri, url_param, hdr(name), random, rdp-cookie, hash)")
+            if not self.name(balance, _p(lpath, "balance"), BALANCE_RE):
                 balance = None
             timeouts = self.timeouts(ld.get("timeouts") or {}, _p(lpath, "timeouts"))
             options = self.options(ld.get("options", []), _p(lpath, "options"))
@@ -1024,9 +1078,19 @@ class _Checker:
                     self.err(_p(lpath, "port"), f"{key[0]}:{port} is already bound by listener {binds[key]!r}")
                 binds[key] = name
             if "allbackups" in options and pool is not None and pool["kind"] == "galera":
-                self.warn(_p(lpath, "options"), "option allbackups on a galera pool sends writes to every backup at once when the active server fails: the deadlocks one-active-plus-backups exists to avoid")
-            if pool is not None and pool["kind"] == "galera" and balance not in (None, "leastconn", "first", "roundrobin", "static-rr", "source"):
-                self.warn(_p(lpath, "balance"), f"balance {balance} on a galera pool: with one active server the algorithm only matters among backups")
+                self.warn(
+                    _p(lpath, "options"),
+                    "option allbackups on a galera pool sends writes to every backup at once when the active server fails: the deadlocks one-active-plus-backups exists to avoid",
+                )
+            if (
+                pool is not None
+                and pool["kind"] == "galera"
+                and balance not in (None, "leastconn", "first", "roundrobin", "static-rr", "source")
+            ):
+                self.warn(
+                    _p(lpath, "balance"),
+                    f"balance {balance} on a galera pool: with one active server the algorithm only matters among backups",
+                )
             if pool is not None and mode == "tcp" and pool["kind"] == "http":
                 self.warn(_p(lpath, "mode"), "an http pool behind a tcp listener: no HTTP logging or header handling")
             tls = None
@@ -1041,14 +1105,27 @@ class _Checker:
                 continue
             vip = groups[vhid]["vip"].ip
             section = ld.get("name") or f"haproxy_{vip}_{port}"
-            if not isinstance(section, str) or not NAME_RE.match(section):
-                self.err(_p(lpath, "name"), f"{section!r} is not a HAProxy section name")
+            if not self.name(section, _p(lpath, "name")):
                 continue
             if section in section_names:
                 self.err(_p(lpath, "name"), f"section name {section!r} is also listener {section_names[section]!r}")
                 continue
             section_names[section] = name
-            entry.update({"name": section, "vhid": vhid, "vip": vip, "port": port, "mode": mode, "balance": balance, "timeouts": timeouts, "options": options, "pool": pool_name, "maxconn": maxconn, "tls": tls})
+            entry.update(
+                {
+                    "name": section,
+                    "vhid": vhid,
+                    "vip": vip,
+                    "port": port,
+                    "mode": mode,
+                    "balance": balance,
+                    "timeouts": timeouts,
+                    "options": options,
+                    "pool": pool_name,
+                    "maxconn": maxconn,
+                    "tls": tls,
+                }
+            )
             out[name] = entry
         return out
 
@@ -1059,7 +1136,10 @@ class _Checker:
         import binascii
 
         if not isinstance(value, str) or "-----BEGIN " not in value:
-            self.err(path, f"must be {what} in PEM form (-----BEGIN ...-----), got {type(value).__name__ if not isinstance(value, str) else 'text without a PEM block'}")
+            self.err(
+                path,
+                f"must be {what} in PEM form (-----BEGIN ...-----), got {type(value).__name__ if not isinstance(value, str) else 'text without a PEM block'}",
+            )
             return None
         blocks = []
         for m in PEM_BLOCK_RE.finditer(value):
@@ -1095,7 +1175,10 @@ class _Checker:
         if not isinstance(redirect, bool):
             self.err(_p(path, "redirect_http"), f"must be true or false, got {redirect!r}")
         elif redirect and port == 80:
-            self.err(_p(path, "redirect_http"), "the listener itself is on port 80; redirect_http adds a plain-HTTP bind on port 80 that redirects to it")
+            self.err(
+                _p(path, "redirect_http"),
+                "the listener itself is on port 80; redirect_http adds a plain-HTTP bind on port 80 that redirects to it",
+            )
         certs = self.pem_blocks(d.get("certificate"), _p(path, "certificate"), "the certificate (and its chain)")
         if certs is not None:
             labels = [b[0] for b in certs]
@@ -1109,7 +1192,10 @@ class _Checker:
             if len(keys) != 1:
                 self.err(_p(path, "key"), f"must hold exactly one private key block, found {', '.join(labels)}")
             elif "ENCRYPTED" in labels[0]:
-                self.err(_p(path, "key"), "is encrypted; HAProxy cannot ask for a passphrase at start: give the key unencrypted (the pillar is where it is protected)")
+                self.err(
+                    _p(path, "key"),
+                    "is encrypted; HAProxy cannot ask for a passphrase at start: give the key unencrypted (the pillar is where it is protected)",
+                )
             elif labels[0] not in PEM_KEY_TYPES:
                 self.err(_p(path, "key"), f"must be a private key block ({', '.join(PEM_KEY_TYPES)}), found {labels[0]}")
         if len(self.errors) == errors:
@@ -1138,7 +1224,9 @@ class _Checker:
             return
         fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         if key.public_key().public_bytes(*fmt) != cert.public_key().public_bytes(*fmt):
-            self.err(_p(path, "key"), f"does not belong to the certificate ({cert.subject.rfc4514_string()}): HAProxy would refuse the pair")
+            self.err(
+                _p(path, "key"), f"does not belong to the certificate ({cert.subject.rfc4514_string()}): HAProxy would refuse the pair"
+            )
             return
         _, not_after = cert_validity(cert)
         if not_after < datetime.datetime.now(datetime.UTC):
@@ -1163,7 +1251,7 @@ class _Checker:
         out["interface"] = ifname
         if "port" in d:
             out["port"] = self.integer(d["port"], _p(path, "port"), 1, 65535, " (a TCP port)")
-        out["uri"] = self.text(d.get("uri", out["uri"]), _p(path, "uri"), re.compile(r"^/\S*$"), " (an absolute path)")
+        out["uri"] = self.text(d.get("uri", out["uri"]), _p(path, "uri"), lb_grammar.HAPROXY_URI)
         if "refresh" in d:
             out["refresh"] = self.time(d["refresh"], _p(path, "refresh"))
         if "show_node" in d:
@@ -1193,12 +1281,12 @@ class _Checker:
         out = dict(PROBE_DEFAULTS)
         if "port" in d:
             out["port"] = self.integer(d["port"], _p(path, "port"), 1, 65535, " (a TCP port)")
-        out["user"] = self.text(d.get("user", out["user"]), _p(path, "user"), re.compile(r"^[A-Za-z0-9_]{1,32}$"), " (a MySQL user name, at most 32 characters)")
+        out["user"] = self.text(d.get("user", out["user"]), _p(path, "user"), PROBE_USER_RE)
         pw = d.get("password")
         if not isinstance(pw, str) or not pw:
             self.err(_p(path, "password"), "is required (the probe's MySQL password; keep it encrypted in the pillar)")
-        elif "\n" in pw or "'" in pw or "\\" in pw:
-            self.err(_p(path, "password"), "must be one line without ' or \\")
+        elif not lb_grammar.MYSQL_OPTION_VALUE.ok(pw):
+            self.err(_p(path, "password"), f"must be {lb_grammar.MYSQL_OPTION_VALUE.what} (one line)")
         out["password"] = pw
         for key in ("available_when_donor", "available_when_readonly"):
             if key in d:
@@ -1206,10 +1294,13 @@ class _Checker:
         if "timeout" in d:
             out["timeout"] = self.integer(d["timeout"], _p(path, "timeout"), 1, 10, " seconds")
         if "maintenance_file" in d:
-            out["maintenance_file"] = self.text(d["maintenance_file"], _p(path, "maintenance_file"), re.compile(r"^/[A-Za-z0-9_./-]+$"), " (an absolute path)")
+            out["maintenance_file"] = self.text(d["maintenance_file"], _p(path, "maintenance_file"), lb_grammar.SH_PATH)
         for pname, pool in pair["haproxy"]["pools"].items():
             if pool["kind"] == "galera" and pool["check"].get("port") not in (None, out["port"]):
-                self.err(_p(path.rsplit(":", 1)[0], "haproxy", "pools", pname, "check", "port"), f"checks port {pool['check']['port']} but the probe listens on {out['port']}")
+                self.err(
+                    _p(path.rsplit(":", 1)[0], "haproxy", "pools", pname, "check", "port"),
+                    f"checks port {pool['check']['port']} but the probe listens on {out['port']}",
+                )
         return out
 
     def routing(self, raw, path, pair) -> dict:
@@ -1251,8 +1342,20 @@ class _Checker:
             self.unknown_keys(bd, {"asn", "neighbors"}, bpath)
             asn = self.integer(bd.get("asn"), _p(bpath, "asn"), 1, 4294967295, " (an AS number)")
             neighbors = {}
+            symbols = {}
             for nname, nb in (self.mapping(bd.get("neighbors"), _p(bpath, "neighbors")) or {}).items():
                 npath = _p(bpath, "neighbors", nname)
+                if not self.name(nname, npath, lb_grammar.BGP_NEIGHBOR_NAME):
+                    continue
+                reserved = lb_grammar.bird_symbol_problem(nname)
+                if reserved is not None:
+                    self.err(npath, reserved)
+                    continue
+                sym = lb_grammar.bird_symbol(nname)
+                if sym in symbols:
+                    self.err(npath, f"is BIRD protocol {sym!r} in bird.conf, like neighbor {symbols[sym]!r}")
+                    continue
+                symbols[sym] = nname
                 nd = self.mapping(nb, npath)
                 if nd is None:
                     continue
@@ -1274,7 +1377,7 @@ class _Checker:
                             local[node_id] = match[0]["address"]
                 entry = {
                     "name": nname,
-                    "descr": str(nd.get("descr", nname)),
+                    "descr": self.text(nd.get("descr", nname), _p(npath, "descr"), lb_grammar.BGP_DESCR),
                     "address": addr,
                     "local_address": local,
                     "remote_as": self.integer(nd.get("remote_as"), _p(npath, "remote_as"), 1, 4294967295, " (an AS number)"),
@@ -1292,8 +1395,9 @@ class _Checker:
                     entry["bfd"] = bool(self.boolean(nd["bfd"], _p(npath, "bfd")))
                 if "md5sig_password" in nd:
                     pw = nd["md5sig_password"]
-                    if not isinstance(pw, str) or not 1 <= len(pw) <= 80 or not CARP_PASSWORD_RE.match(pw) or '"' in pw:
-                        self.err(_p(npath, "md5sig_password"), "must be 1-80 printable characters without spaces or quotes (TCP MD5 key)")
+                    # quoted in bgpd.conf and bird.conf: '#' and '$' are the key's own
+                    if not isinstance(pw, str) or not lb_grammar.MD5SIG.ok(pw):
+                        self.err(_p(npath, "md5sig_password"), f"must be {lb_grammar.MD5SIG.what}")
                     else:
                         entry["md5sig_password"] = pw
                 if "med" in nd:
@@ -1305,7 +1409,7 @@ class _Checker:
                     self.err(_p(npath, "communities"), "must be a list like ['65000:180']")
                 else:
                     for i, c in enumerate(comms):
-                        if not isinstance(c, str) or not COMMUNITY_RE.match(c) or any(int(x) > 65535 for x in c.split(":")):
+                        if not isinstance(c, str) or not COMMUNITY_RE.fullmatch(c) or any(int(x) > 65535 for x in c.split(":")):
                             self.err(_p(npath, "communities", i), f"{c!r} is not a community ASN:VALUE with both parts in 0-65535")
                         else:
                             entry["communities"].append(c)
@@ -1323,14 +1427,23 @@ class _Checker:
         for pname, pair in model["pairs"].items():
             for node_id in pair["nodes"]:
                 if node_id in node_owner:
-                    self.err(_p(path, pname, "nodes", node_id), f"node id {node_id!r} is also a node of pair {node_owner[node_id]!r} (node ids are minion ids: unique)")
+                    self.err(
+                        _p(path, pname, "nodes", node_id),
+                        f"node id {node_id!r} is also a node of pair {node_owner[node_id]!r} (node ids are minion ids: unique)",
+                    )
                 node_owner[node_id] = pname
             for vhid, g in pair["carp"]["groups"].items():
                 key = g["vip"].ip
                 if key in vip_owner and vip_owner[key][0] != pname:
-                    self.err(_p(path, pname, "carp", "groups", vhid, "vip"), f"{key} is also a VIP of pair {vip_owner[key][0]!r} (group {vip_owner[key][1]})")
+                    self.err(
+                        _p(path, pname, "carp", "groups", vhid, "vip"),
+                        f"{key} is also a VIP of pair {vip_owner[key][0]!r} (group {vip_owner[key][1]})",
+                    )
                 vip_owner[key] = (pname, vhid)
                 seg = (g["vip"].cidr, vhid)
                 if seg in segment_vhid and segment_vhid[seg] != pname:
-                    self.err(_p(path, pname, "carp", "groups", vhid), f"VHID {vhid} is also used on segment {seg[0]} by pair {segment_vhid[seg]!r}: one VHID per segment")
+                    self.err(
+                        _p(path, pname, "carp", "groups", vhid),
+                        f"VHID {vhid} is also used on segment {seg[0]} by pair {segment_vhid[seg]!r}: one VHID per segment",
+                    )
                 segment_vhid.setdefault(seg, pname)

@@ -11,7 +11,7 @@
 
 lb_haproxy_package:
   pkg.installed:
-    - name: {{ haproxy.pkg }}
+    - name: {{ haproxy.pkg | json }}
 
 {%- if grains["kernel"] == "Linux" and haproxy.nonlocal_bind %}
 
@@ -28,7 +28,7 @@ lb_haproxy_nonlocal_bind:
   sysctl.present:
     - name: net.ipv4.ip_nonlocal_bind
     - value: 1
-    - config: {{ haproxy.sysctl_config }}
+    - config: {{ haproxy.sysctl_config | json }}
     - require_in:
       - haproxy_section: lb_haproxy_running
 {%- else %}
@@ -50,7 +50,7 @@ lb_haproxy_nonlocal_bind:
     -sf restart: reload through haproxy_cfg.reload instead.) #}
 lb_haproxy_init_defaults:
   file.managed:
-    - name: {{ haproxy.init_defaults }}
+    - name: {{ haproxy.init_defaults | json }}
     - contents: |
         # Managed by Salt (salt/haproxy). Read by /etc/init.d/haproxy.
         CONFIG="{{ paths.config }}"
@@ -64,7 +64,7 @@ lb_haproxy_init_defaults:
 
 lb_haproxy_config:
   haproxy_section.managed:
-    - name: {{ paths.config }}
+    - name: {{ paths.config | json }}
     - unmanaged: {{ haproxy.unmanaged }}
     - require:
       - pkg: lb_haproxy_package

@@ -767,6 +767,21 @@ def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
     assert {"name": "sysctl -w net.ipv4.ip_nonlocal_bind=1"} in runtime["lb_haproxy_nonlocal_bind"]["cmd"]
 
 
+def test_sls_refuses_lb_haproxy_settings_that_would_inject(env):
+    """A value of `lb_haproxy` goes into this SLS's YAML and into a file sh
+    reads: one that could carry more (a newline, a space) is refused with
+    its settings path before any state is compiled (lb_settings)."""
+    for key, value in (
+        ("init_defaults", "/etc/default/haproxy\n    - mode: '0777'"),
+        ("pkg", "haproxy\r"),
+        ("sysctl_config", "/etc/x y.conf"),
+        ("bogus", 1),
+    ):
+        out = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology(), "lb_haproxy": {key: value}})
+        assert not isinstance(out, dict), out
+        assert f"lb_haproxy:{key}" in str(out), out
+
+
 def test_sls_applies_from_scratch_then_changes_nothing(env):
     env.mod.stop()
     shutil.copy(os.path.join(REPO, "tests", "fixtures", "haproxy", "debian-default.cfg"), env.settings["config"])

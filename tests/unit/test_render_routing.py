@@ -39,7 +39,7 @@ def test_bgpd_conf_has_the_seeds_semantics_and_passes_bgpd_n(tmp_path, seed_mode
         "remote-as 65001",
         'descr "ebgp1"',
         f"local-address 10.2.2.{last}",
-        "tcp md5sig password secret",
+        'tcp md5sig password "secret"',
         "set med 10",
         "set localpref 80",
         "set community 65000:180",
@@ -76,7 +76,7 @@ def test_ospfd_conf_has_the_seeds_semantics(seed_model, node):
 
 def test_md5_key_is_redacted_in_a_preview(seed_model):
     text = lb_render.preview(seed_model, "lb-a", "FreeBSD", redact=True)["/usr/local/etc/bgpd.conf"]
-    assert "tcp md5sig password <redacted>" in text and "secret" not in text
+    assert 'tcp md5sig password "<redacted>"' in text and "secret" not in text
 
 
 def test_no_routing_no_routing_files(seed_raw):

@@ -104,7 +104,7 @@ def test_present_from_scratch_checks_then_starts_both_daemons(fake, paths):
     assert cands == [paths["bgpd"] + ".candidate", paths["ospfd"] + ".candidate"]
     for key in ("bgpd", "ospfd"):
         assert oct(os.stat(paths[key]).st_mode & 0o777) == "0o600"
-    assert "tcp md5sig password secret" in open(paths["bgpd"]).read()
+    assert 'tcp md5sig password "secret"' in open(paths["bgpd"]).read()
     assert f'include "{paths["ospfd_vips"]}"' in open(paths["ospfd"]).read()
     assert open(paths["ospfd_vips"]).read() == ""
     assert "bgpctl network add" in open(paths["hook"]).read()

@@ -427,7 +427,7 @@ CASES = [
         "hostname-invalid",
         _set(lambda r: node(r, "lb-a"), "hostname", "carp host.example.com"),
         f"{E}:nodes:lb-a:hostname",
-        "not valid (a host name)",
+        "is not a host name",
     ),
 ]
 

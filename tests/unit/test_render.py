@@ -142,13 +142,13 @@ def test_redaction_hides_every_secret(seed_model):
                 for s in secrets:
                     assert not re.search(rf"\b{s}\b", content), (path, s)
     netif = lb_render.preview(seed_model, "lb-a", "FreeBSD", redact=True)["/etc/rc.conf.d/netif"]
-    assert "pass <redacted> alias" in netif
+    assert "pass <redacted> 10.2.2." in netif
 
 
 def test_non_default_advbase_is_rendered(seed_raw):
     seed_raw["pairs"]["edge"]["carp"]["groups"][5]["advbase"] = 3
     netif = lb_render.preview(lb_topology.load(seed_raw), "lb-a", "FreeBSD")["/etc/rc.conf.d/netif"]
-    assert "inet vhid 5 advbase 3 advskew 0 pass passwd4 alias 10.2.2.5/32" in netif
+    assert "inet vhid 5 advbase 3 advskew 0 pass passwd4 10.2.2.5/32" in netif
 
 
 def test_httpchk_pool(seed_raw, tmp_path):

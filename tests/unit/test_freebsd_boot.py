@@ -228,7 +228,7 @@ def _with_passwords(passwords, devices=None):
     raw = lb_topology.load_file(SEED_PILLAR)
     raw = copy.deepcopy(raw)
     pair = raw["pairs"]["edge"]
-    for (vhid, g), pw in zip(sorted(pair["carp"]["groups"].items()), passwords, strict=False):
+    for (_vhid, g), pw in zip(sorted(pair["carp"]["groups"].items()), passwords, strict=False):
         g["password"] = pw
     for node_id, devs in (devices or {}).items():
         for ifname, dev in devs.items():

@@ -149,7 +149,14 @@ def boot(tmp_path, files: dict, devices: list[str]) -> dict:
     every stub call, in order, and what the shell printed."""
     stubs, etc = tmp_path / "stubs", tmp_path / "etc"
     # kenv: rc.subr asks `kenv -q rc.debug` when sourced (unset: exit 1)
-    stubbed = (("ifconfig", IFCONFIG), ("sysctl", SYSCTL), ("route", RECORD), ("logger", RECORD), ("sleep", RECORD), ("kenv", RECORD + "exit 1\n"))
+    stubbed = (
+        ("ifconfig", IFCONFIG),
+        ("sysctl", SYSCTL),
+        ("route", RECORD),
+        ("logger", RECORD),
+        ("sleep", RECORD),
+        ("kenv", RECORD + "exit 1\n"),
+    )
     for name, text in stubbed:
         _write(str(stubs / name), text, 0o755)
     for path in ("/etc/rc.conf", "/etc/rc.conf.d/netif", "/etc/rc.conf.d/routing"):

@@ -159,7 +159,10 @@ def _files(pair):
                 f = rendered[default[key]]
                 text = f.content.replace(default["ospfd_vips"], p["ospfd_vips"]) if key == "ospfd" else f.content
                 files[p[key]] = {"content": text, "mode": f.mode, "secret": f.secret}
-        hook = lb_routing.hook_script(fam, lb_routing.node_vips(pair, node, fam), p)
+        routing = pair["routing"]
+        hook = lb_routing.hook_script(
+            fam, lb_routing.node_vips(pair, node, fam), p, bgp=routing["bgp"] is not None, ospf=routing["ospf"] is not None
+        )
         files[p["hook"]] = {"content": hook, "mode": "0755", "secret": False}
     return files
 
@@ -348,6 +351,8 @@ def _present_freebsd(pair, test):
             }
     if "ospfd" in daemons and not os.path.exists(p["ospfd_vips"]):
         changes[p["ospfd_vips"]] = {"old": None, "new": "empty (lb-routing-vip fills it)"}
+    elif "ospfd" in daemons and carp_common.file_mode(p["ospfd_vips"]) != 0o600:
+        changes[p["ospfd_vips"]] = {"old": f"mode {carp_common.file_mode(p['ospfd_vips']):04o}", "new": "mode 0600"}
     hook = want[p["hook"]]
     if carp_common.read_text(p["hook"]) != hook["content"] or carp_common.file_mode(p["hook"]) != 0o755:
         changes[p["hook"]] = {"old": "differs" if os.path.exists(p["hook"]) else None, "new": "rendered"}
@@ -360,7 +365,11 @@ def _present_freebsd(pair, test):
     if p["hook"] in changes:
         _write(p["hook"], hook["content"], "0755")
     if p.get("ospfd_vips") in changes:
-        _write(p["ospfd_vips"], "", "0644")
+        # 0600: ospfd refuses an included file others can read (check_file_secrecy)
+        if os.path.exists(p["ospfd_vips"]):
+            os.chmod(p["ospfd_vips"], 0o600)
+        else:
+            _write(p["ospfd_vips"], "", "0600")
     done = []
     for d in daemons:
         if p[d] in changes:
@@ -417,11 +426,12 @@ def present(topology=None, test=False):
     return _present_linux(pair, test)
 
 
-def announced():
+def announced(topology=None):
     """
     The VIP addresses this node announces now.  Linux: the routes of BIRD's
     ``lb_vips`` protocol (``birdc show route protocol lb_vips``); FreeBSD:
-    ``bgpctl show network``.  None when the daemon does not answer.
+    ``bgpctl show network`` with BGP, the ``redistribute`` lines ospfd
+    includes on an OSPF-only pair.  None when the daemon does not answer.
 
     CLI Example:
 
@@ -430,6 +440,10 @@ def announced():
         salt 'lb*' routing.announced
     """
     if _family() == "FreeBSD":
+        if _pair(topology)["routing"]["bgp"] is None:
+            if _run(["service", FREEBSD_SERVICE["ospfd"], "onestatus"], quiet=True)["retcode"] != 0:
+                return None
+            return sorted(lb_routing.parse_redistribute(carp_common.read_text(paths()["ospfd_vips"]) or ""))
         res = _run([paths()["bgpctl"], "show", "network"], quiet=True)
         return sorted(lb_routing.parse_bgpctl_networks(res["stdout"])) if res["retcode"] == 0 else None
     res = _birdc("show", "route", "protocol", lb_routing.VIPS_PROTOCOL)
@@ -511,7 +525,7 @@ def sync(test=False, topology=None):
     by_vip = {vip: vhid for vhid, (_, vip) in vips.items()}
     changes = {}
     for _attempt in range(SYNC_ATTEMPTS):
-        now = announced()
+        now = announced(topology)
         if now is None:
             raise CommandExecutionError("the routing daemon does not answer (apply routing.present first)")
         want = set(desired()) & set(by_vip)

@@ -179,14 +179,19 @@ def present(name, kind, lines, config=None, after=None, reload=True):
         cfg = haproxy_config.parse(live)
         current = cfg.find(kind, name)
         if current is not None and current.directives() == wanted.directives():
-            ret["comment"] = f"{wanted.label} is as wanted in {path}"
-            return ret
-        what = "changed" if current is not None else "added"
+            if not cfg.end_with_newline():
+                ret["comment"] = f"{wanted.label} is as wanted in {path}"
+                return ret
+            # as wanted, but HAProxy refuses the file: its last line has no newline
+            what = "kept (the file's final newline added)"
+        else:
+            what = "changed" if current is not None else "added"
         anchor = None
         if current is None and after:
             parts = str(after).split(None, 1)
             anchor = (parts[0], parts[1] if len(parts) > 1 else "")
-        cfg.set(wanted, after=anchor)
+        if current is None or current.directives() != wanted.directives():
+            cfg.set(wanted, after=anchor)
         text = cfg.render()
         ret["changes"] = _section_changes({wanted.label: what}, live, text, path, True)
         if __opts__["test"]:

@@ -110,10 +110,11 @@ def diff(current: dict[int, dict], desired: dict[int, dict]) -> dict:
 
 
 def ifconfig_add(group: dict) -> list[str]:
-    """`ifconfig <dev> inet vhid N [advbase B] advskew S pass P alias VIP/32`:
-    the words rc.d/netif runs for the alias line lb_render writes."""
+    """`ifconfig <dev> inet vhid N [advbase B] advskew S pass P VIP/32 alias`:
+    the argv rc.d/netif runs at boot for the alias line lb_render writes
+    (network.subr appends the `alias`)."""
     g = dict(group, vip=group["_vip"])
-    return ["ifconfig", group["device"], *lb_render.freebsd_alias_words(g)]
+    return ["ifconfig", group["device"], *lb_render.freebsd_alias_words(g), "alias"]
 
 
 def ifconfig_set(group: dict, fields: list[str]) -> list[str]:

@@ -296,12 +296,31 @@ class Config:
         nl = self.newline
         lines = [_bare(x) + nl for x in [new.header, *new.body[: len(new.body) - len(new.trailing_blanks())]]]
         tail = old.trailing_blanks()
-        if not tail and not _ending(_last(old.lines())):
-            lines[-1] = _bare(lines[-1])  # the file had no final newline: still none
         merged = Section(new.type, new.name, lines[0], lines[1:] + tail, new.leading or old.leading)
         changed = merged.text() != old.text()
         self.sections[i] = merged
-        return changed
+        # an edit leaves the file ending in a newline: HAProxy refuses one
+        # without ("Missing LF on last line"), even when it was so before
+        return self.end_with_newline() or changed
+
+    def end_with_newline(self) -> bool:
+        """End the file with a line ending (HAProxy refuses a file whose
+        last line has none).  Returns whether it had to be added."""
+        nl = self.newline
+        if not self.sections:
+            if self.preamble and not _ending(self.preamble[-1]):
+                self.preamble[-1] += nl
+                return True
+            return False
+        last = self.sections[-1]
+        if last.body:
+            if not _ending(last.body[-1]):
+                last.body[-1] += nl
+                return True
+        elif not _ending(last.header):
+            last.header += nl
+            return True
+        return False
 
     def add(self, new: Section, after: tuple[str, str] | None = None, before: tuple[str, str] | None = None) -> None:
         """Insert `new` after / before the named section, or at the end.  A
@@ -334,6 +353,7 @@ class Config:
             body.append(nl)
         leading = [_bare(x) + nl for x in leading]
         self.sections.insert(pos, Section(new.type, new.name, _bare(new.header) + nl, body, leading))
+        self.end_with_newline()
 
     def remove(self, kind: str, name: str = "") -> bool:
         """Remove a section with its title comments; False if it was not there."""
@@ -347,6 +367,7 @@ class Config:
             while tail and is_blank(tail[-1]):
                 tail.pop()
             tail.extend(old.trailing_blanks())
+        self.end_with_newline()
         return True
 
     def set(self, new: Section, after: tuple[str, str] | None = None) -> bool:

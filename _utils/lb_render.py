@@ -31,7 +31,12 @@ OS_PARAMS = {
         "haproxy_config": "/usr/local/etc/haproxy.conf",
         "haproxy_socket": "/var/run/haproxy/admin.sock",
         "haproxy_pidfile": "/var/run/haproxy.pid",
-        "haproxy_chroot": "/var/empty",
+        # No chroot on FreeBSD: the workers log through syslogd's socket
+        # /var/run/log, which a chroot would hide from them (HAProxy opens a
+        # UNIX log socket by its path, inside the chroot), and /var/empty is
+        # immutable (schg), so no socket can be put there (docs/haproxy.md).
+        # The workers still run as www (uid 80), not root.
+        "haproxy_chroot": None,
         # numeric: the `www` user and group (80) exist on every FreeBSD, and a
         # number lets `haproxy -c` check this file on a Linux host too.
         "haproxy_user": ("uid", 80),
@@ -205,7 +210,7 @@ def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str, params
 
     g = [
         f"log {osp['syslog']} local0",
-        f"chroot {osp['haproxy_chroot']}",
+        *([f"chroot {osp['haproxy_chroot']}"] if osp["haproxy_chroot"] else []),
         f"pidfile {osp['haproxy_pidfile']}",
         # master-worker with the listening sockets handed to the new worker
         # on reload (expose-fd listeners): no connection refused during it.
@@ -346,18 +351,50 @@ def _rc(key, value) -> str:
     return f'{key}="{value}"'
 
 
+# libexec/rc/network.subr's get_if_var and ifalias_af_common look a device's
+# variables up under its name with each of these turned into `_` (`ltr`):
+# em1.100 -> ifconfig_em1_100.  A variable named after the raw device
+# (`ifconfig_em1.100=...`) is no assignment at all: sh runs it as a command.
+RC_IF_PUNCT = ".-/+"
+
+
+def rc_ifname(dev: str) -> str:
+    """The part of an rc.conf variable name rc derives from device `dev`."""
+    out = "".join("_" if ch in RC_IF_PUNCT else ch for ch in dev)
+    if not out or not (out[0].isalpha() or out[0] == "_") or not all(ch.isalnum() or ch == "_" for ch in out):
+        raise ValueError(f"device {dev!r} gives no rc.conf variable name (ifconfig_{out}); FreeBSD's rc maps only {RC_IF_PUNCT} to _")
+    return out
+
+
 def freebsd_alias_words(g: dict, secret=str) -> list[str]:
-    """The ifconfig words of one CARP alias, as rc.d/netif passes them
-    (`ifconfig hn1 <words>`): the same words go to rc.conf.d/netif and to
-    the live `ifconfig` the carp module runs, so the two cannot drift."""
+    """The ifconfig words of one CARP alias as rc.conf.d/netif holds them.
+    rc.d/netif runs `ifconfig hn1 <words> alias` (network.subr's
+    ifalias_af_common_handler appends the action), and the carp module
+    runs the same argv live (carp_common.ifconfig_add), so the two cannot
+    drift (tests/unit/test_freebsd_boot.py runs rc's own scripts on it)."""
     words = ["inet", "vhid", str(g["vhid"])]
     if g["advbase"] != 1:
         words += ["advbase", str(g["advbase"])]
     words += ["advskew", str(g["advskew"]), "pass", secret(g["password"])]
     # /32: the address lies in the interface's own subnet, which
     # already has its route (FreeBSD handbook, CARP section).
-    words += ["alias", f"{g['vip'].ip}/32"]
+    words.append(f"{g['vip'].ip}/32")
     return words
+
+
+def freebsd_haproxy_flags(osp: dict | None = None) -> str:
+    """haproxy_flags for the port's rc script (net/haproxy's rc.d/haproxy
+    runs `haproxy $haproxy_flags`, by default `-q -f CONFIG -p PIDFILE`:
+    in the foreground, which hangs the boot).  The same mode the
+    haproxy_cfg module starts it in: master-worker, daemon, with the master
+    CLI socket its reloads use."""
+    osp = osp or OS_PARAMS["FreeBSD"]
+    return f"-W -D -q -f {osp['haproxy_config']} -p {osp['haproxy_pidfile']} -S {osp['haproxy_master_socket']},mode,600"
+
+
+def md5sig_used(pair: dict) -> bool:
+    bgp = (pair.get("routing") or {}).get("bgp")
+    return bool(bgp) and any(nb.get("md5sig_password") for nb in bgp["neighbors"].values())
 
 
 def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, File]:
@@ -370,22 +407,29 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
     rc.append(_rc("gateway_enable", "YES" if pair["sysctl"]["ip_forwarding"] else "NO"))
     rc.append(_rc("haproxy_enable", "YES"))
     rc.append(_rc("haproxy_config", OS_PARAMS["FreeBSD"]["haproxy_config"]))
+    rc.append(_rc("haproxy_flags", freebsd_haproxy_flags()))
+    if md5sig_used(pair):
+        # OpenBGPD's `tcp md5sig` needs TCP_SIGNATURE: the tcpmd5 module on
+        # FreeBSD, loaded at boot by rc.d/kld before the routing daemons
+        rc.append(_rc("kld_list", "tcpmd5"))
     files["/etc/rc.conf"] = File("\n".join(rc) + "\n")
 
     # Interface lines go to /etc/rc.conf.d/netif, read by rc.d/netif after
     # rc.conf: it can be 0600, and the CARP passwords stay out of the
-    # world-readable rc.conf.  Aliases are numbered from 0 without gaps:
-    # rc.d/netif stops at the first missing ifconfig_<if>_aliasN (the seed's
-    # alias4, alias44, ... are never configured).
+    # world-readable rc.conf.  Aliases are numbered from 0: network.subr
+    # lists every ifconfig_<if>_aliasN that is set (list_vars) in numeric
+    # order, gaps or not, and stops only at one set to "" (the seed's
+    # alias4, alias44, ... work as well; 0.. is simply tidier).
     netif = [head]
     by_dev: dict[str, list] = {}
     for g in view["groups"]:
         by_dev.setdefault(device(g["device"], "FreeBSD"), []).append(g)
     for iface in node["interfaces"].values():
         dev = device(iface, "FreeBSD")
-        netif.append(_rc(f"ifconfig_{dev}", f"inet {iface['address']} netmask {iface['cidr'].netmask}"))
+        var = rc_ifname(dev)
+        netif.append(_rc(f"ifconfig_{var}", f"inet {iface['address']} netmask {iface['cidr'].netmask}"))
         for n, g in enumerate(by_dev.get(dev, [])):
-            netif.append(_rc(f"ifconfig_{dev}_alias{n}", " ".join(freebsd_alias_words(g, secret))))
+            netif.append(_rc(f"ifconfig_{var}_alias{n}", " ".join(freebsd_alias_words(g, secret))))
     files["/etc/rc.conf.d/netif"] = File("\n".join(netif) + "\n", mode="0600", secret=True)
 
     routes = [head]

@@ -311,18 +311,37 @@ def parse_bgpctl_networks(text: str) -> set[str]:
     return out
 
 
+def parse_redistribute(text: str) -> set[str]:
+    """The /32 prefixes of ``redistribute <vip>/32`` lines (the file
+    lb-routing-vip writes for ospfd to include)."""
+    out = set()
+    for line in (text or "").splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "redistribute" and words[1].endswith("/32"):
+            out.add(words[1][:-3])
+    return out
+
+
 def _vip_cases(vips: dict[int, tuple[str, str]]) -> str:
     return "".join(f"\t{v}) dev={d}; vip={a} ;;\n" for v, (d, a) in sorted(vips.items()))
 
 
-def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | None = None) -> str:
+def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | None = None, bgp: bool = True, ospf: bool = True) -> str:
     """``lb-routing-vip VHID STATE`` (FreeBSD, OpenBGPD and OpenOSPFD):
     announce or withdraw VHID's VIP (a /32) as the STATE argument (devd's)
     says, serialized by ``lockf``: ``bgpctl network add|delete <vip>/32``,
     the VIP's marker in the announce directory, ospfd's included
     ``redistribute`` file rewritten from the markers and ``ospfctl reload``.
     In maintenance, withdraw.  POSIX sh.  Linux has no hook: BIRD's direct
-    protocol follows the VIP addresses themselves (``render_bird``)."""
+    protocol follows the VIP addresses themselves (``render_bird``).
+
+    Only the configured protocols are driven (``bgp``, ``ospf``: the pair
+    has them): an OSPF-only node has no bgpd to ask, a BGP-only node no
+    ospfd to reload.  The redistribute file is written 0600 (umask 077):
+    ospfd refuses an included file that others can read
+    (parse.y check_file_secrecy)."""
+    if not (bgp or ospf):
+        raise ValueError("lb-routing-vip needs BGP or OSPF")
     if os_family != "FreeBSD":
         raise ValueError(f"lb-routing-vip is FreeBSD's announcement hook; {os_family} announces with BIRD's direct protocol")
     p = dict(PATHS[os_family])
@@ -331,6 +350,24 @@ def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | 
         if value is not None:
             lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_routing:{key}")
     cases = _vip_cases(vips)
+    add, delete = [], []
+    if bgp:
+        add.append(f'\t{p["bgpctl"]} network add "$vip/32" >/dev/null || exit 1\n')
+        delete.append(f'\t{p["bgpctl"]} network delete "$vip/32" >/dev/null 2>&1\n')
+    announce = "if [ $want = yes ]; then\n" + "".join(add) + '\t: > "$dir/$vip"\nelse\n' + "".join(delete) + '\trm -f "$dir/$vip"\nfi\n'
+    if ospf:
+        announce += f"""umask 077
+tmp={p["ospfd_vips"]}.$$
+: > "$tmp"
+for f in "$dir"/*; do
+	[ -e "$f" ] && printf 'redistribute %s/32\\n' "${{f##*/}}" >> "$tmp"
+done
+if cmp -s "$tmp" {p["ospfd_vips"]}; then
+	rm -f "$tmp"
+else
+	mv -f "$tmp" {p["ospfd_vips"]} && {p["ospfctl"]} reload >/dev/null
+fi
+"""
     return f"""#!/bin/sh
 # Installed by salt/routing (lb_routing.hook_script). Do not edit.
 # lb-routing-vip VHID STATE: announce VHID's VIP (BGP and OSPF) while this
@@ -348,24 +385,7 @@ dir={p["ospfd_vips"].rsplit("/", 1)[0]}/announce
 mkdir -p "$dir"
 want=no
 [ "$state" = MASTER ] && [ ! -e {p["maintenance"]} ] && want=yes
-if [ $want = yes ]; then
-	{p["bgpctl"]} network add "$vip/32" >/dev/null || exit 1
-	: > "$dir/$vip"
-else
-	{p["bgpctl"]} network delete "$vip/32" >/dev/null 2>&1
-	rm -f "$dir/$vip"
-fi
-tmp={p["ospfd_vips"]}.$$
-: > "$tmp"
-for f in "$dir"/*; do
-	[ -e "$f" ] && printf 'redistribute %s/32\\n' "${{f##*/}}" >> "$tmp"
-done
-if cmp -s "$tmp" {p["ospfd_vips"]}; then
-	rm -f "$tmp"
-else
-	mv -f "$tmp" {p["ospfd_vips"]} && {p["ospfctl"]} reload >/dev/null
-fi
-"""
+{announce}"""
 
 
 def render(pair: dict, node_id: str, os_family: str, header: str, secret, file_cls) -> dict:
@@ -382,7 +402,8 @@ def render(pair: dict, node_id: str, os_family: str, header: str, secret, file_c
             files[paths["bgpd"]] = file_cls(render_bgpd(pair, node_id, header, secret), mode="0600", secret=True)
         if routing["ospf"] is not None:
             files[paths["ospfd"]] = file_cls(render_ospfd(pair, node_id, os_family, header, paths["ospfd_vips"]), mode="0600")
-        files[paths["hook"]] = file_cls(hook_script(os_family, node_vips(pair, node_id, os_family)), mode="0755")
+        hook = hook_script(os_family, node_vips(pair, node_id, os_family), bgp=routing["bgp"] is not None, ospf=routing["ospf"] is not None)
+        files[paths["hook"]] = file_cls(hook, mode="0755")
     else:
         secret_file = any(nb["md5sig_password"] for nb in (routing["bgp"] or {"neighbors": {}})["neighbors"].values())
         files[paths["bird"]] = file_cls(render_bird(pair, node_id, header, secret), mode="0640", secret=secret_file)

@@ -30,10 +30,17 @@ ROOT = "lb"
 # 19 bytes is silently dropped, so two peers could "agree" on a longer
 # password that CARP never sees in full.
 CARP_PASSWORD_MAX = 19
-CARP_PASSWORD_RE = re.compile(r"^[\x21-\x7e]+$")
-# `"`, `'`, `\`, `$` and backquote would need quoting in rc.conf and in
-# keepalived.conf; refuse them rather than escape them differently per file.
-CARP_PASSWORD_FORBIDDEN = set("\"'\\`$#")
+# The password reaches FreeBSD's boot in rc.conf.d/netif
+# (ifconfig_<if>_aliasN="... pass P ..."), and libexec/rc/network.subr
+# (ifalias_af_common) splits that line unquoted (so `*`, `?`, `[` glob),
+# runs it through `eval` (so `;`, `|`, `&`, `<`, `>`, `(`, `)`, quotes, `\`,
+# `$`, backquote, a leading `#` or `~` act), and reads any hex digit
+# followed by `-` as an address range ("abc-def" recurses without end).
+# What survives all of that unchanged: letters, digits and these marks, so
+# the key the kernel gets at boot is the one `ifconfig` sets live
+# (tests/unit/test_freebsd_boot.py runs network.subr on every one of them).
+CARP_PASSWORD_MARKS = "!%+,./:=@^_"
+CARP_PASSWORD_RE = re.compile("[A-Za-z0-9" + re.escape(CARP_PASSWORD_MARKS) + "]+")
 
 LINUX_PROVIDERS = ("keepalived", "ucarp")
 POOL_KINDS = ("galera", "http", "tcp")
@@ -656,12 +663,15 @@ class _Checker:
             elif not isinstance(pw, str):
                 self.err(_p(gpath, "password"), "must be a string")
             elif len(pw.encode()) > CARP_PASSWORD_MAX:
+                self.err(_p(gpath, "password"), f"is {len(pw.encode())} bytes; CARP keeps only {CARP_PASSWORD_MAX} (CARP_KEY_LEN 20 with its NUL) and silently drops the rest")
+            elif not CARP_PASSWORD_RE.fullmatch(pw):
+                bad = "".join(sorted({ch for ch in pw if not CARP_PASSWORD_RE.fullmatch(ch)}))
                 self.err(
                     _p(gpath, "password"),
-                    f"is {len(pw.encode())} bytes; CARP keeps only {CARP_PASSWORD_MAX} (CARP_KEY_LEN 20 with its NUL) and silently drops the rest",
+                    f"may hold only letters, digits and {' '.join(CARP_PASSWORD_MARKS)} (it has {bad!r}): FreeBSD's rc "
+                    "(network.subr) runs the netif alias line through eval and reads 'X-' as an address range, so the key "
+                    "set at boot would differ from the one set live",
                 )
-            elif not CARP_PASSWORD_RE.fullmatch(pw) or CARP_PASSWORD_FORBIDDEN & set(pw):
-                self.err(_p(gpath, "password"), "must be printable ASCII without spaces or any of \" ' \\ ` $ #")
             g["password"] = pw
             primary = gd.get("primary")
             if primary not in nodes:

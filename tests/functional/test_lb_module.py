@@ -33,7 +33,7 @@ def test_preview_through_the_loader_is_the_renderer_with_secrets_redacted(loader
     assert got == lb_render.preview(model, "lb-b", "FreeBSD", redact=True)
     assert "passwd4" not in json.dumps(got)
     with_secrets = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD", secrets=True)
-    assert "pass passwd4 alias" in with_secrets["/etc/rc.conf.d/netif"]
+    assert "pass passwd4 10.2.2." in with_secrets["/etc/rc.conf.d/netif"]
 
 
 def test_preview_unknown_node_is_a_clear_error(loaders):

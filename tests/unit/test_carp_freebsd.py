@@ -78,8 +78,8 @@ class FakeFreeBSD:
                 g[k] = int(words[words.index(k) + 1])
         if "pass" in words:
             g["key"] = words[words.index("pass") + 1]
-        if "alias" in words:
-            g["address"] = words[words.index("alias") + 1].split("/")[0]
+        if words[-1] == "alias":
+            g["address"] = words[-2].split("/")[0]
             g["state"] = "BACKUP"
 
     def salt(self):
@@ -197,10 +197,10 @@ def test_present_from_scratch_makes_these_calls(fake, paths, seed_model):
         ("kmod.load", "carp", False),
         ("sysrc.set", "carp_load", "YES", {"file": LOADER}),
         ("sysctl.persist", "net.inet.carp.preempt", 1),
-        ("cmd", ["ifconfig", "hn1", "inet", "vhid", "4", "advskew", "0", "pass", "passwd4", "alias", "10.2.2.4/32"]),
-        ("cmd", ["ifconfig", "hn1", "inet", "vhid", "5", "advskew", "0", "pass", "passwd4", "alias", "10.2.2.5/32"]),
-        ("cmd", ["ifconfig", "hn1", "inet", "vhid", "44", "advskew", "0", "pass", "passwd44", "alias", "10.2.2.44/32"]),
-        ("cmd", ["ifconfig", "hn1", "inet", "vhid", "55", "advskew", "0", "pass", "passwd44", "alias", "10.2.2.55/32"]),
+        ("cmd", ["ifconfig", "hn1", "inet", "vhid", "4", "advskew", "0", "pass", "passwd4", "10.2.2.4/32", "alias"]),
+        ("cmd", ["ifconfig", "hn1", "inet", "vhid", "5", "advskew", "0", "pass", "passwd4", "10.2.2.5/32", "alias"]),
+        ("cmd", ["ifconfig", "hn1", "inet", "vhid", "44", "advskew", "0", "pass", "passwd44", "10.2.2.44/32", "alias"]),
+        ("cmd", ["ifconfig", "hn1", "inet", "vhid", "55", "advskew", "0", "pass", "passwd44", "10.2.2.55/32", "alias"]),
     ]
     assert sorted(k for k in ret["changes"] if isinstance(k, int)) == [4, 5, 44, 55]
     assert ret["changes"][4] == {"old": None, "new": {"device": "hn1", "vip": "10.2.2.4", "advbase": 1, "advskew": 0}}
@@ -238,7 +238,7 @@ def test_change_advskew_in_place_without_password(fake, paths, pillar):
     assert fake.writes() == [("cmd", ["ifconfig", "hn1", "vhid", "44", "advskew", "20"])]
     assert ret["changes"][44] == {"old": {"advskew": 0}, "new": {"advskew": 20}}
     with open(paths["netif_file"]) as fh:
-        assert 'ifconfig_hn1_alias1="inet vhid 44 advskew 20 pass passwd44 alias 10.2.2.44/32"' in fh.read()
+        assert 'ifconfig_hn1_alias1="inet vhid 44 advskew 20 pass passwd44 10.2.2.44/32"' in fh.read()
 
 
 def test_change_password_only(fake, pillar):

@@ -160,7 +160,7 @@ INJECTIONS = [
         "carp-password-newline",
         setter(lambda r: edge(r)["carp"]["groups"][4], "password", "secret\n"),
         f"{E}:carp:groups:4:password",
-        "printable ASCII",
+        "may hold only letters, digits",
     ),
     (
         "route-name-newline",

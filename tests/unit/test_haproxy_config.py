@@ -225,12 +225,34 @@ def test_replacing_a_section_by_itself_changes_nothing(name):
     assert cfg.render() == text
 
 
-def test_replace_keeps_title_comments_separator_and_missing_final_newline():
+def test_replace_keeps_title_comments_separator_and_mends_the_final_newline():
+    # HAProxy refuses a file whose last line has no newline ("Missing LF on
+    # last line"): any edit ends the file with one
     text = "# pre\n\n# title\nlisten a\n\tbind :80\n\n\nlisten b\n\tbind :81"
     cfg = hc.parse(text)
-    cfg.replace(hc.make_section("listen", "a", ["bind :8080"]))
+    assert cfg.replace(hc.make_section("listen", "a", ["bind :8080"])) is True
+    assert cfg.render() == "# pre\n\n# title\nlisten a\n    bind :8080\n\n\nlisten b\n\tbind :81\n"
     cfg.replace(hc.make_section("listen", "b", ["bind :8081", "mode http"]))
-    assert cfg.render() == "# pre\n\n# title\nlisten a\n    bind :8080\n\n\nlisten b\n    bind :8081\n    mode http"
+    assert cfg.render() == "# pre\n\n# title\nlisten a\n    bind :8080\n\n\nlisten b\n    bind :8081\n    mode http\n"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda cfg: cfg.replace(hc.make_section("listen", "b", ["bind :81"])),  # the same: only the newline
+        lambda cfg: cfg.replace(hc.make_section("listen", "a", ["bind :8080"])),
+        lambda cfg: cfg.remove("listen", "a"),
+        lambda cfg: cfg.add(hc.make_section("listen", "c", ["bind :82"]), after=("listen", "a")),
+        lambda cfg: cfg.add(hc.make_section("listen", "c", ["bind :82"])),
+    ],
+    ids=["replace-same-last", "replace-other", "remove-other", "add-in-the-middle", "add-at-the-end"],
+)
+def test_every_edit_of_a_file_without_final_newline_gives_one_haproxy_reads(edit):
+    cfg = hc.parse("listen a\n\tbind :80\n\nlisten b\n\tbind :81")
+    edit(cfg)
+    out = cfg.render()
+    assert out.endswith("\n") and not out.endswith("\n\n"), out
+    assert hc.parse(out).labels() == cfg.labels()
 
 
 def test_replace_keeps_crlf_line_endings():
@@ -419,3 +441,19 @@ def test_diff_redacts_unless_asked(seed_model):
     assert h not in d and "othersalt" not in d
     assert d == ""  # only a secret changed: the diff has nothing to show
     assert h in hc.diff(v1, v2, secrets=True)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_haproxy_reads_an_edited_file_that_had_no_final_newline(tmp_path):
+    text = "defaults\n\tmode tcp\n\ttimeout connect 1s\n\ttimeout client 1s\n\ttimeout server 1s\n\nlisten a\n\tbind 127.0.0.1:65001"
+    path = tmp_path / "h.cfg"
+
+    def check():
+        return subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False)
+
+    path.write_text(text)
+    assert "Missing LF on last line" in check().stderr  # what HAProxy says of the file as it was
+    cfg = hc.parse(text)
+    cfg.replace(hc.make_section("defaults", "", ["mode tcp", "timeout connect 2s", "timeout client 1s", "timeout server 1s"]))
+    path.write_text(cfg.render())
+    assert check().returncode == 0, check().stderr

@@ -142,13 +142,13 @@ def test_redaction_hides_every_secret(seed_model):
                 for s in secrets:
                     assert not re.search(rf"\b{s}\b", content), (path, s)
     netif = lb_render.preview(seed_model, "lb-a", "FreeBSD", redact=True)["/etc/rc.conf.d/netif"]
-    assert "pass <redacted> alias" in netif
+    assert "pass <redacted> 10.2.2." in netif
 
 
 def test_non_default_advbase_is_rendered(seed_raw):
     seed_raw["pairs"]["edge"]["carp"]["groups"][5]["advbase"] = 3
     netif = lb_render.preview(lb_topology.load(seed_raw), "lb-a", "FreeBSD")["/etc/rc.conf.d/netif"]
-    assert "inet vhid 5 advbase 3 advskew 0 pass passwd4 alias 10.2.2.5/32" in netif
+    assert "inet vhid 5 advbase 3 advskew 0 pass passwd4 10.2.2.5/32" in netif
 
 
 def test_httpchk_pool(seed_raw, tmp_path):
@@ -257,3 +257,27 @@ def test_routing_ready_script_reads_birds_sessions(tmp_path, protocols, ready):
     # BIRD not answering: not ready
     fake.write_text("#!/bin/sh\necho 'Unable to connect to server control socket' >&2\nexit 1\n")
     assert subprocess.run([str(script)], timeout=10, capture_output=True).returncode == 1
+
+
+def test_freebsd_rc_conf_starts_haproxy_as_a_daemon_and_loads_tcpmd5(seed_raw):
+    rc = lb_render.render_node(lb_topology.load(copy.deepcopy(seed_raw)), "lb-a", "FreeBSD")["/etc/rc.conf"].content
+    # the port's rc.d/haproxy runs `haproxy $haproxy_flags`: without -D the
+    # boot waits on it; -S: the master socket the haproxy_cfg module reloads by
+    flags = re.search(r'^haproxy_flags="([^"]*)"$', rc, re.M).group(1).split()
+    assert {"-W", "-D"} <= set(flags)
+    assert flags[flags.index("-f") + 1] == "/usr/local/etc/haproxy.conf"
+    assert flags[flags.index("-S") + 1].startswith("/var/run/haproxy-master.sock,")
+    # the seed's neighbors have md5sig keys: tcpmd5.ko at boot
+    assert 'kld_list="tcpmd5"' in rc.splitlines()
+    for nb in seed_raw["pairs"]["edge"]["routing"]["bgp"]["neighbors"].values():
+        nb.pop("md5sig_password", None)
+    rc = lb_render.render_node(lb_topology.load(seed_raw), "lb-a", "FreeBSD")["/etc/rc.conf"].content
+    assert "kld_list" not in rc
+
+
+def test_freebsd_haproxy_has_no_chroot_debian_keeps_it(seed_model):
+    # FreeBSD: the workers log to /var/run/log, which a chroot would hide
+    fb = lb_render.render_node(seed_model, "lb-a", "FreeBSD")["/usr/local/etc/haproxy.conf"].content
+    assert "chroot" not in fb and "log /var/run/log local0" in fb
+    deb = lb_render.render_node(seed_model, "lb-a", "Debian")["/etc/haproxy/haproxy.cfg"].content
+    assert "    chroot /var/lib/haproxy\n" in deb

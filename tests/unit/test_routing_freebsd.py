@@ -107,11 +107,21 @@ def test_present_from_scratch_checks_then_starts_both_daemons(fake, paths):
     assert 'tcp md5sig password "secret"' in open(paths["bgpd"]).read()
     assert f'include "{paths["ospfd_vips"]}"' in open(paths["ospfd"]).read()
     assert open(paths["ospfd_vips"]).read() == ""
+    # ospfd refuses an included file others can read (check_file_secrecy)
+    assert oct(os.stat(paths["ospfd_vips"]).st_mode & 0o777) == "0o600"
     assert "bgpctl network add" in open(paths["hook"]).read()
     assert "secret" not in repr(ret)
     fake.calls.clear()
     assert routing.present()["changes"] == {}
     assert commands(fake) == ["service openbgpd onestatus", "service openospfd onestatus"]
+
+
+def test_a_world_readable_redistribute_file_is_made_private(fake, paths):
+    routing.present()
+    os.chmod(paths["ospfd_vips"], 0o644)
+    ret = routing.present()
+    assert ret["changes"][paths["ospfd_vips"]] == {"old": "mode 0644", "new": "mode 0600"}
+    assert oct(os.stat(paths["ospfd_vips"]).st_mode & 0o777) == "0o600"
 
 
 def test_test_mode_touches_nothing(fake, paths):

@@ -30,8 +30,7 @@ def test_linux_has_no_hook():
         lb_routing.hook_script("Debian", VIPS)
 
 
-@pytest.fixture
-def freebsd(tmp_path):
+def _freebsd(tmp_path, **protocols):
     calls = tmp_path / "calls"
     rec = f'echo "${{0##*/}} $*" >> {calls}\n'
     db = tmp_path / "db"
@@ -43,7 +42,7 @@ def freebsd(tmp_path):
         "ospfctl": fake(tmp_path / "ospfctl", rec),
         "maintenance": str(tmp_path / "maintenance"),
     }
-    text = lb_routing.hook_script("FreeBSD", {4: ("hn1", "10.2.2.4"), 5: ("hn1", "10.2.2.5")}, paths)
+    text = lb_routing.hook_script("FreeBSD", {4: ("hn1", "10.2.2.4"), 5: ("hn1", "10.2.2.5")}, paths, **protocols)
     assert "exec /usr/bin/lockf -k -t 10 " in text
     # FreeBSD's lockf(1) here: record it, then run the command it guards
     lockf = fake(tmp_path / "lockf", rec + 'shift 4\nexec "$@"\n')
@@ -55,12 +54,19 @@ def freebsd(tmp_path):
         calls.unlink(missing_ok=True)
         r = subprocess.run([str(script), *args], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
-        return calls_of(calls), (db / "ospfd-vips.conf").read_text()
+        vips = db / "ospfd-vips.conf"
+        return calls_of(calls), vips.read_text() if vips.exists() else None
 
     run.maintenance = tmp_path / "maintenance"
     run.lock = paths["lock"]
     run.script = script
+    run.vips = db / "ospfd-vips.conf"
     return run
+
+
+@pytest.fixture
+def freebsd(tmp_path):
+    return _freebsd(tmp_path)
 
 
 def test_freebsd_master_adds_the_network_and_redistributes_it(freebsd):
@@ -95,3 +101,35 @@ def test_freebsd_maintenance_withdraws_even_a_master(freebsd):
     calls, ospf = freebsd("4", "MASTER")
     assert calls[1:] == ["bgpctl network delete 10.2.2.4/32", "ospfctl reload"]
     assert ospf == ""
+
+
+def test_freebsd_ospf_only_redistributes_without_bgpctl(tmp_path):
+    # an OSPF-only pair has no bgpd: `bgpctl network add || exit 1` would
+    # fail every announcement
+    hook = _freebsd(tmp_path, bgp=False)
+    calls, ospf = hook("4", "MASTER")
+    assert calls[1:] == ["ospfctl reload"]
+    assert ospf == "redistribute 10.2.2.4/32\n"
+    # ospfd refuses an included file others can read (check_file_secrecy)
+    assert hook.vips.stat().st_mode & 0o777 == 0o600
+    calls, ospf = hook("4", "BACKUP")
+    assert calls[1:] == ["ospfctl reload"]
+    assert ospf == ""
+
+
+def test_freebsd_bgp_only_never_reloads_ospfd(tmp_path):
+    hook = _freebsd(tmp_path, ospf=False)
+    calls, ospf = hook("4", "MASTER")
+    assert calls[1:] == ["bgpctl network add 10.2.2.4/32"]
+    assert ospf is None
+    calls, _ = hook("4", "BACKUP")
+    assert calls[1:] == ["bgpctl network delete 10.2.2.4/32"]
+
+
+def test_the_redistribute_file_is_private_with_both_protocols(freebsd):
+    freebsd("4", "MASTER")
+    assert freebsd.vips.stat().st_mode & 0o777 == 0o600
+
+
+def test_redistribute_lines_parse():
+    assert lb_routing.parse_redistribute("redistribute 10.2.2.4/32\nredistribute 10.2.2.5/32\n# x\n") == {"10.2.2.4", "10.2.2.5"}

@@ -187,7 +187,14 @@ CASES = [
     ("advbase-zero", _set(lambda r: pair(r)["carp"], "advbase", 0), f"{E}:carp:advbase", "outside 1-255"),
     ("advbase-256-group", _set(lambda r: group(r, 5), "advbase", 256), f"{E}:carp:groups:5:advbase", "outside 1-255"),
     ("carp-password-too-long", _set(lambda r: group(r, 4), "password", "a" * 20), f"{E}:carp:groups:4:password", "CARP keeps only 19"),
-    ("carp-password-space", _set(lambda r: group(r, 4), "password", "pass word"), f"{E}:carp:groups:4:password", "printable ASCII"),
+    ("carp-password-space", _set(lambda r: group(r, 4), "password", "pass word"), f"{E}:carp:groups:4:password", "it has ' '"),
+    # network.subr reads a hex digit then `-` as an address range and recurses without end
+    ("carp-password-range", _set(lambda r: group(r, 4), "password", "abc-def"), f"{E}:carp:groups:4:password", "it has '-'"),
+    # eval: `;` runs a command, `~` expands, `*` globs at boot
+    ("carp-password-eval", _set(lambda r: group(r, 4), "password", "a;date"), f"{E}:carp:groups:4:password", "it has ';'"),
+    ("carp-password-tilde", _set(lambda r: group(r, 4), "password", "~root"), f"{E}:carp:groups:4:password", "it has '~'"),
+    ("carp-password-glob", _set(lambda r: group(r, 4), "password", "pw*"), f"{E}:carp:groups:4:password", "it has '*'"),
+    ("carp-password-newline", _set(lambda r: group(r, 4), "password", "passwd4\n"), f"{E}:carp:groups:4:password", "it has '\\n'"),
     ("carp-password-missing", _del(lambda r: group(r, 44), "password"), f"{E}:carp:groups:44:password", "is required"),
     ("peers-disagree-advskew", _set(lambda r: group(r, 4), "advskew_primary", 100), f"{E}:carp:groups:4", "peers would disagree"),
     ("peers-disagree-segment", _lbb_vip_on_systems, f"{E}:nodes:lb-b:interfaces:vip:network", "peers disagree"),

@@ -266,10 +266,26 @@ def test_a_stopped_server_gives_503(cluster, installs, account):
     try:
         status, body = parse(pe.ask(inst)[0])
         assert status == 503
-        assert "cannot query MariaDB: ERROR 2002" in body
+        assert "cannot query MariaDB (error 2002): no server on the socket" in body
     finally:
         n2.start()  # rejoins by IST
     assert parse(pe.ask(inst)[0])[0] == 200
+
+
+def test_a_refused_login_gives_503_without_the_account_name(cluster, installs, account):
+    """The real server's answer to an unknown account names it ("Access
+    denied for user 'x'@'localhost'"); the body says what is wrong without
+    it."""
+    inst = installs["n1"]
+    bad = inst.variant("badlogin", user="probe_acct_x9", password="'wrong-pw-77'")
+    r = subprocess.run(
+        [mg.CLIENT, f"--defaults-extra-file={bad}", "--batch", "--execute=SELECT 1"], capture_output=True, text=True, timeout=30
+    )
+    assert "probe_acct_x9" in r.stderr, r.stderr  # what the server says, and the body must not
+    status, body = parse(pe.ask(inst, config=bad)[0])
+    assert status == 503
+    assert "cannot query MariaDB (error 1045): the server refused the probe's login" in body
+    assert "probe_acct_x9" not in body and "wrong-pw-77" not in body and "Access denied" not in body
 
 
 def test_a_node_out_of_the_primary_component_gives_503(cluster, installs, account):

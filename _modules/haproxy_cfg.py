@@ -563,7 +563,8 @@ def render(node=None, os_family=None, topology=None, prometheus=None, secrets=Fa
     HAProxy's files for this node, rendered from the ``lb`` pillar (or a
     topology file): ``{path: {"content", "mode", "secret"}}`` for the config
     and each TLS listener's PEM.  Paths follow ``settings``.  Nothing is
-    written.  Secrets (TLS keys) are redacted unless ``secrets=True``.
+    written.  Secrets (the stats users' hashes, TLS keys) are redacted unless
+    ``secrets=True``.
 
     node
         Default: this minion's id.

@@ -257,3 +257,28 @@ def test_routing_ready_script_reads_birds_sessions(tmp_path, protocols, ready):
     # BIRD not answering: not ready
     fake.write_text("#!/bin/sh\necho 'Unable to connect to server control socket' >&2\nexit 1\n")
     assert subprocess.run([str(script)], timeout=10, capture_output=True).returncode == 1
+
+
+@pytest.mark.parametrize("pillar", ["seed", "lab"])
+def test_a_preview_without_secrets_holds_none_of_the_pillars_secrets(request, pillar):
+    """Every value lb_secrets lists (CARP passwords, the stats users' hashes,
+    the probe's password, md5sig keys) is absent from every file of every
+    node's preview for both OS families; the same preview with secrets has
+    the hashes (so the check looks where they would be)."""
+    import lb_secrets
+
+    raw = request.getfixturevalue(f"{pillar}_raw")
+    model = lb_topology.load(copy.deepcopy(raw))
+    secrets = lb_secrets.values(raw)
+    hashes = [h for h in secrets if h.startswith("$6$")]
+    assert len(hashes) == 2 and any("passwd" in s for s in secrets)
+    for os_family in OSES:
+        for node in NODES:
+            redacted = lb_render.preview(model, node, os_family, redact=True)
+            for path, content in redacted.items():
+                for s in secrets:
+                    assert not re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", content), (path, s)
+            cfg = redacted[lb_render.OS_PARAMS[os_family]["haproxy_config"]]
+            assert "user admin password <redacted>" in cfg
+            full = lb_render.preview(model, node, os_family)[lb_render.OS_PARAMS[os_family]["haproxy_config"]]
+            assert all(h in full for h in hashes)

@@ -75,8 +75,9 @@ DEFAULT_HARD_STOP_AFTER = "30m"
 # no warning about a missing file, and a boot starts from the pillar's states.
 SERVER_STATE_ENV = "LB_HAPROXY_SERVER_STATE"
 # HAProxy's built-in exporter (Debian 12's haproxy -vv lists the service
-# prometheus-exporter); the port of HAProxy's own documentation.
-PROMETHEUS_PORT = 8405
+# prometheus-exporter); the port of HAProxy's own documentation, the default
+# of the pillar's haproxy:metrics:port.
+PROMETHEUS_PORT = lb_topology.METRICS_DEFAULTS["port"]
 # OS_PARAMS keys a caller may override for the HAProxy files (tests, or a
 # minion whose HAProxy lives elsewhere; see the haproxy_cfg module).
 HAPROXY_PARAM_KEYS = ("haproxy_config", "haproxy_socket", "haproxy_pidfile", "haproxy_chroot", "haproxy_certs_dir")
@@ -269,13 +270,17 @@ def render_haproxy(
         if stats["admin_group"]:
             sl.append("stats admin if AUTH_ADMIN")
         out += ["listen stats"] + _ind(sl) + [""]
-        if prometheus:
-            # metrics for a scraper on the management network only, like
-            # the stats page; read-only, no authentication (Prometheus'
-            # usual setup), and no log line per scrape
+        metrics = hp.get("metrics")
+        if prometheus and metrics:
+            # metrics on the management address only, like the stats page,
+            # for the scrapers the pillar allows (default: the management
+            # network); no authentication (Prometheus' usual setup), and no
+            # log line per scrape
             pl = [
-                f"bind {view['stats_address']}:{PROMETHEUS_PORT}",
+                f"bind {view['stats_address']}:{metrics['port']}",
                 "mode http",
+                f"acl metrics_allowed src {' '.join(metrics['allow'])}",
+                "tcp-request connection reject unless metrics_allowed",
                 "http-request use-service prometheus-exporter if { path /metrics }",
                 "no log",
             ]

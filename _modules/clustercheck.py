@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import subprocess
 import tempfile
 import time
@@ -345,6 +346,11 @@ def _client(socket_path=None, defaults_file=None, client=None):
     return argv
 
 
+# mysql_native_password's stored form: a secret as good as the password for an
+# offline attack
+_PASSWORD_HASH = re.compile(r"\*[0-9A-Fa-f]{40}")
+
+
 def _sql(statements, socket_path=None, defaults_file=None, client=None):
     """Run SQL as the local administrator (root through the unix socket, or
     the account in `defaults_file`); the SQL goes on stdin."""
@@ -357,7 +363,9 @@ def _sql(statements, socket_path=None, defaults_file=None, client=None):
         timeout=60,
     )
     if res["retcode"] != 0:
-        raise CommandExecutionError(f"the MySQL client failed: {res['stderr'].strip() or res['stdout'].strip()}")
+        # a syntax error quotes the statement near it: never the password's hash
+        why = _PASSWORD_HASH.sub("<redacted>", res["stderr"].strip() or res["stdout"].strip())
+        raise CommandExecutionError(f"the MySQL client failed: {why}")
     return res["stdout"]
 
 

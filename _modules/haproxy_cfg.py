@@ -389,6 +389,21 @@ def _candidate_path(path):
     return os.path.join(d, f".{base}.salt-candidate")
 
 
+def _check_copy_prefix(path):
+    d, base = os.path.split(path)
+    return os.path.join(d, f".{base}.salt-check")
+
+
+def _drop_leftovers(path):
+    """The check copies and the candidate a killed run left beside `path`
+    (they hold the stats users' hashes)."""
+    for p in [*glob.glob(glob.escape(_check_copy_prefix(path)) + "*"), _candidate_path(path)]:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
 def _write_candidate(path, content, mode, uid, gid):
     """Write `content` beside `path` (same directory: os.replace is atomic),
     with its final mode and owner from the first byte on."""
@@ -524,6 +539,7 @@ def write(text, path=None, files=None, mode=None, user=None, group=None):
     s = settings()
     path = path or s["config"]
     files = _normalize_files(files)
+    _drop_leftovers(path)
     todo = pending(text, path, files, mode)
     if not todo:
         return {"changed": [], "message": ""}
@@ -555,8 +571,9 @@ def write(text, path=None, files=None, mode=None, user=None, group=None):
         cfg_cand = _write_candidate(path, text, cfg_mode, uid, gid) if path in todo else None
         check_text = _map_paths(text, candidates)
         if check_text != text or cfg_cand is None:
-            check_copy = os.path.join(d, f".{os.path.basename(path)}.salt-check")
-            with open(check_copy, "w", encoding="utf-8") as fh:
+            # 0600 from its creation (mkstemp), a fresh name (O_EXCL)
+            fd, check_copy = tempfile.mkstemp(prefix=os.path.basename(_check_copy_prefix(path)) + ".", dir=d)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(check_text)
             result = _run_check(check_copy, s)
         else:
@@ -585,7 +602,8 @@ def render(node=None, os_family=None, topology=None, prometheus=None, secrets=Fa
     HAProxy's files for this node, rendered from the ``lb`` pillar (or a
     topology file): ``{path: {"content", "mode", "secret"}}`` for the config
     and each TLS listener's PEM.  Paths follow ``settings``.  Nothing is
-    written.  Secrets (TLS keys) are redacted unless ``secrets=True``.
+    written.  Secrets (the stats users' hashes, TLS keys) are redacted unless
+    ``secrets=True``.
 
     node
         Default: this minion's id.

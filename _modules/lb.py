@@ -68,7 +68,8 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
     Every file a node would get, rendered from the topology: ``{path: content}``.
 
     Nothing is written.  Secrets (CARP passwords, the probe's password, BGP
-    keys) show as ``<redacted>`` unless ``secrets=True``.
+    keys, the stats users' password hashes, TLS keys) show as ``<redacted>``
+    unless ``secrets=True``.
 
     node
         The node id (its minion id) in the topology.  Default: this minion's id.

@@ -14,10 +14,17 @@ module does the I/O.
     galera-back:
       clustercheck.undrained
 
+    # the password is read from the pillar when the state runs: the SLS
+    # (and so state.show_sls) never holds it
     clustercheck-account:
       clustercheck.account_present:
         - name: clustercheck
-        - password: {{ pillar password }}
+
+    clustercheck-options:
+      clustercheck.option_file:
+        - name: /etc/clustercheck/clustercheck.cnf
+        - user: clustercheck
+        - group: clustercheck
 """
 
 from salt.exceptions import CommandExecutionError
@@ -92,7 +99,51 @@ def undrained(name, maintenance_file=None):
     return ret
 
 
-def account_present(name, password, host="localhost", max_connections=None, socket=None, defaults_file=None, client=None):
+def option_file(name, user, group, mode="0600"):
+    """
+    The probe's option file (it holds the MySQL password), rendered from the
+    pillar when the state runs, so that the SLS never carries the password:
+    ``state.show_sls`` shows the path, owner and mode only.  Written by
+    ``file.managed`` with ``show_changes: False``: the return and the diff
+    never hold the content.
+
+    name
+        The file's path: one of the secret files ``clustercheck.plan`` lists.
+    """
+    ret = _ret(name)
+    try:
+        files = __salt__["clustercheck.plan"](secrets=True)["files"]
+    except CommandExecutionError as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    spec = files.get(name)
+    if spec is None or not spec["secret"]:
+        ret["result"] = False
+        ret["comment"] = (
+            f"{name} is not the probe's option file (clustercheck.plan lists: {', '.join(p for p, f in files.items() if f['secret'])})"
+        )
+        return ret
+    out = __states__["file.managed"](
+        name=name,
+        contents=spec["content"],
+        user=user,
+        group=group,
+        mode=mode,
+        makedirs=True,
+        dir_mode="0755",
+        show_changes=False,
+    )
+    # file.managed names no content with show_changes off; keep only what
+    # says what changed (a new file, the mode, the owner), never a diff
+    changes = dict(out.get("changes") or {})
+    if "diff" in changes:
+        changes["diff"] = "<show_changes=False>"
+    ret.update(result=out["result"], comment=out["comment"], changes=changes)
+    return ret
+
+
+def account_present(name, password=None, host="localhost", max_connections=None, socket=None, defaults_file=None, client=None):
     """
     The probe's MySQL account exists with this password, USAGE only, and a
     connection limit.  The password never appears in the changes or the
@@ -100,6 +151,10 @@ def account_present(name, password, host="localhost", max_connections=None, sock
 
     name
         The MySQL user name.
+
+    password
+        Default: the pillar's (``galera_probe:password``), read when the
+        state runs; salt/clustercheck leaves it out so the SLS never holds it.
 
     host
         Its host part: ``localhost`` for a probe on the unix socket.

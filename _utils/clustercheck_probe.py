@@ -135,14 +135,51 @@ def finish_query(proc, deadline):
         return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), True
 
 
+# What the client's errors mean, by MySQL error number.  The server's own text
+# is never passed on: it names the account ("Access denied for user 'x'@'y'")
+# and the body goes to anyone allowed to connect to the probe.
+CLIENT_ERRORS = {
+    1040: "the server has too many connections",
+    1044: "the probe's account lacks a privilege",
+    1045: "the server refused the probe's login (its account or password)",
+    1129: "the server blocks this host after connection errors (FLUSH HOSTS)",
+    1130: "the server refuses the probe's host",
+    1142: "the probe's account lacks a privilege",
+    1203: "the probe's account is at its connection limit",
+    1226: "the probe's account is at its connection limit",
+    1227: "the probe's account lacks a privilege",
+    2002: "no server on the socket (is mariadbd running?)",
+    2003: "no server on the TCP port (is mariadbd running?)",
+    2005: "the server's host name does not resolve",
+    2006: "the server went away",
+    2013: "lost the connection to the server",
+}
+
+
+def client_error(err, returncode):
+    """Why the client failed, as a reason fit for the response body: the
+    MySQL error number and a fixed text, never the server's message (it may
+    name the probe's account, a host or a path)."""
+    code = None
+    for line in (err or "").splitlines():
+        # "ERROR 1045 (28000): Access denied for user ..." (no `re`: its import costs)
+        if line.startswith("ERROR "):
+            number = line[6:].split(" ", 1)[0].split(":", 1)[0]
+            if number.isdigit() and len(number) <= 5:
+                code = int(number)
+                break
+    if code is None:
+        return f"cannot query MariaDB: the client failed (exit status {int(returncode)})"
+    return f"cannot query MariaDB (error {code}): " + CLIENT_ERRORS.get(code, "the client failed")
+
+
 def verdict(cfg, out, err, returncode, timed_out):
     """(available, reason, facts) from the client's answer."""
     facts = {}
     if timed_out:
         return False, f"MariaDB did not answer within {cfg['timeout']:g}s", facts
     if returncode != 0:
-        first = next((line for line in err.splitlines() if line.strip()), f"exit status {returncode}")
-        return False, "cannot query MariaDB: " + _clean(first), facts
+        return False, client_error(err, returncode), facts
     values = {}
     for line in out.splitlines():
         name, _, value = line.partition("\t")
@@ -181,7 +218,8 @@ def check(config, deadline_from=None, on_wait=None):
     try:
         cfg = settings(config)
     except (OSError, ValueError, UnicodeError) as exc:
-        result["reason"] = f"cannot read the probe's settings {config}: {_clean(str(exc))}"
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        result["reason"] = f"cannot read the probe's settings {config}: {_clean(why)}"
         if on_wait is not None:
             on_wait(None, started + 1.0)
         return result
@@ -202,7 +240,7 @@ def check(config, deadline_from=None, on_wait=None):
     try:
         proc = start_query(config, cfg["timeout"])
     except OSError as exc:
-        result["reason"] = f"cannot run {CLIENT}: {_clean(str(exc))}"
+        result["reason"] = f"cannot run {CLIENT}: {_clean(getattr(exc, 'strerror', None) or type(exc).__name__)}"
         if on_wait is not None:
             on_wait(None, deadline)
         return result
@@ -326,7 +364,8 @@ def serve(config):
     try:
         result = check(config, started, request.read)
     except Exception as exc:  # a probe that dies answers nothing: say why instead
-        result = {"available": False, "reason": f"probe error: {_clean(repr(exc))}"}
+        # the exception's type only: its text could quote anything it touched
+        result = {"available": False, "reason": f"probe error: {type(exc).__name__}"}
     try:
         _write_all(1, http_response(result, head=request.method == b"HEAD"))
     except OSError:

@@ -8,8 +8,8 @@ pillar, sets are sorted).
 and VRRP priority per group, which node is MASTER, the stats bind address).
 `render_node(model, node_id, os_family)` returns {absolute path: File}.
 
-Secrets (CARP passwords, the probe's password, md5sig keys) pass through
-`Secret`; with `redact=True` they render as `<redacted>` so a preview can be
+Secrets (CARP passwords, the stats users' hashes, md5sig keys, TLS keys)
+pass through `_Secrets`; with `redact=True` they render as `<redacted>` so a preview can be
 shown or logged without leaking them.
 """
 
@@ -81,8 +81,9 @@ DEFAULT_HARD_STOP_AFTER = "30m"
 # no warning about a missing file, and a boot starts from the pillar's states.
 SERVER_STATE_ENV = "LB_HAPROXY_SERVER_STATE"
 # HAProxy's built-in exporter (Debian 12's haproxy -vv lists the service
-# prometheus-exporter); the port of HAProxy's own documentation.
-PROMETHEUS_PORT = 8405
+# prometheus-exporter); the port of HAProxy's own documentation, the default
+# of the pillar's haproxy:metrics:port.
+PROMETHEUS_PORT = lb_topology.METRICS_DEFAULTS["port"]
 # OS_PARAMS keys a caller may override for the HAProxy files (tests, or a
 # minion whose HAProxy lives elsewhere; see the haproxy_cfg module).
 HAPROXY_PARAM_KEYS = ("haproxy_config", "haproxy_socket", "haproxy_pidfile", "haproxy_chroot", "haproxy_certs_dir")
@@ -199,10 +200,13 @@ def cert_path(lst: dict, certs_dir: str) -> str:
     return f"{certs_dir}/{lst['name']}.pem"
 
 
-def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str, params: dict | None = None, prometheus: bool = True) -> str:
+def render_haproxy(
+    model: dict, pair: dict, node_id: str, os_family: str, params: dict | None = None, prometheus: bool = True, secret=str
+) -> str:
     """The node's whole haproxy.cfg.  `params` overrides HAProxy paths
     (HAPROXY_PARAM_KEYS); `prometheus=False` leaves the exporter out (a
-    build without it: the haproxy_cfg module checks `haproxy -vv`)."""
+    build without it: the haproxy_cfg module checks `haproxy -vv`).  The
+    stats users' hashes pass through `secret` (redacted in previews)."""
     osp = haproxy_params(os_family, params)
     view = node_view(pair, node_id)
     hp = pair["haproxy"]
@@ -251,7 +255,7 @@ def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str, params
         for gname, members in ul["groups"].items():
             lines.append(f"group {gname} users {','.join(members)}" if members else f"group {gname}")
         for user in ul["users"].values():
-            lines.append(f"user {user['name']} password {user['password_hash']}")
+            lines.append(f"user {user['name']} password {secret(user['password_hash'])}")
         out += [f"userlist {ul['name']}"] + _ind(lines) + [""]
 
     stats = hp["stats"]
@@ -272,13 +276,17 @@ def render_haproxy(model: dict, pair: dict, node_id: str, os_family: str, params
         if stats["admin_group"]:
             sl.append("stats admin if AUTH_ADMIN")
         out += ["listen stats"] + _ind(sl) + [""]
-        if prometheus:
-            # metrics for a scraper on the management network only, like
-            # the stats page; read-only, no authentication (Prometheus'
-            # usual setup), and no log line per scrape
+        metrics = hp.get("metrics")
+        if prometheus and metrics:
+            # metrics on the management address only, like the stats page,
+            # for the scrapers the pillar allows (default: the management
+            # network); no authentication (Prometheus' usual setup), and no
+            # log line per scrape
             pl = [
-                f"bind {view['stats_address']}:{PROMETHEUS_PORT}",
+                f"bind {view['stats_address']}:{metrics['port']}",
                 "mode http",
+                f"acl metrics_allowed src {' '.join(metrics['allow'])}",
+                "tcp-request connection reject unless metrics_allowed",
                 "http-request use-service prometheus-exporter if { path /metrics }",
                 "no log",
             ]
@@ -334,7 +342,9 @@ def haproxy_files(
     """HAProxy's files on the node: the config, and one combined PEM
     (certificate chain, then key; 0600, a secret) per TLS listener."""
     osp = haproxy_params(os_family, params)
-    files = {osp["haproxy_config"]: File(render_haproxy(model, pair, node_id, os_family, params, prometheus), mode="0640", secret=True)}
+    files = {
+        osp["haproxy_config"]: File(render_haproxy(model, pair, node_id, os_family, params, prometheus, secret), mode="0640", secret=True)
+    }
     for lst in pair["haproxy"]["listeners"].values():
         tls = lst.get("tls")
         if tls:

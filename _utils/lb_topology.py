@@ -122,6 +122,9 @@ STATS_DEFAULTS = {
     "timeouts": {"client": "5s", "connect": "4s", "server": "30s"},
 }
 
+# HAProxy's Prometheus exporter (port: the one of HAProxy's documentation)
+METRICS_DEFAULTS = {"port": 8405}
+
 PROBE_DEFAULTS = {
     "port": 9200,
     "user": "clustercheck",
@@ -762,16 +765,17 @@ class _Checker:
     # -- HAProxy --------------------------------------------------------------
     def haproxy(self, raw, path, pair) -> dict:
         d = self.mapping(raw, path)
-        out = {"global": {}, "defaults": {}, "userlists": {}, "stats": None, "pools": {}, "listeners": {}}
+        out = {"global": {}, "defaults": {}, "userlists": {}, "stats": None, "metrics": None, "pools": {}, "listeners": {}}
         if d is None:
             return out
-        self.unknown_keys(d, {"global", "defaults", "userlists", "stats", "pools", "listeners"}, path)
+        self.unknown_keys(d, {"global", "defaults", "userlists", "stats", "metrics", "pools", "listeners"}, path)
         out["global"] = self.directives(d.get("global"), _p(path, "global"))
         out["defaults"] = self.defaults(d.get("defaults"), _p(path, "defaults"))
         out["userlists"] = self.userlists(d.get("userlists"), _p(path, "userlists"))
         out["pools"] = self.pools(d.get("pools"), _p(path, "pools"))
         out["listeners"] = self.listeners(d.get("listeners"), _p(path, "listeners"), pair, out["pools"], out["defaults"]["mode"])
         out["stats"] = self.stats(d.get("stats"), _p(path, "stats"), pair, out["userlists"])
+        out["metrics"] = self.metrics(d.get("metrics"), _p(path, "metrics"), pair, out["stats"])
         return out
 
     def directives(self, raw, path) -> dict:
@@ -1278,6 +1282,45 @@ class _Checker:
         if ag is not None and ul in userlists and ag not in userlists[ul]["groups"]:
             self.err(_p(path, "admin_group"), f"names no group of userlist {ul!r} ({ag!r})")
         out["admin_group"] = ag
+        return out
+
+    def metrics(self, raw, path, pair, stats) -> dict | None:
+        """HAProxy's Prometheus exporter: on the stats address (the
+        management network), open only to `allow` (default: the stats
+        interface's network)."""
+        d = {} if raw is None else self.mapping(raw, path)
+        if d is None:
+            return None
+        self.unknown_keys(d, {"enabled", "port", "allow"}, path)
+        enabled = self.boolean(d["enabled"], _p(path, "enabled")) if "enabled" in d else True
+        if not enabled or stats is None:
+            if enabled and d:
+                self.err(path, "the exporter binds the stats page's address: it needs haproxy:stats (or set enabled: false)")
+            return None
+        out = {"port": METRICS_DEFAULTS["port"], "allow": []}
+        if "port" in d:
+            out["port"] = self.integer(d["port"], _p(path, "port"), 1, 65535, " (a TCP port)")
+            if out["port"] is not None and out["port"] == stats["port"]:
+                self.err(_p(path, "port"), f"{out['port']} is the stats page's port")
+        allow = d.get("allow")
+        if allow is None:
+            # the network of the interface the exporter binds (the same on both nodes)
+            ifname = stats["interface"]
+            nets = {str(n["interfaces"][ifname]["cidr"].cidr) for n in pair["nodes"].values() if ifname in n["interfaces"]}
+            out["allow"] = sorted(nets)
+        elif not isinstance(allow, list) or not allow:
+            self.err(
+                _p(path, "allow"), "must be a non-empty list of networks (like [10.1.1.0/24]); set enabled: false to turn the exporter off"
+            )
+        else:
+            for i, item in enumerate(allow):
+                ipath = _p(path, "allow", i)
+                if not isinstance(item, str) or not re.fullmatch(r"[0-9.]{7,15}/[0-9]{1,2}", item):
+                    self.err(ipath, f"{item!r} is not an IPv4 network with a prefix (like 10.1.1.0/24, or 10.1.1.7/32 for one host)")
+                    continue
+                net = self.cidr(item, ipath)
+                if net is not None and str(net) not in out["allow"]:
+                    out["allow"].append(str(net))
         return out
 
     def probe(self, raw, path, pair) -> dict | None:

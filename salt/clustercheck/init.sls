@@ -4,8 +4,10 @@
     Everything comes from `clustercheck.plan`: the pair whose galera pools
     list this minion's address (or the pillar's `clustercheck:pair`), and the
     files `_utils/lb_probe.py` renders for it.  The option file holds the
-    probe's MySQL password: its diff is never shown. #}
-{%- set cc = salt['clustercheck.plan'](secrets=True) %}
+    probe's MySQL password: this SLS never does (so neither does
+    state.show_sls): clustercheck.option_file and clustercheck.account_present
+    read it from the pillar when they run, and never show it. #}
+{%- set cc = salt['clustercheck.plan']() %}
 {%- set root_group = 'wheel' if cc.os_family == 'FreeBSD' else 'root' %}
 
 clustercheck_packages:
@@ -58,6 +60,18 @@ clustercheck_block_{{ path }}:
     - show_changes: True
     - watch_in:
       - service: clustercheck_daemon
+{%- elif f.secret %}
+
+clustercheck_file_{{ path }}:
+  clustercheck.option_file:
+    - name: {{ path }}
+    - user: {{ f.user }}
+    - group: {{ f.group }}
+    - mode: "{{ f.mode }}"
+    - require:
+      - user: clustercheck_user
+    - watch_in:
+      - service: clustercheck_daemon
 {%- else %}
 
 clustercheck_file_{{ path }}:
@@ -69,7 +83,6 @@ clustercheck_file_{{ path }}:
     - mode: "{{ f.mode }}"
     - makedirs: True
     - dir_mode: "0755"
-    - show_changes: {{ not f.secret }}
     - require:
       - user: clustercheck_user
     - watch_in:
@@ -94,7 +107,6 @@ clustercheck_daemon:
 clustercheck_account:
   clustercheck.account_present:
     - name: {{ cc.account.name }}
-    - password: {{ cc.account.password | json }}
     - host: {{ cc.account.host }}
     - max_connections: {{ cc.account.max_connections }}
 {%- if cc.socket %}

@@ -266,10 +266,26 @@ def test_a_stopped_server_gives_503(cluster, installs, account):
     try:
         status, body = parse(pe.ask(inst)[0])
         assert status == 503
-        assert "cannot query MariaDB: ERROR 2002" in body
+        assert "cannot query MariaDB (error 2002): no server on the socket" in body
     finally:
         n2.start()  # rejoins by IST
     assert parse(pe.ask(inst)[0])[0] == 200
+
+
+def test_a_refused_login_gives_503_without_the_account_name(cluster, installs, account):
+    """The real server's answer to an unknown account names it ("Access
+    denied for user 'x'@'localhost'"); the body says what is wrong without
+    it."""
+    inst = installs["n1"]
+    bad = inst.variant("badlogin", user="probe_acct_x9", password="'wrong-pw-77'")
+    r = subprocess.run(
+        [mg.CLIENT, f"--defaults-extra-file={bad}", "--batch", "--execute=SELECT 1"], capture_output=True, text=True, timeout=30
+    )
+    assert "probe_acct_x9" in r.stderr, r.stderr  # what the server says, and the body must not
+    status, body = parse(pe.ask(inst, config=bad)[0])
+    assert status == 503
+    assert "cannot query MariaDB (error 1045): the server refused the probe's login" in body
+    assert "probe_acct_x9" not in body and "wrong-pw-77" not in body and "Access denied" not in body
 
 
 def test_a_node_out_of_the_primary_component_gives_503(cluster, installs, account):
@@ -407,27 +423,47 @@ def test_the_account_is_usage_only_and_idempotent(loaders, cluster, account):
     assert mod.account_changes(**args) == []
     assert loaders.states.clustercheck.account_present(**args).changes == {}
 
+    # as salt/clustercheck runs it: no password argument, the pillar's is read
+    n1.sql("ALTER USER 'clustercheck'@'localhost' IDENTIFIED BY 'other'")
+    try:
+        no_pw = {k: v for k, v in args.items() if k != "password"}
+        ret = loaders.states.clustercheck.account_present(**no_pw)
+        assert ret.result is True and ret.changes == {"account": ["set the password of clustercheck@localhost"]}, ret.raw
+        assert PASSWORD not in repr(ret.raw)
+    finally:
+        mod.ensure_account(**args)
+    assert mod.account_changes(**args) == []
+
 
 def test_the_sls_renders_from_the_pillar(loaders, installs):
     """state.show_sls renders salt/clustercheck with the pillar: every file
-    the renderer makes, with its owner and mode, the option file's diff
-    hidden, xinetd reloaded on changes, the account state."""
+    the renderer makes, with its owner and mode, xinetd reloaded on changes,
+    the account state.  The option file and the account are states that read
+    the password when they run: the rendered SLS holds no password."""
     inst = installs["n1"]
     high = loaders.modules.state.show_sls("clustercheck")
     assert isinstance(high, dict), high
+    assert PASSWORD not in repr(high)
     managed = {}
+    option_files = {}
     for body in high.values():
         for fun, args in body.items():
             if fun.startswith("__"):
                 continue
-            if fun == "file":
-                kw = {k: v for a in args if isinstance(a, dict) for k, v in a.items()}
-                if "managed" in args:
-                    managed[kw["name"]] = kw
-    assert set(managed) == set(inst.files)
-    cnf = managed[inst.config]
-    assert (cnf["mode"], cnf["user"], cnf["group"], cnf["show_changes"]) == ("0600", pe.PROBE_USER, pe.PROBE_GROUP, False)
-    assert cnf["contents"] == inst.files[inst.config].content
+            kw = {k: v for a in args if isinstance(a, dict) for k, v in a.items()}
+            if fun == "file" and "managed" in args:
+                managed[kw["name"]] = kw
+            if fun == "clustercheck" and "option_file" in args:
+                option_files[kw["name"]] = kw
+    assert set(managed) | set(option_files) == set(inst.files)
+    assert set(option_files) == {inst.config}
+    cnf = option_files[inst.config]
+    assert {k: v for k, v in cnf.items() if k not in ("require", "watch_in", "order")} == {
+        "name": inst.config,
+        "user": pe.PROBE_USER,
+        "group": pe.PROBE_GROUP,
+        "mode": "0600",
+    }
     assert managed[inst.probe]["contents"] == inst.files[inst.probe].content
     daemon = {k: v for a in high["clustercheck_daemon"]["service"] if isinstance(a, dict) for k, v in a.items()}
     assert daemon["name"] == "xinetd" and daemon["reload"] is True
@@ -438,6 +474,35 @@ def test_the_sls_renders_from_the_pillar(loaders, installs):
         16,
         installs["n1"].node.socket,
     )
+    assert "password" not in acct
+
+
+@pytest.mark.parametrize("testmode", [True, False])
+def test_the_option_file_state_writes_the_pillars_password_and_never_shows_it(loaders, installs, testmode):
+    """clustercheck.option_file renders the option file from the pillar when
+    it runs: a stale file is rewritten (in test mode: would be), and neither
+    the return nor its changes hold the password."""
+    inst = installs["n1"]
+    want = inst.files[inst.config].content
+    assert PASSWORD in want
+    state = loaders.states.clustercheck.option_file
+    kw = {"name": inst.config, "user": pe.PROBE_USER, "group": pe.PROBE_GROUP, "mode": "0600"}
+    ret = state(**kw, test=testmode)
+    assert ret.result is True and ret.changes == {}, ret.raw
+    stale = want.replace(PASSWORD, "an-old-password")
+    pe.write(inst.config, stale, "0600", pe.PROBE_USER, pe.PROBE_GROUP)
+    try:
+        ret = state(**kw, test=testmode)
+        assert ret.result is (None if testmode else True), ret.raw
+        assert ret.changes == {"diff": "<show_changes=False>"}, ret.raw
+        assert PASSWORD not in repr(ret.raw) and "an-old-password" not in repr(ret.raw)
+        with open(inst.config, encoding="utf-8") as fh:
+            assert fh.read() == (stale if testmode else want)
+        assert oct(os.stat(inst.config).st_mode & 0o777) == "0o600"
+    finally:
+        pe.write(inst.config, want, "0600", pe.PROBE_USER, pe.PROBE_GROUP)
+    bad = state(name=inst.probe, user="root", group="root")
+    assert bad.result is False and "is not the probe's option file" in bad.comment
 
 
 def test_plan_and_preview_redact_the_password(loaders):

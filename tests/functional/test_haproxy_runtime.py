@@ -190,9 +190,10 @@ class Env:
                 pass
 
 
-def get(host, port=80, path="/", timeout=5):
-    """(status, body) of one HTTP request on a new connection."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def get(host, port=80, path="/", timeout=5, source=None):
+    """(status, body) of one HTTP request on a new connection (from the
+    address `source` when given)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout, source_address=(source, 0) if source else None)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         r = conn.getresponse()
@@ -606,10 +607,17 @@ def test_stats_page_in_headless_chromium(env):
 
 
 def test_prometheus_exporter_on_the_mgmt_address(env):
-    status, body = get(MGMT, 8405, "/metrics")
+    """Bound to the mgmt address, open to the mgmt network only (the
+    pillar's default: 127.R.1.0/24 here); any other source is cut off at
+    connect."""
+    status, body = get(MGMT, 8405, "/metrics", source=f"127.{R}.1.250")
     assert status == 200
     assert "haproxy_process_nbthread" in body or "haproxy_process_" in body
     assert f'proxy="{HTTP_LISTENER}"' in body
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+        get(MGMT, 8405, "/metrics", source=f"127.{R}.2.250")
+    with pytest.raises(ConnectionRefusedError):  # nothing on another address
+        get(f"127.{R}.2.5", 8405, "/metrics", source=f"127.{R}.1.250")
 
 
 # ---------------------------------------------------------------------------

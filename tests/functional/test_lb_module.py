@@ -32,8 +32,11 @@ def test_preview_through_the_loader_is_the_renderer_with_secrets_redacted(loader
     model = lb_topology.load(lb_topology.load_file(SEED_PILLAR))
     assert got == lb_render.preview(model, "lb-b", "FreeBSD", redact=True)
     assert "passwd4" not in json.dumps(got)
+    assert "$6$" not in json.dumps(got)  # the stats users' hashes
+    assert "user admin password <redacted>" in got["/usr/local/etc/haproxy.conf"]
     with_secrets = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD", secrets=True)
     assert "pass passwd4 10.2.2." in with_secrets["/etc/rc.conf.d/netif"]
+    assert "user admin password $6$" in with_secrets["/usr/local/etc/haproxy.conf"]
 
 
 def test_preview_unknown_node_is_a_clear_error(loaders):

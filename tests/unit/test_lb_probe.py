@@ -4,6 +4,7 @@ the probe's own decision table and HTTP framing as pure functions."""
 import copy
 import http.client
 import io
+import os
 import py_compile
 import re
 
@@ -281,7 +282,7 @@ def test_verdict_table(args, cfg, available, reason):
 
 def test_verdict_on_client_errors_and_odd_answers():
     ok, why, _ = probe.verdict(CFG, "", "ERROR 2002 (HY000): Can't connect to local server through socket '/x' (2)\n", 1, False)
-    assert not ok and why == "cannot query MariaDB: ERROR 2002 (HY000): Can't connect to local server through socket '/x' (2)"
+    assert not ok and why == "cannot query MariaDB (error 2002): no server on the socket (is mariadbd running?)"
     ok, why, _ = probe.verdict(CFG, "", "", 0, True)
     assert not ok and why == "MariaDB did not answer within 2s"
     ok, why, _ = probe.verdict(CFG, "read_only\t0\n", "", 0, False)
@@ -289,6 +290,54 @@ def test_verdict_on_client_errors_and_odd_answers():
     # the seed's probe ran `[ $status -ne 4 ]` on an empty status: a shell error, not a 503
     ok, why, _ = probe.verdict(CFG, "wsrep_local_state\t\n", "", 0, False)
     assert not ok and "not a number" in why
+
+
+def test_a_503_for_a_refused_login_names_no_account_and_quotes_no_server_text():
+    """The server's own error text names the account (and the host it came
+    from); the body goes to whoever may connect to the probe: only the error
+    number and a fixed text reach it."""
+    err = "ERROR 1045 (28000): Access denied for user 'probe_acct_x9'@'localhost' (using password: YES)\n"
+    ok, why, _ = probe.verdict(CFG, "", err, 1, False)
+    assert not ok and why == "cannot query MariaDB (error 1045): the server refused the probe's login (its account or password)"
+    body = probe.http_response({"available": False, "reason": why})
+    assert b"probe_acct_x9" not in body and b"Access denied" not in body and b"localhost" not in body
+    # an error number the table does not know: still no server text
+    ok, why, _ = probe.verdict(CFG, "", "ERROR 4031 (HY000): user 'probe_acct_x9' idle too long\n", 1, False)
+    assert why == "cannot query MariaDB (error 4031): the client failed"
+    # no ERROR line at all (the client itself complains, quoting its options)
+    ok, why, _ = probe.verdict(CFG, "", "mariadb: unknown variable 'user=probe_acct_x9'\n", 7, False)
+    assert why == "cannot query MariaDB: the client failed (exit status 7)"
+
+
+def test_a_crashing_check_answers_with_the_exception_type_only(tmp_path, monkeypatch):
+    """serve() answers even when the check raises; the exception's text
+    (which could quote the option file) does not reach the body."""
+    cnf = tmp_path / "c.cnf"
+    cnf.write_text("[client]\nuser = probe_acct_x9\n\n[clustercheck]\nmaintenance_file = /nonexistent\n")
+
+    def boom(*_a, **_k):
+        raise RuntimeError("user = probe_acct_x9, password = s3cret")
+
+    monkeypatch.setattr(probe, "start_query", boom)
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.close(w)  # the client sends nothing and closes
+    saved = [os.dup(0), os.dup(1), os.dup(2)]
+    try:
+        os.dup2(r, 0)
+        os.dup2(out_w, 1)
+        probe.serve(str(cnf))
+    finally:
+        for fd, old in zip((0, 1, 2), saved, strict=True):
+            os.dup2(old, fd)
+            os.close(old)
+        os.close(r)
+        os.close(out_w)
+    raw = os.read(out_r, 65536)
+    os.close(out_r)
+    assert raw.startswith(b"HTTP/1.1 503 ")
+    assert raw.endswith(b"MariaDB Galera node unavailable: probe error: RuntimeError\r\n")
+    assert b"probe_acct_x9" not in raw and b"s3cret" not in raw
 
 
 def parse(raw):

@@ -281,3 +281,28 @@ def test_freebsd_haproxy_has_no_chroot_debian_keeps_it(seed_model):
     assert "chroot" not in fb and "log /var/run/log local0" in fb
     deb = lb_render.render_node(seed_model, "lb-a", "Debian")["/etc/haproxy/haproxy.cfg"].content
     assert "    chroot /var/lib/haproxy\n" in deb
+
+
+@pytest.mark.parametrize("pillar", ["seed", "lab"])
+def test_a_preview_without_secrets_holds_none_of_the_pillars_secrets(request, pillar):
+    """Every value lb_secrets lists (CARP passwords, the stats users' hashes,
+    the probe's password, md5sig keys) is absent from every file of every
+    node's preview for both OS families; the same preview with secrets has
+    the hashes (so the check looks where they would be)."""
+    import lb_secrets
+
+    raw = request.getfixturevalue(f"{pillar}_raw")
+    model = lb_topology.load(copy.deepcopy(raw))
+    secrets = lb_secrets.values(raw)
+    hashes = [h for h in secrets if h.startswith("$6$")]
+    assert len(hashes) == 2 and any("passwd" in s for s in secrets)
+    for os_family in OSES:
+        for node in NODES:
+            redacted = lb_render.preview(model, node, os_family, redact=True)
+            for path, content in redacted.items():
+                for s in secrets:
+                    assert not re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", content), (path, s)
+            cfg = redacted[lb_render.OS_PARAMS[os_family]["haproxy_config"]]
+            assert "user admin password <redacted>" in cfg
+            full = lb_render.preview(model, node, os_family)[lb_render.OS_PARAMS[os_family]["haproxy_config"]]
+            assert all(h in full for h in hashes)

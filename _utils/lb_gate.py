@@ -343,15 +343,15 @@ def grain_targets(tops: dict) -> list[str]:
     return out
 
 
-def served_branches(ext_pillar, default_branch: str = "master", base: str = "master") -> tuple[set[str], bool]:
+def served_branches(ext_pillar, default_branch: str = "master", base: str = "master", is_this_repo=None) -> tuple[set[str], bool]:
     """The branches the master's git_pillar serves, from its `ext_pillar`
     option: ({branch, ...}, any_branch).  A remote is "BRANCH URL" or "URL"
     (git_pillar_branch), a per-remote `branch:` overrides it; `__env__`
     serves every branch as the pillarenv of its name (any_branch True, and
     `base`, git_pillar_base, for the base env); with `all_saltenvs: B` it
-    serves branch B only, for every env."""
-    branches: set[str] = set()
-    anything = False
+    serves branch B only, for every env.  `is_this_repo(url)`: when some
+    remote's URL is this repository, only those remotes count."""
+    remotes = []
     for entry in ext_pillar or []:
         if not isinstance(entry, dict) or "git" not in entry:
             continue
@@ -365,13 +365,18 @@ def served_branches(ext_pillar, default_branch: str = "master", base: str = "mas
             else:
                 spec = remote
             words = str(spec).split()
-            branch = words[0] if len(words) > 1 else default_branch
-            branch = str(params.get("branch", branch))
-            if branch == "__env__" and params.get("all_saltenvs"):
-                branches.add(str(params["all_saltenvs"]))  # that one branch, for every env
-            elif branch == "__env__":
-                anything = True
-                branches.add(base)
-            else:
-                branches.add(branch)
+            remotes.append((words, params))
+    if is_this_repo and any(words and is_this_repo(words[-1]) for words, _ in remotes):
+        remotes = [(words, params) for words, params in remotes if words and is_this_repo(words[-1])]
+    branches: set[str] = set()
+    anything = False
+    for words, params in remotes:
+        branch = str(params.get("branch", words[0] if len(words) > 1 else default_branch))
+        if branch == "__env__" and params.get("all_saltenvs"):
+            branches.add(str(params["all_saltenvs"]))  # that one branch, for every env
+        elif branch == "__env__":
+            anything = True
+            branches.add(base)
+        else:
+            branches.add(branch)
     return branches, anything

@@ -298,7 +298,19 @@ def template_findings(relpath: str, text: str, env: jinja2.Environment) -> tuple
     def at(node, what):
         found.append(Finding(f"{relpath}:{getattr(node, 'lineno', '?')}", what))
 
-    free = jinja2.meta.find_undeclared_variables(ast)
+    # the code generator behind find_undeclared_variables wants every filter
+    # and test to exist: Salt's own (json, yaml, ...) stand in as no-ops
+    meta_env = env.overlay()
+    meta_env.filters = dict(env.filters)
+    meta_env.tests = dict(env.tests)
+    for node in ast.find_all(jinja2.nodes.Filter):
+        meta_env.filters.setdefault(node.name, lambda value, *a, **k: value)
+    for node in ast.find_all(jinja2.nodes.Test):
+        meta_env.tests.setdefault(node.name, lambda value, *a, **k: True)
+    try:
+        free = jinja2.meta.find_undeclared_variables(meta_env.parse(text))
+    except jinja2.TemplateError:
+        free = {n.name for n in ast.find_all(jinja2.nodes.Name)}  # every name counts
     for node in ast.find_all(jinja2.nodes.Name):
         if node.ctx == "load" and node.name in REFUSED_NAMES and node.name in free:
             at(node, f"{REFUSED_NAMES[node.name]}: a pushed pillar may not")

@@ -9,11 +9,19 @@ the pillar repository's SLS through Salt's own renderers and runs
   (`lb:pairs:edge:haproxy:pools:web_a:servers:http_srv-9`).
 - `affected`: which minions a change of topology touches, and with which
   states (the post-receive hook applies exactly those).
+- what a pushed pillar may not do before anything of it is rendered
+  (`renderer_findings`, `template_findings`), which top-file targets need a
+  minion's grains (`grain_targets`), and which branches the master serves
+  (`served_branches`).
 """
 
 from __future__ import annotations
 
 import re
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
 
 import haproxy_config
 import lb_probe
@@ -193,3 +201,194 @@ def primaries_last(model: dict, nodes) -> list[str]:
         return sum(1 for pair in model["pairs"].values() for g in pair["carp"]["groups"].values() if g["primary"] == node_id)
 
     return sorted(nodes, key=lambda n: (primary_count(n), n))
+
+
+# ---------------------------------------------------------------------------
+# what a pushed pillar may not do
+
+# The renderers a pushed pillar may name: text in, data out, no code of the
+# push runs.  `gpg` only last (it decrypts the data the others produced; the
+# gate decrypts outside the render, pillar_gate.py).  py, pyobjects, pydsl,
+# mako, wempy, cheetah, genshi ... run code from the file: refused.
+SAFE_RENDERERS = ("jinja", "yaml", "json", "gpg")
+# Salt's old combined names (salt/template.py OLD_STYLE_RENDERERS)
+_OLD_STYLE = {
+    f"{fmt}_{tmpl}": f"{tmpl}|{fmt}"
+    for fmt, tmpl in (("yaml", "jinja"), ("yaml", "mako"), ("yaml", "wempy"), ("json", "jinja"), ("json", "mako"), ("json", "wempy"))
+}
+_OLD_STYLE["yamlex_jinja"] = "jinja|yamlex"
+
+# Names a pushed template may not use: Salt's execution functions, the
+# master's options, the whole context (which holds both).
+REFUSED_NAMES = {
+    "salt": "calls Salt's execution functions (salt[...])",
+    "__salt__": "calls Salt's execution functions (__salt__)",
+    "opts": "reads the master's options (opts)",
+    "__opts__": "reads the master's options (__opts__)",
+    "show_full_context": "reads the whole render context (show_full_context), which holds salt and opts",
+}
+# Salt's Jinja filters that reach the network, the master's files or any
+# method of an object.
+REFUSED_FILTERS = {
+    "http_query": "makes an HTTP request",
+    "dns_check": "makes a DNS query",
+    "list_files": "lists the master's files",
+    "is_empty": "reads the master's files",
+    "is_bin_file": "reads the master's files",
+    "is_text_file": "reads the master's files",
+    "file_hashsum": "reads the master's files",
+    "which": "searches the master's PATH",
+    "get_uid": "looks up the master's users",
+    "method_call": "calls any method of an object",
+}
+GRAIN_NAMES = ("grains", "__grains__")
+
+
+def render_pipe(first_line: str, default: str) -> list[str]:
+    """The renderers Salt runs on an SLS file whose first line is
+    `first_line` (salt/template.py: a `#!` line that is not a path names
+    the pipe, else the master's `renderer` option)."""
+    line = first_line.strip()
+    pipe = line[2:] if line.startswith("#!") and not line.startswith("#!/") else default
+    pipe = _OLD_STYLE.get(pipe.strip(), pipe)
+    return [(part.strip() + " ").split(" ", 1)[0] for part in pipe.split("|")]
+
+
+def renderer_findings(relpath: str, first_line: str, default: str) -> list[Finding]:
+    """A pushed SLS file that names a renderer other than SAFE_RENDERERS
+    (or `gpg` anywhere but last): one Finding at the file's path."""
+    pipe = render_pipe(first_line, default)
+    shebang = first_line.strip().startswith("#!") and not first_line.startswith("#!/")
+    where = "its first line" if shebang else "the master's `renderer` option"
+    bad = [r for r in pipe if r not in SAFE_RENDERERS]
+    if bad:
+        return [
+            Finding(
+                relpath,
+                f"renders with {', '.join(repr(r) for r in bad)} ({where}: {'|'.join(pipe)}), a renderer that can run code on the master;"
+                f" a pushed pillar may use only {'|'.join(SAFE_RENDERERS)}",
+            )
+        ]
+    if "gpg" in pipe[:-1]:
+        return [Finding(relpath, f"renders with gpg before {'|'.join(pipe[pipe.index('gpg') + 1 :])} ({where}); gpg may only come last")]
+    return []
+
+
+def _under(name: str) -> bool:
+    return isinstance(name, str) and name.startswith("_")
+
+
+def template_findings(relpath: str, text: str, env: jinja2.Environment) -> tuple[list[Finding], bool]:
+    """What a pushed Jinja template may not do, found in its source without
+    rendering it: names in REFUSED_NAMES, filters in REFUSED_FILTERS,
+    attributes or keys that start with `_`, a `#jinja2:` header (it would
+    change the syntax this check reads).  Each Finding at `relpath:line`.
+    Returns (findings, whether the template reads grains).  A text that is
+    not Jinja gives nothing (rendering it fails, and says so)."""
+    lines = text.splitlines()
+    head = lines[1:2] if lines[:1] and lines[0].startswith("#!") and not lines[0].startswith("#!/") else lines[:1]
+    if head and head[0].startswith("#jinja2:") and head[0][len("#jinja2:") :].strip():
+        return [Finding(relpath, "has a `#jinja2:` header: a pushed pillar may not change Jinja's syntax")], False
+    try:
+        ast = env.parse(text)
+    except jinja2.TemplateError:
+        return [], False
+    found = []
+
+    def at(node, what):
+        found.append(Finding(f"{relpath}:{getattr(node, 'lineno', '?')}", what))
+
+    # the code generator behind find_undeclared_variables wants every filter
+    # and test to exist: Salt's own (json, yaml, ...) stand in as no-ops
+    meta_env = env.overlay()
+    meta_env.filters = dict(env.filters)
+    meta_env.tests = dict(env.tests)
+    for node in ast.find_all(jinja2.nodes.Filter):
+        meta_env.filters.setdefault(node.name, lambda value, *a, **k: value)
+    for node in ast.find_all(jinja2.nodes.Test):
+        meta_env.tests.setdefault(node.name, lambda value, *a, **k: True)
+    try:
+        free = jinja2.meta.find_undeclared_variables(meta_env.parse(text))
+    except jinja2.TemplateError:
+        free = {n.name for n in ast.find_all(jinja2.nodes.Name)}  # every name counts
+    for node in ast.find_all(jinja2.nodes.Name):
+        if node.ctx == "load" and node.name in REFUSED_NAMES and node.name in free:
+            at(node, f"{REFUSED_NAMES[node.name]}: a pushed pillar may not")
+    for node in ast.find_all((jinja2.nodes.Filter, jinja2.nodes.Test)):
+        if node.name in REFUSED_FILTERS:
+            at(node, f"uses the `{node.name}` filter, which {REFUSED_FILTERS[node.name]}: a pushed pillar may not")
+    for node in ast.find_all(jinja2.nodes.Getattr):
+        if _under(node.attr):
+            at(node, f"reads the attribute {node.attr!r}: a pushed pillar may not reach Python internals")
+    for node in ast.find_all(jinja2.nodes.Getitem):
+        if isinstance(node.arg, jinja2.nodes.Const) and _under(node.arg.value):
+            at(node, f"reads the key {node.arg.value!r}: a pushed pillar may not reach Python internals")
+    found.sort(key=lambda f: (int(f.path.rsplit(":", 1)[1]) if f.path.rsplit(":", 1)[1].isdigit() else 0, f.message))
+    return found, any(n in free for n in GRAIN_NAMES)
+
+
+# The top-file matchers that look at the minion id only.
+_ID_MATCHERS = ("glob", "pcre", "list")
+_ID_COMPOUND = re.compile(r"(?:[EL]@\S+|[^@\s]+)")
+
+
+def grain_targets(tops: dict) -> list[str]:
+    """The targets of a rendered top file ({saltenv: {target: [sls or
+    {"match": type}, ...]}}) that need more than the minion id: grain,
+    pillar, subnet, nodegroup ... matchers, or a compound with one."""
+    out = []
+    for saltenv, targets in (tops or {}).items():
+        if not isinstance(targets, dict):
+            continue
+        for target, body in targets.items():
+            match = "glob"
+            for item in body if isinstance(body, list) else []:
+                if isinstance(item, dict) and "match" in item:
+                    match = str(item["match"])
+            if match in _ID_MATCHERS:
+                continue
+            if match == "compound":
+                words = [w for w in re.split(r"[\s()]+", str(target)) if w and w not in ("and", "or", "not")]
+                if all(_ID_COMPOUND.fullmatch(w) for w in words):
+                    continue
+            out.append(f"{saltenv}: {target!r} (match: {match})")
+    return out
+
+
+def served_branches(ext_pillar, default_branch: str = "master", base: str = "master", is_this_repo=None) -> tuple[set[str], bool]:
+    """The branches the master's git_pillar serves, from its `ext_pillar`
+    option: ({branch, ...}, any_branch).  A remote is "BRANCH URL" or "URL"
+    (git_pillar_branch), a per-remote `branch:` overrides it; `__env__`
+    serves every branch as the pillarenv of its name (any_branch True, and
+    `base`, git_pillar_base, for the base env); with `all_saltenvs: B` it
+    serves branch B only, for every env.  `is_this_repo(url)`: when some
+    remote's URL is this repository, only those remotes count."""
+    remotes = []
+    for entry in ext_pillar or []:
+        if not isinstance(entry, dict) or "git" not in entry:
+            continue
+        for remote in entry["git"] or []:
+            params = {}
+            if isinstance(remote, dict):
+                (spec, plist), *_ = remote.items()
+                for p in plist or []:
+                    if isinstance(p, dict):
+                        params.update(p)
+            else:
+                spec = remote
+            words = str(spec).split()
+            remotes.append((words, params))
+    if is_this_repo and any(words and is_this_repo(words[-1]) for words, _ in remotes):
+        remotes = [(words, params) for words, params in remotes if words and is_this_repo(words[-1])]
+    branches: set[str] = set()
+    anything = False
+    for words, params in remotes:
+        branch = str(params.get("branch", words[0] if len(words) > 1 else default_branch))
+        if branch == "__env__" and params.get("all_saltenvs"):
+            branches.add(str(params["all_saltenvs"]))  # that one branch, for every env
+        elif branch == "__env__":
+            anything = True
+            branches.add(base)
+        else:
+            branches.add(branch)
+    return branches, anything

@@ -83,26 +83,62 @@ def is_encrypted(value: Any) -> bool:
     return isinstance(value, str) and PGP_MESSAGE in value
 
 
-def cleartext_findings(raw: Any, files: dict[str, str]) -> list[Finding]:
+def cleartext_findings(raw: Any, files) -> list[Finding]:
     """The secrets of `raw` (decrypted, as the master sees them) that appear
-    in clear text as a YAML value in one of `files` ({name: text}, the pillar
-    repository's files): one Finding per secret, at its pillar path."""
-    found = []
+    in clear text as a YAML value in one of `files`, the pillar repository's
+    files: {name: text}, or (name, lines) pairs where lines is any iterable
+    of text pieces (`read_pieces`: a file of any size, streamed).  One
+    Finding per secret, at its pillar path."""
+    single, multi = [], []
     for path, _, value in find(raw):
         text_value = str(value)
-        if is_encrypted(text_value) or "\n" in text_value:
-            continue  # not decrypted (the gate reports that), or a PEM block: checked below
-        pattern = re.compile(r"(?:^|[\s:,\[{-])['\"]?" + re.escape(text_value) + r"['\"]?\s*(?:$|[,}\]#])", re.M)
-        where = sorted(name for name, text in files.items() if pattern.search(text))
-        if where:
-            found.append(Finding(path, f"is in clear text in {', '.join(where)}; encrypt it with the master's GPG key (docs/secrets.md)"))
-    for path, _, value in find(raw):
-        text_value = str(value)
-        if "\n" in text_value and not is_encrypted(text_value):
+        if is_encrypted(text_value):
+            continue  # not decrypted (the gate reports that)
+        if "\n" not in text_value:
+            pattern = re.compile(r"(?:^|[\s:,\[{-])['\"]?" + re.escape(text_value) + r"['\"]?\s*(?:$|[,}\]#])", re.M)
+            single.append((path, pattern))
+        else:  # a PEM block: its first line that is not a ----- line
             first = next((ln.strip() for ln in text_value.splitlines() if ln.strip() and not ln.startswith("-----")), "")
-            where = sorted(name for name, text in files.items() if first and first in text)
-            if where:
-                found.append(
-                    Finding(path, f"is in clear text in {', '.join(where)}; encrypt it with the master's GPG key (docs/secrets.md)")
-                )
-    return found
+            if first:
+                multi.append((path, first))
+    where: dict[str, set[str]] = {path: set() for path, _ in single + multi}
+    items = files.items() if isinstance(files, dict) else files
+    for name, pieces in items:
+        if isinstance(pieces, str):
+            pieces = [pieces]
+        for piece in pieces:
+            for path, pattern in single:
+                if name not in where[path] and pattern.search(piece):
+                    where[path].add(name)
+            for path, first in multi:
+                if name not in where[path] and first in piece:
+                    where[path].add(name)
+    return [
+        Finding(path, f"is in clear text in {', '.join(sorted(where[path]))}; encrypt it with the master's GPG key (docs/secrets.md)")
+        for path, _ in single + multi
+        if where[path]
+    ]
+
+
+PIECE = 1 << 16  # the longest piece `read_pieces` yields at once
+OVERLAP = 1 << 12  # repeated from the end of a long line's piece into the next one
+
+
+def read_pieces(path: str, piece: int = PIECE, overlap: int = OVERLAP):
+    """The text of the file at `path`, streamed: one piece per line, a line
+    longer than `piece` in pieces that overlap by `overlap` characters (a
+    secret shorter than that is never cut in two).  Undecodable bytes are
+    replaced."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        carry = ""
+        while True:
+            chunk = fh.readline(piece)
+            if not chunk:
+                return
+            text = carry + chunk
+            if chunk.endswith(("\n", "\r")):
+                carry = ""
+                yield text
+            else:  # a long line (or the last one): keep its end for the next piece
+                yield text
+                carry = text[-overlap:]

@@ -6,15 +6,21 @@
 
 Configured by the repository's own git config:
 
-    lbpillar.branch        the branch git_pillar serves (default: main)
+    lbpillar.branch        the branch git_pillar serves, when there is no masterconfig (default: main);
+                           the branch post-receive applies
     lbpillar.masterconfig  the salt-master's config file (its gpg_keydir, renderer)
     lbpillar.saltbin       the directory holding salt, salt-run (default: this venv's)
     lbpillar.osfamily      the load balancers' OS family, for which files a change touches (default: Debian)
 
-pre-receive (the gate): for the served branch, the pushed revision's tree
-goes through tools/pillar_gate.py with the master's config and key; any
-error rejects the whole push, printing each error with its pillar path.
-Nothing reaches the master or a minion.  Deleting the branch is refused.
+pre-receive (the gate): a push to a ref the master does not serve is
+refused, naming it: the served branches are read from the master's
+git_pillar config (`ext_pillar` git remotes that name this repository, or
+all of them when none does; `__env__` serves every branch), or are
+`lbpillar.branch` without a master config.  For a served branch the pushed
+revision's tree goes through tools/pillar_gate.py with the master's config
+and key; any error rejects the whole push, printing each error with its
+pillar path.  Nothing reaches the master or a minion.  Deleting a served
+branch is refused.
 
 post-receive (the apply): `salt-run git_pillar.update` (the master fetches
 the new revision), `saltutil.refresh_pillar` on every minion, then the
@@ -88,12 +94,45 @@ def say(text: str = "") -> None:
 # ---------------------------------------------------------------------------
 
 
-def pre_receive(stdin=sys.stdin) -> int:
-    branch = f"refs/heads/{config('lbpillar.branch', 'main')}"
+def _this_repo(url: str) -> bool:
+    """Whether a git_pillar remote URL is this repository (a local path or
+    file:// URL of the repository the hook runs in)."""
+    path = url[len("file://") :] if url.startswith("file://") else url
+    if "://" in path or not path.startswith("/"):
+        return False
+    here = os.path.realpath(os.environ.get("GIT_DIR", "."))
+    return os.path.realpath(path) == here
+
+
+def served() -> tuple[set[str], bool, str]:
+    """The branches the master serves from this repository: (branches,
+    any branch, where that was read).  From the master's git_pillar config
+    (`lbpillar.masterconfig`: its ext_pillar git remotes, those naming this
+    repository when one does), else `lbpillar.branch` (default main)."""
     master_config = config("lbpillar.masterconfig")
+    if master_config:
+        import salt.config
+
+        opts = salt.config.master_config(master_config)
+        branches, anything = lb_gate.served_branches(
+            opts.get("ext_pillar"), str(opts.get("git_pillar_branch") or "master"), str(opts.get("git_pillar_base") or "master"), _this_repo
+        )
+        return branches, anything, f"git_pillar in {master_config}"
+    return {config("lbpillar.branch", "main")}, False, "git config lbpillar.branch"
+
+
+def pre_receive(stdin=sys.stdin) -> int:
+    master_config = config("lbpillar.masterconfig")
+    branches, anything, source = served()
     rc = 0
     for _old, new, ref in updates(stdin):
-        if ref != branch:
+        name = ref[len("refs/heads/") :] if ref.startswith("refs/heads/") else None
+        if name is None or not (anything or name in branches):
+            what = f"branch {name!r}" if name is not None else ref
+            say(
+                f"pillar-gate: refusing {what}: the master serves only {', '.join(sorted(branches)) or 'no branch'} of this repository ({source})"
+            )
+            rc = 1
             continue
         if new == ZERO:
             say(f"pillar-gate: refusing to delete {ref}: the master serves it")

@@ -90,3 +90,90 @@ def test_a_first_push_touches_every_node_and_the_backup_goes_first(lab_model):
     change = lb_gate.affected(None, lab_model)
     assert change["lb"] == {"lb-a": ["carp", "haproxy"], "lb-b": ["carp", "haproxy"]}
     assert lb_gate.primaries_last(lab_model, ["lb-a", "lb-b"]) == ["lb-b", "lb-a"]
+
+
+# ---------------------------------------------------------------------------
+# what a pushed pillar may not do
+
+
+def _env():
+    import jinja2
+
+    return jinja2.Environment(extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"])
+
+
+def test_renderers_that_run_code_are_refused_with_the_files_path():
+    for line in ("#!py", "#!pyobjects", "#!mako|yaml", "#!wempy|yaml", "#!yaml_mako", "#!jinja|yaml|pydsl", "#!cheetah"):
+        found = lb_gate.renderer_findings("sub/x.sls", line, "jinja|yaml")
+        assert [f.path for f in found] == ["sub/x.sls"], line
+        assert "a renderer that can run code on the master" in found[0].message
+    assert lb_gate.renderer_findings("x.sls", "#!gpg|jinja|yaml", "jinja|yaml")[0].message.startswith("renders with gpg before jinja|yaml")
+    for line in ("#!jinja|yaml|gpg", "#!yaml", "#!json", "#!yaml_jinja", "lb:", "#!/bin/sh"):
+        assert lb_gate.renderer_findings("x.sls", line, "jinja|yaml") == [], line
+    # no shebang: the master's `renderer` option decides
+    assert "the master's `renderer` option" in lb_gate.renderer_findings("x.sls", "lb:", "py")[0].message
+
+
+def test_templates_that_reach_salt_opts_or_internals_are_refused_at_their_line():
+    cases = {
+        "a: {{ salt['cmd.run']('id') }}": "calls Salt's execution functions (salt[...])",
+        "a: 1\n{% do __salt__['file.write']('/x', 'y') %}": "calls Salt's execution functions (__salt__)",
+        "{% set s = salt %}{{ s.cmd.run('id') }}": "calls Salt's execution functions (salt[...])",
+        "{% macro m() %}{{ salt.cmd.run('id') }}{% endmacro %}": "calls Salt's execution functions",
+        "a: {{ opts['gpg_keydir'] }}": "reads the master's options (opts)",
+        "a: {{ show_full_context() }}": "reads the whole render context",
+        "a: {{ 'http://x' | http_query }}": "uses the `http_query` filter",
+        "a: {{ '' | method_call('upper') }}": "uses the `method_call` filter",
+        "a: {{ ''.__class__ }}": "reads the attribute '__class__'",
+        "a: {{ x['__globals__'] }}": "reads the key '__globals__'",
+    }
+    for text, why in cases.items():
+        found, _ = lb_gate.template_findings("t.sls", text, _env())
+        assert found and why in found[0].message, text
+        assert found[0].path == f"t.sls:{text.count(chr(10)) + 1}", text
+    header = lb_gate.template_findings("t.sls", '#!jinja|yaml\n#jinja2: {"variable_start_string": "<<"}\n', _env())[0]
+    assert header[0].message.startswith("has a `#jinja2:` header")
+    # a local of the same name, grains, and text that is not Jinja
+    assert lb_gate.template_findings("t.sls", "{% set salt = 1 %}a: {{ salt }}", _env()) == ([], False)
+    assert lb_gate.template_findings("t.sls", "a: {{ grains['os_family'] }}", _env()) == ([], True)
+    assert lb_gate.template_findings("t.sls", "a: {{ unclosed", _env()) == ([], False)
+
+
+def test_grain_targets_are_the_targets_that_need_more_than_the_id():
+    top = {
+        "base": {
+            "*": ["lb"],
+            "lb-*": [{"match": "glob"}, "x"],
+            "E@lb-[ab] or L@db-1,db-2": [{"match": "compound"}, "x"],
+            "lb-* and G@os:Debian": [{"match": "compound"}, "x"],
+            "os_family:Debian": [{"match": "grain"}, "x"],
+            "roles:lb": [{"match": "pillar"}, "x"],
+            "10.0.0.0/8": [{"match": "ipcidr"}, "x"],
+        }
+    }
+    assert lb_gate.grain_targets(top) == [
+        "base: 'lb-* and G@os:Debian' (match: compound)",
+        "base: 'os_family:Debian' (match: grain)",
+        "base: 'roles:lb' (match: pillar)",
+        "base: '10.0.0.0/8' (match: ipcidr)",
+    ]
+
+
+def test_served_branches_follow_the_masters_git_pillar_remotes():
+    ext = [{"git": ["main file:///srv/pillar.git", {"file:///srv/other.git": [{"branch": "prod"}]}]}]
+    assert lb_gate.served_branches(ext) == ({"main", "prod"}, False)
+    assert lb_gate.served_branches(ext, is_this_repo=lambda url: url == "file:///srv/pillar.git") == ({"main"}, False)
+    assert lb_gate.served_branches([{"git": ["file:///srv/p.git"]}], "stable") == ({"stable"}, False)
+    assert lb_gate.served_branches([{"git": ["__env__ file:///srv/p.git"]}], base="main") == ({"main"}, True)
+    assert lb_gate.served_branches([{"git": [{"__env__ file:///srv/p.git": [{"all_saltenvs": "main"}]}]}]) == ({"main"}, False)
+    assert lb_gate.served_branches([{"cmd_yaml": "cat x"}]) == (set(), False)
+
+
+def test_a_secret_cut_by_a_piece_boundary_is_still_found(tmp_path, lab_raw):
+    path = tmp_path / "f"
+    # "passwd44" straddles the first 64 KiB piece of one long line
+    path.write_text("x" * (lb_secrets.PIECE - 12) + " password: passwd44, " + "y" * 100)
+    pieces = list(lb_secrets.read_pieces(str(path)))
+    assert len(pieces) == 2 and "passwd44" not in pieces[0]
+    found = lb_secrets.cleartext_findings(lab_raw, [("f", lb_secrets.read_pieces(str(path)))])
+    assert [f.path for f in found] == ["lb:pairs:edge:carp:groups:44:password", "lb:pairs:edge:carp:groups:55:password"]  # one value

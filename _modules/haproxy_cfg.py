@@ -1039,6 +1039,64 @@ def reload(config=None):
     }
 
 
+def loaded(path=None, wait=0):
+    """
+    Whether the running HAProxy has loaded the configuration file: the
+    generation marker the file carries (``description lb-config-sha256=``,
+    the sha256 of the rest of the file, written by the ``haproxy_section``
+    states) against the one the running worker reports in ``show info``.
+    A reload that failed leaves the old workers, which report the old one.
+
+    wait
+        Seconds to keep asking while the answer is False (right after a
+        reload an old worker may still answer on the shared stats socket).
+
+    Returns ``{"running", "file", "loaded", "current", "reason"}``:
+    ``current`` is True when both are the same, False when HAProxy runs
+    and reports another generation (or none, or does not answer on its
+    stats socket), None when HAProxy does not run or the file carries no
+    valid marker (hand-written, or edited by hand since): nothing to
+    compare.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call haproxy_cfg.loaded
+    """
+    deadline = time.monotonic() + float(wait)
+    while True:
+        out = _loaded(path)
+        if out["current"] is not False or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.1)
+
+
+def _loaded(path):
+    s = settings()
+    path = path or s["config"]
+    out = {"running": False, "file": haproxy_config.file_generation(_read(path)), "loaded": None, "current": None, "reason": ""}
+    st = status()
+    if not st["running"]:
+        out["reason"] = "HAProxy is not running"
+        return out
+    out["running"] = True
+    try:
+        out["loaded"] = haproxy_config.loaded_generation(_ask(s["socket"], "show info", timeout=5.0))
+    except CommandExecutionError as exc:
+        out.update(current=False, reason=f"cannot ask HAProxy which config it runs: {exc}")
+        return out
+    if out["file"] is None:
+        out["reason"] = f"{path} carries no valid {haproxy_config.MARKER_PREFIX} marker: cannot tell which config HAProxy runs"
+    elif out["loaded"] == out["file"]:
+        out["current"] = True
+    else:
+        out["current"] = False
+        what = out["loaded"][:12] if out["loaded"] else "no marker"
+        out["reason"] = f"HAProxy runs an older config than {path} (it reports {what}, the file is {out['file'][:12]})"
+    return out
+
+
 # ---------------------------------------------------------------------------
 # runtime API (stats socket)
 

@@ -138,7 +138,9 @@ def drift():
     ``{path: {"match", "expected", "actual"}}`` (sha256; no content leaves
     the node).  HAProxy's config is compared section by section as
     ``haproxy_section.managed`` writes it (sections the pillar does not own
-    are kept); keepalived.conf whole.  ucarp has no config file (its command
+    are kept), and matches only if the running HAProxy has loaded it
+    (``haproxy_cfg.loaded``: ``file_match``, ``loaded`` and ``reason`` say
+    which part differs); keepalived.conf whole.  ucarp has no config file (its command
     lines are checked by ``carp.present test=True``).
 
     CLI Example:
@@ -153,8 +155,23 @@ def drift():
         files = __salt__["haproxy_cfg.render"](secrets=True)
         config = files.pop(settings["config"])
         live = __salt__["haproxy_cfg.read"](settings["config"])
-        merged = haproxy_config.merge(haproxy_config.parse(live or ""), haproxy_config.parse(config["content"]), "keep")
-        out[settings["config"]] = {"match": live is not None and merged.text == live, "expected": _sha(merged.text), "actual": _sha(live)}
+        merged = haproxy_config.merge(
+            haproxy_config.parse(haproxy_config.unstamp(live or "")), haproxy_config.parse(config["content"]), "keep"
+        )
+        want = haproxy_config.stamp(merged.text)
+        # the file as wanted is not enough: the running HAProxy must have
+        # loaded it (a reload that failed after the swap leaves the old one)
+        gen = __salt__["haproxy_cfg.loaded"](settings["config"])
+        file_match = live is not None and want == live
+        out[settings["config"]] = {
+            "match": file_match and gen["current"] is not False,
+            "file_match": file_match,
+            "loaded": gen["current"],
+            "expected": _sha(want),
+            "actual": _sha(live),
+        }
+        if gen["current"] is False:
+            out[settings["config"]]["reason"] = gen["reason"]
         for path, f in files.items():
             actual = carp_common.read_text(path)
             out[path] = {"match": actual == f["content"], "expected": _sha(f["content"]), "actual": _sha(actual)}

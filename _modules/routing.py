@@ -33,6 +33,7 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import lb_generation
 import lb_render
 import lb_routing
 import lb_settings
@@ -149,7 +150,8 @@ def _files(pair):
     if fam == "Debian":
         f = rendered[default["bird"]]
         files[p["bird"]] = {
-            "content": lb_routing.render_bird(pair, node, header, str),
+            # the generation marker BIRD reports back (routing.loaded)
+            "content": lb_generation.bird_stamp(lb_routing.render_bird(pair, node, header, str)),
             "mode": f.mode,
             "secret": f.secret,
         }
@@ -276,6 +278,67 @@ def _bird_configure():
     return out
 
 
+def _bird_loaded():
+    """The generation the running BIRD reports (``birdc eval
+    lb_config_sha256``: a constant of the config it runs), None if it has
+    none or does not answer."""
+    res = _birdc("eval", lb_generation.BIRD_CONSTANT)
+    return lb_generation.bird_loaded(res.get("stdout", "")) if res["retcode"] == 0 else None
+
+
+def _bird_wait_loaded(gen, timeout=START_TIMEOUT):
+    """Wait until BIRD runs generation `gen` ("Reconfiguration in progress"
+    finishes later); raise if it does not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = _bird_loaded()
+        if got == gen:
+            return got
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(
+                f"BIRD still runs an older config after birdc configure (it reports {(got or 'no marker')[:12]}, the file is {gen[:12]})"
+            )
+        time.sleep(0.2)
+
+
+def loaded():
+    """
+    Whether the running BIRD has loaded bird.conf: the marker the file
+    carries (``define lb_config_sha256 = "<sha256 of the rest>";``, written
+    by ``routing.present``) against the value the running BIRD gives for
+    that constant (``birdc eval``).  Returns ``{"path", "running", "file",
+    "loaded", "current", "reason"}``; ``current`` is None when BIRD does not
+    run or the file carries no valid marker, False when they differ.
+    Linux (BIRD) only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.loaded
+    """
+    if _family() == "FreeBSD":
+        raise CommandExecutionError("routing.loaded reads BIRD (Linux); OpenBGPD/OpenOSPFD report no generation")
+    p = paths()
+    out = {"path": p["bird"], "running": False, "file": lb_generation.bird_file_generation(carp_common.read_text(p["bird"]))}
+    out.update(loaded=None, current=None, reason="")
+    if _bird_pid() is None:
+        out["reason"] = "BIRD is not running"
+        return out
+    out["running"] = True
+    out["loaded"] = _bird_loaded()
+    if out["file"] is None:
+        out["reason"] = f"{p['bird']} carries no valid {lb_generation.BIRD_CONSTANT} marker: cannot tell which config BIRD runs"
+    elif out["loaded"] == out["file"]:
+        out["current"] = True
+    else:
+        out["current"] = False
+        out["reason"] = (
+            f"BIRD runs an older config than {p['bird']} (it reports {(out['loaded'] or 'no marker')[:12]}, the file is {out['file'][:12]})"
+        )
+    return out
+
+
 def _present_linux(pair, test):
     p = paths()
     want = _files(pair)
@@ -284,6 +347,7 @@ def _present_linux(pair, test):
     conf = want[p["bird"]]
     text, mode, cur_gid = _file_state(p["bird"])
     conf_changed = text != conf["content"]
+    gen = lb_generation.bird_file_generation(conf["content"])
     if conf_changed:
         changes[p["bird"]] = {
             "old": "differs" if text is not None else None,
@@ -294,10 +358,18 @@ def _present_linux(pair, test):
     if not os.path.isdir(p["run_dir"]):
         changes[p["run_dir"]] = {"old": None, "new": "directory"}
     pid = _bird_pid()
+    stale = None
     if pid is None:
         changes["bird"] = {"old": "stopped", "new": "running"}
     elif conf_changed:
         changes["bird"] = {"old": f"running (pid {pid})", "new": "reconfigured (birdc configure)"}
+    else:
+        # the file is as wanted: BIRD must run it too (a configure that
+        # failed after the swap left the old one)
+        loaded = _bird_loaded()
+        if loaded != gen:
+            stale = f"BIRD runs an older config than {p['bird']} (it reports {(loaded or 'no marker')[:12]}, the file is {gen[:12]})"
+            changes["bird"] = {"old": stale, "new": "reconfigured (birdc configure)"}
     if not changes or test:
         return {"changes": changes, "comment": "would apply" if changes else "BIRD runs the configuration the topology gives"}
 
@@ -318,10 +390,24 @@ def _present_linux(pair, test):
             os.chown(p["bird"], 0, gid)
     if pid is None:
         pid = _bird_start()
+        _bird_wait_loaded(gen)
         comment = f"bird started (pid {pid})"
-    elif conf_changed:
-        _bird_configure()
+    elif conf_changed or stale:
+        try:
+            _bird_configure()
+            _bird_wait_loaded(gen)
+        except CommandExecutionError as exc:
+            if not conf_changed:
+                raise
+            # the file was replaced: report that change, and fail
+            return {
+                "changes": changes,
+                "result": False,
+                "comment": f"{p['bird']} replaced after bird -p, but BIRD still runs the old config (the next run reconfigures it): {exc}",
+            }
         comment = f"bird reconfigured (pid {pid}, sessions kept where their settings did not change)"
+        if stale:
+            comment = f"{stale}; reconfigured"
     else:
         comment = "routing files updated"
     return {"changes": changes, "comment": comment}

@@ -10,8 +10,12 @@ HAProxy configuration, section by section, validated before it goes live.
 Every write goes through ``haproxy_cfg.write`` (candidate beside the live
 file, real ``haproxy -c``, then ``os.replace``); a refused candidate fails
 the state with HAProxy's own message and the live file stays as it was.
-HAProxy is reloaded (``haproxy_cfg.reload``: no connection dropped) only
-when something changed.  With ``test=True`` nothing is touched: the result
+HAProxy is reloaded (``haproxy_cfg.reload``: no connection dropped) when
+something changed, and when the file is as wanted but the running HAProxy
+reports an older generation (``haproxy_cfg.loaded``: the file's
+``description lb-config-sha256=`` marker against ``show info``): "up to
+date" means the file is as wanted *and* HAProxy runs it.  A reload that
+fails after the swap fails the state with its changes.  With ``test=True`` nothing is touched: the result
 is None and ``changes`` holds what would change.
 
 The state only compares and delegates: all I/O is in ``haproxy_cfg``.
@@ -62,19 +66,63 @@ def _section_changes(merge_or_labels, old_text, new_text, path, show_diff):
     return changes
 
 
+def _reload(path):
+    """Reload HAProxy, then check that it runs `path` (the generation it
+    reports is the file's); raises CommandExecutionError otherwise."""
+    r = __salt__["haproxy_cfg.reload"]()
+    gen = __salt__["haproxy_cfg.loaded"](path, wait=3)
+    if gen["current"] is False:
+        raise CommandExecutionError(f"HAProxy was reloaded but does not run {path}: {gen['reason']}")
+    return {"master": r.get("master"), "new_workers": r.get("new_workers") or r.get("workers")}, (
+        "HAProxy reloaded" if r.get("reloaded") else "HAProxy started"
+    )
+
+
 def _apply(ret, path, text, files, mode, pending, reload):
-    """Write (validate-then-swap) and reload; fills `ret`."""
+    """Write (validate-then-swap) and reload; fills `ret`.  A failed write
+    raises (nothing changed); a failed reload after the swap fails the state
+    with its changes (the file did change) and says HAProxy still runs the
+    old config: the next run sees that and reloads."""
     __salt__["haproxy_cfg.write"](text, path=path, files=files, mode=mode)
     comments = [f"{path}: {', '.join(pending.get(path, [])) or 'files it reads'} updated after haproxy -c"]
     if reload:
         st = __salt__["haproxy_cfg.status"]()
         if st["running"]:
-            r = __salt__["haproxy_cfg.reload"]()
-            ret["changes"]["reload"] = {"master": r.get("master"), "new_workers": r.get("new_workers") or r.get("workers")}
-            comments.append("HAProxy reloaded" if r.get("reloaded") else "HAProxy started")
+            try:
+                ret["changes"]["reload"], done = _reload(path)
+                comments.append(done)
+            except CommandExecutionError as exc:
+                ret["result"] = False
+                comments.append(f"the reload failed, HAProxy still runs the old config (the next run reloads it): {exc}")
         else:
             comments.append("HAProxy is not running (haproxy_section.running starts it)")
     ret["comment"] = "; ".join(comments)
+
+
+def _up_to_date(ret, path, comment, reload):
+    """The file is as wanted: "up to date" only if HAProxy runs it too;
+    otherwise reload (a change), or fail if the reload fails."""
+    gen = __salt__["haproxy_cfg.loaded"](path)
+    if gen["current"] is not False:
+        ret["comment"] = comment + ("; HAProxy runs it" if gen["current"] else f"; {gen['reason']}")
+        return ret
+    if not reload:
+        ret["comment"] = f"{comment}, but {gen['reason']} (reload=False: not reloaded)"
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["changes"] = {"reload": gen["reason"]}
+        ret["comment"] = f"{gen['reason']}; it would be reloaded"
+        return ret
+    try:
+        entry, _ = _reload(path)
+    except CommandExecutionError as exc:
+        ret["result"] = False
+        ret["comment"] = f"{gen['reason']}, and the reload failed: {exc}"
+        return ret
+    ret["changes"] = {"reload": dict(entry, reason=gen["reason"])}
+    ret["comment"] = f"{gen['reason']}; reloaded"
+    return ret
 
 
 def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None, reload=True, prometheus=None, show_diff=True):
@@ -110,15 +158,20 @@ def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None,
         ret["name"] = path
         extra = {p: {"content": f["content"], "mode": f["mode"]} for p, f in files.items()}
         live = __salt__["haproxy_cfg.read"](path)
-        merged = haproxy_config.merge(haproxy_config.parse(live or ""), haproxy_config.parse(config["content"]), unmanaged)
-        pending = __salt__["haproxy_cfg.pending"](merged.text, path=path, files=extra, mode=config["mode"])
+        # the generation marker is not a section's content: merged without
+        # it, then set for the result (haproxy_config.stamp)
+        merged = haproxy_config.merge(
+            haproxy_config.parse(haproxy_config.unstamp(live or "")), haproxy_config.parse(config["content"]), unmanaged
+        )
+        text = haproxy_config.stamp(merged.text)
+        pending = __salt__["haproxy_cfg.pending"](text, path=path, files=extra, mode=config["mode"])
         # PEM files of TLS listeners the pillar no longer has (keys on disk)
         stale = __salt__["haproxy_cfg.prune_certs"](keep=list(extra), dry_run=True)
         if not pending and not stale:
-            ret["comment"] = f"{path} is up to date ({len(merged.config.sections)} sections"
-            ret["comment"] += f", {len(merged.kept)} kept that the pillar does not own)" if merged.kept else ")"
-            return ret
-        changes = _section_changes(merged, live, merged.text, path, show_diff)
+            comment = f"{path} is up to date ({len(merged.config.sections)} sections"
+            comment += f", {len(merged.kept)} kept that the pillar does not own)" if merged.kept else ")"
+            return _up_to_date(ret, path, comment, reload)
+        changes = _section_changes(merged, live, text, path, show_diff)
         if path in pending and "content" not in pending[path] and "new file" not in pending[path]:
             changes["mode"] = pending[path]
         tls = {p: ", ".join(r) for p, r in pending.items() if p != path}
@@ -126,7 +179,7 @@ def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None,
         if tls:
             changes["files"] = tls  # never their content
         if __opts__["test"]:
-            chk = __salt__["haproxy_cfg.check"](text=merged.text, files=extra)
+            chk = __salt__["haproxy_cfg.check"](text=text, files=extra)
             ret["changes"] = changes
             if not chk["valid"]:
                 ret["result"] = False
@@ -139,7 +192,7 @@ def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None,
             return ret
         ret["changes"] = changes
         if pending:
-            _apply(ret, path, merged.text, extra, config["mode"], pending, reload)
+            _apply(ret, path, text, extra, config["mode"], pending, reload)
         if stale:
             __salt__["haproxy_cfg.prune_certs"](keep=list(extra))
             ret["comment"] = "; ".join(x for x in (ret["comment"], f"removed {', '.join(stale)}") if x)
@@ -176,12 +229,11 @@ def present(name, kind, lines, config=None, after=None, reload=True):
         live = __salt__["haproxy_cfg.read"](path)
         if live is None:
             raise CommandExecutionError(f"{path} does not exist")
-        cfg = haproxy_config.parse(live)
+        cfg = haproxy_config.parse(haproxy_config.unstamp(live))
         current = cfg.find(kind, name)
         if current is not None and current.directives() == wanted.directives():
             if not cfg.end_with_newline():
-                ret["comment"] = f"{wanted.label} is as wanted in {path}"
-                return ret
+                return _up_to_date(ret, path, f"{wanted.label} is as wanted in {path}", reload)
             # as wanted, but HAProxy refuses the file: its last line has no newline
             what = "kept (the file's final newline added)"
         else:
@@ -192,7 +244,7 @@ def present(name, kind, lines, config=None, after=None, reload=True):
             anchor = (parts[0], parts[1] if len(parts) > 1 else "")
         if current is None or current.directives() != wanted.directives():
             cfg.set(wanted, after=anchor)
-        text = cfg.render()
+        text = haproxy_config.stamp(cfg.render())
         ret["changes"] = _section_changes({wanted.label: what}, live, text, path, True)
         if __opts__["test"]:
             ret["result"] = None
@@ -221,12 +273,14 @@ def absent(name, kind, config=None, reload=True):
     try:
         path = config or __salt__["haproxy_cfg.settings"]()["config"]
         live = __salt__["haproxy_cfg.read"](path)
-        cfg = haproxy_config.parse(live or "")
+        cfg = haproxy_config.parse(haproxy_config.unstamp(live or ""))
         key_label = haproxy_config.label((kind, name))
-        if live is None or not cfg.remove(kind, name):
+        if live is None:
             ret["comment"] = f"{key_label} is not in {path}"
             return ret
-        text = cfg.render()
+        if not cfg.remove(kind, name):
+            return _up_to_date(ret, path, f"{key_label} is not in {path}", reload)
+        text = haproxy_config.stamp(cfg.render())
         ret["changes"] = _section_changes({key_label: "removed"}, live, text, path, True)
         if __opts__["test"]:
             ret["result"] = None

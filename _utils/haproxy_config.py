@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -507,3 +508,96 @@ def diff(old: str, new: str, path: str = "haproxy.cfg", secrets: bool = False) -
     if not secrets:
         old, new = redact(old), redact(new)
     return "".join(difflib.unified_diff(split_lines(old), split_lines(new), fromfile=path, tofile=path, n=2))
+
+
+# ---------------------------------------------------------------------------
+# the generation marker: which file the running HAProxy loaded
+#
+# A file written by the haproxy_section states carries, as the last directive
+# of its global section, ``description lb-config-sha256=<hex>``: the sha256
+# of the file without that line.  HAProxy reports its global description in
+# ``show info`` (``description: ...``), so the running worker says which file
+# it parsed; a reload that failed leaves the old workers, and the old value.
+# The hash is of the whole file (password hashes included): it reveals
+# nothing a reader of ``show info`` (the admin socket) could not read anyway.
+
+MARKER_KEYWORD = "description"
+MARKER_PREFIX = "lb-config-sha256="
+_MARKER_VALUE = re.compile(r"lb-config-sha256=([0-9a-f]{64})")
+
+
+def _is_marker(line: str) -> bool:
+    w = words(line)
+    return len(w) == 2 and w[0] == MARKER_KEYWORD and w[1].startswith(MARKER_PREFIX)
+
+
+def _last_global(cfg: Config) -> Section | None:
+    # HAProxy reads every global section in order: the last description wins
+    found = [s for s in cfg.sections if s.type == "global"]
+    return found[-1] if found else None
+
+
+def unstamp(text: str) -> str:
+    """The text without the generation marker (the global sections'
+    ``description lb-config-sha256=...`` lines)."""
+    cfg = parse(text)
+    for g in cfg.sections:
+        if g.type == "global":
+            g.body = [x for x in g.body if not _is_marker(x)]
+    return cfg.render()
+
+
+def generation(text: str) -> str:
+    """The sha256 of the text without its marker: what the marker of this
+    file must say."""
+    return hashlib.sha256(unstamp(text).encode()).hexdigest()
+
+
+def stamp(text: str) -> str:
+    """The text with its marker set to `generation(text)`, as the last
+    directive of the (last) global section.  Unchanged without a global
+    section.  ``stamp(stamp(t)) == stamp(t)``."""
+    cfg = parse(unstamp(text))
+    g = _last_global(cfg)
+    if g is None:
+        return text
+    tail = g.trailing_blanks()
+    body = g.body[: len(g.body) - len(tail)]
+    nl = cfg.newline
+    if body and not _ending(body[-1]):
+        body[-1] += nl
+    elif not body and not _ending(g.header):
+        g.header += nl
+    indent = next((x[: len(x) - len(x.lstrip())] for x in body if x.strip() and not is_comment(x)), "    ")
+    placeholder = MARKER_PREFIX + "0" * 64
+    g.body = [*body, f"{indent}{MARKER_KEYWORD} {placeholder}{nl}", *tail]
+    rendered = cfg.render()
+    return rendered.replace(placeholder, MARKER_PREFIX + generation(rendered), 1)
+
+
+def marker(text: str) -> str | None:
+    """The hash the file's marker names (None without one)."""
+    g = _last_global(parse(text))
+    found = [words(x)[1] for x in (g.body if g else []) if _is_marker(x)]
+    m = _MARKER_VALUE.fullmatch(found[-1]) if found else None
+    return m.group(1) if m else None
+
+
+def file_generation(text: str | None) -> str | None:
+    """The generation of a file: its marker when the marker matches the
+    content (None without a marker, or with one a hand edit made stale)."""
+    if text is None:
+        return None
+    m = marker(text)
+    return m if m is not None and m == generation(text) else None
+
+
+def loaded_generation(show_info: str) -> str | None:
+    """The generation a running HAProxy reports: the marker in the
+    ``description:`` line of ``show info`` (None without one)."""
+    for line in show_info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "description":
+            m = _MARKER_VALUE.fullmatch(value.strip())
+            return m.group(1) if m else None
+    return None

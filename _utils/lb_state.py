@@ -28,7 +28,9 @@ def checked(name: str, run: Callable[..., dict], test_mode: bool, would: str, do
             out.update(result=None, changes=check["changes"], comment=f"{would}: {check['comment']}")
             return out
         res = run()
-        out.update(changes=res["changes"], comment=f"{done}: {res['comment']}")
+        # a change made, then a step that failed (e.g. a file replaced, its
+        # daemon not reloaded): result False with the changes
+        out.update(result=res.get("result", True), changes=res["changes"], comment=f"{done}: {res['comment']}")
     except CommandExecutionError as exc:
         out.update(result=False, comment=str(exc))
     return out

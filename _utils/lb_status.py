@@ -141,17 +141,25 @@ def pair_view(name: str, expected: dict, reports: dict[str, dict | None], record
             node_rows[n] = {"reachable": False}
             continue
         hap = rep.get("haproxy") or {}
-        drift = sorted(p for p, d in (rep.get("drift") or {}).items() if isinstance(d, dict) and not d.get("match"))
+        drift_map = {p: d for p, d in (rep.get("drift") or {}).items() if isinstance(d, dict)}
+        drift = sorted(p for p, d in drift_map.items() if not d.get("match"))
+        # the file is as the pillar renders it, but its daemon has not loaded it
+        not_loaded = [p for p in drift if drift_map[p].get("loaded") is False and drift_map[p].get("file_match")]
         node_rows[n] = {
             "reachable": True,
             "maintenance": bool(rep.get("maintenance")),
             "haproxy": "running" if hap.get("running") else "stopped",
             "provider": rep.get("provider"),
             "config_drift": drift,
+            "not_loaded": not_loaded,
             "masters": sorted(v for v, g in _carp(rep).items() if g.get("state") == "MASTER"),
         }
         for path in drift:
-            warnings.append(f"{n}: {path} differs from what the pillar renders (run state.apply)")
+            if path in not_loaded:
+                why = drift_map[path].get("reason") or "the running process has not loaded it"
+                warnings.append(f"{n}: {path} is as the pillar renders it, but not loaded: {why} (run state.apply: it reloads)")
+            else:
+                warnings.append(f"{n}: {path} differs from what the pillar renders (run state.apply)")
         if not hap.get("running") and node_rows[n]["masters"]:
             warnings.append(f"{n}: MASTER of vhid {', '.join(map(str, node_rows[n]['masters']))} but HAProxy is not running")
         for err in rep.get("errors") or []:
@@ -195,6 +203,17 @@ def _grid(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[
     return [fmt.format(*header).rstrip(), *(fmt.format(*map(str, r)).rstrip() for r in rows)]
 
 
+def _config_cell(row: dict) -> str:
+    """'matches pillar' only when every file is as the pillar renders it
+    and loaded by its daemon."""
+    if not row["config_drift"]:
+        return "matches pillar"
+    loaded = row.get("not_loaded") or []
+    differs = [p for p in row["config_drift"] if p not in loaded]
+    parts = (["DIFFERS: " + ", ".join(differs)] if differs else []) + (["NOT LOADED: " + ", ".join(loaded)] if loaded else [])
+    return "; ".join(parts)
+
+
 def table(v: dict) -> str:
     """The view as text, one block per pair."""
     out = []
@@ -220,7 +239,7 @@ def table(v: dict) -> str:
                     "yes",
                     "yes" if r["maintenance"] else "no",
                     r["haproxy"],
-                    "matches pillar" if not r["config_drift"] else "DIFFERS: " + ", ".join(r["config_drift"]),
+                    _config_cell(r),
                 ]
             )
         out += _grid(["NODE", "REACHABLE", "MAINTENANCE", "HAPROXY", "CONFIG"], rows)

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -372,7 +373,9 @@ def test_a_pillar_edit_changes_one_section_and_reloads(env):
     cfg = haproxy_config.parse(before)
     span_start = len(cfg.preamble) + sum(len(s.lines()) for s in cfg.sections[: cfg.index("listen", HTTP_LISTENER)])
     span = range(span_start, span_start + len(cfg.find("listen", HTTP_LISTENER).lines()))
-    a, b = before.splitlines(), env.config().splitlines()
+    # ... and the generation marker in global (a hash of the rest)
+    assert haproxy_config.file_generation(env.config()) not in (None, haproxy_config.file_generation(before))
+    a, b = haproxy_config.unstamp(before).splitlines(), haproxy_config.unstamp(env.config()).splitlines()
     import difflib
 
     for op, i1, i2, _, _ in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
@@ -403,6 +406,81 @@ def test_a_candidate_haproxy_refuses_fails_the_state_and_leaves_haproxy_serving(
     assert (after["master"], after["workers"]) == (st["master"], st["workers"])
     assert load.failures == [] and load.ok == 50
     assert get(HTTP_VIP)[0] == 200
+
+
+def test_a_reload_that_fails_after_the_swap_fails_the_state_and_the_next_run_reloads(env):
+    """A real failure after the swap: the new listener's port is held by
+    another process.  `haproxy -c` binds nothing and accepts the file; the
+    re-executed master cannot bind and keeps the old workers.  The state
+    fails WITH its changes (the file did change), HAProxy still reports the
+    old generation, the next run sees that and reloads, and only once HAProxy
+    runs the file is it "up to date"."""
+    port = 8077
+    listener = f"haproxy_{HTTP_VIP}_{port}"
+
+    def extra_listener(pair):
+        pair["haproxy"]["listeners"]["http_77"] = {"vhid": 5, "port": port, "mode": "http", "balance": "source", "pool": "web_a"}
+
+    assert env.managed().result is True  # the base pillar, loaded
+    assert env.mod.loaded()["current"] is True
+    old_generation = env.mod.loaded()["loaded"]
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # no SO_REUSEPORT: HAProxy cannot share it
+    holder.bind((HTTP_VIP, port))
+    holder.listen(1)
+    try:
+        res = env.managed(extra_listener)
+        assert res.result is False, res.comment
+        assert res.changes["sections"] == {f"listen {listener}": "added"}  # the file did change
+        assert "reload" not in res.changes
+        assert "HAProxy still runs the old config" in res.comment
+        assert f"bind {HTTP_VIP}:{port}" in env.config()
+        gen = env.mod.loaded()
+        assert gen["current"] is False and gen["loaded"] == old_generation != gen["file"]
+        assert "runs an older config" in gen["reason"]
+        assert get(HTTP_VIP)[0] == 200  # the old workers keep serving
+
+        # test=True: a reload is pending, nothing is touched
+        st = env.mod.status()
+        res = env.managed(extra_listener, test=True)
+        assert res.result is None and list(res.changes) == ["reload"], res
+        assert "runs an older config" in res.changes["reload"]
+        assert env.mod.status()["workers"] == st["workers"]
+
+        # the port is still held: the next run tries and fails loudly
+        res = env.managed(extra_listener)
+        assert res.result is False and res.changes == {}, res
+        assert "runs an older config" in res.comment and "the reload failed" in res.comment
+    finally:
+        holder.close()
+
+    res = env.managed(extra_listener)
+    assert res.result is True, res.comment
+    assert list(res.changes) == ["reload"] and "runs an older config" in res.changes["reload"]["reason"]
+    assert res.comment.endswith("; reloaded")
+    assert env.mod.loaded()["current"] is True
+    assert wait_for(lambda: get(HTTP_VIP, port)[0] == 200)
+    again = env.managed(extra_listener)
+    assert again.result is True and again.changes == {}
+    assert "is up to date" in again.comment and "HAProxy runs it" in again.comment
+    assert env.managed().result is True  # back to the base pillar
+
+
+def test_a_config_haproxy_runs_but_the_marker_does_not_name_is_reloaded(env):
+    """The file as wanted, HAProxy running an older one, whatever the cause
+    (here: a reload that never happened because the file was put in place
+    by hand): the state reloads it and reports it as a change."""
+    assert env.managed().result is True
+    text = env.config()
+    mutated = env.topology(add_server("http_srv-9", f"127.{R}.6.9"))
+    want = env.mod.render(topology=mutated, secrets=True)[env.settings["config"]]["content"]
+    merged = haproxy_config.merge(haproxy_config.parse(haproxy_config.unstamp(text)), haproxy_config.parse(want), "remove")
+    stamped = haproxy_config.stamp(merged.text)
+    assert env.mod.write(stamped)["changed"] == [env.settings["config"]]  # swapped, not reloaded
+    assert env.mod.loaded()["current"] is False
+    res = env.states.managed(name=env.settings["config"], topology=mutated, unmanaged="remove")
+    assert res.result is True and list(res.changes) == ["reload"], res
+    assert "http_srv-9" in [s["server"] for s in env.mod.server_state(HTTP_LISTENER)]
+    assert env.managed().result is True
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import lb_render
 import lb_topology
 
 BIRD = shutil.which("bird") or "/usr/sbin/bird"
+LOADERS = {}  # tmp_path -> the routing fixture's Loaders (for its states)
 CLONE_NEWNET = 0x40000000
 
 
@@ -68,6 +69,7 @@ def routing(tmp_path):
             os.chmod(d, mode | 0o001)
     loaders = Loaders(salt.config.minion_config(private_minion(tmp_path, "salt", lb_routing=paths, lb_carp=carp)))
     mod = loaders.modules.routing
+    LOADERS[str(tmp_path)] = loaders
     try:
         yield mod, paths, tmp_path
     finally:
@@ -142,6 +144,51 @@ def test_a_rejected_candidate_leaves_the_live_config(routing, tmp_path, monkeypa
         mod.present(topology=str(topo))
     assert open(paths["bird"]).read() == live
     assert not [n for n in os.listdir(os.path.dirname(paths["bird"])) if "candidate" in n]
+
+
+def test_a_configure_that_fails_after_the_swap_fails_the_state_and_the_next_run_reconfigures(routing, tmp_path):
+    """A real failure after the swap: BIRD re-reads bird.conf as user bird,
+    and the directory has become unreadable to it (bird -p, run as root,
+    still accepts the file).  The state fails WITH its change, BIRD reports
+    the old generation (birdc eval lb_config_sha256), and once the directory
+    is readable again the next run sees the pending reconfiguration and
+    applies it; only then is it "up to date"."""
+    mod, paths, _ = routing
+    states = LOADERS[str(tmp_path)].states.routing
+    assert mod.present()["comment"].startswith("bird started")
+    first = mod.loaded()
+    assert first["current"] is True and first["loaded"] == first["file"], first
+    pid = mod.status()["pid"]
+    raw = lb_topology.load_file(SEED_PILLAR)
+    raw["pairs"]["edge"]["routing"]["bgp"]["neighbors"]["ebgp1"]["med"] = 40
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(yaml.safe_dump({"lb": raw}))
+    etc = os.path.dirname(paths["bird"])
+    mode = os.stat(etc).st_mode & 0o7777
+    os.chmod(etc, 0o700)
+    try:
+        res = states.present(name="edge", topology=str(topo))
+        assert res.result is False, res
+        assert set(res.changes) == {paths["bird"], "bird"}  # the file did change
+        assert "BIRD still runs the old config" in res.comment
+        assert "bgp_med = 40;" in open(paths["bird"]).read()
+        gen = mod.loaded()
+        assert gen["current"] is False and gen["loaded"] == first["loaded"] != gen["file"], gen
+        # test=True: the pending reconfiguration, nothing touched
+        res = states.present(name="edge", topology=str(topo), test=True)
+        assert res.result is None and set(res.changes) == {"bird"}, res
+        assert res.changes["bird"]["old"].startswith("BIRD runs an older config")
+        # still unreadable: the next run fails loudly, changing nothing
+        res = states.present(name="edge", topology=str(topo))
+        assert res.result is False and res.changes == {}, res
+    finally:
+        os.chmod(etc, mode)
+    res = states.present(name="edge", topology=str(topo))
+    assert res.result is True and set(res.changes) == {"bird"}, res
+    assert "runs an older config" in res.comment and res.comment.endswith("reconfigured")
+    assert mod.loaded()["current"] is True and mod.status()["pid"] == pid
+    again = states.present(name="edge", topology=str(topo))
+    assert again.result is True and again.changes == {}, again
 
 
 @pytest.fixture

@@ -457,3 +457,64 @@ def test_haproxy_reads_an_edited_file_that_had_no_final_newline(tmp_path):
     cfg.replace(hc.make_section("defaults", "", ["mode tcp", "timeout connect 2s", "timeout client 1s", "timeout server 1s"]))
     path.write_text(cfg.render())
     assert check().returncode == 0, check().stderr
+
+
+# ---------------------------------------------------------------------------
+# the generation marker (which file the running HAProxy loaded)
+
+
+@pytest.mark.parametrize("name", ["debian-default.cfg", "large.cfg"])
+def test_stamp_is_idempotent_and_unstamp_gives_the_file_back(name):
+    text = fixture(name)
+    stamped = hc.stamp(text)
+    assert stamped != text
+    assert hc.stamp(stamped) == stamped
+    assert hc.unstamp(stamped) == text
+    assert hc.file_generation(stamped) == hc.marker(stamped) == hc.generation(text)
+    # the marker is the last directive of global, nothing else moved
+    g = [s for s in hc.parse(stamped).sections if s.type == "global"][-1]
+    assert g.directives()[-1] == f"description lb-config-sha256={hc.generation(text)}"
+    delta = [x for x in difflib.ndiff(hc.split_lines(text), hc.split_lines(stamped)) if x[:1] in "+-"]
+    assert len(delta) == 1 and delta[0][:1] == "+"
+    assert hc.words(delta[0][2:]) == ["description", f"lb-config-sha256={hc.generation(text)}"]
+
+
+def test_a_file_without_global_gets_no_marker():
+    text = fixture("seed-primary.cfg")  # the seed's file has no global section
+    assert hc.stamp(text) == text and hc.file_generation(text) is None
+
+
+def test_a_hand_edit_makes_the_marker_stale():
+    stamped = hc.stamp(fixture("debian-default.cfg"))
+    edited = stamped.replace("timeout connect", "timeout  connect", 1)
+    assert hc.marker(edited) == hc.marker(stamped)
+    assert hc.file_generation(edited) is None  # the marker no longer names this content
+    assert hc.file_generation(hc.stamp(edited)) == hc.generation(edited)
+    assert hc.file_generation(fixture("debian-default.cfg")) is None  # no marker at all
+    assert hc.file_generation(None) is None
+
+
+def test_a_description_of_the_operator_is_kept_and_the_marker_comes_last():
+    text = "global\n    description our edge pair\n    daemon\n\nlisten x\n    bind 127.0.0.1:1\n"
+    stamped = hc.stamp(text)
+    assert hc.parse(stamped).find("global").directives() == [
+        "description our edge pair",
+        "daemon",
+        f"description lb-config-sha256={hc.generation(text)}",
+    ]
+
+
+def test_loaded_generation_from_show_info():
+    sha = "ab" * 32
+    info = f"Name: HAProxy\nVersion: 2.6.12\nnode: vm\ndescription: lb-config-sha256={sha}\nPid: 12\n"
+    assert hc.loaded_generation(info) == sha
+    assert hc.loaded_generation("Name: HAProxy\nnode: vm\ndescription: \n") is None
+    assert hc.loaded_generation(f"description: lb-config-sha256={sha}\\n\n") is None
+    assert hc.loaded_generation("Name: HAProxy\n") is None
+
+
+def test_haproxy_accepts_the_stamped_seed_config(tmp_path):
+    if not (shutil.which("haproxy") or os.path.exists("/usr/sbin/haproxy")):
+        pytest.skip("haproxy is not installed")
+    r = haproxy_check(tmp_path, hc.stamp(fixture("debian-default.cfg")))
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -145,3 +145,26 @@ def test_history_records_and_table():
     text = lb_status.history_table([r, h, s])
     assert len(text.splitlines()) == 4 and "BACKUP -> MASTER" in text
     assert lb_status.history_table([]) == "no transitions recorded\n"
+
+
+def test_a_file_haproxy_has_not_loaded_is_not_matches_pillar():
+    # what lb_node.drift reports after a reload that failed after the swap
+    drift = {
+        "/etc/haproxy/haproxy.cfg": {
+            "match": False,
+            "file_match": True,
+            "loaded": False,
+            "reason": "HAProxy runs an older config than /etc/haproxy/haproxy.cfg (it reports 1a2b3c4d5e6f, the file is 6f5e4d3c2b1a)",
+        }
+    }
+    reps = {"lb-a": report({4: "MASTER", 5: "MASTER"}, drift=drift), "lb-b": report({4: "BACKUP", 5: "BACKUP"})}
+    v = lb_status.view({"edge": EXPECTED}, reps, now=0)
+    pv = v["pairs"]["edge"]
+    assert pv["nodes"]["lb-a"]["not_loaded"] == ["/etc/haproxy/haproxy.cfg"]
+    assert any(
+        w.startswith("lb-a: /etc/haproxy/haproxy.cfg is as the pillar renders it, but not loaded: HAProxy runs an older")
+        for w in pv["warnings"]
+    )
+    rows = {line.split()[0]: line for line in lb_status.table(v).splitlines() if line.strip().startswith("lb-")}
+    assert "NOT LOADED: /etc/haproxy/haproxy.cfg" in rows["lb-a"] and "matches pillar" not in rows["lb-a"]
+    assert "matches pillar" in rows["lb-b"]

@@ -60,7 +60,10 @@ def test_route_changes_and_commands():
     ]
     live = {"198.18.4.0/23": "198.18.3.254", "198.18.0.0/24": "198.18.2.1"}
     todo = lb_host.route_changes(wanted, live)
-    assert [(r["destination"], r["old"], r["present"]) for r in todo] == [("198.18.0.0/24", "198.18.2.1", True), ("198.18.6.0/24", None, False)]
+    assert [(r["destination"], r["old"], r["present"]) for r in todo] == [
+        ("198.18.0.0/24", "198.18.2.1", True),
+        ("198.18.6.0/24", None, False),
+    ]
     assert lb_host.route_argv("Debian", todo[0]) == ["ip", "-4", "route", "replace", "198.18.0.0/24", "via", "198.18.2.254"]
     assert lb_host.route_argv("FreeBSD", todo[0]) == ["route", "-n", "change", "-net", "198.18.0.0/24", "198.18.2.254"]
     assert lb_host.route_argv("FreeBSD", todo[1]) == ["route", "-n", "add", "-net", "198.18.6.0/24", "198.18.3.254"]

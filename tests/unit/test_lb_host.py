@@ -113,3 +113,21 @@ def test_bird_conf_is_group_bird_and_freebsd_files_group_wheel(seed_model):
     assert deb["/etc/haproxy/haproxy.cfg"]["group"] == "root"
     bsd = lb_render.manifest(seed_model, "lb-a", "FreeBSD")
     assert {f["group"] for f in bsd.values()} == {"wheel"}
+
+
+def test_the_salt_ssh_wrapper_gives_the_same_plan_from_the_compiled_pillar(lab_raw, lab_model):
+    """salt-ssh renders salt/host with _wrapper/lb.py's `lb.host` (the
+    target has no pillar while the SLS renders)."""
+    import importlib.util
+    import os
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("lb_wrapper_under_test", os.path.join(REPO, "_wrapper", "lb.py"))
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)
+    wrapper.__pillar__ = {"lb": lab_raw}
+    wrapper.__opts__ = {"id": "lb-b"}
+    wrapper.__grains__ = {"os_family": "Debian"}
+    wrapper.__context__ = {}
+    assert wrapper.host() == lb_host.plan(lab_model, "lb-b", "Debian")

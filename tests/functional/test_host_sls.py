@@ -112,6 +112,10 @@ def test_a_second_apply_changes_nothing_and_runs_no_command_state(run):
     assert all(r["result"] is True for r in again.values())
     assert not [sid for sid in again if sid.startswith("cmd")]
     sysctl_ms = sum(r["duration"] for sid, r in again.items() if sid.startswith("lb_host_sysctl"))
+    print(
+        f"no-op host SLS: {run['again']['seconds']:.2f} s in all; sysctl states {sysctl_ms:.0f} ms; "
+        + ", ".join(f"{sid} {r['duration']:.0f} ms" for sid, r in again.items())
+    )
     # sysctl.present reads the file and `sysctl -n`; the cmd.run it replaces took 1.3-4 s
     assert sysctl_ms < 1000, again
 

@@ -21,15 +21,15 @@
 {#- a file the system owns: its mode and owner, and the node's block in it #}
 lb_host_file_{{ path }}:
   file.managed:
-    - name: {{ path }}
+    - name: {{ path | json }}
     - replace: False
-    - user: {{ f.user }}
-    - group: {{ f.group }}
-    - mode: "{{ f.mode }}"
+    - user: {{ f.user | json }}
+    - group: {{ f.group | json }}
+    - mode: {{ f.mode | json }}
 
 lb_host_block_{{ path }}:
   file.blockreplace:
-    - name: {{ path }}
+    - name: {{ path | json }}
     - marker_start: "# BEGIN lb-pair (managed by Salt)"
     - marker_end: "# END lb-pair"
     - content: {{ f.content | json }}
@@ -41,11 +41,11 @@ lb_host_block_{{ path }}:
 
 lb_host_file_{{ path }}:
   file.managed:
-    - name: {{ path }}
+    - name: {{ path | json }}
     - contents: {{ f.content | json }}
-    - user: {{ f.user }}
-    - group: {{ f.group }}
-    - mode: "{{ f.mode }}"
+    - user: {{ f.user | json }}
+    - group: {{ f.group | json }}
+    - mode: {{ f.mode | json }}
     - makedirs: True
 {%- endif %}
 {%- endfor %}
@@ -54,9 +54,9 @@ lb_host_file_{{ path }}:
 
 lb_host_sysctl_{{ key }}:
   sysctl.present:
-    - name: {{ key }}
+    - name: {{ key | json }}
     - value: {{ value | json }}
-    - config: {{ host.sysctl_file }}
+    - config: {{ host.sysctl_file | json }}
     - require:
       - file: lb_host_file_{{ host.sysctl_file }}
 {%- if host.files[host.sysctl_file].block %}
@@ -68,6 +68,6 @@ lb_host_sysctl_{{ key }}:
 
 lb_host_routes:
   host_routes.present:
-    - name: {{ grains['id'] }}
+    - name: {{ grains['id'] | json }}
     - routes: {{ host.routes | json }}
 {%- endif %}

@@ -11,6 +11,7 @@ import logging
 
 from salt.exceptions import CommandExecutionError
 
+import lb_host
 import lb_render
 import lb_roster
 import lb_topology
@@ -63,9 +64,24 @@ def validate(topology=None):
     return lb_topology.check(raw).as_dict()
 
 
+def _model(topology=None):
+    try:
+        report = lb_topology.check(_raw(topology))
+    except lb_topology.TopologyError as exc:
+        report = lb_topology.Report(exc.errors, exc.warnings)
+    if report.errors:
+        raise CommandExecutionError("the topology is invalid; run lb.validate for the list:\n" + "\n".join(f"  {e}" for e in report.errors))
+    return report.model
+
+
 def preview(node=None, os_family=None, topology=None, secrets=False):
     """
-    Every file a node would get, rendered from the topology: ``{path: content}``.
+    Every file a node would get, rendered from the topology, and nothing
+    else: the states write exactly these (tests/functional/test_preview_contract.py).
+    ``{path: {"content", "mode", "user", "group", "block", "state"}}``:
+    ``block`` is ``append`` when the content is the node's marked block in
+    a file the system owns (FreeBSD's rc.conf), ``state`` the SLS that
+    writes the file.
 
     Nothing is written.  Secrets (CARP passwords, the probe's password, BGP
     keys, the stats users' password hashes, TLS keys) show as ``<redacted>``
@@ -89,14 +105,31 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
     """
     node = node or __opts__["id"]
     os_family = os_family or __grains__.get("os_family")
+    model = _model(topology)
     try:
-        report = lb_topology.check(_raw(topology))
-    except lb_topology.TopologyError as exc:
-        report = lb_topology.Report(exc.errors, exc.warnings)
-    if report.errors:
-        raise CommandExecutionError("the topology is invalid; run lb.validate for the list:\n" + "\n".join(f"  {e}" for e in report.errors))
+        return lb_render.manifest(model, node, os_family, redact=not secrets)
+    except (KeyError, ValueError) as exc:
+        raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
+
+
+def host(node=None, os_family=None, topology=None):
+    """
+    What the ``host`` SLS applies to a load balancer: its files (sysctls,
+    static routes; FreeBSD's rc.conf lines), the sysctl values and the
+    static routes: ``{"os_family", "files", "sysctl_file", "sysctl",
+    "routes"}`` (``_utils/lb_host.py``).  None of it is secret.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call lb.host node=lb-a os_family=Debian --out=json
+    """
+    node = node or __opts__["id"]
+    os_family = os_family or __grains__.get("os_family")
+    model = _model(topology)
     try:
-        return lb_render.preview(report.model, node, os_family, redact=not secrets)
+        return lb_host.plan(model, node, os_family)
     except (KeyError, ValueError) as exc:
         raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
 

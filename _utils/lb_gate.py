@@ -33,13 +33,10 @@ _LINE_RE = re.compile(r"\[[^\]\s]*?:(\d+)\]")
 # ... or the proxy (and server): "proxy 'haproxy_198.18.2.5_80', server 'http_srv-1': ..."
 _PROXY_RE = re.compile(r"proxy '([^']+)'(?:, server '([^']+)')?")
 
-# Which state writes which rendered file (by path), for `affected`.
-STATE_OF_FILE = (
-    ("haproxy", ("haproxy_config", "haproxy_certs_dir")),
-    ("carp", ("keepalived_config", "ucarp_dir")),
-)
-FREEBSD_CARP_FILES = ("/etc/rc.conf.d/netif", "/etc/rc.conf", "/boot/loader.conf")
-LB_STATE_ORDER = ("carp", "haproxy")
+# The SLS a change applies, in this order.  Which SLS writes which file is
+# lb_render.writer (the preview's `state`), the same table the states and
+# the preview contract test use.
+LB_STATE_ORDER = ("host", "carp", "haproxy", "routing")
 
 
 def _p(*parts) -> str:
@@ -135,15 +132,14 @@ def _lb_files(model: dict, pair: dict, node_id: str, os_family: str) -> dict[str
 
 
 def _state_of(path: str, os_family: str) -> str | None:
-    osp = lb_render.OS_PARAMS[os_family]
-    for state, keys in STATE_OF_FILE:
-        for key in keys:
-            where = osp.get(key)
-            if where and (path == where or path.startswith(where.rstrip("/") + "/")):
-                return state
-    if os_family == "FreeBSD" and path in FREEBSD_CARP_FILES:
-        return "carp"
-    return None
+    return lb_render.writer(path, os_family)
+
+
+def _all_states(pair: dict) -> list[str]:
+    """Every SLS a node of `pair` gets (salt/top.sls): routing only with
+    OSPF or BGP in the pair."""
+    routing = pair.get("routing") or {}
+    return [s for s in LB_STATE_ORDER if s != "routing" or routing.get("bgp") is not None or routing.get("ospf") is not None]
 
 
 def affected(old_model: dict | None, new_model: dict, os_family: str = "Debian") -> dict:
@@ -165,7 +161,7 @@ def affected(old_model: dict | None, new_model: dict, os_family: str = "Debian")
         for node_id in pair["nodes"]:
             new_files = _lb_files(new_model, pair, node_id, os_family)
             if old_pair is None or node_id not in old_pair["nodes"]:
-                out["lb"][node_id] = list(LB_STATE_ORDER)
+                out["lb"][node_id] = _all_states(pair)
                 continue
             old_files = _lb_files(old_model, old_pair, node_id, os_family)
             changed = sorted(p for p in set(new_files) | set(old_files) if new_files.get(p) != old_files.get(p))
@@ -189,7 +185,7 @@ def affected(old_model: dict | None, new_model: dict, os_family: str = "Debian")
     for name, old_pair in old_pairs.items():
         for node_id in old_pair["nodes"]:
             if name not in new_model["pairs"] or node_id not in new_model["pairs"][name]["nodes"]:
-                out["lb"].setdefault(node_id, list(LB_STATE_ORDER))
+                out["lb"].setdefault(node_id, _all_states(old_pair))
     return out
 
 

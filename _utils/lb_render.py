@@ -15,7 +15,7 @@ shown or logged without leaking them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import lb_grammar
 import lb_routing
@@ -47,6 +47,7 @@ OS_PARAMS = {
         "haproxy_binary": "/usr/local/sbin/haproxy",
         "root_group": "wheel",
         "syslog": "/var/run/log",
+        "sysctl_file": "/etc/sysctl.conf",
     },
     "Debian": {
         "haproxy_config": "/etc/haproxy/haproxy.cfg",
@@ -65,8 +66,16 @@ OS_PARAMS = {
         "keepalived_config": "/etc/keepalived/keepalived.conf",
         "ucarp_dir": "/etc/ucarp",
         "sysctl_file": "/etc/sysctl.d/60-lb-pair.conf",
+        "routes_file": "/etc/network/if-up.d/lb-pair-routes",
     },
 }
+
+# Files of FreeBSD's base system that carry other lines than the node's
+# (the host's own interfaces, sshd_enable, its loader settings): the states
+# keep the node's lines in a marked block (File.block) and leave the rest.
+SHARED_FILES = {"FreeBSD": ("/etc/rc.conf", "/etc/sysctl.conf", "/boot/loader.conf"), "Debian": ()}
+# Groups other than the OS's root group: BIRD re-reads its config as `bird`.
+FILE_GROUPS = {"/etc/bird/bird.conf": "bird"}
 
 # How long an old HAProxy worker may keep its sessions after a reload.  The
 # seed's MySQL listeners allow 3-hour idle sessions; without a bound, every
@@ -91,12 +100,18 @@ HAPROXY_PARAM_KEYS = ("haproxy_config", "haproxy_socket", "haproxy_pidfile", "ha
 
 @dataclass(frozen=True)
 class File:
-    """A rendered file: its content, its mode, and whether it holds a secret
-    (states must not print its diff)."""
+    """A rendered file: its content, its mode and owner, whether it holds a
+    secret (states must not print its diff), and `block`: "append" when the
+    content is the node's marked block inside a file the system owns
+    (FreeBSD's /etc/rc.conf), None when the product writes the whole file.
+    `group` None is the OS's root group (render_node fills it in)."""
 
     content: str
     mode: str = "0644"
     secret: bool = False
+    user: str = "root"
+    group: str | None = None
+    block: str | None = None
 
 
 class _Secrets:
@@ -640,6 +655,26 @@ def render_ucarp(pair: dict, node_id: str, secret) -> dict[str, File]:
     return files
 
 
+def render_routes_script(pair: dict, head: str) -> str:
+    """/etc/network/if-up.d/lb-pair-routes: the pair's static routes for
+    ifupdown, which runs every if-up.d script after it brings an interface up
+    (`run-parts`, so the name has no dot).  A route whose gateway is not
+    reachable yet fails quietly and is added when its interface comes up;
+    `replace` makes every run the same.  The `host` SLS applies the same
+    routes live (lb_host.routes)."""
+    out = [
+        "#!/bin/sh",
+        head,
+        f"# The static routes of pillar lb:pairs:{pair['name']}:routes, added each time",
+        "# ifupdown brings an interface up; one whose gateway is not reachable yet",
+        "# is added when its interface comes up.",
+    ]
+    for r in pair["routes"].values():
+        out.append(f"ip -4 route replace {r['destination']} via {r['gateway']} 2>/dev/null || :")
+    out.append("exit 0")
+    return "\n".join(out) + "\n"
+
+
 def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, File]:
     osp = OS_PARAMS["Debian"]
     head = f"# {HEADER.format(pair=pair['name'], node=node_id)}"
@@ -653,6 +688,8 @@ def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, Fi
     ]
     sysctl += [f"{k} = {v}" for k, v in pair["sysctl"]["extra"]["Debian"].items()]
     files[osp["sysctl_file"]] = File("\n".join(sysctl) + "\n")
+    if pair["routes"]:
+        files[osp["routes_file"]] = File(render_routes_script(pair, head), mode="0755")
     if pair["carp"]["linux_provider"] == "keepalived":
         files[osp["keepalived_config"]] = File(render_keepalived(pair, node_id), mode="0640")
     else:
@@ -676,8 +713,66 @@ def render_node(model: dict, node_id: str, os_family: str, redact: bool = False)
         files = render_debian(model, pair, node_id, secret)
     header = HEADER.format(pair=pair["name"], node=node_id)
     files.update(lb_routing.render(pair, node_id, os_family, header, secret, File))
+    root_group = OS_PARAMS[os_family]["root_group"]
+    for path, f in files.items():
+        group = f.group or FILE_GROUPS.get(path) or root_group
+        block = f.block or ("append" if path in SHARED_FILES[os_family] else None)
+        files[path] = replace(f, group=group, block=block)
     return dict(sorted(files.items()))
 
 
 def preview(model: dict, node_id: str, os_family: str, redact: bool = False) -> dict[str, str]:
     return {path: f.content for path, f in render_node(model, node_id, os_family, redact).items()}
+
+
+def manifest(model: dict, node_id: str, os_family: str, redact: bool = True) -> dict[str, dict]:
+    """Every file `node_id` gets, as `lb.preview` lists it: ``{path:
+    {"mode", "user", "group", "block", "state", "content"}}``; `state` is the
+    SLS that writes it (`writer`)."""
+    return {
+        path: {
+            "mode": f.mode,
+            "user": f.user,
+            "group": f.group,
+            "block": f.block,
+            "state": writer(path, os_family),
+            "content": f.content,
+        }
+        for path, f in render_node(model, node_id, os_family, redact).items()
+    }
+
+
+# Which SLS writes which file: OS_PARAMS keys (a path, or a directory for
+# every file under it), then fixed paths.  The `host` SLS writes what no
+# daemon's state owns: sysctls, static routes, FreeBSD's rc.conf lines.
+WRITERS = (
+    ("haproxy", ("haproxy_config", "haproxy_certs_dir")),
+    ("carp", ("keepalived_config", "ucarp_dir")),
+    ("host", ("sysctl_file", "routes_file")),
+)
+WRITER_PATHS = {
+    "FreeBSD": {
+        # carp.present: the aliases (0600, CARP passwords) and carp_load (sysrc)
+        "/etc/rc.conf.d/netif": "carp",
+        "/boot/loader.conf": "carp",
+        "/etc/rc.conf": "host",
+        "/etc/rc.conf.d/routing": "host",
+    },
+    "Debian": {},
+}
+
+
+def writer(path: str, os_family: str) -> str | None:
+    """The SLS (salt/<name>) whose states write `path` on `os_family`, or
+    None when no state writes it (the contract test fails on that)."""
+    osp = OS_PARAMS[os_family]
+    for state, keys in WRITERS:
+        for key in keys:
+            where = osp.get(key)
+            if where and (path == where or path.startswith(where.rstrip("/") + "/")):
+                return state
+    if path in WRITER_PATHS[os_family]:
+        return WRITER_PATHS[os_family][path]
+    if path in lb_routing.PATHS[os_family].values():
+        return "routing"
+    return None

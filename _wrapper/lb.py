@@ -74,3 +74,27 @@ def roles(topology=None):
     out.update(lb_topology.roles(report.model, __opts__["id"], __grains__.get("ipv4", [])))
     out["agentless"] = True
     return out
+
+
+def host(node=None, os_family=None, topology=None):
+    """
+    ``lb.host`` for salt-ssh: what the ``host`` SLS applies to the target,
+    from the pillar salt-ssh compiled for it (the SLS calls this while it is
+    rendered, where the target has no pillar).  None of it is secret.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-ssh 'lb*' lb.host
+    """
+    lb_topology = _lb_topology()
+    import lb_host  # pylint: disable=import-outside-toplevel
+
+    raw = lb_topology.load_file(topology) if topology else __pillar__.get(lb_topology.ROOT)
+    if raw is None:
+        raise ValueError(f"the pillar has no 'lb' key for {__opts__.get('id')}")
+    report = lb_topology.check(raw)
+    if report.errors:
+        raise ValueError(f"the topology is invalid ({len(report.errors)} errors); run lb.validate")
+    return lb_host.plan(report.model, node or __opts__["id"], os_family or __grains__.get("os_family"))

@@ -138,10 +138,13 @@ def plan_from_pillar(path: str | Path, galera6: bool = False) -> Plan:
         raise ValueError(f"{address} is in none of the pair's networks {sorted(cidrs)}")
 
     hosts: list[Host] = []
-    routes = [(r["destination"], r["gateway"]) for r in (pair.get("routes") or {}).values()]
+    # The load balancers get their links and base addresses only, as cabling
+    # and a provisioner would: the pillar's static routes and sysctls are the
+    # product's to apply (the host SLS), so the lab tests catch it if it
+    # does not.
     for node_id, node in pair["nodes"].items():
         interfaces = [Interface(i["device"], i["network"], on(i["network"], i["address"])) for i in node["interfaces"].values()]
-        hosts.append(Host(node_id, "lb", interfaces, routes=list(routes), minion_id=node_id))
+        hosts.append(Host(node_id, "lb", interfaces, minion_id=node_id))
 
     hosts.append(
         Host(

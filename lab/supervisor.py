@@ -34,7 +34,8 @@ from lab.plan import Plan, plan_from_pillar
 # lacks them: the lab creates the empty mount point, records it, and `down`
 # removes it.  /usr/local/bin and /usr/local/sbin start empty (the states
 # write the probe and the CARP scripts there; a host needs nothing else
-# from them).
+# from them).  /etc/network/if-up.d starts empty: the host SLS writes the
+# load balancers' static routes there (ifupdown never runs in the lab).
 SEEDED_DIRS = ("/etc/haproxy", "/etc/keepalived", "/etc/mysql", "/etc/xinetd.d", "/etc/sysctl.d", "/etc/default", "/etc/bird")
 EMPTY_DIRS = (
     "/run",
@@ -48,8 +49,9 @@ EMPTY_DIRS = (
     "/var/lib/lb-carp",
     "/etc/clustercheck",
     "/var/lib/clustercheck",
+    "/etc/network/if-up.d",
 )
-CREATED_MOUNTPOINTS = ("/etc/ucarp", "/var/lib/lb-carp", "/etc/clustercheck", "/var/lib/clustercheck")
+CREATED_MOUNTPOINTS = ("/etc/ucarp", "/var/lib/lb-carp", "/etc/clustercheck", "/var/lib/clustercheck", "/etc/network/if-up.d")
 HTTP_READY_TIMEOUT = 10.0
 
 _stop_requested = False
@@ -143,6 +145,9 @@ def build(plan: Plan, st: dict):
     net.start()
 
     _isolate_root_side(plan)
+    # Addresses and gateways of the lab's own hosts (routers, databases, web,
+    # client).  The load balancers' routes and sysctls are the product's:
+    # the plan gives them none.
     for host in plan.hosts:
         node = net[host.name]
         if host.default_gateway:

@@ -8,7 +8,9 @@
     reactor); the other SLS call modules on the target while they render,
     where salt-ssh's pillar is not (docs/agentless.md). #}
 {%- set agentless = roles.get('agentless', False) %}
-{#- HAProxy comes before CARP: a node serves before it can take a VIP.  In
+{#- The host SLS (sysctls: forwarding, ip_nonlocal_bind; static routes)
+    comes first: HAProxy on the BACKUP binds VIPs it does not hold.
+    HAProxy comes before CARP: a node serves before it can take a VIP.  In
     the other order the first highstate made the node MASTER while HAProxy
     was not yet running; the beacon (carp.events) reported HAProxy DOWN on a
     MASTER, the reactor's in-place restart could not run beside the
@@ -17,6 +19,7 @@ base:
 {%- if roles.lb or roles.galera %}
   '{{ grains.id }}':
 {%- if roles.lb %}
+    - host
     - haproxy
 {%- endif %}
 {%- if roles.lb and not agentless %}

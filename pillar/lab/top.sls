@@ -5,5 +5,4 @@ base:
   'db-*':
     - clustercheck
   'lb-*':
-    - haproxy
     - carp

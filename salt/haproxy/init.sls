@@ -13,35 +13,9 @@ lb_haproxy_package:
   pkg.installed:
     - name: {{ haproxy.pkg | json }}
 
-{%- if grains["kernel"] == "Linux" and haproxy.nonlocal_bind %}
-
-{#- The BACKUP node's HAProxy binds the VIPs it does not hold (keepalived
-    and ucarp configure them on the MASTER only), so that a failover is only
-    the address moving: no HAProxy restart, no configuration change.  Linux
-    refuses such a bind unless net.ipv4.ip_nonlocal_bind is 1.  HAProxy's
-    `transparent` bind option would allow it per listener instead; this
-    product keeps one haproxy.cfg for FreeBSD and Linux (FreeBSD keeps the
-    CARP address configured on the BACKUP and needs neither) and no option
-    on every bind line: docs/haproxy.md says more. #}
-{%- if haproxy.sysctl_config %}
-lb_haproxy_nonlocal_bind:
-  sysctl.present:
-    - name: net.ipv4.ip_nonlocal_bind
-    - value: 1
-    - config: {{ haproxy.sysctl_config | json }}
-    - require_in:
-      - haproxy_section: lb_haproxy_running
-{%- else %}
-{#- sysctl_config: false: the running value only, no file (a host whose /etc
-    is not its own, like the lab's) #}
-lb_haproxy_nonlocal_bind:
-  cmd.run:
-    - name: sysctl -w net.ipv4.ip_nonlocal_bind=1
-    - unless: test "$(sysctl -n net.ipv4.ip_nonlocal_bind)" = 1
-    - require_in:
-      - haproxy_section: lb_haproxy_running
-{%- endif %}
-{%- endif %}
+{#- Linux: net.ipv4.ip_nonlocal_bind (the BACKUP's HAProxy binds the VIPs
+    it does not hold) is the host SLS's, in the pair's sysctl file with the
+    other sysctls; the top file applies it before this one. #}
 
 {%- if haproxy.init_defaults %}
 

@@ -822,9 +822,9 @@ def test_https_with_the_pillars_certificate_and_a_certificate_change_without_fai
 
 
 def sls_pillar():
-    # the host's sysctl and /etc/default are left alone here: the SLS's own
-    # switches turn those two states off (their rendering is checked below)
-    return {"lb": base_topology(), "lb_haproxy": {"nonlocal_bind": False, "init_defaults": False}}
+    # /etc/default is left alone here: the SLS's own switch turns that state
+    # off (its rendering is checked below); the sysctls are the host SLS's
+    return {"lb": base_topology(), "lb_haproxy": {"init_defaults": False}}
 
 
 def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
@@ -835,12 +835,9 @@ def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
     assert sorted(ids) == [
         "lb_haproxy_config",
         "lb_haproxy_init_defaults",
-        "lb_haproxy_nonlocal_bind",
         "lb_haproxy_package",
         "lb_haproxy_running",
     ]
-    assert "present" in ids["lb_haproxy_nonlocal_bind"]["sysctl"]
-    assert {"value": 1} in ids["lb_haproxy_nonlocal_bind"]["sysctl"]
     assert {"name": env.settings["config"]} in ids["lb_haproxy_config"]["haproxy_section"]
     assert {"unmanaged": "remove"} in ids["lb_haproxy_config"]["haproxy_section"]
     contents = next(x["contents"] for x in ids["lb_haproxy_init_defaults"]["file"] if isinstance(x, dict) and "contents" in x)
@@ -849,8 +846,8 @@ def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
     assert sorted(off) == ["lb_haproxy_config", "lb_haproxy_package", "lb_haproxy_running"]
     default = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology()})
     assert "lb_haproxy_init_defaults" not in default  # opt-in: a file outside /etc/haproxy
-    runtime = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology(), "lb_haproxy": {"sysctl_config": False}})
-    assert {"name": "sysctl -w net.ipv4.ip_nonlocal_bind=1"} in runtime["lb_haproxy_nonlocal_bind"]["cmd"]
+    # no command state: ip_nonlocal_bind is a persistent sysctl of the host SLS
+    assert not [sid for sid, decl in default.items() if "cmd" in decl]
 
 
 def test_sls_refuses_lb_haproxy_settings_that_would_inject(env):

@@ -30,13 +30,22 @@ def test_validate_through_the_loader(loaders):
 def test_preview_through_the_loader_is_the_renderer_with_secrets_redacted(loaders):
     got = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD")
     model = lb_topology.load(lb_topology.load_file(SEED_PILLAR))
-    assert got == lb_render.preview(model, "lb-b", "FreeBSD", redact=True)
+    assert {p: f["content"] for p, f in got.items()} == lb_render.preview(model, "lb-b", "FreeBSD", redact=True)
     assert "passwd4" not in json.dumps(got)
     assert "$6$" not in json.dumps(got)  # the stats users' hashes
-    assert "user admin password <redacted>" in got["/usr/local/etc/haproxy.conf"]
+    assert "user admin password <redacted>" in got["/usr/local/etc/haproxy.conf"]["content"]
+    # each file with its mode, owner and the SLS that writes it
+    assert {k: v for k, v in got["/etc/rc.conf.d/netif"].items() if k != "content"} == {
+        "mode": "0600",
+        "user": "root",
+        "group": "wheel",
+        "block": None,
+        "state": "carp",
+    }
+    assert got["/etc/rc.conf"]["state"] == "host" and got["/etc/rc.conf"]["block"] == "append"
     with_secrets = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD", secrets=True)
-    assert "pass passwd4 10.2.2." in with_secrets["/etc/rc.conf.d/netif"]
-    assert "user admin password $6$" in with_secrets["/usr/local/etc/haproxy.conf"]
+    assert "pass passwd4 10.2.2." in with_secrets["/etc/rc.conf.d/netif"]["content"]
+    assert "user admin password $6$" in with_secrets["/usr/local/etc/haproxy.conf"]["content"]
 
 
 def test_preview_unknown_node_is_a_clear_error(loaders):
@@ -66,14 +75,14 @@ def test_salt_call_preview_of_the_seed_pair():
     r = salt_call("lb.preview", "node=lb-a", "os_family=FreeBSD")
     assert r.returncode == 0, r.stderr
     files = json.loads(r.stdout)["local"]
-    assert "bind 10.1.1.241:9000" in files["/usr/local/etc/haproxy.conf"]
-    assert "inet vhid 4 advskew 0 pass <redacted> alias 10.2.2.4/32" in files["/etc/rc.conf.d/netif"]
+    assert "bind 10.1.1.241:9000" in files["/usr/local/etc/haproxy.conf"]["content"]
+    assert "inet vhid 4 advskew 0 pass <redacted> alias 10.2.2.4/32" in files["/etc/rc.conf.d/netif"]["content"]
 
 
 def test_salt_call_with_a_topology_file_a_ci_can_check(tmp_path):
     r = salt_call("lb.preview", "node=lb-b", "os_family=Debian", f"topology={LAB_PILLAR}")
     assert r.returncode == 0, r.stderr
-    assert "bind 198.18.1.242:9000" in json.loads(r.stdout)["local"]["/etc/haproxy/haproxy.cfg"]
+    assert "bind 198.18.1.242:9000" in json.loads(r.stdout)["local"]["/etc/haproxy/haproxy.cfg"]["content"]
 
     raw = lb_topology.load_file(LAB_PILLAR)
     raw["pairs"]["edge"]["carp"]["groups"][44]["vip"] = "198.18.3.44/24"

@@ -64,7 +64,9 @@ def salt_ssh(*args: str, target: str = HOST, timeout: float = 600) -> tuple[subp
     except json.JSONDecodeError:
         log = sshcfg.SSH_DIR / target / "sshd.log"
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else f"(no {log})"
-        raise AssertionError(f"salt-ssh {' '.join(args)}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n{target}'s sshd log:\n{tail}") from None
+        raise AssertionError(
+            f"salt-ssh {' '.join(args)}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n{target}'s sshd log:\n{tail}"
+        ) from None
     return proc, ret
 
 
@@ -298,14 +300,15 @@ def test_test_true_reports_a_drift_and_changes_nothing(minionless):
 
 def test_a_highstate_over_salt_ssh_applies_the_agentless_states(minionless):
     """The top file under salt-ssh: lb.roles is _wrapper/lb.py's (the pillar
-    is where salt-ssh compiles), and an LB gets HAProxy's states only."""
+    is where salt-ssh compiles), and an LB gets the host's states (sysctls,
+    routes: _wrapper/lb.py's lb.host) and HAProxy's only."""
     _, roles = salt_ssh("lb.roles")
     assert roles[HOST]["lb"] == ["edge"] and roles[HOST]["agentless"] is True, roles
-    # the roster's glob, as an operator types it: both nodes, HAProxy only
+    # the roster's glob, as an operator types it: both nodes, host and HAProxy only
     _, top = salt_ssh("state.show_top", target="lb*")
-    assert top == {"lb-a": {"base": ["haproxy"]}, HOST: {"base": ["haproxy"]}}, top
+    assert top == {"lb-a": {"base": ["host", "haproxy"]}, HOST: {"base": ["host", "haproxy"]}}, top
     proc, ret = salt_ssh("state.apply", "test=True")
     s = states(ret)
-    assert {v["__sls__"] for v in s.values()} == {"haproxy"}, sorted(s)
+    assert {v["__sls__"] for v in s.values()} == {"host", "haproxy"}, sorted(s)
     assert all(v["result"] is True and not v["changes"] for v in s.values()), {k: v["changes"] for k, v in s.items()}
     assert not leaks(proc.stdout + proc.stderr, minionless["needles"])

@@ -111,9 +111,11 @@ def test_the_top_file_gives_only_haproxy_over_salt_ssh():
         return [line.strip()[2:] for line in out.splitlines() if line.strip().startswith("- ")]
 
     roles = {"lb": ["edge"], "galera": [], "routing": ["edge"]}
-    # HAProxy first: a node serves before it can take a VIP
-    assert render(roles) == ["haproxy", "carp", "carp.events", "routing"]
-    assert render(dict(roles, agentless=True)) == ["haproxy"]
+    # the host (sysctls, routes) first, HAProxy before CARP: a node serves
+    # before it can take a VIP
+    assert render(roles) == ["host", "haproxy", "carp", "carp.events", "routing"]
+    # agentless: the host's sysctls (ip_nonlocal_bind) and routes, and HAProxy
+    assert render(dict(roles, agentless=True)) == ["host", "haproxy"]
     assert render({"lb": [], "galera": ["edge"], "routing": [], "agentless": True}) == []
 
 

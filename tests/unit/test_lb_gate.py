@@ -88,7 +88,7 @@ def test_a_carp_priority_touches_carp_and_the_probe_password_the_database_server
 
 def test_a_first_push_touches_every_node_and_the_backup_goes_first(lab_model):
     change = lb_gate.affected(None, lab_model)
-    assert change["lb"] == {"lb-a": ["carp", "haproxy"], "lb-b": ["carp", "haproxy"]}
+    assert change["lb"] == {"lb-a": ["host", "carp", "haproxy", "routing"], "lb-b": ["host", "carp", "haproxy", "routing"]}
     assert lb_gate.primaries_last(lab_model, ["lb-a", "lb-b"]) == ["lb-b", "lb-a"]
 
 
@@ -177,3 +177,23 @@ def test_a_secret_cut_by_a_piece_boundary_is_still_found(tmp_path, lab_raw):
     assert len(pieces) == 2 and "passwd44" not in pieces[0]
     found = lb_secrets.cleartext_findings(lab_raw, [("f", lb_secrets.read_pieces(str(path)))])
     assert [f.path for f in found] == ["lb:pairs:edge:carp:groups:44:password", "lb:pairs:edge:carp:groups:55:password"]  # one value
+
+
+def test_a_route_or_a_sysctl_touches_the_host_sls_on_both_os_families(lab_raw, lab_model):
+    new = _changed(lab_raw, lambda p: p["routes"].update({"extra": {"destination": "198.19.9.0/24", "gateway": "198.18.3.254"}}))
+    for os_family in ("Debian", "FreeBSD"):
+        change = lb_gate.affected(lab_model, new, os_family)
+        assert change["lb"] == {"lb-a": ["host"], "lb-b": ["host"]}, os_family
+        assert change["unassigned"] == {}
+    new = _changed(lab_raw, lambda p: p["sysctl"].update(ip_forwarding=False))
+    # FreeBSD: gateway_enable in rc.conf and forwarding in sysctl.conf, both the host SLS's
+    assert lb_gate.affected(lab_model, new, "FreeBSD")["lb"] == {"lb-a": ["host"], "lb-b": ["host"]}
+    assert lb_gate.affected(lab_model, new, "Debian")["lb"] == {"lb-a": ["host"], "lb-b": ["host"]}
+
+
+def test_freebsd_rc_conf_is_the_host_sls_and_netif_the_carp_one(lab_raw, lab_model):
+    assert lb_gate._state_of("/etc/rc.conf", "FreeBSD") == "host"
+    assert lb_gate._state_of("/etc/rc.conf.d/netif", "FreeBSD") == "carp"
+    # a changed hostname is rc.conf only: carp is not re-applied for it
+    new = _changed(lab_raw, lambda p: p["nodes"]["lb-a"].update(hostname="lb-a.example.net"))
+    assert lb_gate.affected(lab_model, new, "FreeBSD")["lb"] == {"lb-a": ["host"]}

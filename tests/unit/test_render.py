@@ -66,6 +66,7 @@ def test_every_file_at_its_real_path(seed_model):
         "/etc/bird/bird.conf",
         "/etc/haproxy/haproxy.cfg",
         "/etc/keepalived/keepalived.conf",
+        "/etc/network/if-up.d/lb-pair-routes",
         "/etc/sysctl.d/60-lb-pair.conf",
     ]
 

@@ -666,7 +666,10 @@ class _Checker:
             elif not isinstance(pw, str):
                 self.err(_p(gpath, "password"), "must be a string")
             elif len(pw.encode()) > CARP_PASSWORD_MAX:
-                self.err(_p(gpath, "password"), f"is {len(pw.encode())} bytes; CARP keeps only {CARP_PASSWORD_MAX} (CARP_KEY_LEN 20 with its NUL) and silently drops the rest")
+                self.err(
+                    _p(gpath, "password"),
+                    f"is {len(pw.encode())} bytes; CARP keeps only {CARP_PASSWORD_MAX} (CARP_KEY_LEN 20 with its NUL) and silently drops the rest",
+                )
             elif not CARP_PASSWORD_RE.fullmatch(pw):
                 bad = "".join(sorted({ch for ch in pw if not CARP_PASSWORD_RE.fullmatch(ch)}))
                 self.err(

@@ -39,12 +39,22 @@ def make_pair(i: int, servers: int) -> dict:
         srv = {}
         for s in range(per_pool):
             idx = k * per_pool + s
-            srv[f"{kind}-{k}-{s}"] = {"address": f"{n}.{16 + idx // 250}.{1 + idx % 250}", "port": port, "backup": kind == "galera" and s > 0}
+            srv[f"{kind}-{k}-{s}"] = {
+                "address": f"{n}.{16 + idx // 250}.{1 + idx % 250}",
+                "port": port,
+                "backup": kind == "galera" and s > 0,
+            }
         pools[name] = {"kind": kind, "servers": srv}
         if kind == "galera":
             pools[name]["check"] = {"type": "tcp-check", "port": 9200, "expect": r"string is\ running."}
         groups[vhid] = {"interface": "vip", "vip": f"{n}.2.{vhid}/24", "password": f"pw{vhid}", "primary": "a" if k % 2 == 0 else "b"}
-        listeners[f"l{vhid}"] = {"vhid": vhid, "port": port, "mode": "tcp" if kind == "galera" else "http", "balance": "leastconn" if kind == "galera" else "source", "pool": name}
+        listeners[f"l{vhid}"] = {
+            "vhid": vhid,
+            "port": port,
+            "mode": "tcp" if kind == "galera" else "http",
+            "balance": "leastconn" if kind == "galera" else "source",
+            "pool": name,
+        }
     nodes = {}
     for role, last in (("a", 241), ("b", 242)):
         nodes[f"p{i}-lb-{role}"] = {
@@ -113,14 +123,18 @@ def main() -> int:
         tracemalloc.stop()
         v = statistics.median(r[0] for r in runs)
         p = statistics.median(r[1] for r in runs)
-        rows.append({"pairs": size, "servers": size * args.servers, "files": runs[0][2], "validate_s": v, "preview_s": p, "peak_mib": peak / 2**20})
+        rows.append(
+            {"pairs": size, "servers": size * args.servers, "files": runs[0][2], "validate_s": v, "preview_s": p, "peak_mib": peak / 2**20}
+        )
     base = (rows[0]["validate_s"] + rows[0]["preview_s"]) / rows[0]["pairs"]
     print(f"median of {args.repeat} runs; per-pair cost relative to the {rows[0]['pairs']}-pair run (1.00 = linear)")
     print(f"{'pairs':>5} {'servers':>7} {'files':>5} {'validate s':>10} {'preview s':>9} {'total s':>8} {'per-pair x':>10} {'peak MiB':>8}")
     for r in rows:
         total = r["validate_s"] + r["preview_s"]
         r["per_pair_ratio"] = (total / r["pairs"]) / base
-        print(f"{r['pairs']:>5} {r['servers']:>7} {r['files']:>5} {r['validate_s']:>10.3f} {r['preview_s']:>9.3f} {total:>8.3f} {r['per_pair_ratio']:>10.2f} {r['peak_mib']:>8.1f}")
+        print(
+            f"{r['pairs']:>5} {r['servers']:>7} {r['files']:>5} {r['validate_s']:>10.3f} {r['preview_s']:>9.3f} {total:>8.3f} {r['per_pair_ratio']:>10.2f} {r['peak_mib']:>8.1f}"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)

@@ -257,7 +257,11 @@ class Galera:
         def whole():
             for h in self.hosts:
                 st = self.status(h)
-                if st.get("wsrep_cluster_size") != str(n) or st.get("wsrep_cluster_status") != "Primary" or st.get("wsrep_local_state") != "4":
+                if (
+                    st.get("wsrep_cluster_size") != str(n)
+                    or st.get("wsrep_cluster_status") != "Primary"
+                    or st.get("wsrep_local_state") != "4"
+                ):
                     return False
             return True
 

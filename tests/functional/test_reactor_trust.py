@@ -100,7 +100,10 @@ def _forged(marker_dir):
     nl_id = "lb-a\n    - tgt_type: glob\nlb_evil:\n  local.cmd.run:\n    - tgt: '*'\n    - arg: ['" + touch + "-id']"
     out = [
         ("newline in the tag", [nl_tag, json.dumps({"id": "lb-a", "old": "BACKUP"})]),
-        ("newline in data['id'], batch", ["x", "{}", "with_env=False", f"preload={json.dumps(_batch('salt/beacon/lb-a/carp/haproxy/DOWN', nl_id))}"]),
+        (
+            "newline in data['id'], batch",
+            ["x", "{}", "with_env=False", f"preload={json.dumps(_batch('salt/beacon/lb-a/carp/haproxy/DOWN', nl_id))}"],
+        ),
         ("another LB's id, batch", ["x", "{}", f"preload={json.dumps(_batch('salt/beacon/lb-a/carp/haproxy/DOWN', 'lb-a'))}"]),
         ("another LB's MASTER, batch", ["x", "{}", f"preload={json.dumps(_batch('salt/beacon/lb-a/carp/4/MASTER', 'lb-a'))}"]),
         ("another LB's BACKUP, plain", ["salt/beacon/lb-a/carp/4/BACKUP", json.dumps({"old": "MASTER", "source": "hook"})]),

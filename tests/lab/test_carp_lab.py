@@ -130,9 +130,7 @@ def test_link_loss_moves_the_vips_and_its_return_brings_them_back(lab, carp):
         sampler.stop()
     assert sampler.samples > 20
     when = [(round(t - events["down"], 2), vip) for t, vip, _ in sampler.overlaps]
-    print(
-        f"{carp}: overlaps (s after link down, vip): {when}; events {[(k, round(v - events['down'], 2)) for k, v in events.items()]}"
-    )
+    print(f"{carp}: overlaps (s after link down, vip): {when}; events {[(k, round(v - events['down'], 2)) for k, v in events.items()]}")
     assert sampler.overlaps == [], f"both nodes held a VIP: {when}"
 
 
@@ -153,9 +151,7 @@ def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
             results = client.result()
             sampler.stop()
         assert len(results) > 100
-        print(
-            f"{carp} maintenance: {len(results)} connects, slowest {slowest(results):.3f} s, overlaps {len(sampler.overlaps)}"
-        )
+        print(f"{carp} maintenance: {len(results)} connects, slowest {slowest(results):.3f} s, overlaps {len(sampler.overlaps)}")
         assert failures(results) == 0, [r for r in results if not r[1]]
         assert sampler.overlaps == [], sampler.overlaps
 
@@ -173,9 +169,7 @@ def test_maintenance_moves_the_vips_with_no_failed_connection(lab, carp):
         finally:
             results = client.result()
             sampler.stop()
-        print(
-            f"{carp} leaving maintenance: {len(results)} connects, slowest {slowest(results):.3f} s, overlaps {len(sampler.overlaps)}"
-        )
+        print(f"{carp} leaving maintenance: {len(results)} connects, slowest {slowest(results):.3f} s, overlaps {len(sampler.overlaps)}")
         assert failures(results) == 0, [r for r in results if not r[1]]
         assert sampler.overlaps == [], sampler.overlaps
 

@@ -78,7 +78,12 @@ def _status(state, vip="198.18.2.4/24", vhid=4):
 
 def test_a_transition_is_recorded_only_as_the_node_confirms_it():
     ev = {"node": "lb-a", "kind": "transition", "vhid": 4, "state": "MASTER"}
-    assert lb_events.confirm_transition(ev, _status("MASTER"), "BACKUP") == {"vhid": 4, "old": "BACKUP", "new": "MASTER", "vip": "198.18.2.4/24"}
+    assert lb_events.confirm_transition(ev, _status("MASTER"), "BACKUP") == {
+        "vhid": 4,
+        "old": "BACKUP",
+        "new": "MASTER",
+        "vip": "198.18.2.4/24",
+    }
     # vhids as strings (Salt's msgpack): the same
     assert lb_events.confirm_transition(ev, {"4": _status("MASTER")[4]}, None)["old"] == "?"
     # the node says otherwise: a forged or superseded claim
@@ -204,7 +209,12 @@ def test_runner_drops_what_the_node_does_not_confirm(runner):
 
 @pytest.mark.parametrize(
     "tag",
-    ["salt/beacon/db-1/carp/4/MASTER", "salt/beacon/*/carp/4/MASTER", "salt/beacon/lb-a/carp/4/MASTER\nx: y", "salt/beacon/lb-a/carp/9/MASTER"],
+    [
+        "salt/beacon/db-1/carp/4/MASTER",
+        "salt/beacon/*/carp/4/MASTER",
+        "salt/beacon/lb-a/carp/4/MASTER\nx: y",
+        "salt/beacon/lb-a/carp/9/MASTER",
+    ],
 )
 def test_runner_asks_no_node_for_a_tag_outside_the_topology(runner, tag):
     client = _use(runner, {})
@@ -292,5 +302,7 @@ def test_the_shipped_reactor_sls_hands_tag_and_data_on_as_data():
 
 
 def test_history_record_is_what_the_runner_writes():
-    rec = lb_status.history_record("salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP", "vip": "198.18.2.4/24", "timestamp": 1.0, "source": "hook"}, 2.0)
+    rec = lb_status.history_record(
+        "salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP", "vip": "198.18.2.4/24", "timestamp": 1.0, "source": "hook"}, 2.0
+    )
     assert rec["node"] == "lb-a" and rec["vhid"] == 4 and rec["new"] == "MASTER"

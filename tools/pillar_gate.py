@@ -63,6 +63,7 @@ import yaml  # noqa: E402
 import lb_gate  # noqa: E402
 import lb_render  # noqa: E402
 import lb_secrets  # noqa: E402
+import lb_settings  # noqa: E402
 import lb_topology  # noqa: E402
 from lb_topology import Finding  # noqa: E402
 
@@ -85,7 +86,6 @@ CHILD_OPTS = (
     "pillarenv",
     "yaml_utf8",
 )
-SETTINGS_KEYS = ("lb_carp", "haproxy_cfg", "clustercheck", "lb_haproxy")
 
 
 @dataclass
@@ -423,16 +423,12 @@ def decrypt(opts: dict, pillar: dict) -> list[Finding]:
 
 
 def _check_settings(mid: str, pillar: dict) -> list[Finding]:
-    """The per-minion settings a pillar gives a minion (SETTINGS_KEYS:
-    lb_carp, haproxy_cfg, clustercheck, lb_haproxy), checked before the
-    master serves them.  The one call site of their validation: today it
-    checks what every module reading them relies on (a mapping); the
-    grammar's per-key validator (issue 16, item 2) goes here."""
-    found = []
-    for key in SETTINGS_KEYS:
-        if key in pillar and not isinstance(pillar[key], dict):
-            found.append(Finding(f"{key} (minion {mid})", f"must be a mapping, not {type(pillar[key]).__name__}"))
-    return found
+    """The per-minion settings a pillar gives a minion (lb_carp,
+    haproxy_cfg, clustercheck, lb_haproxy, lb_routing), checked before the
+    master serves them, by the same validator the modules run when they
+    read them (``_utils/lb_settings.py``): unknown keys, and values a config
+    file or a shell would read otherwise, are refused with their path."""
+    return [Finding(f"{path} (minion {mid})", message) for path, message in lb_settings.findings(pillar)]
 
 
 def _render_errors(errors, minion_id: str) -> list[Finding]:

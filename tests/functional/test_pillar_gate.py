@@ -324,3 +324,15 @@ def test_a_push_to_a_branch_the_master_does_not_serve_is_refused(tmp_path, gpg_h
     assert "feature" not in pillar_repo._git("--git-dir", str(repo), "branch", "--list").stdout
     r = _push_to(repo, {}, "refs/tags/v1", gpg_home)
     assert r.returncode != 0 and "remote: pillar-gate: refusing refs/tags/v1: the master serves only main" in r.stderr, r.stderr
+
+
+def test_per_minion_settings_that_would_inject_are_refused_with_their_path(tmp_path):
+    tree = _tree(tmp_path)
+    (tree / "settings.sls").write_text("lb_carp:\n  keepalived_bin: /x$(touch /tmp/p)\nhaproxy_cfg:\n  binary: /usr/sbin/haproxy\n  colour: blue\n")
+    top = tree / "top.sls"
+    top.write_text(top.read_text().replace("  'lb-*':\n", "  'lb-*':\n    - settings\n", 1))
+    r = gate(tree, "--allow-cleartext")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "error: lb_carp:keepalived_bin (minion lb-a): " in r.stdout, r.stdout
+    assert "error: haproxy_cfg:colour (minion lb-a): unknown setting" in r.stdout, r.stdout
+    assert not os.path.exists("/tmp/p") or os.path.getmtime("/tmp/p") < os.path.getmtime(tree / "settings.sls")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import haproxy_config
+import lb_generation
 import lb_grammar
 import lb_routing
 import lb_topology
@@ -718,7 +720,34 @@ def render_node(model: dict, node_id: str, os_family: str, redact: bool = False)
         group = f.group or FILE_GROUPS.get(path) or root_group
         block = f.block or ("append" if path in SHARED_FILES[os_family] else None)
         files[path] = replace(f, group=group, block=block)
+    _stamp(files, model, node_id, os_family, redact)
     return dict(sorted(files.items()))
+
+
+def _stamps(os_family: str) -> dict:
+    """{path: (stamp, marker)}: the files whose states add a generation
+    marker the running daemon reports back (HAProxy's `description`,
+    BIRD's `define`), so the preview shows them as written."""
+    return {
+        OS_PARAMS[os_family]["haproxy_config"]: (haproxy_config.stamp, haproxy_config.marker),
+        lb_routing.PATHS[os_family].get("bird", "/etc/bird/bird.conf"): (lb_generation.bird_stamp, lb_generation.bird_file_generation),
+    }
+
+
+def _stamp(files: dict, model: dict, node_id: str, os_family: str, redact: bool) -> None:
+    """The markers, as the states write them: the hash of the file with its
+    secrets, also in a redacted preview (where only the secrets differ)."""
+    stamps = {p: fm for p, fm in _stamps(os_family).items() if p in files}
+    if not stamps:
+        return
+    full = render_node(model, node_id, os_family) if redact else None
+    for path, (stamp, marker) in stamps.items():
+        text = stamp(files[path].content)
+        if full is not None:
+            own, real = marker(text), marker(full[path].content)
+            if own and real:
+                text = text.replace(own, real, 1)
+        files[path] = replace(files[path], content=text)
 
 
 def preview(model: dict, node_id: str, os_family: str, redact: bool = False) -> dict[str, str]:

@@ -76,7 +76,7 @@ def test_salt_call_preview_of_the_seed_pair():
     assert r.returncode == 0, r.stderr
     files = json.loads(r.stdout)["local"]
     assert "bind 10.1.1.241:9000" in files["/usr/local/etc/haproxy.conf"]["content"]
-    assert "inet vhid 4 advskew 0 pass <redacted> alias 10.2.2.4/32" in files["/etc/rc.conf.d/netif"]["content"]
+    assert "inet vhid 4 advskew 0 pass <redacted> 10.2.2.4/32" in files["/etc/rc.conf.d/netif"]["content"]
 
 
 def test_salt_call_with_a_topology_file_a_ci_can_check(tmp_path):

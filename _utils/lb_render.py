@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import lb_generation
 import lb_grammar
 import lb_routing
 import lb_topology
@@ -629,7 +630,9 @@ def render_keepalived(
             "}",
             "",
         ]
-    return "\n".join(out).rstrip("\n") + "\n"
+    # router_id carries the generation marker the running keepalived reports
+    # (lb_generation: "up to date" means keepalived runs this file)
+    return lb_generation.keepalived_stamp("\n".join(out).rstrip("\n") + "\n")
 
 
 def render_ucarp(pair: dict, node_id: str, secret) -> dict[str, File]:

@@ -77,7 +77,9 @@ def test_keepalived_router_id_carries_the_generation():
 
 def test_what_keepalived_dumps():
     gen = "0123456789abcdef"
-    dump = f"------< Global definitions >------\n Network namespace = (default)\n Router ID = lb-a.lbgen-{gen}\n Default smtp_alert = unset\n"
+    dump = (
+        f"------< Global definitions >------\n Network namespace = (default)\n Router ID = lb-a.lbgen-{gen}\n Default smtp_alert = unset\n"
+    )
     assert g.keepalived_loaded(dump) == gen
     assert g.keepalived_loaded(dump.replace(f".lbgen-{gen}", "")) is None  # a config without a marker
     assert g.keepalived_loaded(dump.replace(gen, gen[:-1])) is None

@@ -31,12 +31,14 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import time
 
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import lb_generation
 import lb_render
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ PROVIDER = "keepalived"
 START_TIMEOUT = 10.0  # seconds for keepalived to write its pid file
 STOP_TIMEOUT = 10.0
 RELEASE_TIMEOUT = 3.0  # seconds for the FIFO script to release the VIPs of a stopped keepalived
+DUMP_TIMEOUT = 3.0  # seconds for keepalived to write its data dump after SIGUSR1
+RELOAD_TIMEOUT = 10.0  # seconds for a reloaded keepalived to report the new generation
 
 
 def __virtual__():
@@ -181,7 +185,9 @@ def _start():
     paths = _paths()
     os.makedirs(paths["run_dir"], exist_ok=True)
     argv = carp_common.keepalived_argv(_binary(), paths["keepalived_config"], paths["run_dir"])
-    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    # keepalived reads TMPDIR once, at start: its SIGUSR1 data dump (which
+    # says what config it runs, see loaded()) goes to run_dir, not to /tmp
+    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, env={"TMPDIR": paths["run_dir"]})
     if res["retcode"] != 0:
         raise CommandExecutionError(f"keepalived did not start (exit {res['retcode']}): {res.get('stderr', '').strip()}")
     deadline = time.monotonic() + START_TIMEOUT
@@ -204,6 +210,97 @@ def _fifo_script_running():
 
 def _reload(pid):
     os.kill(pid, signal.SIGHUP)
+
+
+def _dump_path(pid):
+    """Where keepalived writes its data dump: ``$TMPDIR/keepalived.data``,
+    TMPDIR as keepalived got it at start (``_start`` gives it run_dir; a
+    keepalived started otherwise uses /tmp)."""
+    tmpdir = "/tmp"
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            for item in fh.read().split(b"\0"):
+                if item.startswith(b"TMPDIR="):
+                    value = item[len(b"TMPDIR=") :].decode(errors="replace")
+                    tmpdir = value if value.startswith("/") else tmpdir
+    except OSError:
+        pass
+    return os.path.join(tmpdir, lb_generation.KEEPALIVED_DUMP)
+
+
+def _read_dump(path, uid):
+    """The dump if it is a regular file (not a link) owned by keepalived's
+    user, else None: in /tmp anybody could have put something there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not (stat.S_ISREG(st.st_mode) and st.st_uid == uid):
+            return None
+        return fh.read(1 << 20).decode(errors="replace")
+
+
+def _ask(pid, timeout=DUMP_TIMEOUT):
+    """(answered, generation): SIGUSR1, then the ``Router ID`` of the dump
+    keepalived writes (the old dump removed first, so only a new one
+    counts).  (False, None) when no dump came within ``timeout``."""
+    path = _dump_path(pid)
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return False, None
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("carp: cannot remove %s: %s", path, exc)
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError:
+        return False, None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = _read_dump(path, uid)
+        # written with stdio: the global definitions (Router ID is their
+        # fourth line) come first, whole once any of the file is there
+        if text and any(x.lstrip().startswith("Router ID = ") for x in text.splitlines(keepends=True) if x.endswith("\n")):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return True, lb_generation.keepalived_loaded(text)
+        time.sleep(0.05)
+    return False, None
+
+
+def _loaded(pid, file_gen):
+    out = {"running": pid is not None, "file": file_gen, "loaded": None, "current": None, "reason": ""}
+    if pid is None:
+        out["reason"] = "keepalived is not running"
+        return out
+    answered, out["loaded"] = _ask(pid)
+    if not answered:
+        out["current"] = False
+        out["reason"] = f"keepalived (pid {pid}) wrote no data dump within {DUMP_TIMEOUT:.0f} s of SIGUSR1"
+    elif file_gen is None:
+        out["reason"] = "the config file carries no valid generation marker"
+    else:
+        out["current"] = out["loaded"] == file_gen
+        if not out["current"]:
+            out["reason"] = f"keepalived runs generation {out['loaded'] or '(none)'}, the file is {file_gen}"
+    return out
+
+
+def _wait_loaded(pid, file_gen, wait):
+    deadline = time.monotonic() + float(wait)
+    while True:
+        out = _loaded(pid, file_gen)
+        if out["current"] is not False or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.1)
 
 
 def _stop(pid):
@@ -300,12 +397,46 @@ def status():
     return out
 
 
+def loaded(wait=0):
+    """
+    Whether the running keepalived has loaded keepalived.conf: the
+    generation marker the file carries (in ``router_id``, see
+    ``lb_generation``) against the one keepalived reports in the data dump
+    SIGUSR1 makes it write (``$TMPDIR/keepalived.data``; run_dir when this
+    module started it).  A SIGHUP keepalived has not acted on leaves the
+    old value.
+
+    wait
+        Seconds to keep asking while the answer is False (a reload in
+        progress).
+
+    Returns ``{"running", "file", "loaded", "current", "reason"}``:
+    ``current`` is True when both are the same, False when keepalived runs
+    and reports another generation (or none, or writes no dump within
+    3 s), None when keepalived does not run or the file carries no valid
+    marker (hand-written, or edited by hand since).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call carp.loaded
+    """
+    file_gen = lb_generation.keepalived_file_generation(carp_common.read_text(_paths()["keepalived_config"]))
+    return _wait_loaded(_running_pid(), file_gen, wait)
+
+
 def present(topology=None, test=False):
     """
     Make this node's CARP groups what the topology says: keepalived.conf
     rendered from it (checked by ``keepalived -t``), the notify script, the
     maintenance track file, and keepalived running (started if stopped,
-    reloaded with SIGHUP if its config changed).
+    reloaded with SIGHUP if its config changed, or if the running
+    keepalived reports another generation than the file's: ``loaded``).
+    Up to date only when keepalived runs the file: after a SIGHUP the new
+    generation must appear within 10 s, else the changes are returned with
+    ``result: False`` (keepalived still runs the old config; the next run
+    reloads).
 
     Returns ``{"changes": {...}, "comment": str}``; changes per vhid show
     old and new values.  With ``test=True`` nothing is touched and the same
@@ -346,6 +477,7 @@ def present(topology=None, test=False):
         changes["maintenance_track"] = {"old": carp_common.read_text(track_path), "new": want_track}
 
     pid = _running_pid()
+    want_gen = lb_generation.keepalived_file_generation(desired_text)
     if pid is None:
         changes["keepalived"] = {"old": "stopped", "new": "running"}
     elif config_changed:
@@ -354,6 +486,11 @@ def present(topology=None, test=False):
         # keepalived starts it again only when it next writes to the FIFO;
         # a reload starts it now, and it applies the recorded states
         changes["keepalived"] = {"old": f"running (pid {pid}) without {lb_render.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
+    else:
+        # the file is as wanted: is it the config keepalived runs?
+        gen = _loaded(pid, want_gen)
+        if gen["current"] is False:
+            changes["keepalived"] = {"old": f"running (pid {pid}) an older config: {gen['reason']}", "new": "reloaded"}
 
     if not changes or test:
         return {"changes": changes, "comment": "would apply" if changes else "keepalived is configured as the topology says"}
@@ -381,6 +518,14 @@ def present(topology=None, test=False):
                 _release(vhid, inst)
             elif (inst["vip"], inst["device"]) != (new_i[vhid]["vip"], new_i[vhid]["device"]):
                 _drop_address(inst)
+        gen = _wait_loaded(pid, want_gen, RELOAD_TIMEOUT)
+        if gen["current"] is False:
+            return {
+                "result": False,
+                "changes": changes,
+                "comment": f"SIGHUP sent to pid {pid}, but keepalived still runs the old config ({gen['reason']}); the next run reloads",
+            }
+        comment += ", it runs the new config"
     else:
         comment = "keepalived files updated"
     return {"changes": changes, "comment": comment}

@@ -631,7 +631,9 @@ def render_keepalived(
             "}",
             "",
         ]
-    return "\n".join(out).rstrip("\n") + "\n"
+    # router_id carries the generation marker the running keepalived reports
+    # (lb_generation: "up to date" means keepalived runs this file)
+    return lb_generation.keepalived_stamp("\n".join(out).rstrip("\n") + "\n")
 
 
 def render_ucarp(pair: dict, node_id: str, secret) -> dict[str, File]:

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -219,6 +220,57 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, 
     assert gone["changes"]["keepalived"]["new"] == "stopped"
     assert not os.path.exists(carp_paths["keepalived_config"])
     assert not os.path.exists(f"/proc/{copies[0]}") or not _cmdline(copies[0])  # the FIFO script went with it
+
+
+def test_keepalived_present_is_up_to_date_only_when_keepalived_runs_the_file(keepalived_in_netns, netns, tmp_path, carp_paths):
+    keepalived = keepalived_in_netns
+    conf = carp_paths["keepalived_config"]
+    topo_a = topology_file(tmp_path, "keepalived", *netns["devices"])
+    raw = yaml.safe_load(open(topo_a))
+    raw["lb"]["pairs"]["edge"]["carp"]["groups"][44]["advskew_primary"] = 20
+    topo_b = str(tmp_path / "lb-b.yaml")
+    open(topo_b, "w").write(yaml.safe_dump(raw))
+
+    assert keepalived.present(topology=topo_b)["changes"]["keepalived"]["new"] == "running"
+    pid = int(open(os.path.join(carp_paths["run_dir"], "keepalived.pid")).read())
+    # keepalived dumps into its run dir, not into /tmp
+    assert f"TMPDIR={carp_paths['run_dir']}".encode() in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    text_b = open(conf).read()
+    gen_b = keepalived.loaded(wait=10)
+    assert gen_b["current"] is True and gen_b["loaded"] == gen_b["file"] and len(gen_b["file"]) == 16, gen_b
+    ret = keepalived.present(topology=topo_a)
+    assert ret["changes"][44] and "it runs the new config" in ret["comment"], ret
+    gen_a = keepalived.loaded()
+    assert gen_a["current"] is True and gen_a["loaded"] != gen_b["loaded"], gen_a
+
+    # B's file put back behind keepalived's back, no reload: the file is as
+    # B wants, but keepalived runs A; present(B) sees it and reloads
+    carp_common.write_atomic(conf, text_b, 0o640)
+    stale = keepalived.loaded()
+    assert stale["current"] is False and stale["loaded"] == gen_a["loaded"] and stale["file"] == gen_b["file"], stale
+    check = keepalived.present(topology=topo_b, test=True)
+    assert list(check["changes"]) == ["keepalived"] and check["changes"]["keepalived"]["new"] == "reloaded", check
+    assert "an older config" in check["changes"]["keepalived"]["old"]
+    ret = keepalived.present(topology=topo_b)
+    assert ret["changes"] == check["changes"] and ret.get("result", True) is True and "it runs the new config" in ret["comment"], ret
+    assert keepalived.loaded()["loaded"] == gen_b["loaded"]
+    assert keepalived.present(topology=topo_b)["changes"] == {}
+    assert int(open(os.path.join(carp_paths["run_dir"], "keepalived.pid")).read()) == pid  # reloaded, never restarted
+
+    # the SIGHUP does not reach keepalived (stopped): present writes A,
+    # sees keepalived still report B, and fails with its changes
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        ret = keepalived.present(topology=topo_a)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert ret["result"] is False and ret["changes"][44] and ret["changes"]["keepalived"]["new"] == "reloaded", ret
+    assert "keepalived still runs the old config" in ret["comment"] and "the next run reloads" in ret["comment"], ret
+    # continued, keepalived acts on the SIGHUP it had pending; the next
+    # run finds (or makes) keepalived running the file, and reports so
+    keepalived.present(topology=topo_a)
+    assert keepalived.loaded(wait=10)["loaded"] == gen_a["loaded"]
+    assert keepalived.present(topology=topo_a)["changes"] == {}
 
 
 def _cmdline(pid):

@@ -48,3 +48,52 @@ def test_bird_parses_the_stamped_seed_config(tmp_path):
     path.write_text(g.bird_stamp(seed_bird()))
     r = subprocess.run([bird, "-p", "-c", str(path)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def seed_keepalived():
+    model = lb_topology.load(lb_topology.load_file(SEED_PILLAR))
+    pair, _ = lb_topology.find_node(model, "lb-a")
+    return lb_render.render_keepalived(pair, "lb-a")
+
+
+def test_keepalived_router_id_carries_the_generation():
+    stamped = seed_keepalived()
+    base = g.keepalived_unstamp(stamped)
+    gen = g.keepalived_generation(base)
+    assert "    router_id lb-a\n" in base and len(gen) == 16
+    assert f"    router_id lb-a.lbgen-{gen}\n" in stamped
+    assert base.replace("router_id lb-a\n", f"router_id lb-a.lbgen-{gen}\n") == stamped
+    assert g.keepalived_stamp(stamped) == stamped
+    assert g.keepalived_stamp(base) == stamped
+    assert g.keepalived_file_generation(stamped) == gen
+    assert g.keepalived_file_generation(base) is None  # no marker
+    assert g.keepalived_file_generation(stamped.replace("priority 254", "priority 253", 1)) is None  # a hand edit: stale
+    assert g.keepalived_file_generation(None) is None
+    # another content, another generation
+    other = g.keepalived_stamp(base.replace("priority 254", "priority 253", 1))
+    assert g.keepalived_file_generation(other) not in (None, gen)
+    assert g.keepalived_stamp("vrrp_instance VI_1 {\n}\n") == "vrrp_instance VI_1 {\n}\n"  # no router_id: unchanged
+
+
+def test_what_keepalived_dumps():
+    gen = "0123456789abcdef"
+    dump = (
+        f"------< Global definitions >------\n Network namespace = (default)\n Router ID = lb-a.lbgen-{gen}\n Default smtp_alert = unset\n"
+    )
+    assert g.keepalived_loaded(dump) == gen
+    assert g.keepalived_loaded(dump.replace(f".lbgen-{gen}", "")) is None  # a config without a marker
+    assert g.keepalived_loaded(dump.replace(gen, gen[:-1])) is None
+    assert g.keepalived_loaded(" Router ID = lb-a.lbgen-0123456789abcdef\n Router ID = x\n") == gen  # the global one, first
+    assert g.keepalived_loaded("") is None
+    assert g.keepalived_loaded(" Router ID = lb-a.lbgen-01234567") is None  # a dump cut short
+
+
+def test_keepalived_accepts_the_stamped_seed_config(tmp_path):
+    keepalived = shutil.which("keepalived") or "/usr/sbin/keepalived"
+    if not os.path.exists(keepalived):
+        pytest.skip("keepalived is not installed")
+    path = tmp_path / "keepalived.conf"
+    path.write_text(seed_keepalived())
+    r = subprocess.run([keepalived, "--config-test", "--use-file", str(path)], capture_output=True, text=True, timeout=30)
+    lines = [x for x in r.stderr.splitlines() if x.strip() and "doesn't exist" not in x and "Non-existent interface" not in x]
+    assert not any("router_id" in x.lower() for x in lines), r.stderr

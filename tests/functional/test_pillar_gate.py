@@ -328,7 +328,9 @@ def test_a_push_to_a_branch_the_master_does_not_serve_is_refused(tmp_path, gpg_h
 
 def test_per_minion_settings_that_would_inject_are_refused_with_their_path(tmp_path):
     tree = _tree(tmp_path)
-    (tree / "settings.sls").write_text("lb_carp:\n  keepalived_bin: /x$(touch /tmp/p)\nhaproxy_cfg:\n  binary: /usr/sbin/haproxy\n  colour: blue\n")
+    (tree / "settings.sls").write_text(
+        "lb_carp:\n  keepalived_bin: /x$(touch /tmp/p)\nhaproxy_cfg:\n  binary: /usr/sbin/haproxy\n  colour: blue\n"
+    )
     top = tree / "top.sls"
     top.write_text(top.read_text().replace("  'lb-*':\n", "  'lb-*':\n    - settings\n", 1))
     r = gate(tree, "--allow-cleartext")

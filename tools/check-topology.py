@@ -49,9 +49,13 @@ def main() -> int:
     for node in nodes:
         for osf in args.os.split(","):
             files = salt_call("lb.preview", f"node={node}", f"os_family={osf}", topo)
-            print(f"  {node} ({osf}): " + ", ".join(f"{p} ({c.count(chr(10))} lines)" for p, c in files.items()))
+            # lb.preview: {path: {"content", "mode", "user", "group", "block", "state"}}
+            print(
+                f"  {node} ({osf}): "
+                + ", ".join(f"{p} ({f['content'].count(chr(10))} lines, {f['mode']}, {f['state']})" for p, f in files.items())
+            )
             if args.show and args.show in files:
-                print(files[args.show])
+                print(files[args.show]["content"])
     return 0
 
 

@@ -99,3 +99,16 @@ def test_salt_call_with_a_topology_file_a_ci_can_check(tmp_path):
     r = salt_call("lb.preview", "node=lb-a", "os_family=Debian", f"topology={bad}")
     assert r.returncode != 0
     assert "lb:pairs:edge:carp:groups:44:vip" in r.stdout + r.stderr
+
+
+def test_make_lab_s_topology_check_lists_every_file_with_mode_and_writer():
+    """tools/check-topology.py, the first step of `make lab` and `make validate`."""
+    r = subprocess.run(
+        [os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "tools", "check-topology.py"), LAB_PILLAR, "--os", "Debian"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/etc/sysctl.d/60-lb-pair.conf (3 lines, 0644, host)" in r.stdout, r.stdout

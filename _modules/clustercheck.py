@@ -423,7 +423,11 @@ def account_changes(name=None, password=None, host=None, max_connections=None, s
         return [
             {
                 "change": f"create {name}@{host} (USAGE only, at most {max_connections} connections)",
-                "sql": f"CREATE USER {who} {ident} WITH MAX_USER_CONNECTIONS {max_connections};",
+                # IF NOT EXISTS and then ALTER: every node of a Galera cluster
+                # runs this in its own highstate, at the same time; a peer's
+                # CREATE may replicate between our read and our write
+                "sql": f"CREATE USER IF NOT EXISTS {who} {ident} WITH MAX_USER_CONNECTIONS {max_connections};\n"
+                f"ALTER USER {who} {ident} WITH MAX_USER_CONNECTIONS {max_connections};",
             }
         ]
     changes = []

@@ -728,3 +728,24 @@ def test_the_seeds_xinetd_service_never_starts(tmp_path):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
         pe.stop_pid(proc)
+
+
+def test_two_nodes_creating_the_account_at_once_both_succeed(loaders, cluster, account):
+    """Every Galera node's highstate makes the account at the same time: a
+    peer's CREATE can replicate between one node's read and its write (seen
+    in `make lab` as ERROR 1396 on db-1)."""
+    n1, n2 = cluster.nodes
+    mod = loaders.modules.clustercheck
+    user = "cc_race"
+    a1 = {"name": user, "password": PASSWORD, "host": "localhost", "max_connections": 16, "socket": n1.socket}
+    a2 = dict(a1, socket=n2.socket)
+    try:
+        planned = mod.account_changes(**a2)  # n2 reads: no account
+        assert [c["change"] for c in planned] == [f"create {user}@localhost (USAGE only, at most 16 connections)"]
+        assert mod.ensure_account(**a1)["changes"]  # n1 creates it first
+        n2.wait_for(lambda: n2.sql(f"SELECT COUNT(*) FROM mysql.user WHERE User='{user}'").strip() == "1", 10, "replicated")
+        # n2 now writes what it planned, as its highstate would
+        n2.sql(" ".join(c["sql"] for c in planned))
+        assert mod.account_changes(**a1) == [] and mod.account_changes(**a2) == []
+    finally:
+        n1.sql(f"DROP USER IF EXISTS '{user}'@'localhost'")

@@ -41,6 +41,7 @@ from pathlib import Path
 import pytest
 import yaml
 from carp_tools import LBS, all_on, holders, wait_for
+from events_tools import salt_run
 from pillar_tools import edited_pillar, read_pillar
 
 from lab import REPO, control, saltcfg, tls
@@ -501,6 +502,88 @@ def test_a_config_haproxy_refuses_fails_the_state_and_haproxy_serves_on(pair):
         assert https_once()[:2] == (0, "200")
     assert not failed(apply_haproxy("lb-a"))
     assert fingerprint("lb-a")[0] == before[0]
+
+
+class PortHolder:
+    """A process in a lab host listening on addr:port without SO_REUSEPORT,
+    so HAProxy cannot bind it too; stopped by its pid."""
+
+    def __init__(self, host: str, addr: str, port: int):
+        code = (
+            "import socket, sys, time\n"
+            "s = socket.socket(); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)\n"
+            "print('bound', flush=True); time.sleep(300)\n"
+        )
+        self.proc = subprocess.Popen(
+            ["mnexec", "-a", str(control.host_pid(host)), sys.executable, "-c", code, addr, str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline().strip()
+        if line != "bound":
+            self.stop()
+            raise AssertionError(f"cannot hold {addr}:{port} in {host}: {self.proc.stderr.read()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def _with_listener(text: str, name: str, port: int) -> str:
+    data = yaml.safe_load(text)
+    pair_cfg = next(iter(data["lb"]["pairs"].values()))
+    pair_cfg["haproxy"]["listeners"][name] = {"vhid": 5, "port": port, "mode": "http", "balance": "source", "pool": tls.POOL}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_a_reload_that_fails_after_the_swap_fails_the_state_and_the_next_run_reloads(pair):
+    """Through the real master, on lb-a: a new listener whose port another
+    process holds.  `haproxy -c` binds nothing and accepts the file; the
+    re-executed master cannot bind and keeps the old workers.  The state
+    fails with the file's change, `haproxy_cfg.loaded` and `lb.status` say
+    HAProxy runs the older config (not "matches pillar"), the old listeners
+    serve on; once the port is free, the next run reloads and only then is
+    it up to date."""
+    port = 8077
+    listener = f"haproxy_{VIP}_{port}"
+    text = read_pillar(f"{tls.SLS}.sls")
+    before = salt1("lb-a", "haproxy_cfg.loaded")
+    assert before["current"] is True, before
+    holder = PortHolder("lb-a", VIP, port)
+    try:
+        with edited_pillar(f"{tls.SLS}.sls", _with_listener(text, "http_77", port)):
+            ret = apply_haproxy("lb-a")
+            cfg = config_state(ret)
+            assert cfg["result"] is False, cfg
+            assert cfg["changes"].get("sections") == {f"listen {listener}": "added"}, cfg["changes"]
+            assert "reload" not in cfg["changes"]
+            assert "HAProxy still runs the old config" in cfg["comment"], cfg["comment"]
+            gen = salt1("lb-a", "haproxy_cfg.loaded")
+            assert gen["current"] is False and gen["loaded"] == before["loaded"] != gen["file"], gen
+            pv = salt_run("lb.status")["pairs"][tls.pair_name()]
+            assert CONFIG in pv["nodes"]["lb-a"]["not_loaded"], pv["nodes"]["lb-a"]
+            assert any("lb-a" in w and "not loaded" in w for w in pv["warnings"]), pv["warnings"]
+            assert "NOT LOADED" in salt_run("lb.status", out=None)
+            assert all(s in WEB_A for s in served_by(3))  # the old workers serve on
+
+            holder.stop()
+            ret = apply_haproxy("lb-a")
+            cfg = config_state(ret)
+            assert cfg["result"] is True, cfg
+            assert list(cfg["changes"]) == ["reload"], cfg["changes"]
+            assert cfg["comment"].endswith("; reloaded"), cfg["comment"]
+            assert salt1("lb-a", "haproxy_cfg.loaded")["current"] is True
+            assert wait_for(lambda: all(x in WEB_A for x in served_by(1, f"http://{VIP}:{port}/")), 15)
+            again = config_state(apply_haproxy("lb-a"))
+            assert again["result"] is True and again["changes"] == {} and "is up to date" in again["comment"], again
+    finally:
+        holder.stop()
+    assert not failed(apply_haproxy("lb-a"))  # the original pillar again
+    assert salt1("lb-a", "haproxy_cfg.loaded")["current"] is True
 
 
 def test_maint_drain_ready_and_weight_through_salt_change_what_the_client_sees(pair):

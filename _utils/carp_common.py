@@ -544,6 +544,10 @@ parent = os.getppid()
 lock = threading.RLock()  # one change at a time, in the FIFO's order
 pending = {}  # vhid -> the Event that cancels its pending add
 held = set()  # the vhids whose VIP this copy added and still holds
+current = {}  # vhid -> the last state keepalived gave (or the recorded one applied)
+# keepalived's states; the FIFO carries events too (MASTER_RX_LOWER_PRI,
+# MASTER_PRIORITY, BACKUP_PRIORITY), which are not states
+STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 children = []
 REFRESH = 10.0  # seconds between ARP announcements of the VIPs held
 
@@ -693,6 +697,7 @@ def run(vhid, state, prio="-"):
         return
     dev, addr, plen = groups[vhid]
     with lock:
+        current[vhid] = state
         cancel(vhid)
         blackhole(RTM_NEWROUTE, addr)
         if state == "MASTER":
@@ -707,6 +712,32 @@ def run(vhid, state, prio="-"):
     timer = threading.Timer(3.0, unblackhole, args=(vhid,))
     timer.daemon = True
     timer.start()
+
+
+def reassert(vhid, prio):
+    # keepalived, MASTER, heard a lower priority's advertisement: the peer
+    # believed itself master (a split brain healing) and may have taken the
+    # VIP's ARP entries or the VIP itself while this node could not hear it.
+    # The peer goes BACKUP on this node's answer; this node stays MASTER: it
+    # announces its VIPs again, or takes one it no longer holds.
+    if vhid not in groups:
+        return
+    dev, addr, _ = groups[vhid]
+    with lock:
+        if current.get(vhid) != "MASTER" or vhid in pending:
+            return
+        if vhid not in held or not holds(dev, addr):
+            held.discard(vhid)
+            run(vhid, "MASTER", prio)
+            return
+
+    def announce():
+        try:
+            arp_announce(dev, addr, lambda: current.get(vhid) != "MASTER")
+        except OSError as exc:
+            print(f"lb-carp-keepalived-vips: vhid {vhid}: ARP announcement: {exc}", file=sys.stderr)
+
+    threading.Thread(target=announce, daemon=True).start()
 
 
 def holds(dev, addr):
@@ -750,11 +781,13 @@ except (OSError, ValueError, IndexError):
 if restarted:
     for vhid, (dev, addr, _) in sorted(groups.items()):
         state, prio = recorded(vhid)
+        if state in STATES:
+            current[vhid] = state
         if state == "MASTER" and holds(dev, addr):
             held.add(vhid)
         elif state == "MASTER":
             run(vhid, "MASTER", prio)
-        elif state not in (None, "MASTER") and holds(dev, addr):
+        elif state in STATES and holds(dev, addr):
             run(vhid, state, prio)
 
 stopping = []
@@ -802,7 +835,14 @@ while True:
             if len(words) >= 3 and words[0] == "INSTANCE":
                 name = words[1].strip('"')
                 if name.startswith("VI_") and name[3:].isdigit():
-                    run(int(name[3:]), words[2], words[3] if len(words) > 3 else "-")
+                    vhid, what, prio = int(name[3:]), words[2], words[3] if len(words) > 3 else "-"
+                    if what in STATES:
+                        run(vhid, what, prio)
+                    elif what == "MASTER_RX_LOWER_PRI":
+                        reassert(vhid, prio)
+                    # MASTER_PRIORITY, BACKUP_PRIORITY: a priority changed,
+                    # not the state (keepalived writes these events to the
+                    # same FIFO, vrrp_notify.c): the VIPs stay as they are
         except Exception as exc:  # one bad line must not stop the transitions after it
             print(f"lb-carp-keepalived-vips: {line!r}: {exc}", file=sys.stderr)
 """

@@ -268,3 +268,74 @@ def test_a_reload_keeps_the_vips_and_a_stop_releases_them(pair):
     assert wait_for(
         lambda: all((pair["dirs"]["lb-a"]["state"] / "state" / str(v)).read_text().split()[0] == "STOP" for v in (4, 5, 44, 55)), 10
     )
+
+
+class VrrpCut:
+    """Drop VRRP (IP protocol 112) on its way from the switch to both nodes,
+    nothing else (an HTB class with a zero-length pfifo, selected by a u32
+    filter: this kernel has no nftables): each node stops hearing the
+    other while both stay reachable."""
+
+    def __init__(self, switch, ports=("pa", "pb")):
+        self.switch, self.ports, self.applied = switch, ports, []
+
+    def _tc(self, *args, check=True):
+        return sh("ip", "netns", "exec", self.switch, "tc", *args, check=check)
+
+    def __enter__(self):
+        try:
+            for port in self.ports:
+                self.applied.append(port)
+                self._tc("qdisc", "add", "dev", port, "root", "handle", "1:", "htb", "default", "1")
+                self._tc("class", "add", "dev", port, "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit")
+                self._tc("class", "add", "dev", port, "parent", "1:", "classid", "1:2", "htb", "rate", "8kbit")
+                self._tc("qdisc", "add", "dev", port, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0")
+                self._tc(
+                    "filter",
+                    "add",
+                    "dev",
+                    port,
+                    "parent",
+                    "1:",
+                    "protocol",
+                    "ip",
+                    "prio",
+                    "1",
+                    "u32",
+                    "match",
+                    "ip",
+                    "protocol",
+                    "112",
+                    "0xff",
+                    "flowid",
+                    "1:2",
+                )
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for port in self.applied:
+            self._tc("qdisc", "del", "dev", port, "root", check=False)
+        self.applied = []
+
+
+def test_a_split_brain_heals_with_the_primary_holding_every_vip(pair):
+    """Both nodes MASTER while VRRP is cut; when it returns, lb-a (higher
+    priority) hears lb-b's lower-priority advertisement and keepalived writes
+    MASTER_RX_LOWER_PRI to the FIFO: an event, not a state.  Read as a state
+    it released lb-a's VIPs while keepalived stayed MASTER and lb-b went
+    BACKUP: no node held any VIP (issue 17's outage).  Three cycles."""
+    ns, vips = pair["ns"], pair["vips"]
+    assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
+    for cycle in range(3):
+        with VrrpCut(pair["switch"]):
+            assert wait_for(lambda: held(ns["lb-b"]) >= vips), (cycle, held(ns["lb-b"]))
+            assert held(ns["lb-a"]) >= vips  # lb-a kept them: a split brain
+        assert wait_for(lambda: on(pair, "lb-a")), (cycle, held(ns["lb-a"]), held(ns["lb-b"]))
+        time.sleep(1.0)  # and it stays so (no late release)
+        assert on(pair, "lb-a"), (cycle, held(ns["lb-a"]), held(ns["lb-b"]))
+        for vhid in (4, 5, 44, 55):
+            rec = carp_common.parse_state_file((pair["dirs"]["lb-a"]["state"] / "state" / str(vhid)).read_text())
+            assert rec["state"] == "MASTER", (cycle, vhid, rec)

@@ -122,10 +122,17 @@ def test_link_cut_fires_master_events_from_the_peer_and_the_reactor_applies_hapr
     assert wait_for(lambda: all_on("lb-a"), SETTLE + 5), holders()
     back = events.wait("salt/beacon/lb-a/carp/*/MASTER", count=len(VHIDS), timeout=SETTLE, since=t0)
     assert len(back) == len(VHIDS)
-    # every transition is on the master's record
-    hist = salt_run("lb.history", "limit=0")
-    recent = [r for r in hist if r["received"] >= t0 and r.get("new")]
-    assert {(r["node"], r["vhid"]) for r in recent if r["new"] == "MASTER"} >= {(n, v) for n in LBS for v in VHIDS}, recent
+    # every transition is on the master's record, once the runner has had
+    # each confirmed by its node (a carp.status round trip per event)
+    want = {(n, v) for n in LBS for v in VHIDS}
+    recent = []
+
+    def recorded():
+        nonlocal recent
+        recent = [r for r in salt_run("lb.history", "limit=0") if r["received"] >= t0 and r.get("new")]
+        return {(r["node"], r["vhid"]) for r in recent if r["new"] == "MASTER"} >= want
+
+    assert wait_for(recorded, 30), recent
     assert "-> MASTER" in salt_run("lb.history", out=None)
 
 

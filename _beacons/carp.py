@@ -44,6 +44,9 @@ for _name in ("utils", "_utils"):
 
 import carp_common  # noqa: E402
 import carp_events  # noqa: E402
+import lb_fresh  # noqa: E402
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 log = logging.getLogger(__name__)
 

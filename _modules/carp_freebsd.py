@@ -41,7 +41,10 @@ from salt.exceptions import CommandExecutionError
 
 import carp_common
 import carp_parse
+import lb_fresh
 import lb_render
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,10 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import lb_fresh
 import lb_render
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 log = logging.getLogger(__name__)
 

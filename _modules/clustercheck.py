@@ -36,9 +36,12 @@ import time
 
 from salt.exceptions import CommandExecutionError
 
+import lb_fresh
 import lb_probe
 import lb_settings
 import lb_topology
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 log = logging.getLogger(__name__)
 

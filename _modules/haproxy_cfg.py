@@ -48,10 +48,13 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import haproxy_config
+import lb_fresh
 import lb_grammar
 import lb_render
 import lb_settings
 import lb_topology
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 try:
     import psutil

@@ -12,7 +12,10 @@ import logging
 
 from salt.exceptions import CommandExecutionError
 
+import lb_fresh
 import lb_host
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,13 @@ import logging
 
 from salt.exceptions import CommandExecutionError
 
+import lb_fresh
 import lb_host
 import lb_render
 import lb_roster
 import lb_topology
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 log = logging.getLogger(__name__)
 

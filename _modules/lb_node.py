@@ -20,9 +20,12 @@ from salt.exceptions import CommandExecutionError
 import carp_common
 import carp_events
 import haproxy_config
+import lb_fresh
 import lb_render
 import lb_routing
 import lb_topology
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,11 @@ import time
 import salt.client
 
 import lb_events
+import lb_fresh
 import lb_status
 import lb_topology
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 log = logging.getLogger(__name__)
 

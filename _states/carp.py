@@ -22,7 +22,10 @@ never appear in changes or comments (the module reports ``<changed>``).
 
 from salt.exceptions import CommandExecutionError
 
+import lb_fresh
 import lb_state
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 ON = {True, "true", "True", "on", "yes", "present", "enabled"}
 OFF = {False, "false", "False", "off", "no", "absent", "disabled"}

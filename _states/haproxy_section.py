@@ -38,6 +38,9 @@ The state only compares and delegates: all I/O is in ``haproxy_cfg``.
 from salt.exceptions import CommandExecutionError
 
 import haproxy_config
+import lb_fresh
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 __virtualname__ = "haproxy_section"
 

@@ -10,7 +10,10 @@ gone from the boot file, so at the next boot).
 
 from salt.exceptions import CommandExecutionError
 
+import lb_fresh
 import lb_host
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 
 def __virtual__():

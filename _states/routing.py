@@ -20,7 +20,10 @@ appears in changes or comments.
         - name: edge
 """
 
+import lb_fresh
 import lb_state
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
 
 def __virtual__():

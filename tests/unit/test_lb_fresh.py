@@ -19,7 +19,7 @@ def test_a_changed_file_is_reloaded_in_place_and_from_imports_follow(tmp_path, m
     # a private copy of lb_fresh in a directory of its own, as in extmods/utils
     d = tmp_path / "utils"
     d.mkdir()
-    (d / "lb_fresh.py").write_text(lb_fresh.__file__ and open(lb_fresh.__file__).read())
+    (d / "lb_fresh.py").write_text(open(lb_fresh.__file__).read())
     _write(d / "lbx_base.py", "class Finding:\n    version = 1\n\ndef script():\n    return 'old'\n", -100)
     _write(d / "lbx_user.py", "from lbx_base import Finding\n", -100)
     monkeypatch.syspath_prepend(str(d))

@@ -280,21 +280,11 @@ def _ask(pid, timeout=DUMP_TIMEOUT):
 
 
 def _loaded(pid, file_gen):
-    out = {"running": pid is not None, "file": file_gen, "loaded": None, "current": None, "reason": ""}
     if pid is None:
-        out["reason"] = "keepalived is not running"
-        return out
-    answered, out["loaded"] = _ask(pid)
-    if not answered:
-        out["current"] = False
-        out["reason"] = f"keepalived (pid {pid}) wrote no data dump within {DUMP_TIMEOUT:.0f} s of SIGUSR1"
-    elif file_gen is None:
-        out["reason"] = "the config file carries no valid generation marker"
-    else:
-        out["current"] = out["loaded"] == file_gen
-        if not out["current"]:
-            out["reason"] = f"keepalived runs generation {out['loaded'] or '(none)'}, the file is {file_gen}"
-    return out
+        return lb_generation.compare("keepalived", _paths()["keepalived_config"], file_gen, running=False)
+    answered, gen = _ask(pid)
+    unanswered = "" if answered else f"keepalived (pid {pid}) wrote no data dump within {DUMP_TIMEOUT:.0f} s of SIGUSR1"
+    return lb_generation.compare("keepalived", _paths()["keepalived_config"], file_gen, gen, unanswered=unanswered)
 
 
 def _wait_loaded(pid, file_gen, wait):

@@ -49,6 +49,7 @@ from salt.exceptions import CommandExecutionError
 
 import haproxy_config
 import lb_fresh
+import lb_generation
 import lb_grammar
 import lb_render
 import lb_settings
@@ -1078,26 +1079,15 @@ def loaded(path=None, wait=0):
 def _loaded(path):
     s = settings()
     path = path or s["config"]
-    out = {"running": False, "file": haproxy_config.file_generation(_read(path)), "loaded": None, "current": None, "reason": ""}
-    st = status()
-    if not st["running"]:
-        out["reason"] = "HAProxy is not running"
-        return out
-    out["running"] = True
+    file_gen = haproxy_config.file_generation(_read(path))
+    marker = f"{haproxy_config.MARKER_PREFIX} marker"
+    if not status()["running"]:
+        return lb_generation.compare("HAProxy", path, file_gen, running=False, marker=marker)
     try:
-        out["loaded"] = haproxy_config.loaded_generation(_ask(s["socket"], "show info", timeout=5.0))
+        gen = haproxy_config.loaded_generation(_ask(s["socket"], "show info", timeout=5.0))
     except CommandExecutionError as exc:
-        out.update(current=False, reason=f"cannot ask HAProxy which config it runs: {exc}")
-        return out
-    if out["file"] is None:
-        out["reason"] = f"{path} carries no valid {haproxy_config.MARKER_PREFIX} marker: cannot tell which config HAProxy runs"
-    elif out["loaded"] == out["file"]:
-        out["current"] = True
-    else:
-        out["current"] = False
-        what = out["loaded"][:12] if out["loaded"] else "no marker"
-        out["reason"] = f"HAProxy runs an older config than {path} (it reports {what}, the file is {out['file'][:12]})"
-    return out
+        return lb_generation.compare("HAProxy", path, file_gen, unanswered=f"cannot ask HAProxy which config it runs: {exc}", marker=marker)
+    return lb_generation.compare("HAProxy", path, file_gen, gen, marker=marker)
 
 
 # ---------------------------------------------------------------------------

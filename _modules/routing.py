@@ -323,23 +323,11 @@ def loaded():
     if _family() == "FreeBSD":
         raise CommandExecutionError("routing.loaded reads BIRD (Linux); OpenBGPD/OpenOSPFD report no generation")
     p = paths()
-    out = {"path": p["bird"], "running": False, "file": lb_generation.bird_file_generation(carp_common.read_text(p["bird"]))}
-    out.update(loaded=None, current=None, reason="")
-    if _bird_pid() is None:
-        out["reason"] = "BIRD is not running"
-        return out
-    out["running"] = True
-    out["loaded"] = _bird_loaded()
-    if out["file"] is None:
-        out["reason"] = f"{p['bird']} carries no valid {lb_generation.BIRD_CONSTANT} marker: cannot tell which config BIRD runs"
-    elif out["loaded"] == out["file"]:
-        out["current"] = True
-    else:
-        out["current"] = False
-        out["reason"] = (
-            f"BIRD runs an older config than {p['bird']} (it reports {(out['loaded'] or 'no marker')[:12]}, the file is {out['file'][:12]})"
-        )
-    return out
+    file_gen = lb_generation.bird_file_generation(carp_common.read_text(p["bird"]))
+    running = _bird_pid() is not None
+    marker = f"{lb_generation.BIRD_CONSTANT} marker"
+    out = lb_generation.compare("BIRD", p["bird"], file_gen, _bird_loaded() if running else None, running=running, marker=marker)
+    return {"path": p["bird"], **out}
 
 
 def _present_linux(pair, test):

@@ -138,3 +138,40 @@ def keepalived_loaded(dump: str) -> str | None:
             m = _KA_DUMP_LINE.fullmatch(line)
             return m.group(2) if m else None
     return None
+
+
+# ---------------------------------------------------------------------------
+# the verdict every daemon's `loaded` returns
+
+
+def compare(
+    daemon: str,
+    path: str,
+    file_gen: str | None,
+    loaded_gen: str | None = None,
+    running: bool = True,
+    unanswered: str = "",
+    marker: str = "generation marker",
+) -> dict:
+    """Whether `daemon` runs the configuration file `path`: its marker
+    (`file_gen`, None when the file carries no valid one) against the one
+    the running daemon reported (`loaded_gen`; `unanswered` says why it
+    gave none).  ``{"running", "file", "loaded", "current", "reason"}``:
+    ``current`` True when they are the same, False when the daemon runs
+    another generation or did not answer, None when there is nothing to
+    compare (the daemon does not run, or the file has no valid marker)."""
+    out = {"running": bool(running), "file": file_gen, "loaded": loaded_gen, "current": None, "reason": ""}
+    if not running:
+        out["reason"] = f"{daemon} is not running"
+    elif unanswered:
+        out.update(current=False, reason=unanswered)
+    elif file_gen is None:
+        out["reason"] = f"{path} carries no valid {marker}: cannot tell which config {daemon} runs"
+    elif loaded_gen == file_gen:
+        out["current"] = True
+    else:
+        out["current"] = False
+        out["reason"] = (
+            f"{daemon} runs an older config than {path} (it reports {(loaded_gen or 'no marker')[:12]}, the file is {file_gen[:12]})"
+        )
+    return out

@@ -112,6 +112,22 @@ class Result:
 # Salt: the master's pillar compiler, the haproxy_cfg module
 
 
+def _scratch_opts(tree: str, scratch: str) -> dict:
+    """The options every render of a pushed tree shares: the tree as the only
+    pillar source, nothing served, every cache and socket in `scratch`."""
+    return {
+        "root_dir": scratch,
+        "cachedir": os.path.join(scratch, "cache"),
+        "sock_dir": os.path.join(scratch, "sock"),
+        "pki_dir": os.path.join(scratch, "pki"),
+        "log_file": os.path.join(scratch, "log"),
+        "pillar_roots": {"base": [tree]},
+        "file_roots": {"base": []},
+        "ext_pillar": [],
+        "pillar_cache": False,
+    }
+
+
 def master_opts(tree: str, scratch: str, master_config: str | None = None, gpg_keydir: str | None = None) -> dict:
     """Master options that render `tree` as the pillar: the master's own
     (renderer, gpg_keydir, merging strategy ...) when `master_config` is
@@ -119,19 +135,7 @@ def master_opts(tree: str, scratch: str, master_config: str | None = None, gpg_k
     import salt.config
 
     opts = salt.config.master_config(master_config)
-    opts.update(
-        root_dir=scratch,
-        cachedir=os.path.join(scratch, "cache"),
-        sock_dir=os.path.join(scratch, "sock"),
-        pki_dir=os.path.join(scratch, "pki"),
-        log_file=os.path.join(scratch, "log"),
-        pillar_roots={"base": [os.path.abspath(tree)]},
-        ext_pillar=[],
-        pillar_cache=False,
-        gpg_cache=False,
-        file_roots={"base": []},
-        gpg_decrypt_must_succeed=True,
-    )
+    opts.update(_scratch_opts(os.path.abspath(tree), scratch), gpg_cache=False, gpg_decrypt_must_succeed=True)
     keydir = gpg_keydir or opts.get("gpg_keydir")
     if not keydir and master_config:
         keydir = os.path.join(os.path.dirname(os.path.abspath(master_config)), "gpgkeys")
@@ -209,15 +213,7 @@ def child_main() -> int:
     opts = salt.config.master_config(None)
     opts.update(req["opts"])
     opts.update(
-        root_dir=scratch,
-        cachedir=os.path.join(scratch, "cache"),
-        sock_dir=os.path.join(scratch, "sock"),
-        pki_dir=os.path.join(scratch, "pki"),
-        log_file=os.path.join(scratch, "log"),
-        pillar_roots={"base": [req["tree"]]},
-        file_roots={"base": []},
-        ext_pillar=[],
-        pillar_cache=False,
+        _scratch_opts(req["tree"], scratch),
         gpg_keydir=os.path.join(scratch, "no-gpg-keys"),
         decrypt_pillar=[],
         pillar_safe_render_error=False,  # the render error's reason, for the gate's message

@@ -97,3 +97,26 @@ def test_keepalived_accepts_the_stamped_seed_config(tmp_path):
     r = subprocess.run([keepalived, "--config-test", "--use-file", str(path)], capture_output=True, text=True, timeout=30)
     lines = [x for x in r.stderr.splitlines() if x.strip() and "doesn't exist" not in x and "Non-existent interface" not in x]
     assert not any("router_id" in x.lower() for x in lines), r.stderr
+
+
+def test_compare_gives_every_daemons_verdict_in_one_shape():
+    c = g.compare
+    assert c("BIRD", "/etc/bird/bird.conf", "a" * 64, running=False) == {
+        "running": False,
+        "file": "a" * 64,
+        "loaded": None,
+        "current": None,
+        "reason": "BIRD is not running",
+    }
+    same = c("HAProxy", "/etc/haproxy/haproxy.cfg", "a" * 64, "a" * 64)
+    assert same["current"] is True and same["reason"] == ""
+    older = c("HAProxy", "/etc/haproxy/haproxy.cfg", "a" * 64, "b" * 64)
+    assert older["current"] is False
+    assert older["reason"] == f"HAProxy runs an older config than /etc/haproxy/haproxy.cfg (it reports {'b' * 12}, the file is {'a' * 12})"
+    assert "it reports no marker" in c("keepalived", "/k.conf", "a" * 64, None)["reason"]
+    mute = c("keepalived", "/k.conf", "a" * 64, unanswered="no dump within 3 s")
+    assert mute["current"] is False and mute["reason"] == "no dump within 3 s"
+    hand = c("BIRD", "/b.conf", None, "b" * 64, marker="lb_config_sha256 marker")
+    assert (
+        hand["current"] is None and hand["reason"] == "/b.conf carries no valid lb_config_sha256 marker: cannot tell which config BIRD runs"
+    )

@@ -20,7 +20,7 @@ SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.ip_nonlocal_bind")
 
 
 def _pillar_routes(lab) -> dict[str, str]:
-    pair = next(iter(lab.salt("lb-a", "pillar.get", "lb:pairs")["lb-a"].values()))
+    pair = next(iter(lab.salt("lb-a", "pillar.get", "lb:pairs", "unmask=True")["lb-a"].values()))
     return {r["destination"]: r["gateway"] for r in pair["routes"].values()}
 
 

@@ -571,6 +571,8 @@ def absent(vhids=None, test=False):
     for v in targets:
         new_text = re.sub(rf"^vrrp_instance VI_{v} \{{\n.*?^\}}\n\n?", "", new_text, flags=re.S | re.M)
         new_text = re.sub(rf' {v}=[^\s"]+', "", new_text, count=1)  # its VIP, from lb-carp-keepalived-vips' arguments
+    if lb_generation.keepalived_file_generation(text) is not None:
+        new_text = lb_generation.keepalived_stamp(new_text)  # the marker names the new content
     _check_config(new_text)
     carp_common.write_atomic(paths["keepalived_config"], new_text, 0o640)
     if pid is not None:
@@ -581,7 +583,16 @@ def absent(vhids=None, test=False):
             os.unlink(os.path.join(paths["state_dir"], "state", str(v)))
         except FileNotFoundError:
             pass
-    return {"changes": changes, "comment": f"removed vhid {', '.join(map(str, targets))}"}
+    comment = f"removed vhid {', '.join(map(str, targets))}"
+    if pid is not None:
+        gen = _wait_loaded(pid, lb_generation.keepalived_file_generation(new_text), RELOAD_TIMEOUT)
+        if gen["current"] is False:
+            raise CommandExecutionError(
+                f"{comment} from {paths['keepalived_config']}, but keepalived (pid {pid}) still runs the old config after SIGHUP ({gen['reason']}); carp.present reloads it"
+            )
+        if gen["current"]:
+            comment += "; keepalived runs the new config"
+    return {"changes": changes, "comment": comment}
 
 
 def in_maintenance():

@@ -18,6 +18,7 @@ import pytest
 import salt.config
 import yaml
 from conftest import REPO, SEED_PILLAR, private_minion
+from salt.exceptions import CommandExecutionError
 from saltfactories.utils.functional import Loaders
 
 import carp_common
@@ -271,6 +272,22 @@ def test_keepalived_present_is_up_to_date_only_when_keepalived_runs_the_file(kee
     keepalived.present(topology=topo_a)
     assert keepalived.loaded(wait=10)["loaded"] == gen_a["loaded"]
     assert keepalived.present(topology=topo_a)["changes"] == {}
+
+    # removing one group rewrites the file with a marker that names it,
+    # and is checked like present: keepalived runs the new file
+    ret = keepalived.absent(vhids=[55])
+    assert list(ret["changes"]) == [55] and "keepalived runs the new config" in ret["comment"], ret
+    after = keepalived.loaded()
+    assert after["current"] is True and after["loaded"] not in (gen_a["loaded"], gen_b["loaded"]), after
+    # a SIGHUP keepalived does not act on: absent says so, loudly
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(CommandExecutionError, match="still runs the old config after SIGHUP"):
+            keepalived.absent(vhids=[44])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert keepalived.present(topology=topo_a)["changes"]  # 44 and 55 back
+    assert keepalived.loaded(wait=10)["current"] is True
 
 
 def _cmdline(pid):

@@ -112,10 +112,23 @@ def _running_pid():
     return carp_common.pid_of(_pidfile(), "keepalived")
 
 
+def _haproxy_pidfile():
+    """The pid file HAProxy runs with (haproxy_cfg's settings), which
+    keepalived's lb_serving check reads."""
+    if "haproxy_cfg.settings" in __salt__:
+        return __salt__["haproxy_cfg.settings"]()["pidfile"]
+    return lb_render.OS_PARAMS["Debian"]["haproxy_pidfile"]
+
+
 def _render(pair):
     paths = _paths()
     return lb_render.render_keepalived(
-        pair, _node(), state_dir=paths["state_dir"], script_dir=paths["script_dir"], run_dir=paths["run_dir"]
+        pair,
+        _node(),
+        state_dir=paths["state_dir"],
+        script_dir=paths["script_dir"],
+        run_dir=paths["run_dir"],
+        haproxy_pidfile=_haproxy_pidfile(),
     )
 
 
@@ -129,7 +142,10 @@ def _maint_paths():
 
 def _scripts(pair=None):
     d = _paths()["script_dir"]
-    out = {os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_common.KEEPALIVED_VIPS_SCRIPT}
+    out = {
+        os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_common.KEEPALIVED_VIPS_SCRIPT,
+        os.path.join(d, lb_render.HAPROXY_SERVING_SCRIPT): lb_render.haproxy_serving_script(),
+    }
     if pair is not None and lb_render.routing_hold_weight(pair, _node()) is not None:
         out[os.path.join(d, lb_render.ROUTING_READY_SCRIPT)] = lb_render.routing_ready_script()
     return out

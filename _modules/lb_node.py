@@ -186,8 +186,14 @@ def drift():
         try:
             model = carp_common.load_model(__pillar__)
             pair, _ = lb_topology.find_node(model, __opts__["id"])
+            pidfile = __salt__["haproxy_cfg.settings"]()["pidfile"] if "haproxy_cfg.settings" in __salt__ else None
             want = lb_render.render_keepalived(
-                pair, __opts__["id"], state_dir=s["state_dir"], script_dir=s["script_dir"], run_dir=s["run_dir"]
+                pair,
+                __opts__["id"],
+                state_dir=s["state_dir"],
+                script_dir=s["script_dir"],
+                run_dir=s["run_dir"],
+                **({"haproxy_pidfile": pidfile} if pidfile else {}),
             )
             live = carp_common.read_text(s["keepalived_config"])
             out[s["keepalived_config"]] = {"match": live == want, "expected": _sha(want), "actual": _sha(live)}

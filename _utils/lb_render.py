@@ -509,26 +509,67 @@ def routing_ready_script(socket: str = lb_routing.PATHS["Debian"]["socket"]) -> 
     (BIRD's) is Established, 1 otherwise (BIRD down or no session up)."""
     return f"""#!/bin/sh
 # Installed by the carp execution module. Do not edit.
-# keepalived's check (vrrp_script lb_routing_ready): exit 0 while at least
+# keepalived's check (vrrp_script lb_serving, after lb-haproxy-serving): exit 0 while at least
 # one BGP session of this node's BIRD is Established.
 out=$(timeout 2 {lb_routing.PATHS["Debian"]["birdc"]} -s {socket} show protocols 2>/dev/null) || exit 1
 printf '%s\n' "$out" | grep -Eq '^[^ ]+ +BGP .* Established'
 """
 
 
-def routing_hold_weight(pair: dict, node_id: str) -> int | None:
-    """How far a node's priorities drop while its BGP sessions are down: one
-    more than the largest gap between the two nodes' priorities in any
-    group, the same on both nodes.  So a node without BGP falls below its
-    peer everywhere, and when both lose BGP (the upstream router is gone)
-    the order between them stays as it was: nothing moves.  None when the
-    pair has no BGP."""
-    if (pair.get("routing") or {}).get("bgp") is None:
-        return None
+# HAProxy: a node whose HAProxy does not run cannot serve its VIPs.
+# keepalived runs this script every second; while it fails, the node's
+# priorities drop below its peer's (hold_weight): the peer takes the VIPs
+# within about a second, without a salt-master, and the node preempts again
+# once HAProxy runs (restarted by its init, or by the reactor's heal).
+# When both nodes' HAProxy are down, both drop alike and nothing moves.
+HAPROXY_SERVING_SCRIPT = "lb-haproxy-serving"
+
+
+def haproxy_serving_script() -> str:
+    """lb-haproxy-serving PIDFILE [NEXT]: exit 0 while the HAProxy master the
+    pid file names runs with at least one HAProxy worker (and then NEXT, the
+    BGP check, when given, exits 0), 1 otherwise."""
+    return """#!/bin/sh
+# Installed by the carp execution module. Do not edit.
+# keepalived's check (vrrp_script lb_serving): exit 0 while the HAProxy
+# master named by the pid file ($1) runs with at least one worker, and the
+# next check ($2, lb-routing-ready with BGP) passes too.
+read -r pid _ < "$1" 2>/dev/null || exit 1
+case $pid in ''|*[!0-9]*) exit 1 ;; esac
+read -r comm < "/proc/$pid/comm" 2>/dev/null || exit 1
+[ "$comm" = haproxy ] || exit 1
+ok=1
+if [ -r "/proc/$pid/task/$pid/children" ]; then
+	for child in $(cat "/proc/$pid/task/$pid/children"); do
+		read -r comm < "/proc/$child/comm" 2>/dev/null && [ "$comm" = haproxy ] && ok=0 && break
+	done
+else
+	ok=0  # a kernel without /proc/<pid>/task/<pid>/children: the master alone
+fi
+[ "$ok" = 0 ] || exit 1
+[ -n "$2" ] && exec "$2"
+exit 0
+"""
+
+
+def hold_weight(pair: dict, node_id: str) -> int:
+    """How far a node's priorities drop while a check fails (HAProxy not
+    running, no BGP session up): one more than the largest gap between the
+    two nodes' priorities in any group, the same on both nodes.  So the node
+    falls below its peer everywhere, and when both fail alike the order
+    between them stays as it was: nothing moves."""
     own = {g["vhid"]: g["priority"] for g in node_view(pair, node_id)["groups"]}
     theirs = {g["vhid"]: g["priority"] for g in node_view(pair, peer_of(pair, node_id))["groups"]}
     gap = max([abs(own[v] - theirs[v]) for v in own if v in theirs] + [0])
     return min(gap + 1, 252)
+
+
+def routing_hold_weight(pair: dict, node_id: str) -> int | None:
+    """hold_weight while the node's BGP sessions are down; None when the
+    pair has no BGP."""
+    if (pair.get("routing") or {}).get("bgp") is None:
+        return None
+    return hold_weight(pair, node_id)
 
 
 def keepalived_marker(vhid: int) -> str:
@@ -541,8 +582,14 @@ def keepalived_marker(vhid: int) -> str:
 
 
 def render_keepalived(
-    pair: dict, node_id: str, state_dir: str = CARP_STATE_DIR, script_dir: str = CARP_SCRIPT_DIR, run_dir: str = CARP_RUN_DIR
+    pair: dict,
+    node_id: str,
+    state_dir: str = CARP_STATE_DIR,
+    script_dir: str = CARP_SCRIPT_DIR,
+    run_dir: str = CARP_RUN_DIR,
+    haproxy_pidfile: str = OS_PARAMS["Debian"]["haproxy_pidfile"],
 ) -> str:
+    lb_grammar.require(lb_grammar.SH_PATH, haproxy_pidfile, "haproxy_cfg:pidfile")
     for what, value in (("state_dir", state_dir), ("script_dir", script_dir), ("run_dir", run_dir)):
         # inside keepalived's quoted notify command, split into argv at spaces
         lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_carp:{what}")
@@ -579,22 +626,24 @@ def render_keepalived(
         "}",
         "",
     ]
-    hold = routing_hold_weight(pair, node_id)
-    if hold is not None:
-        out += [
-            "# BGP (routing): while none of this node's sessions is up, priorities",
-            f"# drop by {hold} (the same on both nodes): no preemption before the",
-            "# upstream routers can reach this node (docs/routing.md).",
-            "vrrp_script lb_routing_ready {",
-            f"    script {script_dir}/{ROUTING_READY_SCRIPT}",
-            "    interval 1",
-            "    timeout 3",
-            f"    weight -{hold}",
-            "    rise 1",
-            "    fall 2",
-            "}",
-            "",
-        ]
+    hold = hold_weight(pair, node_id)
+    bgp = routing_hold_weight(pair, node_id) is not None
+    check = f"{script_dir}/{HAPROXY_SERVING_SCRIPT} {haproxy_pidfile}" + (f" {script_dir}/{ROUTING_READY_SCRIPT}" if bgp else "")
+    out += [
+        "# Serving: while HAProxy does not run" + (", or none of this node's BGP sessions is up" if bgp else "") + ",",
+        f"# priorities drop by {hold} (the same on both nodes, once, whatever fails): the",
+        "# peer serves the VIPs, without a salt-master (docs/carp.md, docs/routing.md).",
+        "vrrp_script lb_serving {",
+        f'    script "{check}"',
+        "    interval 1",
+        "    timeout 3",
+        f"    weight -{hold}",
+        "    rise 1",
+        # a BGP check tolerates one slow birdc; HAProxy's alone acts at once
+        f"    fall {2 if bgp else 1}",
+        "}",
+        "",
+    ]
     for g in view["groups"]:
         dev = device(g["device"], "Debian")
         out += [
@@ -622,8 +671,7 @@ def render_keepalived(
             out.append("    track_interface {")
             out += [f"        {t}" for t in others]
             out.append("    }")
-        if hold is not None:
-            out += ["    track_script {", "        lb_routing_ready", "    }"]
+        out += ["    track_script {", "        lb_serving", "    }"]
         out += [
             "    track_file {",
             "        lb_carp_maintenance",

@@ -110,6 +110,7 @@ def pair(tmp_path):
             scripts = {
                 lb_render.KEEPALIVED_VIPS_SCRIPT: carp_common.KEEPALIVED_VIPS_SCRIPT,
                 lb_render.ROUTING_READY_SCRIPT: lb_render.routing_ready_script(str(d["run"] / "no-bird.ctl")),
+                lb_render.HAPROXY_SERVING_SCRIPT: lb_render.haproxy_serving_script(),
             }
             for name, text in scripts.items():
                 (d["sbin"] / name).write_text(text)
@@ -117,7 +118,14 @@ def pair(tmp_path):
             (d["state"] / lb_render.MAINTENANCE_TRACK_FILE).write_text("0\n")
             conf = tmp_path / n / "keepalived.conf"
             conf.write_text(
-                lb_render.render_keepalived(pair_model, n, state_dir=str(d["state"]), script_dir=str(d["sbin"]), run_dir=str(d["run"]))
+                lb_render.render_keepalived(
+                    pair_model,
+                    n,
+                    state_dir=str(d["state"]),
+                    script_dir=str(d["sbin"]),
+                    run_dir=str(d["run"]),
+                    haproxy_pidfile=str(d["run"] / "haproxy.pid"),
+                )
             )
             run_dirs.append(d["run"])
             sh("ip", "netns", "exec", ns[n], *carp_common.keepalived_argv(KEEPALIVED, str(conf), str(d["run"])))
@@ -339,3 +347,66 @@ def test_a_split_brain_heals_with_the_primary_holding_every_vip(pair):
         for vhid in (4, 5, 44, 55):
             rec = carp_common.parse_state_file((pair["dirs"]["lb-a"]["state"] / "state" / str(vhid)).read_text())
             assert rec["state"] == "MASTER", (cycle, vhid, rec)
+
+
+HAPROXY = "/usr/sbin/haproxy"
+
+
+def _start_haproxy(pair, node):
+    """A real HAProxy (master-worker, daemon) in the node's namespace, with
+    the pid file keepalived's lb_serving check reads; its pid."""
+    d = pair["dirs"][node]
+    cfg = d["run"] / "haproxy.cfg"
+    cfg.write_text(
+        "global\n    master-worker\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\nlisten hold\n    bind 127.0.0.1:18080\n    server s 127.0.0.1:18081\n"
+    )
+    pidfile = d["run"] / "haproxy.pid"
+    pidfile.unlink(missing_ok=True)
+    sh("ip", "netns", "exec", pair["ns"][node], HAPROXY, "-W", "-D", "-q", "-f", str(cfg), "-p", str(pidfile))
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), 10)
+    return int(pidfile.read_text().split()[0])
+
+
+def _kill(pid, sig=9):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z", 10)
+
+
+@pytest.mark.skipif(not os.path.exists(HAPROXY), reason="needs haproxy")
+def test_the_master_gives_up_the_vips_while_its_haproxy_does_not_run(pair):
+    """No salt-master, no reactor: keepalived's lb_serving check.
+    HAProxy killed on lb-a (the MASTER): lb-b takes every VIP, never both;
+    HAProxy back on lb-a: lb-a preempts again.  The seed's pair has BGP and
+    no BIRD runs here: its part of the check (lb-routing-ready, tested with
+    BIRD in test_routing_bird.py) is made to pass on both nodes, so HAProxy
+    alone decides."""
+    ns, vips = pair["ns"], pair["vips"]
+    for n in NODES:
+        ready = pair["dirs"][n]["sbin"] / lb_render.ROUTING_READY_SCRIPT
+        ready.write_text("#!/bin/sh\n# this test: BGP counts as up\nexit 0\n")
+    pids = {}
+    try:
+        for n in NODES:
+            pids[n] = _start_haproxy(pair, n)
+        assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
+        sampler = Sampler(ns, vips)
+        sampler.start()
+        try:
+            _kill(pids["lb-a"])
+            assert wait_for(lambda: on(pair, "lb-b")), (held(ns["lb-a"]), held(ns["lb-b"]))
+            pids["lb-a"] = _start_haproxy(pair, "lb-a")
+            assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
+        finally:
+            sampler.stop()
+        assert sampler.overlaps == []
+        # both without HAProxy: both drop alike, nothing moves
+        for n in NODES:
+            _kill(pids[n])
+        time.sleep(3)
+        assert on(pair, "lb-a"), (held(ns["lb-a"]), held(ns["lb-b"]))
+    finally:
+        for pid in pids.values():
+            _kill(pid)

@@ -5,9 +5,11 @@ import copy
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
+import lb_grammar
 import lb_render
 import lb_topology
 
@@ -215,9 +217,10 @@ def test_keepalived_holds_preemption_until_bgp_is_up(lab_model, lab_raw):
     # without BGP the order stays (153 > 53)
     for node in ("lb-a", "lb-b"):
         text = lb_render.render_node(lab_model, node, "Debian")["/etc/keepalived/keepalived.conf"].content
-        script = re.search(r"vrrp_script lb_routing_ready \{(.*?)\n\}", text, re.S).group(1)
-        assert "script /usr/local/sbin/lb-routing-ready" in script and "weight -101" in script
-        assert text.count("track_script {\n        lb_routing_ready\n    }") == 4
+        script = re.search(r"vrrp_script lb_serving \{(.*?)\n\}", text, re.S).group(1)
+        assert 'script "/usr/local/sbin/lb-haproxy-serving /run/haproxy.pid /usr/local/sbin/lb-routing-ready"' in script
+        assert "weight -101" in script and "fall 2" in script
+        assert text.count("track_script {\n        lb_serving\n    }") == 4
     pair = lab_model["pairs"]["edge"]
     assert lb_render.routing_hold_weight(pair, "lb-a") == lb_render.routing_hold_weight(pair, "lb-b") == 101
     ready = lb_render.routing_ready_script()
@@ -226,8 +229,74 @@ def test_keepalived_holds_preemption_until_bgp_is_up(lab_model, lab_raw):
     del lab_raw["pairs"]["edge"]["routing"]["bgp"]
     model = lb_topology.load(lab_raw)
     text = lb_render.render_node(model, "lb-a", "Debian")["/etc/keepalived/keepalived.conf"].content
-    assert "lb_routing_ready" not in text
+    assert "lb-routing-ready" not in text
+    assert text.count("track_script {\n        lb_serving\n    }") == 4
     assert lb_render.routing_hold_weight(model["pairs"]["edge"], "lb-a") is None
+
+
+def test_keepalived_gives_up_the_vips_while_haproxy_does_not_run(lab_model):
+    """Every instance tracks lb_serving (HAProxy, then BGP) with one hold weight (lb-a
+    without HAProxy: 254 - 101 = 153 < lb-b's 154), checked every second."""
+    for node in ("lb-a", "lb-b"):
+        text = lb_render.render_node(lab_model, node, "Debian")["/etc/keepalived/keepalived.conf"].content
+        script = re.search(r"vrrp_script lb_serving \{(.*?)\n\}", text, re.S).group(1)
+        assert 'script "/usr/local/sbin/lb-haproxy-serving /run/haproxy.pid' in script
+        assert "weight -101" in script and "interval 1" in script
+    pair = lab_model["pairs"]["edge"]
+    assert lb_render.hold_weight(pair, "lb-a") == lb_render.hold_weight(pair, "lb-b") == 101
+    with pytest.raises(lb_grammar.GrammarError, match="haproxy_cfg:pidfile"):
+        lb_render.render_keepalived(pair, "lb-a", haproxy_pidfile="/run/h a.pid")
+
+
+def _fake_haproxy(tmp_path, name="haproxy"):
+    """A process whose comm is `name` (a copy of sleep), started by pid."""
+    binary = tmp_path / name
+    shutil.copy("/bin/sleep", binary)
+    return subprocess.Popen([str(binary), "30"])
+
+
+def test_the_haproxy_serving_script_reads_the_pid_file_and_the_master_s_workers(tmp_path):
+    script = tmp_path / "lb-haproxy-serving"
+    script.write_text(lb_render.haproxy_serving_script())
+    script.chmod(0o755)
+    pidfile = tmp_path / "haproxy.pid"
+
+    def serving():
+        return subprocess.run([str(script), str(pidfile)], timeout=10).returncode == 0
+
+    assert not serving()  # no pid file
+    pidfile.write_text("12ab\n")
+    assert not serving()  # not a pid
+    other = _fake_haproxy(tmp_path, "notproxy")
+    # a shell named haproxy as the master, with or without a haproxy child
+    master = tmp_path / "haproxy"
+    shutil.copy("/bin/sh", master)
+    procs = [other]
+    try:
+        pidfile.write_text(f"{other.pid}\n")
+        assert not serving()  # another program's pid
+        lone = subprocess.Popen([str(master), "-c", "sleep 30; :"])
+        procs.append(lone)
+        pidfile.write_text(f"{lone.pid}\n")
+        assert not serving()  # the master, its only child not HAProxy
+        child_bin = tmp_path / "w" / "haproxy"
+        child_bin.parent.mkdir()
+        shutil.copy("/bin/sleep", child_bin)
+        with_worker = subprocess.Popen([str(master), "-c", f"{child_bin} 30; :"])
+        procs.append(with_worker)
+        deadline = time.monotonic() + 5
+        pidfile.write_text(f"{with_worker.pid}\n")
+        while not serving() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert serving()  # master and a worker named haproxy
+        # the next check runs only then, and decides
+        assert subprocess.run([str(script), str(pidfile), "/bin/false"], timeout=10).returncode == 1
+        assert subprocess.run([str(script), str(pidfile), "/bin/true"], timeout=10).returncode == 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert not serving()  # the master is gone
 
 
 @pytest.mark.parametrize(

@@ -483,19 +483,21 @@ def _job_returned(jid, node):
 def heal(tag, data=None, timeout=HEAL_TIMEOUT):
     """
     The reactor's call for ``salt/beacon/<id>/carp/haproxy/DOWN``: HAProxy
-    is said not to run on a node that is MASTER of a group.
+    is said not to run on a node.
 
     1. The node is asked (haproxy_cfg.status, carp.status).  Unless it says
-       itself that HAProxy is not running while it is MASTER, nothing is
-       done: the event is dropped and logged.
+       itself that HAProxy is not running, nothing is done: the event is
+       dropped and logged.  (A keepalived node has usually given its VIPs
+       to its peer by then: its lb_serving check, docs/carp.md.)
     2. Heal in place: the haproxy SLS is applied there, queued behind a
        state run in progress, and HAProxy's status polled until it runs
        (``lb/haproxy/healed/<node>``) or the apply has returned without it,
        or ``timeout`` seconds.
-    3. Not healed: the node is asked again; only if it still says HAProxy is
-       not running while MASTER is it demoted with ``carp.maintenance``
-       (persistent: its peer takes every VIP until an operator runs
-       ``carp.unmaintenance``), ``lb/demoted/<node>``, or
+    3. Not healed: the node is asked again.  MASTER of nothing:
+       ``lb/haproxy/heal-failed/<node>`` (its peer serves).  Still MASTER
+       with HAProxy down (ucarp, FreeBSD: no such check): demoted with
+       ``carp.maintenance`` (persistent: its peer takes every VIP until an
+       operator runs ``carp.unmaintenance``), ``lb/demoted/<node>``, or
        ``lb/demote-failed/<node>`` when that fails.
 
     One heal per node at a time; each announcement is recorded in the
@@ -517,8 +519,11 @@ def heal(tag, data=None, timeout=HEAL_TIMEOUT):
             return {"node": node, "skipped": f"a heal of {node} is already running"}
         hs, carp = _ask_haproxy(node)
         verdict = lb_events.haproxy_verdict(hs, carp)
-        if verdict != "down":
+        if verdict not in ("down", "down-backup"):
             return dict(_drop(tag, data, f"{node} does not confirm it: HAProxy {verdict}"), node=node)
+        # down-backup: the node already gave its VIPs up (keepalived's
+        # lb_serving check, within a second): HAProxy is healed there all the
+        # same, so that the node can serve, and preempt, again
         masters = lb_events.masters(carp)
         _append(lb_status.history_record(f"salt/beacon/{node}/carp/haproxy/DOWN", {"masters": masters, "source": "confirmed"}, time.time()))
         jid = _apply_haproxy(node)
@@ -535,9 +540,14 @@ def heal(tag, data=None, timeout=HEAL_TIMEOUT):
         hs, carp = _ask_haproxy(node)
         verdict = lb_events.haproxy_verdict(hs, carp)
         if verdict == "running":
-            msg = f"HAProxy was down on {node} (MASTER); the haproxy SLS started it again, no failover"
+            where = f"MASTER of vhid {', '.join(map(str, masters))}" if masters else "its peer served its VIPs meanwhile"
+            msg = f"HAProxy was down on {node} ({where}); the haproxy SLS started it again"
             _announce(f"lb/haproxy/healed/{node}", {"node": node, "message": msg})
             return {"node": node, "healed": True, "jid": jid}
+        if verdict == "down-backup":
+            msg = f"HAProxy could not be started on {node}; it is MASTER of nothing (its peer serves the VIPs). Fix HAProxy there"
+            _announce(f"lb/haproxy/heal-failed/{node}", {"node": node, "message": msg})
+            return {"node": node, "healed": False, "demoted": False, "jid": jid}
         if verdict != "down":
             msg = (
                 f"HAProxy on {node} did not come back, but {node} does not confirm it is MASTER with HAProxy down ({verdict}): not demoted"

@@ -418,10 +418,33 @@ def transition(tag, data=None, confirm=CONFIRM):
         out.update(_drop(tag, data, f"{ev['node']} does not report vhid {ev['vhid']} as a new {ev['state']}"))
     else:
         out["recorded"] = rec
-        if tr["new"] == "MASTER":
+    # the apply follows the node's own answer, not the record: a record can
+    # lag the node (an event lost while the master was away), and the node
+    # that holds a VIP now must serve with the current config.  One apply
+    # per node per APPLY_DEBOUNCE seconds: a failover's events are one
+    # apply (it is idempotent, and queued behind a state run there).
+    if ev["state"] == "MASTER" and (now := lb_events.group_state(answer, ev["vhid"])) and now["state"] == "MASTER":
+        if _debounced(f"apply/{ev['node']}", APPLY_DEBOUNCE):
             out["haproxy_apply"] = _apply_haproxy(ev["node"])
     out["splitbrain"] = _check_pair(pair, exp, reports=reports, confirm=float(confirm))
     return out
+
+
+APPLY_DEBOUNCE = 10.0  # seconds: one haproxy apply per node for the events of one failover
+
+
+def _debounced(key, window):
+    """True (and noted) when `key` was not let through in the last `window`
+    seconds; the times live beside the record files, under the lock."""
+    path = os.path.join(os.path.dirname(_last_path()), "debounce.json")
+    now = time.time()
+    with _Lock():
+        seen = _load_json(path)
+        if now - float(seen.get(key, 0)) < window:
+            return False
+        seen[key] = now
+        _save_json(path, seen)
+    return True
 
 
 def _local():
@@ -519,6 +542,10 @@ def heal(tag, data=None, timeout=HEAL_TIMEOUT):
             return {"node": node, "skipped": f"a heal of {node} is already running"}
         hs, carp = _ask_haproxy(node)
         verdict = lb_events.haproxy_verdict(hs, carp)
+        if verdict == "down-backup" and not lb_events.masters(carp, "BACKUP"):
+            # CARP does not run there (every group INIT): not a standby the
+            # reactor repairs, whoever says its HAProxy is down
+            verdict = "down, and CARP not running there"
         if verdict not in ("down", "down-backup"):
             return dict(_drop(tag, data, f"{node} does not confirm it: HAProxy {verdict}"), node=node)
         # down-backup: the node already gave its VIPs up (keepalived's

@@ -141,14 +141,15 @@ def haproxy_verdict(status_answer, carp_answer) -> str:
     return "down" if masters(carp_answer) else "down-backup"
 
 
-def masters(carp_answer) -> list[int]:
-    """The vhids a node's ``carp.status`` answer reports MASTER, sorted."""
+def masters(carp_answer, state: str = "MASTER") -> list[int]:
+    """The vhids a node's ``carp.status`` answer reports in ``state``
+    (MASTER by default), sorted."""
     out = []
     for k in carp_answer if isinstance(carp_answer, dict) else ():
         try:
             vhid = int(k)
         except (TypeError, ValueError):
             continue
-        if (group_state(carp_answer, k) or {}).get("state") == "MASTER":
+        if (group_state(carp_answer, k) or {}).get("state") == state:
             out.append(vhid)
     return sorted(out)

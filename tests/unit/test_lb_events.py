@@ -113,6 +113,7 @@ def test_haproxy_verdict_needs_the_node_own_word():
     assert lb_events.haproxy_verdict({"running": True}, master) == "running"
     assert lb_events.haproxy_verdict({"running": False}, master) == "down"
     assert lb_events.haproxy_verdict({"running": False}, _status("BACKUP")) == "down-backup"
+    assert lb_events.masters(_status("BACKUP"), "BACKUP") != [] and lb_events.masters(_status("INIT"), "BACKUP") == []
     assert lb_events.haproxy_verdict({"running": False}, "carp.status is not available") == "unknown"
     for hs in (None, "no answer", {}, {"running": "no"}, {"running": 0}):
         assert lb_events.haproxy_verdict(hs, master) == "unknown"

@@ -194,17 +194,18 @@ def _settled(minion, timeout=180):
     raise AssertionError(f"{minion} is not idle after {timeout} s.\nsaltutil.running:\n  {jobs}\nqueued state runs: {last['queued']}")
 
 
-def test_a_crash_of_haproxy_moves_the_vips_at_once_and_the_heal_brings_them_back(events):
-    """HAProxy killed on the MASTER: keepalived's lb_serving check gives its
-    VIPs to lb-b within about a second (no salt-master needed for that); the
-    reactor's heal starts HAProxy on lb-a again, and lb-a preempts back.  No
-    demotion."""
+def test_a_crash_of_haproxy_is_healed_and_lb_a_serves_again(events):
+    """HAProxy killed on the MASTER: the reactor's heal starts it again on
+    lb-a, which ends holding every VIP; no demotion.  Whether the VIPs went
+    to lb-b meanwhile is a race between the heal (seconds) and keepalived's
+    lb_serving check (fall 2 with the lab's BGP: about 2 s), so it is not
+    asserted here; test_carp_keepalived_pair.py shows the check alone moving
+    them, and the next test shows it with HAProxy kept down."""
     assert all_on("lb-a")
     _settled("lb-a")
     t0 = time.time()
     _kill_haproxy("lb-a")
     assert events.wait("salt/beacon/lb-a/carp/haproxy/DOWN", timeout=15, since=t0), "no haproxy/DOWN event"
-    assert events.wait("salt/beacon/lb-b/carp/*/MASTER", count=len(VHIDS), timeout=SETTLE, since=t0), holders()
     healed = events.wait("lb/haproxy/healed/lb-a", timeout=90, since=t0)
     assert healed, [t for _, t, _ in events.matching("lb/*", t0)]
     assert _haproxy("lb-a")["running"]

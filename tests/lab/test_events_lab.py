@@ -110,7 +110,9 @@ def test_link_cut_fires_master_events_from_the_peer_and_the_reactor_applies_hapr
                 break
             time.sleep(0.5)
         assert jids, "the reactor published no state.apply haproxy for lb-b"
-        assert all(d["minions"] == ["lb-b"] for _, d in reactor_jobs(events, t0)), reactor_jobs(events, t0)
+        # one node per job, by list: never a glob (a job for lb-a can follow
+        # the setup's own transitions, confirmed after t0)
+        assert all(len(d["minions"]) == 1 and d["tgt_type"] == "list" for _, d in reactor_jobs(events, t0)), reactor_jobs(events, t0)
         done = next(j for j in jids if events.matching(f"salt/job/{j}/ret/lb-b", t0))
         job = salt_run("jobs.lookup_jid", done)
         assert list(job) == ["lb-b"], job
@@ -134,7 +136,7 @@ def test_link_cut_fires_master_events_from_the_peer_and_the_reactor_applies_hapr
         recent = [r for r in salt_run("lb.history", "limit=0") if r["received"] >= t0 and r.get("new")]
         return {(r["node"], r["vhid"]) for r in recent if r["new"] == "MASTER"} >= want
 
-    assert wait_for(recorded, 30), recent
+    assert wait_for(recorded, 60), recent  # the runner confirms each event in turn (issue 20: bookkeeping under load)
     assert "-> MASTER" in salt_run("lb.history", out=None)
 
 
@@ -201,7 +203,7 @@ def test_a_crash_of_haproxy_is_healed_and_lb_a_serves_again(events):
     lb_serving check (fall 2 with the lab's BGP: about 2 s), so it is not
     asserted here; test_carp_keepalived_pair.py shows the check alone moving
     them, and the next test shows it with HAProxy kept down."""
-    assert all_on("lb-a")
+    assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()
     _settled("lb-a")
     t0 = time.time()
     _kill_haproxy("lb-a")
@@ -227,7 +229,7 @@ def test_haproxy_that_cannot_start_leaves_the_vips_on_the_peer_and_says_so(event
     VIPs go to lb-b (lb_serving), the heal cannot start HAProxy and says so
     (lb/haproxy/heal-failed/lb-a, in the history); nothing is demoted, and
     lb-a takes its VIPs back once HAProxy runs there again."""
-    assert all_on("lb-a")
+    assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()
     _settled("lb-a")
     port = _a_port("lb-a")
     t0 = time.time()
@@ -268,7 +270,7 @@ def test_haproxy_that_cannot_start_leaves_the_vips_on_the_peer_and_says_so(event
 
 
 def test_split_brain_is_detected_reported_and_cleared(lab, events):
-    assert all_on("lb-a")
+    assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()
     t0 = time.time()
     with VrrpCut(lab.plan):
         found = events.wait(f"lb/splitbrain/{PAIR}/*", count=len(VHIDS), timeout=45, since=t0)

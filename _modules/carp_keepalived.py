@@ -495,6 +495,11 @@ def present(topology=None, test=False):
         # keepalived starts it again only when it next writes to the FIFO;
         # a reload starts it now, and it applies the recorded states
         changes["keepalived"] = {"old": f"running (pid {pid}) without {lb_render.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
+    elif os.path.join(paths["script_dir"], lb_render.KEEPALIVED_VIPS_SCRIPT) in scripts:
+        # the copy that runs is the old script (an upgrade): a reload
+        # starts the new one, which keeps the VIPs held and applies the
+        # recorded states
+        changes["keepalived"] = {"old": f"running (pid {pid}) an older {lb_render.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
     else:
         # the file is as wanted: is it the config keepalived runs?
         gen = _loaded(pid, want_gen)

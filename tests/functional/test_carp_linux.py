@@ -216,6 +216,27 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, 
     assert len(copies) == 1
     assert keepalived.present(topology=topo)["changes"] == {}
 
+    # an upgrade: the installed FIFO script differs from this release's; the
+    # running copy is the old one, so present rewrites it and reloads, and a
+    # new copy runs
+    fifo_script = os.path.join(carp_paths["script_dir"], "lb-carp-keepalived-vips")
+    with open(fifo_script, "a") as fh:
+        fh.write("# an earlier release\n")
+    ret = keepalived.present(topology=topo)
+    assert ret["changes"] == {
+        "scripts": [fifo_script],
+        "keepalived": {"old": f"running (pid {pid}) an older lb-carp-keepalived-vips", "new": "reloaded"},
+    }, ret
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")] in (
+        [],
+        copies,
+    ):
+        time.sleep(0.1)
+    copies = [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")]
+    assert len(copies) == 1 and open(fifo_script).read() == carp_common.KEEPALIVED_VIPS_SCRIPT
+    assert keepalived.present(topology=topo)["changes"] == {}
+
     # absent: keepalived stops, its config goes, every group is recorded STOP
     gone = keepalived.absent()
     assert gone["changes"]["keepalived"]["new"] == "stopped"

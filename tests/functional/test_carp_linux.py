@@ -227,14 +227,18 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, 
         "scripts": [fifo_script],
         "keepalived": {"old": f"running (pid {pid}) an older lb-carp-keepalived-vips", "new": "reloaded"},
     }, ret
+    old_copies = copies
+
+    def new_copy_only():
+        now = [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")]
+        return len(now) == 1 and now != old_copies  # the old copy gone, one new one
+
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")] in (
-        [],
-        copies,
-    ):
+    while time.monotonic() < deadline and not new_copy_only():
         time.sleep(0.1)
+    assert new_copy_only(), carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")
     copies = [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")]
-    assert len(copies) == 1 and open(fifo_script).read() == carp_common.KEEPALIVED_VIPS_SCRIPT
+    assert open(fifo_script).read() == carp_common.KEEPALIVED_VIPS_SCRIPT
     assert keepalived.present(topology=topo)["changes"] == {}
 
     # absent: keepalived stops, its config goes, every group is recorded STOP

@@ -781,6 +781,10 @@ except (OSError, ValueError, IndexError):
 if restarted:
     for vhid, (dev, addr, _) in sorted(groups.items()):
         state, prio = recorded(vhid)
+        # an earlier release recorded keepalived's events as states; each
+        # came while keepalived was in the state it names (an upgrade heals
+        # a node those releases left without its VIPs)
+        state = {"MASTER_RX_LOWER_PRI": "MASTER", "MASTER_PRIORITY": "MASTER", "BACKUP_PRIORITY": "BACKUP"}.get(state, state)
         if state in STATES:
             current[vhid] = state
         if state == "MASTER" and holds(dev, addr):

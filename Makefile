@@ -1,6 +1,6 @@
 # The two commands the README starts with:
 #   make lab    set everything up, check the lab's topology, bring up the lab
-#   make test   set everything up and run the unit and functional tests (make test-all: + lab)
+#   make test   set everything up and run the unit, functional and booted-host tests (make test-all: + lab)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -49,10 +49,11 @@ drill: setup
 	$(PY) -m lab drill
 
 # The default run: lint, unit and functional tiers (real haproxy, keepalived,
-# ucarp, MariaDB/Galera, xinetd, Salt's loader; no network namespaces).
+# ucarp, MariaDB/Galera, xinetd, Salt's loader; no network namespaces), and
+# tests/boot: the pair on two Debian hosts booted by systemd-nspawn (reboots).
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest tests/unit tests/functional
+	$(VENV)/bin/pytest tests/unit tests/functional tests/boot
 
 # The Mininet lab tier: a real salt-master and minions, CARP failovers,
 # Galera, the reactor (needs root; brings the lab up and down itself).

@@ -38,6 +38,7 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import lb_boot
 import lb_fresh
 import lb_generation
 import lb_render
@@ -200,15 +201,41 @@ def _check_config(text):
     log.warning("carp: keepalived config check: %s", "; ".join(lines))
 
 
+def _systemctl(verb, unit):
+    try:
+        lb_boot.systemctl(__salt__["cmd.run_all"], verb, unit)
+    except RuntimeError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _unit():
+    """keepalived.service when systemd runs this host and the unit carries
+    the product's drop-in (which starts it as _start does), on the default
+    paths: start and stop go through systemd, whose Restart= covers it."""
+    paths = _paths()
+    default = carp_common.DEFAULTS["Linux"]
+    if (paths["keepalived_config"], paths["run_dir"]) != (default["keepalived_config"], default["run_dir"]):
+        return None
+    return lb_boot.managed_unit(lb_boot.KEEPALIVED_UNIT)
+
+
 def _start():
     paths = _paths()
     os.makedirs(paths["run_dir"], exist_ok=True)
+    unit = _unit()
+    if unit:
+        _systemctl("start", unit)
+        return _wait_pid()
     argv = carp_common.keepalived_argv(_binary(), paths["keepalived_config"], paths["run_dir"])
     # keepalived reads TMPDIR once, at start: its SIGUSR1 data dump (which
     # says what config it runs, see loaded()) goes to run_dir, not to /tmp
     res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, env={"TMPDIR": paths["run_dir"]})
     if res["retcode"] != 0:
         raise CommandExecutionError(f"keepalived did not start (exit {res['retcode']}): {res.get('stderr', '').strip()}")
+    return _wait_pid()
+
+
+def _wait_pid():
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         pid = _running_pid()
@@ -313,7 +340,11 @@ def _wait_loaded(pid, file_gen, wait):
 
 
 def _stop(pid):
-    os.kill(pid, signal.SIGTERM)
+    unit = _unit()
+    if unit:
+        _systemctl("stop", unit)  # else systemd restarts it
+    else:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
         if _running_pid() != pid:

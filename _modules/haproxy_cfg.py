@@ -48,6 +48,7 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import haproxy_config
+import lb_boot
 import lb_fresh
 import lb_generation
 import lb_grammar
@@ -818,11 +819,39 @@ def _ensure_state_file(s):
     return path
 
 
+def _systemctl(verb, unit):
+    try:
+        lb_boot.systemctl(__salt__["cmd.run_all"], verb, unit)
+    except RuntimeError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _unit(config, s):
+    """haproxy.service when systemd runs this host, the unit carries the
+    product's drop-in and HAProxy runs on the default config: start and
+    stop go through it (lb_boot)."""
+    return lb_boot.managed_unit(lb_boot.HAPROXY_UNIT) if config == s["config"] == lb_render.OS_PARAMS["Debian"]["haproxy_config"] else None
+
+
+def _start_by_hand(cmd, env):
+    with tempfile.TemporaryFile(mode="w+") as out:
+        # not a pipe: the daemon would keep it open
+        r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=60, check=False, close_fds=True, cwd="/")
+        out.seek(0)
+        output = _haproxy_message(out.read())
+    if r.returncode != 0:
+        raise CommandExecutionError(f"haproxy did not start (exit {r.returncode}):\n{output}")
+    return output
+
+
 def start(config=None, takeover=None):
     """
     Start HAProxy in master-worker mode if it is not running:
     ``haproxy -W -D -f <config> [-p <pidfile>] -S <master socket>``, after a
-    ``haproxy -c``.  Waits for the first worker.
+    ``haproxy -c``.  Waits for the first worker.  On a host that runs
+    systemd, with the product's drop-in on haproxy.service (the ``host``
+    SLS), ``systemctl start haproxy.service`` instead: systemd then
+    restarts it whatever ends it (lb_boot).
 
     takeover
         Pids of a running HAProxy that is not in master-worker mode (e.g.
@@ -861,13 +890,12 @@ def start(config=None, takeover=None):
     state = _ensure_state_file(s)
     if state:
         env[lb_render.SERVER_STATE_ENV] = state
-    with tempfile.TemporaryFile(mode="w+") as out:
-        # not a pipe: the daemon would keep it open
-        r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=60, check=False, close_fds=True, cwd="/")
-        out.seek(0)
-        output = _haproxy_message(out.read())
-    if r.returncode != 0:
-        raise CommandExecutionError(f"haproxy did not start (exit {r.returncode}):\n{output}")
+    unit = None if takeover else _unit(config, s)
+    if unit:
+        _systemctl("start", unit)
+        output = f"started by systemctl start {unit}"
+    else:
+        output = _start_by_hand(cmd, env)
     _drop_context()
 
     def ready():
@@ -885,6 +913,7 @@ def stop(graceful=False, pidfile=None):
     """
     Stop HAProxy: SIGTERM to the master (SIGUSR1 with ``graceful=True``:
     the workers finish their sessions first), and wait for it to exit.
+    Under systemd (see ``start``): ``systemctl stop haproxy.service``.
 
     CLI Example:
 
@@ -897,6 +926,15 @@ def stop(graceful=False, pidfile=None):
     st = status(pidfile)
     if not st["running"]:
         return {"stopped": False, "comment": "HAProxy is not running"}
+    unit = None if pidfile else _unit(s["config"], s)
+    if unit:
+        if graceful:
+            # systemd would restart a master that ends by itself (Restart=always)
+            raise CommandExecutionError(
+                f"HAProxy runs under {unit}: drain its servers (haproxy_cfg.drain), then stop it without graceful=True"
+            )
+        _systemctl("stop", unit)
+        return {"stopped": True, "master": st["master"], "comment": f"systemctl stop {unit}"}
     sig = signal.SIGUSR1 if graceful else signal.SIGTERM
     for pid in st["pids"]:
         try:

@@ -81,7 +81,8 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
     """
     Every file a node would get, rendered from the topology, and nothing
     else: the states write exactly these (tests/functional/test_preview_contract.py).
-    ``{path: {"content", "mode", "user", "group", "block", "state"}}``:
+    ``{path: {"content", "mode", "user", "group", "block", "state", "link"}}``
+    (``link``: the file is a symbolic link to that path, a unit's enablement):
     ``block`` is ``append`` when the content is the node's marked block in
     a file the system owns (FreeBSD's rc.conf), ``state`` the SLS that
     writes the file.

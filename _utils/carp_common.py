@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 
+import lb_boot
 import lb_grammar
 import lb_render
 import lb_settings
@@ -198,20 +199,9 @@ run_rc_command "$1"
 
 
 def keepalived_argv(binary: str, config: str, run_dir: str) -> list[str]:
-    """keepalived, VRRP only, with its pid files in run_dir (no systemd)."""
-    return [
-        binary,
-        "--vrrp",
-        "--use-file",
-        config,
-        "--pid",
-        f"{run_dir}/keepalived.pid",
-        "--vrrp_pid",
-        f"{run_dir}/keepalived-vrrp.pid",
-        "--checkers_pid",
-        f"{run_dir}/keepalived-checkers.pid",
-        "--log-detail",
-    ]
+    """keepalived, VRRP only, with its pid files in run_dir (lb_boot's: the
+    keepalived unit's ExecStart is the same)."""
+    return lb_boot.keepalived_argv(binary, config, run_dir)
 
 
 def ucarp_passfile(paths: dict, vhid: int) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import haproxy_config
+import lb_boot
 import lb_generation
 import lb_grammar
 import lb_routing
@@ -69,6 +70,9 @@ OS_PARAMS = {
         "ucarp_dir": "/etc/ucarp",
         "sysctl_file": "/etc/sysctl.d/60-lb-pair.conf",
         "routes_file": "/etc/network/if-up.d/lb-pair-routes",
+        # the units' drop-ins and enablement links, HAProxy's tmpfiles line (lb_boot)
+        "systemd_dir": lb_boot.SYSTEMD_DIR,
+        "tmpfiles_dir": lb_boot.TMPFILES_DIR,
     },
 }
 
@@ -106,7 +110,9 @@ class File:
     secret (states must not print its diff), and `block`: "append" when the
     content is the node's marked block inside a file the system owns
     (FreeBSD's /etc/rc.conf), None when the product writes the whole file.
-    `group` None is the OS's root group (render_node fills it in)."""
+    `group` None is the OS's root group (render_node fills it in).  `link`:
+    the file is a symbolic link to that path (content empty; a unit's
+    enablement, lb_boot)."""
 
     content: str
     mode: str = "0644"
@@ -114,6 +120,7 @@ class File:
     user: str = "root"
     group: str | None = None
     block: str | None = None
+    link: str | None = None
 
 
 class _Secrets:
@@ -747,6 +754,8 @@ def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, Fi
     else:
         files.update(render_ucarp(pair, node_id, secret))
     files.update(haproxy_files(model, pair, node_id, "Debian", secret))
+    argv = lb_boot.keepalived_argv("/usr/sbin/keepalived", osp["keepalived_config"], CARP_RUN_DIR)
+    files.update(lb_boot.debian_files(head, osp, pair["carp"]["linux_provider"], argv, CARP_RUN_DIR, SERVER_STATE_ENV, File))
     return files
 
 
@@ -806,7 +815,7 @@ def preview(model: dict, node_id: str, os_family: str, redact: bool = False) -> 
 
 def manifest(model: dict, node_id: str, os_family: str, redact: bool = True) -> dict[str, dict]:
     """Every file `node_id` gets, as `lb.preview` lists it: ``{path:
-    {"mode", "user", "group", "block", "state", "content"}}``; `state` is the
+    {"mode", "user", "group", "block", "state", "link", "content"}}``; `state` is the
     SLS that writes it (`writer`)."""
     return {
         path: {
@@ -815,6 +824,7 @@ def manifest(model: dict, node_id: str, os_family: str, redact: bool = True) -> 
             "group": f.group,
             "block": f.block,
             "state": writer(path, os_family),
+            "link": f.link,
             "content": f.content,
         }
         for path, f in render_node(model, node_id, os_family, redact).items()
@@ -827,7 +837,7 @@ def manifest(model: dict, node_id: str, os_family: str, redact: bool = True) -> 
 WRITERS = (
     ("haproxy", ("haproxy_config", "haproxy_certs_dir")),
     ("carp", ("keepalived_config", "ucarp_dir")),
-    ("host", ("sysctl_file", "routes_file")),
+    ("host", ("sysctl_file", "routes_file", "systemd_dir", "tmpfiles_dir")),
 )
 WRITER_PATHS = {
     "FreeBSD": {

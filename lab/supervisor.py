@@ -36,7 +36,20 @@ from lab.plan import Plan, plan_from_pillar
 # write the probe and the CARP scripts there; a host needs nothing else
 # from them).  /etc/network/if-up.d starts empty: the host SLS writes the
 # load balancers' static routes there (ifupdown never runs in the lab).
-SEEDED_DIRS = ("/etc/haproxy", "/etc/keepalived", "/etc/mysql", "/etc/xinetd.d", "/etc/sysctl.d", "/etc/default", "/etc/bird")
+# /etc/systemd/system and /etc/tmpfiles.d get the host SLS's boot files.
+SEEDED_DIRS = (
+    "/etc/haproxy",
+    "/etc/keepalived",
+    "/etc/mysql",
+    "/etc/xinetd.d",
+    "/etc/sysctl.d",
+    "/etc/default",
+    "/etc/bird",
+    # the units' drop-ins and enablement links (lb_boot): written, never
+    # used here (no systemd runs in the lab; tests/boot boots them)
+    "/etc/systemd/system",
+    "/etc/tmpfiles.d",
+)
 EMPTY_DIRS = (
     "/run",
     "/var/run",

@@ -9,6 +9,9 @@
     - the static routes: a file that sets them at boot (Debian: an ifupdown
       if-up.d script; FreeBSD: static_routes in /etc/rc.conf.d/routing) and
       host_routes.present, which sets the missing ones live;
+    - Debian: the daemons' boot (lb_boot): drop-ins on haproxy.service and
+      keepalived.service (restart, order, run directory), their enablement
+      links, HAProxy's tmpfiles.d line; a daemon-reload under systemd;
     - FreeBSD: the node's block in /etc/rc.conf (hostname, gateway_enable).
 
     Every file here is one `lb.preview` lists with the same mode and owner
@@ -16,7 +19,15 @@
 {%- set host = salt['lb.host']() %}
 
 {%- for path, f in host.files | dictsort %}
-{%- if f.block %}
+{%- if f.link %}
+
+{#- a unit's enablement: the link `systemctl enable` makes (lb_boot) #}
+lb_host_file_{{ path }}:
+  file.symlink:
+    - name: {{ path | json }}
+    - target: {{ f.link | json }}
+    - makedirs: True
+{%- elif f.block %}
 
 {#- a file the system owns: its mode and owner, and the node's block in it #}
 lb_host_file_{{ path }}:
@@ -49,6 +60,20 @@ lb_host_file_{{ path }}:
     - makedirs: True
 {%- endif %}
 {%- endfor %}
+
+{#- Under a running systemd, it reads the changed drop-ins now (what runs
+    takes them at its next start); in an image or the Mininet lab, at boot. #}
+{%- set units = host.files | select("match", "/etc/systemd/") | list %}
+{%- if units and salt["file.directory_exists"]("/run/systemd/system") %}
+
+lb_host_systemd_reload:
+  cmd.run:
+    - name: systemctl daemon-reload
+    - onchanges:
+{%- for path in units %}
+      - {{ "file" }}: lb_host_file_{{ path }}
+{%- endfor %}
+{%- endif %}
 
 {%- for key, value in host.sysctl.items() %}
 

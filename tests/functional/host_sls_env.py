@@ -1,6 +1,7 @@
 """Run by tests/functional/test_host_sls.py inside a network namespace of the
-test's own and a private mount namespace whose /etc/sysctl.d and
-/etc/network/if-up.d are the test's directories: applies the real `host`
+test's own and a private mount namespace whose /etc/sysctl.d,
+/etc/network/if-up.d, /etc/systemd/system and /etc/tmpfiles.d are the
+test's directories: applies the real `host`
 SLS through Salt's loader as lb-a of the lab pillar, step by step, and prints
 what each step returned and what the kernel and the files held after it, as
 one JSON document.  Never run by itself on a host: it writes the sysctls and
@@ -31,7 +32,10 @@ def observe(plan):
     files = {}
     for path in plan["files"]:
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
+            if os.path.islink(path):
+                files[path] = {"mode": "0777", "uid": st.st_uid, "gid": st.st_gid, "content": "", "link": os.readlink(path)}
+                continue
             files[path] = {"mode": f"{st.st_mode & 0o7777:04o}", "uid": st.st_uid, "gid": st.st_gid, "content": open(path).read()}
         except FileNotFoundError:
             files[path] = None

@@ -1,7 +1,8 @@
 """The `host` SLS (salt/host) applied for real, as lb-a of the lab pillar, in
 a network namespace this test creates (its sysctls and routes are the
-namespace's) and a private mount namespace whose /etc/sysctl.d and
-/etc/network/if-up.d are this test's directories (tests/functional/host_sls_env.py).
+namespace's) and a private mount namespace whose /etc/sysctl.d,
+/etc/network/if-up.d, /etc/systemd/system and /etc/tmpfiles.d are this
+test's directories (tests/functional/host_sls_env.py).
 
 What it proves, on this machine's kernel:
 - test=True reports every file, sysctl and route it would set, and changes nothing;
@@ -33,6 +34,7 @@ PILLAR_ROUTES = {
 }
 SYSCTL = "/etc/sysctl.d/60-lb-pair.conf"
 ROUTES = "/etc/network/if-up.d/lb-pair-routes"
+DROPIN = "/etc/systemd/system/haproxy.service.d/lb-pair.conf"
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +53,12 @@ def run(tmp_path_factory):
             subprocess.run([*ns, "link", "set", dev, "up"], check=True, timeout=10)
             subprocess.run([*ns, "link", "set", f"hpeer{n}", "up"], check=True, timeout=10)
         sysctl_d, if_up = tmp / "sysctl.d", tmp / "if-up.d"
-        sysctl_d.mkdir()
-        if_up.mkdir()
+        units, tmpfiles = tmp / "systemd", tmp / "tmpfiles.d"  # the boot files (lb_boot)
+        for d in (sysctl_d, if_up, units, tmpfiles):
+            d.mkdir()
         inner = (
             f"mount --bind {sysctl_d} /etc/sysctl.d && mount --bind {if_up} /etc/network/if-up.d && "
+            f"mount --bind {units} /etc/systemd/system && mount --bind {tmpfiles} /etc/tmpfiles.d && "
             f"exec {sys.executable} {os.path.join(REPO, 'tests', 'functional', 'host_sls_env.py')} {tmp}"
         )
         out = subprocess.run(
@@ -66,7 +70,7 @@ def run(tmp_path_factory):
         )
         assert out.returncode == 0, out.stderr[-3000:]
         steps = json.loads(out.stdout)
-        steps["dirs"] = {"sysctl.d": str(sysctl_d), "if-up.d": str(if_up)}
+        steps["dirs"] = {"sysctl.d": str(sysctl_d), "if-up.d": str(if_up), "systemd": str(units)}
         yield steps
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
@@ -93,17 +97,20 @@ def test_test_mode_reports_everything_and_changes_nothing(run):
 def test_apply_writes_the_previewed_files_and_sets_sysctls_and_routes_live(run):
     after = run["apply"]["after"]
     assert all(r["result"] is True for r in run["apply"]["ret"].values()), run["apply"]["ret"]
-    assert set(run["plan"]["files"]) == {SYSCTL, ROUTES}
-    for path in (SYSCTL, ROUTES):
+    boot = {p for p in run["plan"]["files"] if p.startswith(("/etc/systemd/", "/etc/tmpfiles.d/"))}
+    assert set(run["plan"]["files"]) - boot == {SYSCTL, ROUTES}
+    assert DROPIN in boot
+    for path in run["plan"]["files"]:
         f, want = after["files"][path], run["preview"][path]
         assert f is not None, path
-        assert (f["content"], f["mode"], f["uid"], f["gid"]) == (want["content"], want["mode"], 0, 0), path
+        assert (f["content"], f["mode"], f["uid"], f["gid"], f.get("link")) == (want["content"], want["mode"], 0, 0, want["link"]), path
     assert "net.ipv4.ip_nonlocal_bind = 1" in after["files"][SYSCTL]["content"]
     assert after["sysctl"] == {"net.ipv4.ip_forward": "1", "net.ipv4.ip_nonlocal_bind": "1"}
     assert PILLAR_ROUTES.items() <= routes(after["routes"]).items()
     # the files landed in the test's directories, not in this machine's /etc
     assert os.path.exists(os.path.join(run["dirs"]["sysctl.d"], "60-lb-pair.conf"))
     assert os.path.exists(os.path.join(run["dirs"]["if-up.d"], "lb-pair-routes"))
+    assert os.path.exists(os.path.join(run["dirs"]["systemd"], DROPIN.split("/etc/systemd/system/")[1]))
 
 
 def test_a_second_apply_changes_nothing_and_runs_no_command_state(run):

@@ -41,6 +41,7 @@ def test_preview_through_the_loader_is_the_renderer_with_secrets_redacted(loader
         "group": "wheel",
         "block": None,
         "state": "carp",
+        "link": None,
     }
     assert got["/etc/rc.conf"]["state"] == "host" and got["/etc/rc.conf"]["block"] == "append"
     with_secrets = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD", secrets=True)

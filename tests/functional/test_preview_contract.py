@@ -6,7 +6,8 @@ The highstate is compiled by Salt's own loader (`state.show_lowstate`,
 masterless, the minion's id and os_family set as grains), so the top file,
 `lb.roles` and every SLS are the real ones.  What a state writes:
 
-- `file.managed` / `file.blockreplace`: the state's own arguments;
+- `file.managed` / `file.blockreplace` / `file.symlink`: the state's own
+  arguments (a link: mode 0777, and its target is the preview's `link`);
 - the product's states that write their files themselves ask their own
   module, the one they write through: `haproxy_section.managed` ->
   `haproxy_cfg.render` (and `haproxy_cfg.settings` for the owner),
@@ -78,6 +79,9 @@ def managed_files(loaders, os_family, pillar):
             continue
         if fun == "file.managed":
             out.add((chunk["name"], _mode(_arg(chunk, "mode")), _arg(chunk, "user"), _arg(chunk, "group")))
+        elif fun == "file.symlink":
+            # a link's mode is 0777 and it belongs to the minion's user (root)
+            out.add((chunk["name"], "0777", _arg(chunk, "user", "root"), _arg(chunk, "group", ROOT_GROUP[os_family])))
         elif fun == "file.blockreplace":
             # its mode and owner are the file.managed (replace: False) of the same path
             assert any(c["state"] == "file" and c["fun"] == "managed" and c["name"] == chunk["name"] for c in low), chunk
@@ -114,6 +118,9 @@ def test_the_preview_lists_exactly_what_the_highstate_writes(tmp_path, pillar, n
         assert f["state"] is not None, path
         if path in sls_of:
             assert sls_of[path] == f["state"], path
+    # each link points where the preview says (a unit's enablement, lb_boot)
+    links = {c["name"]: c["target"] for c in low if (c["state"], c["fun"]) == ("file", "symlink")}
+    assert links == {path: f["link"] for path, f in preview.items() if f["link"]}
 
 
 def test_every_previewed_file_of_every_os_has_a_writer(seed_model, lab_model):

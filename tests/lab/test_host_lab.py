@@ -59,8 +59,13 @@ def test_the_highstate_applied_every_route_and_sysctl_and_the_previewed_files(la
         assert {k: _sysctl(lab, host, k) for k in SYSCTLS} == {k: "1" for k in SYSCTLS}, host
         preview = lab.salt(host, "lb.preview")[host]
         host_files = {p: f for p, f in preview.items() if f["state"] == "host"}
-        assert set(host_files) == {"/etc/sysctl.d/60-lb-pair.conf", "/etc/network/if-up.d/lb-pair-routes"}
+        boot = {p for p in host_files if p.startswith(("/etc/systemd/", "/etc/tmpfiles.d/"))}  # lb_boot
+        assert set(host_files) - boot == {"/etc/sysctl.d/60-lb-pair.conf", "/etc/network/if-up.d/lb-pair-routes"}
+        assert boot, "no boot files"
         for path, f in host_files.items():
+            if f["link"]:
+                assert lab.run(host, "readlink", path).stdout.strip() == f["link"], (host, path)
+                continue
             got = lab.run(host, "stat", "-c", "%a %U %G", path).stdout.split()
             assert got == [f["mode"].lstrip("0"), f["user"], f["group"]], (host, path, got)
             assert lab.run(host, "cat", path).stdout == f["content"], (host, path)

@@ -70,6 +70,11 @@ def test_every_file_at_its_real_path(seed_model):
         "/etc/keepalived/keepalived.conf",
         "/etc/network/if-up.d/lb-pair-routes",
         "/etc/sysctl.d/60-lb-pair.conf",
+        "/etc/systemd/system/haproxy.service.d/lb-pair.conf",
+        "/etc/systemd/system/keepalived.service.d/lb-pair.conf",
+        "/etc/systemd/system/multi-user.target.wants/haproxy.service",
+        "/etc/systemd/system/multi-user.target.wants/keepalived.service",
+        "/etc/tmpfiles.d/lb-haproxy.conf",
     ]
 
 

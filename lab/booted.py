@@ -1,0 +1,296 @@
+"""Booted hosts: a Debian 12 root that boots systemd under systemd-nspawn.
+
+The Mininet lab's hosts are network namespaces with no init system: what a
+host does at boot cannot be seen there.  Here a load-balancer node is a
+real Debian 12 host booted by systemd (`systemd-nspawn --boot`), made from
+Debian's own packages by `mmdebstrap`, and joined by a veth to a bridge in a
+network namespace of its own (nothing leaves it).
+
+What the lab plays here is what a provisioner and the cabling provide, and
+nothing else:
+
+- the root: Debian's packages (systemd, iproute2, ifupdown, python3, and
+  the daemons the product configures: haproxy, keepalived, ucarp), as
+  `apt-get install` would leave them, the packages' own units enabled;
+- the base address of the node's one interface, `host0`, in
+  /etc/network/interfaces (ifupdown, Debian's default);
+- the client: an address on the bridge and an HTTP server behind the pair.
+
+Everything else (sysctls, HAProxy's and keepalived's files, their units and
+boot order) is applied by the product with `salt-call --local state.apply`
+run inside the booted host, with the checkout's Salt and modules bound
+read-only into it.  A reboot is a real one: `systemctl reboot` in the host
+ends its nspawn, and a new nspawn boots the same root in a fresh network
+namespace (addresses, routes, VIPs and sysctls start from nothing, as on
+real hardware); /run and /tmp are emptied by the boot itself.
+
+The root is built once and cached under `.lab/boot/` by the hash of its
+package list and of this recipe; each node boots a copy of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(REPO, ".lab", "boot")
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iproute2",
+    "ifupdown",
+    "procps",
+    "python3",
+    "haproxy",
+    "keepalived",
+    "ucarp",
+)
+# the recipe's version: change it when build_root() changes what it makes
+RECIPE = 1
+BOOT_TIMEOUT = 60.0
+CMD_TIMEOUT = 300.0
+
+
+class BootError(RuntimeError):
+    pass
+
+
+def _run(argv, timeout=CMD_TIMEOUT, check=True, **kw):
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    if check and res.returncode != 0:
+        raise BootError(f"{' '.join(argv)} exited {res.returncode}:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+    return res
+
+
+def available() -> str | None:
+    """None when booted hosts can run here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("mmdebstrap", "systemd-nspawn", "nsenter", "ip"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (make setup installs it)"
+    return None
+
+
+def root_key() -> str:
+    text = json.dumps({"suite": SUITE, "packages": sorted(PACKAGES), "recipe": RECIPE}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_root() -> str:
+    """The cached pristine root, built if its key changed."""
+    path = os.path.join(CACHE, f"root-{root_key()}")
+    if os.path.exists(os.path.join(path, ".complete")):
+        return path
+    os.makedirs(CACHE, exist_ok=True)
+    for old in os.listdir(CACHE):
+        if old.startswith("root-") and old != os.path.basename(path):
+            shutil.rmtree(os.path.join(CACHE, old), ignore_errors=True)
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    argv = ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, tmp, MIRROR]
+    _run(argv, timeout=900)
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(tmp, path)
+    with open(os.path.join(path, ".complete"), "w") as fh:
+        fh.write(root_key() + "\n")
+    return path
+
+
+def _python_home() -> str:
+    """The installation the checkout's venv runs on (bound into the host
+    read-only, with the checkout, so salt-call there is the checkout's)."""
+    return os.path.realpath(sys.base_prefix)
+
+
+class Node:
+    """One booted host: its root (a copy of the pristine one), its address
+    on the bridge, and the nspawn that runs it."""
+
+    def __init__(self, pair: Pair, name: str, address: str):
+        self.pair, self.name, self.address = pair, name, address
+        self.root = os.path.join(pair.workdir, name)
+        self.proc: subprocess.Popen | None = None
+        self.boots = 0
+
+    # -- provisioning ----------------------------------------------------
+    def provision(self, pristine: str) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        _run(["cp", "-a", "--reflink=auto", pristine, self.root])
+        with open(os.path.join(self.root, "etc", "hostname"), "w") as fh:
+            fh.write(self.name + "\n")
+        with open(os.path.join(self.root, "etc", "network", "interfaces"), "w") as fh:
+            fh.write(
+                "# The provisioner's base address (lab/booted.py); nothing else.\n"
+                "auto lo\niface lo inet loopback\n\n"
+                f"auto host0\niface host0 inet static\n    address {self.address}/{self.pair.prefix}\n"
+            )
+        os.makedirs(os.path.join(self.root, "etc", "salt"), exist_ok=True)
+
+    # -- power -----------------------------------------------------------
+    def boot(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            raise BootError(f"{self.name} is already running")
+        log = open(os.path.join(self.pair.workdir, f"{self.name}.console.log"), "ab")
+        argv = [
+            "nsenter", f"--net=/run/netns/{self.pair.switch}",
+            "systemd-nspawn", "--quiet", "-D", self.root, "--boot", "--register=no", "--keep-unit",
+            f"--machine={self.name}", f"--network-bridge={self.pair.bridge}", "--console=passive",
+            f"--bind-ro={REPO}", f"--bind-ro={_python_home()}",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.boots += 1
+        self.wait_booted()
+
+    def leader(self) -> int | None:
+        """The host's PID 1 (systemd) as this machine sees it."""
+        if not self.proc or self.proc.poll() is not None:
+            return None
+        todo = [self.proc.pid]
+        seen = 0
+        while todo and seen < 64:
+            pid = todo.pop(0)
+            seen += 1
+            try:
+                with open(f"/proc/{pid}/comm") as fh:
+                    comm = fh.read().strip()
+                if comm == "systemd" and pid != self.proc.pid:
+                    return pid
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as fh:
+                        todo += [int(x) for x in fh.read().split()]
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def run(self, *argv, check=True, timeout=CMD_TIMEOUT, env=None) -> subprocess.CompletedProcess:
+        """Run argv inside the booted host (all its namespaces)."""
+        pid = self.leader()
+        if pid is None:
+            raise BootError(f"{self.name} is not running")
+        cmd = [
+            "nsenter",
+            "-t",
+            str(pid),
+            "-m",
+            "-u",
+            "-i",
+            "-n",
+            "-p",
+            "--",
+            "/usr/bin/env",
+            "-i",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ]
+        cmd += [f"{k}={v}" for k, v in (env or {}).items()]
+        return _run(cmd + list(argv), timeout=timeout, check=check)
+
+    def wait_booted(self) -> str:
+        """Wait until systemd says the boot is over (running or degraded)."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        state = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BootError(f"{self.name}: nspawn exited {self.proc.returncode} while booting ({self.console_tail()})")
+            if self.leader() is not None:
+                res = self.run("systemctl", "is-system-running", check=False, timeout=20)
+                state = res.stdout.strip()
+                if state in ("running", "degraded"):
+                    return state
+            time.sleep(0.2)
+        raise BootError(f"{self.name}: not booted after {BOOT_TIMEOUT:.0f} s (system state {state!r})")
+
+    def reboot(self) -> float:
+        """`systemctl reboot` inside; nspawn exits (as a machine powers off)
+        and is started again.  Returns the seconds the host was away."""
+        t0 = time.monotonic()
+        self.run("systemctl", "reboot", check=False, timeout=20)
+        self._wait_exit(BOOT_TIMEOUT)
+        self.boot()
+        return time.monotonic() - t0
+
+    def shutdown(self, how: str = "poweroff") -> None:
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.run("systemctl", how, check=False, timeout=20)
+        self._wait_exit(BOOT_TIMEOUT)
+
+    def _wait_exit(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """Power cut: the nspawn and everything under it, by process group."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(30)
+
+    def console_tail(self, n: int = 1500) -> str:
+        try:
+            with open(os.path.join(self.pair.workdir, f"{self.name}.console.log"), "rb") as fh:
+                return fh.read()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+
+class Pair:
+    """Two booted hosts on one bridge in a network namespace of their own;
+    the namespace holds the client's address (`.1`) too."""
+
+    def __init__(self, workdir: str, tag: str, net: str = "10.99.0", prefix: int = 24, names=("lb-a", "lb-b")):
+        self.workdir = workdir
+        self.switch = f"lbboot-{tag}"
+        self.bridge = "br0"
+        self.net, self.prefix = net, prefix
+        self.client = f"{net}.1"
+        self.nodes = {n: Node(self, n, f"{net}.{i + 2}") for i, n in enumerate(names)}
+
+    def __enter__(self) -> Pair:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self) -> None:
+        pristine = build_root()
+        _run(["ip", "netns", "add", self.switch])
+        sw = ["ip", "-n", self.switch]
+        _run([*sw, "link", "set", "lo", "up"])
+        _run([*sw, "link", "add", self.bridge, "type", "bridge", "forward_delay", "0"])
+        _run([*sw, "addr", "add", f"{self.client}/{self.prefix}", "dev", self.bridge])
+        _run([*sw, "link", "set", self.bridge, "up"])
+        for node in self.nodes.values():
+            node.provision(pristine)
+
+    def down(self) -> None:
+        for node in self.nodes.values():
+            try:
+                node.shutdown()
+            except (BootError, subprocess.SubprocessError, OSError):
+                pass
+            node.kill()
+        _run(["ip", "netns", "del", self.switch], check=False)
+
+    def in_switch(self, *argv, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
+        return _run(["ip", "netns", "exec", self.switch, *argv], check=check, timeout=timeout)

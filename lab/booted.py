@@ -290,6 +290,7 @@ class Pair:
             except (BootError, subprocess.SubprocessError, OSError):
                 pass
             node.kill()
+            shutil.rmtree(node.root, ignore_errors=True)  # a copy of the cached root, 275 MB
         _run(["ip", "netns", "del", self.switch], check=False)
 
     def in_switch(self, *argv, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:

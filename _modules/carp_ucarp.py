@@ -2,8 +2,14 @@
 CARP groups on Linux with ucarp (userspace CARP): the ``carp`` provider chosen
 when the pair's ``carp:linux_provider`` is ``ucarp``.
 
-One ucarp process per group, started directly (no systemd), its pid in
-``<run_dir>/ucarp-<vhid>.pid``.  The password is read by ucarp from a 0600
+One ucarp process per group, its pid in ``<run_dir>/ucarp-<vhid>.pid``.
+Under systemd, once the ``host`` SLS has installed ``lb-ucarp@.service``
+(lb_boot), each group's ucarp is that unit's instance ``lb-ucarp@<vhid>``:
+this module records the group's command line in
+``<state_dir>/ucarp/<vhid>.argv`` and starts, restarts and stops the
+instance, so systemd restarts a ucarp that dies and starts every group at
+boot (after HAProxy), maintenance included.  Without systemd (an image, the
+Mininet lab) the module starts ucarp itself.  The password is read by ucarp from a 0600
 passfile (``--passfile``): it is never on a command line, so never in ``ps``.
 ucarp's up script adds the VIP with ``ip addr`` and its down script removes
 it; both record the state in ``<state_dir>/state/<vhid>``.
@@ -32,6 +38,7 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import lb_boot
 import lb_fresh
 import lb_render
 
@@ -42,6 +49,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "carp"
 PROVIDER = "ucarp"
 STOP_TIMEOUT = 10.0
+START_TIMEOUT = 10.0
 # ucarp ignores advertisements from its own source address, so during a
 # handover the new process does not hear the old one: start it, give it this
 # long to open its socket, then kill the old one.
@@ -139,8 +147,72 @@ def _running():
     return out
 
 
+def _managed():
+    """Whether each group's ucarp runs as an instance of lb-ucarp@.service:
+    systemd runs this host, the host SLS installed the template, and the
+    paths are the defaults it names."""
+    paths = _paths()
+    default = carp_common.DEFAULTS["Linux"]
+    if any(paths[k] != default[k] for k in ("state_dir", "run_dir", "script_dir")):
+        return False
+    return lb_boot.systemd_booted() and os.path.exists(os.path.join(lb_boot.SYSTEMD_DIR, lb_boot.UCARP_TEMPLATE))
+
+
+def _systemctl(verb, vhid, *options):
+    try:
+        lb_boot.systemctl(__salt__["cmd.run_all"], verb, lb_boot.ucarp_instance(vhid), *options)
+    except RuntimeError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _unit_pid(vhid):
+    return lb_boot.main_pid(__salt__["cmd.run_all"], lb_boot.ucarp_instance(vhid))
+
+
+def _argv_file(vhid):
+    return lb_boot.ucarp_argv_file(_paths()["state_dir"], vhid)
+
+
+def _recorded_argv(vhid):
+    text = carp_common.read_text(_argv_file(vhid))
+    return None if text is None else carp_common.parse_ucarp_argv_text(text)
+
+
+def _record(argv, vhid):
+    """The command line the group's unit runs, at its next start."""
+    path = _argv_file(vhid)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    carp_common.write_atomic(path, carp_common.ucarp_argv_text(argv), 0o644)
+
+
+def _forget(vhid):
+    """A stopped group stays stopped across a reboot: no recorded command
+    line (the unit's condition), no enablement link."""
+    for path in (_argv_file(vhid), lb_boot.wants_path(lb_boot.ucarp_instance(vhid))):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _wait_new_pid(vhid, old):
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        cur = _running().get(vhid)
+        if cur and cur[0] != old:
+            return cur[0]
+        time.sleep(0.05)
+    raise CommandExecutionError(f"{lb_boot.ucarp_instance(vhid)} ran no ucarp within {START_TIMEOUT:.0f} s")
+
+
 def _spawn(argv, vhid):
-    """Start one ucarp, detached in its own session, and record its pid."""
+    """Start one ucarp and record its pid: as the group's unit instance
+    under systemd, else detached in its own session."""
+    if _managed():
+        _record(argv, vhid)
+        old = _running().get(vhid)
+        _systemctl("restart", vhid)
+        return _wait_new_pid(vhid, old[0] if old else None)
     paths = _paths()
     os.makedirs(paths["run_dir"], exist_ok=True)
     log_path = os.path.join(paths["run_dir"], f"ucarp-{vhid}.log")
@@ -154,7 +226,12 @@ def _spawn(argv, vhid):
 
 def _terminate(pid, sig=signal.SIGTERM):
     """Stop a ucarp.  SIGTERM runs the down script if it is MASTER (the VIP
-    goes); SIGKILL leaves the VIP where it is (used during a handover)."""
+    goes); SIGKILL leaves the VIP where it is (used during a handover).  A
+    unit's ucarp is stopped through systemd, which would restart it."""
+    argv = _cmdline(pid)
+    vhid = carp_common.parse_ucarp_argv(argv)["vhid"] if argv else None
+    if sig == signal.SIGTERM and vhid is not None and _managed() and _unit_pid(vhid) == pid:
+        _systemctl("stop", vhid)
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -201,6 +278,7 @@ def _scripts():
         f"{d}/{carp_common.VIP_UP}": carp_common.VIP_UP_SCRIPT,
         f"{d}/{carp_common.VIP_DOWN}": carp_common.VIP_DOWN_SCRIPT,
         f"{d}/{carp_common.ARP_PROBE}": carp_common.ARP_PROBE_SCRIPT,
+        f"{d}/{carp_common.UCARP_EXEC}": carp_common.UCARP_EXEC_SCRIPT,
     }
 
 
@@ -340,6 +418,20 @@ def present(topology=None, test=False):
             if pw_changed:
                 delta["old"]["password"], delta["new"]["password"] = "<old>", "<changed>"
             changes[g["vhid"]] = delta
+    managed = _managed()
+    record = {}  # vhid -> argv: the unit's command line, recorded without a restart
+    adopt = {}  # vhid -> argv: runs as the topology says, but outside its unit
+    for g in gs if managed else ():
+        vhid, cur = g["vhid"], running.get(g["vhid"])
+        if vhid in plan or cur is None:
+            continue
+        argv = carp_common.ucarp_argv(_binary(), g, paths, preempt=pair["carp"]["preempt"], maintenance=maint)
+        if _unit_pid(vhid) != cur[0]:
+            adopt[vhid] = argv
+            changes[vhid] = {"old": {"unit": None}, "new": {"unit": lb_boot.ucarp_instance(vhid)}}
+        elif _comparable(_recorded_argv(vhid) or []) != _comparable(argv):
+            record[vhid] = argv
+            changes[vhid] = {"old": {"recorded": False}, "new": {"recorded": True}}
     wanted = {g["vhid"] for g in gs}
     for vhid, (_pid, argv) in running.items():
         if vhid not in wanted:
@@ -369,8 +461,21 @@ def present(topology=None, test=False):
                 os.unlink(_pidfile(vhid))
             except FileNotFoundError:
                 pass
+            if managed:
+                _forget(vhid)
             continue
         _spawn(argv, vhid)
+    for vhid, argv in sorted(record.items()):
+        _record(argv, vhid)
+    for vhid, argv in sorted(adopt.items()):
+        # a ucarp started before its unit existed (an upgrade): moved under
+        # systemd, a MASTER without a gap
+        pid = running[vhid][0]
+        if _recorded(vhid) == "MASTER":
+            _handover(vhid, pid, argv)
+        else:
+            _terminate(pid)
+            _spawn(argv, vhid)
     for path in obsolete:  # after the restarts: a stopping ucarp runs its old down script
         os.unlink(path)
     return {
@@ -396,6 +501,7 @@ def absent(vhids=None, test=False):
     changes = {v: {"old": _shown(running[v][1]), "new": None} for v in targets}
     if not changes or test:
         return {"changes": changes, "comment": "would stop" if changes else "no such CARP group runs here"}
+    managed = _managed()
     for v in targets:
         _terminate(running[v][0])
         for path in (_pidfile(v), os.path.join(_paths()["state_dir"], "state", str(v))):
@@ -403,6 +509,8 @@ def absent(vhids=None, test=False):
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+        if managed:
+            _forget(v)
     return {"changes": changes, "comment": f"stopped ucarp for vhid {', '.join(map(str, targets))}"}
 
 
@@ -419,8 +527,19 @@ def in_maintenance():
     return os.path.exists(os.path.join(_paths()["state_dir"], carp_common.MAINTENANCE_FILE))
 
 
-def _handover(vhid, pid, argv, advbase):
-    """Replace a MASTER's ucarp without a gap (see the module docstring)."""
+def _handover(vhid, pid, argv):
+    """Replace a MASTER's ucarp without a gap (see the module docstring).
+    Under systemd the old one is killed first and the unit starts the new
+    one 100 ms later (lb_boot.UCARP_RESTART_SEC); its launcher sees the VIP
+    still configured and adds --neutral --deadratio=1 itself."""
+    if _managed():
+        _record(argv, vhid)
+        if _unit_pid(vhid) == pid:
+            _systemctl("kill", vhid, "--kill-who=main", "--signal=SIGKILL")
+        else:
+            _terminate(pid, signal.SIGKILL)
+            _systemctl("start", vhid)
+        return _wait_new_pid(vhid, pid)
     new_argv = argv[:]
     # announce quickly: master after 1 x advbase + advskew/256, before the
     # peer's own timeout (3 x advbase + its advskew/256)
@@ -445,7 +564,7 @@ def _switch(gs, pair, maintenance_on):
         if cur is not None and _comparable(cur[1]) == _comparable(argv):
             continue
         if cur is not None and _recorded(g["vhid"]) == "MASTER":
-            new_pid = _handover(g["vhid"], cur[0], argv, g["advbase"])
+            new_pid = _handover(g["vhid"], cur[0], argv)
             handovers.append((g, argv, new_pid))
             done[g["vhid"]] = "handed over"
         else:

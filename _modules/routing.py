@@ -33,6 +33,7 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import lb_boot
 import lb_fresh
 import lb_generation
 import lb_render
@@ -92,7 +93,7 @@ def paths():
         if k in p and isinstance(v, str) and v.startswith("/"):
             p[k] = v.rstrip("/") or "/"
     if _family() == "Debian" and not p["pidfile"]:
-        p["pidfile"] = os.path.join(p["run_dir"], "bird.pid")
+        p["pidfile"] = lb_routing.bird_pidfile(p["run_dir"])
     return p
 
 
@@ -256,14 +257,35 @@ def _uid(name):
         return 0
 
 
+def _bird_unit():
+    """bird.service when systemd runs this host and the unit carries the
+    product's drop-in (which runs BIRD as _bird_start does), on the default
+    paths: start and stop go through systemd, whose Restart= covers it."""
+    p, default = paths(), lb_routing.PATHS["Debian"]
+    if any(p[k] != default[k] for k in ("bird", "run_dir", "socket")) or p["pidfile"] != lb_routing.bird_pidfile(default["run_dir"]):
+        return None
+    return lb_boot.managed_unit(lb_boot.BIRD_UNIT)
+
+
+def _systemctl(verb, unit):
+    try:
+        lb_boot.systemctl(__salt__["cmd.run_all"], verb, unit)
+    except RuntimeError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
 def _bird_start():
     p = paths()
-    argv = [_bird(), "-c", p["bird"], "-s", p["socket"], "-P", p["pidfile"]]
-    if _bird_gid() is not None:
-        argv += ["-u", "bird", "-g", BIRD_GROUP]
-    res = _run(argv)
-    if res["retcode"] != 0:
-        raise CommandExecutionError(f"bird did not start (exit {res['retcode']}): {(res.get('stderr') or '').strip()}")
+    unit = _bird_unit()
+    if unit:
+        # restart: a BIRD the package's unit started (its built-in socket,
+        # no pid file) is replaced by one run as the drop-in says
+        _systemctl("restart", unit)
+    else:
+        argv = lb_boot.bird_argv(_bird(), p["bird"], p["socket"], p["pidfile"], BIRD_GROUP if _bird_gid() is not None else None)
+        res = _run(argv)
+        if res["retcode"] != 0:
+            raise CommandExecutionError(f"bird did not start (exit {res['retcode']}): {(res.get('stderr') or '').strip()}")
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         pid = _bird_pid()
@@ -660,7 +682,11 @@ def stop():
     pid = _bird_pid() if _family() == "Debian" else None
     if pid is None:
         return {"changes": {}, "comment": "bird is not running"}
-    os.kill(pid, 15)
+    unit = _bird_unit()
+    if unit:
+        _systemctl("stop", unit)  # else systemd restarts it
+    else:
+        os.kill(pid, 15)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and _bird_pid() == pid:
         time.sleep(0.1)

@@ -460,6 +460,66 @@ VIP_DOWN = "lb-carp-vip-down"
 ARP_PROBE = "lb-carp-arp-probe"
 VIP_UP_SCRIPT = _vip_script("add", "MASTER")
 VIP_DOWN_SCRIPT = _vip_script("remove", "BACKUP")
+UCARP_EXEC = lb_boot.UCARP_LAUNCHER
+# ExecStart of lb-ucarp@.service (lb_boot): the group's ucarp as the carp
+# module recorded it, run as the unit's main process (exec), its pid where
+# the module looks for it.
+UCARP_EXEC_SCRIPT = """#!/bin/sh
+# Installed by the carp execution module. Do not edit.
+# lb-ucarp-exec ARGV_FILE PID_FILE: run the ucarp the carp module recorded
+# for a CARP group (one argument a line in ARGV_FILE) as this very process,
+# its pid in PID_FILE.  The ExecStart of lb-ucarp@.service.
+# If the group's VIP is configured here, a ucarp that held it has just
+# ended (killed, crashed, or killed by the carp module for a handover): the
+# new one keeps the address (--neutral: no down script at start) and claims
+# the group after one advertisement interval (--deadratio=1), long before
+# the peer's timeout, so the VIP neither leaves nor lands on both nodes.
+# Otherwise (a boot, a BACKUP's restart) it starts as the recorded line says.
+set -eu
+argv_file=$1
+pid_file=$2
+iface=
+addr=
+neutral=
+set --
+while IFS= read -r word || [ -n "$word" ]; do
+	case "$word" in
+	--interface=*) iface=${word#--interface=} ;;
+	--addr=*) addr=${word#--addr=} ;;
+	--neutral) neutral=yes ;;
+	esac
+	set -- "$@" "$word"
+done < "$argv_file"
+case "${1:-}" in
+*/ucarp) ;;
+*)
+	echo "lb-ucarp-exec: $argv_file does not run ucarp" >&2
+	exit 1
+	;;
+esac
+if [ -z "$neutral" ] && [ -n "$iface" ] && [ -n "$addr" ] &&
+	ip -4 -o addr show dev "$iface" 2>/dev/null | grep -qF " inet $addr/"; then
+	set -- "$@" --neutral --deadratio=1
+fi
+echo $$ > "$pid_file.new"
+mv -f "$pid_file.new" "$pid_file"
+exec "$@"
+"""
+
+
+def ucarp_argv_text(argv: list[str]) -> str:
+    """A recorded ucarp command line for lb-ucarp-exec: one argument a line
+    (ValueError for an argument that would not stay one)."""
+    for word in argv:
+        if not word or "\n" in word or "\r" in word or "\0" in word:
+            raise ValueError(f"{word!r} cannot be recorded as one ucarp argument")
+    return "\n".join(argv) + "\n"
+
+
+def parse_ucarp_argv_text(text: str) -> list[str]:
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
 # what earlier versions installed in script_dir; carp.present removes them
 OBSOLETE_SCRIPTS = ("lb-carp-notify", "lb-carp-ucarp-up", "lb-carp-ucarp-down")
 

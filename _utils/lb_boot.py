@@ -22,7 +22,16 @@ chroot where no systemd runs):
   the VIPs to the peer within about a second (docs/carp.md) while systemd
   restarts HAProxy.
 
-ucarp has no unit here yet: it is started by the carp module (docs/carp.md).
+- lb-ucarp@VHID.service (ucarp has no unit of its own in Debian): the
+  product's template unit, one instance per CARP group, each enabled by its
+  link.  It runs the command line the carp module recorded for the group
+  (maintenance included) through the module's launcher, after HAProxy
+  serves and only if HAProxy started (`Requires=`), restarted whatever ends
+  it, 100 ms later (a killed ucarp leaves its VIP configured; back before
+  the peer's 3-advert timeout, it advertises again).
+- bird.service (with routing): Debian's unit, run as the routing module
+  runs BIRD (its config, control socket and pid file), restarted whatever
+  ends it.
 """
 
 from __future__ import annotations
@@ -36,6 +45,12 @@ DROPIN = "lb-pair.conf"
 WANTS = "multi-user.target.wants"
 HAPROXY_UNIT = "haproxy.service"
 KEEPALIVED_UNIT = "keepalived.service"
+BIRD_UNIT = "bird.service"
+UCARP_TEMPLATE = "lb-ucarp@.service"
+UCARP_LAUNCHER = "lb-ucarp-exec"  # in the carp module's script_dir (carp_common)
+# ucarp killed (its VIP stays on the interface): back well before the
+# peer's timeout of 3 adverts (advbase >= 1 s), so no one else takes the VIP
+UCARP_RESTART_SEC = "100ms"
 RESTART_SEC = 1
 # HAProxy starts in a few ms and its start is checked (haproxy -c is cheap):
 # back quickly, often before keepalived's once-a-second check notices
@@ -98,12 +113,25 @@ def haproxy_tmpfiles(head: str, osp: dict) -> str:
     )
 
 
-def keepalived_dropin(head: str, argv: list[str], run_dir: str) -> str:
+def _words(argv: list[str]) -> str:
+    """An ExecStart= command line: words that stay one word each and carry
+    no systemd specifier, variable or quote."""
     for word in argv:
         if not word or any(c in word for c in "\"'\\ %$\n\t;"):
             raise ValueError(f"{word!r} cannot go into a unit file")
-    if not run_dir.startswith("/run/") or "/" in run_dir[len("/run/") :]:
+    return " ".join(argv)
+
+
+def _runtime_dir(run_dir: str) -> str:
+    """`RuntimeDirectory=`'s value: run_dir must be directly under /run."""
+    if not run_dir.startswith("/run/") or "/" in run_dir[len("/run/") :] or not _env_value(run_dir):
         raise ValueError(f"run directory {run_dir!r} is not a directory directly under /run")
+    return run_dir[len("/run/") :]
+
+
+def keepalived_dropin(head: str, argv: list[str], run_dir: str) -> str:
+    _words(argv)
+    _runtime_dir(run_dir)
     return "\n".join(
         [
             head,
@@ -148,17 +176,115 @@ def keepalived_argv(binary: str, config: str, run_dir: str) -> list[str]:
     ]
 
 
-def debian_files(head: str, osp: dict, provider: str, keepalived_argv: list[str], run_dir: str, server_state_env: str, file_cls):
-    """{path: File} of the Debian boot files for a node whose CARP provider
-    is `provider`; links are File(content="", link=target)."""
+def ucarp_instance(vhid: int) -> str:
+    return f"lb-ucarp@{int(vhid)}.service"
+
+
+def ucarp_argv_file(state_dir: str, vhid: int | str = "%i") -> str:
+    """Where the carp module records the command line of a group's ucarp
+    (one argument a line), which the unit runs (`%i`: the instance's)."""
+    return f"{state_dir}/ucarp/{vhid}.argv"
+
+
+def ucarp_pidfile(run_dir: str, vhid: int | str = "%i") -> str:
+    return f"{run_dir}/ucarp-{vhid}.pid"
+
+
+def ucarp_unit(head: str, launcher: str, state_dir: str, run_dir: str) -> str:
+    """lb-ucarp@.service: the template of one group's ucarp (the instance
+    name is the vhid)."""
+    for path in (launcher, state_dir, run_dir):
+        _env_value(path)
+    argv_file, pidfile = ucarp_argv_file(state_dir), ucarp_pidfile(run_dir)
+    return "\n".join(
+        [
+            head,
+            "# One ucarp for the CARP group %i, as the carp module runs it: the command",
+            "# line it recorded for the group (maintenance included).  It starts once",
+            "# HAProxy serves (haproxy.service is Type=notify), and not at all if HAProxy",
+            "# did not start; it is restarted whatever ends it, soon enough that the peer",
+            "# does not take over from a killed one (its VIP stays configured).",
+            "[Unit]",
+            "Description=ucarp for CARP group %i (lb-pair)",
+            f"After=network-online.target {HAPROXY_UNIT}",
+            "Wants=network-online.target",
+            f"Requires={HAPROXY_UNIT}",
+            f"ConditionPathExists={argv_file}",
+            "StartLimitIntervalSec=0",
+            "",
+            "[Service]",
+            f"RuntimeDirectory={_runtime_dir(run_dir)}",
+            "RuntimeDirectoryPreserve=yes",
+            f"ExecStart={launcher} {argv_file} {pidfile}",
+            "Restart=always",
+            f"RestartSec={UCARP_RESTART_SEC}",
+            "",
+        ]
+    )
+
+
+def bird_argv(binary: str, config: str, socket: str, pidfile: str, user: str | None) -> list[str]:
+    """BIRD as the routing module starts it (and the unit, with -f)."""
+    argv = [binary, "-c", config, "-s", socket, "-P", pidfile]
+    if user:
+        argv += ["-u", user, "-g", user]
+    return argv
+
+
+def bird_dropin(head: str, argv: list[str], birdc: str) -> str:
+    """Debian's bird.service run as the routing module runs BIRD: its own
+    config, control socket and pid file (the package's unit uses BIRD's
+    built-in ones and no pid file), checked before each start, restarted
+    whatever ends it."""
+    config, socket = argv[argv.index("-c") + 1], argv[argv.index("-s") + 1]
+    return "\n".join(
+        [
+            head,
+            "# BIRD as the routing module runs it (its config, control socket and pid",
+            "# file), the config checked before each start, restarted whatever ends it.",
+            "[Unit]",
+            "StartLimitIntervalSec=0",
+            "",
+            "[Service]",
+            "ExecStartPre=",
+            "ExecStartPre=/usr/lib/bird/prepare-environment",
+            "ExecStartPre=" + _words([argv[0], "-p", "-c", config]),
+            "ExecStart=",
+            "ExecStart=" + _words([argv[0], "-f", *argv[1:]]),
+            "ExecReload=",
+            "ExecReload=" + _words([birdc, "-s", socket, "configure"]),
+            "Restart=always",
+            f"RestartSec={RESTART_SEC}",
+            "",
+        ]
+    )
+
+
+def _link(unit: str, file_cls, target_dir: str = SYSTEM_UNITS, name: str | None = None):
+    return wants_path(name or unit), file_cls("", mode="0777", link=f"{target_dir}/{unit}")
+
+
+def debian_files(head: str, osp: dict, node: dict, file_cls) -> dict:
+    """{path: File} of the Debian boot files of one node; links are
+    File(content="", link=target).  `node`: provider ("keepalived" or
+    "ucarp"), keepalived_argv, run_dir, state_dir, ucarp_launcher, vhids
+    (its CARP groups), bird_argv and birdc (None without routing),
+    server_state_env."""
     files = {
-        dropin_path(HAPROXY_UNIT): file_cls(haproxy_dropin(head, osp, server_state_env)),
+        dropin_path(HAPROXY_UNIT): file_cls(haproxy_dropin(head, osp, node["server_state_env"])),
         f"{TMPFILES_DIR}/lb-haproxy.conf": file_cls(haproxy_tmpfiles(head, osp)),
-        wants_path(HAPROXY_UNIT): file_cls("", mode="0777", link=f"{SYSTEM_UNITS}/{HAPROXY_UNIT}"),
     }
-    if provider == "keepalived":
-        files[dropin_path(KEEPALIVED_UNIT)] = file_cls(keepalived_dropin(head, keepalived_argv, run_dir))
-        files[wants_path(KEEPALIVED_UNIT)] = file_cls("", mode="0777", link=f"{SYSTEM_UNITS}/{KEEPALIVED_UNIT}")
+    links = [_link(HAPROXY_UNIT, file_cls)]
+    if node["provider"] == "keepalived":
+        files[dropin_path(KEEPALIVED_UNIT)] = file_cls(keepalived_dropin(head, node["keepalived_argv"], node["run_dir"]))
+        links.append(_link(KEEPALIVED_UNIT, file_cls))
+    else:
+        files[f"{SYSTEMD_DIR}/{UCARP_TEMPLATE}"] = file_cls(ucarp_unit(head, node["ucarp_launcher"], node["state_dir"], node["run_dir"]))
+        links += [_link(UCARP_TEMPLATE, file_cls, SYSTEMD_DIR, ucarp_instance(v)) for v in node["vhids"]]
+    if node.get("bird_argv"):
+        files[dropin_path(BIRD_UNIT)] = file_cls(bird_dropin(head, node["bird_argv"], node["birdc"]))
+        links.append(_link(BIRD_UNIT, file_cls))
+    files.update(links)
     return files
 
 
@@ -173,8 +299,8 @@ def managed_unit(unit: str) -> str | None:
     return None
 
 
-def systemctl(cmd_run_all, verb: str, unit: str) -> None:
-    """`systemctl VERB UNIT` through Salt's `cmd.run_all`, after a
+def systemctl(cmd_run_all, verb: str, unit: str, *options: str) -> None:
+    """`systemctl VERB [OPTIONS] UNIT` through Salt's `cmd.run_all`, after a
     daemon-reload when systemd says the unit's files changed since it read
     them.  RuntimeError with systemd's words when it fails."""
 
@@ -185,6 +311,15 @@ def systemctl(cmd_run_all, verb: str, unit: str) -> None:
     code, out = run(["systemctl", "show", "--property=NeedDaemonReload", "--value", unit])
     if code == 0 and out.strip() == "yes":
         run(["systemctl", "daemon-reload"])
-    code, out = run(["systemctl", verb, unit])
+    code, out = run(["systemctl", verb, *options, unit])
     if code != 0:
-        raise RuntimeError(f"systemctl {verb} {unit} failed (exit {code}): {out.strip()}")
+        raise RuntimeError(f"systemctl {' '.join([verb, *options])} {unit} failed (exit {code}): {out.strip()}")
+
+
+def main_pid(cmd_run_all, unit: str) -> int | None:
+    """The unit's main process as systemd knows it (None when none runs)."""
+    res = cmd_run_all(
+        ["systemctl", "show", "--property=MainPID", "--value", unit], python_shell=False, ignore_retcode=True, output_loglevel="quiet"
+    )
+    text = (res.get("stdout") or "").strip()
+    return int(text) if res["retcode"] == 0 and text.isdigit() and int(text) > 0 else None

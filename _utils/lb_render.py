@@ -754,8 +754,22 @@ def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, Fi
     else:
         files.update(render_ucarp(pair, node_id, secret))
     files.update(haproxy_files(model, pair, node_id, "Debian", secret))
-    argv = lb_boot.keepalived_argv("/usr/sbin/keepalived", osp["keepalived_config"], CARP_RUN_DIR)
-    files.update(lb_boot.debian_files(head, osp, pair["carp"]["linux_provider"], argv, CARP_RUN_DIR, SERVER_STATE_ENV, File))
+    routing = pair["routing"]["bgp"] is not None or pair["routing"]["ospf"] is not None
+    rp = lb_routing.PATHS["Debian"]
+    boot = {
+        "provider": pair["carp"]["linux_provider"],
+        "keepalived_argv": lb_boot.keepalived_argv("/usr/sbin/keepalived", osp["keepalived_config"], CARP_RUN_DIR),
+        "run_dir": CARP_RUN_DIR,
+        "state_dir": CARP_STATE_DIR,
+        "ucarp_launcher": f"{CARP_SCRIPT_DIR}/{lb_boot.UCARP_LAUNCHER}",
+        "vhids": [g["vhid"] for g in node_view(pair, node_id)["groups"]],
+        "bird_argv": lb_boot.bird_argv("/usr/sbin/bird", rp["bird"], rp["socket"], lb_routing.bird_pidfile(rp["run_dir"]), "bird")
+        if routing
+        else None,
+        "birdc": rp["birdc"],
+        "server_state_env": SERVER_STATE_ENV,
+    }
+    files.update(lb_boot.debian_files(head, osp, boot, File))
     return files
 
 

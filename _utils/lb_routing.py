@@ -62,6 +62,13 @@ PATHS = {
         "maintenance": "/var/lib/lb-carp/maintenance",
     },
 }
+
+
+def bird_pidfile(run_dir: str) -> str:
+    """BIRD's pid file (`bird -P`): in its runtime directory."""
+    return f"{run_dir}/bird.pid"
+
+
 VIPS_PROTOCOL = "lb_vips"  # BIRD's direct protocol: the VIP addresses on the node, as /32 routes
 
 

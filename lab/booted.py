@@ -30,6 +30,7 @@ package list and of this recipe; each node boots a copy of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,7 +38,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(REPO, ".lab", "boot")
@@ -54,6 +58,7 @@ PACKAGES = (
     "haproxy",
     "keepalived",
     "ucarp",
+    "bird2",
 )
 # the recipe's version: change it when build_root() changes what it makes
 RECIPE = 1
@@ -63,6 +68,10 @@ CMD_TIMEOUT = 300.0
 
 class BootError(RuntimeError):
     pass
+
+
+class SaltError(BootError):
+    """A salt-call inside a booted host failed, or a state did."""
 
 
 def _run(argv, timeout=CMD_TIMEOUT, check=True, **kw):
@@ -139,6 +148,13 @@ class Node:
 
     # -- power -----------------------------------------------------------
     def boot(self) -> None:
+        """Power on and return once systemd says the boot is over."""
+        self.power_on()
+        self.wait_booted()
+
+    def power_on(self) -> float:
+        """Start the host's nspawn and return at once: the time.monotonic()
+        of power-on (the host's clock is this machine's: no time namespace)."""
         if self.proc and self.proc.poll() is None:
             raise BootError(f"{self.name} is already running")
         log = open(os.path.join(self.pair.workdir, f"{self.name}.console.log"), "ab")
@@ -148,10 +164,11 @@ class Node:
             f"--machine={self.name}", f"--network-bridge={self.pair.bridge}", "--console=passive",
             f"--bind-ro={REPO}", f"--bind-ro={_python_home()}",
         ]  # fmt: skip
+        t0 = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.boots += 1
-        self.wait_booted()
+        return t0
 
     def leader(self) -> int | None:
         """The host's PID 1 (systemd) as this machine sees it."""
@@ -295,3 +312,229 @@ class Pair:
 
     def in_switch(self, *argv, check=True, timeout=CMD_TIMEOUT) -> subprocess.CompletedProcess:
         return _run(["ip", "netns", "exec", self.switch, *argv], check=check, timeout=timeout)
+
+
+# -- the product inside a booted host -------------------------------------
+VIP = "10.99.0.10"
+
+
+def pillar(provider: str = "keepalived", ospf: bool = False) -> dict:
+    """The pair's pillar: one VIP on the hosts' one interface, HTTP to the
+    client's server (`.1:8080`); with `ospf`, BIRD announcing the VIP by
+    OSPF on that interface (no router answers: BIRD runs, nothing more)."""
+    data = {
+        "lb": {
+            "pairs": {
+                "edge": {
+                    "description": "a pair on booted Debian hosts (lab/booted.py)",
+                    "networks": {"user": {"cidr": "10.99.0.0/24"}},
+                    "nodes": {
+                        "lb-a": {"hostname": "lb-a", "interfaces": {"vip": {"network": "user", "address": "10.99.0.2", "device": "host0"}}},
+                        "lb-b": {"hostname": "lb-b", "interfaces": {"vip": {"network": "user", "address": "10.99.0.3", "device": "host0"}}},
+                    },
+                    "carp": {
+                        "advbase": 1,
+                        "backup_advskew": 100,
+                        "preempt": True,
+                        "linux_provider": provider,
+                        "groups": {10: {"interface": "vip", "vip": f"{VIP}/24", "password": "bootpass10", "primary": "lb-a"}},
+                    },
+                    "sysctl": {"ip_forwarding": True},
+                    "haproxy": {
+                        "pools": {"web": {"kind": "http", "servers": {"web-1": {"address": "10.99.0.1", "port": 8080}}}},
+                        "listeners": {"http_10": {"vhid": 10, "port": 80, "mode": "http", "balance": "roundrobin", "pool": "web"}},
+                    },
+                }
+            }
+        }
+    }
+    if ospf:
+        edge = data["lb"]["pairs"]["edge"]
+        edge["routing"] = {"ospf": {"area": "0.0.0.0", "interfaces": {"vip": {}}}}
+        for node in edge["nodes"].values():
+            node["router_id"] = node["interfaces"]["vip"]["address"]
+    return data
+
+
+@contextlib.contextmanager
+def serving_pair(workdir: str, tag: str, data: dict):
+    """A Pair booted, the product applied on both hosts by `salt-call
+    --local` with `data` as the pillar, and the HTTP server behind it
+    (`.1:8080` in the bridge's namespace) running; all stopped on exit."""
+    with Pair(workdir, tag) as pair:
+        backend = subprocess.Popen(
+            ["ip", "netns", "exec", pair.switch, "python3", "-m", "http.server", "8080", "--bind", pair.client],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for node in pair.nodes.values():
+                provision_salt(node, data)
+                node.boot()
+            for node in pair.nodes.values():
+                highstate(node)
+            yield pair
+        finally:
+            backend.terminate()
+            backend.wait(10)
+
+
+def minion_config(node_id: str) -> dict:
+    """A masterless minion on the checkout's states and modules (bound
+    read-only into the host)."""
+    return {
+        "id": node_id,
+        "file_client": "local",
+        "file_roots": {"base": [os.path.join(REPO, "salt")]},
+        "pillar_roots": {"base": ["/srv/pillar"]},
+        "module_dirs": [os.path.join(REPO, "_modules")],
+        "states_dirs": [os.path.join(REPO, "_states")],
+        "grains_dirs": [os.path.join(REPO, "_grains")],
+        "utils_dirs": [os.path.join(REPO, "_utils")],
+        "beacons_dirs": [os.path.join(REPO, "_beacons")],
+        "log_level_logfile": "warning",
+    }
+
+
+def provision_salt(node: Node, data: dict) -> None:
+    """What a provisioner gives a minion: its config and the pillar (0600)."""
+    etc = os.path.join(node.root, "etc", "salt")
+    os.makedirs(etc, exist_ok=True)
+    with open(os.path.join(etc, "minion"), "w") as fh:
+        yaml.safe_dump(minion_config(node.name), fh)
+    top = os.path.join(node.root, "srv", "pillar")
+    os.makedirs(top, exist_ok=True)
+    with open(os.path.join(top, "top.sls"), "w") as fh:
+        fh.write("base:\n  '*':\n    - lb\n")
+    path = os.path.join(top, "lb.sls")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        yaml.safe_dump(data, fh)
+
+
+def salt_call(node: Node, *args, timeout=300) -> tuple[int, object]:
+    """`salt-call --local` inside the host: (exit code, its return)."""
+    res = node.run(
+        os.path.join(REPO, ".venv", "bin", "salt-call"),
+        "--local",
+        "--out=json",
+        "--retcode-passthrough",
+        *args,
+        check=False,
+        timeout=timeout,
+    )
+    try:
+        out = json.loads(res.stdout)["local"]
+    except (ValueError, KeyError):
+        raise SaltError(
+            f"salt-call {' '.join(args)} on {node.name} exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        ) from None
+    return res.returncode, out
+
+
+def highstate(node: Node) -> dict:
+    """The highstate, all but carp.events (the beacon needs a running minion
+    and a master); the changes it made, by state id."""
+    code, out = salt_call(node, "state.apply", 'exclude=[{"sls": "carp.events"}]')
+    if not isinstance(out, dict):
+        raise SaltError(f"{node.name}: state.apply returned {out!r}")
+    failed = {k: v.get("comment") for k, v in out.items() if not v.get("result")}
+    if code != 0 or failed:
+        raise SaltError(f"{node.name}: state.apply exited {code}: {failed or out}")
+    return {k: v["changes"] for k, v in out.items() if v.get("changes")}
+
+
+def holds(node: Node, vip: str = VIP, device: str = "host0") -> bool:
+    """Whether the node has the VIP now (False while it is down)."""
+    pid = node.leader()
+    if pid is None:
+        return False
+    res = subprocess.run(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show", "dev", device],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return f" {vip}/" in res.stdout
+
+
+# -- watching the pair -----------------------------------------------------
+BOUND = 60.0  # seconds for anything to settle (a bound, not a timing target)
+FETCH = f"import urllib.request; urllib.request.urlopen('http://{VIP}/', timeout=1).read()"
+
+
+def wait(predicate, what: str, bound: float = BOUND, every: float = 0.2):
+    """predicate()'s first true value within `bound` seconds, else
+    BootError saying what did not happen."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise BootError(f"not within {bound:.0f} s: {what}")
+
+
+def serves(pair: Pair) -> bool:
+    """One HTTP request through the VIP from the client's namespace."""
+    return pair.in_switch("python3", "-c", FETCH, check=False, timeout=10).returncode == 0
+
+
+def settled(pair: Pair) -> bool:
+    """lb-a (the primary) holds the VIP, lb-b does not, the client is served."""
+    a, b = pair.nodes["lb-a"], pair.nodes["lb-b"]
+    return holds(a) and not holds(b) and serves(pair)
+
+
+def active(node: Node, unit: str) -> bool:
+    return node.run("systemctl", "is-active", unit, check=False).stdout.strip() == "active"
+
+
+def started_at(node: Node, unit: str, prop: str = "ExecMainStartTimestampMonotonic") -> int:
+    return int(node.run("systemctl", "show", f"--property={prop}", "--value", unit).stdout.strip() or 0)
+
+
+def main_pid(node: Node, unit: str) -> int:
+    return int(node.run("systemctl", "show", "--property=MainPID", "--value", unit).stdout.strip() or 0)
+
+
+def boot_id(node: Node) -> str:
+    return node.run("cat", "/proc/sys/kernel/random/boot_id").stdout.strip()
+
+
+class Watch(threading.Thread):
+    """Samples both hosts (lb-a, lb-b, lb-a: a VIP counts as on both only if
+    lb-a had it at both reads around lb-b's) and asks the VIP over HTTP from
+    the client, until stopped."""
+
+    def __init__(self, pair: Pair):
+        super().__init__(daemon=True)
+        self.pair = pair
+        self.overlaps, self.samples, self.failed, self.served = [], 0, 0, 0
+        self.longest_gap, self.halt = 0.0, threading.Event()
+
+    def run(self):
+        a, b = self.pair.nodes["lb-a"], self.pair.nodes["lb-b"]
+        deadline = time.monotonic() + 600
+        last_ok = time.monotonic()
+        first = holds(a)
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            second = holds(b)
+            third = holds(a)
+            if first and second and third:
+                self.overlaps.append(round(time.monotonic(), 3))
+            first = third
+            self.samples += 1
+            ok = serves(self.pair)
+            now = time.monotonic()
+            if ok:
+                self.served += 1
+                self.longest_gap = max(self.longest_gap, now - last_ok)
+                last_ok = now
+            else:
+                self.failed += 1
+
+    def stop(self):
+        self.halt.set()
+        self.join(30)

@@ -17,219 +17,51 @@ Then, with no Salt running anywhere:
   the peer takes the VIP, and the client is served again;
 - maintenance set before a reboot holds after it.
 
+The pair announces its VIP by OSPF (no router answers): BIRD runs under
+Debian's bird.service with the routing module's socket and pid file, at
+boot too.
+
 A sampler reads both hosts' addresses all along: never two holders.  Times
 are printed, not asserted (bench/ has them)."""
 
-import json
 import os
-import subprocess
-import threading
 import time
 
 import pytest
-import yaml
 
 from lab import booted
 
 REPO = booted.REPO
-VIP = "10.99.0.10"
-BOUND = 60.0  # seconds for anything to settle (a bound, not a timing target)
 
 pytestmark = pytest.mark.skipif(booted.available() is not None, reason=f"booted hosts: {booted.available()}")
 
-PILLAR = {
-    "lb": {
-        "pairs": {
-            "edge": {
-                "description": "a pair on booted Debian hosts (tests/boot)",
-                "networks": {"user": {"cidr": "10.99.0.0/24"}},
-                "nodes": {
-                    "lb-a": {"hostname": "lb-a", "interfaces": {"vip": {"network": "user", "address": "10.99.0.2", "device": "host0"}}},
-                    "lb-b": {"hostname": "lb-b", "interfaces": {"vip": {"network": "user", "address": "10.99.0.3", "device": "host0"}}},
-                },
-                "carp": {
-                    "advbase": 1,
-                    "backup_advskew": 100,
-                    "preempt": True,
-                    "linux_provider": "keepalived",
-                    "groups": {10: {"interface": "vip", "vip": f"{VIP}/24", "password": "bootpass10", "primary": "lb-a"}},
-                },
-                "sysctl": {"ip_forwarding": True},
-                "haproxy": {
-                    "pools": {"web": {"kind": "http", "servers": {"web-1": {"address": "10.99.0.1", "port": 8080}}}},
-                    "listeners": {"http_10": {"vhid": 10, "port": 80, "mode": "http", "balance": "roundrobin", "pool": "web"}},
-                },
-            }
-        }
-    }
-}
-
-
-def minion_config(node):
-    return {
-        "id": node,
-        "file_client": "local",
-        "file_roots": {"base": [os.path.join(REPO, "salt")]},
-        "pillar_roots": {"base": ["/srv/pillar"]},
-        "module_dirs": [os.path.join(REPO, "_modules")],
-        "states_dirs": [os.path.join(REPO, "_states")],
-        "grains_dirs": [os.path.join(REPO, "_grains")],
-        "utils_dirs": [os.path.join(REPO, "_utils")],
-        "beacons_dirs": [os.path.join(REPO, "_beacons")],
-        "log_level_logfile": "warning",
-    }
-
-
-def provision_salt(node):
-    """What a provisioner gives a minion: its config and the pillar."""
-    etc = os.path.join(node.root, "etc", "salt")
-    os.makedirs(etc, exist_ok=True)
-    with open(os.path.join(etc, "minion"), "w") as fh:
-        yaml.safe_dump(minion_config(node.name), fh)
-    pillar = os.path.join(node.root, "srv", "pillar")
-    os.makedirs(pillar, exist_ok=True)
-    with open(os.path.join(pillar, "top.sls"), "w") as fh:
-        fh.write("base:\n  '*':\n    - lb\n")
-    with open(os.path.join(pillar, "lb.sls"), "w") as fh:
-        yaml.safe_dump(PILLAR, fh)
-    os.chmod(os.path.join(pillar, "lb.sls"), 0o600)
-
-
-def salt_call(node, *args, timeout=300):
-    res = node.run(
-        os.path.join(REPO, ".venv", "bin", "salt-call"),
-        "--local",
-        "--out=json",
-        "--retcode-passthrough",
-        *args,
-        check=False,
-        timeout=timeout,
-    )
-    try:
-        out = json.loads(res.stdout)["local"]
-    except (ValueError, KeyError):
-        raise AssertionError(
-            f"salt-call {' '.join(args)} on {node.name} exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-        ) from None
-    return res.returncode, out
-
-
-def highstate(node):
-    # carp.events (the beacon) needs a running minion and a master: not here
-    code, out = salt_call(node, "state.apply", 'exclude=[{"sls": "carp.events"}]')
-    assert isinstance(out, dict), out
-    failed = {k: v.get("comment") for k, v in out.items() if not v.get("result")}
-    assert code == 0 and not failed, f"{node.name}: {failed or out}"
-    return {k: v["changes"] for k, v in out.items() if v.get("changes")}
-
-
-def holds(node):
-    """Whether the node has the VIP now (False while it is down)."""
-    pid = node.leader()
-    if pid is None:
-        return False
-    res = subprocess.run(
-        ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show", "dev", "host0"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    return f" {VIP}/" in res.stdout
-
-
-class Watch(threading.Thread):
-    """Samples both hosts (lb-a, lb-b, lb-a: a VIP counts as on both only if
-    lb-a had it at both reads around lb-b's) and asks the VIP over HTTP from
-    the client, until stopped."""
-
-    def __init__(self, pair):
-        super().__init__(daemon=True)
-        self.pair = pair
-        self.overlaps, self.samples, self.failed, self.served = [], 0, 0, 0
-        self.longest_gap, self.halt = 0.0, threading.Event()
-
-    def run(self):
-        a, b = self.pair.nodes["lb-a"], self.pair.nodes["lb-b"]
-        deadline = time.monotonic() + 600
-        last_ok = time.monotonic()
-        first = holds(a)
-        while not self.halt.is_set() and time.monotonic() < deadline:
-            second = holds(b)
-            third = holds(a)
-            if first and second and third:
-                self.overlaps.append(round(time.monotonic(), 3))
-            first = third
-            self.samples += 1
-            res = self.pair.in_switch("python3", "-c", FETCH, check=False, timeout=10)
-            now = time.monotonic()
-            if res.returncode == 0:
-                self.served += 1
-                self.longest_gap = max(self.longest_gap, now - last_ok)
-                last_ok = now
-            else:
-                self.failed += 1
-
-    def stop(self):
-        self.halt.set()
-        self.join(30)
-
-
-FETCH = f"import urllib.request; urllib.request.urlopen('http://{VIP}/', timeout=1).read()"
-
-
-def wait(predicate, what, bound=BOUND):
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {bound:.0f} s: {what}")
-
-
-def active(node, unit):
-    return node.run("systemctl", "is-active", unit, check=False).stdout.strip() == "active"
-
-
-def started_at(node, unit, prop="ExecMainStartTimestampMonotonic"):
-    return int(node.run("systemctl", "show", f"--property={prop}", "--value", unit).stdout.strip() or 0)
-
-
-def boot_id(node):
-    return node.run("cat", "/proc/sys/kernel/random/boot_id").stdout.strip()
-
-
-def serves(pair):
-    return pair.in_switch("python3", "-c", FETCH, check=False, timeout=10).returncode == 0
+salt_call = booted.salt_call
+holds = booted.holds
+highstate = booted.highstate
+Watch = booted.Watch
+wait = booted.wait
+active = booted.active
+started_at = booted.started_at
+boot_id = booted.boot_id
+serves = booted.serves
+settled = booted.settled
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("booted"))
-    p = booted.Pair(workdir, f"{os.getpid() % 100000}")
-    with p:
-        backend = subprocess.Popen(
-            ["ip", "netns", "exec", p.switch, "python3", "-m", "http.server", "8080", "--bind", p.client],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for node in p.nodes.values():
-                provision_salt(node)
-                node.boot()
-            for node in p.nodes.values():
-                highstate(node)
-            yield p
-        finally:
-            backend.terminate()
-            backend.wait(10)
+    with booted.serving_pair(workdir, f"{os.getpid() % 100000}", booted.pillar(ospf=True)) as p:
+        yield p
 
 
-def settled(pair):
-    a, b = pair.nodes["lb-a"], pair.nodes["lb-b"]
-    return holds(a) and not holds(b) and serves(pair)
+def bird_runs_as_the_routing_module_runs_it(node):
+    """bird.service runs BIRD with the routing module's pid file and socket,
+    and the module sees it running its config."""
+    assert active(node, "bird.service")
+    assert node.run("systemctl", "is-enabled", "bird.service").stdout.strip() == "enabled"
+    assert str(booted.main_pid(node, "bird.service")) == node.run("cat", "/run/bird/bird.pid").stdout.strip()
+    code, out = salt_call(node, "routing.loaded")
+    assert code == 0 and out.get("current") is True, out
 
 
 def test_the_highstate_sets_up_boot_and_a_second_run_changes_nothing(pair):
@@ -241,6 +73,7 @@ def test_the_highstate_sets_up_boot_and_a_second_run_changes_nothing(pair):
         # started through systemd, not beside it: the unit's main process is HAProxy's master
         main = node.run("systemctl", "show", "--property=MainPID", "--value", "haproxy.service").stdout.strip()
         assert main == node.run("cat", "/run/haproxy.pid").stdout.strip()
+        bird_runs_as_the_routing_module_runs_it(node)
     wait(lambda: settled(pair), "lb-a holds the VIP and serves")
 
 
@@ -270,6 +103,7 @@ def test_the_primary_reboots_the_peer_serves_and_it_comes_back_serving_before_it
     # the order: keepalived started once HAProxy was up (Type=notify)
     assert started_at(a, "keepalived.service") >= started_at(a, "haproxy.service", "ActiveEnterTimestampMonotonic") > 0
     assert a.run("test", "-p", "/run/lb-carp/keepalived-vrrp.fifo", check=False).returncode == 0
+    bird_runs_as_the_routing_module_runs_it(a)
     print(f"samples {watch.samples}, requests served {watch.served}, failed {watch.failed}, longest gap {watch.longest_gap:.2f} s")
 
 

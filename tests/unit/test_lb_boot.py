@@ -81,6 +81,9 @@ def test_the_preview_lists_the_boot_files_and_the_host_sls_writes_them(pillar):
         "/etc/systemd/system/multi-user.target.wants/haproxy.service",
         "/etc/systemd/system/multi-user.target.wants/keepalived.service",
         "/etc/tmpfiles.d/lb-haproxy.conf",
+        # both pillars' pairs route (BGP, OSPF): BIRD's unit
+        "/etc/systemd/system/bird.service.d/lb-pair.conf",
+        "/etc/systemd/system/multi-user.target.wants/bird.service",
     }
     assert files["/etc/systemd/system/multi-user.target.wants/keepalived.service"].link == "/lib/systemd/system/keepalived.service"
     assert all(lb_render.writer(p, "Debian") == "host" for p in boot)
@@ -97,6 +100,96 @@ def test_ucarp_and_freebsd_get_no_keepalived_unit():
     assert not any("keepalived" in p for p in files)
     assert "/etc/systemd/system/haproxy.service.d/lb-pair.conf" in files
     assert not any(p.startswith("/etc/systemd/") for p in lb_render.render_node(model(), "lb-a", "FreeBSD"))
+
+
+def test_ucarp_gets_a_template_unit_and_one_enabled_instance_per_group():
+    m = model(provider="ucarp")
+    files = lb_render.render_node(m, "lb-a", "Debian")
+    vhids = [g["vhid"] for g in lb_render.node_view(next(iter(m["pairs"].values())), "lb-a")["groups"]]
+    assert len(vhids) > 1
+    links = {p: f.link for p, f in files.items() if p.startswith("/etc/systemd/system/multi-user.target.wants/lb-ucarp@")}
+    assert links == {
+        f"/etc/systemd/system/multi-user.target.wants/lb-ucarp@{v}.service": "/etc/systemd/system/lb-ucarp@.service" for v in vhids
+    }
+    u = unit(files["/etc/systemd/system/lb-ucarp@.service"].content)
+    # after HAProxy serves, and not at all if it did not start
+    assert u["Unit"]["Requires"] == "haproxy.service" and "haproxy.service" in u["Unit"]["After"].split()
+    assert u["Unit"]["ConditionPathExists"] == "/var/lib/lb-carp/ucarp/%i.argv"  # a group the module has not started stays off
+    assert u["Service"]["ExecStart"].split() == [
+        "/usr/local/sbin/lb-ucarp-exec",
+        "/var/lib/lb-carp/ucarp/%i.argv",
+        "/run/lb-carp/ucarp-%i.pid",
+    ]
+    assert u["Service"]["Restart"] == "always" and u["Service"]["RestartSec"] == "100ms"
+    assert u["Service"]["RuntimeDirectory"] == "lb-carp"
+    assert all(lb_render.writer(p, "Debian") == "host" for p in [*links, "/etc/systemd/system/lb-ucarp@.service"])
+
+
+def test_bird_runs_under_its_unit_as_the_routing_module_runs_it():
+    files = lb_render.render_node(model(), "lb-a", "Debian")
+    text = files["/etc/systemd/system/bird.service.d/lb-pair.conf"].content
+    u = unit(text)
+    argv = lb_boot.bird_argv("/usr/sbin/bird", "/etc/bird/bird.conf", "/run/bird/bird.ctl", "/run/bird/bird.pid", "bird")
+    assert text.split("\nExecStart=", 2)[2].split("\n")[0].split() == [argv[0], "-f", *argv[1:]]
+    assert "\nExecStartPre=\n" in text and "ExecStartPre=/usr/sbin/bird -p -c /etc/bird/bird.conf" in text
+    assert "ExecReload=/usr/sbin/birdc -s /run/bird/bird.ctl configure" in text
+    assert u["Service"]["Restart"] == "always"
+    assert files["/etc/systemd/system/multi-user.target.wants/bird.service"].link == "/lib/systemd/system/bird.service"
+
+
+def test_a_pair_without_routing_gets_no_bird_unit():
+    raw = lb_topology.load_file(SEED_PILLAR)
+    for pair in raw["pairs"].values():
+        pair.pop("routing", None)
+    files = lb_render.render_node(lb_topology.load(raw), "lb-a", "Debian")
+    assert not any("bird" in p for p in files)
+
+
+def test_the_ucarp_launcher_runs_the_recorded_command_line_as_itself(tmp_path):
+    """lb-ucarp-exec under a POSIX sh, with a stand-in `ucarp` that prints
+    its argv and pid: one argument a line (spaces kept), exec'd (the pid in
+    the pid file is the ucarp's)."""
+    import subprocess
+
+    import carp_common
+
+    fake = tmp_path / "bin" / "ucarp"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "pid $$"\nfor a in "$@"; do echo "arg <$a>"; done\n')
+    fake.chmod(0o755)
+    launcher = tmp_path / "lb-ucarp-exec"
+    launcher.write_text(carp_common.UCARP_EXEC_SCRIPT)
+    launcher.chmod(0o755)
+    argv = [str(fake), "--vhid=55", "--xparam=24 55 /var/lib/lb-carp", "  lead", "$(touch x)"]
+    (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
+    res = subprocess.run(
+        ["sh", str(launcher), str(tmp_path / "55.argv"), str(tmp_path / "ucarp-55.pid")], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"pid {(tmp_path / 'ucarp-55.pid').read_text().strip()}"
+    assert lines[1:] == [f"arg <{a}>" for a in argv[1:]]
+    assert not (tmp_path / "x").exists()
+    # a recorded line that is not ucarp is not run
+    (tmp_path / "1.argv").write_text("/bin/echo\nhello\n")
+    res = subprocess.run(["sh", str(launcher), str(tmp_path / "1.argv"), str(tmp_path / "p")], capture_output=True, text=True)
+    assert res.returncode == 1 and "does not run ucarp" in res.stderr and not (tmp_path / "p").exists()
+    # the group's VIP still configured (its ucarp was killed): the new one keeps it and claims quickly
+    stub = tmp_path / "bin" / "ip"
+    stub.write_text('#!/bin/sh\n[ "$6" = host0 ] && echo "2: host0    inet 10.0.0.55/24 scope global host0"\nexit 0\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{stub.parent}:/usr/bin:/bin"}
+    for addr, added in (("10.0.0.55", ["--neutral", "--deadratio=1"]), ("10.0.0.5", [])):
+        argv = [str(fake), "--interface=host0", f"--addr={addr}", "--xparam=24 55 /var/lib/lb-carp"]
+        (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
+        res = subprocess.run(
+            ["sh", str(launcher), str(tmp_path / "55.argv"), str(tmp_path / "ucarp-55.pid")], capture_output=True, text=True, env=env
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.splitlines()[1:] == [f"arg <{a}>" for a in argv[1:] + added]
+    with pytest.raises(ValueError):
+        carp_common.ucarp_argv_text(["/usr/sbin/ucarp", "--addr=1\n--upscript=/tmp/x"])
+    assert carp_common.parse_ucarp_argv_text(carp_common.ucarp_argv_text(argv)) == argv
 
 
 def test_managed_unit_only_under_systemd_with_the_drop_in(tmp_path, monkeypatch):

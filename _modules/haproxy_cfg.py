@@ -833,6 +833,51 @@ def _unit(config, s):
     return lb_boot.managed_unit(lb_boot.HAPROXY_UNIT) if config == s["config"] == lb_render.OS_PARAMS["Debian"]["haproxy_config"] else None
 
 
+def _supervisor(config, s, running=False):
+    """What starts and stops HAProxy here, so that it is restarted whatever
+    ends it: ("systemctl", "haproxy.service") under systemd (above), ("service",
+    "lb_haproxy") on FreeBSD once the host SLS installed rc.d/lb_haproxy
+    (daemon(8), lb_boot) on the default config, None otherwise (this module
+    starts it itself).  With running=True, on FreeBSD only if daemon(8)
+    supervises the HAProxy that runs now (one started by hand is not)."""
+    if s["os_family"] != "FreeBSD":
+        unit = _unit(config, s)
+        return ("systemctl", unit) if unit else None
+    if (
+        config != s["config"]
+        or config != lb_render.OS_PARAMS["FreeBSD"]["haproxy_config"]
+        or not os.path.exists(lb_boot.FREEBSD_HAPROXY_RC)
+    ):
+        return None
+    if running and not _daemon_supervises():
+        return None
+    return ("service", lb_boot.FREEBSD_HAPROXY_SERVICE)
+
+
+def _daemon_supervises():
+    """Whether daemon(8) runs, by rc.d/lb_haproxy's pid file (FreeBSD)."""
+    try:
+        with open(lb_boot.FREEBSD_HAPROXY_SUPERVISOR_PID, encoding="ascii") as fh:
+            pid = int(fh.read().split()[0])
+        return psutil.Process(pid).name() == "daemon"
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return False
+
+
+def _supervise(sup, verb):
+    kind, name = sup
+    if kind == "systemctl":
+        _systemctl(verb, name)
+        return f"systemctl {verb} {name}"
+    argv = ["service", name, "one" + verb]  # one*: whatever rc.conf says yet
+    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, output_loglevel="quiet")
+    if res["retcode"] != 0:
+        raise CommandExecutionError(
+            f"{' '.join(argv)} failed (exit {res['retcode']}): {(res.get('stdout', '') + res.get('stderr', '')).strip()}"
+        )
+    return " ".join(argv)
+
+
 def _start_by_hand(cmd, env):
     with tempfile.TemporaryFile(mode="w+") as out:
         # not a pipe: the daemon would keep it open
@@ -890,10 +935,9 @@ def start(config=None, takeover=None):
     state = _ensure_state_file(s)
     if state:
         env[lb_render.SERVER_STATE_ENV] = state
-    unit = None if takeover else _unit(config, s)
-    if unit:
-        _systemctl("start", unit)
-        output = f"started by systemctl start {unit}"
+    sup = None if takeover else _supervisor(config, s)
+    if sup:
+        output = "started by " + _supervise(sup, "start")
     else:
         output = _start_by_hand(cmd, env)
     _drop_context()
@@ -926,15 +970,14 @@ def stop(graceful=False, pidfile=None):
     st = status(pidfile)
     if not st["running"]:
         return {"stopped": False, "comment": "HAProxy is not running"}
-    unit = None if pidfile else _unit(s["config"], s)
-    if unit:
+    sup = None if pidfile else _supervisor(s["config"], s, running=True)
+    if sup:
         if graceful:
-            # systemd would restart a master that ends by itself (Restart=always)
+            # systemd or daemon(8) would restart a master that ends by itself
             raise CommandExecutionError(
-                f"HAProxy runs under {unit}: drain its servers (haproxy_cfg.drain), then stop it without graceful=True"
+                f"HAProxy runs under {sup[1]}: drain its servers (haproxy_cfg.drain), then stop it without graceful=True"
             )
-        _systemctl("stop", unit)
-        return {"stopped": True, "master": st["master"], "comment": f"systemctl stop {unit}"}
+        return {"stopped": True, "master": st["master"], "comment": _supervise(sup, "stop")}
     sig = signal.SIGUSR1 if graceful else signal.SIGTERM
     for pid in st["pids"]:
         try:

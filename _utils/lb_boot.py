@@ -32,6 +32,12 @@ chroot where no systemd runs):
 - bird.service (with routing): Debian's unit, run as the routing module
   runs BIRD (its config, control socket and pid file), restarted whatever
   ends it.
+
+FreeBSD has no supervisor in its rc; the product's rc.d script
+`lb_haproxy` runs HAProxy under daemon(8) (`-r`: started again a second
+after it ends, whatever ends it), in place of the port's rc.d/haproxy,
+which starts it once.  Verified only by rendering and reading FreeBSD's
+daemon(8) and rc.subr: FreeBSD cannot run here.
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ RESTART_SEC = 1
 # HAProxy starts in a few ms and its start is checked (haproxy -c is cheap):
 # back quickly, often before keepalived's once-a-second check notices
 HAPROXY_RESTART_SEC = "200ms"
+
+
+FREEBSD_HAPROXY_SERVICE = "lb_haproxy"
+FREEBSD_HAPROXY_RC = f"/usr/local/etc/rc.d/{FREEBSD_HAPROXY_SERVICE}"
+FREEBSD_HAPROXY_SUPERVISOR_PID = f"/var/run/{FREEBSD_HAPROXY_SERVICE}.pid"
 
 
 def systemd_booted() -> bool:
@@ -174,6 +185,55 @@ def keepalived_argv(binary: str, config: str, run_dir: str) -> list[str]:
         f"{run_dir}/keepalived-checkers.pid",
         "--log-detail",
     ]
+
+
+def freebsd_haproxy_rc(head: str, osp: dict, server_state_env: str) -> str:
+    """rc.d/lb_haproxy: HAProxy (master-worker, in the foreground) under
+    daemon(8), which starts it again 1 s after it ends (`-r`) and sends its
+    output to syslog; rc's stop sends SIGTERM to daemon, which passes it on
+    and exits.  HAProxy writes its own pid file (`pidfile` in the config):
+    the haproxy_cfg module reloads it with SIGUSR2 there, which daemon does
+    not see.  The config is checked before each start, and a new worker
+    loads the runtime server states the module saved (server_state_env)."""
+    binary, config = _env_value(osp["haproxy_binary"]), _env_value(osp["haproxy_config"])
+    state, socket = _env_value(osp["haproxy_server_state"]), _env_value(osp["haproxy_master_socket"])
+    name = FREEBSD_HAPROXY_SERVICE
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            head,
+            "#",
+            f"# PROVIDE: {name}",
+            "# REQUIRE: LOGIN",
+            "# KEYWORD: shutdown",
+            "#",
+            "# HAProxy supervised by daemon(8): started again 1 s after it ends, whatever",
+            "# ends it.  Reloads are the haproxy_cfg module's (SIGUSR2 to the master,",
+            f"# whose pid HAProxy writes to {osp['haproxy_pidfile']}).",
+            "",
+            ". /etc/rc.subr",
+            "",
+            f'name="{name}"',
+            f'rcvar="{name}_enable"',
+            "load_rc_config $name",
+            f': ${{{name}_enable:="NO"}}',
+            "",
+            f'pidfile="{FREEBSD_HAPROXY_SUPERVISOR_PID}"',
+            'command="/usr/sbin/daemon"',
+            f'command_args="-r -S -T haproxy -P ${{pidfile}} {binary} -W -db -f {config} -S {socket},mode,600"',
+            f'start_precmd="{name}_prestart"',
+            "",
+            f"{name}_prestart()",
+            "{",
+            f"	{binary} -c -q -f {config} || return 1",
+            f"	[ -s {state} ] || echo 1 > {state}",
+            f"	export {server_state_env}={state}",
+            "}",
+            "",
+            'run_rc_command "$1"',
+            "",
+        ]
+    )
 
 
 def ucarp_instance(vhid: int) -> str:

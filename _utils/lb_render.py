@@ -416,16 +416,6 @@ def freebsd_alias_words(g: dict, secret=str) -> list[str]:
     return words
 
 
-def freebsd_haproxy_flags(osp: dict | None = None) -> str:
-    """haproxy_flags for the port's rc script (net/haproxy's rc.d/haproxy
-    runs `haproxy $haproxy_flags`, by default `-q -f CONFIG -p PIDFILE`:
-    in the foreground, which hangs the boot).  The same mode the
-    haproxy_cfg module starts it in: master-worker, daemon, with the master
-    CLI socket its reloads use."""
-    osp = osp or OS_PARAMS["FreeBSD"]
-    return f"-W -D -q -f {osp['haproxy_config']} -p {osp['haproxy_pidfile']} -S {osp['haproxy_master_socket']},mode,600"
-
-
 def md5sig_used(pair: dict) -> bool:
     bgp = (pair.get("routing") or {}).get("bgp")
     return bool(bgp) and any(nb.get("md5sig_password") for nb in bgp["neighbors"].values())
@@ -439,14 +429,21 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
 
     rc = [head, _rc("hostname", node["hostname"])]
     rc.append(_rc("gateway_enable", "YES" if pair["sysctl"]["ip_forwarding"] else "NO"))
-    rc.append(_rc("haproxy_enable", "YES"))
-    rc.append(_rc("haproxy_config", OS_PARAMS["FreeBSD"]["haproxy_config"]))
-    rc.append(_rc("haproxy_flags", freebsd_haproxy_flags()))
+    # HAProxy under the product's rc.d/lb_haproxy (daemon(8) restarts it),
+    # not the port's rc.d/haproxy, which starts it once
+    rc.append(_rc("haproxy_enable", "NO"))
+    rc.append(_rc(f"{lb_boot.FREEBSD_HAPROXY_SERVICE}_enable", "YES"))
+    routing = pair["routing"]
+    if routing["bgp"] is not None:
+        rc.append(_rc("openbgpd_enable", "YES"))
+    if routing["ospf"] is not None:
+        rc.append(_rc("openospfd_enable", "YES"))
     if md5sig_used(pair):
         # OpenBGPD's `tcp md5sig` needs TCP_SIGNATURE: the tcpmd5 module on
         # FreeBSD, loaded at boot by rc.d/kld before the routing daemons
         rc.append(_rc("kld_list", "tcpmd5"))
     files["/etc/rc.conf"] = File("\n".join(rc) + "\n")
+    files[lb_boot.FREEBSD_HAPROXY_RC] = File(lb_boot.freebsd_haproxy_rc(head, OS_PARAMS["FreeBSD"], SERVER_STATE_ENV), mode="0755")
 
     # Interface lines go to /etc/rc.conf.d/netif, read by rc.d/netif after
     # rc.conf: it can be 0600, and the CARP passwords stay out of the
@@ -860,6 +857,7 @@ WRITER_PATHS = {
         "/boot/loader.conf": "carp",
         "/etc/rc.conf": "host",
         "/etc/rc.conf.d/routing": "host",
+        lb_boot.FREEBSD_HAPROXY_RC: "host",
     },
     "Debian": {},
 }

@@ -62,6 +62,7 @@ def test_every_file_at_its_real_path(seed_model):
         "/usr/local/etc/bgpd.conf",
         "/usr/local/etc/haproxy.conf",
         "/usr/local/etc/ospfd.conf",
+        "/usr/local/etc/rc.d/lb_haproxy",
         "/usr/local/sbin/lb-routing-vip",
     ]
     assert sorted(lb_render.render_node(seed_model, "lb-a", "Debian")) == [
@@ -336,14 +337,30 @@ def test_routing_ready_script_reads_birds_sessions(tmp_path, protocols, ready):
     assert subprocess.run([str(script)], timeout=10, capture_output=True).returncode == 1
 
 
-def test_freebsd_rc_conf_starts_haproxy_as_a_daemon_and_loads_tcpmd5(seed_raw):
-    rc = lb_render.render_node(lb_topology.load(copy.deepcopy(seed_raw)), "lb-a", "FreeBSD")["/etc/rc.conf"].content
-    # the port's rc.d/haproxy runs `haproxy $haproxy_flags`: without -D the
-    # boot waits on it; -S: the master socket the haproxy_cfg module reloads by
-    flags = re.search(r'^haproxy_flags="([^"]*)"$', rc, re.M).group(1).split()
-    assert {"-W", "-D"} <= set(flags)
-    assert flags[flags.index("-f") + 1] == "/usr/local/etc/haproxy.conf"
-    assert flags[flags.index("-S") + 1].startswith("/var/run/haproxy-master.sock,")
+def test_freebsd_rc_conf_starts_haproxy_under_daemon_and_loads_tcpmd5(seed_raw, tmp_path):
+    files = lb_render.render_node(lb_topology.load(copy.deepcopy(seed_raw)), "lb-a", "FreeBSD")
+    rc = files["/etc/rc.conf"].content
+    # the product's rc.d/lb_haproxy, not the port's (which starts it once)
+    assert 'haproxy_enable="NO"' in rc.splitlines() and 'lb_haproxy_enable="YES"' in rc.splitlines()
+    # the seed routes by BGP and OSPF: both daemons at boot
+    assert {'openbgpd_enable="YES"', 'openospfd_enable="YES"'} <= set(rc.splitlines())
+    script = files["/usr/local/etc/rc.d/lb_haproxy"]
+    assert script.mode == "0755" and lb_render.writer("/usr/local/etc/rc.d/lb_haproxy", "FreeBSD") == "host"
+    text = script.content
+    (tmp_path / "lb_haproxy").write_text(text)
+    assert subprocess.run(["sh", "-n", str(tmp_path / "lb_haproxy")]).returncode == 0
+    assert "# PROVIDE: lb_haproxy" in text and "# KEYWORD: shutdown" in text
+    args = re.search(r'^command_args="([^"]*)"$', text, re.M).group(1).split()
+    # daemon(8): -r restarts it, -P its own pid file (rc's pidfile), then HAProxy in the foreground
+    assert args[:6] == ["-r", "-S", "-T", "haproxy", "-P", "${pidfile}"]
+    haproxy = args[6:]
+    assert haproxy[0] == "/usr/local/sbin/haproxy" and "-D" not in haproxy and {"-W", "-db"} <= set(haproxy)
+    assert haproxy[haproxy.index("-f") + 1] == "/usr/local/etc/haproxy.conf"
+    assert haproxy[haproxy.index("-S") + 1] == "/var/run/haproxy-master.sock,mode,600"
+    assert re.search(r'^pidfile="/var/run/lb_haproxy.pid"$', text, re.M) and 'command="/usr/sbin/daemon"' in text
+    # HAProxy writes the master's pid where haproxy_cfg reloads it
+    assert "    pidfile /var/run/haproxy.pid\n" in files["/usr/local/etc/haproxy.conf"].content
+    assert f"export {lb_render.SERVER_STATE_ENV}=/var/run/haproxy-server-state" in text
     # the seed's neighbors have md5sig keys: tcpmd5.ko at boot
     assert 'kld_list="tcpmd5"' in rc.splitlines()
     for nb in seed_raw["pairs"]["edge"]["routing"]["bgp"]["neighbors"].values():

@@ -66,6 +66,16 @@ HAPROXY_RESTART_SEC = "200ms"
 FREEBSD_HAPROXY_SERVICE = "lb_haproxy"
 FREEBSD_HAPROXY_RC = f"/usr/local/etc/rc.d/{FREEBSD_HAPROXY_SERVICE}"
 FREEBSD_HAPROXY_SUPERVISOR_PID = f"/var/run/{FREEBSD_HAPROXY_SERVICE}.pid"
+# Kernel CARP comes up in rc.d/netif, long before HAProxy: rc.d/lb_carp_boothold
+# (before netif) demotes the node by this much, recorded in this file (not
+# under /var/run, which rc.d/cleanvar empties after it), and rc.d/lb_haproxy
+# takes it back once HAProxy's workers run.  net.inet.carp.demotion adds what
+# is written to it, so this and carp.maintenance's demotion add up.
+FREEBSD_BOOTHOLD_SERVICE = "lb_carp_boothold"
+FREEBSD_BOOTHOLD_RC = f"/usr/local/etc/rc.d/{FREEBSD_BOOTHOLD_SERVICE}"
+FREEBSD_BOOTHOLD_FILE = "/var/db/lb-carp/boothold"
+FREEBSD_BOOTHOLD_DEMOTION = 240
+FREEBSD_BOOTHOLD_WAIT = 120  # seconds rc.d/lb_haproxy waits for HAProxy's workers, in the background
 
 
 def systemd_booted() -> bool:
@@ -222,14 +232,78 @@ def freebsd_haproxy_rc(head: str, osp: dict, server_state_env: str) -> str:
             'command="/usr/sbin/daemon"',
             f'command_args="-r -S -T haproxy -P ${{pidfile}} {binary} -W -db -f {config} -S {socket},mode,600"',
             f'start_precmd="{name}_prestart"',
+            f'start_postcmd="{name}_poststart"',
             "",
             f"{name}_prestart()",
             "{",
-            f"	{binary} -c -q -f {config} || return 1",
-            f"	[ -s {state} ] || echo 1 > {state}",
-            f"	export {server_state_env}={state}",
+            f"\t{binary} -c -q -f {config} || return 1",
+            f"\t[ -s {state} ] || echo 1 > {state}",
+            f"\texport {server_state_env}={state}",
             "}",
             "",
+            f"# The boot hold ({FREEBSD_BOOTHOLD_SERVICE}): taken back once HAProxy's master",
+            f"# runs with a worker; in the background, for at most {FREEBSD_BOOTHOLD_WAIT} s.  A HAProxy",
+            "# that does not come up leaves the node demoted: the peer keeps the VIPs.",
+            f"{name}_poststart()",
+            "{",
+            f"\t[ -f {FREEBSD_BOOTHOLD_FILE} ] || return 0",
+            "\t(",
+            "\t\tn=0",
+            f"\t\twhile [ $n -lt {FREEBSD_BOOTHOLD_WAIT * 10} ]; do",
+            f"\t\t\tpid=$(cat {osp['haproxy_pidfile']} 2>/dev/null)",
+            '\t\t\tif [ -n "$pid" ] && pgrep -q -P "$pid"; then',
+            f"\t\t\t\trm {FREEBSD_BOOTHOLD_FILE} && sysctl net.inet.carp.demotion=-{FREEBSD_BOOTHOLD_DEMOTION} >/dev/null",
+            "\t\t\t\texit 0",
+            "\t\t\tfi",
+            "\t\t\tsleep 0.1",
+            "\t\t\tn=$((n + 1))",
+            "\t\tdone",
+            "\t) </dev/null >/dev/null 2>&1 &",
+            "}",
+            "",
+            'run_rc_command "$1"',
+            "",
+        ]
+    )
+
+
+def freebsd_boothold_rc(head: str) -> str:
+    """rc.d/lb_carp_boothold: before netif brings CARP up, demote the node
+    (net.inet.carp.demotion += 240) and record it, so it does not take a VIP
+    from a peer that serves before its own HAProxy serves; rc.d/lb_haproxy
+    takes it back.  A record left from before a reboot is dropped first (the
+    counter starts at 0 at boot)."""
+    name = FREEBSD_BOOTHOLD_SERVICE
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            head,
+            "#",
+            f"# PROVIDE: {name}",
+            "# REQUIRE: FILESYSTEMS kld",
+            "# BEFORE: netif",
+            "#",
+            "# CARP advertises demoted from boot until HAProxy serves (rc.d/lb_haproxy",
+            "# takes the demotion back): the node takes no VIP from a peer that serves.",
+            "",
+            ". /etc/rc.subr",
+            "",
+            f'name="{name}"',
+            f'rcvar="{name}_enable"',
+            f'start_cmd="{name}_start"',
+            'stop_cmd=":"',
+            "",
+            f"{name}_start()",
+            "{",
+            f"\trm -f {FREEBSD_BOOTHOLD_FILE}",
+            "\tkldstat -q -m carp || kldload -n carp || return 1",
+            f"\tmkdir -p {os.path.dirname(FREEBSD_BOOTHOLD_FILE)}",
+            f"\t: > {FREEBSD_BOOTHOLD_FILE}",
+            f"\tsysctl net.inet.carp.demotion={FREEBSD_BOOTHOLD_DEMOTION} >/dev/null || rm -f {FREEBSD_BOOTHOLD_FILE}",
+            "}",
+            "",
+            "load_rc_config $name",
+            f': ${{{name}_enable:="NO"}}',
             'run_rc_command "$1"',
             "",
         ]

@@ -433,6 +433,7 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
     # not the port's rc.d/haproxy, which starts it once
     rc.append(_rc("haproxy_enable", "NO"))
     rc.append(_rc(f"{lb_boot.FREEBSD_HAPROXY_SERVICE}_enable", "YES"))
+    rc.append(_rc(f"{lb_boot.FREEBSD_BOOTHOLD_SERVICE}_enable", "YES"))
     routing = pair["routing"]
     if routing["bgp"] is not None:
         rc.append(_rc("openbgpd_enable", "YES"))
@@ -443,6 +444,7 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
         # FreeBSD, loaded at boot by rc.d/kld before the routing daemons
         rc.append(_rc("kld_list", "tcpmd5"))
     files["/etc/rc.conf"] = File("\n".join(rc) + "\n")
+    files[lb_boot.FREEBSD_BOOTHOLD_RC] = File(lb_boot.freebsd_boothold_rc(head), mode="0755")
     files[lb_boot.FREEBSD_HAPROXY_RC] = File(lb_boot.freebsd_haproxy_rc(head, OS_PARAMS["FreeBSD"], SERVER_STATE_ENV), mode="0755")
 
     # Interface lines go to /etc/rc.conf.d/netif, read by rc.d/netif after
@@ -858,6 +860,7 @@ WRITER_PATHS = {
         "/etc/rc.conf": "host",
         "/etc/rc.conf.d/routing": "host",
         lb_boot.FREEBSD_HAPROXY_RC: "host",
+        lb_boot.FREEBSD_BOOTHOLD_RC: "host",
     },
     "Debian": {},
 }

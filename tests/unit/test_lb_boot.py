@@ -217,3 +217,62 @@ def test_systemctl_reloads_systemd_first_when_the_files_changed():
     with pytest.raises(RuntimeError, match="systemctl start haproxy.service failed .*Job failed"):
         lb_boot.systemctl(run_all, "start", "haproxy.service")
     assert [c[1] for c in calls] == ["show", "daemon-reload", "start"]
+
+
+def _rc_functions(text, subst):
+    """An rc.d script's functions only (no rc.subr, no run_rc_command), with
+    its absolute paths moved under a test directory."""
+    body = "\n".join(line for line in text.splitlines() if not line.startswith((". /etc/rc.subr", "run_rc_command", "load_rc_config")))
+    for old, new in subst.items():
+        body = body.replace(old, new)
+    return body
+
+
+def test_freebsd_boot_hold_demotes_before_netif_and_haproxy_takes_it_back_once_it_serves(tmp_path):
+    """rc.d/lb_carp_boothold and rc.d/lb_haproxy's poststart under dash,
+    with `sysctl`, `kldstat`, `pgrep` and `sleep` stubs that record their
+    argv (FreeBSD cannot run here: rc.subr and the kernel are not run)."""
+    import subprocess
+
+    m = model()
+    files = lb_render.render_node(m, "lb-a", "FreeBSD")
+    rc = files["/etc/rc.conf"].content.splitlines()
+    assert 'lb_carp_boothold_enable="YES"' in rc and 'lb_haproxy_enable="YES"' in rc
+    hold = files["/usr/local/etc/rc.d/lb_carp_boothold"].content
+    assert "# BEFORE: netif" in hold and "# REQUIRE: FILESYSTEMS kld" in hold
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    log = tmp_path / "argv.log"
+    for tool in ("sysctl", "kldstat"):
+        (bin_ / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\n')
+    (bin_ / "sleep").write_text("#!/bin/sh\nexec /bin/sleep 0.02\n")  # the loop's 0.1 s, shorter
+    (bin_ / "pgrep").write_text(f'#!/bin/sh\necho "pgrep $*" >> {log}\n[ -e {tmp_path}/worker ]\n')
+    for tool in bin_.iterdir():
+        tool.chmod(0o755)
+    subst = {"/var/db/lb-carp/boothold": str(tmp_path / "db" / "boothold"), "/var/run/haproxy.pid": str(tmp_path / "haproxy.pid")}
+    env = {"PATH": f"{bin_}:/usr/bin:/bin"}
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "boothold").write_text("")  # a record from before the reboot
+    script = _rc_functions(hold, subst) + "\nlb_carp_boothold_start\n"
+    assert subprocess.run(["dash", "-c", script], env=env, timeout=10).returncode == 0
+    assert (tmp_path / "db" / "boothold").exists()
+    assert log.read_text().splitlines() == ["kldstat -q -m carp", "sysctl net.inet.carp.demotion=240"]
+    log.unlink()
+    # HAProxy's master runs, a worker comes up later: the hold is taken back once
+    (tmp_path / "haproxy.pid").write_text("4242\n")
+    start = _rc_functions(files["/usr/local/etc/rc.d/lb_haproxy"].content, subst)
+    run = subprocess.Popen(["dash", "-c", start + "\nlb_haproxy_poststart\nwait\n"], env=env)
+    time_limit = 50
+    while time_limit and not (log.exists() and "pgrep -q -P 4242" in log.read_text()):
+        time_limit -= 1
+        subprocess.run(["sleep", "0.1"])
+    assert (tmp_path / "db" / "boothold").exists()  # no worker yet: still held
+    (tmp_path / "worker").write_text("")
+    assert run.wait(20) == 0
+    assert not (tmp_path / "db" / "boothold").exists()
+    assert log.read_text().splitlines()[-1] == "sysctl net.inet.carp.demotion=-240"
+    assert log.read_text().count("sysctl") == 1
+    # no hold (a start after boot): nothing is touched
+    log.unlink()
+    assert subprocess.run(["dash", "-c", start + "\nlb_haproxy_poststart\nwait\n"], env=env, timeout=10).returncode == 0
+    assert not log.exists()

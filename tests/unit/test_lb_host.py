@@ -90,7 +90,13 @@ def test_plan_debian_has_the_sysctl_file_with_nonlocal_bind_and_the_routes_file(
 
 def test_plan_freebsd_keeps_rc_conf_and_sysctl_conf_as_blocks(seed_model):
     plan = lb_host.plan(seed_model, "lb-a", "FreeBSD")
-    assert set(plan["files"]) == {"/etc/rc.conf", "/etc/rc.conf.d/routing", "/etc/sysctl.conf", "/usr/local/etc/rc.d/lb_haproxy"}
+    assert set(plan["files"]) == {
+        "/etc/rc.conf",
+        "/etc/rc.conf.d/routing",
+        "/etc/sysctl.conf",
+        "/usr/local/etc/rc.d/lb_carp_boothold",
+        "/usr/local/etc/rc.d/lb_haproxy",
+    }
     assert plan["files"]["/etc/rc.conf"]["block"] == "append"
     assert plan["files"]["/etc/sysctl.conf"]["block"] == "append"
     assert plan["files"]["/etc/rc.conf.d/routing"]["block"] is None

@@ -62,6 +62,7 @@ def test_every_file_at_its_real_path(seed_model):
         "/usr/local/etc/bgpd.conf",
         "/usr/local/etc/haproxy.conf",
         "/usr/local/etc/ospfd.conf",
+        "/usr/local/etc/rc.d/lb_carp_boothold",
         "/usr/local/etc/rc.d/lb_haproxy",
         "/usr/local/sbin/lb-routing-vip",
     ]

@@ -425,12 +425,19 @@ if [ -f "$wait" ]; then
 	kill "$(cat "$wait")" 2>/dev/null
 	rm -f "$wait"
 fi
+# ARP answered only for the addresses on the asking interface: a soft
+# release's local route (below) is never announced
+ign=/proc/sys/net/ipv4/conf/$iface/arp_ignore
+if [ -w "$ign" ] && [ "$(cat "$ign")" = 0 ]; then
+	echo 1 > "$ign"
+fi
 """
     if action == "add":
         # the event hook (a salt-call, seconds of CPU) only once the VIP is
         # here: on a busy node it would slow the probe down
         hook = "".join("\t" + line + "\n" for line in _EVENT_HOOK.splitlines())
         body = f"""mkdir -p "$dir/state"
+/sbin/ip -4 route del local "$vip/32" dev "$iface" table local proto static 2>/dev/null
 /sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 (
 	"${{0%/*}}/lb-carp-arp-probe" "$iface" "$vip" {VIP_ACQUIRE_SECONDS}
@@ -443,12 +450,23 @@ echo $! > "$wait"
 """
         return head + body + _WRITE_STATE
     else:
-        body = """/sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
+        # a planned handover (maintenance, a preemption back) is hitless: while
+        # HAProxy listens on the VIP, a local route (no address, so no ARP)
+        # keeps taking what still reaches this node for 3 s, while the new
+        # master's ARP announcements move the neighbours over
+        body = """soft=
+if /sbin/ip -4 -o addr show dev "$iface" 2>/dev/null | grep -qF " inet $vip/" &&
+	[ -n "$(ss -Hltn src "$vip" 2>/dev/null)" ] &&
+	/sbin/ip -4 route append local "$vip/32" dev "$iface" table local proto static 2>/dev/null; then
+	soft=yes
+fi
+/sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 /sbin/ip -4 addr del "$vip/$plen" dev "$iface" 2>/dev/null || true
 (
 	sleep 3
 	now=
 	read -r now _ < "$dir/state/$vhid" 2>/dev/null
+	[ -z "$soft" ] || [ "$now" = MASTER ] || /sbin/ip -4 route del local "$vip/32" dev "$iface" table local proto static 2>/dev/null
 	[ "$now" = MASTER ] || /sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
 ) </dev/null >/dev/null 2>&1 &
 """
@@ -640,6 +658,66 @@ def blackhole(kind, addr):
     return netlink(kind, NLM_F_CREATE | NLM_F_REPLACE if kind == RTM_NEWROUTE else 0, body)
 
 
+def local_route(kind, dev, addr):
+    # RTM_NEWROUTE / RTM_DELROUTE: `local addr/32 dev DEV proto static` in
+    # the local table.  The kernel's own local route for an address is
+    # `proto kernel`: a delete naming proto static never removes that one.
+    body = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 255, 4, 254, 2, 0)
+    body += rta(1, socket.inet_aton(addr)) + rta(4, struct.pack("=I", socket.if_nametoindex(dev)))
+    return netlink(kind, NLM_F_CREATE if kind == RTM_NEWROUTE else 0, body)
+
+
+def listening(addr):
+    # whether a TCP socket listens on addr (HAProxy's listeners for the VIP)
+    want = "%08X" % struct.unpack("=I", socket.inet_aton(addr))[0]
+    try:
+        with open("/proc/net/tcp") as fh:
+            next(fh)
+            for line in fh:
+                words = line.split()
+                if len(words) > 3 and words[3] == "0A" and words[1].split(":")[0] in (want, "00000000"):
+                    return True
+    except (OSError, StopIteration):
+        pass
+    return False
+
+
+# A planned handover (maintenance, a preemption back, keepalived stopping on
+# a node whose HAProxy still serves) is hitless: the node that gives the VIP
+# up keeps accepting what still reaches it for SOFT_SECONDS (a local route,
+# not an address, so it does not answer ARP for it: arp_ignore 1 on the VIP
+# devices), while the new master's ARP announcements move the neighbours'
+# entries over.  A node whose HAProxy does not listen on the VIP drops it
+# at once (blackholed: a client's SYN is retransmitted, and reaches the
+# peer, instead of being refused here).
+SOFT_SECONDS = 3.0
+soft = {}  # vhid -> the token of its pending soft release
+
+
+def soft_end(vhid, token=None):
+    # the soft release's local route goes (all of them, or only token's)
+    cur = soft.get(vhid)
+    if cur is not None and (token is None or cur is token):
+        del soft[vhid]
+        dev, addr, _ = groups[vhid]
+        local_route(RTM_DELROUTE, dev, addr)
+
+
+def arp_ignore_on_vip_devices():
+    # answer ARP only for addresses configured on the asking interface, so
+    # a soft release's local route is never announced
+    for dev in sorted({g[0] for g in groups.values()}):
+        path = f"/proc/sys/net/ipv4/conf/{dev}/arp_ignore"
+        try:
+            with open(path) as fh:
+                if int(fh.read().strip() or 0) >= 1:
+                    continue
+            with open(path, "w") as fh:
+                fh.write("1\\n")
+        except (OSError, ValueError) as exc:
+            print(f"lb-carp-keepalived-vips: {path}: {exc}", file=sys.stderr)
+
+
 # Writing the state files and starting the event hook wait on the disk and
 # on fork: a thread of their own does them, in order, so that the next
 # transition is never held up by them.
@@ -736,8 +814,10 @@ def refresh():
             s.close()
 
 
-def unblackhole(vhid):
+def unblackhole(vhid, token=None):
     with lock:
+        if token is not None:
+            soft_end(vhid, token)
         if recorded(vhid)[0] != "MASTER":
             blackhole(RTM_DELROUTE, groups[vhid][1])
 
@@ -749,17 +829,23 @@ def run(vhid, state, prio="-"):
     with lock:
         current[vhid] = state
         cancel(vhid)
+        soft_end(vhid)
         blackhole(RTM_NEWROUTE, addr)
         if state == "MASTER":
             stop = pending[vhid] = threading.Event()
             threading.Thread(target=acquire, args=(vhid, stop), daemon=True).start()
             record(vhid, state, prio)
             return
+        token = None
+        if state in ("BACKUP", "STOP") and vhid in held and listening(addr):
+            # local before the address goes: no moment without either
+            if local_route(RTM_NEWROUTE, dev, addr) == 0:
+                token = soft[vhid] = object()
         address(RTM_DELADDR, dev, addr, plen)
         held.discard(vhid)
         record(vhid, state, prio)
     event(vhid, state)
-    timer = threading.Timer(3.0, unblackhole, args=(vhid,))
+    timer = threading.Timer(SOFT_SECONDS if token else 3.0, unblackhole, args=(vhid, token))
     timer.daemon = True
     timer.start()
 
@@ -824,6 +910,7 @@ STOP_WAIT = 10
 # copy died, or by the reload that replaced an earlier version's notify
 # scripts) is sent nothing until the next transition: it applies the
 # recorded states.
+arp_ignore_on_vip_devices()
 try:
     restarted = age(parent) > 2.0
 except (OSError, ValueError, IndexError):

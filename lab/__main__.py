@@ -1,6 +1,7 @@
 """python -m lab up [--galera6] | down | status | check | drill [--quick] | exec HOST -- CMD..."""
 
 import argparse
+import os
 import sys
 
 
@@ -51,4 +52,11 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `python -m lab status | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

@@ -464,6 +464,7 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     while time.monotonic() < deadline and "--announce" not in calls.read_text():  # the last step, after the wait file goes
         time.sleep(0.02)
     assert calls.read_text().splitlines() == [
+        "ip -4 route del local 198.18.2.44/32 dev lb-b-eth1 table local proto static",  # a soft release's route, if any
         "ip -4 route replace blackhole 198.18.2.44/32",
         "probe lb-b-eth1 198.18.2.44 3",
         "ip -4 addr replace 198.18.2.44/32 dev lb-b-eth1",
@@ -482,7 +483,8 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     time.sleep(0.6)
     got = calls.read_text().splitlines()
     assert "ip -4 addr replace 198.18.2.44/32 dev lb-b-eth1" not in got
-    assert got[-3:] == [
+    assert got[-4:] == [
+        "ip -4 -o addr show dev lb-b-eth1",  # not held (the stub holds nothing): no soft release
         "ip -4 route replace blackhole 198.18.2.44/32",
         "ip -4 addr del 198.18.2.44/32 dev lb-b-eth1",
         "ip -4 route del blackhole 198.18.2.44/32",  # once the peer has had time to take it
@@ -584,3 +586,91 @@ def test_arp_announcement_moves_a_neighbours_entry_to_the_new_holder(tmp_path):
     finally:
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def test_ucarp_down_script_hands_a_served_vip_over_softly_and_the_up_script_takes_it_back(netns, tmp_path):
+    """The real scripts and `ip` in a namespace of this test's own (veth up,
+    nothing sent out): a VIP that HAProxy (here a listening socket) serves
+    becomes a local route for 3 s when the node goes BACKUP, so what still
+    reaches it is answered while no ARP names it (arp_ignore 1); a VIP
+    nobody listens on is dropped at once; the up script removes a pending
+    soft route before it adds the address."""
+    ns, dev = netns["name"], netns["devices"][0]
+    vip = "10.9.9.44"
+
+    def ip(*args):
+        return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, timeout=10, check=True).stdout
+
+    for d in netns["devices"]:
+        ip("link", "set", d, "up")
+    ip("addr", "add", "10.9.9.2/24", "dev", dev)  # the node's own address (a device left with none loses every route)
+    scripts = tmp_path / "sbin"
+    scripts.mkdir()
+    (scripts / "lb-carp-arp-probe").write_text("#!/bin/sh\nexit 0\n")  # nobody answers; no announcement
+    for name, text in (("lb-carp-vip-up", carp_common.VIP_UP_SCRIPT), ("lb-carp-vip-down", carp_common.VIP_DOWN_SCRIPT)):
+        (scripts / name).write_text(text)
+    for f in scripts.iterdir():
+        f.chmod(0o755)
+    state = tmp_path / "state"
+
+    def run(name):
+        subprocess.run(["ip", "netns", "exec", ns, str(scripts / name), dev, vip, f"32 44 {state}"], check=True, timeout=10)
+
+    def soft_routes():
+        return ip("route", "show", "table", "local", "proto", "static")
+
+    def addresses():
+        return ip("-4", "-o", "addr", "show", "dev", dev)
+
+    run("lb-carp-vip-up")
+    assert wait(lambda: f" {vip}/32 " in addresses(), 5), addresses()
+    assert (
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "cat", f"/proc/sys/net/ipv4/conf/{dev}/arp_ignore"], capture_output=True, text=True
+        ).stdout.strip()
+        == "1"
+    )
+    listener = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "python3",
+            "-c",
+            f"import socket,time; s=socket.socket(); s.bind(('{vip}', 18080)); s.listen(); time.sleep(30)",
+        ]
+    )
+    try:
+        assert wait(lambda: "18080" in subprocess.run(["ip", "netns", "exec", ns, "ss", "-Hltn"], capture_output=True, text=True).stdout, 5)
+        run("lb-carp-vip-down")
+        assert f" {vip}/32 " not in addresses()
+        assert f"local {vip} dev {dev}" in soft_routes()
+        # what reaches the node for the VIP is still taken
+        probe = f"import socket; socket.create_connection(('{vip}', 18080), timeout=1).close()"
+        assert subprocess.run(["ip", "netns", "exec", ns, "python3", "-c", probe], timeout=10).returncode == 0
+        # back to MASTER within the 3 s: the up script removes the soft route, then adds the address
+        run("lb-carp-vip-up")
+        assert wait(lambda: f" {vip}/32 " in addresses(), 5), addresses()
+        assert vip not in soft_routes()
+        # BACKUP again, then the soft route goes after 3 s
+        run("lb-carp-vip-down")
+        assert f"local {vip} dev {dev}" in soft_routes()
+        assert wait(lambda: vip not in soft_routes(), 6), soft_routes()
+    finally:
+        listener.kill()
+        listener.wait(10)
+    # nobody listens: dropped at once, no soft route
+    run("lb-carp-vip-up")
+    assert wait(lambda: f" {vip}/32 " in addresses(), 5)
+    run("lb-carp-vip-down")
+    assert f" {vip}/32 " not in addresses() and vip not in soft_routes()
+
+
+def wait(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

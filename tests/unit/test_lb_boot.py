@@ -3,6 +3,7 @@ tmpfiles line), what they say, and that they reach the preview with the
 `host` SLS as their writer.  tests/boot boots them for real."""
 
 import configparser
+import os
 
 import pytest
 from conftest import LAB_PILLAR, SEED_PILLAR
@@ -276,3 +277,20 @@ def test_freebsd_boot_hold_demotes_before_netif_and_haproxy_takes_it_back_once_i
     log.unlink()
     assert subprocess.run(["dash", "-c", start + "\nlb_haproxy_poststart\nwait\n"], env=env, timeout=10).returncode == 0
     assert not log.exists()
+
+
+def test_the_python_programs_the_carp_module_installs_compile_and_pass_pyflakes(tmp_path):
+    """The keepalived FIFO script and the ARP probe live in strings: compile
+    them and run ruff's pyflakes and syntax rules over them, as over a file."""
+    import subprocess
+    import sys
+
+    import carp_common
+
+    ruff = os.path.join(os.path.dirname(sys.executable), "ruff")
+    for name, text in (("lb-carp-keepalived-vips", carp_common.KEEPALIVED_VIPS_SCRIPT), ("lb-carp-arp-probe", carp_common.ARP_PROBE_SCRIPT)):
+        compile(text, name, "exec")
+        path = tmp_path / f"{name.replace('-', '_')}.py"
+        path.write_text(text)
+        res = subprocess.run([ruff, "check", "--isolated", "--select", "F,E9", str(path)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout

@@ -288,7 +288,10 @@ def test_the_python_programs_the_carp_module_installs_compile_and_pass_pyflakes(
     import carp_common
 
     ruff = os.path.join(os.path.dirname(sys.executable), "ruff")
-    for name, text in (("lb-carp-keepalived-vips", carp_common.KEEPALIVED_VIPS_SCRIPT), ("lb-carp-arp-probe", carp_common.ARP_PROBE_SCRIPT)):
+    for name, text in (
+        ("lb-carp-keepalived-vips", carp_common.KEEPALIVED_VIPS_SCRIPT),
+        ("lb-carp-arp-probe", carp_common.ARP_PROBE_SCRIPT),
+    ):
         compile(text, name, "exec")
         path = tmp_path / f"{name.replace('-', '_')}.py"
         path.write_text(text)

@@ -5,7 +5,7 @@ Both load balancers run BIRD (salt/routing) and peer by BGP (with BFD, hold
 time 9 s: the lab pillar) with up1; up1 learns the VIPs' /32s only from the
 node that holds them (BIRD's direct protocol announces each VIP address,
 a /32, while it is on the node: docs/routing.md).  Per run, a watcher reads every 5 ms, without spawning a
-process, who holds VIP .5 (each node's /proc/<pid>/net/fib_trie) and where
+process, who holds VIP .5 (each node's addresses, lab/netview.py) and where
 up1's route to it points (up1's /proc/<pid>/net/route), and records when
 each moved:
 

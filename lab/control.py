@@ -143,6 +143,9 @@ def down() -> int:
         print("could not remove: " + "; ".join(left))
         return 1
     state.remove()
+    from lab import sshcfg
+
+    sshcfg.remove_keys()
     print("lab is down")
     return 0
 

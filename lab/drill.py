@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import LAB_DIR, PILLAR, REPO, control, e2e, galera, saltcfg
+from lab import LAB_DIR, PILLAR, REPO, control, e2e, galera, netview, saltcfg
 from lab.plan import plan_from_pillar
 
 ARTIFACTS = REPO / "artifacts"
@@ -164,20 +164,11 @@ class Load:
 
 
 # ---------------------------------------------------------------------------
-# who holds the VIPs (each LB's kernel LOCAL routes, no process spawned)
+# who holds the VIPs (the addresses on each LB, over rtnetlink: lab/netview.py)
 
 
 def _local_addresses(host: str) -> set[str]:
-    with open(f"/proc/{control.host_pid(host)}/net/fib_trie") as fh:
-        lines = fh.read().splitlines()
-    out, last = set(), None
-    for line in lines:
-        s = line.strip()
-        if s.startswith("|--"):
-            last = s.split()[1]
-        elif s.startswith("/32 host LOCAL") and last:
-            out.add(last)
-    return out
+    return netview.addresses(control.host_pid(host))
 
 
 def all_on(host: str, vips: list[str]) -> bool:

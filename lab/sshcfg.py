@@ -6,7 +6,11 @@ after `lab/saltcfg.py` wrote the master's config) writes, all under
 .lab/ssh/ (0700) and nowhere else:
 
 - `salt-ssh.key` (0600): the key salt-ssh logs in with, made at every `up`;
-  `authorized_keys` holds it, usable only from the master's address;
+  `authorized_keys` holds it, usable only from the master's address.  That
+  one file lives in `/run/lb-pair-lab/<checkout hash>/` (root's, 0700):
+  sshd's StrictModes refuses an authorized_keys file with a group- or
+  world-writable directory anywhere above it, and a checkout may lie under
+  /tmp (CI's clone, for one);
 - `<host>/ssh_host_ed25519_key` and `<host>/sshd_config`: each sshd's own
   host key and config (never /etc/ssh/sshd_config, never /root/.ssh);
   `known_hosts` holds the host keys, so salt-ssh checks them;
@@ -25,6 +29,7 @@ The Saltfile's `salt-ssh` section points at `.lab/ssh`, so from the repo root
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -43,7 +48,9 @@ import lb_topology  # noqa: E402
 SSH_DIR = LAB_DIR / "ssh"
 CONFIG = SSH_DIR / "master"  # salt-ssh -c .lab/ssh (the Saltfile says so)
 CLIENT_KEY = SSH_DIR / "salt-ssh.key"
-AUTHORIZED_KEYS = SSH_DIR / "authorized_keys"
+# not under the checkout: see the module's docstring
+KEYS_DIR = Path("/run/lb-pair-lab") / hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+AUTHORIZED_KEYS = KEYS_DIR / "authorized_keys"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 ROSTER = SSH_DIR / "roster"
 SSHD = "/usr/sbin/sshd"
@@ -161,6 +168,9 @@ def write_configs(plan: Plan) -> None:
     shutil.rmtree(SSH_DIR, ignore_errors=True)
     SSH_DIR.mkdir(mode=0o700, parents=True)
     SSH_DIR.chmod(0o700)
+    remove_keys()
+    KEYS_DIR.parent.mkdir(mode=0o755, exist_ok=True)
+    KEYS_DIR.mkdir(mode=0o700)
     _keygen(CLIENT_KEY, "salt-ssh@lab")
     client_pub = CLIENT_KEY.with_suffix(".key.pub").read_text().strip()
     _write(AUTHORIZED_KEYS, f'restrict,from="{plan.master_ip}" {client_pub}\n', 0o600)
@@ -177,6 +187,11 @@ def write_configs(plan: Plan) -> None:
     _write(KNOWN_HOSTS, "\n".join(known) + "\n", 0o600)
     _write(ROSTER, "# Written by lab/sshcfg.py from the lab pillar (lb.roster).\n" + _yaml(roster(plan)), 0o600)
     write_salt_ssh_config()
+
+
+def remove_keys() -> None:
+    """The authorized_keys directory of this checkout's lab (at `down`)."""
+    shutil.rmtree(KEYS_DIR, ignore_errors=True)
 
 
 def write_salt_ssh_config() -> None:

@@ -24,6 +24,7 @@ from saltfactories.utils.functional import Loaders
 import carp_common
 import lb_render
 import lb_topology
+from lab import netview
 
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
@@ -646,6 +647,16 @@ def test_ucarp_down_script_hands_a_served_vip_over_softly_and_the_up_script_take
         run("lb-carp-vip-down")
         assert f" {vip}/32 " not in addresses()
         assert f"local {vip} dev {dev}" in soft_routes()
+        # the lab's samplers (lab/netview.py) see no holder in a soft route
+        holder = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "30"])
+        try:
+            own = os.stat(f"/run/netns/{ns}").st_ino
+            assert wait(lambda: os.stat(f"/proc/{holder.pid}/ns/net").st_ino == own, 5)  # `ip netns exec` has entered it
+            assert wait(lambda: "10.9.9.2" in netview.addresses(holder.pid), 5), netview.addresses(holder.pid)
+            assert vip not in netview.addresses(holder.pid)
+        finally:
+            holder.kill()
+            holder.wait(10)
         # what reaches the node for the VIP is still taken
         probe = f"import socket; socket.create_connection(('{vip}', 18080), timeout=1).close()"
         assert subprocess.run(["ip", "netns", "exec", ns, "python3", "-c", probe], timeout=10).returncode == 0

@@ -1,5 +1,5 @@
 """Helpers for the CARP lab tests and bench/carp_failover.py: who holds which
-VIP (read from each host's /proc/<pid>/net/fib_trie, no process spawned), a
+VIP (the addresses on each host, over rtnetlink: lab/netview.py), a
 50 ms sampler that flags any moment both nodes hold one VIP, a bounded TCP
 client inside the lab's client host, and link loss on a node's user link.
 
@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from lab import control
+from lab import control, netview
 
 LBS = ("lb-a", "lb-b")
 VIPS = ("198.18.2.4", "198.18.2.44", "198.18.2.5", "198.18.2.55")
@@ -57,19 +57,10 @@ print(json.dumps(out))
 
 
 def local_addresses(host: str) -> set[str]:
-    """The IPv4 addresses local to a lab host (its kernel's LOCAL /32 routes)."""
-    pid = control.host_pid(host)
-    with open(f"/proc/{pid}/net/fib_trie") as fh:
-        lines = fh.read().splitlines()
-    out = set()
-    last = None
-    for line in lines:
-        s = line.strip()
-        if s.startswith("|--"):
-            last = s.split()[1]
-        elif s.startswith("/32 host LOCAL") and last:
-            out.add(last)
-    return out
+    """The IPv4 addresses on a lab host's interfaces (lab/netview.py: an
+    address dump over rtnetlink, no process spawned).  Only an address
+    answers ARP: a handover's soft local route is not one."""
+    return netview.addresses(control.host_pid(host))
 
 
 def holders() -> dict[str, set[str]]:

@@ -32,6 +32,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ ARTIFACTS = REPO / "artifacts"
 LBS = ("lb-a", "lb-b")
 HTTP_EVERY, SQL_EVERY = 0.02, 0.1
 BIN = 0.1  # seconds per bar in the chart
+HOLDERS_EVERY = 0.1  # seconds between two reads of who holds the VIPs
 PHASES = ("cut", "maint", "reload", "kill")  # each with its way back
 
 LOAD = r"""
@@ -109,6 +111,7 @@ class Drill:
     phases: tuple[str, ...] = PHASES
     events: list[Event] = field(default_factory=list)
     samples: list[tuple] = field(default_factory=list)
+    holders: list[tuple] = field(default_factory=list)  # (time, {lb: VIPs it holds})
 
     def mark(self, label: str, note: str = "") -> None:
         self.events.append(Event(time.time(), label, note))
@@ -161,6 +164,32 @@ class Load:
         if self.proc.returncode != 0:
             raise RuntimeError(f"the client load failed: {err.strip()[-500:]}")
         return [tuple(s) for s in json.loads(out)]
+
+
+class Holders(threading.Thread):
+    """Who holds which VIP, every HOLDERS_EVERY seconds, until stopped: the
+    chart's band per node."""
+
+    def __init__(self, vips: list[str], max_seconds: float):
+        super().__init__(daemon=True)
+        self.vips, self.max_seconds = set(vips), max_seconds
+        self.samples: list[tuple] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            t = time.time()
+            try:
+                self.samples.append((t, {lb: sorted(_local_addresses(lb) & self.vips) for lb in LBS}))
+            except OSError:
+                pass
+            self.halt.wait(HOLDERS_EVERY)
+
+    def stop(self) -> list[tuple]:
+        self.halt.set()
+        self.join(10)
+        return self.samples
 
 
 # ---------------------------------------------------------------------------
@@ -219,6 +248,8 @@ def run(quick: bool = False, phases: tuple[str, ...] = PHASES, png: bool = True)
         f"drill: client load in the client host (HTTP every {HTTP_EVERY * 1000:.0f} ms, SQL every {SQL_EVERY * 1000:.0f} ms), phases {', '.join(phases)}"
     )
     load = Load(max_seconds=budget)
+    holders = Holders(vips, budget + 30)
+    holders.start()
     port = _user_port(plan)
     try:
         time.sleep(settle)
@@ -270,7 +301,13 @@ def run(quick: bool = False, phases: tuple[str, ...] = PHASES, png: bool = True)
         if "kill" in phases and not db.alive(active):
             db.start(active)
         d.samples = load.stop()
+        d.holders = holders.stop()
     report = timeline(d)
+    # the writer's return: each SQL VIP's writes end where they began
+    report["writers_back"] = {vip: nodes[0] == nodes[-1] for vip, nodes in report["writers"].items() if nodes}
+    for vip, back in report["writers_back"].items():
+        first = report["writers"][vip][0]
+        print(f"writes through {vip} back on {first}? {'yes' if back else 'NO: ' + report['writers'][vip][-1]}")
     print_report(report)
     if png:
         report["png"] = str(chart(d, report))
@@ -389,7 +426,10 @@ def chart(d: Drill, r: dict) -> Path:
     start = min(s[2] for s in d.samples) - t0
     nbins = int((end - start) / BIN) + 1
     edges = [start + i * BIN for i in range(nbins + 1)]
-    fig, axes = plt.subplots(2, 1, figsize=(17, 8), sharex=True)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig, axes = plt.subplots(3, 1, figsize=(17, 10), sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.2]})
     colors = {"ok": "#2e7d32", "failed": "#d32f2f"}
     for ax, kind in ((axes[0], "http"), (axes[1], "sql")):
         ok = [0] * nbins
@@ -421,9 +461,28 @@ def chart(d: Drill, r: dict) -> Path:
                 spans[-1] = (spans[-1][0], max(b, spans[-1][1]), max(g["ms"], spans[-1][2]))
             else:
                 spans.append((a, b, g["ms"]))
+        # labels of nearby gaps on staggered rows, so they never overlap
+        last_x, row = None, 0
         for a, b, ms in spans:
-            ax.text((a + b) / 2, top * 1.08, f"{ms} ms", fontsize=8, ha="center", color="#b71c1c")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8)
+            x = (a + b) / 2
+            row = (row + 1) % 3 if last_x is not None and x - last_x < 2.5 else 0
+            ax.text(x, top * (1.08 + 0.13 * row), f"{ms} ms", fontsize=8, ha="center", color="#b71c1c")
+            last_x = x
+        # every failed request, one mark each (a single one shows)
+        fails = [s[2] - t0 for s in d.samples if s[0] == kind and not s[4]]
+        ax.plot(fails, [top * 1.5] * len(fails), linestyle="none", marker="x", color="#b71c1c", markersize=7)
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [
+            Patch(color="#d32f2f", alpha=0.18, linewidth=0),
+            Line2D([], [], linestyle="none", marker="x", color="#b71c1c"),
+            Line2D([], [], color="#1565c0", linestyle="--"),
+        ]
+        labels += [
+            f"gap: no OK answer for > {int(STALL[kind] * 1000)} ms\n(a retransmitted SYN), or failures",
+            "a failed request",
+            "an action of the drill",
+        ]
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8)
         for n, ev in enumerate(e for e in d.events if e.label not in ("start", "end")):
             x_ev = ev.t - t0
             ax.axvline(x_ev, color="#1565c0", linestyle="--", linewidth=1)
@@ -435,7 +494,8 @@ def chart(d: Drill, r: dict) -> Path:
         if worst:
             title += f"; longest gap {worst['ms']} ms ({worst['vip']}, at {worst['from']:.1f} s)"
         ax.set_title(title, fontsize=10, loc="left")
-    axes[1].set_xlabel("seconds from the start of the drill")
+    _holder_bands(axes[2], d, t0)
+    axes[2].set_xlabel("seconds from the start of the drill")
     fig.suptitle(f"lab drill {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t0))}: what the client host saw through the VIPs")
     fig.tight_layout()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -443,6 +503,48 @@ def chart(d: Drill, r: dict) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def holder_spans(samples: list[tuple], t0: float, lb: str, total: int) -> list[tuple[float, float, str]]:
+    """(from, to, "all"|"some") while `lb` held every VIP or some of them,
+    from the holder samples, in seconds from t0."""
+    out: list[tuple[float, float, str]] = []
+    for (t, held), nxt in zip(samples, samples[1:] + [None], strict=True):
+        n = len(held[lb])
+        what = "all" if n == total else "some" if n else None
+        if what is None:
+            continue
+        a = t - t0
+        b = (nxt[0] - t0) if nxt else a + HOLDERS_EVERY
+        if out and out[-1][2] == what and abs(out[-1][1] - a) < 1e-6:
+            out[-1] = (out[-1][0], b, what)
+        else:
+            out.append((a, b, what))
+    return out
+
+
+def _holder_bands(ax, d: Drill, t0: float) -> None:
+    """A band per load balancer: the VIPs it holds (all, some), and a mark
+    wherever one VIP was on both."""
+    from matplotlib.patches import Patch
+
+    total = len({v for _, held in d.holders for vs in held.values() for v in vs}) or 1
+    shades = {"all": "#1565c0", "some": "#90caf9"}
+    for row, lb in enumerate(LBS):
+        for a, b, what in holder_spans(d.holders, t0, lb, total):
+            ax.broken_barh([(a, b - a)], (row + 0.15, 0.7), color=shades[what], linewidth=0)
+    both = [t - t0 for t, held in d.holders if set(held[LBS[0]]) & set(held[LBS[1]])]
+    ax.plot(both, [1.0] * len(both), linestyle="none", marker="|", color="#d32f2f", markersize=18)
+    ax.set_yticks([0.5, 1.5], labels=[f"{lb} holds" for lb in LBS])
+    ax.set_ylim(0, 2)
+    ax.legend(
+        [Patch(color=shades["all"]), Patch(color=shades["some"]), Patch(color="#d32f2f")],
+        [f"every VIP ({total})", "some VIPs", "a VIP on both (never expected)"],
+        loc="upper left",
+        bbox_to_anchor=(1.005, 1.0),
+        fontsize=8,
+    )
+    ax.set_title(f"who holds the VIPs (each node's addresses, every {int(HOLDERS_EVERY * 1000)} ms)", fontsize=10, loc="left")
 
 
 def main(quick: bool = False, phases: str | None = None, json_out: str | None = None) -> int:

@@ -170,9 +170,9 @@ class Holders(threading.Thread):
     """Who holds which VIP, every HOLDERS_EVERY seconds, until stopped: the
     chart's band per node."""
 
-    def __init__(self, vips: list[str], max_seconds: float):
+    def __init__(self, vips: list[str], max_seconds: float, every: float = HOLDERS_EVERY):
         super().__init__(daemon=True)
-        self.vips, self.max_seconds = set(vips), max_seconds
+        self.vips, self.max_seconds, self.every = set(vips), max_seconds, every
         self.samples: list[tuple] = []
         self.halt = threading.Event()
 
@@ -184,7 +184,7 @@ class Holders(threading.Thread):
                 self.samples.append((t, {lb: sorted(_local_addresses(lb) & self.vips) for lb in LBS}))
             except OSError:
                 pass
-            self.halt.wait(HOLDERS_EVERY)
+            self.halt.wait(self.every)
 
     def stop(self) -> list[tuple]:
         self.halt.set()

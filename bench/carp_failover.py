@@ -70,7 +70,7 @@ def use_project(provider):
     salt("carp.absent")
     for m in LBS:
         saltcfg.salt_json(m, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider=provider)))
-    salt("saltutil.sync_all")
+    saltcfg.sync_all("-L", ",".join(LBS))
     salt("carp.unmaintenance")
     salt("state.apply", "carp", "queue=True")
 
@@ -296,7 +296,7 @@ def main(argv=None):
         return 2
     plan = plan_from_pillar(os.path.join(REPO, "pillar", "lab", "lb.sls"), galera6=st.get("galera6", False))
     rows, switchovers = [], []
-    salt("saltutil.sync_all")
+    saltcfg.sync_all("-L", ",".join(LBS))
     salt("beacons.disable_beacon", "carp")  # no reactor acting on the failovers measured here
     salt("sysctl.assign", "net.ipv4.ip_forward", "1")  # as the pillar's sysctl:ip_forwarding says
     with Services():

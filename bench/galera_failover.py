@@ -54,7 +54,7 @@ def salt(*args, timeout=300):
 def setup(g: Galera) -> str:
     g.start_all()
     bad = salt_ok(apply_probe(list(g.hosts)))
-    salt("-L", ",".join(LBS), "saltutil.sync_all")
+    saltcfg.sync_all("-L", ",".join(LBS))
     salt("-L", ",".join(LBS), "carp.absent")  # the converge's CARP, on its own paths
     for m in LBS:
         salt(m, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider="keepalived")))

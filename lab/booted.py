@@ -277,6 +277,7 @@ class Pair:
         self.net, self.prefix = net, prefix
         self.client = f"{net}.1"
         self.nodes = {n: Node(self, n, f"{net}.{i + 2}") for i, n in enumerate(names)}
+        self.db: Database | None = None  # serving_pair(database=True)
 
     def __enter__(self) -> Pair:
         try:
@@ -341,8 +342,14 @@ def pillar(provider: str = "keepalived", ospf: bool = False) -> dict:
                     },
                     "sysctl": {"ip_forwarding": True},
                     "haproxy": {
-                        "pools": {"web": {"kind": "http", "servers": {"web-1": {"address": "10.99.0.1", "port": 8080}}}},
-                        "listeners": {"http_10": {"vhid": 10, "port": 80, "mode": "http", "balance": "roundrobin", "pool": "web"}},
+                        "pools": {
+                            "web": {"kind": "http", "servers": {"web-1": {"address": "10.99.0.1", "port": 8080}}},
+                            "db": {"kind": "tcp", "servers": {"db-1": {"address": "10.99.0.1", "port": DB_PORT}}},
+                        },
+                        "listeners": {
+                            "http_10": {"vhid": 10, "port": 80, "mode": "http", "balance": "roundrobin", "pool": "web"},
+                            "mysql_10": {"vhid": 10, "port": DB_PORT, "mode": "tcp", "balance": "leastconn", "pool": "db"},
+                        },
                     },
                 }
             }
@@ -357,10 +364,11 @@ def pillar(provider: str = "keepalived", ospf: bool = False) -> dict:
 
 
 @contextlib.contextmanager
-def serving_pair(workdir: str, tag: str, data: dict):
+def serving_pair(workdir: str, tag: str, data: dict, database: bool = False):
     """A Pair booted, the product applied on both hosts by `salt-call
     --local` with `data` as the pillar, and the HTTP server behind it
-    (`.1:8080` in the bridge's namespace) running; all stopped on exit."""
+    (`.1:8080` in the bridge's namespace) running, with `database` a MariaDB
+    too (`pair.db`); all stopped on exit."""
     with Pair(workdir, tag) as pair:
         backend = subprocess.Popen(
             ["ip", "netns", "exec", pair.switch, "python3", "-m", "http.server", "8080", "--bind", pair.client],
@@ -368,7 +376,10 @@ def serving_pair(workdir: str, tag: str, data: dict):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        pair.db = Database(pair) if database else None
         try:
+            if pair.db:
+                pair.db.start()
             for node in pair.nodes.values():
                 provision_salt(node, data)
                 node.boot()
@@ -378,6 +389,8 @@ def serving_pair(workdir: str, tag: str, data: dict):
         finally:
             backend.terminate()
             backend.wait(10)
+            if pair.db:
+                pair.db.stop()
 
 
 def minion_config(node_id: str) -> dict:
@@ -538,3 +551,103 @@ class Watch(threading.Thread):
     def stop(self):
         self.halt.set()
         self.join(30)
+
+
+# -- the database behind the pair ------------------------------------------
+DB_PORT = 3306
+DB_USER, DB_PASSWORD = "app", "boot-app-pw"  # the lab's own account (an option file, 0600)
+
+
+class Database:
+    """One MariaDB server (not Galera: the point is the load balancers'
+    reboots) on the client's address in the bridge's namespace, behind the
+    pair's MySQL listener; an `app` account for the load balancers'
+    addresses and a table of sequence numbers.  Stopped by its pid."""
+
+    def __init__(self, pair: Pair):
+        self.pair = pair
+        self.dir = os.path.join(pair.workdir, "db")
+        self.datadir = os.path.join(self.dir, "data")
+        self.socket = os.path.join(self.dir, "mariadbd.sock")
+        self.cnf = os.path.join(self.dir, "client.cnf")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        # as root: the test's directories (under pytest's 0700 tmp) are root's
+        os.makedirs(self.datadir, exist_ok=True)
+        _run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={self.datadir}",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            timeout=120,
+        )
+        argv = [
+            "ip", "netns", "exec", self.pair.switch, "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={self.datadir}",
+            f"--socket={self.socket}", f"--bind-address={self.pair.client}", f"--port={DB_PORT}", "--user=root",
+            "--skip-name-resolve", f"--log-error={self.dir}/error.log", f"--pid-file={self.dir}/mariadbd.pid",
+            "--innodb-buffer-pool-size=16M",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        wait(lambda: os.path.exists(self.socket) and self.sql("SELECT 1").strip() == "1", "mariadbd answers", 60)
+        net = self.pair.net + ".%"
+        self.sql(
+            "CREATE DATABASE IF NOT EXISTS lab; CREATE TABLE IF NOT EXISTS lab.t (seq INT PRIMARY KEY) ENGINE=InnoDB;"
+            f" CREATE USER IF NOT EXISTS '{DB_USER}'@'{net}' IDENTIFIED BY '{DB_PASSWORD}'; GRANT ALL ON lab.* TO '{DB_USER}'@'{net}';"
+        )
+        with open(os.open(self.cnf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            fh.write(f"[client]\nuser={DB_USER}\npassword={DB_PASSWORD}\n")
+
+    def sql(self, query: str) -> str:
+        res = _run(["mariadb", "--no-defaults", f"--socket={self.socket}", "-N", "-B", "-e", query], check=False, timeout=30)
+        if res.returncode != 0:
+            raise BootError(f"mariadb: {query!r}: {res.stderr.strip()}")
+        return res.stdout
+
+    def rows(self) -> set[int]:
+        return {int(x) for x in self.sql("SELECT seq FROM lab.t").split()}
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+
+
+class Writer(threading.Thread):
+    """INSERTs through the VIP's MySQL listener every 100 ms (a new
+    connection each, the client's option file), until stopped: the sequence
+    numbers the client saw committed, and those that failed."""
+
+    def __init__(self, pair: Pair, db: Database, first: int):
+        super().__init__(daemon=True)
+        self.pair, self.db, self.seq = pair, db, first
+        self.committed: list[int] = []
+        self.failed: list[int] = []
+        self.halt = threading.Event()
+
+    def run(self):
+        deadline = time.monotonic() + 600
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            self.seq += 1
+            res = self.pair.in_switch(
+                "mariadb", f"--defaults-extra-file={self.db.cnf}", "-h", VIP, "-P", str(DB_PORT), "--connect-timeout=2",
+                "-e", f"INSERT INTO lab.t VALUES ({self.seq})", check=False, timeout=15,
+            )  # fmt: skip
+            (self.committed if res.returncode == 0 else self.failed).append(self.seq)
+            self.halt.wait(0.1)
+
+    def stop(self) -> list[int]:
+        """The committed sequence numbers the database does not have."""
+        self.halt.set()
+        self.join(30)
+        return sorted(set(self.committed) - self.db.rows())

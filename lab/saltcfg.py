@@ -150,10 +150,22 @@ def wait_for_minions(ids: list[str], timeout: float = 60, master_alive=lambda: T
     raise RuntimeError(f"minions {missing} did not answer test.ping within {timeout:.0f} s")
 
 
+def sync_all(*target: str, timeout: float = 300) -> dict:
+    """`saltutil.sync_all` on the target (`"*"`, a minion id, or `"-L",
+    "a,b"`), then a module refresh that returns only once each minion has
+    done it (`saltutil.refresh_modules async=False`).  sync_all's own refresh
+    is asynchronous: a job started right after it may still run the old
+    modules, and with `autoload_dynamic_modules: False` (the lab's minions,
+    docs/operations.md) no state run syncs or reloads them by itself."""
+    synced = salt_json(*target, "saltutil.sync_all", timeout=timeout)
+    salt_json(*target, "saltutil.refresh_modules", "async=False", timeout=120)
+    return synced
+
+
 def converge(ids: list[str], before_highstate=lambda: None) -> bool:
     """sync_all, then a highstate when salt/top.sls exists (after
     `before_highstate()`).  True if nothing failed."""
-    synced = salt_json("*", "saltutil.sync_all", timeout=300)
+    synced = sync_all("*")
     bad = sorted(m for m in ids if not isinstance(synced.get(m), dict))
     if bad:
         print(f"saltutil.sync_all failed on {bad}: {[synced.get(m) for m in bad]}")

@@ -17,6 +17,10 @@ Then, with no Salt running anywhere:
   the peer takes the VIP, and the client is served again;
 - maintenance set before a reboot holds after it.
 
+Through both reboots a writer INSERTs through the VIP's MySQL listener
+every 100 ms (a MariaDB behind the pair): every row it saw committed is in
+the database afterwards, and none fails while the peer reboots.
+
 The pair announces its VIP by OSPF (no router answers): BIRD runs under
 Debian's bird.service with the routing module's socket and pid file, at
 boot too.
@@ -50,7 +54,7 @@ settled = booted.settled
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("booted"))
-    with booted.serving_pair(workdir, f"{os.getpid() % 100000}", booted.pillar(ospf=True)) as p:
+    with booted.serving_pair(workdir, f"{os.getpid() % 100000}", booted.pillar(ospf=True), database=True) as p:
         yield p
 
 
@@ -83,6 +87,8 @@ def test_the_primary_reboots_the_peer_serves_and_it_comes_back_serving_before_it
     before = boot_id(a)
     watch = Watch(pair)
     watch.start()
+    writer = booted.Writer(pair, pair.db, 1000)
+    writer.start()
     try:
         a.run("systemctl", "reboot", check=False, timeout=20)
         a._wait_exit(booted.BOOT_TIMEOUT)
@@ -93,8 +99,13 @@ def test_the_primary_reboots_the_peer_serves_and_it_comes_back_serving_before_it
         wait(lambda: holds(a) and not holds(b), "lb-a takes the VIP back")
         print(f"\nlb-a: booted and holding the VIP {time.monotonic() - t0:.1f} s after power-on")
         wait(lambda: serves(pair), "the client is served through lb-a")
+        time.sleep(1)
     finally:
         watch.stop()
+        lost = writer.stop()
+    assert lost == [], f"committed rows missing from the database: {lost}"
+    assert len(writer.committed) > 20, writer.committed
+    print(f"writes through the VIP: {len(writer.committed)} committed, {len(writer.failed)} failed, none lost")
     assert boot_id(a) != before
     assert watch.overlaps == [], f"the VIP on both nodes at {watch.overlaps[:5]}"
     assert a.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
@@ -112,6 +123,8 @@ def test_the_peer_reboots_and_the_primary_keeps_the_vip(pair):
     wait(lambda: settled(pair), "a settled pair")
     watch = Watch(pair)
     watch.start()
+    writer = booted.Writer(pair, pair.db, 100000)
+    writer.start()
     lost = []
     try:
         b.run("systemctl", "reboot", check=False, timeout=20)
@@ -125,6 +138,9 @@ def test_the_peer_reboots_and_the_primary_keeps_the_vip(pair):
         wait(lambda: active(b, "keepalived.service"), "keepalived runs on lb-b")
     finally:
         watch.stop()
+        missing = writer.stop()
+    assert missing == [], f"committed rows missing from the database: {missing}"
+    assert writer.failed == [], f"writes failed while the peer rebooted: {writer.failed}"
     assert lost == [], "lb-a lost the VIP while lb-b rebooted"
     assert watch.overlaps == []
     assert settled(pair)

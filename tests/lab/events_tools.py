@@ -123,11 +123,11 @@ def setup_pair(provider: str = "keepalived") -> None:
     HAProxy, all through the real states; then every VIP on lb-a."""
     saltcfg.wait_for_minions(list(LBS), timeout=60)
     for minion in LBS:
-        saltcfg.salt_json(minion, "saltutil.sync_all")
+        saltcfg.sync_all(minion)
     salt_lbs("carp.absent")
     for minion in LBS:
         saltcfg.salt_json(minion, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider=provider)))
-    salt_lbs("saltutil.sync_all")
+    saltcfg.sync_all("-L", ",".join(LBS))
     salt_lbs("sysctl.assign", "net.ipv4.ip_forward", "1")
     salt_lbs("carp.unmaintenance")
     for minion in LBS:

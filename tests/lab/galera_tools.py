@@ -186,7 +186,7 @@ def apply_probe(db: list[str]) -> dict:
     lock."""
     out = {}
     for minion in db:
-        saltcfg.salt_json(minion, "saltutil.sync_all", timeout=120)
+        saltcfg.sync_all(minion, timeout=120)
         out.update(saltcfg.salt_json(minion, "state.apply", "clustercheck", "queue=True", timeout=300))
     return out
 

@@ -15,6 +15,8 @@ import time
 import pytest
 from carp_tools import LAB_CARP, LBS, VIPS, Client, Sampler, Services, all_on, failures, holders, link, slowest, user_port, wait_for
 
+from lab import saltcfg
+
 PROVIDERS = ("keepalived", "ucarp")
 SETTLE = {"keepalived": 10, "ucarp": 15}  # seconds, bounds for a move to finish
 # A connect that a client would still wait for: a SYN lost in a switchover is
@@ -46,7 +48,7 @@ def carp(lab, request):
     provider = request.param
     # every provider that could be running goes first (a previous module's)
     for minion in LBS:
-        lab.salt(minion, "saltutil.sync_all")
+        saltcfg.sync_all(minion)
     # the CARP beacon and the master's reactor act on the transitions these
     # tests cause (healing HAProxy, demoting a node): not what is tested here
     salt(lab, "beacons.disable_beacon", "carp")
@@ -54,12 +56,12 @@ def carp(lab, request):
     for minion in LBS:
         lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
     salt(lab, "saltutil.refresh_grains")
-    salt(lab, "saltutil.sync_all")
+    saltcfg.sync_all("-L", ",".join(LBS))
     lab_provider = salt(lab, "carp.provider")  # the pillar's, to be restored
     for minion in LBS:
         conf = json.dumps(dict(LAB_CARP, provider=provider))
         lab.salt(minion, "grains.setval", "lb_carp", conf)
-    salt(lab, "saltutil.sync_all")
+    saltcfg.sync_all("-L", ",".join(LBS))
     # what the pillar's sysctl:ip_forwarding (true) gives the nodes
     salt(lab, "sysctl.assign", "net.ipv4.ip_forward", "1")
     assert all(v == provider for v in salt(lab, "carp.provider").values())
@@ -72,7 +74,7 @@ def carp(lab, request):
         lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
     # the minions' grains in memory too, or carp stays this module's provider
     salt(lab, "saltutil.refresh_grains")
-    salt(lab, "saltutil.sync_all")
+    saltcfg.sync_all("-L", ",".join(LBS))
     assert salt(lab, "carp.provider") == lab_provider
     salt(lab, "state.apply", "carp", "queue=True")
     salt(lab, "beacons.enable_beacon", "carp")

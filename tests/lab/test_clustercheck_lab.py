@@ -46,7 +46,7 @@ def galera(lab):
         assert bad == [], bad
         # the converge's CARP first (its own paths), then CARP on the lab's
         # private paths, as the CARP lab tests run it
-        lab.salt("-L", ",".join(LBS), "saltutil.sync_all")
+        saltcfg.sync_all("-L", ",".join(LBS))
         lab.salt("-L", ",".join(LBS), "carp.absent")
         for minion in LBS:
             lab.salt(minion, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider="keepalived")))

@@ -294,7 +294,7 @@ def pair(lab):
     if tls.PILLAR_ENV not in master_cfg or not (tls.PILLAR_DIR / f"{tls.SLS}.sls").exists():
         pytest.skip("the running lab predates its generated TLS pillar (lab/tls.py): take the lab down and up again")
     saltcfg.wait_for_minions(list(LBS), timeout=60)
-    saltcfg.salt_json("-L", ",".join(LBS), "saltutil.sync_all", timeout=300)
+    saltcfg.sync_all("-L", ",".join(LBS))
     # other modules' teardowns take CARP and HAProxy down: converge both LBs
     results = saltcfg.apply(list(LBS))
     for minion in LBS:

@@ -20,6 +20,8 @@ import pytest
 from carp_tools import LBS, VIPS, all_on, holders, link, user_port
 from routing_tools import UPSTREAM, AnnounceSampler, announced, bgp_established, up1_routes, wait_for
 
+from lab import saltcfg
+
 SETTLE = 20  # seconds, bound for a VIP move and the routes to follow
 FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"
 
@@ -42,7 +44,7 @@ def routing(lab):
     if UPSTREAM not in lab.state["hosts"]:
         pytest.skip("the running lab has no upstream router (it predates lab/plan.py's up1): take it down and run again")
     for minion in LBS:
-        lab.salt(minion, "saltutil.sync_all")
+        saltcfg.sync_all(minion)
     # the carp state as the highstate leaves it (another module may have changed it), then routing
     ret = lab.salt("-t", "120", "-L", ",".join(LBS), "state.apply", "carp,carp.events,routing", "queue=True", timeout=240)
     for minion, states in ret.items():

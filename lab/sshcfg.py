@@ -7,10 +7,11 @@ after `lab/saltcfg.py` wrote the master's config) writes, all under
 
 - `salt-ssh.key` (0600): the key salt-ssh logs in with, made at every `up`;
   `authorized_keys` holds it, usable only from the master's address.  That
-  one file lives in `/run/lb-pair-lab/<checkout hash>/` (root's, 0700):
+  one file lives in `/var/lib/lb-pair-lab/<checkout hash>/` (root's, 0700):
   sshd's StrictModes refuses an authorized_keys file with a group- or
   world-writable directory anywhere above it, and a checkout may lie under
-  /tmp (CI's clone, for one);
+  /tmp (CI's clone, for one).  /var/lib, unlike /run, is the machine's own
+  in every lab host (lab/supervisor.py), so each host's sshd sees it;
 - `<host>/ssh_host_ed25519_key` and `<host>/sshd_config`: each sshd's own
   host key and config (never /etc/ssh/sshd_config, never /root/.ssh);
   `known_hosts` holds the host keys, so salt-ssh checks them;
@@ -49,7 +50,7 @@ SSH_DIR = LAB_DIR / "ssh"
 CONFIG = SSH_DIR / "master"  # salt-ssh -c .lab/ssh (the Saltfile says so)
 CLIENT_KEY = SSH_DIR / "salt-ssh.key"
 # not under the checkout: see the module's docstring
-KEYS_DIR = Path("/run/lb-pair-lab") / hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+KEYS_DIR = Path("/var/lib/lb-pair-lab") / hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
 AUTHORIZED_KEYS = KEYS_DIR / "authorized_keys"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 ROSTER = SSH_DIR / "roster"

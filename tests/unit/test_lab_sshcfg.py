@@ -70,9 +70,9 @@ def test_sshd_config_is_key_only_on_one_address_with_lab_files():
     assert lines["HostKey"] == str(SSH / "lb-b" / "ssh_host_ed25519_key")
     # not under the checkout, which may lie under /tmp (StrictModes checks every directory above it)
     keys = lines["AuthorizedKeysFile"]
-    assert keys.startswith("/run/lb-pair-lab/") and keys.endswith("/authorized_keys") and not keys.startswith(str(REPO))
+    assert keys.startswith("/var/lib/lb-pair-lab/") and keys.endswith("/authorized_keys") and not keys.startswith(str(REPO))
     parts = keys.split("/")
-    assert [len(parts), len(parts[3])] == [5, 12]  # /run/lb-pair-lab/<12 hex of the checkout's path>/authorized_keys
+    assert [len(parts), len(parts[4])] == [6, 12]  # /var/lib/lb-pair-lab/<12 hex of the checkout's path>/authorized_keys
     assert lines["PasswordAuthentication"] == "no" and lines["KbdInteractiveAuthentication"] == "no"
     assert lines["PermitRootLogin"] == "prohibit-password" and lines["UsePAM"] == "no"
     assert lines["StrictModes"] == "yes" and lines["PidFile"] == "none"

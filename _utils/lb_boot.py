@@ -8,8 +8,8 @@ SLS before any daemon starts, and the `multi-user.target.wants` link
 `systemctl enable` would make (a link, so it is the same in an image or a
 chroot where no systemd runs):
 
-- haproxy.service: restarted whatever ends it (`Restart=always`, every
-  second, with no start limit), and the variable that makes a new worker
+- haproxy.service: restarted whatever ends it (`Restart=always`, 200 ms
+  later, with no start limit), and the variable that makes a new worker
   load the runtime server states the module dumps before a reload
   (lb_render.SERVER_STATE_ENV); a tmpfiles.d line gives that file its
   version line at boot, so HAProxy finds it from the first start.
@@ -21,7 +21,6 @@ chroot where no systemd runs):
   take a VIP.  If HAProxy dies later, keepalived's `lb_serving` check gives
   the VIPs to the peer within about a second (docs/carp.md) while systemd
   restarts HAProxy.
-
 - lb-ucarp@VHID.service (ucarp has no unit of its own in Debian): the
   product's template unit, one instance per CARP group, each enabled by its
   link.  It runs the command line the carp module recorded for the group
@@ -36,8 +35,12 @@ chroot where no systemd runs):
 FreeBSD has no supervisor in its rc; the product's rc.d script
 `lb_haproxy` runs HAProxy under daemon(8) (`-r`: started again a second
 after it ends, whatever ends it), in place of the port's rc.d/haproxy,
-which starts it once.  Verified only by rendering and reading FreeBSD's
-daemon(8) and rc.subr: FreeBSD cannot run here.
+which starts it once.  Kernel CARP comes up in rc.d/netif, before
+HAProxy: rc.d/lb_carp_boothold demotes the node before netif and
+rc.d/lb_haproxy takes that back once HAProxy has a worker.  Verified only by
+rendering, by running the scripts' functions under dash with recording
+stubs, and by reading FreeBSD's daemon(8) and rc.subr: FreeBSD cannot run
+here.
 """
 
 from __future__ import annotations

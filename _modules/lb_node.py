@@ -9,17 +9,20 @@ The rendering is in ``_utils/carp_events.py`` and ``_utils/lb_render.py``;
 the CARP and HAProxy I/O is ``carp.*`` and ``haproxy_cfg.*``.
 """
 
+import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import sys
+import time
 
 from salt.exceptions import CommandExecutionError
 
 import carp_common
 import carp_events
 import haproxy_config
+import lb_events
 import lb_fresh
 import lb_render
 import lb_routing
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 __virtualname__ = "lb_node"
 DEVD_RULE = "/usr/local/etc/devd/lb-carp.conf"
 FREEBSD_SCRIPT_DIR = "/usr/local/sbin"
+APPLY_DEBOUNCE = 10.0  # seconds: one haproxy apply for the MASTER events of one failover
+QUEUE_MAX = 100  # state runs on_master's apply waits behind before it gives up
 
 
 def __virtual__():
@@ -260,3 +265,56 @@ def report():
         out["errors"].append(f"haproxy: {exc}")
     out["drift"] = drift()
     return out
+
+
+def on_master(vhid):
+    """
+    What the master's reactor publishes, at once, to the node a
+    ``salt/beacon/<id>/carp/<vhid>/MASTER`` event names: if this node is
+    MASTER of ``vhid`` now (its own ``carp.status``, not the event's word),
+    apply the haproxy SLS here (after a state run in progress: this job
+    waits for it), so the node that holds the VIP serves with the current
+    config.  One apply per ``APPLY_DEBOUNCE`` (10) seconds: a failover's
+    MASTER events, one per group, are one apply.  Anything else (another
+    state, no such group, not a load balancer) does nothing, whoever sent
+    the event.
+
+    Returns ``applied`` (bool), ``comment``, and the state run's return as
+    ``state`` when it applied; the job fails when the state run did.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb-b lb_node.on_master 4
+    """
+    try:
+        vhid = int(vhid)
+    except (TypeError, ValueError):
+        raise CommandExecutionError(f"lb_node.on_master: vhid {vhid!r} is not a number") from None
+    if not 1 <= vhid <= 255:
+        raise CommandExecutionError(f"lb_node.on_master: vhid {vhid} is not 1-255")
+    if "carp.status" not in __salt__:
+        return {"applied": False, "comment": "no CARP here (not a load balancer)"}
+    got = lb_events.group_state(__salt__["carp.status"](), vhid)
+    if got is None or got["state"] != "MASTER":
+        state = got["state"] if got else "not a group"
+        return {"applied": False, "comment": f"vhid {vhid} is {state} here, not MASTER: nothing to apply"}
+    stamp = os.path.join(__opts__["cachedir"], "lb_node", "on_master.stamp")
+    os.makedirs(os.path.dirname(stamp), exist_ok=True)
+    with open(stamp, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        age = time.time() - os.fstat(fh.fileno()).st_mtime
+        if fh.tell() > 0 and 0 <= age < APPLY_DEBOUNCE:
+            return {"applied": False, "comment": f"MASTER of vhid {vhid}; the haproxy SLS was applied {age:.1f} s ago"}
+        fh.write("x" if fh.tell() == 0 else "")
+        fh.flush()
+        os.utime(fh.fileno())
+    # queue=<int>: wait here for a state run in progress, then apply.
+    # (queue=True would save this call for later as the job's own function,
+    # which a nested call does not have.)
+    ret = __salt__["state.apply"]("haproxy", queue=QUEUE_MAX)
+    failed = not isinstance(ret, dict) or any(isinstance(r, dict) and r.get("result") is False for r in ret.values())
+    if failed:
+        __context__["retcode"] = 2
+    return {"applied": True, "comment": f"MASTER of vhid {vhid}: the haproxy SLS applied", "state": ret}

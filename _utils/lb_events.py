@@ -77,6 +77,17 @@ def vet(tag, expected: dict) -> tuple[dict | None, str]:
     return dict(ev, pair=pair), ""
 
 
+def flat(data) -> dict:
+    """An event's own data: ``salt-call event.send`` (the hooks) nests it
+    under ``data`` in the master's ``_minion_event`` load."""
+    data = dict(data) if isinstance(data, dict) else {}
+    if data.get("cmd") == "_minion_event" and isinstance(data.get("data"), dict):
+        inner = dict(data["data"])
+        inner.setdefault("id", data.get("id"))
+        return inner
+    return data
+
+
 def group_state(answer, vhid: int) -> dict | None:
     """``{"state", "vip"}`` of one group from a node's ``carp.status``
     answer (a job return: a dict keyed by vhid, as int or str), or None
@@ -153,3 +164,28 @@ def masters(carp_answer, state: str = "MASTER") -> list[int]:
         if (group_state(carp_answer, k) or {}).get("state") == state:
             out.append(vhid)
     return sorted(out)
+
+
+def confirm_batch(events: list[dict], answers: dict, last: dict) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """The transitions to record for a batch of vetted transition events,
+    in the order they came, and the events dropped with why.
+
+    ``events``: vetted events (:func:`vet`) with ``data`` and ``received``;
+    ``answers``: each node's ``carp.status`` answer (anything else: no
+    answer); ``last``: the state last recorded per ``<node>/<vhid>``,
+    updated in place.  Each node is asked once per batch, so of several
+    events for one group only the first that matches the node's answer is
+    a transition (:func:`confirm_transition`): the others repeat it.  Each
+    returned transition has ``node``, ``pair``, ``vhid``, ``old``, ``new``,
+    ``vip``, ``data`` and ``received``."""
+    out, dropped = [], []
+    for ev in events:
+        key = f"{ev['node']}/{ev['vhid']}"
+        answer = answers.get(ev["node"])
+        tr = confirm_transition(ev, answer if isinstance(answer, dict) else None, last.get(key))
+        if tr is None:
+            dropped.append((ev, f"{ev['node']} does not report vhid {ev['vhid']} as a new {ev['state']}"))
+            continue
+        last[key] = tr["new"]
+        out.append(dict(tr, node=ev["node"], pair=ev["pair"], data=ev.get("data") or {}, received=ev.get("received")))
+    return out, dropped

@@ -304,3 +304,38 @@ def history_record(tag: str, data: dict, received: float) -> dict:
         rec["vhid"] = data.get("vhid")
         rec["what"] = data.get("message") or tag
     return rec
+
+
+def split_update(pair: str, expected: dict, known: dict, splits: dict[int, list[str]], all_answered: bool, now: float, confirmed: bool):
+    """One pair's split-brain record after a look at its nodes.
+
+    ``known``: the pair's record ``{str(vhid): {"since", "nodes", "vip"}}``;
+    ``splits``: :func:`split_brains` of the nodes' answers now;
+    ``all_answered``: both nodes answered (only then is a recorded split
+    brain resolved: a silent node may still hold the VIP); ``confirmed``:
+    the split brains in ``splits`` have lasted the confirmation time (a
+    new one is declared only then).
+
+    Returns (the new record, the ``(tag, data)`` events to fire, the vhids
+    split now but not yet recorded: to confirm later)."""
+    rec = {k: dict(v) for k, v in known.items()}
+    fire = []
+    pending = sorted(v for v in splits if str(v) not in rec)
+    if confirmed:
+        for vhid in pending:
+            vip = expected["groups"].get(vhid, {}).get("vip")
+            msg = f"split brain: vhid {vhid} ({vip}) is MASTER on {' and '.join(splits[vhid])}"
+            rec[str(vhid)] = {"since": now, "nodes": splits[vhid], "vip": vip}
+            fire.append((f"lb/splitbrain/{pair}/{vhid}", {"pair": pair, "vhid": vhid, "vip": vip, "nodes": splits[vhid], "message": msg}))
+        pending = []
+    if all_answered:
+        for key in sorted((k for k in rec if int(k) not in splits), key=int):
+            old = rec.pop(key)
+            msg = f"split brain resolved: vhid {key} ({old.get('vip')}) has one MASTER again"
+            fire.append(
+                (
+                    f"lb/splitbrain/{pair}/{key}/resolved",
+                    {"pair": pair, "vhid": int(key), "vip": old.get("vip"), "message": msg, "since": old.get("since")},
+                )
+            )
+    return rec, fire, pending

@@ -18,7 +18,7 @@ from lab.plan import Plan
 MASTER_DIR = LAB_DIR / "master"
 MINIONS_DIR = LAB_DIR / "minions"
 EXTROOT = LAB_DIR / "extroot"  # symlinks to the repo's _modules, _states ... (served as salt://_modules)
-EXTENSION_DIRS = ("_modules", "_states", "_grains", "_utils", "_beacons", "_runners")
+EXTENSION_DIRS = ("_modules", "_states", "_grains", "_utils", "_beacons", "_runners", "_engines")
 REACTOR_CONF = REPO / "etc" / "salt" / "master.d" / "reactor.conf"
 SOCKET_MAX = 100  # bytes; unix socket paths are limited to 108
 
@@ -66,8 +66,9 @@ def write_configs(plan: Plan) -> None:
             "gpg_keydir": str(MASTER_DIR / "gpgkeys"),
             "runner_dirs": [str(REPO / "_runners")],
             "utils_dirs": [str(REPO / "_utils")],
-            # the product's reactor, as shipped (etc/salt/master.d/reactor.conf)
-            "reactor": yaml.safe_load(REACTOR_CONF.read_text())["reactor"],
+            "engines_dirs": [str(REPO / "_engines")],
+            # the product's reactor and engine, as shipped (etc/salt/master.d/reactor.conf)
+            **{k: yaml.safe_load(REACTOR_CONF.read_text())[k] for k in ("reactor", "engines")},
         },
     )
     pillar_repo.make_key()  # the master's GPG key, in its gpg_keydir

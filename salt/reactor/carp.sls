@@ -1,24 +1,76 @@
 #!py
-"""Every CARP event from a load balancer (salt/beacon/<id>/carp/...): the
-reaction, as data.
+"""The reactions that act on a CARP event from a load balancer, dispatched
+at once; the bookkeeping (recording transitions, split brains) is the
+``lb_recorder`` engine's, beside the reactor (docs/operations.md).
 
-The event's tag and data are handed to the ``lb`` runner as Python values:
-nothing of them is pasted into YAML or a command line here, so no value a
-minion sends can add a reaction or change a target.  The runner checks the
-tag's grammar, that it names a load balancer of the topology, and asks that
-node before it records or acts (_utils/lb_events.py, docs/secrets.md).
+Nothing of the event's data is used, and its tag only after it matched the
+product's grammar exactly (``_utils/lb_events.py``, ``re.fullmatch``): no
+value a minion sends is pasted into YAML or a command line, and the target
+is the one node id of the tag, as a list target (never a glob).
 
-- .../carp/<vhid>/<STATE>: lb.transition records the transition the node
-  confirms, applies the haproxy SLS on a confirmed new MASTER, and checks
-  the pair for a split brain;
-- .../carp/haproxy/DOWN: lb.heal heals HAProxy in place, else demotes the
-  node (carp.maintenance), each step only on the node's own word.
+- ``salt/beacon/<id>/carp/<vhid>/MASTER``, ``<id>`` a load balancer of the
+  topology and ``<vhid>`` a group of its pair: ``lb_node.on_master <vhid>``
+  is published to ``<id>``.  The node itself checks that it is MASTER of that
+  group now and, if so, applies the haproxy SLS (once per 10 s): it acts on
+  its own state, not on the event's word, so a forged event does nothing
+  on a node that is not MASTER.  A local reaction: published from the
+  reactor's own loop, it never waits in the runner pool.
+- ``salt/beacon/<id>/carp/haproxy/DOWN``: ``lb.heal`` (runner) asks the
+  node and heals HAProxy in place, else demotes the node, each step only on
+  the node's own word.
 """
+
+import os
+import sys
+
+
+def _utils():
+    """The product's pure modules (lb_events, lb_bookkeeping): in
+    utils_dirs, or synced to the master's extension_modules by
+    saltutil.sync_utils."""
+    dirs = list(__opts__.get("utils_dirs") or []) + [os.path.join(__opts__.get("extension_modules") or "", "utils")]  # noqa: F821
+    for d in dirs:
+        if os.path.isfile(os.path.join(d, "lb_events.py")):
+            if d not in sys.path:
+                sys.path.append(d)
+            break
+    import lb_fresh
+
+    lb_fresh.refresh()
+    import lb_bookkeeping
+    import lb_events
+
+    return lb_events, lb_bookkeeping
+
+
+def _pillars():
+    import salt.utils.master
+
+    return salt.utils.master.MasterPillarUtil(
+        "*", "glob", use_cached_grains=True, grains_fallback=False, use_cached_pillar=True, pillar_fallback=False, opts=__opts__  # noqa: F821
+    ).get_minion_pillar()
 
 
 def run():
-    parts = tag.split("/") if isinstance(tag, str) else []  # noqa: F821 - the reactor's globals
-    event = [{"tag": tag}, {"data": data}]  # noqa: F821
-    if parts[-2:] == ["haproxy", "DOWN"]:
-        return {"lb_haproxy_down": {"runner.lb.heal": [{"args": event}]}}
-    return {"lb_carp_transition": {"runner.lb.transition": [{"args": event}]}}
+    lb_events, lb_bookkeeping = _utils()
+    # the tag's grammar, and a node and group of the topology (the minions'
+    # cached pillar, read at most every 10 s); the drops are logged by the
+    # lb_recorder engine (transitions) and lb.heal (DOWN)
+    if lb_events.parse(tag) is None:  # noqa: F821 - the reactor's globals
+        return {}
+    ev, _why = lb_events.vet(tag, lb_bookkeeping.cached_expected(_pillars))  # noqa: F821
+    if ev is None:
+        return {}
+    if ev["kind"] == "haproxy_down":
+        return {"lb_haproxy_down": {"runner.lb.heal": [{"args": [{"tag": tag}, {"data": data}]}]}}  # noqa: F821
+    if ev["state"] == "MASTER":
+        return {
+            "lb_carp_master": {
+                "local.lb_node.on_master": [
+                    {"tgt": [ev["node"]]},
+                    {"tgt_type": "list"},
+                    {"args": [{"vhid": ev["vhid"]}]},
+                ]
+            }
+        }
+    return {}

@@ -7,8 +7,9 @@ db-1 sends every forged event of issue 16: a newline in the tag, a newline in
 ``data['id']``, another load balancer's id, a glob, and ``preload`` batches
 (which let a minion write the whole event data itself, ``id`` included).
 Afterwards: no marker file an injected command would write exists, the
-master published no job but the runner's status queries to lb-a (nothing
-ran on any minion: no state.apply, no carp.maintenance, no cmd.run),
+master published no job but status queries to lb-a and lb_node.on_master
+there, which applied nothing because lb-a is not MASTER (nothing ran on any
+minion: no state.apply, no carp.maintenance, no cmd.run),
 lb.history holds no entry, and the master logged each drop.  Before the
 fix, the tag and ``data['id']`` were pasted into the reactor's YAML: the
 newline cases compiled into ``local cmd.run tgt '*'``.
@@ -47,7 +48,7 @@ def master(salt_factories, tmp_path_factory):
     shutil.copy(LAB_PILLAR, pillar / "lb.sls")
     (pillar / "top.sls").write_text("base:\n  '*':\n    - lb\n")
     with open(os.path.join(REPO, "etc", "salt", "master.d", "reactor.conf")) as fh:
-        reactor = yaml.safe_load(fh)["reactor"]
+        shipped = yaml.safe_load(fh)
     factory = salt_factories.salt_master_daemon(
         "lbm",
         overrides={
@@ -55,7 +56,9 @@ def master(salt_factories, tmp_path_factory):
             "pillar_roots": {"base": [str(pillar)]},
             "runner_dirs": [os.path.join(REPO, "_runners")],
             "utils_dirs": [os.path.join(REPO, "_utils")],
-            "reactor": reactor,
+            "engines_dirs": [os.path.join(REPO, "_engines")],
+            "reactor": shipped["reactor"],
+            "engines": shipped["engines"],
             "log_level_logfile": "warning",
         },
     )
@@ -128,9 +131,9 @@ def _bus_tag(args):
 
 
 def _jobs(master):
-    ret = master.salt_run_cli(timeout=60).run("jobs.list_jobs", "search_function=*")
-    assert ret.returncode == 0, ret
-    return ret.data or {}
+    ret = master.salt_run_cli(timeout=60).run("jobs.list_jobs")
+    assert ret.returncode == 0 and isinstance(ret.data, dict), ret
+    return ret.data
 
 
 def test_forged_events_run_nothing_and_record_nothing(master, minions, marker_dir):
@@ -143,8 +146,8 @@ def test_forged_events_run_nothing_and_record_nothing(master, minions, marker_di
         ret = call.run("event.send", *args)
         assert ret.returncode == 0, (what, ret)
 
-    # every forged event reaches the runner, which drops it and says so
-    # (once a minute per tag and reason)
+    # every forged event is dropped, and the master says so (the engine,
+    # the reactor's heal; once a minute per tag and reason)
     tags = {_bus_tag(args) for _, args in sent}
     deadline = time.monotonic() + 90
     drops, missing = [], tags
@@ -156,10 +159,26 @@ def test_forged_events_run_nothing_and_record_nothing(master, minions, marker_di
     time.sleep(3)  # anything an event set off has been published by now
 
     assert not list(marker_dir.iterdir()), "an injected command ran"
-    new_jobs = {jid: j for jid, j in _jobs(master).items() if jid not in before}
+    # (the attacker's own salt-call event.send runs are jobs too)
+    new_jobs = {
+        jid: j for jid, j in _jobs(master).items() if jid not in before and not (j["Function"] == "event.send" and j["Target"] == "db-1")
+    }
     for jid, job in new_jobs.items():
-        assert job["Function"] in ("carp.status", ["haproxy_cfg.status", "carp.status"]), (jid, job)
-        assert job["Target"] == ["lb-a"] and job["Target-type"] == "list", (jid, job)
+        if job["Function"] in ("runner.lb.heal", "runner.jobs.list_jobs"):  # on the master: the heal, and this test
+            continue
+        assert job["Function"] in ("carp.status", ["haproxy_cfg.status", "carp.status"], "lb_node.on_master"), (jid, job)
+        # the load balancers of the topology, by list (the engine asks both
+        # nodes of a pair at once: the split-brain look needs both)
+        assert set(job["Target"]) <= {"lb-a", "lb-b"} and job["Target-type"] == "list", (jid, job)
+        if job["Function"] != "carp.status":
+            assert job["Target"] == ["lb-a"], (jid, job)
+    # the forged MASTER for lb-a reached lb-a alone, which applied nothing:
+    # it is not MASTER of vhid 4 (its own carp.status)
+    on_master = [jid for jid, job in new_jobs.items() if job["Function"] == "lb_node.on_master"]
+    assert on_master, new_jobs
+    for jid in on_master:
+        ret = master.salt_run_cli(timeout=60).run("jobs.lookup_jid", jid, "--out=json")
+        assert ret.returncode == 0 and ret.data["lb-a"]["applied"] is False, ret
     history = master.salt_run_cli(timeout=60).run("lb.history", "--out=json")
     assert history.returncode == 0, history
     assert history.data == [], history.data

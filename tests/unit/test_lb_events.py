@@ -1,15 +1,16 @@
-"""What the master makes of a minion's event (_utils/lb_events.py), and the
-lb runner's transition / heal decisions (_runners/lb.py) with the nodes'
-answers given: each forged claim is dropped, each confirmed one recorded or
-acted on, nothing else."""
+"""What the master makes of a minion's event (_utils/lb_events.py), the
+reactor SLS, and the lb runner's heal decisions (_runners/lb.py) with the
+nodes' answers given: each forged claim is dropped, each confirmed one acted
+on, nothing else.  The bookkeeping: tests/unit/test_lb_bookkeeping.py."""
 
 import importlib.util
-import json
 import os
+import time
 
 import pytest
 from conftest import REPO
 
+import lb_bookkeeping
 import lb_events
 import lb_status
 
@@ -188,26 +189,6 @@ def _history(runner):
     return runner.history(limit=0, raw=True)
 
 
-def test_runner_records_a_confirmed_master_and_applies_haproxy_there(runner):
-    client = _use(runner, {"lb-a": {"carp.status": _carp("MASTER")}, "lb-b": {"carp.status": _carp("BACKUP")}})
-    out = runner.transition("salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP", "source": "hook"})
-    assert out["recorded"]["what"] == "? -> MASTER (198.18.2.4/24)"
-    assert ("cmd_async", ["lb-a"], "state.apply", "list") in client.calls
-    # the same event again (a replay, or forged while lb-a is MASTER): nothing
-    client.calls.clear()
-    out = runner.transition("salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP"})
-    assert "dropped" in out and not [c for c in client.calls if c[0] == "cmd_async"]
-    assert [r["new"] for r in _history(runner)] == ["MASTER"]
-
-
-def test_runner_drops_what_the_node_does_not_confirm(runner):
-    client = _use(runner, {"lb-a": {"carp.status": _carp("BACKUP")}, "lb-b": {"carp.status": _carp("MASTER")}})
-    out = runner.transition("salt/beacon/lb-a/carp/4/MASTER", {"id": "lb-a", "old": "BACKUP"})
-    assert out["dropped"] == "lb-a does not report vhid 4 as a new MASTER"
-    assert not [c for c in client.calls if c[0] == "cmd_async"]
-    assert _history(runner) == []
-
-
 @pytest.mark.parametrize(
     "tag",
     [
@@ -217,9 +198,8 @@ def test_runner_drops_what_the_node_does_not_confirm(runner):
         "salt/beacon/lb-a/carp/9/MASTER",
     ],
 )
-def test_runner_asks_no_node_for_a_tag_outside_the_topology(runner, tag):
+def test_heal_asks_no_node_for_a_tag_outside_the_topology(runner, tag):
     client = _use(runner, {})
-    assert "dropped" in runner.transition(tag, {"id": "lb-a"})
     assert "dropped" in runner.heal(tag, {"id": "lb-a"})
     assert client.calls == [] and _history(runner) == [] and runner.fired == []
 
@@ -272,34 +252,49 @@ def test_heal_demotes_only_on_the_node_fresh_word(runner):
     assert _history(runner)[-1]["tag"] == "lb/demoted/lb-a"
 
 
-def test_the_history_holds_no_text_from_the_event_but_known_words(runner):
-    _use(runner, {"lb-a": {"carp.status": _carp("MASTER")}, "lb-b": {"carp.status": _carp("BACKUP")}})
-    runner.transition("salt/beacon/lb-a/carp/4/MASTER", {"old": "x\n\x1b[2J", "vip": "evil", "source": "\x1b]0;", "timestamp": "now"})
-    (rec,) = _history(runner)
-    assert json.dumps(rec).isascii()
-    assert rec["vip"] == "198.18.2.4/24" and rec["source"] is None and rec["old"] == "?"
-
-
-def test_the_shipped_reactor_sls_hands_tag_and_data_on_as_data():
-    """salt/reactor/carp.sls, run as the py renderer runs it: whatever the
-    tag and data hold, the reactions are the runner calls with them as
-    values, one per id, nothing else."""
+def _reactions(tag, data=None):
+    # the topology the reactor reads from the minions' cached pillar
+    lb_bookkeeping._EXPECTED.update(at=time.monotonic() + 3600, expected=EXPECTED)
     path = os.path.join(REPO, "salt", "reactor", "carp.sls")
     src = open(path).read()
     assert src.startswith("#!py\n")
-    for tag, data in [
-        ("salt/beacon/lb-a/carp/4/MASTER\nlb_evil:\n  local.cmd.run: []", {"id": "*\n- tgt: '*'"}),
-        ("salt/beacon/lb-a/carp/haproxy/DOWN", {"id": "lb-a"}),
-        ("salt/beacon/x/carp/haproxy/DOWN\n", None),
-    ]:
-        ns = {"tag": tag, "data": data}
-        exec(compile(src, path, "exec"), ns)  # noqa: S102 - the project's own SLS
-        got = ns["run"]()
-        assert len(got) == 1
-        ((sid, body),) = got.items()
-        ((fun, args),) = body.items()
-        assert fun in ("runner.lb.transition", "runner.lb.heal")
-        assert args == [{"args": [{"tag": tag}, {"data": data}]}]
+    ns = {"tag": tag, "data": data, "__opts__": {"utils_dirs": [os.path.join(REPO, "_utils")], "extension_modules": "/nonexistent"}}
+    exec(compile(src, path, "exec"), ns)  # noqa: S102 - the project's own SLS
+    return ns["run"]()
+
+
+def test_the_shipped_reactor_sls_publishes_on_master_to_the_tag_node_alone():
+    """salt/reactor/carp.sls, run as the py renderer runs it: a MASTER
+    event is lb_node.on_master with the vhid, to the one node of the tag by
+    a list target; nothing of the data is used."""
+    got = _reactions("salt/beacon/lb-b/carp/4/MASTER", {"id": "*\n- tgt: '*'", "vhid": "5; rm -rf /"})
+    assert got == {"lb_carp_master": {"local.lb_node.on_master": [{"tgt": ["lb-b"]}, {"tgt_type": "list"}, {"args": [{"vhid": 4}]}]}}
+    got = _reactions("salt/beacon/lb-a/carp/haproxy/DOWN", {"id": "lb-a"})
+    assert got == {
+        "lb_haproxy_down": {"runner.lb.heal": [{"args": [{"tag": "salt/beacon/lb-a/carp/haproxy/DOWN"}, {"data": {"id": "lb-a"}}]}]}
+    }
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "salt/beacon/lb-a/carp/4/MASTER\nlb_evil:\n  local.cmd.run: []",
+        "salt/beacon/x/carp/haproxy/DOWN\n",
+        "salt/beacon/lb-*/carp/4/MASTER",
+        "salt/beacon/L@lb-a,db-1/carp/4/MASTER",
+        "salt/beacon/lb-a/carp/0/MASTER",
+        # outside the topology: no job for db-1, nor for a group lb-a lacks
+        "salt/beacon/db-1/carp/4/MASTER",
+        "salt/beacon/lb-a/carp/99/MASTER",
+        "salt/beacon/db-1/carp/haproxy/DOWN",
+        # the bookkeeping is the engine's: no reaction
+        "salt/beacon/lb-a/carp/4/BACKUP",
+        "salt/beacon/lb-a/carp/4/INIT",
+        None,
+    ],
+)
+def test_the_shipped_reactor_sls_reacts_to_nothing_else(tag):
+    assert _reactions(tag, {"id": "lb-a"}) == {}
 
 
 def test_history_record_is_what_the_runner_writes():

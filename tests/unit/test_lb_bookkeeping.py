@@ -1,0 +1,162 @@
+"""The master's bookkeeping (_utils/lb_bookkeeping.py): transitions
+confirmed a batch at a time, with one round trip per batch; split brains
+declared only after a second look, resolved only when both nodes answer;
+and the record files (_utils/lb_records.py).  The nodes' answers are
+given; the clock is a variable."""
+
+import json
+
+import pytest
+
+import lb_bookkeeping
+import lb_records
+
+EXPECTED = {
+    "edge": {
+        "nodes": ["lb-a", "lb-b"],
+        "groups": {4: {"vip": "198.18.2.4/24", "primary": "lb-a"}, 5: {"vip": "198.18.2.5/24", "primary": "lb-a"}},
+    },
+    "core": {"nodes": ["lb-c", "lb-d"], "groups": {7: {"vip": "198.18.9.7/24", "primary": "lb-c"}}},
+}
+
+
+def _carp(**states):
+    vips = {4: "198.18.2.4/24", 5: "198.18.2.5/24", 7: "198.18.9.7/24"}
+    return {int(k[1:]): {"state": v, "vip": vips[int(k[1:])]} for k, v in states.items()}
+
+
+class Site:
+    """The nodes' carp.status answers, and every query and announcement."""
+
+    def __init__(self, tmp_path, answers):
+        self.answers = answers
+        self.queries = []
+        self.fired = []
+        self.now = 1_800_000_000.0
+        self.records = lb_records.Records(str(tmp_path))
+        self.rec = lb_bookkeeping.Recorder(self.records, self.query, self.announce, confirm=3, clock=lambda: self.now)
+
+    def query(self, nodes, fun):
+        self.queries.append((tuple(nodes), fun))
+        return {n: self.answers.get(n, "no answer") for n in nodes}
+
+    def announce(self, tag, data):
+        self.fired.append(tag)
+        self.records.append({"tag": tag})
+
+    def events(self, *tags, data=None):
+        return self.rec.vet([(t, dict(data or {}), self.now) for t in tags], EXPECTED)
+
+
+@pytest.fixture
+def site(tmp_path):
+    return Site(tmp_path, {"lb-a": _carp(v4="MASTER", v5="MASTER"), "lb-b": _carp(v4="BACKUP", v5="BACKUP")})
+
+
+def test_a_batch_is_one_round_trip_and_one_record_per_real_transition(site):
+    tags = ["salt/beacon/lb-a/carp/4/MASTER", "salt/beacon/lb-b/carp/4/BACKUP"] * 200 + ["salt/beacon/lb-a/carp/5/MASTER"]
+    recs = site.rec.transitions(site.events(*tags), EXPECTED)
+    assert site.queries == [(("lb-a", "lb-b"), "carp.status")]
+    assert [(r["node"], r["vhid"], r["new"]) for r in recs] == [("lb-a", 4, "MASTER"), ("lb-b", 4, "BACKUP"), ("lb-a", 5, "MASTER")]
+    assert [r["tag"] for r in site.records.history()] == [r["tag"] for r in recs]
+    # the same claims again: not transitions (the states last recorded)
+    assert site.rec.transitions(site.events(*tags), EXPECTED) == []
+    assert len(site.records.history()) == 3
+
+
+def test_only_the_pairs_a_batch_touches_are_asked(site):
+    site.rec.transitions(site.events("salt/beacon/lb-c/carp/7/MASTER"), EXPECTED)
+    assert site.queries == [(("lb-c", "lb-d"), "carp.status")]
+
+
+def test_what_the_node_does_not_confirm_is_dropped_and_nothing_of_the_claim_is_kept(site, caplog):
+    recs = site.rec.transitions(site.events("salt/beacon/lb-b/carp/4/MASTER", data={"id": "lb-b"}), EXPECTED)
+    assert recs == [] and site.records.history() == []
+    assert "lb-b does not report vhid 4 as a new MASTER" in caplog.text
+    recs = site.rec.transitions(
+        site.events("salt/beacon/lb-a/carp/4/MASTER", data={"old": "x\n\x1b[2J", "vip": "evil", "source": "\x1b]0;", "timestamp": "now"}),
+        EXPECTED,
+    )
+    (rec,) = site.records.history()
+    assert json.dumps(rec).isascii()
+    assert rec["vip"] == "198.18.2.4/24" and rec["source"] is None and rec["old"] == "?"
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "salt/beacon/db-1/carp/4/MASTER",
+        "salt/beacon/*/carp/4/MASTER",
+        "salt/beacon/lb-a/carp/4/MASTER\nx: y",
+        "salt/beacon/lb-a/carp/9/MASTER",
+    ],
+)
+def test_a_tag_outside_the_topology_asks_no_node(site, tag, caplog):
+    assert site.rec.transitions(site.events(tag), EXPECTED) == []
+    assert site.queries == [] and site.records.history() == []
+    assert "dropped event" in caplog.text
+
+
+def test_drops_are_logged_once_a_minute_per_tag_and_reason(caplog):
+    clock = [0.0]
+    drops = lb_bookkeeping.Drops(every=60, clock=lambda: clock[0])
+    for _ in range(100):
+        drops("salt/beacon/x/carp/4/MASTER", {"id": "x"}, "x is not a load balancer")
+    clock[0] = 61
+    drops("salt/beacon/x/carp/4/MASTER", {"id": "x"}, "x is not a load balancer")
+    assert caplog.text.count("dropped event") == 2
+
+
+def test_a_split_brain_is_declared_only_after_a_second_look(site):
+    site.answers["lb-b"] = _carp(v4="MASTER", v5="BACKUP")
+    site.rec.transitions(site.events("salt/beacon/lb-b/carp/4/MASTER"), EXPECTED)
+    assert site.fired == [] and site.rec.due() == []
+    assert site.rec.next_due() == site.now + 3
+    site.now += 3
+    assert site.rec.due() == ["edge"]
+    site.rec.confirm_due(EXPECTED)
+    assert site.fired == ["lb/splitbrain/edge/4"]
+    assert site.records.load("splitbrain.json")["edge"]["4"]["nodes"] == ["lb-a", "lb-b"]
+    # many more events for the pair meanwhile: no second declaration
+    site.rec.transitions(site.events(*["salt/beacon/lb-b/carp/4/MASTER"] * 50), EXPECTED)
+    assert site.fired == ["lb/splitbrain/edge/4"] and site.rec.due() == []
+
+
+def test_a_split_gone_by_the_second_look_is_not_declared(site):
+    site.answers["lb-b"] = _carp(v4="MASTER", v5="BACKUP")
+    site.rec.transitions(site.events("salt/beacon/lb-b/carp/4/MASTER"), EXPECTED)
+    site.answers["lb-b"] = _carp(v4="BACKUP", v5="BACKUP")
+    site.now += 3
+    site.rec.confirm_due(EXPECTED)
+    assert site.fired == [] and site.records.load("splitbrain.json") == {} and site.rec.next_due() is None
+
+
+def test_a_split_brain_is_resolved_only_when_both_nodes_answer(site):
+    site.records.save("splitbrain.json", {"edge": {"4": {"since": 1.0, "nodes": ["lb-a", "lb-b"], "vip": "198.18.2.4/24"}}})
+    del site.answers["lb-b"]
+    site.rec.check(EXPECTED)
+    assert site.fired == [] and "edge" in site.records.load("splitbrain.json")
+    site.answers["lb-b"] = _carp(v4="BACKUP", v5="BACKUP")
+    site.rec.check(EXPECTED)
+    assert site.fired == ["lb/splitbrain/edge/4/resolved"] and site.records.load("splitbrain.json") == {}
+
+
+def test_check_asks_every_node_in_one_round_trip_and_waits_once(site, monkeypatch):
+    slept = []
+    monkeypatch.setattr(lb_bookkeeping.time, "sleep", slept.append)
+    site.answers["lb-b"] = _carp(v4="MASTER", v5="MASTER")
+    out = site.rec.check(EXPECTED)
+    assert site.queries == [(("lb-a", "lb-b", "lb-c", "lb-d"), "carp.status"), (("lb-a", "lb-b"), "carp.status")]
+    assert slept == [3.0]
+    assert sorted(out["edge"]) == ["4", "5"] and out["core"] == {}
+    assert sorted(site.fired) == ["lb/splitbrain/edge/4", "lb/splitbrain/edge/5"]
+
+
+def test_the_records_are_not_world_readable(site):
+    site.records.append({"tag": "x"})
+    site.records.save("last.json", {"lb-a/4": "MASTER"})
+    import os
+    import stat
+
+    for name in ("history.jsonl", "last.json"):
+        assert not stat.S_IMODE(os.stat(site.records.path(name)).st_mode) & 0o007

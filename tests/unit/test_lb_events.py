@@ -12,7 +12,6 @@ from conftest import REPO
 
 import lb_bookkeeping
 import lb_events
-import lb_fresh
 import lb_status
 
 EXPECTED = {
@@ -159,14 +158,10 @@ class FakeClient:
 
 
 @pytest.fixture
-def no_reload(monkeypatch):
+def reactor_topology(monkeypatch):
     # the topology the reactor reads from the minions' cached pillar
     monkeypatch.setitem(lb_bookkeeping._EXPECTED, "at", time.monotonic() + 3600)
     monkeypatch.setitem(lb_bookkeeping._EXPECTED, "expected", EXPECTED)
-    # no reload of the pure modules in this process: a file written within a
-    # second of its start would count as changed, and a reloaded
-    # lb_topology's TopologyError is not the class other tests hold
-    monkeypatch.setattr(lb_fresh, "refresh", lambda: [])
 
 
 @pytest.fixture
@@ -273,7 +268,7 @@ def _reactions(tag, data=None):
     return ns["run"]()
 
 
-def test_the_shipped_reactor_sls_publishes_on_master_to_the_tag_node_alone(no_reload):
+def test_the_shipped_reactor_sls_publishes_on_master_to_the_tag_node_alone(reactor_topology):
     """salt/reactor/carp.sls, run as the py renderer runs it: a MASTER
     event is lb_node.on_master with the vhid, to the one node of the tag by
     a list target; nothing of the data is used."""
@@ -303,7 +298,7 @@ def test_the_shipped_reactor_sls_publishes_on_master_to_the_tag_node_alone(no_re
         None,
     ],
 )
-def test_the_shipped_reactor_sls_reacts_to_nothing_else(tag, no_reload):
+def test_the_shipped_reactor_sls_reacts_to_nothing_else(tag, reactor_topology):
     assert _reactions(tag, {"id": "lb-a"}) == {}
 
 

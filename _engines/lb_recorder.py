@@ -18,7 +18,8 @@ looked at again ``confirm`` seconds later (a timer, not a sleep), so the
 batches go on meanwhile.
 
 The logic is in ``_utils/lb_bookkeeping.py``; this module only reads the
-bus, asks the nodes and fires the events.  Configuration (shipped in
+bus, asks the nodes and fires the events; ``<cachedir>/lb/recorder.json``
+counts what it took and recorded.  Configuration (shipped in
 ``etc/salt/master.d/reactor.conf``)::
 
     engines:
@@ -72,6 +73,9 @@ class _Worker(threading.Thread):
         self.timeout = float(timeout)
         self.client = None
         self.bus = None
+        # what an operator (and bench/event_storm.py) reads in
+        # <cachedir>/lb/recorder.json: events taken, transitions recorded
+        self.stats = {"started": time.time(), "events": 0, "recorded": 0, "batches": 0, "last_batch": None}
         self.recorder = lb_bookkeeping.Recorder(
             lb_records.Records(opts["cachedir"]), self.query, self.announce, confirm=float(confirm), drops=lb_bookkeeping.Drops(log)
         )
@@ -122,6 +126,13 @@ class _Worker(threading.Thread):
                 break
         return out
 
+    def count(self, events, recorded, seconds):
+        self.stats["events"] += events
+        self.stats["recorded"] += recorded
+        self.stats["batches"] += 1
+        self.stats["last_batch"] = {"at": round(time.time(), 3), "events": events, "recorded": recorded, "seconds": round(seconds, 3)}
+        self.recorder.records.save("recorder.json", self.stats)
+
     def run(self):
         while True:
             try:
@@ -129,7 +140,9 @@ class _Worker(threading.Thread):
                 if got or self.recorder.due():
                     expected = self.expected()
                     if got:
-                        self.recorder.transitions(self.recorder.vet(got, expected), expected)
+                        t0 = time.monotonic()
+                        recs = self.recorder.transitions(self.recorder.vet(got, expected), expected)
+                        self.count(len(got), len(recs), time.monotonic() - t0)
                     self.recorder.confirm_due(expected)
             except Exception:  # noqa: BLE001 - one bad batch must not end the bookkeeping
                 log.exception("lb_recorder: a batch failed")

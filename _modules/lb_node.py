@@ -267,7 +267,7 @@ def report():
     return out
 
 
-def on_master(vhid):
+def on_master(vhid, nested=False):
     """
     What the master's reactor publishes, at once, to the node a
     ``salt/beacon/<id>/carp/<vhid>/MASTER`` event names: if this node is
@@ -278,6 +278,12 @@ def on_master(vhid):
     MASTER events, one per group, are one apply.  Anything else (another
     state, no such group, not a load balancer) does nothing, whoever sent
     the event.
+
+    nested
+        Called from a state run (``lb_failover.master_serves``, what the
+        reactor runs): that run is already queued behind the others, so the
+        apply runs inside it (``concurrent``).  Called alone, it waits for a
+        state run in progress first.
 
     Returns ``applied`` (bool), ``comment``, and the state run's return as
     ``state`` when it applied; the job fails when the state run did.
@@ -310,10 +316,13 @@ def on_master(vhid):
         fh.write("x" if fh.tell() == 0 else "")
         fh.flush()
         os.utime(fh.fileno())
-    # queue=<int>: wait here for a state run in progress, then apply.
-    # (queue=True would save this call for later as the job's own function,
-    # which a nested call does not have.)
-    ret = __salt__["state.apply"]("haproxy", queue=QUEUE_MAX)
+    if nested:
+        ret = __salt__["state.apply"]("haproxy", concurrent=True)
+    else:
+        # queue=<int>: wait here for a state run in progress, then apply.
+        # (queue=True would save this call for later as the job's own
+        # function, which a nested call does not have.)
+        ret = __salt__["state.apply"]("haproxy", queue=QUEUE_MAX)
     failed = not isinstance(ret, dict) or any(isinstance(r, dict) and r.get("result") is False for r in ret.values())
     if failed:
         __context__["retcode"] = 2

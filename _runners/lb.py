@@ -7,8 +7,9 @@ reactor calls when HAProxy is down on a node (``lb.heal``).
 Who does what on a CARP event (docs/operations.md, "Failover"):
 
 - the reactor (``salt/reactor/carp.sls``) dispatches what acts, at once: a
-  MASTER event publishes ``lb_node.on_master`` to the node the tag names,
-  which applies the haproxy SLS if that node is MASTER of the group; a
+  MASTER event publishes ``state.single lb_failover.master_serves`` to the
+  node the tag names, which applies the haproxy SLS if that node is MASTER
+  of the group; a
   HAProxy DOWN event runs :func:`heal` here;
 - the ``lb_recorder`` engine (``_engines/lb_recorder.py``) does the
   bookkeeping beside it, in batches: it records the transitions the nodes

@@ -9,12 +9,14 @@ value a minion sends is pasted into YAML or a command line, and the target
 is the one node id of the tag, as a list target (never a glob).
 
 - ``salt/beacon/<id>/carp/<vhid>/MASTER``, ``<id>`` a load balancer of the
-  topology and ``<vhid>`` a group of its pair: ``lb_node.on_master <vhid>``
-  is published to ``<id>``.  The node itself checks that it is MASTER of that
-  group now and, if so, applies the haproxy SLS (once per 10 s): it acts on
-  its own state, not on the event's word, so a forged event does nothing
-  on a node that is not MASTER.  A local reaction: published from the
-  reactor's own loop, it never waits in the runner pool.
+  topology and ``<vhid>`` a group of its pair: ``state.single
+  lb_failover.master_serves vhid=<vhid> queue=True`` is published to
+  ``<id>``, a state run queued like any other.  The node itself checks that
+  it is MASTER of that group now and, if so, applies the haproxy SLS (once
+  per 10 s, ``lb_node.on_master``): it acts on its own state, not on the
+  event's word, so a forged event does nothing on a node that is not
+  MASTER.  A local reaction: published from the reactor's own loop, it
+  never waits in the runner pool.
 - ``salt/beacon/<id>/carp/haproxy/DOWN``: ``lb.heal`` (runner) asks the
   node and heals HAProxy in place, else demotes the node, each step only on
   the node's own word.
@@ -66,10 +68,10 @@ def run():
     if ev["state"] == "MASTER":
         return {
             "lb_carp_master": {
-                "local.lb_node.on_master": [
+                "local.state.single": [
                     {"tgt": [ev["node"]]},
                     {"tgt_type": "list"},
-                    {"args": [{"vhid": ev["vhid"]}]},
+                    {"args": [{"fun": "lb_failover.master_serves"}, {"name": f"vhid-{ev['vhid']}"}, {"vhid": ev["vhid"]}, {"queue": True}]},
                 ]
             }
         }

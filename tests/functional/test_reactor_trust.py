@@ -7,8 +7,8 @@ db-1 sends every forged event of issue 16: a newline in the tag, a newline in
 ``data['id']``, another load balancer's id, a glob, and ``preload`` batches
 (which let a minion write the whole event data itself, ``id`` included).
 Afterwards: no marker file an injected command would write exists, the
-master published no job but status queries to lb-a and lb_node.on_master
-there, which applied nothing because lb-a is not MASTER (nothing ran on any
+master published no job but status queries to lb-a and the
+lb_failover.master_serves state there, which applied nothing because lb-a is not MASTER (nothing ran on any
 minion: no state.apply, no carp.maintenance, no cmd.run),
 lb.history holds no entry, and the master logged each drop.  Before the
 fix, the tag and ``data['id']`` were pasted into the reactor's YAML: the
@@ -71,6 +71,7 @@ def _minion(master, minion_id):
         minion_id,
         overrides={
             "module_dirs": [os.path.join(REPO, "_modules")],
+            "states_dirs": [os.path.join(REPO, "_states")],
             "utils_dirs": [os.path.join(REPO, "_utils")],
             "log_level_logfile": "warning",
         },
@@ -166,7 +167,7 @@ def test_forged_events_run_nothing_and_record_nothing(master, minions, marker_di
     for jid, job in new_jobs.items():
         if job["Function"] in ("runner.lb.heal", "runner.jobs.list_jobs"):  # on the master: the heal, and this test
             continue
-        assert job["Function"] in ("carp.status", ["haproxy_cfg.status", "carp.status"], "lb_node.on_master"), (jid, job)
+        assert job["Function"] in ("carp.status", ["haproxy_cfg.status", "carp.status"], "state.single"), (jid, job)
         # the load balancers of the topology, by list (the engine asks both
         # nodes of a pair at once: the split-brain look needs both)
         assert set(job["Target"]) <= {"lb-a", "lb-b"} and job["Target-type"] == "list", (jid, job)
@@ -174,11 +175,15 @@ def test_forged_events_run_nothing_and_record_nothing(master, minions, marker_di
             assert job["Target"] == ["lb-a"], (jid, job)
     # the forged MASTER for lb-a reached lb-a alone, which applied nothing:
     # it is not MASTER of vhid 4 (its own carp.status)
-    on_master = [jid for jid, job in new_jobs.items() if job["Function"] == "lb_node.on_master"]
+    on_master = [jid for jid, job in new_jobs.items() if job["Function"] == "state.single"]
     assert on_master, new_jobs
     for jid in on_master:
+        assert new_jobs[jid]["Arguments"][0]["fun"] == "lb_failover.master_serves", new_jobs[jid]
         ret = master.salt_run_cli(timeout=60).run("jobs.lookup_jid", jid, "--out=json")
-        assert ret.returncode == 0 and ret.data["lb-a"]["applied"] is False, ret
+        assert ret.returncode == 0, ret
+        assert isinstance(ret.data["lb-a"], dict), ret.data
+        ((_, state),) = ret.data["lb-a"].items()
+        assert state["result"] is True and state["changes"] == {} and "nothing to apply" in state["comment"], state
     history = master.salt_run_cli(timeout=60).run("lb.history", "--out=json")
     assert history.returncode == 0, history
     assert history.data == [], history.data

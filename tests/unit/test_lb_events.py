@@ -270,10 +270,12 @@ def _reactions(tag, data=None):
 
 def test_the_shipped_reactor_sls_publishes_on_master_to_the_tag_node_alone(reactor_topology):
     """salt/reactor/carp.sls, run as the py renderer runs it: a MASTER
-    event is lb_node.on_master with the vhid, to the one node of the tag by
+    event is the lb_failover.master_serves state (queued) with the vhid, to
+    the one node of the tag by
     a list target; nothing of the data is used."""
     got = _reactions("salt/beacon/lb-b/carp/4/MASTER", {"id": "*\n- tgt: '*'", "vhid": "5; rm -rf /"})
-    assert got == {"lb_carp_master": {"local.lb_node.on_master": [{"tgt": ["lb-b"]}, {"tgt_type": "list"}, {"args": [{"vhid": 4}]}]}}
+    args = [{"fun": "lb_failover.master_serves"}, {"name": "vhid-4"}, {"vhid": 4}, {"queue": True}]
+    assert got == {"lb_carp_master": {"local.state.single": [{"tgt": ["lb-b"]}, {"tgt_type": "list"}, {"args": args}]}}
     got = _reactions("salt/beacon/lb-a/carp/haproxy/DOWN", {"id": "lb-a"})
     assert got == {
         "lb_haproxy_down": {"runner.lb.heal": [{"args": [{"tag": "salt/beacon/lb-a/carp/haproxy/DOWN"}, {"data": {"id": "lb-a"}}]}]}

@@ -85,7 +85,8 @@ class _Worker(threading.Thread):
     def query(self, nodes, fun):
         if self.client is None:
             self.client = salt.client.get_local_client(self.opts["conf_file"])
-        ret = self.client.cmd(list(nodes), fun, tgt_type="list", timeout=self.timeout, gather_job_timeout=min(5.0, self.timeout))
+        wait, gather = lb_bookkeeping.job_timeouts(self.timeout)
+        ret = self.client.cmd(list(nodes), fun, tgt_type="list", timeout=wait, gather_job_timeout=gather)
         keys = set(salt.key.get_key(self.opts).list_keys().get("minions", [])) if len(ret) < len(nodes) else set(nodes)
         return {n: ret[n] if n in ret else ("no answer" if n in keys else "unknown minion (no accepted key)") for n in nodes}
 

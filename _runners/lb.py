@@ -90,12 +90,14 @@ def _topology(topology=None):
 
 def _query(nodes, fun, timeout=QUERY_TIMEOUT):
     """{node: return, or a string saying why there is none}, in one round
-    trip for all nodes: a node that does not answer within ``timeout`` is
+    trip for all nodes, within ``timeout`` seconds: a node that does not
+    answer in that time is
     "no answer", a node the master has no key of is "unknown minion"."""
     if not nodes:
         return {}
     with _local() as client:
-        ret = client.cmd(list(nodes), fun, tgt_type="list", timeout=timeout, gather_job_timeout=min(5, timeout))
+        wait, gather = lb_bookkeeping.job_timeouts(timeout)
+        ret = client.cmd(list(nodes), fun, tgt_type="list", timeout=wait, gather_job_timeout=gather)
     keys = set(salt.key.get_key(__opts__).list_keys().get("minions", [])) if len(ret) < len(nodes) else set(nodes)
     return {n: ret[n] if n in ret else ("no answer" if n in keys else "unknown minion (no accepted key)") for n in nodes}
 

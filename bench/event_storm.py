@@ -23,7 +23,8 @@ time both nodes first held a VIP; the cut is removed in a finally.
 
 --site: ``lb.status`` and ``lb.check_splitbrain`` over a topology of 50
 pairs: the lab's pair and 49 pairs whose 98 minions have accepted keys but
-do not run (copies of lb-a's public key, removed in a finally).  Reported:
+do not run (generated as in bench/topology_scale.py; their keys are copies
+of lb-a's public key, removed in a finally).  Reported:
 the wall time of each, and how many nodes they said were unreachable.
 
 Needs a running lab (``make lab``) that is yours.
@@ -44,7 +45,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab"), os.path.join(REPO, "_utils")]
+sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab"), os.path.join(REPO, "_utils"), os.path.join(REPO, "bench")]
 
 import salt.config  # noqa: E402
 import salt.utils.event  # noqa: E402
@@ -134,15 +135,14 @@ def splitbrain_run(bus, log: EventLog, n: int) -> dict:
 
 
 def _site_topology(pairs: int) -> dict:
-    """The lab's topology with pairs-1 more copies of its pair, renamed."""
+    """The lab's topology and pairs-1 generated pairs (bench/topology_scale.py,
+    10.<i>.0.0/16, nodes p<i>-lb-a and p<i>-lb-b)."""
+    from topology_scale import make_pair
+
     raw = yaml.safe_load(open(PILLAR))["lb"]
-    base = next(iter(raw["pairs"].values()))
-    name = next(iter(raw["pairs"]))
     out = copy.deepcopy(raw)
-    text = json.dumps(base)
     for i in range(1, pairs):
-        t = text.replace('"lb-a"', f'"site{i:02d}-a"').replace('"lb-b"', f'"site{i:02d}-b"')
-        out["pairs"][f"{name}{i:02d}"] = json.loads(t)
+        out["pairs"][f"pair{i}"] = make_pair(i, 8)
     return out
 
 
@@ -152,7 +152,7 @@ def site_run(pairs: int = 50) -> dict:
     raw = _site_topology(pairs)
     keydir = saltcfg.MASTER_DIR / "pki" / "minions"
     pub = (keydir / "lb-a").read_text()
-    ghosts = [f"site{i:02d}-{s}" for i in range(1, pairs) for s in "ab"]
+    ghosts = [f"p{i}-lb-{s}" for i in range(1, pairs) for s in "ab"]
     out = {"pairs": pairs, "ghost_minions": len(ghosts)}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
         yaml.safe_dump(raw, fh)
@@ -175,6 +175,8 @@ def site_run(pairs: int = 50) -> dict:
                 out[fun]["lab_pair_masters"] = (
                     {g["vhid"]: g["master"] for g in ret["pairs"]["edge"]["groups"]} if "edge" in (ret.get("pairs") or {}) else None
                 )
+            elif not isinstance(ret, dict):
+                out[fun]["error"] = str(ret)[:500]
             else:
                 out[fun]["unreachable"] = len(ret.get("unreachable") or {})
                 out[fun]["splitbrain"] = ret.get("splitbrain")

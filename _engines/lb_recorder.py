@@ -42,6 +42,7 @@ import salt.utils.master
 import lb_bookkeeping
 import lb_events
 import lb_fresh
+import lb_query
 import lb_records
 import lb_status
 
@@ -71,7 +72,6 @@ class _Worker(threading.Thread):
         self.items = items
         self.batch = float(batch)
         self.timeout = float(timeout)
-        self.client = None
         self.bus = None
         # what an operator (and bench/event_storm.py) reads in
         # <cachedir>/lb/recorder.json: events taken, transitions recorded
@@ -83,12 +83,10 @@ class _Worker(threading.Thread):
     # I/O handed to the recorder ----------------------------------------------
 
     def query(self, nodes, fun):
-        if self.client is None:
-            self.client = salt.client.get_local_client(self.opts["conf_file"])
-        wait, gather = lb_bookkeeping.job_timeouts(self.timeout)
-        ret = self.client.cmd(list(nodes), fun, tgt_type="list", timeout=wait, gather_job_timeout=gather)
-        keys = set(salt.key.get_key(self.opts).list_keys().get("minions", [])) if len(ret) < len(nodes) else set(nodes)
-        return {n: ret[n] if n in ret else ("no answer" if n in keys else "unknown minion (no accepted key)") for n in nodes}
+        # a client per round trip: one that lived on would keep a
+        # subscription per job
+        with salt.client.get_local_client(self.opts["conf_file"]) as client:
+            return lb_query.ask(client, nodes, fun, self.timeout, lambda: salt.key.get_key(self.opts).list_keys().get("minions", []))
 
     def announce(self, tag, data):
         if self.bus is None:

@@ -40,6 +40,7 @@ import salt.key
 import lb_bookkeeping
 import lb_events
 import lb_fresh
+import lb_query
 import lb_records
 import lb_status
 import lb_topology
@@ -93,13 +94,8 @@ def _query(nodes, fun, timeout=QUERY_TIMEOUT):
     trip for all nodes, within ``timeout`` seconds: a node that does not
     answer in that time is
     "no answer", a node the master has no key of is "unknown minion"."""
-    if not nodes:
-        return {}
     with _local() as client:
-        wait, gather = lb_bookkeeping.job_timeouts(timeout)
-        ret = client.cmd(list(nodes), fun, tgt_type="list", timeout=wait, gather_job_timeout=gather)
-    keys = set(salt.key.get_key(__opts__).list_keys().get("minions", [])) if len(ret) < len(nodes) else set(nodes)
-    return {n: ret[n] if n in ret else ("no answer" if n in keys else "unknown minion (no accepted key)") for n in nodes}
+        return lb_query.ask(client, nodes, fun, timeout, lambda: salt.key.get_key(__opts__).list_keys().get("minions", []))
 
 
 def _recorder(confirm=CONFIRM, timeout=QUERY_TIMEOUT):

@@ -66,16 +66,6 @@ def cached_expected(read_pillars, ttl: float = 10.0, clock=time.monotonic) -> di
     return _EXPECTED["expected"]
 
 
-def job_timeouts(total: float) -> tuple[float, float]:
-    """(timeout, gather_job_timeout) for a Salt ``LocalClient.cmd`` whose
-    whole round trip is to end within ``total`` seconds: Salt waits
-    ``timeout`` for the returns, then asks the silent minions whether they
-    still run the job and waits ``gather_job_timeout`` for that."""
-    total = max(1.0, float(total))
-    gather = min(5.0, max(0.5, total * 0.3))
-    return total - gather, gather
-
-
 def as_reports(raw: dict) -> dict:
     """Job returns by node: ``lb_node.report`` returns as they are,
     ``carp.status`` returns wrapped as ``{"carp": ...}``; anything else

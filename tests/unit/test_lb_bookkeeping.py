@@ -1,14 +1,17 @@
 """The master's bookkeeping (_utils/lb_bookkeeping.py): transitions
 confirmed a batch at a time, with one round trip per batch; split brains
 declared only after a second look, resolved only when both nodes answer;
-and the record files (_utils/lb_records.py).  The nodes' answers are
+the record files (_utils/lb_records.py); and the round trip itself, bounded
+by its timeout (_utils/lb_query.py).  The nodes' answers are
 given; the clock is a variable."""
 
 import json
+import time
 
 import pytest
 
 import lb_bookkeeping
+import lb_query
 import lb_records
 
 EXPECTED = {
@@ -160,3 +163,48 @@ def test_the_records_are_not_world_readable(site):
 
     for name in ("history.jsonl", "last.json"):
         assert not stat.S_IMODE(os.stat(site.records.path(name)).st_mode) & 0o007
+
+
+# ---------------------------------------------------------------------------
+# lb_query: one job to many nodes, within a deadline
+
+
+class IterClient:
+    """cmd_iter_no_block as Salt's: a return per answering node, None while
+    nothing comes (Salt waits 10 ms per None), and it records being closed."""
+
+    def __init__(self, answers, silent_for=0.0):
+        self.answers = answers
+        self.silent_for = silent_for
+        self.closed = False
+        self.calls = []
+
+    def cmd_iter_no_block(self, tgt, fun, tgt_type="glob", timeout=None):
+        self.calls.append((tuple(tgt), fun, tgt_type))
+        try:
+            for node in tgt:
+                if node in self.answers:
+                    yield {node: {"ret": self.answers[node]}}
+            while True:  # the silent ones: Salt would go on past the timeout
+                time.sleep(0.01)
+                yield None
+        finally:
+            self.closed = True
+
+
+def test_ask_ends_when_every_node_answered():
+    client = IterClient({"lb-a": {"4": "x"}, "lb-b": {}})
+    t0 = time.monotonic()
+    assert lb_query.ask(client, ["lb-a", "lb-b"], "carp.status", 10, lambda: pytest.fail("no key lookup needed")) == {
+        "lb-a": {"4": "x"},
+        "lb-b": {},
+    }
+    assert time.monotonic() - t0 < 1 and client.closed and client.calls == [(("lb-a", "lb-b"), "carp.status", "list")]
+
+
+def test_ask_ends_at_the_deadline_and_says_who_did_not_answer():
+    client = IterClient({"lb-a": {}})
+    t0 = time.monotonic()
+    got = lb_query.ask(client, ["lb-a", "p1-lb-a", "ghost"], "carp.status", 0.3, lambda: ["lb-a", "p1-lb-a"])
+    assert 0.3 <= time.monotonic() - t0 < 1.5 and client.closed
+    assert got == {"lb-a": {}, "p1-lb-a": "no answer", "ghost": "unknown minion (no accepted key)"}

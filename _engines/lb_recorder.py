@@ -44,7 +44,6 @@ import lb_events
 import lb_fresh
 import lb_query
 import lb_records
-import lb_status
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -91,8 +90,7 @@ class _Worker(threading.Thread):
     def announce(self, tag, data):
         if self.bus is None:
             self.bus = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False)
-        self.bus.fire_event(data, tag)
-        self.recorder.records.append(lb_status.history_record(tag, data, time.time()))
+        self.bus.fire_event(data, tag)  # the recorder records it
 
     def expected(self):
         return lb_bookkeeping.cached_expected(self.pillars, TOPOLOGY_TTL)

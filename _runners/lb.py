@@ -74,9 +74,6 @@ def _announce(tag, data):
 _drop = lb_bookkeeping.Drops(log)
 
 
-_flat = lb_events.flat
-
-
 # ---------------------------------------------------------------------------
 # gathering
 
@@ -99,8 +96,9 @@ def _query(nodes, fun, timeout=QUERY_TIMEOUT):
 
 
 def _recorder(confirm=CONFIRM, timeout=QUERY_TIMEOUT):
+    # the recorder records what it announces: it is handed the bare send
     return lb_bookkeeping.Recorder(
-        _records(), lambda nodes, fun: _query(nodes, fun, timeout), _announce, confirm=float(confirm), drops=_drop
+        _records(), lambda nodes, fun: _query(nodes, fun, timeout), __salt__["event.send"], confirm=float(confirm), drops=_drop
     )
 
 
@@ -184,7 +182,7 @@ def record(tag, data=None):
 
         salt-run lb.record tag=lb/note data='{"message": "planned switchover"}'
     """
-    rec = lb_status.history_record(str(tag), _flat(data), time.time())
+    rec = lb_status.history_record(str(tag), lb_events.flat(data), time.time())
     _records().append(rec)
     return rec
 
@@ -289,7 +287,7 @@ def heal(tag, data=None, timeout=HEAL_TIMEOUT):
 
         salt-run lb.heal tag=salt/beacon/lb-a/carp/haproxy/DOWN
     """
-    data = _flat(data)
+    data = lb_events.flat(data)
     vetted, dropped = _vetted(tag, data, "haproxy_down")
     if vetted is None:
         return dropped

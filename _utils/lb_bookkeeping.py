@@ -104,8 +104,9 @@ class Recorder:
     """Records transitions and looks for split brains, a batch at a time.
 
     query(nodes, fun) -> {node: answer or a string}: one round trip;
-    announce(tag, data): fire an ``lb/...`` event (the records of what was
-    announced are appended here, so a minion cannot write the history)."""
+    announce(tag, data): fire an ``lb/...`` event; its record is appended
+    here, so the history holds what the master announced and nothing a
+    minion put on the bus."""
 
     def __init__(self, records: lb_records.Records, query, announce, confirm: float = CONFIRM, clock=time.time, drops: Drops | None = None):
         self.records = records
@@ -200,6 +201,8 @@ class Recorder:
             if "/resolved" not in tag:
                 log.warning("lb: %s (pair %s)", data["message"], data["pair"])
             self.announce(tag, data)
+        # the master records what it announces itself
+        self.records.append(*(lb_status.history_record(tag, data, now) for tag, data in fire))
         return out
 
     def due(self) -> list[str]:
@@ -210,32 +213,33 @@ class Recorder:
     def next_due(self) -> float | None:
         return min(self.confirm_at.values()) if self.confirm_at else None
 
-    def confirm_due(self, expected: dict) -> dict:
-        """Look again, in one round trip, at every pair that is due, and
-        declare the split brains that are still there."""
-        pairs = [p for p in self.due() if p in expected]
-        for p in self.due():
-            self.confirm_at.pop(p, None)
-        if not pairs:
-            return {}
+    def _look_again(self, expected: dict, pairs: list[str]) -> dict:
+        """One round trip to the nodes of ``pairs``, and a confirmed look
+        (which also ends their wait in ``confirm_at``)."""
         nodes = sorted({n for p in pairs for n in expected[p]["nodes"]})
         return self.look(expected, as_reports(self.query(nodes, "carp.status")), pairs, confirmed=True)
 
-    def check(self, expected: dict, reports: dict | None = None, wait: bool = True) -> dict:
+    def confirm_due(self, expected: dict) -> dict:
+        """Look again, in one round trip, at every pair that is due, and
+        declare the split brains that are still there."""
+        due = self.due()
+        for p in due:
+            if p not in expected:  # gone from the topology meanwhile
+                del self.confirm_at[p]
+        pairs = [p for p in due if p in expected]
+        return self._look_again(expected, pairs) if pairs else {}
+
+    def check(self, expected: dict, reports: dict | None = None) -> dict:
         """Every pair of ``expected`` now (the runner's ``lb.status`` and
         ``lb.check_splitbrain``): one round trip for all nodes unless
-        ``reports`` are given, then, if a split brain is new and ``wait``,
-        one wait of ``confirm`` seconds and one more round trip for the
+        ``reports`` are given, then, if a split brain is new, one wait of ``confirm`` seconds and one more round trip for the
         pairs concerned.  {pair: its record}."""
         if reports is None:
             nodes = sorted({n for p in expected.values() for n in p["nodes"]})
             reports = as_reports(self.query(nodes, "carp.status"))
         out = self.look(expected, reports, sorted(expected), confirmed=self.confirm <= 0)
         pending = [p for p in sorted(expected) if p in self.confirm_at]
-        if pending and wait and self.confirm > 0:
+        if pending:  # (none when confirm <= 0: declared at once)
             time.sleep(self.confirm)
-            nodes = sorted({n for p in pending for n in expected[p]["nodes"]})
-            out.update(self.look(expected, as_reports(self.query(nodes, "carp.status")), pending, confirmed=True))
-            for p in pending:
-                self.confirm_at.pop(p, None)
+            out.update(self._look_again(expected, pending))
         return out

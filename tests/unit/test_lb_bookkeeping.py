@@ -45,7 +45,6 @@ class Site:
 
     def announce(self, tag, data):
         self.fired.append(tag)
-        self.records.append({"tag": tag})
 
     def events(self, *tags, data=None):
         return self.rec.vet([(t, dict(data or {}), self.now) for t in tags], EXPECTED)
@@ -120,6 +119,8 @@ def test_a_split_brain_is_declared_only_after_a_second_look(site):
     site.rec.confirm_due(EXPECTED)
     assert site.fired == ["lb/splitbrain/edge/4"]
     assert site.records.load("splitbrain.json")["edge"]["4"]["nodes"] == ["lb-a", "lb-b"]
+    # the master records what it announced
+    assert [r["tag"] for r in site.records.history()] == ["salt/beacon/lb-b/carp/4/MASTER", "lb/splitbrain/edge/4"]
     # many more events for the pair meanwhile: no second declaration
     site.rec.transitions(site.events(*["salt/beacon/lb-b/carp/4/MASTER"] * 50), EXPECTED)
     assert site.fired == ["lb/splitbrain/edge/4"] and site.rec.due() == []

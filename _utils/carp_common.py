@@ -327,11 +327,28 @@ def arp_socket(iface):
     return s, b"\\xff" * 6 + mac + b"\\x08\\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac
 
 
+def arp_held(s, target, mac):
+    # whether a frame queued on s says another host holds target: an ARP
+    # reply from it, or its own gratuitous ARP (sender address target, not
+    # this interface's MAC); every frame queued is read, none waited for
+    held = False
+    while True:
+        try:
+            frame = s.recv(256, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return held
+        if len(frame) >= 42 and frame[12:14] == b"\\x08\\x06" and frame[20:22] in (b"\\x00\\x01", b"\\x00\\x02"):
+            held = held or (frame[28:32] == target and frame[22:28] != mac)
+
+
 def arp_free(iface, ip, seconds, cancelled=lambda: False):
-    # True once three ARP probes in a row (30 ms each) went unanswered: no
+    # True once three ARP probes in a row, 30 ms apart, went unanswered: no
     # host holds ip; False if it was still answered after `seconds`.  One
-    # late reply on a loaded host must not hand the address to two nodes.
+    # probe per 30 ms, never more; an answer counts whenever it is read (a
+    # late one on a loaded host too): one slow answer must not hand the
+    # address to two nodes.
     s, head = arp_socket(iface)
+    mac = s.getsockname()[4]
     target = socket.inet_aton(ip)
     probe = head + bytes(4) + bytes(6) + target
     limit = time.monotonic() + seconds
@@ -339,19 +356,8 @@ def arp_free(iface, ip, seconds, cancelled=lambda: False):
     try:
         while time.monotonic() < limit and not cancelled():
             s.send(probe)
-            end = time.monotonic() + 0.03
-            answered = False
-            while not answered:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                s.settimeout(left)
-                try:
-                    frame = s.recv(256)
-                except socket.timeout:
-                    break
-                answered = len(frame) >= 42 and frame[12:14] == b"\\x08\\x06" and frame[20:22] == b"\\x00\\x02" and frame[28:32] == target
-            misses = 0 if answered else misses + 1
+            time.sleep(0.03)
+            misses = 0 if arp_held(s, target, mac) else misses + 1
             if misses == 3:
                 return True
         return False

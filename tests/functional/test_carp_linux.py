@@ -521,8 +521,8 @@ def test_keepalived_absent_of_one_group_rewrites_the_config(keepalived, tmp_path
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_arp_probe_tells_a_held_address_from_a_free_one(tmp_path):
     """The real lb-carp-arp-probe on a veth pair of this namespace (nothing
-    leaves the pair): answered while the address is on the other end, free
-    once it is removed."""
+    leaves the pair): answered while the address is on the other end, at
+    one probe per 30 ms; free once it is removed."""
     probe = tmp_path / "lb-carp-arp-probe"
     probe.write_text(carp_common.ARP_PROBE_SCRIPT)
     probe.chmod(0o755)
@@ -534,8 +534,13 @@ def test_arp_probe_tells_a_held_address_from_a_free_one(tmp_path):
         for cmd in (["ip", "link", "set", a, "up"], ["ip", "link", "set", b, "up"], ["ip", "addr", "add", "198.18.254.9/32", "dev", b]):
             subprocess.run(cmd, check=True, timeout=10)
         time.sleep(0.5)
+        rx = f"/sys/class/net/{b}/statistics/rx_packets"
+        before = int(open(rx).read())
         held = subprocess.run([str(probe), a, "198.18.254.9", "0.8"], timeout=10)
         assert held.returncode == 1  # still answered when the time was up
+        # one probe per 30 ms while answered, not one per answer (a flood)
+        sent = int(open(rx).read()) - before
+        assert 5 <= sent <= 0.8 / 0.03 + 3, sent
         subprocess.run(["ip", "addr", "del", "198.18.254.9/32", "dev", b], check=True, timeout=10)
         t0 = time.monotonic()
         free = subprocess.run([str(probe), a, "198.18.254.9", "3"], timeout=10)

@@ -229,3 +229,62 @@ def user_device(plan, host: str) -> str:
 
 def link(port: str, up: bool) -> None:
     subprocess.run(["ip", "link", "set", port, "up" if up else "down"], check=True, timeout=10)
+
+
+PRIMARY = "lb-a"  # the lab pillar's primary of every group
+
+
+def pair_view(salt) -> dict:
+    """What the lab tests call the pair's state: who holds each VIP, each
+    node's CARP states, maintenance, whether HAProxy listens, and the jobs
+    its minion runs.  `salt(*args)` calls the lab's master ({minion: ret})."""
+    lbs = ",".join(LBS)
+    status = salt("-L", lbs, "carp.status")
+    maint = salt("-L", lbs, "carp.in_maintenance")
+    running = salt("-L", lbs, "saltutil.running")
+    haproxy = {}
+    for h in LBS:
+        out = control.run(h, "ss", "-Hltnp", timeout=10).stdout
+        haproxy[h] = "haproxy" in out
+    states = {}
+    for h in LBS:
+        st = status.get(h)
+        states[h] = {int(v): s.get("state") for v, s in st.items()} if isinstance(st, dict) else st
+    jobs = {h: [j.get("fun") for j in r] if isinstance(r, list) else r for h, r in running.items()}
+    return {"holders": {v: sorted(h) for v, h in holders().items()}, "carp": states, "maintenance": maint, "haproxy": haproxy, "jobs": jobs}
+
+
+def pair_problems(view: dict) -> list[str]:
+    """Why a pair_view is not the settled pair the lab's highstate makes
+    (empty: settled): the primary alone holds every VIP and is MASTER of
+    every group, the peer BACKUP of every one, no node in maintenance,
+    HAProxy listening on both, no job running on either minion."""
+    out = []
+    for vip, hs in view["holders"].items():
+        if hs != [PRIMARY]:
+            out.append(f"VIP {vip} held by {hs or 'no node'}, not {PRIMARY} alone")
+    for h in LBS:
+        st = view["carp"].get(h)
+        want = "MASTER" if h == PRIMARY else "BACKUP"
+        if not isinstance(st, dict) or not st:
+            out.append(f"{h}: carp.status answered {st!r}")
+        elif any(s != want for s in st.values()):
+            out.append(f"{h}: CARP states {st}, not all {want}")
+        if view["maintenance"].get(h) is not False:
+            out.append(f"{h}: carp.in_maintenance is {view['maintenance'].get(h)!r}")
+        if not view["haproxy"].get(h):
+            out.append(f"{h}: HAProxy listens on nothing")
+        if view["jobs"].get(h) != []:
+            out.append(f"{h}: jobs still running {view['jobs'].get(h)!r}")
+    return out
+
+
+def wait_settled(salt, timeout: float = 60) -> tuple[list[str], dict]:
+    """(problems, view) once the pair is settled, or at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = pair_view(salt)
+        problems = pair_problems(view)
+        if not problems or time.monotonic() > deadline:
+            return problems, view
+        time.sleep(1)

@@ -18,6 +18,7 @@ from lab import PILLAR, REPO, control, lock, saltcfg, state
 from lab.plan import plan_from_pillar
 
 UP_TIMEOUT = 600  # seconds for `python -m lab up`, highstate included
+SETTLE_WAIT = 90  # seconds for the pair to settle before and after each module
 LOCK_WAIT = 3600  # seconds to wait for another lab test run or lab on this machine
 HERE = Path(__file__).parent
 
@@ -110,6 +111,31 @@ def _lab_session():
     finally:
         if owned:
             control.down()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _settled_pair(request, _no_lingering_jobs):
+    """Every lab module starts from the settled pair the lab's highstate
+    makes (tests/lab/carp_tools.pair_problems: the primary alone holds every
+    VIP and is MASTER, the peer BACKUP, no maintenance, HAProxy listening on
+    both, no job running) and leaves it so.  Either failure says which
+    module, which condition and what was seen."""
+    if "lab" not in request.fixturenames:
+        yield
+        return
+    from carp_tools import wait_settled
+
+    lab = request.getfixturevalue("lab")
+    name = request.module.__name__
+    problems, view = wait_settled(lab.salt, SETTLE_WAIT)
+    if problems:
+        pytest.fail(f"precondition of {name}: the pair is not settled after {SETTLE_WAIT} s: {problems}; saw {view}")
+    yield
+    if control.running() is None:
+        return  # taken down on purpose (the lab_teardown test)
+    problems, view = wait_settled(lab.salt, SETTLE_WAIT)
+    if problems:
+        pytest.fail(f"{name} left the pair unsettled ({SETTLE_WAIT} s later): {problems}; saw {view}")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,6 +1,7 @@
 # The two commands the README starts with:
-#   make lab    set everything up, check the lab's topology, bring up the lab
-#   make test   set everything up and run the unit, functional and booted-host tests (make test-all: + lab)
+#   make lab       set everything up, check the lab's topology, bring up the lab
+#   make test-all  set everything up and run every tier, the lab's included (what .ci/run runs)
+# make test: the unit, functional and booted-host tiers alone
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -283,6 +283,10 @@ class _Checker:
     def __init__(self):
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
+        # per pair name: the VHIDs of CARP groups that are declared but
+        # invalid (their own errors said why); what refers to them says
+        # nothing more, so only the root cause is reported
+        self.broken_vhids: dict[str, set[int]] = {}
 
     # -- helpers ----------------------------------------------------------
     def err(self, path, message):
@@ -598,10 +602,13 @@ class _Checker:
         nodes = pair["nodes"]
         seen_vips = {}
         seen_segment = {}
+        declared = set()
         for vhid_key, group in (groups or {}).items():
             gpath = _p(path, "groups", vhid_key)
             vhid = self.integer(vhid_key, gpath, 1, 255, " (a VHID)")
             gd = self.mapping(group, gpath)
+            if vhid is not None:
+                declared.add(vhid)
             if vhid is None or gd is None:
                 continue
             self.unknown_keys(gd, {"interface", "vip", "password", "primary", "advbase", "advskew_primary", "advskew_backup"}, gpath)
@@ -611,11 +618,13 @@ class _Checker:
             if not isinstance(ifname, str):
                 self.err(_p(gpath, "interface"), "is required: the logical interface (as in the nodes' interfaces) that carries the VIP")
                 continue
-            missing = False
-            for node_id, node in nodes.items():
-                if ifname not in node["interfaces"]:
-                    self.err(_p(gpath, "interface"), f"node {node_id} has no interface {ifname!r}")
-                    missing = True
+            lacking = [node_id for node_id, node in nodes.items() if ifname not in node["interfaces"]]
+            missing = bool(lacking)
+            if missing:
+                self.err(
+                    _p(gpath, "interface"),
+                    f"{'node' if len(lacking) == 1 else 'nodes'} {', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no interface {ifname!r}",
+                )
             vip = self.cidr(gd.get("vip"), _p(gpath, "vip"), strict=False)
             if vip is not None:
                 for node_id, node in nodes.items():
@@ -705,6 +714,7 @@ class _Checker:
             out["groups"][vhid] = g
         if groups is not None and not groups:
             self.err(_p(path, "groups"), "holds no CARP group")
+        self.broken_vhids[pair["name"]] = declared - set(out["groups"])
         return out
 
     def sysctl(self, raw, path) -> dict:
@@ -1067,10 +1077,11 @@ class _Checker:
             entry = {"key": name}
             vhid = self.integer(ld.get("vhid"), _p(lpath, "vhid"), 1, 255, " (the CARP group whose VIP it binds)")
             if vhid is not None and vhid not in groups:
-                self.err(
-                    _p(lpath, "vhid"),
-                    f"no CARP group {vhid} carries a VIP for this listener (groups: {', '.join(str(v) for v in sorted(groups)) or 'none'})",
-                )
+                if vhid not in self.broken_vhids.get(pair["name"], ()):
+                    self.err(
+                        _p(lpath, "vhid"),
+                        f"no CARP group {vhid} carries a VIP for this listener (groups: {', '.join(str(v) for v in sorted(groups)) or 'none'})",
+                    )
                 vhid = None
             port = self.integer(ld.get("port"), _p(lpath, "port"), 1, 65535, " (a TCP port)")
             mode = ld.get("mode", default_mode)

@@ -539,3 +539,22 @@ def test_load_file_accepts_bare_topology(tmp_path, seed_raw):
     f = tmp_path / "topo.yaml"
     f.write_text(yaml.safe_dump(seed_raw))
     assert lb_topology.check(lb_topology.load_file(str(f))).valid
+
+
+@pytest.mark.parametrize(
+    "key,value,root",
+    [
+        ("vip", "10.3.3.4/24", "vip"),
+        ("password", "a;date", "password"),
+        ("primary", "lb-z", "primary"),
+        ("interface", "nosuch", "interface"),
+        ("advskew_primary", 300, "advskew_primary"),
+    ],
+)
+def test_a_bad_group_is_reported_once_at_its_root_not_again_where_it_is_used(seed_raw, key, value, root):
+    """Group 5 carries listener http_5's VIP: one mistake in the group is
+    one error, at the group's key; the listener that uses it says nothing
+    (it did say `no CARP group 5 carries a VIP`, a cascade)."""
+    group(seed_raw, 5)[key] = value
+    errors = lb_topology.check(seed_raw).errors
+    assert [e.path for e in errors] == [f"{E}:carp:groups:5:{root}"], [str(e) for e in errors]

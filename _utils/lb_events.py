@@ -35,6 +35,7 @@ SOURCES = ("beacon", "hook")
 # A Salt minion id as this product accepts it for a load balancer: the same
 # characters lb_topology accepts for a node id, no '/', no glob characters.
 NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+VIP_RE = re.compile(r"(?P<address>(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?:/(?:3[0-2]|[12]?[0-9]))?")
 TAG_RE = re.compile(r"salt/beacon/(?P<node>[^/]{1,128})/carp/(?:(?P<vhid>[1-9][0-9]{0,2})/(?P<state>MASTER|BACKUP|INIT)|haproxy/DOWN)")
 
 
@@ -88,6 +89,15 @@ def flat(data) -> dict:
     return data
 
 
+def vip_address(value) -> str | None:
+    """A VIP as operators write it, in every view: the bare address.  The
+    pillar says ``198.18.2.5/24`` (the subnet's prefix), Linux configures
+    ``198.18.2.5/32``: both are ``198.18.2.5``.  None for anything that is
+    not an IPv4 address with an optional prefix."""
+    m = VIP_RE.fullmatch(value) if isinstance(value, str) else None
+    return m.group("address") if m else None
+
+
 def group_state(answer, vhid: int) -> dict | None:
     """``{"state", "vip"}`` of one group from a node's ``carp.status``
     answer (a job return: a dict keyed by vhid, as int or str), or None
@@ -100,7 +110,7 @@ def group_state(answer, vhid: int) -> dict | None:
     if not isinstance(g, dict):
         return None
     state = g.get("state")
-    return {"state": state if state in STATES else "INIT", "vip": g.get("vip") if isinstance(g.get("vip"), str) else None}
+    return {"state": state if state in STATES else "INIT", "vip": vip_address(g.get("vip"))}
 
 
 def confirm_transition(ev: dict, answer, last: str | None) -> dict | None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+import lb_events
+
 SERVER_STATES = ("UP", "DOWN", "DRAIN", "MAINT", "NOLB")
 
 
@@ -22,7 +24,7 @@ def expected_pairs(model: dict) -> dict:
     for name, pair in model["pairs"].items():
         out[name] = {
             "nodes": list(pair["nodes"]),
-            "groups": {int(v): {"vip": str(g["vip"]), "primary": g["primary"]} for v, g in pair["carp"]["groups"].items()},
+            "groups": {int(v): {"vip": str(g["vip"].ip), "primary": g["primary"]} for v, g in pair["carp"]["groups"].items()},
         }
     return out
 
@@ -111,7 +113,7 @@ def pair_view(name: str, expected: dict, reports: dict[str, dict | None], record
         want = expected["groups"].get(vhid, {})
         states = {n: (_carp(live[n]).get(vhid) or {}).get("state", "-") if n in live else "?" for n in nodes}
         ms = masters.get(vhid, [])
-        vip = want.get("vip") or next((_carp(live[n])[vhid].get("vip") for n in live if vhid in _carp(live[n])), None)
+        vip = want.get("vip") or next((lb_events.vip_address(_carp(live[n])[vhid].get("vip")) for n in live if vhid in _carp(live[n])), None)
         if vhid not in expected["groups"]:
             warnings.append(f"vhid {vhid}: configured on {', '.join(n for n in live if vhid in _carp(live[n]))} but not in the pillar")
         if len(ms) > 1:
@@ -296,8 +298,8 @@ def history_record(tag: str, data: dict, received: float) -> dict:
             rec["what"] = f"HAProxy {parts[5]} while MASTER of {', '.join(map(str, data.get('masters') or []))}"
         else:
             rec["vhid"] = int(parts[4]) if parts[4].isdigit() else parts[4]
-            rec["what"] = f"{data.get('old') or '?'} -> {parts[5]} ({data.get('vip') or '?'})"
-            rec["vip"] = data.get("vip")
+            rec["vip"] = lb_events.vip_address(data.get("vip"))
+            rec["what"] = f"{data.get('old') or '?'} -> {parts[5]} ({rec['vip'] or '?'})"
             rec["old"], rec["new"] = data.get("old"), parts[5]
     else:
         rec["node"] = data.get("node") or data.get("id")

@@ -17,14 +17,14 @@ import lb_records
 EXPECTED = {
     "edge": {
         "nodes": ["lb-a", "lb-b"],
-        "groups": {4: {"vip": "198.18.2.4/24", "primary": "lb-a"}, 5: {"vip": "198.18.2.5/24", "primary": "lb-a"}},
+        "groups": {4: {"vip": "198.18.2.4", "primary": "lb-a"}, 5: {"vip": "198.18.2.5", "primary": "lb-a"}},
     },
-    "core": {"nodes": ["lb-c", "lb-d"], "groups": {7: {"vip": "198.18.9.7/24", "primary": "lb-c"}}},
+    "core": {"nodes": ["lb-c", "lb-d"], "groups": {7: {"vip": "198.18.9.7", "primary": "lb-c"}}},
 }
 
 
 def _carp(**states):
-    vips = {4: "198.18.2.4/24", 5: "198.18.2.5/24", 7: "198.18.9.7/24"}
+    vips = {4: "198.18.2.4", 5: "198.18.2.5", 7: "198.18.9.7"}
     return {int(k[1:]): {"state": v, "vip": vips[int(k[1:])]} for k, v in states.items()}
 
 
@@ -81,7 +81,7 @@ def test_what_the_node_does_not_confirm_is_dropped_and_nothing_of_the_claim_is_k
     )
     (rec,) = site.records.history()
     assert json.dumps(rec).isascii()
-    assert rec["vip"] == "198.18.2.4/24" and rec["source"] is None and rec["old"] == "?"
+    assert rec["vip"] == "198.18.2.4" and rec["source"] is None and rec["old"] == "?"
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,7 @@ def test_a_split_gone_by_the_second_look_is_not_declared(site):
 
 
 def test_a_split_brain_is_resolved_only_when_both_nodes_answer(site):
-    site.records.save("splitbrain.json", {"edge": {"4": {"since": 1.0, "nodes": ["lb-a", "lb-b"], "vip": "198.18.2.4/24"}}})
+    site.records.save("splitbrain.json", {"edge": {"4": {"since": 1.0, "nodes": ["lb-a", "lb-b"], "vip": "198.18.2.4"}}})
     del site.answers["lb-b"]
     site.rec.check(EXPECTED)
     assert site.fired == [] and "edge" in site.records.load("splitbrain.json")

@@ -17,7 +17,7 @@ import lb_status
 EXPECTED = {
     "edge": {
         "nodes": ["lb-a", "lb-b"],
-        "groups": {4: {"vip": "198.18.2.4/24", "primary": "lb-a"}, 5: {"vip": "198.18.2.5/24", "primary": "lb-a"}},
+        "groups": {4: {"vip": "198.18.2.4", "primary": "lb-a"}, 5: {"vip": "198.18.2.5", "primary": "lb-a"}},
     }
 }
 
@@ -73,7 +73,7 @@ def test_vet_names_why():
     assert why == "" and ev == {"node": "lb-b", "kind": "transition", "vhid": 5, "state": "BACKUP", "pair": "edge"}
 
 
-def _status(state, vip="198.18.2.4/24", vhid=4):
+def _status(state, vip="198.18.2.4/32", vhid=4):
     return {vhid: {"state": state, "vip": vip, "interface": "lb-a-eth1"}}
 
 
@@ -83,7 +83,7 @@ def test_a_transition_is_recorded_only_as_the_node_confirms_it():
         "vhid": 4,
         "old": "BACKUP",
         "new": "MASTER",
-        "vip": "198.18.2.4/24",
+        "vip": "198.18.2.4",
     }
     # vhids as strings (Salt's msgpack): the same
     assert lb_events.confirm_transition(ev, {"4": _status("MASTER")[4]}, None)["old"] == "?"
@@ -189,7 +189,7 @@ def _use(runner, answers):
 
 
 def _carp(state4, state5="BACKUP"):
-    return {4: {"state": state4, "vip": "198.18.2.4/24"}, 5: {"state": state5, "vip": "198.18.2.5/24"}}
+    return {4: {"state": state4, "vip": "198.18.2.4"}, 5: {"state": state5, "vip": "198.18.2.5"}}
 
 
 def _history(runner):
@@ -306,6 +306,15 @@ def test_the_shipped_reactor_sls_reacts_to_nothing_else(tag, reactor_topology):
 
 def test_history_record_is_what_the_runner_writes():
     rec = lb_status.history_record(
-        "salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP", "vip": "198.18.2.4/24", "timestamp": 1.0, "source": "hook"}, 2.0
+        "salt/beacon/lb-a/carp/4/MASTER", {"old": "BACKUP", "vip": "198.18.2.4", "timestamp": 1.0, "source": "hook"}, 2.0
     )
     assert rec["node"] == "lb-a" and rec["vhid"] == 4 and rec["new"] == "MASTER"
+
+
+def test_a_vip_is_shown_as_its_bare_address_in_every_view():
+    """The pillar's /24, Linux's /32 and a bare address are one VIP; what is
+    not an IPv4 address is no VIP (fullmatch: no trailing newline)."""
+    for text in ("198.18.2.4/24", "198.18.2.4/32", "198.18.2.4"):
+        assert lb_events.vip_address(text) == "198.18.2.4"
+    for bad in ("198.18.2.4\n", "198.18.2.256", "198.18.2.4/33", "evil", "", None, 4, "1.2.3.4/24 x"):
+        assert lb_events.vip_address(bad) is None, bad

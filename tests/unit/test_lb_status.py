@@ -7,7 +7,7 @@ import lb_topology
 
 EXPECTED = {
     "nodes": ["lb-a", "lb-b"],
-    "groups": {4: {"vip": "198.18.2.4/24", "primary": "lb-a"}, 5: {"vip": "198.18.2.5/24", "primary": "lb-a"}},
+    "groups": {4: {"vip": "198.18.2.4", "primary": "lb-a"}, 5: {"vip": "198.18.2.5", "primary": "lb-a"}},
 }
 
 
@@ -65,7 +65,7 @@ def test_no_master():
     pv = lb_status.pair_view(
         "edge", EXPECTED, {"lb-a": report({4: "BACKUP", 5: "MASTER"}), "lb-b": report({4: "INIT", 5: "BACKUP"})}, now=0
     )
-    assert pv["warnings"] == ["vhid 4 (198.18.2.4/24): no MASTER"]
+    assert pv["warnings"] == ["vhid 4 (198.18.2.4): no MASTER"]
 
 
 def test_unreachable_node_and_a_recorded_split_brain_stays_until_confirmed():
@@ -119,7 +119,7 @@ def test_servers_and_listeners_per_node():
     text = lb_status.table(v)
     lines = text.splitlines()
     assert lines[0] == "pair edge"
-    assert any(line.split() == ["4", "198.18.2.4/24", "lb-a", "MASTER", "BACKUP"] for line in lines)
+    assert any(line.split() == ["4", "198.18.2.4", "lb-a", "MASTER", "BACKUP"] for line in lines)
     assert any(line.split() == ["mysql/db-3", "DRAIN", "-"] for line in lines)
     assert "no warnings" in text
 
@@ -134,10 +134,10 @@ def test_server_status_words():
 def test_history_records_and_table():
     r = lb_status.history_record(
         "salt/beacon/lb-b/carp/4/MASTER",
-        {"vhid": 4, "old": "BACKUP", "vip": "198.18.2.4/24", "timestamp": 1000.0, "source": "beacon"},
+        {"vhid": 4, "old": "BACKUP", "vip": "198.18.2.4/32", "timestamp": 1000.0, "source": "beacon"},
         1000.5,
     )
-    assert (r["node"], r["vhid"], r["what"], r["new"]) == ("lb-b", 4, "BACKUP -> MASTER (198.18.2.4/24)", "MASTER")
+    assert (r["node"], r["vhid"], r["what"], r["new"]) == ("lb-b", 4, "BACKUP -> MASTER (198.18.2.4)", "MASTER")
     h = lb_status.history_record("salt/beacon/lb-a/carp/haproxy/DOWN", {"masters": [4, 5]}, 1001.0)
     assert h["what"] == "HAProxy DOWN while MASTER of 4, 5" and h["node"] == "lb-a"
     s = lb_status.history_record("lb/splitbrain/edge/4", {"message": "split brain: vhid 4 MASTER on lb-a and lb-b", "vhid": 4}, 1002.0)

@@ -113,7 +113,9 @@ def pair_view(name: str, expected: dict, reports: dict[str, dict | None], record
         want = expected["groups"].get(vhid, {})
         states = {n: (_carp(live[n]).get(vhid) or {}).get("state", "-") if n in live else "?" for n in nodes}
         ms = masters.get(vhid, [])
-        vip = want.get("vip") or next((lb_events.vip_address(_carp(live[n])[vhid].get("vip")) for n in live if vhid in _carp(live[n])), None)
+        vip = want.get("vip") or next(
+            (lb_events.vip_address(_carp(live[n])[vhid].get("vip")) for n in live if vhid in _carp(live[n])), None
+        )
         if vhid not in expected["groups"]:
             warnings.append(f"vhid {vhid}: configured on {', '.join(n for n in live if vhid in _carp(live[n]))} but not in the pillar")
         if len(ms) > 1:

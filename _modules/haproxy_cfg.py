@@ -1283,7 +1283,8 @@ def list_servers(backend=None):
     """
     Every server with what a status table needs: ``show servers state``
     joined with ``show stat`` (status as the stats page shows it, e.g. UP,
-    DOWN, MAINT, DRAIN; effective weight; current sessions).
+    DOWN, MAINT, DRAIN; effective weight; current sessions; ``backup``:
+    a backup server, which takes traffic only when no active one is UP).
 
     CLI Example:
 
@@ -1307,6 +1308,7 @@ def list_servers(backend=None):
         entry["status"] = row.get("status")
         entry["sessions"] = int(row["scur"]) if row.get("scur", "").isdigit() else None
         entry["effective_weight"] = int(row["weight"]) if row.get("weight", "").isdigit() else None
+        entry["backup"] = row.get("bck") == "1"
     return states
 
 

@@ -84,6 +84,26 @@ def server_status(entry: dict) -> str:
     return word
 
 
+def writers(servers: list[dict]) -> dict[str, str | None]:
+    """{backend: the server taking its traffic} for every backend with
+    backup servers (a galera pool: one writer, the others backups), from one
+    node's haproxy_cfg.list_servers, in the config's order: the first active
+    server that is UP, else the first backup that is UP (HAProxy's rule
+    without `option allbackups`, which the gate warns against on galera
+    pools); None when none is UP."""
+    by_backend: dict[str, list[dict]] = {}
+    for s in servers:
+        by_backend.setdefault(s.get("backend"), []).append(s)
+    out = {}
+    for backend, members in by_backend.items():
+        if not any(s.get("backup") for s in members):
+            continue
+        up = [s for s in members if server_status(s) == "UP"]
+        first = next((s for s in up if not s.get("backup")), None) or next(iter(up), None)
+        out[backend] = first.get("server") if first else None
+    return out
+
+
 def pair_view(name: str, expected: dict, reports: dict[str, dict | None], recorded: dict | None = None, now: float | None = None) -> dict:
     """The status of one pair.
 
@@ -170,8 +190,10 @@ def pair_view(name: str, expected: dict, reports: dict[str, dict | None], record
             warnings.append(f"{n}: {err}")
         for lst in rep.get("listeners") or []:
             listeners.setdefault(lst["name"], {})[n] = lst.get("status") or "?"
+        writing = writers(rep.get("servers") or [])
         for s in rep.get("servers") or []:
-            servers.setdefault(f"{s.get('backend')}/{s.get('server')}", {})[n] = server_status(s)
+            key = f"{s.get('backend')}/{s.get('server')}"
+            servers.setdefault(key, {})[n] = server_status(s) + (" writer" if writing.get(s.get("backend")) == s.get("server") else "")
 
     return {
         "pair": name,

@@ -537,6 +537,17 @@ def test_maint_drain_ready_change_what_a_client_sees(env):
     assert env.mod.server_state(HTTP_LISTENER, first)[0]["admin"] == []
 
 
+def test_list_servers_says_which_servers_are_backups(env):
+    """A galera pool's one writer and its backups, in the config's order:
+    what lb.status needs to mark the server taking the writes."""
+    listed = env.mod.list_servers(f"haproxy_127.{R}.2.4_3306")
+    assert [(s["server"], s["backup"]) for s in listed] == [
+        ("percona_mysql-1", False),
+        ("percona_mysql-2", True),
+        ("percona_mysql-3", True),
+    ]
+
+
 def test_set_weight_really_sets_the_weight(env):
     srv = "http_srv-4"
     assert servers_up(env, RR_LISTENER, ["http_srv-3", srv])

@@ -168,3 +168,30 @@ def test_a_file_haproxy_has_not_loaded_is_not_matches_pillar():
     rows = {line.split()[0]: line for line in lb_status.table(v).splitlines() if line.strip().startswith("lb-")}
     assert "NOT LOADED: /etc/haproxy/haproxy.cfg" in rows["lb-a"] and "matches pillar" not in rows["lb-a"]
     assert "matches pillar" in rows["lb-b"]
+
+
+def test_the_server_taking_a_galera_pools_writes_is_marked_per_node():
+    """One writer, two backups: the active server while it is UP, else the
+    first backup that is UP, as HAProxy routes; a pool without backups has
+    no writer mark, and none is marked when no server is UP."""
+
+    def pool(*rows):
+        return [{"backend": "mysql", "server": n, "status": st, "admin": [], "backup": b} for n, st, b in rows]
+
+    assert lb_status.writers(pool(("db-1", "UP", False), ("db-2", "UP", True), ("db-3", "UP", True))) == {"mysql": "db-1"}
+    assert lb_status.writers(pool(("db-1", "DOWN", False), ("db-2", "DOWN", True), ("db-3", "UP", True))) == {"mysql": "db-3"}
+    assert lb_status.writers(pool(("db-1", "MAINT", False), ("db-2", "UP", True), ("db-3", "UP", True))) == {"mysql": "db-2"}
+    assert lb_status.writers(pool(("db-1", "DOWN", False), ("db-2", "DOWN", True))) == {"mysql": None}
+    web = [{"backend": "web", "server": "w1", "status": "UP", "admin": [], "backup": False}]
+    assert lb_status.writers(web) == {}
+
+    reps = {
+        "lb-a": report({4: "MASTER", 5: "MASTER"}, servers=pool(("db-1", "UP", False), ("db-2", "UP", True))),
+        "lb-b": report({4: "BACKUP", 5: "BACKUP"}, servers=pool(("db-1", "DOWN", False), ("db-2", "UP", True))),
+    }
+    v = lb_status.view({"edge": EXPECTED}, reps, now=0)
+    assert v["pairs"]["edge"]["servers"] == {
+        "mysql/db-1": {"lb-a": "UP writer", "lb-b": "DOWN"},
+        "mysql/db-2": {"lb-a": "UP", "lb-b": "UP writer"},
+    }
+    assert any(line.split() == ["mysql/db-1", "UP", "writer", "DOWN"] for line in lb_status.table(v).splitlines())

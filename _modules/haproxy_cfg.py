@@ -81,6 +81,32 @@ ADMIN_FLAGS = {
     0x40: "maint-hostname",
 }
 OP_STATES = {0: "stopped", 1: "starting", 2: "running", 3: "stopping"}
+# `show servers state` gives a server's last check as a number (HAProxy's
+# enum healthcheck_status, include/haproxy/check-t.h in 2.6); these are the
+# words the stats page and `show stat` use for it
+CHECK_STATUSES = {
+    0: "UNK",
+    1: "INI",
+    2: "START",
+    3: "CHECKED",
+    4: "HANA",
+    5: "SOCKERR",
+    6: "L4OK",
+    7: "L4TOUT",
+    8: "L4CON",
+    9: "L6OK",
+    10: "L6TOUT",
+    11: "L6RSP",
+    12: "L7TOUT",
+    13: "L7RSP",
+    14: "L57DATA",
+    15: "L7OK",
+    16: "L7OKC",
+    17: "L7STS",
+    18: "PROCERR",
+    19: "PROCTOUT",
+    20: "PROCOK",
+}
 
 
 def __virtual__():
@@ -1235,11 +1261,18 @@ def _name(value, what):
     return value
 
 
+def _check_status(raw):
+    """The stats page's word for a `show servers state` check status
+    number (``6`` is ``L4OK``); what is not a known number stays as it is."""
+    return CHECK_STATUSES.get(int(raw), raw) if isinstance(raw, str) and raw.isdigit() else raw
+
+
 def server_state(backend=None, server=None):
     """
     ``show servers state`` parsed: one dict per server with its backend,
-    name, address, operational state, admin flags (maint, drain, ...) and
-    weights.
+    name, address, operational state, admin flags (maint, drain, ...),
+    weights and the last check's status as the stats page words it
+    (``L4OK``, ``L7STS``, ``L4CON`` ...).
 
     CLI Example:
 
@@ -1272,7 +1305,7 @@ def server_state(backend=None, server=None):
             "admin": [flag for bit, flag in ADMIN_FLAGS.items() if admin & bit],
             "weight": int(row.get("srv_uweight", 0)),
             "initial_weight": int(row.get("srv_iweight", 0)),
-            "check_status": row.get("srv_check_status"),
+            "check_status": _check_status(row.get("srv_check_status")),
         }
         if server is None or entry["server"] == server:
             out.append(entry)

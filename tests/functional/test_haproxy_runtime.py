@@ -541,6 +541,15 @@ def test_list_servers_says_which_servers_are_backups(env):
     """A galera pool's one writer and its backups, in the config's order:
     what lb.status needs to mark the server taking the writes."""
     listed = env.mod.list_servers(f"haproxy_127.{R}.2.4_3306")
+    # the check status in words, as `show stat` words it
+    stat = env.mod.command("show stat").splitlines()
+    header = stat[0][2:].split(",")
+    words = {(r["pxname"], r["svname"]): r["check_status"].lstrip("* ") for r in (dict(zip(header, x.split(","))) for x in stat[1:] if x)}
+    every = env.mod.list_servers()
+    assert every and all(s["check_status"] == words[(s["backend"], s["server"])] for s in every), [
+        (s["server"], s["check_status"], words[(s["backend"], s["server"])]) for s in every
+    ]
+    assert {s["check_status"] for s in every} >= {"L4OK", "L4CON"}  # web servers up, the DBs not running here
     assert [(s["server"], s["backup"]) for s in listed] == [
         ("percona_mysql-1", False),
         ("percona_mysql-2", True),

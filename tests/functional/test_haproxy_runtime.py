@@ -544,7 +544,10 @@ def test_list_servers_says_which_servers_are_backups(env):
     # the check status in words, as `show stat` words it
     stat = env.mod.command("show stat").splitlines()
     header = stat[0][2:].split(",")
-    words = {(r["pxname"], r["svname"]): r["check_status"].lstrip("* ") for r in (dict(zip(header, x.split(","))) for x in stat[1:] if x)}
+    words = {
+        (r["pxname"], r["svname"]): r["check_status"].lstrip("* ")
+        for r in (dict(zip(header, x.split(","), strict=False)) for x in stat[1:] if x)
+    }
     every = env.mod.list_servers()
     assert every and all(s["check_status"] == words[(s["backend"], s["server"])] for s in every), [
         (s["server"], s["check_status"], words[(s["backend"], s["server"])]) for s in every

@@ -40,6 +40,7 @@ import salt.key
 import lb_bookkeeping
 import lb_events
 import lb_fresh
+import lb_ops
 import lb_query
 import lb_records
 import lb_status
@@ -86,13 +87,13 @@ def _topology(topology=None):
     return lb_bookkeeping.topology_from_pillars(__salt__["cache.pillar"]("*") or {})
 
 
-def _query(nodes, fun, timeout=QUERY_TIMEOUT):
+def _query(nodes, fun, timeout=QUERY_TIMEOUT, arg=()):
     """{node: return, or a string saying why there is none}, in one round
     trip for all nodes, within ``timeout`` seconds: a node that does not
     answer in that time is
     "no answer", a node the master has no key of is "unknown minion"."""
     with _local() as client:
-        return lb_query.ask(client, nodes, fun, timeout, lambda: salt.key.get_key(__opts__).list_keys().get("minions", []))
+        return lb_query.ask(client, nodes, fun, timeout, lambda: salt.key.get_key(__opts__).list_keys().get("minions", []), arg=arg)
 
 
 def _recorder(confirm=CONFIRM, timeout=QUERY_TIMEOUT):
@@ -378,3 +379,120 @@ def check_splitbrain(confirm=CONFIRM, topology=None, timeout=QUERY_TIMEOUT):
         "splitbrain": {pair: rec for pair, rec in records.items() if rec},
         "unreachable": {n: r for n, r in sorted(reports.items()) if not isinstance(r, dict)},
     }
+
+
+# ---------------------------------------------------------------------------
+# an operator's commands, by the pillar's names, recorded with who and why
+
+
+def _server_admin(action, pool, server, pair, reason, topology, timeout):
+    try:
+        why = lb_ops.reason_of(reason)
+        model = _topology(topology)
+        t = lb_ops.pair_targets(model, pair, pool, server) if pair else lb_ops.server_targets(model, pool, server)
+    except (ValueError, OSError) as exc:
+        return {"error": str(exc)}
+    user = lb_ops.who()
+    nodes = {n: {} for n in t["nodes"]}
+    for backend in t["backends"]:
+        for node, answer in _query(t["nodes"], f"haproxy_cfg.{action}", timeout, arg=[backend, server]).items():
+            nodes[node][backend] = lb_ops.server_result(action, answer)
+    now = time.time()
+    records = _records()
+    for node, per_backend in nodes.items():
+        failed = {b: r for b, r in per_backend.items() if not r["ok"]}
+        result = {"ok": not failed, "error": "; ".join(f"{b}: {r.get('error') or r.get('admin')}" for b, r in failed.items())}
+        records.append(lb_ops.record(action, node, f"{pool}/{server}", result, user, why, now))
+    return {
+        "pair": t["pair"],
+        "pool": pool,
+        "server": server,
+        "action": action,
+        "backends": t["backends"],
+        "nodes": nodes,
+        "ok": all(r["ok"] for per in nodes.values() for r in per.values()),
+    }
+
+
+def drain(pool, server, pair=None, reason=None, topology=None, timeout=QUERY_TIMEOUT):
+    """
+    Drain a pool's server on both nodes of its pair: HAProxy sends it no new
+    connections and lets the running ones finish, in every section that
+    uses the pool.  Named as in the pillar; recorded in ``lb.history`` with
+    who ran it and the optional ``reason``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run lb.drain pool=web_a server=http_srv-1 reason="kernel update"
+    """
+    return _server_admin("drain", pool, server, pair, reason, topology, timeout)
+
+
+def maint(pool, server, pair=None, reason=None, topology=None, timeout=QUERY_TIMEOUT):
+    """
+    Put a pool's server in maintenance on both nodes (no traffic, no
+    checks), like ``lb.drain``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run lb.maint pool=galera_a server=percona_mysql-2 reason="disk swap"
+    """
+    return _server_admin("maint", pool, server, pair, reason, topology, timeout)
+
+
+def ready(pool, server, pair=None, reason=None, topology=None, timeout=QUERY_TIMEOUT):
+    """
+    Make a drained or maintained server ready again on both nodes, like
+    ``lb.drain``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run lb.ready pool=web_a server=http_srv-1
+    """
+    return _server_admin("ready", pool, server, pair, reason, topology, timeout)
+
+
+def _node_admin(action, node, reason, topology, timeout):
+    try:
+        why = lb_ops.reason_of(reason)
+        pair = lb_ops.node_pair(_topology(topology), node)
+    except (ValueError, OSError) as exc:
+        return {"error": str(exc)}
+    result = lb_ops.node_result(_query([node], f"carp.{action}", timeout).get(node))
+    _records().append(lb_ops.record(action, node, node, result, lb_ops.who(), why, time.time()))
+    return {"pair": pair, "node": node, "action": action, **result}
+
+
+def maintenance(node, reason=None, topology=None, timeout=QUERY_TIMEOUT):
+    """
+    Put a load balancer in CARP maintenance: its peer takes every VIP, with
+    no failed client connection (docs/carp.md).  Recorded in
+    ``lb.history`` with who ran it and the optional ``reason``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run lb.maintenance node=lb-a reason="firmware update"
+    """
+    return _node_admin("maintenance", node, reason, topology, timeout)
+
+
+def unmaintenance(node, reason=None, topology=None, timeout=QUERY_TIMEOUT):
+    """
+    Bring a load balancer back from CARP maintenance: it takes back the VIPs
+    it is primary for.  Recorded like ``lb.maintenance``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run lb.unmaintenance node=lb-a
+    """
+    return _node_admin("unmaintenance", node, reason, topology, timeout)

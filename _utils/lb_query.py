@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 
 
-def ask(client, nodes, fun, timeout: float, accepted_keys) -> dict:
+def ask(client, nodes, fun, timeout: float, accepted_keys, arg=()) -> dict:
     """{node: its return, or a string saying why there is none}: one job to
-    all ``nodes`` (a list target), returns collected for at most
+    all ``nodes`` (a list target), ``fun`` with the arguments ``arg``, returns collected for at most
     ``timeout`` seconds.  ``accepted_keys()`` names the minions the master
     has a key of, asked only when some node did not answer: a node without
     one is "unknown minion (no accepted key)", the others "no answer"."""
@@ -25,7 +25,7 @@ def ask(client, nodes, fun, timeout: float, accepted_keys) -> dict:
         return {}
     deadline = time.monotonic() + float(timeout)
     got: dict = {}
-    it = client.cmd_iter_no_block(nodes, fun, tgt_type="list", timeout=float(timeout))
+    it = client.cmd_iter_no_block(nodes, fun, arg=list(arg), tgt_type="list", timeout=float(timeout))
     try:
         for item in it:
             for node, r in (item or {}).items():

@@ -16,7 +16,7 @@ import time
 
 import salt.config
 import salt.utils.event
-from carp_tools import LAB_CARP, LBS, all_on, user_port, wait_for
+from carp_tools import LAB_CARP, LBS, all_on, holders, user_port, wait_for
 
 from lab import saltcfg
 
@@ -138,12 +138,22 @@ def setup_pair(provider: str = "keepalived") -> None:
 
 
 def teardown_pair() -> None:
+    """The pair as the lab's highstate made it, settled on lb-a: this
+    module's CARP paths and event path gone, the lab's own applied again
+    (the next module starts from that, tests/lab/conftest.py)."""
     salt_lbs("carp.unmaintenance")
     salt_lbs("beacons.delete", "carp", "save=True")
     salt_lbs("file.remove", f"{LAB_CARP['script_dir']}/lb-carp-event")  # the daemons' scripts stay: no event path left
     salt_lbs("carp.absent")
     for minion in LBS:
         saltcfg.salt_json(minion, "grains.delkey", "lb_carp", "force=True")
+    salt_lbs("saltutil.refresh_grains")  # in the minions' memory too
+    saltcfg.sync_all("-L", ",".join(LBS))
+    for minion in LBS:
+        states = apply(minion, "haproxy,carp,carp.events")
+        failed = {k: v.get("comment") for k, v in states.items() if v.get("result") is False}
+        assert not failed, (minion, failed)
+    assert wait_for(lambda: all_on("lb-a"), SETTLE), f"the VIPs did not settle on lb-a: {holders()}"
 
 
 # ---------------------------------------------------------------------------

@@ -181,8 +181,8 @@ class IterClient:
         self.calls = []
         self.nones = 0
 
-    def cmd_iter_no_block(self, tgt, fun, tgt_type="glob", timeout=None):
-        self.calls.append((tuple(tgt), fun, tgt_type))
+    def cmd_iter_no_block(self, tgt, fun, arg=(), tgt_type="glob", timeout=None):
+        self.calls.append((tuple(tgt), fun, tgt_type) + ((tuple(arg),) if arg else ()))
         try:
             for node in tgt:
                 if node in self.answers:
@@ -212,3 +212,10 @@ def test_ask_ends_at_the_deadline_and_says_who_did_not_answer():
     got = lb_query.ask(client, ["lb-a", "p1-lb-a", "ghost"], "carp.status", 0.3, lambda: ["lb-a", "p1-lb-a"])
     assert time.monotonic() - t0 >= 0.3 and client.closed
     assert got == {"lb-a": {}, "p1-lb-a": "no answer", "ghost": "unknown minion (no accepted key)"}
+
+
+def test_ask_passes_the_functions_arguments():
+    client = IterClient({"lb-a": {"admin": ["drain"]}})
+    got = lb_query.ask(client, ["lb-a"], "haproxy_cfg.drain", 10, lambda: [], arg=["haproxy_198.18.2.5_80", "http_srv-1"])
+    assert got == {"lb-a": {"admin": ["drain"]}}
+    assert client.calls == [(("lb-a",), "haproxy_cfg.drain", "list", ("haproxy_198.18.2.5_80", "http_srv-1"))]

@@ -264,6 +264,14 @@ def _fake_haproxy(tmp_path, name="haproxy"):
     return subprocess.Popen([str(binary), "30"])
 
 
+def _children_comms(pid):
+    try:
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        return [open(f"/proc/{k}/comm").read().strip() for k in kids]
+    except OSError:
+        return None
+
+
 def test_the_haproxy_serving_script_reads_the_pid_file_and_the_master_s_workers(tmp_path):
     script = tmp_path / "lb-haproxy-serving"
     script.write_text(lb_render.haproxy_serving_script())
@@ -287,6 +295,11 @@ def test_the_haproxy_serving_script_reads_the_pid_file_and_the_master_s_workers(
         lone = subprocess.Popen([str(master), "-c", "sleep 30; :"])
         procs.append(lone)
         pidfile.write_text(f"{lone.pid}\n")
+        # until the shell's child has exec'ed sleep, it is a copy named haproxy
+        deadline = time.monotonic() + 5
+        while _children_comms(lone.pid) != ["sleep"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _children_comms(lone.pid) == ["sleep"]
         assert not serving()  # the master, its only child not HAProxy
         child_bin = tmp_path / "w" / "haproxy"
         child_bin.parent.mkdir()

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "lb"
 CONFIRM = lb_bookkeeping.CONFIRM
 QUERY_TIMEOUT = 10
+NODE_ACTION_TIMEOUT = 90  # carp.maintenance waits for the peer to take the VIPs
 
 
 def __virtual__():
@@ -469,7 +470,7 @@ def _node_admin(action, node, reason, topology, timeout):
     return {"pair": pair, "node": node, "action": action, **result}
 
 
-def maintenance(node, reason=None, topology=None, timeout=QUERY_TIMEOUT):
+def maintenance(node, reason=None, topology=None, timeout=NODE_ACTION_TIMEOUT):
     """
     Put a load balancer in CARP maintenance: its peer takes every VIP, with
     no failed client connection (docs/carp.md).  Recorded in
@@ -484,7 +485,7 @@ def maintenance(node, reason=None, topology=None, timeout=QUERY_TIMEOUT):
     return _node_admin("maintenance", node, reason, topology, timeout)
 
 
-def unmaintenance(node, reason=None, topology=None, timeout=QUERY_TIMEOUT):
+def unmaintenance(node, reason=None, topology=None, timeout=NODE_ACTION_TIMEOUT):
     """
     Bring a load balancer back from CARP maintenance: it takes back the VIPs
     it is primary for.  Recorded like ``lb.maintenance``.

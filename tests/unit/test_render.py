@@ -1,9 +1,12 @@
 """Per-node rendering: real `haproxy -c` on every config, determinism,
 the CARP -> VRRP mapping, providers, secrets."""
 
+import contextlib
 import copy
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -261,7 +264,7 @@ def _fake_haproxy(tmp_path, name="haproxy"):
     """A process whose comm is `name` (a copy of sleep), started by pid."""
     binary = tmp_path / name
     shutil.copy("/bin/sleep", binary)
-    return subprocess.Popen([str(binary), "30"])
+    return subprocess.Popen([str(binary), "30"], start_new_session=True)
 
 
 def _children_comms(pid):
@@ -292,7 +295,7 @@ def test_the_haproxy_serving_script_reads_the_pid_file_and_the_master_s_workers(
     try:
         pidfile.write_text(f"{other.pid}\n")
         assert not serving()  # another program's pid
-        lone = subprocess.Popen([str(master), "-c", "sleep 30; :"])
+        lone = subprocess.Popen([str(master), "-c", "sleep 30; :"], start_new_session=True)
         procs.append(lone)
         pidfile.write_text(f"{lone.pid}\n")
         # until the shell's child has exec'ed sleep, it is a copy named haproxy
@@ -304,7 +307,7 @@ def test_the_haproxy_serving_script_reads_the_pid_file_and_the_master_s_workers(
         child_bin = tmp_path / "w" / "haproxy"
         child_bin.parent.mkdir()
         shutil.copy("/bin/sleep", child_bin)
-        with_worker = subprocess.Popen([str(master), "-c", f"{child_bin} 30; :"])
+        with_worker = subprocess.Popen([str(master), "-c", f"{child_bin} 30; :"], start_new_session=True)
         procs.append(with_worker)
         deadline = time.monotonic() + 5
         pidfile.write_text(f"{with_worker.pid}\n")
@@ -315,8 +318,10 @@ def test_the_haproxy_serving_script_reads_the_pid_file_and_the_master_s_workers(
         assert subprocess.run([str(script), str(pidfile), "/bin/false"], timeout=10).returncode == 1
         assert subprocess.run([str(script), str(pidfile), "/bin/true"], timeout=10).returncode == 0
     finally:
+        # each in a session of its own: the shell's child goes with it
         for p in procs:
-            p.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
             p.wait()
     assert not serving()  # the master is gone
 

@@ -52,6 +52,7 @@ import lb_boot
 import lb_fresh
 import lb_generation
 import lb_grammar
+import lb_ops
 import lb_render
 import lb_settings
 import lb_topology
@@ -1358,10 +1359,8 @@ def _set_state(backend, server, state):
     if answer:
         raise CommandExecutionError(f"HAProxy refused to set {backend}/{server} to {state}: {answer}")
     entry = _one(backend, server)
-    flags = set(entry["admin"])
-    ok = {"drain": "drain" in flags and "maint" not in flags, "maint": "maint" in flags, "ready": not flags & {"maint", "drain"}}[state]
-    if not ok:
-        raise CommandExecutionError(f"{backend}/{server} is not in state {state} after the command: admin flags {sorted(flags)}")
+    if not lb_ops.admin_reached(state, entry["admin"]):
+        raise CommandExecutionError(f"{backend}/{server} is not in state {state} after the command: admin flags {sorted(entry['admin'])}")
     return entry
 
 

@@ -30,14 +30,14 @@ from __future__ import annotations
 import math
 import re
 
+import lb_grammar
+
 STATES = ("MASTER", "BACKUP", "INIT")
 SOURCES = ("beacon", "hook")
 # A Salt minion id as this product accepts it for a load balancer: the same
 # characters lb_topology accepts for a node id, no '/', no glob characters.
 NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-VIP_RE = re.compile(
-    r"(?P<address>(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?:/(?:3[0-2]|[12]?[0-9]))?"
-)
+VIP_RE = re.compile(rf"(?P<address>{lb_grammar.IPV4.pattern.pattern})(?:/(?:3[0-2]|[12]?[0-9]))?")
 TAG_RE = re.compile(r"salt/beacon/(?P<node>[^/]{1,128})/carp/(?:(?P<vhid>[1-9][0-9]{0,2})/(?P<state>MASTER|BACKUP|INIT)|haproxy/DOWN)")
 
 

@@ -73,16 +73,20 @@ def node_pair(model: dict, node) -> str:
     raise ValueError(f"{node!r} is no load balancer of the topology (nodes: {', '.join(nodes)})")
 
 
+def admin_reached(action: str, flags) -> bool:
+    """Whether HAProxy's admin flags for a server show what ``action``
+    (drain, maint, ready) asks: the one rule, for haproxy_cfg's own check
+    after the command and for reading a node's answer here."""
+    flags = set(flags)
+    return {"drain": "drain" in flags and "maint" not in flags, "maint": "maint" in flags, "ready": not flags & {"maint", "drain"}}[action]
+
+
 def server_result(action: str, answer) -> dict:
     """What one node's answer to ``haproxy_cfg.<action>`` says: {"ok",
     "admin"} from the server's state, or {"ok": False, "error"}: the
     minion's error text, or why there is none ("no answer")."""
     if isinstance(answer, dict) and isinstance(answer.get("admin"), list):
-        flags = set(answer["admin"])
-        ok = {"drain": "drain" in flags and "maint" not in flags, "maint": "maint" in flags, "ready": not flags & {"maint", "drain"}}[
-            action
-        ]
-        return {"ok": ok, "admin": sorted(flags)}
+        return {"ok": admin_reached(action, answer["admin"]), "admin": sorted(set(answer["admin"]))}
     return {"ok": False, "error": str(answer)[:500]}
 
 

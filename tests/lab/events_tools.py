@@ -117,6 +117,14 @@ def apply(minion: str, mods: str, attempts: int = 12) -> dict:
     raise AssertionError(f"state.apply {mods} on {minion}: {ret}")
 
 
+def _apply_lbs(mods: str) -> None:
+    """state.apply mods on both LBs; fails with every state that failed."""
+    for minion in LBS:
+        states = apply(minion, mods)
+        failed = {k: v.get("comment") for k, v in states.items() if v.get("result") is False}
+        assert not failed, (minion, failed)
+
+
 def setup_pair(provider: str = "keepalived") -> None:
     """Both LBs: per-host CARP paths (the lab's hosts share /var/lib and
     /usr/local/sbin), keepalived, the event path (hook and beacon) and
@@ -130,10 +138,7 @@ def setup_pair(provider: str = "keepalived") -> None:
     saltcfg.sync_all("-L", ",".join(LBS))
     salt_lbs("sysctl.assign", "net.ipv4.ip_forward", "1")
     salt_lbs("carp.unmaintenance")
-    for minion in LBS:
-        states = apply(minion, "carp,carp.events,haproxy")
-        failed = {k: v.get("comment") for k, v in states.items() if v.get("result") is False}
-        assert not failed, (minion, failed)
+    _apply_lbs("carp,carp.events,haproxy")
     assert wait_for(lambda: all_on("lb-a"), SETTLE), "the VIPs did not settle on lb-a"
 
 
@@ -149,10 +154,7 @@ def teardown_pair() -> None:
         saltcfg.salt_json(minion, "grains.delkey", "lb_carp", "force=True")
     salt_lbs("saltutil.refresh_grains")  # in the minions' memory too
     saltcfg.sync_all("-L", ",".join(LBS))
-    for minion in LBS:
-        states = apply(minion, "haproxy,carp,carp.events")
-        failed = {k: v.get("comment") for k, v in states.items() if v.get("result") is False}
-        assert not failed, (minion, failed)
+    _apply_lbs("haproxy,carp,carp.events")
     assert wait_for(lambda: all_on("lb-a"), SETTLE), f"the VIPs did not settle on lb-a: {holders()}"
 
 

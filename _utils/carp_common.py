@@ -313,6 +313,13 @@ _RECORD_STATE = _WRITE_STATE + _EVENT_HOOK
 # <state_dir>" (ucarp's --xparam); LB_CARP_STATE and LB_CARP_PRIO, when set,
 # give the state and priority to record, else MASTER or BACKUP and "-".
 VIP_ACQUIRE_SECONDS = 3
+# A planned handover (lb-carp-keepalived-vips): the old master keeps taking
+# what reaches it for the VIP for SOFT_RELEASE_SECONDS; the new one sends
+# the old one's connections in flight on to it for HANDOVER_SECONDS (less),
+# through the nft table HANDOVER_TABLE.
+SOFT_RELEASE_SECONDS = 3.0
+HANDOVER_SECONDS = 2.5
+HANDOVER_TABLE = "lb_carp_handover"
 ARP_ANNOUNCE_GAPS = (0.2, 1.0)  # seconds between the three announcements
 
 # RFC 5227 probes and announcements, in Python: the text of lb-carp-arp-probe
@@ -608,11 +615,16 @@ except (AttributeError, OSError) as exc:
     print(f"lb-carp-keepalived-vips: runs at normal priority: {exc}", file=sys.stderr)
 state_dir, fifo = sys.argv[1], sys.argv[-1]
 groups = {}
+peers = {}  # vhid -> the peer's address on the VIP's interface (when given)
 for word in sys.argv[2:-1]:
     vhid, _, rest = word.partition("=")
-    dev, _, cidr = rest.partition(",")
+    dev, _, rest = rest.partition(",")
+    cidr, _, peer = rest.partition(",")
     addr, _, plen = cidr.partition("/")
-    groups[int(vhid)] = (dev, addr, plen or "32")
+    # canonical dotted quads: they go into nft's input below
+    groups[int(vhid)] = (dev, socket.inet_ntoa(socket.inet_aton(addr)), plen or "32")
+    if peer:
+        peers[int(vhid)] = socket.inet_ntoa(socket.inet_aton(peer))
 hook = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "lb-carp-event")
 parent = os.getppid()
 lock = threading.RLock()  # one change at a time, in the FIFO's order
@@ -696,7 +708,9 @@ def listening(addr):
 # entries over.  A node whose HAProxy does not listen on the VIP drops it
 # at once (blackholed: a client's SYN is retransmitted, and reaches the
 # peer, instead of being refused here).
-SOFT_SECONDS = 3.0
+SOFT_SECONDS = """
+    + str(SOFT_RELEASE_SECONDS)
+    + """
 soft = {}  # vhid -> the token of its pending soft release
 
 
@@ -707,6 +721,116 @@ def soft_end(vhid, token=None):
         del soft[vhid]
         dev, addr, _ = groups[vhid]
         local_route(RTM_DELROUTE, dev, addr)
+
+
+# A second chance for the connections a planned handover catches in flight.
+# A neighbour's ARP entry moves to the new master at one instant; a
+# connection whose SYN reached the old master just before it sends its next
+# segments (the request, an ACK, a FIN) to the new master, which knows no
+# such connection and would answer with a reset.  So for HANDOVER_SECONDS
+# after this node took a VIP while its peer was up on the VIP's network (it
+# answered an ARP probe for its own address during the VIP's probing: a
+# planned handover, not a peer that died or lost its link), such segments
+# (TCP without SYN, of no connection this node tracks) are sent on to the
+# peer's address, unchanged but for the TTL (nft `dup`, then dropped here):
+# the peer's soft release (SOFT_SECONDS, longer) still takes them.
+# Connection tracking is limited to the VIPs' own traffic (notrack for
+# everything else: the node may route much more).  nft's table is this
+# script's runtime state, like arp_ignore; it goes when keepalived stops.
+NFT = "/usr/sbin/nft"
+HANDOVER_TABLE = """
+    + repr(HANDOVER_TABLE)
+    + """
+HANDOVER_SECONDS = """
+    + str(HANDOVER_SECONDS)
+    + """
+
+
+def nft(lines, quiet=False):
+    # nft -f - with these lines, in one transaction; whether it took them
+    try:
+        done = subprocess.run([NFT, "-f", "-"], input="\\n".join(lines) + "\\n", capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"lb-carp-keepalived-vips: nft: {exc}", file=sys.stderr)
+        return False
+    if done.returncode and not quiet:
+        print(f"lb-carp-keepalived-vips: nft: {done.stderr.strip()}", file=sys.stderr)
+    return done.returncode == 0
+
+
+def handover_table():
+    # the table, made anew (atomically replaced if a copy before made one);
+    # its handle, which names this copy's table and no later copy's
+    vips = ", ".join(sorted({g[1] for g in groups.values()}))
+    t = HANDOVER_TABLE
+    made = nft(
+        [
+            f"add table ip {t}",
+            f"delete table ip {t}",
+            f"table ip {t} {{",
+            f"    set vips {{ type ipv4_addr; elements = {{ {vips} }}; }}",
+            "    map takeover { type ipv4_addr : ipv4_addr; flags timeout; }",
+            "    chain track_in { type filter hook prerouting priority raw; policy accept; ip daddr != @vips notrack; }",
+            "    chain track_out { type filter hook output priority raw; policy accept; ip saddr != @vips notrack; }",
+            "    chain second_chance {",
+            "        type filter hook prerouting priority filter; policy accept;",
+            "        tcp flags ! syn ct state new,invalid dup to ip daddr map @takeover drop",
+            "    }",
+            "}",
+        ]
+    )
+    if not made:
+        return None
+    try:
+        listed = subprocess.run([NFT, "-a", "list", "table", "ip", t], capture_output=True, text=True, timeout=10, check=False).stdout
+        return int(listed.split("# handle ", 1)[1].split()[0])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError) as exc:
+        print(f"lb-carp-keepalived-vips: nft: no handle for table {t}: {exc}", file=sys.stderr)
+        return None
+
+
+def ask_peer(vhid):
+    # one ARP probe for the peer's own address, sent as the VIP's probing
+    # begins; its answer is read once that is over (peer_answered)
+    if vhid not in peers or not handover_ready:
+        return None
+    try:
+        s, head = arp_socket(groups[vhid][0])
+        s.send(head + bytes(4) + bytes(6) + socket.inet_aton(peers[vhid]))
+        return s
+    except OSError as exc:
+        print(f"lb-carp-keepalived-vips: vhid {vhid}: ARP probe of the peer: {exc}", file=sys.stderr)
+        return None
+
+
+def peer_answered(vhid, s):
+    # whether the peer is up on the VIP's network: a peer that died, or
+    # lost its link, gets no second chance (what reaches this node for its
+    # connections is refused here at once, as without one)
+    if s is None:
+        return False
+    try:
+        return arp_held(s, socket.inet_aton(peers[vhid]), s.getsockname()[4])
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def handover_begin(vhid):
+    dev, addr, _ = groups[vhid]
+    if vhid in peers and handover_ready:
+        ms = int(HANDOVER_SECONDS * 1000)
+        t = HANDOVER_TABLE
+        one = f"{{ {addr} timeout {ms}ms : {peers[vhid]} }}"
+        # added, removed and added again: a fresh timeout whether or not an
+        # earlier takeover's element is still there
+        nft([f"add element ip {t} takeover {one}", f"delete element ip {t} takeover {{ {addr} }}", f"add element ip {t} takeover {one}"])
+
+
+def handover_end(vhid):
+    if vhid in peers and handover_ready:
+        nft([f"delete element ip {HANDOVER_TABLE} takeover {{ {groups[vhid][1]} }}"], quiet=True)
 
 
 def arp_ignore_on_vip_devices():
@@ -786,10 +910,13 @@ def cancel(vhid):
 
 def acquire(vhid, stop):
     dev, addr, plen = groups[vhid]
+    asked = ask_peer(vhid)
     try:
         arp_free(dev, addr, ACQUIRE_SECONDS, stop.is_set)  # after ACQUIRE_SECONDS: taken anyway
     except OSError as exc:
         print(f"lb-carp-keepalived-vips: vhid {vhid}: ARP probe: {exc}", file=sys.stderr)
+    if peer_answered(vhid, asked) and not stop.is_set():
+        handover_begin(vhid)  # before the address: before any neighbour moves
     with lock:
         if stop.is_set():
             return
@@ -842,6 +969,7 @@ def run(vhid, state, prio="-"):
             threading.Thread(target=acquire, args=(vhid, stop), daemon=True).start()
             record(vhid, state, prio)
             return
+        later.put(lambda: handover_end(vhid))
         token = None
         if state in ("BACKUP", "STOP") and vhid in held and listening(addr):
             # local before the address goes: no moment without either
@@ -892,6 +1020,9 @@ def release_all():
         run(vhid, "STOP")
     later.join()
     time.sleep(3.2)  # the blackholes' removal
+    if handover_ready:
+        # by handle: a keepalived started since has a table of its own
+        nft([f"delete table ip handle {handover_ready}"], quiet=True)
 
 
 def alive(pid):
@@ -917,6 +1048,7 @@ STOP_WAIT = 10
 # scripts) is sent nothing until the next transition: it applies the
 # recorded states.
 arp_ignore_on_vip_devices()
+handover_ready = handover_table() if peers and os.access(NFT, os.X_OK) else None  # the table's handle
 try:
     restarted = age(parent) > 2.0
 except (OSError, ValueError, IndexError):
@@ -1173,13 +1305,14 @@ def linux_provider(pillar: dict, node_id: str, override: dict | None = None) -> 
 def parse_keepalived(text: str | None) -> dict[int, dict]:
     """The instances of a keepalived.conf this module rendered:
     {vhid: {device, vip, priority, advert_int, preempt}}; each VIP from the
-    arguments of lb-carp-keepalived-vips (``<vhid>=<device>,<vip>``)."""
+    arguments of lb-carp-keepalived-vips (``<vhid>=<device>,<vip>,<peer>``;
+    releases before the handover's second chance had no ``,<peer>``)."""
     import re
 
     vips = {}
     fifo = re.search(r"^\s*vrrp_notify_fifo_script \"([^\"]*)\"", text or "", re.M)
     for word in fifo.group(1).split() if fifo else []:
-        m = re.fullmatch(r"(\d+)=([^,]+),(\S+/\d+)", word)
+        m = re.fullmatch(r"(\d+)=([^,]+),([^,\s]+/\d+)(?:,[0-9.]+)?", word)
         if m:
             vips[int(m.group(1))] = m.group(3)
     out = {}

@@ -602,7 +602,7 @@ def render_keepalived(
     view = node_view(pair, node_id)
     carp = pair["carp"]
     tracked = tracked_devices(pair, node_id, "Debian")
-    vips = " ".join(f"{g['vhid']}={device(g['device'], 'Debian')},{linux_vip(g['vip'])}" for g in view["groups"])
+    vips = " ".join(f"{g['vhid']}={device(g['device'], 'Debian')},{linux_vip(g['vip'])},{g['peer_source']}" for g in view["groups"])
     out = [
         f"# {HEADER.format(pair=pair['name'], node=node_id)}",
         "# One vrrp_instance per CARP group: vhid -> virtual_router_id,",
@@ -615,9 +615,10 @@ def render_keepalived(
         "    enable_script_security",
         "    script_user root",
         "    # Every transition goes, in order, through this FIFO to",
-        f"    # {KEEPALIVED_VIPS_SCRIPT} (<vhid>=<interface>,<VIP>): it records the",
-        "    # state and adds a VIP only once no other host answers ARP for it,",
-        "    # so a VIP is never on both nodes (docs/carp.md).",
+        f"    # {KEEPALIVED_VIPS_SCRIPT} (<vhid>=<interface>,<VIP>,<peer>): it records",
+        "    # the state and adds a VIP only once no other host answers ARP for it,",
+        "    # so a VIP is never on both nodes; after a planned handover it sends",
+        "    # the peer's connections in flight on to it (docs/carp.md).",
         f"    vrrp_notify_fifo {run_dir}/{KEEPALIVED_FIFO}",
         f'    vrrp_notify_fifo_script "{script_dir}/{KEEPALIVED_VIPS_SCRIPT} {state_dir} {vips}"',
         "}",

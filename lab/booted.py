@@ -57,6 +57,7 @@ PACKAGES = (
     "python3",
     "haproxy",
     "keepalived",
+    "nftables",
     "ucarp",
     "bird2",
 )

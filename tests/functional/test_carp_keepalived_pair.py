@@ -8,6 +8,7 @@ answers ARP for it).  The lab (tests/lab/test_carp_lab.py) does the same
 with salt-minions and a client; this one isolates keepalived and the
 scripts."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -102,7 +103,9 @@ def pair(tmp_path):
             sh("ip", "-n", switch, "link", "set", port, "master", "br0", "up")
             sh("ip", "-n", ns[n], "link", "set", f"kv{tag}{n[-1]}", "name", VIP_DEV)
             sh("ip", "-n", ns[n], "link", "set", VIP_DEV, "up")
-            sh("ip", "-n", ns[n], "addr", "add", f"10.2.2.{2 if n == 'lb-a' else 3}/24", "dev", VIP_DEV)
+            # the node's own address on the VIP network, as the pillar says (a provisioner's job)
+            source = lb_render.node_view(pair_model, n)["groups"][0]["source"]
+            sh("ip", "-n", ns[n], "addr", "add", f"{source}/24", "dev", VIP_DEV)
         dirs = {}
         for n in NODES:
             d = {k: tmp_path / n / k for k in ("state", "sbin", "run")}
@@ -250,6 +253,9 @@ def test_a_reload_keeps_the_vips_and_a_stop_releases_them(pair):
         t.join(10)
     assert gone == []  # never dropped, not even for one read
     assert on(pair, "lb-a")
+    # the second chance's nft table: one, made by the copy running now
+    # (each reload replaced it); the copies before did not delete it
+    assert wait_for(lambda: _tables(ns["lb-a"]) == [carp_common.HANDOVER_TABLE], 10), _tables(ns["lb-a"])
 
     # a copy started later, after the VRRP process (here by the reload
     # carp.present sends when the last copy died; also the reload that
@@ -277,6 +283,15 @@ def test_a_reload_keeps_the_vips_and_a_stop_releases_them(pair):
     assert wait_for(
         lambda: all((pair["dirs"]["lb-a"]["state"] / "state" / str(v)).read_text().split()[0] == "STOP" for v in (4, 5, 44, 55)), 10
     )
+    # and the table goes with keepalived (lb-b's stays)
+    assert wait_for(lambda: _tables(ns["lb-a"]) == [], 10), _tables(ns["lb-a"])
+    assert _tables(ns["lb-b"]) == [carp_common.HANDOVER_TABLE]
+
+
+def _tables(netns):
+    """The nft tables of family ip in the namespace."""
+    out = sh("ip", "netns", "exec", netns, "nft", "list", "tables", "ip").stdout
+    return [line.split()[2] for line in out.splitlines() if line.startswith("table ip ")]
 
 
 class VrrpCut:
@@ -413,6 +428,41 @@ def test_the_master_gives_up_the_vips_while_its_haproxy_does_not_run(pair):
             _kill(pid)
 
 
+@contextlib.contextmanager
+def serving_on_both(pair):
+    """HAProxy on both nodes answering HTTP on the first VIP, port 18080,
+    with the node's name; the client's address (10.2.2.1) on the switch;
+    lb-a holding the VIPs.  Yields the VIP."""
+    ns, vips = pair["ns"], pair["vips"]
+    vip = sorted(vips)[0]
+    for n in NODES:
+        ready = pair["dirs"][n]["sbin"] / lb_render.ROUTING_READY_SCRIPT
+        ready.write_text("#!/bin/sh\n# this test: BGP counts as up\nexit 0\n")
+        sh("ip", "netns", "exec", ns[n], "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
+    sh("ip", "-n", pair["switch"], "addr", "add", "10.2.2.1/24", "dev", "br0")
+    pids = {}
+    try:
+        for n in NODES:
+            d = pair["dirs"][n]
+            cfg = d["run"] / "haproxy.cfg"
+            cfg.write_text(
+                "global\n    master-worker\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n"
+                f"frontend web\n    bind {vip}:18080\n    http-request return status 200 content-type text/plain string {n}\n"
+            )
+            pidfile = d["run"] / "haproxy.pid"
+            pidfile.unlink(missing_ok=True)
+            sh("ip", "netns", "exec", ns[n], HAPROXY, "-W", "-D", "-q", "-f", str(cfg), "-p", str(pidfile))
+            assert wait_for(lambda pidfile=pidfile: pidfile.exists() and pidfile.read_text().strip().isdigit(), 10)
+            pids[n] = int(pidfile.read_text().split()[0])
+        assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
+        for n in NODES:  # the script made the VIP device answer ARP only for its own addresses
+            assert sh("ip", "netns", "exec", ns[n], "cat", f"/proc/sys/net/ipv4/conf/{VIP_DEV}/arp_ignore").stdout.strip() == "1"
+        yield vip
+    finally:
+        for pid in pids.values():
+            _kill(pid)
+
+
 CLIENT = r"""
 import json, socket, struct, sys, threading, time
 vip, port = sys.argv[1], int(sys.argv[2])
@@ -451,29 +501,7 @@ def test_a_planned_handover_costs_the_client_nothing(pair):
     (it answers what still reaches it, and no ARP), so there is never a
     moment when neither answers."""
     ns, vips = pair["ns"], pair["vips"]
-    vip = sorted(vips)[0]
-    for n in NODES:
-        ready = pair["dirs"][n]["sbin"] / lb_render.ROUTING_READY_SCRIPT
-        ready.write_text("#!/bin/sh\n# this test: BGP counts as up\nexit 0\n")
-        sh("ip", "netns", "exec", ns[n], "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
-    sh("ip", "-n", pair["switch"], "addr", "add", "10.2.2.1/24", "dev", "br0")
-    pids = {}
-    try:
-        for n in NODES:
-            d = pair["dirs"][n]
-            cfg = d["run"] / "haproxy.cfg"
-            cfg.write_text(
-                "global\n    master-worker\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n"
-                f"frontend web\n    bind {vip}:18080\n    http-request return status 200 content-type text/plain string {n}\n"
-            )
-            pidfile = d["run"] / "haproxy.pid"
-            pidfile.unlink(missing_ok=True)
-            sh("ip", "netns", "exec", ns[n], HAPROXY, "-W", "-D", "-q", "-f", str(cfg), "-p", str(pidfile))
-            assert wait_for(lambda pidfile=pidfile: pidfile.exists() and pidfile.read_text().strip().isdigit(), 10)
-            pids[n] = int(pidfile.read_text().split()[0])
-        assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
-        for n in NODES:  # the script made the VIP device answer ARP only for its own addresses
-            assert sh("ip", "netns", "exec", ns[n], "cat", f"/proc/sys/net/ipv4/conf/{VIP_DEV}/arp_ignore").stdout.strip() == "1"
+    with serving_on_both(pair) as vip:
         track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
         client = subprocess.Popen(
             ["ip", "netns", "exec", pair["switch"], "python3", "-c", CLIENT, vip, "18080"],
@@ -506,6 +534,77 @@ def test_a_planned_handover_costs_the_client_nothing(pair):
         assert sampler.overlaps == []
         assert f"local {vip} dev {VIP_DEV}" in soft_seen[0], soft_seen
         assert vip not in soft_seen[1], soft_seen
+
+
+# A connection opened to the VIP, idle while the neighbour's ARP entry moves
+# to the other node, then asked: its request reaches the new master first.
+STRADDLE_CLIENT = r"""
+import json, socket, subprocess, sys, time
+vip, port, mac = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection((vip, port), timeout=5)
+print("connected", flush=True)
+sys.stdin.readline()  # the handover has been started
+moved, deadline = False, time.monotonic() + 20
+while not moved and time.monotonic() < deadline:
+    moved = f"lladdr {mac} " in subprocess.run(["ip", "neigh", "show", vip], capture_output=True, text=True).stdout
+    time.sleep(0.005)
+try:
+    s.settimeout(5)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    answer = data.decode(errors="replace").rsplit("\r\n\r\n", 1)[-1] if b" 200 " in data else "no 200"
+except OSError as exc:
+    answer = type(exc).__name__
+print(json.dumps({"moved": moved, "answer": answer}))
+"""
+
+
+def _straddle(pair, vip, to):
+    """Opens a connection to the VIP, sets off the handover (`to` the node
+    that is to take it) and, once the switch's ARP entry for the VIP names
+    `to`'s MAC, sends a request on that connection: what answered."""
+    mac = json.loads(sh("ip", "-n", pair["ns"][to], "-j", "link", "show", VIP_DEV).stdout)[0]["address"]
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", pair["switch"], "python3", "-c", STRADDLE_CLIENT, vip, "18080", mac],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
+        track.write_text("1\n" if to == "lb-b" else "0\n")
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        out, _ = client.communicate(timeout=60)
     finally:
-        for pid in pids.values():
-            _kill(pid)
+        if client.poll() is None:
+            client.kill()
+            client.wait(10)
+    assert wait_for(lambda: on(pair, to)), (held(pair["ns"]["lb-a"]), held(pair["ns"]["lb-b"]))
+    result = json.loads(out)
+    assert result["moved"], f"the switch never learnt {to}'s MAC for {vip}"
+    return result["answer"]
+
+
+@pytest.mark.skipif(not os.path.exists(HAPROXY), reason="needs haproxy")
+def test_a_connection_the_handover_catches_in_flight_is_served_by_the_old_master(pair):
+    """A connection opened to lb-a, whose request is sent only once the
+    switch sends the VIP's packets to lb-b: lb-b, which took the VIP from a
+    live peer, sends the segments of that connection on to lb-a (the second
+    chance), whose soft release answers them: the client gets lb-a's page.
+    Without the second chance (lb-a's nft table removed, then the same the
+    other way), the new master answers such a request with a reset."""
+    with serving_on_both(pair) as vip:
+        assert _straddle(pair, vip, "lb-b") == "lb-a"
+        # the element lb-b added for the takeover expires
+        takeover = ("nft", "list", "map", "ip", carp_common.HANDOVER_TABLE, "takeover")
+        assert wait_for(lambda: vip not in sh("ip", "netns", "exec", pair["ns"]["lb-b"], *takeover).stdout, 10)
+        time.sleep(carp_common.SOFT_RELEASE_SECONDS + 0.5)  # lb-a's soft release is over
+        sh("ip", "netns", "exec", pair["ns"]["lb-a"], "nft", "delete", "table", "ip", carp_common.HANDOVER_TABLE)
+        assert _straddle(pair, vip, "lb-a") == "ConnectionResetError"

@@ -91,7 +91,8 @@ def _instances(text):
         body = m.group(2)
         vips = dict(w.split("=", 1) for w in re.search(r'vrrp_notify_fifo_script "\S+ \S+ ([^"]*)"', text).group(1).split())
         out[int(m.group(1))] = {
-            "vip": tuple(reversed(vips[m.group(1)].split(","))),
+            "vip": tuple(reversed(vips[m.group(1)].split(",")[:2])),
+            "peer": vips[m.group(1)].split(",")[2],
             "vrid": int(re.search(r"virtual_router_id (\d+)", body).group(1)),
             "priority": int(re.search(r"priority (\d+)", body).group(1)),
             "state": re.search(r"state (\w+)", body).group(1),
@@ -114,6 +115,14 @@ def test_keepalived_maps_vhid_and_advskew(lab_model):
     # a host address on Linux, whatever the pillar's prefix (lb_render.linux_vip)
     assert a[4]["vip"] == ("198.18.2.4/32", "lb-a-eth1")
     assert b[4]["vip"] == ("198.18.2.4/32", "lb-b-eth1")
+    # the peer's address on the VIP's network: where a planned handover's
+    # connections in flight go on to
+    pair = lab_model["pairs"]["edge"]
+    for node, view in (("lb-a", a), ("lb-b", b)):
+        peer = pair["nodes"][lb_render.peer_of(pair, node)]
+        for vhid, g in pair["carp"]["groups"].items():
+            assert view[vhid]["peer"] == str(peer["interfaces"][g["interface"]]["address"])
+    assert a[4]["peer"] != b[4]["peer"]
     # keepalived adds only a marker on lo; the VIP is lb-carp-keepalived-vips'
     assert a[4]["marker"] == b[4]["marker"] == "127.77.4.1/32 dev lo scope host"
     assert {a[v]["marker"] for v in a} == {f"127.77.{v}.1/32 dev lo scope host" for v in a}

@@ -14,7 +14,7 @@ and seen by the ones that start after it.
 """
 
 
-def master_serves(name, vhid):
+def master_serves(name, vhid, **kwargs):
     """
     Apply the haproxy SLS here if this node is MASTER of ``vhid``.
 
@@ -22,6 +22,14 @@ def master_serves(name, vhid):
         Any name (the reactor uses ``vhid-<vhid>``).
     vhid
         The CARP group the MASTER event named (1-255).
+
+    ``**kwargs`` takes, and ignores, what Salt adds to a state called by
+    ``state.single``: a reaction queued behind a state run (``queue=True``)
+    runs later with the publication's fields as ``__pub_*`` keywords, and
+    Salt 3008.4 does not strip ``__pub_kwarg`` (its
+    ``STATE_INTERNAL_KEYWORDS`` lacks it).  Without ``**kwargs`` every
+    queued reaction failed with "'__pub_kwarg' is an invalid keyword
+    argument" and applied nothing.
     """
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     if __opts__.get("test"):

@@ -1,7 +1,10 @@
 {#- Which states a minion gets follows from the `lb` topology alone
     (lb.roles): the pair's nodes are load balancers, the servers of its
     galera pools are database servers.  Nothing here names a host. #}
-{%- set roles = salt['lb.roles']() %}
+{#- Before a fresh minion's first saltutil.sync_all the product's modules
+    are not there yet, and the sync itself reads this file (for its
+    environments): no role then, instead of a render error. #}
+{%- set roles = salt['lb.roles']() if 'lb.roles' in salt else {'lb': [], 'galera': [], 'routing': []} %}
 {#- Over salt-ssh, lb.roles is _wrapper/lb.py's and says `agentless`: a
     host then gets only the states that work without a minion, HAProxy's.
     CARP's event path needs a minion (its beacon) and a master (the

@@ -196,6 +196,41 @@ def _settled(minion, timeout=180):
     raise AssertionError(f"{minion} is not idle after {timeout} s.\nsaltutil.running:\n  {jobs}\nqueued state runs: {last['queued']}")
 
 
+def test_a_reaction_queued_behind_a_state_run_still_applies_haproxy(lab, events):
+    """The reactor's state.single is queued (queue=True) when the node is
+    in a state run: it runs afterwards, and applies the haproxy SLS there.
+    Salt 3008.4 passes such a queued job's publication as __pub_* keywords,
+    which a state without **kwargs refused: the reaction then applied
+    nothing, silently (seen in the minions' logs)."""
+    stamp = saltcfg.MINIONS_DIR / "lb-b" / "cache" / "lb_node" / "on_master.stamp"
+    before = stamp.stat().st_mtime if stamp.exists() else 0.0
+    log = saltcfg.MINIONS_DIR / "lb-b" / "log"
+    logged = log.stat().st_size
+    t0 = time.time()
+    # a state run on lb-b that lasts 8 s, not waited for
+    busy = saltcfg.salt("--async", "lb-b", "state.single", "cmd.run", "name=sleep 8", timeout=60)
+    assert busy.returncode == 0, busy.stdout + busy.stderr
+
+    def running():
+        jobs = saltcfg.salt_json("lb-b", "saltutil.running", timeout=30).get("lb-b") or []
+        return any(j.get("fun") == "state.single" for j in jobs if isinstance(j, dict))
+
+    assert wait_for(running, 30), "the 8 s state run did not start"
+    try:
+        ret = saltcfg.salt_json("lb-a", "carp.maintenance", timeout=120).get("lb-a")
+        assert isinstance(ret, dict), ret
+        assert wait_for(lambda: all_on("lb-b"), SETTLE), holders()
+        assert wait_for(lambda: reactor_jobs(events, t0), 60, every=0.5), "the reactor published nothing for lb-b"
+        # the queued reaction ran once the sleep was over, and applied
+        assert wait_for(lambda: stamp.exists() and stamp.stat().st_mtime > max(before, t0 + 8), 90, every=1), (
+            f"the haproxy SLS was not applied on lb-b after the state run: {log.read_text()[logged:][-2000:]}"
+        )
+        problems = [line for line in log.read_text()[logged:].splitlines() if "Problem executing" in line]
+        assert problems == [], problems
+    finally:
+        _back_to_lb_a()
+
+
 def test_a_crash_of_haproxy_is_healed_and_lb_a_serves_again(events):
     """HAProxy killed on the MASTER: the reactor's heal starts it again on
     lb-a, which ends holding every VIP; no demotion.  Whether the VIPs went

@@ -734,9 +734,14 @@ def soft_end(vhid, token=None):
 # (TCP without SYN, of no connection this node tracks) are sent on to the
 # peer's address, unchanged but for the TTL (nft `dup`, then dropped here):
 # the peer's soft release (SOFT_SECONDS, longer) still takes them.
-# Connection tracking is limited to the VIPs' own traffic (notrack for
-# everything else: the node may route much more).  nft's table is this
-# script's runtime state, like arp_ignore; it goes when keepalived stops.
+# The table's `ct` expression turns connection tracking on for the node's
+# traffic (a host with a stateful firewall has it on anyway).  Nothing is
+# exempted with notrack: a host firewall that accepts replies by `ct state
+# established` would drop the replies to the node's own connections
+# (HAProxy's to its servers).  nft's table is this script's runtime state,
+# like arp_ignore; it goes when keepalived stops.  carp:second_chance:
+# false in the pillar leaves the peers out of this script's arguments, and
+# then there is no table.
 NFT = "/usr/sbin/nft"
 HANDOVER_TABLE = """
     + repr(HANDOVER_TABLE)
@@ -761,17 +766,13 @@ def nft(lines, quiet=False):
 def handover_table():
     # the table, made anew (atomically replaced if a copy before made one);
     # its handle, which names this copy's table and no later copy's
-    vips = ", ".join(sorted({g[1] for g in groups.values()}))
     t = HANDOVER_TABLE
     made = nft(
         [
             f"add table ip {t}",
             f"delete table ip {t}",
             f"table ip {t} {{",
-            f"    set vips {{ type ipv4_addr; elements = {{ {vips} }}; }}",
             "    map takeover { type ipv4_addr : ipv4_addr; flags timeout; }",
-            "    chain track_in { type filter hook prerouting priority raw; policy accept; ip daddr != @vips notrack; }",
-            "    chain track_out { type filter hook output priority raw; policy accept; ip saddr != @vips notrack; }",
             "    chain second_chance {",
             "        type filter hook prerouting priority filter; policy accept;",
             "        tcp flags ! syn ct state new,invalid dup to ip daddr map @takeover drop",

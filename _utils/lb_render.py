@@ -602,7 +602,10 @@ def render_keepalived(
     view = node_view(pair, node_id)
     carp = pair["carp"]
     tracked = tracked_devices(pair, node_id, "Debian")
-    vips = " ".join(f"{g['vhid']}={device(g['device'], 'Debian')},{linux_vip(g['vip'])},{g['peer_source']}" for g in view["groups"])
+    # the peer's address only with the second chance (carp:second_chance):
+    # without one, the script makes no nft table
+    peers = {g["vhid"]: f",{g['peer_source']}" if carp["second_chance"] else "" for g in view["groups"]}
+    vips = " ".join(f"{g['vhid']}={device(g['device'], 'Debian')},{linux_vip(g['vip'])}{peers[g['vhid']]}" for g in view["groups"])
     out = [
         f"# {HEADER.format(pair=pair['name'], node=node_id)}",
         "# One vrrp_instance per CARP group: vhid -> virtual_router_id,",

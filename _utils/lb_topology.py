@@ -570,10 +570,20 @@ class _Checker:
     # -- CARP -----------------------------------------------------------------
     def carp(self, raw, path, pair) -> dict:
         d = self.mapping(raw, path)
-        out = {"advbase": 1, "backup_advskew": 100, "preempt": True, "linux_provider": "keepalived", "vrrp_advert_int": 0.2, "groups": {}}
+        out = {
+            "advbase": 1,
+            "backup_advskew": 100,
+            "preempt": True,
+            "linux_provider": "keepalived",
+            "vrrp_advert_int": 0.2,
+            "second_chance": True,
+            "groups": {},
+        }
         if d is None:
             return out
-        self.unknown_keys(d, {"advbase", "backup_advskew", "preempt", "linux_provider", "vrrp_advert_int", "groups"}, path)
+        self.unknown_keys(d, {"advbase", "backup_advskew", "preempt", "linux_provider", "vrrp_advert_int", "second_chance", "groups"}, path)
+        if "second_chance" in d:
+            out["second_chance"] = self.boolean(d["second_chance"], _p(path, "second_chance"))
         if "advbase" in d:
             out["advbase"] = self.integer(d["advbase"], _p(path, "advbase"), 1, 255, " seconds")
         if "backup_advskew" in d:

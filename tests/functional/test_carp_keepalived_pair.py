@@ -256,6 +256,10 @@ def test_a_reload_keeps_the_vips_and_a_stop_releases_them(pair):
     # the second chance's nft table: one, made by the copy running now
     # (each reload replaced it); the copies before did not delete it
     assert wait_for(lambda: _tables(ns["lb-a"]) == [carp_common.HANDOVER_TABLE], 10), _tables(ns["lb-a"])
+    # it exempts nothing from connection tracking: a host firewall that
+    # accepts replies by `ct state established` keeps working
+    listed = sh("ip", "netns", "exec", ns["lb-a"], "nft", "list", "table", "ip", carp_common.HANDOVER_TABLE).stdout
+    assert "dup to ip daddr map @takeover" in listed and "notrack" not in listed, listed
 
     # a copy started later, after the VRRP process (here by the reload
     # carp.present sends when the last copy died; also the reload that

@@ -92,7 +92,7 @@ def _instances(text):
         vips = dict(w.split("=", 1) for w in re.search(r'vrrp_notify_fifo_script "\S+ \S+ ([^"]*)"', text).group(1).split())
         out[int(m.group(1))] = {
             "vip": tuple(reversed(vips[m.group(1)].split(",")[:2])),
-            "peer": vips[m.group(1)].split(",")[2],
+            "peer": (vips[m.group(1)].split(",")[2:] or [None])[0],
             "vrid": int(re.search(r"virtual_router_id (\d+)", body).group(1)),
             "priority": int(re.search(r"priority (\d+)", body).group(1)),
             "state": re.search(r"state (\w+)", body).group(1),
@@ -123,6 +123,11 @@ def test_keepalived_maps_vhid_and_advskew(lab_model):
         for vhid, g in pair["carp"]["groups"].items():
             assert view[vhid]["peer"] == str(peer["interfaces"][g["interface"]]["address"])
     assert a[4]["peer"] != b[4]["peer"]
+    # carp:second_chance false: no peer addresses, so the script makes no nft table
+    pair["carp"]["second_chance"] = False  # (the fixture is this test's own)
+    off = _instances(lb_render.render_node(lab_model, "lb-a", "Debian")["/etc/keepalived/keepalived.conf"].content)
+    assert {v: off[v]["peer"] for v in off} == {v: None for v in off}
+    assert {v: off[v]["vip"] for v in off} == {v: a[v]["vip"] for v in a}
     # keepalived adds only a marker on lo; the VIP is lb-carp-keepalived-vips'
     assert a[4]["marker"] == b[4]["marker"] == "127.77.4.1/32 dev lo scope host"
     assert {a[v]["marker"] for v in a} == {f"127.77.{v}.1/32 dev lo scope host" for v in a}

@@ -212,6 +212,7 @@ CASES = [
         "not one of keepalived, ucarp",
     ),
     ("keepalived-priority-zero", _set(lambda r: group(r, 4), "advskew_backup", 254), f"{E}:carp:groups:4:advskew_backup", "priority 0"),
+    ("second-chance-not-bool", _set(lambda r: pair(r)["carp"], "second_chance", "yes"), f"{E}:carp:second_chance", "true or false"),
     ("three-nodes", _three_nodes, f"{E}:nodes", "exactly two nodes"),
     # listeners
     (

@@ -625,9 +625,17 @@ def sync(test=False, topology=None):
     changes = {}
     for _attempt in range(SYNC_ATTEMPTS):
         now = announced(topology)
+        want = set(desired()) & set(by_vip)
+        if now is None and test:
+            # test mode after a routing.present that would start the
+            # daemon: what it would announce once it runs, not a failure
+            return {
+                "changes": {vip: {"old": None, "new": True} for vip in sorted(want)},
+                "comment": "the routing daemon does not answer yet (routing.present starts it); "
+                + f"it would announce {', '.join(sorted(want)) or 'nothing'}",
+            }
         if now is None:
             raise CommandExecutionError("the routing daemon does not answer (apply routing.present first)")
-        want = set(desired()) & set(by_vip)
         have = set(now)
         if want == have:
             break

@@ -289,79 +289,82 @@ def test_install_md_on_a_fresh_master_and_fresh_minions(lab):
     _master_config(plan)
     roots = {lb: _minion_config(lb, plan) for lb in LBS}
     run = Installed(lab)
-    with Paused():
-        try:
-            run.start_master()
-            for lb in LBS:
-                run.start_minion(lb, roots[lb])
-            # the keys: a fresh master accepts them on purpose
-            assert wait_for(lambda: set((_maybe("salt-key", "-L") or {}).get("minions_pre", [])) >= set(LBS), 60, every=1)
-            _salt("salt-key", "-y", "-a", "lb-*", timeout=60)
-            run.ping()
-            extmods = {lb: roots[lb] / "var" / "cache" / "salt" / "minion" / "extmods" for lb in LBS}
-            for lb in LBS:
-                assert not (extmods[lb] / "modules" / "lb.py").exists(), f"{lb}: modules before the sync"
+    try:
+        with Paused():
+            try:
+                run.start_master()
+                for lb in LBS:
+                    run.start_minion(lb, roots[lb])
+                # the keys: a fresh master accepts them on purpose
+                assert wait_for(lambda: set((_maybe("salt-key", "-L") or {}).get("minions_pre", [])) >= set(LBS), 60, every=1)
+                _salt("salt-key", "-y", "-a", "lb-*", timeout=60)
+                run.ping()
+                extmods = {lb: roots[lb] / "var" / "cache" / "salt" / "minion" / "extmods" for lb in LBS}
+                for lb in LBS:
+                    assert not (extmods[lb] / "modules" / "lb.py").exists(), f"{lb}: modules before the sync"
 
-            # 2. sync (the master's side, a restart for the engine, the minions)
-            update = _salt("salt-run", "fileserver.update", timeout=300)
-            assert update.returncode == 0, update.stdout + update.stderr
-            synced = _json("salt-run", "saltutil.sync_all", timeout=300)
-            assert "lb" in " ".join(synced.get("runners", [])), synced
-            assert any("lb_recorder" in m for m in synced.get("engines", [])), synced
-            run.restart_master()
-            run.ping()
-            minions = _json("salt", "lb-*", "saltutil.sync_all", timeout=300)
-            for lb in LBS:
-                assert (extmods[lb] / "modules" / "lb.py").exists(), f"{lb}: the lb module was not synced"
-                assert any(m.endswith(".lb") for m in minions[lb]["modules"]), minions[lb]
-                assert any(b.endswith(".carp") for b in minions[lb]["beacons"]), minions[lb]
+                # 2. sync (the master's side, a restart for the engine, the minions)
+                update = _salt("salt-run", "fileserver.update", timeout=300)
+                assert update.returncode == 0, update.stdout + update.stderr
+                synced = _json("salt-run", "saltutil.sync_all", timeout=300)
+                assert "lb" in " ".join(synced.get("runners", [])), synced
+                assert any("lb_recorder" in m for m in synced.get("engines", [])), synced
+                run.restart_master()
+                run.ping()
+                minions = _json("salt", "lb-*", "saltutil.sync_all", timeout=300)
+                for lb in LBS:
+                    assert (extmods[lb] / "modules" / "lb.py").exists(), f"{lb}: the lb module was not synced"
+                    assert any(m.endswith(".lb") for m in minions[lb]["modules"]), minions[lb]
+                    assert any(b.endswith(".carp") for b in minions[lb]["beacons"]), minions[lb]
 
-            # 6. the checklist
-            valid = _json("salt", "lb-*", "lb.validate")
-            assert all(valid[lb]["valid"] for lb in LBS), valid
-            roles = _json("salt", "lb-*", "lb.roles")
-            assert all(roles[lb]["lb"] for lb in LBS), roles
-            dry = _json("salt", "lb-*", "state.apply", "test=True", timeout=600)
-            assert not any(_failed(dry[lb]) for lb in LBS), {lb: _failed(dry[lb]) for lb in LBS}
-            for lb in ("lb-b", "lb-a"):  # the BACKUP first
-                ret = _json("salt", lb, "state.apply", timeout=600)[lb]
-                assert not _failed(ret), _failed(ret)
-            again = _json("salt", "lb-*", "state.apply", timeout=600)
-            assert {lb: _changed(again[lb]) for lb in LBS} == {lb: {} for lb in LBS}
-            assert not any(_failed(again[lb]) for lb in LBS)
-            status = _json("salt-run", "lb.status", timeout=120)
-            (pair,) = status["pairs"].values()
-            assert not status["warnings"], status["warnings"]
-            assert all(g["master"] == "lb-a" for g in pair["groups"]), pair["groups"]
-            checks = e2e.checks()
-            assert all(c.ok for c in checks), [(c.what, c.detail) for c in checks if not c.ok]
+                # 6. the checklist
+                valid = _json("salt", "lb-*", "lb.validate")
+                assert all(valid[lb]["valid"] for lb in LBS), valid
+                roles = _json("salt", "lb-*", "lb.roles")
+                assert all(roles[lb]["lb"] for lb in LBS), roles
+                dry = _json("salt", "lb-*", "state.apply", "test=True", timeout=600)
+                assert not any(_failed(dry[lb]) for lb in LBS), {lb: _failed(dry[lb]) for lb in LBS}
+                for lb in ("lb-b", "lb-a"):  # the BACKUP first
+                    ret = _json("salt", lb, "state.apply", timeout=600)[lb]
+                    assert not _failed(ret), _failed(ret)
+                again = _json("salt", "lb-*", "state.apply", timeout=600)
+                assert {lb: _changed(again[lb]) for lb in LBS} == {lb: {} for lb in LBS}
+                assert not any(_failed(again[lb]) for lb in LBS)
+                status = _json("salt-run", "lb.status", timeout=120)
+                (pair,) = status["pairs"].values()
+                assert not status["warnings"], status["warnings"]
+                assert all(g["master"] == "lb-a" for g in pair["groups"]), pair["groups"]
+                checks = e2e.checks()
+                assert all(c.ok for c in checks), [(c.what, c.detail) for c in checks if not c.ok]
 
-            # a planned switchover through the new master: its runner moves
-            # the VIPs, its engine records the transitions, its reactor acts
-            since = time.time()
-            moved = _json("salt-run", "lb.maintenance", "node=lb-a", "reason=install.md checklist", timeout=180)
-            assert wait_for(lambda: all_on("lb-b"), SETTLE), (moved, holders())
-            back = _json("salt-run", "lb.unmaintenance", "node=lb-a", "reason=install.md checklist", timeout=180)
-            assert wait_for(lambda: all_on("lb-a"), SETTLE), (back, holders())
+                # a planned switchover through the new master: its runner moves
+                # the VIPs, its engine records the transitions, its reactor acts
+                since = time.time()
+                moved = _json("salt-run", "lb.maintenance", "node=lb-a", "reason=install.md checklist", timeout=180)
+                assert wait_for(lambda: all_on("lb-b"), SETTLE), (moved, holders())
+                back = _json("salt-run", "lb.unmaintenance", "node=lb-a", "reason=install.md checklist", timeout=180)
+                assert wait_for(lambda: all_on("lb-a"), SETTLE), (back, holders())
 
-            def recorded():
-                rows = _json("salt-run", "lb.history", "raw=True", timeout=60) or []
-                return {(r.get("node"), r.get("new")) for r in rows if isinstance(r, dict) and float(r.get("received") or 0) >= since}
+                def recorded():
+                    rows = _json("salt-run", "lb.history", "raw=True", timeout=60) or []
+                    return {(r.get("node"), r.get("new")) for r in rows if isinstance(r, dict) and float(r.get("received") or 0) >= since}
 
-            assert wait_for(lambda: {("lb-b", "MASTER"), ("lb-a", "MASTER")} <= recorded(), 60, every=2), recorded()
-            jobs = _json("salt-run", "jobs.list_jobs", "search_function=state.single", timeout=60) or {}
-            reacted = [
-                j for j in jobs.values() if "lb-b" in str(j.get("Target")) and "lb_failover.master_serves" in str(j.get("Arguments"))
-            ]
-            assert reacted, jobs
-            # every job on the new minions ran: no reaction refused (the
-            # reactor's state.single, queued or not), no render error
-            for lb in LBS:
-                log = (roots[lb] / "log").read_text()
-                assert not [line for line in log.splitlines() if "Problem executing" in line or "Rendering exception" in line], lb
-        finally:
-            run.stop()  # before the lab's minions go on
-    # the lab's minions again: the lab's own states (the event hook names its minion)
-    saltcfg.wait_for_minions(list(LBS), timeout=90)
-    _apply_lbs("haproxy,carp,carp.events")
-    assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()
+                assert wait_for(lambda: {("lb-b", "MASTER"), ("lb-a", "MASTER")} <= recorded(), 60, every=2), recorded()
+                jobs = _json("salt-run", "jobs.list_jobs", "search_function=state.single", timeout=60) or {}
+                reacted = [
+                    j for j in jobs.values() if "lb-b" in str(j.get("Target")) and "lb_failover.master_serves" in str(j.get("Arguments"))
+                ]
+                assert reacted, jobs
+                # every job on the new minions ran: no reaction refused (the
+                # reactor's state.single, queued or not), no render error
+                for lb in LBS:
+                    log = (roots[lb] / "log").read_text()
+                    assert not [line for line in log.splitlines() if "Problem executing" in line or "Rendering exception" in line], lb
+            finally:
+                run.stop()  # before the lab's minions go on
+    finally:
+        # the lab's minions again, whatever happened: the lab's own states
+        # (the event hook names the minion that runs it)
+        saltcfg.wait_for_minions(list(LBS), timeout=90)
+        _apply_lbs("haproxy,carp,carp.events")
+        assert wait_for(lambda: all_on("lb-a"), SETTLE), holders()

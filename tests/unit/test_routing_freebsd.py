@@ -22,6 +22,7 @@ class Fake:
         self.reject = False
         self.networks = set()
         self.carp = {}
+        self.bgpd_down = False
 
     def run_all(self, argv, **kwargs):
         argv = [str(a) for a in argv]
@@ -35,6 +36,8 @@ class Fake:
         if argv[1:3] == ["-n", "-f"]:
             assert oct(os.stat(argv[3]).st_mode & 0o777) == "0o600"
             return {"retcode": 1 if self.reject else 0, "stdout": "", "stderr": "syntax error" if self.reject else ""}
+        if name == "bgpctl" and argv[1:] == ["show", "network"] and self.bgpd_down:
+            return {"retcode": 1, "stdout": "", "stderr": "connect: /var/run/bgpd.sock: No such file or directory"}
         if name == "bgpctl" and argv[1:] == ["show", "network"]:
             lines = [f"*     32768 {n}/32      0.0.0.0" for n in sorted(self.networks)]
             return {"retcode": 0, "stdout": "flags prio destination gateway\n" + "\n".join(lines), "stderr": ""}
@@ -178,3 +181,17 @@ def test_sync_announces_the_masters_vips_and_withdraws_the_rest(fake):
     assert fake.networks == {"10.2.2.4", "10.2.2.5"}
     assert ret["comment"] == "announced: 10.2.2.4, 10.2.2.5"
     assert routing.sync()["changes"] == {}
+
+
+def test_sync_in_test_mode_while_the_daemon_is_down_says_what_it_would_announce(fake):
+    """state.apply test=True on a node whose routing daemon is not running
+    (routing.present would start it first): what would be announced, not a
+    failure.  Applied for real, the same refuses (the daemon first)."""
+    fake.carp = {4: {"state": "MASTER", "vip": "10.2.2.4/24"}, 44: {"state": "BACKUP", "vip": "10.2.2.44/24"}}
+    fake.bgpd_down = True
+    check = routing.sync(test=True)
+    assert check["changes"] == {"10.2.2.4": {"old": None, "new": True}}
+    assert "does not answer yet" in check["comment"] and "10.2.2.4" in check["comment"]
+    assert not [c for c in commands(fake) if c.startswith("lb-routing-vip")]
+    with pytest.raises(CommandExecutionError, match="does not answer"):
+        routing.sync()

@@ -340,16 +340,19 @@ def test_install_md_on_a_fresh_master_and_fresh_minions(lab):
                 # a planned switchover through the new master: its runner moves
                 # the VIPs, its engine records the transitions, its reactor acts
                 since = time.time()
-                moved = _json("salt-run", "lb.maintenance", "node=lb-a", "reason=install.md checklist", timeout=180)
-                assert wait_for(lambda: all_on("lb-b"), SETTLE), (moved, holders())
-                back = _json("salt-run", "lb.unmaintenance", "node=lb-a", "reason=install.md checklist", timeout=180)
-                assert wait_for(lambda: all_on("lb-a"), SETTLE), (back, holders())
 
                 def recorded():
                     rows = _json("salt-run", "lb.history", "raw=True", timeout=60) or []
                     return {(r.get("node"), r.get("new")) for r in rows if isinstance(r, dict) and float(r.get("received") or 0) >= since}
 
-                assert wait_for(lambda: {("lb-b", "MASTER"), ("lb-a", "MASTER")} <= recorded(), 60, every=2), recorded()
+                # each way, its MASTER transitions recorded before the next
+                # move (the engine records what the node confirms, seconds later)
+                moved = _json("salt-run", "lb.maintenance", "node=lb-a", "reason=install.md checklist", timeout=180)
+                assert wait_for(lambda: all_on("lb-b"), SETTLE), (moved, holders())
+                assert wait_for(lambda: ("lb-b", "MASTER") in recorded(), 60, every=2), recorded()
+                back = _json("salt-run", "lb.unmaintenance", "node=lb-a", "reason=install.md checklist", timeout=180)
+                assert wait_for(lambda: all_on("lb-a"), SETTLE), (back, holders())
+                assert wait_for(lambda: ("lb-a", "MASTER") in recorded(), 60, every=2), recorded()
                 jobs = _json("salt-run", "jobs.list_jobs", "search_function=state.single", timeout=60) or {}
                 reacted = [
                     j for j in jobs.values() if "lb-b" in str(j.get("Target")) and "lb_failover.master_serves" in str(j.get("Arguments"))

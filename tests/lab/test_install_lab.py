@@ -271,6 +271,20 @@ class Installed:
         _stop(self.master)
 
 
+def _apply(lb: str, *args: str) -> dict:
+    """state.apply on one new minion, waiting (bounded) for a state run in
+    progress there (the new master's reactor queues its own)."""
+    ret = None
+    for _ in range(24):
+        ret = (_json("salt", lb, "state.apply", *args, timeout=600) or {}).get(lb)
+        if isinstance(ret, dict):
+            return ret
+        if not (isinstance(ret, list) and any("is running as PID" in str(x) for x in ret)):
+            break
+        time.sleep(5)
+    raise AssertionError(f"state.apply {' '.join(args)} on {lb}: {ret}")
+
+
 def _changed(ret: dict) -> dict:
     return {k: v.get("changes") for k, v in ret.items() if isinstance(v, dict) and v.get("changes")}
 
@@ -322,12 +336,12 @@ def test_install_md_on_a_fresh_master_and_fresh_minions(lab):
                 assert all(valid[lb]["valid"] for lb in LBS), valid
                 roles = _json("salt", "lb-*", "lb.roles")
                 assert all(roles[lb]["lb"] for lb in LBS), roles
-                dry = _json("salt", "lb-*", "state.apply", "test=True", timeout=600)
+                dry = {lb: _apply(lb, "test=True") for lb in LBS}
                 assert not any(_failed(dry[lb]) for lb in LBS), {lb: _failed(dry[lb]) for lb in LBS}
                 for lb in ("lb-b", "lb-a"):  # the BACKUP first
-                    ret = _json("salt", lb, "state.apply", timeout=600)[lb]
+                    ret = _apply(lb)
                     assert not _failed(ret), _failed(ret)
-                again = _json("salt", "lb-*", "state.apply", timeout=600)
+                again = {lb: _apply(lb) for lb in LBS}
                 assert {lb: _changed(again[lb]) for lb in LBS} == {lb: {} for lb in LBS}
                 assert not any(_failed(again[lb]) for lb in LBS)
                 status = _json("salt-run", "lb.status", timeout=120)

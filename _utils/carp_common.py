@@ -819,7 +819,7 @@ def peer_answered(vhid, s):
 
 
 def handover_begin(vhid):
-    dev, addr, _ = groups[vhid]
+    addr = groups[vhid][1]
     if vhid in peers and handover_ready:
         ms = int(HANDOVER_SECONDS * 1000)
         t = HANDOVER_TABLE

@@ -20,6 +20,7 @@ from lab import control, netview
 
 LBS = ("lb-a", "lb-b")
 VIPS = ("198.18.2.4", "198.18.2.44", "198.18.2.5", "198.18.2.55")
+BIRD_SOCKET = "/run/bird/bird.ctl"  # each node's BIRD (salt/routing), in its private /run
 SERVICE_PORT = 18080
 # per-host paths: the lab's hosts share this machine's /var/lib, /etc/ucarp
 # and /usr/local/sbin, but each has its own /run
@@ -242,23 +243,34 @@ def pair_view(salt) -> dict:
     status = salt("-L", lbs, "carp.status")
     maint = salt("-L", lbs, "carp.in_maintenance")
     running = salt("-L", lbs, "saltutil.running")
-    haproxy = {}
+    haproxy, bird = {}, {}
     for h in LBS:
         out = control.run(h, "ss", "-Hltnp", timeout=10).stdout
         haproxy[h] = "haproxy" in out
+        # a node the routing SLS configured (its bird.conf is there) has BIRD answering
+        probe = f"test ! -e /etc/bird/bird.conf || birdc -s {BIRD_SOCKET} show status >/dev/null"
+        bird[h] = control.run(h, "sh", "-c", probe, timeout=10).returncode == 0
     states = {}
     for h in LBS:
         st = status.get(h)
         states[h] = {int(v): s.get("state") for v, s in st.items()} if isinstance(st, dict) else st
     jobs = {h: [j.get("fun") for j in r] if isinstance(r, list) else r for h, r in running.items()}
-    return {"holders": {v: sorted(h) for v, h in holders().items()}, "carp": states, "maintenance": maint, "haproxy": haproxy, "jobs": jobs}
+    return {
+        "holders": {v: sorted(h) for v, h in holders().items()},
+        "carp": states,
+        "maintenance": maint,
+        "haproxy": haproxy,
+        "bird": bird,
+        "jobs": jobs,
+    }
 
 
 def pair_problems(view: dict) -> list[str]:
     """Why a pair_view is not the settled pair the lab's highstate makes
     (empty: settled): the primary alone holds every VIP and is MASTER of
     every group, the peer BACKUP of every one, no node in maintenance,
-    HAProxy listening on both, no job running on either minion."""
+    HAProxy listening on both, BIRD answering where the routing SLS
+    configured it, no job running on either minion."""
     out = []
     for vip, hs in view["holders"].items():
         if hs != [PRIMARY]:
@@ -274,6 +286,8 @@ def pair_problems(view: dict) -> list[str]:
             out.append(f"{h}: carp.in_maintenance is {view['maintenance'].get(h)!r}")
         if not view["haproxy"].get(h):
             out.append(f"{h}: HAProxy listens on nothing")
+        if not view["bird"].get(h, True):
+            out.append(f"{h}: the routing SLS configured BIRD and it does not answer on {BIRD_SOCKET}")
         if view["jobs"].get(h) != []:
             out.append(f"{h}: jobs still running {view['jobs'].get(h)!r}")
     return out

@@ -15,12 +15,11 @@ import struct
 import threading
 import time
 
-from carp_tools import LBS, VIPS, local_addresses, wait_for  # noqa: F401 - re-exported for the routing tests
+from carp_tools import BIRD_SOCKET, LBS, VIPS, local_addresses, wait_for  # noqa: F401 - re-exported for the routing tests
 
 from lab import control
 
 UPSTREAM = "up1"
-BIRD_SOCKET = "/run/bird/bird.ctl"  # each node's BIRD (salt/routing), in its private /run
 
 
 def up1_routes() -> dict[str, str]:

@@ -21,6 +21,7 @@ def settled():
         },
         "maintenance": {"lb-a": False, "lb-b": False},
         "haproxy": {"lb-a": True, "lb-b": True},
+        "bird": {"lb-a": True, "lb-b": True},
         "jobs": {"lb-a": [], "lb-b": []},
     }
 
@@ -39,6 +40,7 @@ def test_each_unsettled_condition_is_named_with_its_node():
         (("maintenance", "lb-a"), True, "lb-a: carp.in_maintenance is True"),
         (("maintenance", "lb-b"), None, "lb-b: carp.in_maintenance is None"),
         (("haproxy", "lb-b"), False, "lb-b: HAProxy listens on nothing"),
+        (("bird", "lb-a"), False, "lb-a: the routing SLS configured BIRD and it does not answer"),
         (("jobs", "lb-a"), ["state.single"], "lb-a: jobs still running ['state.single']"),
     ]
     for (part, key), value, said in cases:

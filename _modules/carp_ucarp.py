@@ -98,6 +98,13 @@ def _binary():
     return _override().get("ucarp_bin") or shutil.which("ucarp") or "/usr/sbin/ucarp"
 
 
+def _argv(group, pair, paths, maintenance):
+    carp = pair["carp"]
+    return carp_common.ucarp_argv(
+        _binary(), group, paths, preempt=carp["preempt"], maintenance=maintenance, second_chance=carp["second_chance"]
+    )
+
+
 def _pidfile(vhid):
     return os.path.join(_paths()["run_dir"], f"ucarp-{vhid}.pid")
 
@@ -295,7 +302,7 @@ def _files(pair):
 def _shown(argv):
     """The fields of a command line that a change report shows."""
     g = carp_common.parse_ucarp_argv(argv)
-    return {k: g[k] for k in ("device", "address", "prefixlen", "source", "advbase", "advskew", "preempt")}
+    return {k: g[k] for k in ("device", "address", "prefixlen", "source", "advbase", "advskew", "preempt", "peer")}
 
 
 def _comparable(argv):
@@ -370,7 +377,7 @@ def command_lines(topology=None):
     """
     pair, gs = _pair_groups(topology)
     maint = in_maintenance()
-    return {g["vhid"]: carp_common.ucarp_argv(_binary(), g, _paths(), preempt=pair["carp"]["preempt"], maintenance=maint) for g in gs}
+    return {g["vhid"]: _argv(g, pair, _paths(), maint) for g in gs}
 
 
 def present(topology=None, test=False):
@@ -405,7 +412,7 @@ def present(topology=None, test=False):
     running = _running()
     plan = {}  # vhid -> (argv or None to stop, reason)
     for g in gs:
-        argv = carp_common.ucarp_argv(_binary(), g, paths, preempt=pair["carp"]["preempt"], maintenance=maint)
+        argv = _argv(g, pair, paths, maint)
         pw_changed = carp_common.ucarp_passfile(paths, g["vhid"]) in files
         cur = running.get(g["vhid"])
         if cur is None:
@@ -425,7 +432,7 @@ def present(topology=None, test=False):
         vhid, cur = g["vhid"], running.get(g["vhid"])
         if vhid in plan or cur is None:
             continue
-        argv = carp_common.ucarp_argv(_binary(), g, paths, preempt=pair["carp"]["preempt"], maintenance=maint)
+        argv = _argv(g, pair, paths, maint)
         if _unit_pid(vhid) != cur[0]:
             adopt[vhid] = argv
             changes[vhid] = {"old": {"unit": None}, "new": {"unit": lb_boot.ucarp_instance(vhid)}}
@@ -559,7 +566,7 @@ def _switch(gs, pair, maintenance_on):
     done = {}
     handovers = []
     for g in gs:
-        argv = carp_common.ucarp_argv(_binary(), g, paths, preempt=pair["carp"]["preempt"], maintenance=maintenance_on)
+        argv = _argv(g, pair, paths, maintenance_on)
         cur = running.get(g["vhid"])
         if cur is not None and _comparable(cur[1]) == _comparable(argv):
             continue

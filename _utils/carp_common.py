@@ -216,10 +216,13 @@ def ucarp_argv(
     maintenance: bool = False,
     neutral: bool = False,
     deadratio: int | None = None,
+    second_chance: bool = True,
 ) -> list[str]:
     """One ucarp process for one group.  The password is read from the 0600
     passfile (`--passfile`): it never appears on a command line.  The up/down
-    scripts get `<prefixlen> <vhid> <state_dir>` as ucarp's extra parameter."""
+    scripts get `<prefixlen> <vhid> <state_dir>` as ucarp's extra parameter,
+    and the peer's address on the VIP's network after them with the second
+    chance (carp:second_chance)."""
     advskew = UCARP_MAINTENANCE_ADVSKEW if maintenance else group["advskew"]
     argv = [
         binary,
@@ -240,7 +243,7 @@ def ucarp_argv(
     argv += [
         f"--upscript={paths['script_dir']}/{VIP_UP}",
         f"--downscript={paths['script_dir']}/{VIP_DOWN}",
-        f"--xparam={group['prefixlen']} {group['vhid']} {paths['state_dir']}",
+        f"--xparam={group['prefixlen']} {group['vhid']} {paths['state_dir']}" + (f" {group['peer_source']}" if second_chance else ""),
     ]
     return argv
 
@@ -256,7 +259,9 @@ def parse_ucarp_argv(argv: list[str]) -> dict:
         elif a.startswith("--"):
             opts[a[2:]] = True
     try:
-        prefixlen, vhid, state_dir = opts["xparam"].split(" ", 2)
+        prefixlen, vhid, state_dir, *peer = opts["xparam"].split(" ")
+        if len(peer) > 1:
+            raise ValueError(f"xparam has {3 + len(peer)} words")
         return {
             "vhid": int(opts["vhid"]),
             "device": opts["interface"],
@@ -268,6 +273,7 @@ def parse_ucarp_argv(argv: list[str]) -> dict:
             "preempt": bool(opts.get("preempt")),
             "passfile": opts.get("passfile"),
             "state_dir": state_dir,
+            "peer": peer[0] if peer else None,
         }
     except (KeyError, ValueError) as exc:
         raise ValueError(f"not a ucarp command line written by this module: {argv!r}") from exc
@@ -321,6 +327,15 @@ SOFT_RELEASE_SECONDS = 3.0
 HANDOVER_SECONDS = 2.5
 HANDOVER_TABLE = "lb_carp_handover"
 ARP_ANNOUNCE_GAPS = (0.2, 1.0)  # seconds between the three announcements
+# The second chance's nft objects, in the table HANDOVER_TABLE: a map from a
+# VIP just taken to the peer it was taken from (elements time out after
+# HANDOVER_SECONDS), and the rule that sends on what belongs to none of this
+# node's connections.  keepalived's script makes the table when it starts
+# and deletes it when keepalived stops; ucarp's ARP probe adds these
+# objects (idempotently) at a takeover.
+HANDOVER_MAP = "takeover { type ipv4_addr : ipv4_addr; flags timeout; }"
+HANDOVER_CHAIN = "second_chance { type filter hook prerouting priority filter; policy accept; }"
+HANDOVER_RULE = "tcp flags ! syn ct state new,invalid dup to ip daddr map @takeover drop"
 
 # RFC 5227 probes and announcements, in Python: the text of lb-carp-arp-probe
 # (ucarp's up script runs it) and part of lb-carp-keepalived-vips (which runs
@@ -390,6 +405,73 @@ def arp_announce(iface, ip, cancelled=lambda: False):
 """
 )
 
+# The second chance's steps, in Python: part of lb-carp-arp-probe (ucarp)
+# and of lb-carp-keepalived-vips.  Addresses reach nft only as canonical
+# dotted quads (socket.inet_ntoa of socket.inet_aton).
+_HANDOVER_FUNCS = (
+    """
+NFT = "/usr/sbin/nft"
+HANDOVER_TABLE = """
+    + repr(HANDOVER_TABLE)
+    + """
+HANDOVER_SECONDS = """
+    + str(HANDOVER_SECONDS)
+    + """
+HANDOVER_OBJECTS = """
+    + repr(
+        [f"add table ip {HANDOVER_TABLE}", f"add map ip {HANDOVER_TABLE} {HANDOVER_MAP}", f"add chain ip {HANDOVER_TABLE} {HANDOVER_CHAIN}"]
+    )
+    + """
+HANDOVER_RULE = """
+    + repr(f"add rule ip {HANDOVER_TABLE} second_chance {HANDOVER_RULE}")
+    + """
+
+
+def nft(lines, quiet=False):
+    # nft -f - with these lines, in one transaction; whether it took them
+    me = os.path.basename(sys.argv[0])
+    try:
+        done = subprocess.run([NFT, "-f", "-"], input="\\n".join(lines) + "\\n", capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"{me}: nft: {exc}", file=sys.stderr)
+        return False
+    if done.returncode and not quiet:
+        print(f"{me}: nft: {done.stderr.strip()}", file=sys.stderr)
+    return done.returncode == 0
+
+
+def takeover_elements(addr, peer):
+    # addr's element in the map, with a fresh timeout: added, removed and
+    # added again, whether or not an earlier takeover's element is there
+    one = f"{{ {addr} timeout {int(HANDOVER_SECONDS * 1000)}ms : {peer} }}"
+    t = HANDOVER_TABLE
+    return [f"add element ip {t} takeover {one}", f"delete element ip {t} takeover {{ {addr} }}", f"add element ip {t} takeover {one}"]
+
+
+def ask_peer_on(iface, peer):
+    # one ARP probe for the peer's own address; its answer is read later
+    # (peer_up_on), once the VIP's probing is over
+    s, head = arp_socket(iface)
+    try:
+        s.send(head + bytes(4) + bytes(6) + socket.inet_aton(peer))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def peer_up_on(s, peer):
+    # whether the peer answered (it is up on the VIP's network: a peer that
+    # died or lost its link gets no second chance)
+    try:
+        return arp_held(s, socket.inet_aton(peer), s.getsockname()[4])
+    except OSError:
+        return False
+    finally:
+        s.close()
+"""
+)
+
 ARP_PROBE_SCRIPT = (
     """#!/usr/bin/python3
 # Installed by the carp execution module. Do not edit.
@@ -403,18 +485,45 @@ ARP_PROBE_SCRIPT = (
     + " s, then ".join(f"{g:g}" for g in ARP_ANNOUNCE_GAPS)
     + """ s apart:
 # every neighbour with an entry for IPV4 takes this MAC.
+# --peer PEER before IFACE (ucarp's up script, with the second chance): an
+# ARP probe for PEER's own address goes out as the probing starts; if PEER
+# answered it (a planned handover: the peer is up), IPV4 goes into the nft
+# map of the second chance for """
+    + f"{HANDOVER_SECONDS:g}"
+    + """ s before this exits (docs/carp.md).
+import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 """
     + _ARP_FUNCS
+    + _HANDOVER_FUNCS
     + """
 
-if sys.argv[1] == "--announce":
-    arp_announce(sys.argv[2], sys.argv[3])
+args = sys.argv[1:]
+peer = None
+if args[:1] == ["--peer"]:
+    peer = socket.inet_ntoa(socket.inet_aton(args[1]))
+    args = args[2:]
+if args[0] == "--announce":
+    arp_announce(args[1], args[2])
     sys.exit(0)
-sys.exit(0 if arp_free(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 3.0) else 1)
+iface, ip = args[0], socket.inet_ntoa(socket.inet_aton(args[1]))
+asked = None
+if peer and os.access(NFT, os.X_OK):
+    try:
+        asked = ask_peer_on(iface, peer)
+    except OSError as exc:
+        print(f"lb-carp-arp-probe: ARP probe of the peer: {exc}", file=sys.stderr)
+free = arp_free(iface, ip, float(args[2]) if len(args) > 2 else 3.0)
+if asked is not None and peer_up_on(asked, peer):
+    # the table's objects, made if missing (another group's probe may run at
+    # once: each transaction leaves the chain with its one rule), then ip's
+    # element, before the address is added: before any neighbour moves
+    nft(HANDOVER_OBJECTS + [f"flush chain ip {HANDOVER_TABLE} second_chance", HANDOVER_RULE] + takeover_elements(ip, peer))
+sys.exit(0 if free else 1)
 """
 )
 
@@ -423,13 +532,15 @@ def _vip_script(action: str, state: str) -> str:
     head = f"""#!/bin/sh
 # Installed by the carp execution module. Do not edit.
 # ucarp's {"up" if action == "add" else "down"} script: {action} the VIP and record the state.
-# Called as: <script> <interface> <vip> "<prefixlen> <vhid> <state_dir>"
+# Called as: <script> <interface> <vip> "<prefixlen> <vhid> <state_dir> [<peer>]"
+# (<peer>: the peer's address on the VIP's network, with the second chance)
 iface=$1
 vip=$2
 set -- $3
 plen=$1
 vhid=$2
 dir=$3
+peer=${{4:-}}
 state=${{LB_CARP_STATE:-{state}}}
 prio=${{LB_CARP_PRIO:--}}
 wait="$dir/state/.$vhid.acquire"
@@ -453,7 +564,11 @@ fi
 /sbin/ip -4 route del local "$vip/32" dev "$iface" table local proto static 2>/dev/null
 /sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 (
-	"${{0%/*}}/lb-carp-arp-probe" "$iface" "$vip" {VIP_ACQUIRE_SECONDS}
+	if [ -n "$peer" ]; then
+		"${{0%/*}}/lb-carp-arp-probe" --peer "$peer" "$iface" "$vip" {VIP_ACQUIRE_SECONDS}
+	else
+		"${{0%/*}}/lb-carp-arp-probe" "$iface" "$vip" {VIP_ACQUIRE_SECONDS}
+	fi
 	/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
 	/sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
 	rm -f "$wait"
@@ -467,7 +582,12 @@ echo $! > "$wait"
         # HAProxy listens on the VIP, a local route (no address, so no ARP)
         # keeps taking what still reaches this node for 3 s, while the new
         # master's ARP announcements move the neighbours over
-        body = """soft=
+        body = f"""# the second chance this node gave the peer's connections (if it took the
+# VIP from it moments ago) ends: it does not hold the VIP any more
+if [ -n "$peer" ] && [ -x /usr/sbin/nft ]; then
+	/usr/sbin/nft delete element ip {HANDOVER_TABLE} takeover "{{ $vip }}" 2>/dev/null
+fi
+soft=
 if /sbin/ip -4 -o addr show dev "$iface" 2>/dev/null | grep -qF " inet $vip/" &&
 	[ -n "$(ss -Hltn src "$vip" 2>/dev/null)" ] &&
 	/sbin/ip -4 route append local "$vip/32" dev "$iface" table local proto static 2>/dev/null; then
@@ -742,45 +862,16 @@ def soft_end(vhid, token=None):
 # like arp_ignore; it goes when keepalived stops.  carp:second_chance:
 # false in the pillar leaves the peers out of this script's arguments, and
 # then there is no table.
-NFT = "/usr/sbin/nft"
-HANDOVER_TABLE = """
-    + repr(HANDOVER_TABLE)
+"""
+    + _HANDOVER_FUNCS
     + """
-HANDOVER_SECONDS = """
-    + str(HANDOVER_SECONDS)
-    + """
-
-
-def nft(lines, quiet=False):
-    # nft -f - with these lines, in one transaction; whether it took them
-    try:
-        done = subprocess.run([NFT, "-f", "-"], input="\\n".join(lines) + "\\n", capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        print(f"lb-carp-keepalived-vips: nft: {exc}", file=sys.stderr)
-        return False
-    if done.returncode and not quiet:
-        print(f"lb-carp-keepalived-vips: nft: {done.stderr.strip()}", file=sys.stderr)
-    return done.returncode == 0
 
 
 def handover_table():
     # the table, made anew (atomically replaced if a copy before made one);
     # its handle, which names this copy's table and no later copy's
     t = HANDOVER_TABLE
-    made = nft(
-        [
-            f"add table ip {t}",
-            f"delete table ip {t}",
-            f"table ip {t} {{",
-            "    map takeover { type ipv4_addr : ipv4_addr; flags timeout; }",
-            "    chain second_chance {",
-            "        type filter hook prerouting priority filter; policy accept;",
-            "        tcp flags ! syn ct state new,invalid dup to ip daddr map @takeover drop",
-            "    }",
-            "}",
-        ]
-    )
-    if not made:
+    if not nft([f"add table ip {t}", f"delete table ip {t}"] + HANDOVER_OBJECTS + [HANDOVER_RULE]):
         return None
     try:
         listed = subprocess.run([NFT, "-a", "list", "table", "ip", t], capture_output=True, text=True, timeout=10, check=False).stdout
@@ -796,37 +887,19 @@ def ask_peer(vhid):
     if vhid not in peers or not handover_ready:
         return None
     try:
-        s, head = arp_socket(groups[vhid][0])
-        s.send(head + bytes(4) + bytes(6) + socket.inet_aton(peers[vhid]))
-        return s
+        return ask_peer_on(groups[vhid][0], peers[vhid])
     except OSError as exc:
         print(f"lb-carp-keepalived-vips: vhid {vhid}: ARP probe of the peer: {exc}", file=sys.stderr)
         return None
 
 
 def peer_answered(vhid, s):
-    # whether the peer is up on the VIP's network: a peer that died, or
-    # lost its link, gets no second chance (what reaches this node for its
-    # connections is refused here at once, as without one)
-    if s is None:
-        return False
-    try:
-        return arp_held(s, socket.inet_aton(peers[vhid]), s.getsockname()[4])
-    except OSError:
-        return False
-    finally:
-        s.close()
+    return s is not None and peer_up_on(s, peers[vhid])
 
 
 def handover_begin(vhid):
-    addr = groups[vhid][1]
     if vhid in peers and handover_ready:
-        ms = int(HANDOVER_SECONDS * 1000)
-        t = HANDOVER_TABLE
-        one = f"{{ {addr} timeout {ms}ms : {peers[vhid]} }}"
-        # added, removed and added again: a fresh timeout whether or not an
-        # earlier takeover's element is still there
-        nft([f"add element ip {t} takeover {one}", f"delete element ip {t} takeover {{ {addr} }}", f"add element ip {t} takeover {one}"])
+        nft(takeover_elements(groups[vhid][1], peers[vhid]))
 
 
 def handover_end(vhid):

@@ -8,15 +8,13 @@
 {%- set provider = salt['carp.provider']() %}
 
 {%- if provider in ('keepalived', 'ucarp') %}
-{#- nftables: keepalived's notify script sends a planned handover's
+{#- nftables: the second chance, which sends a planned handover's
     connections in flight on to the old master (docs/carp.md). #}
 lb_carp_package:
   pkg.installed:
     - pkgs:
       - {{ provider }}
-{%- if provider == 'keepalived' %}
       - nftables
-{%- endif %}
 {%- endif %}
 
 {#- FreeBSD: carp.present loads carp.ko (kmod.load) and sets carp_load="YES"

@@ -15,7 +15,9 @@ import subprocess
 import threading
 import time
 
+import carp_pair_net as net
 import pytest
+from carp_pair_net import HAPROXY, NODES, kill, sh
 from conftest import SEED_PILLAR
 
 import carp_common
@@ -24,20 +26,14 @@ import lb_topology
 
 KEEPALIVED = "/usr/sbin/keepalived"
 VIP_DEV, SYS_DEV = "kv0", "ks0"
-NODES = ("lb-a", "lb-b")
 MOVE_TIMEOUT = 20.0  # seconds for the VIPs to move (bounded waits, not timing assertions)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(KEEPALIVED), reason="needs root and keepalived")
 
 
-def sh(*argv, check=True):
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=check)
-
-
 def held(ns):
     """The VIP addresses on the node's VIP interface now."""
-    out = sh("ip", "-n", ns, "-o", "-4", "addr", "show", "dev", VIP_DEV).stdout
-    return {w.split("/")[0] for w in out.split() if w.endswith("/32")}
+    return net.held(ns, VIP_DEV)
 
 
 class Sampler(threading.Thread):
@@ -70,9 +66,6 @@ class Sampler(threading.Thread):
 
 @pytest.fixture
 def pair(tmp_path):
-    tag = os.getpid() % 10000
-    ns = {n: f"lbkp{tag}{n[-1]}" for n in NODES}
-    switch = f"lbkp{tag}s"
     raw = lb_topology.load_file(SEED_PILLAR)
     p = raw["pairs"]["edge"]
     p["carp"]["linux_provider"] = "keepalived"
@@ -81,96 +74,73 @@ def pair(tmp_path):
         node["interfaces"]["systems"]["device"] = SYS_DEV
     model = lb_topology.load(raw)
     pair_model, _ = lb_topology.find_node(model, "lb-a")
-    made, pids, run_dirs = [], {}, []
-    try:
-        sh("ip", "netns", "add", switch)
-        made.append(switch)
-        sh("ip", "-n", switch, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", switch, "link", "set", "br0", "up")
-        for n in NODES:
-            sh("ip", "netns", "add", ns[n])
-            made.append(ns[n])
-            sh("ip", "-n", ns[n], "link", "set", "lo", "up")
-            # the systems interface keepalived tracks: a veth pair, both ends here and up
-            sh("ip", "-n", ns[n], "link", "add", SYS_DEV, "type", "veth", "peer", "name", SYS_DEV + "p")
-            sh("ip", "-n", ns[n], "link", "set", SYS_DEV + "p", "up")
-            sh("ip", "-n", ns[n], "link", "set", SYS_DEV, "up")
-        for n in NODES:
-            # the node's VIP interface, plugged into the switch's port p<a|b>
-            port = "p" + n[-1]
-            sh("ip", "link", "add", f"kv{tag}{n[-1]}", "netns", ns[n], "type", "veth", "peer", "name", f"kp{tag}{n[-1]}", "netns", switch)
-            sh("ip", "-n", switch, "link", "set", f"kp{tag}{n[-1]}", "name", port)
-            sh("ip", "-n", switch, "link", "set", port, "master", "br0", "up")
-            sh("ip", "-n", ns[n], "link", "set", f"kv{tag}{n[-1]}", "name", VIP_DEV)
-            sh("ip", "-n", ns[n], "link", "set", VIP_DEV, "up")
-            # the node's own address on the VIP network, as the pillar says (a provisioner's job)
-            source = lb_render.node_view(pair_model, n)["groups"][0]["source"]
-            sh("ip", "-n", ns[n], "addr", "add", f"{source}/24", "dev", VIP_DEV)
-        dirs = {}
-        for n in NODES:
-            d = {k: tmp_path / n / k for k in ("state", "sbin", "run")}
-            for path in d.values():
-                path.mkdir(parents=True)
-            scripts = {
-                lb_render.KEEPALIVED_VIPS_SCRIPT: carp_common.KEEPALIVED_VIPS_SCRIPT,
-                lb_render.ROUTING_READY_SCRIPT: lb_render.routing_ready_script(str(d["run"] / "no-bird.ctl")),
-                lb_render.HAPROXY_SERVING_SCRIPT: lb_render.haproxy_serving_script(),
-            }
-            for name, text in scripts.items():
-                (d["sbin"] / name).write_text(text)
-                (d["sbin"] / name).chmod(0o755)
-            (d["state"] / lb_render.MAINTENANCE_TRACK_FILE).write_text("0\n")
-            conf = tmp_path / n / "keepalived.conf"
-            conf.write_text(
-                lb_render.render_keepalived(
-                    pair_model,
-                    n,
-                    state_dir=str(d["state"]),
-                    script_dir=str(d["sbin"]),
-                    run_dir=str(d["run"]),
-                    haproxy_pidfile=str(d["run"] / "haproxy.pid"),
+    pids, run_dirs = {}, []
+    with net.pair_network("lbkp", pair_model, VIP_DEV) as network:
+        ns = network["ns"]
+        try:
+            for n in NODES:
+                # the systems interface keepalived tracks: a veth pair, both ends here and up
+                sh("ip", "-n", ns[n], "link", "add", SYS_DEV, "type", "veth", "peer", "name", SYS_DEV + "p")
+                sh("ip", "-n", ns[n], "link", "set", SYS_DEV + "p", "up")
+                sh("ip", "-n", ns[n], "link", "set", SYS_DEV, "up")
+            dirs = {}
+            for n in NODES:
+                d = {k: tmp_path / n / k for k in ("state", "sbin", "run")}
+                for path in d.values():
+                    path.mkdir(parents=True)
+                scripts = {
+                    lb_render.KEEPALIVED_VIPS_SCRIPT: carp_common.KEEPALIVED_VIPS_SCRIPT,
+                    lb_render.ROUTING_READY_SCRIPT: lb_render.routing_ready_script(str(d["run"] / "no-bird.ctl")),
+                    lb_render.HAPROXY_SERVING_SCRIPT: lb_render.haproxy_serving_script(),
+                }
+                for name, text in scripts.items():
+                    (d["sbin"] / name).write_text(text)
+                    (d["sbin"] / name).chmod(0o755)
+                (d["state"] / lb_render.MAINTENANCE_TRACK_FILE).write_text("0\n")
+                conf = tmp_path / n / "keepalived.conf"
+                conf.write_text(
+                    lb_render.render_keepalived(
+                        pair_model,
+                        n,
+                        state_dir=str(d["state"]),
+                        script_dir=str(d["sbin"]),
+                        run_dir=str(d["run"]),
+                        haproxy_pidfile=str(d["run"] / "haproxy.pid"),
+                    )
                 )
-            )
-            run_dirs.append(d["run"])
-            sh("ip", "netns", "exec", ns[n], *carp_common.keepalived_argv(KEEPALIVED, str(conf), str(d["run"])))
-            pidfile = d["run"] / "keepalived.pid"
+                run_dirs.append(d["run"])
+                sh("ip", "netns", "exec", ns[n], *carp_common.keepalived_argv(KEEPALIVED, str(conf), str(d["run"])))
+                pidfile = d["run"] / "keepalived.pid"
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not (pidfile.exists() and pidfile.read_text().strip().isdigit()):
+                    time.sleep(0.05)
+                pids[n] = int(pidfile.read_text())
+                dirs[n] = d
+            vips = {str(g["vip"].ip) for g in lb_render.node_view(pair_model, "lb-a")["groups"]}
+            yield {"ns": ns, "switch": network["switch"], "dirs": dirs, "vips": vips, "pids": pids}
+        finally:
+            # every keepalived started, by its pid file (also one whose pid was
+            # not read yet when something failed)
+            for run in run_dirs:
+                pidfile = run / "keepalived.pid"
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and pidfile.exists() and not pidfile.read_text().strip().isdigit():
+                    time.sleep(0.05)  # created, not yet written
+                if pidfile.exists() and pidfile.read_text().strip().isdigit():
+                    pids[str(run)] = int(pidfile.read_text())
+            for pid in set(pids.values()):
+                try:
+                    os.kill(pid, 15)
+                except ProcessLookupError:
+                    pass
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not (pidfile.exists() and pidfile.read_text().strip().isdigit()):
-                time.sleep(0.05)
-            pids[n] = int(pidfile.read_text())
-            dirs[n] = d
-        vips = {str(g["vip"].ip) for g in lb_render.node_view(pair_model, "lb-a")["groups"]}
-        yield {"ns": ns, "switch": switch, "dirs": dirs, "vips": vips, "pids": pids}
-    finally:
-        # every keepalived started, by its pid file (also one whose pid was
-        # not read yet when something failed)
-        for run in run_dirs:
-            pidfile = run / "keepalived.pid"
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and pidfile.exists() and not pidfile.read_text().strip().isdigit():
-                time.sleep(0.05)  # created, not yet written
-            if pidfile.exists() and pidfile.read_text().strip().isdigit():
-                pids[str(run)] = int(pidfile.read_text())
-        for pid in set(pids.values()):
-            try:
-                os.kill(pid, 15)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids.values()):
-            time.sleep(0.1)
-        time.sleep(0.5)  # the FIFO scripts release and exit
-        for name in made:
-            sh("ip", "netns", "del", name, check=False)
+            while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids.values()):
+                time.sleep(0.1)
+            time.sleep(0.5)  # the FIFO scripts release and exit
 
 
 def wait_for(pred, timeout=MOVE_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
+    return net.wait_for(pred, timeout)
 
 
 def on(pair, node):
@@ -369,9 +339,6 @@ def test_a_split_brain_heals_with_the_primary_holding_every_vip(pair):
             assert rec["state"] == "MASTER", (cycle, vhid, rec)
 
 
-HAPROXY = "/usr/sbin/haproxy"
-
-
 def _start_haproxy(pair, node):
     """A real HAProxy (master-worker, daemon) in the node's namespace, with
     the pid file keepalived's lb_serving check reads; its pid."""
@@ -385,14 +352,6 @@ def _start_haproxy(pair, node):
     sh("ip", "netns", "exec", pair["ns"][node], HAPROXY, "-W", "-D", "-q", "-f", str(cfg), "-p", str(pidfile))
     assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), 10)
     return int(pidfile.read_text().split()[0])
-
-
-def _kill(pid, sig=9):
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z", 10)
 
 
 @pytest.mark.skipif(not os.path.exists(HAPROXY), reason="needs haproxy")
@@ -415,7 +374,7 @@ def test_the_master_gives_up_the_vips_while_its_haproxy_does_not_run(pair):
         sampler = Sampler(ns, vips)
         sampler.start()
         try:
-            _kill(pids["lb-a"])
+            kill(pids["lb-a"])
             assert wait_for(lambda: on(pair, "lb-b")), (held(ns["lb-a"]), held(ns["lb-b"]))
             pids["lb-a"] = _start_haproxy(pair, "lb-a")
             assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
@@ -424,12 +383,12 @@ def test_the_master_gives_up_the_vips_while_its_haproxy_does_not_run(pair):
         assert sampler.overlaps == []
         # both without HAProxy: both drop alike, nothing moves
         for n in NODES:
-            _kill(pids[n])
+            kill(pids[n])
         time.sleep(3)
         assert on(pair, "lb-a"), (held(ns["lb-a"]), held(ns["lb-b"]))
     finally:
         for pid in pids.values():
-            _kill(pid)
+            kill(pid)
 
 
 @contextlib.contextmanager
@@ -442,29 +401,12 @@ def serving_on_both(pair):
     for n in NODES:
         ready = pair["dirs"][n]["sbin"] / lb_render.ROUTING_READY_SCRIPT
         ready.write_text("#!/bin/sh\n# this test: BGP counts as up\nexit 0\n")
-        sh("ip", "netns", "exec", ns[n], "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
-    sh("ip", "-n", pair["switch"], "addr", "add", "10.2.2.1/24", "dev", "br0")
-    pids = {}
-    try:
-        for n in NODES:
-            d = pair["dirs"][n]
-            cfg = d["run"] / "haproxy.cfg"
-            cfg.write_text(
-                "global\n    master-worker\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n"
-                f"frontend web\n    bind {vip}:18080\n    http-request return status 200 content-type text/plain string {n}\n"
-            )
-            pidfile = d["run"] / "haproxy.pid"
-            pidfile.unlink(missing_ok=True)
-            sh("ip", "netns", "exec", ns[n], HAPROXY, "-W", "-D", "-q", "-f", str(cfg), "-p", str(pidfile))
-            assert wait_for(lambda pidfile=pidfile: pidfile.exists() and pidfile.read_text().strip().isdigit(), 10)
-            pids[n] = int(pidfile.read_text().split()[0])
+    sh("ip", "-n", pair["switch"], "addr", "add", net.CLIENT_ADDRESS, "dev", "br0")
+    with net.http_on_both(ns, {n: pair["dirs"][n]["run"] for n in NODES}, vip):
         assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
         for n in NODES:  # the script made the VIP device answer ARP only for its own addresses
             assert sh("ip", "netns", "exec", ns[n], "cat", f"/proc/sys/net/ipv4/conf/{VIP_DEV}/arp_ignore").stdout.strip() == "1"
         yield vip
-    finally:
-        for pid in pids.values():
-            _kill(pid)
 
 
 CLIENT = r"""
@@ -540,60 +482,13 @@ def test_a_planned_handover_costs_the_client_nothing(pair):
         assert vip not in soft_seen[1], soft_seen
 
 
-# A connection opened to the VIP, idle while the neighbour's ARP entry moves
-# to the other node, then asked: its request reaches the new master first.
-STRADDLE_CLIENT = r"""
-import json, socket, subprocess, sys, time
-vip, port, mac = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((vip, port), timeout=5)
-print("connected", flush=True)
-sys.stdin.readline()  # the handover has been started
-moved, deadline = False, time.monotonic() + 20
-while not moved and time.monotonic() < deadline:
-    moved = f"lladdr {mac} " in subprocess.run(["ip", "neigh", "show", vip], capture_output=True, text=True).stdout
-    time.sleep(0.005)
-try:
-    s.settimeout(5)
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    data = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    answer = data.decode(errors="replace").rsplit("\r\n\r\n", 1)[-1] if b" 200 " in data else "no 200"
-except OSError as exc:
-    answer = type(exc).__name__
-print(json.dumps({"moved": moved, "answer": answer}))
-"""
-
-
 def _straddle(pair, vip, to):
-    """Opens a connection to the VIP, sets off the handover (`to` the node
-    that is to take it) and, once the switch's ARP entry for the VIP names
-    `to`'s MAC, sends a request on that connection: what answered."""
-    mac = json.loads(sh("ip", "-n", pair["ns"][to], "-j", "link", "show", VIP_DEV).stdout)[0]["address"]
-    client = subprocess.Popen(
-        ["ip", "netns", "exec", pair["switch"], "python3", "-c", STRADDLE_CLIENT, vip, "18080", mac],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert client.stdout.readline().strip() == "connected"
-        track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
-        track.write_text("1\n" if to == "lb-b" else "0\n")
-        client.stdin.write("go\n")
-        client.stdin.flush()
-        out, _ = client.communicate(timeout=60)
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait(10)
+    """The straddle client (carp_pair_net.straddle), the handover to `to`
+    set off by lb-a's maintenance track file."""
+    track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
+    answer = net.straddle(pair, VIP_DEV, vip, to, lambda: track.write_text("1\n" if to == "lb-b" else "0\n"))
     assert wait_for(lambda: on(pair, to)), (held(pair["ns"]["lb-a"]), held(pair["ns"]["lb-b"]))
-    result = json.loads(out)
-    assert result["moved"], f"the switch never learnt {to}'s MAC for {vip}"
-    return result["answer"]
+    return answer
 
 
 @pytest.mark.skipif(not os.path.exists(HAPROXY), reason="needs haproxy")

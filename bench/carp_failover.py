@@ -11,8 +11,11 @@ Each failover: a client in the lab's client host connects to a VIP every
 20 ms (a connect not made within 0.1 s has failed); the master's (lb-a) link to the user segment goes down; the gap is the
 time from the last successful connect before the failures to the first one
 after.  The link comes back, the VIPs return (preempt), and the next run
-starts.  Median of N (default 5) failovers per row.  Then the planned
-switchover (carp.maintenance) of each project provider: failed connections.
+starts.  Median of N (default 5) failovers per row.  Then a planned
+switchover and back, measured with a client's patience (3 s) and the
+longest wait between two connects: carp.maintenance for each project
+provider, and for keepalived by hand what its users do (lb-a's priority
+lowered below lb-b's and keepalived reloaded, then raised again).
 
 Needs a running lab (`.venv/bin/python -m lab up`), and it must be yours:
 only one lab runs on a machine.  Everything it starts it stops by pid.
@@ -44,6 +47,7 @@ from carp_tools import (  # noqa: E402
     failures,
     holders,
     link,
+    longest_wait,
     outage,
     slowest,
     user_device,
@@ -89,35 +93,45 @@ class Hand:
     def __init__(self, plan, kind):
         self.plan, self.kind, self.procs = plan, kind, []
 
+    def _keepalived_conf(self, host, prio):
+        """keepalived.conf as its users write it: one instance per VIP."""
+        dev = user_device(self.plan, host)
+        conf = ["global_defs {", f"    router_id {host}-hand", "}"]
+        for v in VIPS:
+            vhid = v.rsplit(".", 1)[1]
+            conf += [
+                f"vrrp_instance H_{vhid} {{",
+                "    state BACKUP",
+                f"    interface {dev}",
+                f"    virtual_router_id {vhid}",
+                f"    priority {prio}",
+                "    advert_int 1",
+                "    virtual_ipaddress {",
+                f"        {v}/24 dev {dev}",
+                "    }",
+                "}",
+            ]
+        subprocess.run(
+            ["mnexec", "-a", str(control.host_pid(host)), "sh", "-c", f"cat > {BENCH_DIR}/keepalived.conf"],
+            input="\n".join(conf) + "\n",
+            text=True,
+            check=True,
+            timeout=10,
+        )
+
+    def priority(self, host, prio):
+        """A planned switchover by hand: host's priority changed, keepalived reloaded (SIGHUP)."""
+        self._keepalived_conf(host, prio)
+        in_host(host, "sh", "-c", f"kill -HUP $(cat {BENCH_DIR}/k.pid)")
+
     def __enter__(self):
         for host, prio, skew in (("lb-a", 150, 0), ("lb-b", 100, 100)):
             dev = user_device(self.plan, host)
             src = next(i.address.split("/")[0] for i in self.plan.host(host).interfaces if i.network == "user")
             in_host(host, "mkdir", "-p", BENCH_DIR)
             if self.kind == "keepalived":
-                conf = ["global_defs {", f"    router_id {host}-hand", "}"]
-                for v in VIPS:
-                    vhid = v.rsplit(".", 1)[1]
-                    conf += [
-                        f"vrrp_instance H_{vhid} {{",
-                        "    state BACKUP",
-                        f"    interface {dev}",
-                        f"    virtual_router_id {vhid}",
-                        f"    priority {prio}",
-                        "    advert_int 1",
-                        "    virtual_ipaddress {",
-                        f"        {v}/24 dev {dev}",
-                        "    }",
-                        "}",
-                    ]
+                self._keepalived_conf(host, prio)
                 path = f"{BENCH_DIR}/keepalived.conf"
-                subprocess.run(
-                    ["mnexec", "-a", str(control.host_pid(host)), "sh", "-c", f"cat > {path}"],
-                    input="\n".join(conf) + "\n",
-                    text=True,
-                    check=True,
-                    timeout=10,
-                )
                 in_host(
                     host,
                     "keepalived",
@@ -269,20 +283,29 @@ def _cell(run) -> str:
     return f"{value:.2f}" if recovered else f">={value:.2f}"
 
 
+def switchover_run(settle, enter, leave):
+    """enter() moves the VIPs from lb-a to lb-b, leave() back, each under a
+    client connecting every 20 ms with a client's patience (3 s): failed
+    connects each way, attempts, the slowest connect, and the longest time
+    from one successful connect's answer to the next's (longest_wait)."""
+    runs = []
+    for move, to in ((enter, "lb-b"), (leave, "lb-a")):
+        client = Client(VIPS[0], count=int(settle * 2 / 0.02), timeout=3.0)
+        time.sleep(0.5)
+        move()
+        wait_for(lambda to=to: all_on(to), settle)
+        runs.append(client.result())
+    out, back = runs
+    return failures(out), failures(back), len(out) + len(back), max(slowest(out), slowest(back)), max(longest_wait(out), longest_wait(back))
+
+
 def maintenance_run(settle):
-    """carp.maintenance on lb-a and back, a client connecting every 20 ms with
-    a client's patience (3 s): failed connects, and the slowest connect."""
-    client = Client(VIPS[0], count=int(settle * 2 / 0.02), timeout=3.0)
-    time.sleep(0.5)
-    saltcfg.salt_json("lb-a", "carp.maintenance", timeout=120)
-    wait_for(lambda: all_on("lb-b"), settle)
-    out = client.result()
-    client = Client(VIPS[0], count=int(settle * 2 / 0.02), timeout=3.0)
-    time.sleep(0.5)
-    saltcfg.salt_json("lb-a", "carp.unmaintenance", timeout=120)
-    wait_for(lambda: all_on("lb-a"), settle)
-    back = client.result()
-    return failures(out), failures(back), len(out) + len(back), max(slowest(out), slowest(back))
+    """carp.maintenance on lb-a and back (switchover_run)."""
+    return switchover_run(
+        settle,
+        lambda: saltcfg.salt_json("lb-a", "carp.maintenance", timeout=120),
+        lambda: saltcfg.salt_json("lb-a", "carp.unmaintenance", timeout=120),
+    )
 
 
 def main(argv=None):
@@ -313,12 +336,16 @@ def main(argv=None):
                 use_project(kind[1])
                 try:
                     gaps = [one_failover(plan, settle) for _ in range(args.runs)]
-                    switchovers.append((kind[1], *maintenance_run(settle)))
+                    switchovers.append((f"{kind[1]}, project (carp.maintenance and back)", *maintenance_run(settle)))
                 finally:
                     stop_project()
             else:
-                with Hand(plan, kind[1]):
+                with Hand(plan, kind[1]) as hand:
                     gaps = [one_failover(plan, settle) for _ in range(args.runs)]
+                    if kind[1] == "keepalived":
+                        assert wait_for(lambda: all_on("lb-a"), settle), holders()
+                        run = switchover_run(settle, lambda: hand.priority("lb-a", 50), lambda: hand.priority("lb-a", 150))
+                        switchovers.append(("keepalived, by hand (priority 150 -> 50, reload, and back)", *run))
             rows.append((label, gaps))
             print(f"{label}: " + " ".join(_cell(g) for g in gaps), flush=True)
     for m in LBS:
@@ -336,10 +363,10 @@ def main(argv=None):
         cells = " ".join(_cell(g) for g in gaps)
         print(f"| {label} | {cells} | {medians[label]:.2f} | {ratio} | {sum(1 for _, ok in gaps if not ok)} |")
     print()
-    print("| planned switchover (carp.maintenance) | failed connects entering | leaving | attempts | slowest connect (s) |")
-    print("|---|---|---|---|---|")
-    for provider, enter, leave, total, slow in switchovers:
-        print(f"| {provider} | {enter} | {leave} | {total} | {slow:.3f} |")
+    print("| planned switchover | failed connects entering | leaving | attempts | slowest connect (s) | longest gap (s) |")
+    print("|---|---|---|---|---|---|")
+    for setup, enter, leave, total, slow, gap in switchovers:
+        print(f"| {setup} | {enter} | {leave} | {total} | {slow:.3f} | {gap:.3f} |")
     return 0
 
 

@@ -14,15 +14,22 @@ The faults, in turn, each with its way back:
 The client load is the drill's (lab/drill.py): HTTP through every HTTP VIP
 every 20 ms and an INSERT through the SQL VIP every 100 ms, each a new
 connection.  Who holds each VIP is read every 50 ms (each LB's addresses,
-lab/netview.py).  A failover window runs from a fault's action until the
-VIPs are where they should be (or its bound); the split's whole cycle is its
-window for two holders, on purpose.
+lab/netview.py).  A failover window runs from just before a fault's action
+until the VIPs are where they should be and stay there for STABLE seconds
+(or its bound; the window ends where that stable stretch began): a move
+that follows a first settling (keepalived's HAProxy check demoting a node
+whose HAProxy the reactor already restarted) belongs to the failover.  The
+split's whole cycle is its window for two holders, on purpose.
 
 Per cause: cycles, failed HTTP and SQL requests, the longest gap each client
 kind saw (from an OK answer to the next), the samples with a VIP on both
 nodes and the samples with a VIP on neither outside a failover window.
 Then the committed rows lost: every INSERT the client saw succeed must be
-in lab.events at the end.  One summary line ends the output.
+in lab.events at the end.  The load runs QUIET seconds before the first
+fault: the longest gaps in that stretch are the clients' own cadence (a
+VIP is asked every 80 ms over HTTP and every 200 ms plus a `mariadb`
+start over SQL), the baseline the planned switchovers' gaps are set
+against.  One summary line ends the output.
 
 Needs a running lab (`make lab`) that is yours; it first sets the pair up
 as the events lab tests do (keepalived, the event path; --no-setup skips it).  Everything it changes it
@@ -53,6 +60,8 @@ from lab.plan import plan_from_pillar  # noqa: E402
 FAULTS = ("link", "maint", "keepalived", "haproxy", "split", "db")
 SETTLE = 3.0  # seconds between a fault's steps, and after each cycle
 BOUND = 30.0  # seconds for the VIPs to get where they should (a bound, not a target)
+STABLE = 3.0  # seconds the VIPs must stay where they should for a failover window to end
+QUIET = 10.0  # seconds of load before the first fault: the clients' baseline gaps
 
 
 class Soak:
@@ -65,39 +74,54 @@ class Soak:
         self.split_windows: list[tuple[float, float]] = []
         self.cycles: list[dict] = []
 
-    def window(self, fault: str, predicate) -> bool:
+    def window(self, fault: str, action, predicate) -> bool:
+        """action(), then wait (bounded) until predicate() holds for STABLE s;
+        the window runs from just before the action to where that began."""
         t = time.time()
-        ok = wait_for(predicate, BOUND, every=0.05)
-        self.windows.append((t, time.time(), fault))
-        return ok
+        action()
+        end = time.monotonic() + BOUND
+        since = None  # when predicate() last became true
+        while time.monotonic() < end:
+            if predicate():
+                since = since or time.time()
+                if time.time() - since >= STABLE:
+                    break
+            else:
+                since = None
+            time.sleep(0.05)
+        self.windows.append((t, since or time.time(), fault))
+        return since is not None
 
     def link(self) -> bool:
-        link(self.port, False)
-        ok = self.window("link", lambda: all_on("lb-b"))
+        ok = self.window("link", lambda: link(self.port, False), lambda: all_on("lb-b"))
         time.sleep(SETTLE)
-        link(self.port, True)
-        return self.window("link", lambda: all_on("lb-a")) and ok
+        return self.window("link", lambda: link(self.port, True), lambda: all_on("lb-a")) and ok
 
     def maint(self) -> bool:
-        saltcfg.salt_json("lb-a", "carp.maintenance", timeout=60)
-        ok = self.window("maint", lambda: all_on("lb-b"))
+        def enter():
+            saltcfg.salt_json("lb-a", "carp.maintenance", timeout=60)
+
+        def leave():
+            saltcfg.salt_json("lb-a", "carp.unmaintenance", timeout=60)
+
+        ok = self.window("maint", enter, lambda: all_on("lb-b"))
         time.sleep(SETTLE)
-        saltcfg.salt_json("lb-a", "carp.unmaintenance", timeout=60)
-        return self.window("maint", lambda: all_on("lb-a")) and ok
+        return self.window("maint", leave, lambda: all_on("lb-a")) and ok
 
     def keepalived(self) -> bool:
         pid = control.run("lb-a", "cat", f"{LAB_CARP['run_dir']}/keepalived.pid", timeout=10).stdout.strip()
-        control.run("lb-a", "kill", "-9", pid, timeout=10)
-        ok = self.window("keepalived", lambda: all_on("lb-b"))
+        ok = self.window("keepalived", lambda: control.run("lb-a", "kill", "-9", pid, timeout=10), lambda: all_on("lb-b"))
         time.sleep(SETTLE)
-        saltcfg.salt_json("lb-a", "carp.present", timeout=120)
-        return self.window("keepalived", lambda: all_on("lb-a")) and ok
+        return self.window("keepalived", lambda: saltcfg.salt_json("lb-a", "carp.present", timeout=120), lambda: all_on("lb-a")) and ok
 
     def haproxy(self) -> bool:
         pid = control.run("lb-a", "cat", "/run/haproxy.pid", timeout=10).stdout.split()[0]
-        control.run("lb-a", "kill", "-9", pid, timeout=10)
         # keepalived's check moves the VIPs, the reactor's heal restarts HAProxy, lb-a preempts
-        return self.window("haproxy", lambda: all_on("lb-a") and _haproxy_pid() not in ("", pid))
+        return self.window(
+            "haproxy",
+            lambda: control.run("lb-a", "kill", "-9", pid, timeout=10),
+            lambda: all_on("lb-a") and _haproxy_pid() not in ("", pid),
+        )
 
     def split(self) -> bool:
         t = time.time()
@@ -180,7 +204,8 @@ def main() -> int:
     watch.start()
     t_start = time.time()
     try:
-        time.sleep(SETTLE)
+        time.sleep(QUIET)
+        t_quiet = time.time()
         for i in range(args.cycles):
             fault = FAULTS[i % len(FAULTS)]
             t0 = time.time()
@@ -246,6 +271,8 @@ def main() -> int:
     print("  ".join(f"{h:>12}" for h in head))
     for r in rows:
         print("  ".join(f"{r[h]!s:>12}" for h in head))
+    # the clients' own cadence: the longest gaps of the quiet stretch before the first fault
+    quiet = {k: round(longest_gap([s for s in samples if s[0] == k], t_start + 1.0, t_quiet) * 1000) for k in ("http", "sql")}
     total_both = sum(r["two_holders"] for r in rows)
     total_none = sum(r["no_holder_outside"] for r in rows)
     planned = next((r for r in rows if r["fault"] == "maint"), None)
@@ -253,12 +280,13 @@ def main() -> int:
         f"\nsummary: {len(soak.cycles)} cycles, {sum(r['settled'] for r in rows)} settled; two holders {total_both} samples; "
         f"no holder outside a failover window {total_none}; committed rows lost {lost} of {len(committed)}; "
         f"planned switchovers: {planned['http_failed'] + planned['sql_failed'] if planned else '-'} failed, "
-        f"longest gap {max(planned['http_gap_ms'], planned['sql_gap_ms']) if planned else '-'} ms; "
+        f"longest gap HTTP {planned['http_gap_ms'] if planned else '-'} ms, SQL {planned['sql_gap_ms'] if planned else '-'} ms "
+        f"(quiet baseline HTTP {quiet['http']} ms, SQL {quiet['sql']} ms); "
         f"median cycle {statistics.median(c['to'] - c['from'] for c in soak.cycles):.1f} s"
     )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "lost": lost, "committed": len(committed), "cycles": soak.cycles}, fh, indent=1)
+            json.dump({"rows": rows, "quiet": quiet, "lost": lost, "committed": len(committed), "cycles": soak.cycles}, fh, indent=1)
     return 0
 
 

@@ -160,6 +160,14 @@ def slowest(results) -> float:
     return max((r[2] for r in results if r[1]), default=0.0)
 
 
+def longest_wait(results) -> float:
+    """The longest time from one successful connect's answer to the next's
+    (the client's cadence, 20 ms, when nothing is in the way; a lost SYN
+    shows as a second more)."""
+    done = sorted(t + took for t, ok, took, *_ in results if ok)
+    return max((b - a for a, b in zip(done, done[1:], strict=False)), default=0.0)
+
+
 def gap(results) -> float:
     """The longest client-observed outage: from the last success before a run
     of failures to the first success after it (0 when nothing failed)."""

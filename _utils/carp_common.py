@@ -561,6 +561,11 @@ fi
         # here: on a busy node it would slow the probe down
         hook = "".join("\t" + line + "\n" for line in _EVENT_HOOK.splitlines())
         body = f"""mkdir -p "$dir/state"
+# the second chance is for a takeover: not when this node has the VIP
+# already (a ucarp replaced without a gap, which claims the group again)
+if /sbin/ip -4 -o addr show dev "$iface" 2>/dev/null | grep -qF " inet $vip/"; then
+	peer=
+fi
 /sbin/ip -4 route del local "$vip/32" dev "$iface" table local proto static 2>/dev/null
 /sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
 (
@@ -984,7 +989,8 @@ def cancel(vhid):
 
 def acquire(vhid, stop):
     dev, addr, plen = groups[vhid]
-    asked = ask_peer(vhid)
+    # the second chance is for a takeover, not for a VIP this copy holds
+    asked = None if vhid in held else ask_peer(vhid)
     try:
         arp_free(dev, addr, ACQUIRE_SECONDS, stop.is_set)  # after ACQUIRE_SECONDS: taken anyway
     except OSError as exc:

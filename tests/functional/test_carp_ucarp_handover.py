@@ -118,8 +118,9 @@ def test_a_connection_the_ucarp_handover_catches_in_flight_is_served_by_the_old_
     switch sends the VIP's packets to lb-b: lb-b's probe heard lb-a answer
     for its own address, so lb-b sends that connection's segments on to
     lb-a, whose soft release answers: the client gets lb-a's page, and the
-    map's element expires.  Without the second chance (the xparam without a
-    peer: carp:second_chance false), the handover back resets such a
+    map's element expires.  The up script run on the node holding the VIP
+    (a ucarp replaced without a gap) adds no element.  Without the second
+    chance (the xparam without a peer: carp:second_chance false), the handover back resets such a
     connection, and the new master adds nothing to the map."""
     vip = pair["vip"]
     ucarp_runs(pair, "lb-a", "upscript")
@@ -127,6 +128,11 @@ def test_a_connection_the_ucarp_handover_catches_in_flight_is_served_by_the_old_
     # lb-b answered lb-a's probe for its address: lb-a made the table and gave the VIP its element
     assert vip in takeover_map(pair, "lb-a")
     assert net.wait_for(lambda: vip not in takeover_map(pair, "lb-a"), 10)
+    # a ucarp replaced without a gap claims the group again: the up script
+    # on the holder, which is no takeover, so no second chance
+    ucarp_runs(pair, "lb-a", "upscript")
+    time.sleep(1.0)  # the probe's at most 3 x 30 ms, the announcements' 1.2 s
+    assert holds(pair, "lb-a") and vip not in takeover_map(pair, "lb-a")
     sh("ip", "-n", pair["switch"], "addr", "add", net.CLIENT_ADDRESS, "dev", "br0")
     with net.http_on_both(pair["ns"], {n: pair["nodes"][n]["run"] for n in NODES}, vip):
         assert net.straddle(pair, VIP_DEV, vip, "lb-b", handover(pair, "lb-b")) == "lb-a"

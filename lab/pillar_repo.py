@@ -19,6 +19,10 @@ its secrets are lab-only values.  The repository is what the master serves.
 
 `push({relpath: text}, message)` commits plaintext pillar files (lb.sls's
 secrets are encrypted on the way) and pushes them through the hooks.
+
+Each `up` seeds the repository again from pillar/lab (the plan reads
+pillar/lab).  Commits pushed to it since its last seed are not lost: they
+go to .lab/pillar-<time>.bundle first, and `up` prints their list.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -162,9 +167,47 @@ def install_hooks(repo: Path, master_config: Path) -> None:
         path.chmod(0o755)
 
 
+SEED_MESSAGE = "lab pillar, seeded from pillar/lab at lab up"
+
+
+def pushed_since_seed(repo: Path = PILLAR_GIT) -> list[str]:
+    """The commits of the branch after its seed commit (what was pushed to
+    it), newest first, as `<id> <subject>` lines; none for no repository."""
+    if not (repo / "HEAD").exists():
+        return []
+    res = _git("--git-dir", str(repo), "log", "--format=%H %s", BRANCH, check=False)
+    out = []
+    for line in res.stdout.splitlines():
+        if line.split(" ", 1)[-1] == SEED_MESSAGE:
+            break
+        out.append(line)
+    return out
+
+
+def keep_pushed(repo: Path = PILLAR_GIT, out=sys.stderr) -> Path | None:
+    """Before a re-seed: the commits pushed to the repository since its seed
+    go to a bundle beside it (`git clone <bundle>` gets them back), and the
+    lab says so on `out`.  Returns the bundle's path (None: nothing pushed)."""
+    pushed = pushed_since_seed(repo)
+    if not pushed:
+        return None
+    bundle = repo.parent / f"pillar-{time.strftime('%Y%m%d-%H%M%S')}.bundle"
+    _git("--git-dir", str(repo), "bundle", "create", str(bundle), BRANCH)
+    print(
+        f"lab: the pillar repository {repo} is seeded again from pillar/lab; "
+        f"the {len(pushed)} commit(s) pushed to it since its seed are kept in {bundle} "
+        f"(git clone {bundle}), newest first:\n  " + "\n  ".join(pushed),
+        file=out,
+    )
+    return bundle
+
+
 def seed(master_config: Path, src: Path = PILLAR_SRC, repo: Path = PILLAR_GIT, home: Path | None = None) -> str:
     """A new bare repository `repo` whose branch holds `src`'s files (lb.sls
-    encrypted), with the hooks installed.  Returns the commit id."""
+    encrypted), with the hooks installed.  Commits pushed to the repository
+    it replaces are kept in a bundle, and said so (keep_pushed).  Returns
+    the commit id."""
+    keep_pushed(repo)
     shutil.rmtree(repo, ignore_errors=True)
     _git("init", "-q", "--bare", "-b", BRANCH, str(repo))
     work = Path(tempfile.mkdtemp(prefix="pillar-seed-"))
@@ -174,7 +217,7 @@ def seed(master_config: Path, src: Path = PILLAR_SRC, repo: Path = PILLAR_GIT, h
             if path.is_file() and path.suffix == ".sls":
                 (work / path.name).write_text(repo_text(path.name, path.read_text(), home))
         _git("add", "-A", cwd=work)
-        _git("commit", "-q", "-m", "lab pillar, seeded from pillar/lab at lab up", cwd=work)
+        _git("commit", "-q", "-m", SEED_MESSAGE, cwd=work)
         _git("push", "-q", str(repo), f"{BRANCH}:{BRANCH}", cwd=work)
         head = _git("rev-parse", "HEAD", cwd=work).stdout.strip()
     finally:

@@ -388,8 +388,11 @@ def present(topology=None, test=False):
     or password changed, advskew 254 while in maintenance); ucarp processes
     of groups the topology no longer has are stopped.
 
-    A restart of a group's ucarp releases its VIP (the peer takes it after
-    its timeout): parameter changes are not hitless with ucarp.
+    A MASTER whose VIP, interface and password stay is handed over to its
+    new command line without a gap (as maintenance does: the VIP stays on
+    this node); a change of those, or a BACKUP's change, restarts its
+    ucarp, and a MASTER's restart releases its VIP (the peer takes it
+    after its timeout).
 
     CLI Example:
 
@@ -411,6 +414,7 @@ def present(topology=None, test=False):
     files = {p: f for p, f in _files(pair).items() if carp_common.read_text(p) != f.content or carp_common.file_mode(p) != int(f.mode, 8)}
     running = _running()
     plan = {}  # vhid -> (argv or None to stop, reason)
+    keeps_vip = set()  # vhids whose change leaves the VIP, interface and password as they are
     for g in gs:
         argv = _argv(g, pair, paths, maint)
         pw_changed = carp_common.ucarp_passfile(paths, g["vhid"]) in files
@@ -424,6 +428,8 @@ def present(topology=None, test=False):
             delta = carp_common.diff({0: old}, {0: new}).get(0, {"old": {}, "new": {}})
             if pw_changed:
                 delta["old"]["password"], delta["new"]["password"] = "<old>", "<changed>"
+            elif all(old[k] == new[k] for k in ("device", "address", "prefixlen", "source")):
+                keeps_vip.add(g["vhid"])
             changes[g["vhid"]] = delta
     managed = _managed()
     record = {}  # vhid -> argv: the unit's command line, recorded without a restart
@@ -461,6 +467,9 @@ def present(topology=None, test=False):
     os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)
     carp_common.write_atomic(os.path.join(paths["state_dir"], "provider"), PROVIDER + "\n", 0o644)  # for the carp_provider grain
     for vhid, argv in sorted(plan.items()):
+        if vhid in keeps_vip and _recorded(vhid) == "MASTER":
+            _handover(vhid, running[vhid][0], argv)
+            continue
         if vhid in running:
             _terminate(running[vhid][0])
         if argv is None:

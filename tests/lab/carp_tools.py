@@ -90,13 +90,15 @@ class Sampler(threading.Thread):
     atomic moment): a VIP counts as held by both when lb-a had it in both
     of its reads and lb-b in the one between them, so both certainly held
     it at lb-b's read.  `overlaps`: those samples (the tests require none).
-    Bounded: stops after max_seconds."""
+    With `holder` (lb-a), `away`: the samples where a VIP was in neither of
+    lb-a's reads.  Bounded: stops after max_seconds."""
 
-    def __init__(self, every: float = 0.05, max_seconds: float = 120):
+    def __init__(self, every: float = 0.05, max_seconds: float = 120, holder: str | None = None):
         super().__init__(daemon=True)
-        self.every, self.max_seconds = every, max_seconds
+        self.every, self.max_seconds, self.holder = every, max_seconds, holder
         self.samples = 0
         self.overlaps: list[tuple[float, str, set]] = []
+        self.away: list[tuple[float, str]] = []
         self._halt = threading.Event()
 
     def run(self):
@@ -106,6 +108,8 @@ class Sampler(threading.Thread):
             t = time.time()
             a1, b, a2 = local_addresses(first), local_addresses(second), local_addresses(first)
             self.overlaps += [(t, vip, {first, second}) for vip in VIPS if vip in a1 and vip in b and vip in a2]
+            if self.holder == first:
+                self.away += [(t, vip) for vip in VIPS if vip not in a1 and vip not in a2]
             self.samples += 1
             self._halt.wait(self.every)
 

@@ -1,7 +1,7 @@
 """CARP in the lab, for keepalived and for ucarp: two nodes with real
 salt-minions apply `salt/carp`; the primary holds every VIP; a second apply
 changes nothing; test=True on a changed pillar reports and touches nothing;
-link loss on the master moves the VIPs and its return brings them back;
+a changed parameter applied to both nodes leaves every VIP on the master; link loss on the master moves the VIPs and its return brings them back;
 maintenance moves them with no failed client connection and back.  During
 these, a sampler reads both nodes every 50 ms: no VIP may be on both.
 
@@ -119,6 +119,35 @@ def test_test_mode_on_a_changed_pillar_reports_and_touches_nothing(lab, carp):
     again = one(lab, "lb-a", "carp.present", "test=True")
     assert again["changes"] == {}
     assert holders() == before
+
+
+def test_a_changed_parameter_applied_to_both_nodes_leaves_every_vip_on_the_master(lab, carp):
+    """carp:second_chance turned off (keepalived: a changed keepalived.conf,
+    reloaded; ucarp: every group's command line changed, so each ucarp is
+    replaced, a MASTER's without a gap), applied to the BACKUP and then to
+    the MASTER, and back: every VIP stays on lb-a the whole time, never on
+    both, and no client connection fails."""
+    change = "pillar={lb: {pairs: {edge: {carp: {second_chance: false}}}}}"
+    with Services():
+        assert wait_for(lambda: all_on("lb-a"), SETTLE[carp])
+        for pillar in ([change], []):
+            sampler = Sampler(holder="lb-a")
+            sampler.start()
+            client = Client(VIPS[0], count=int(SETTLE[carp] * 2 / 0.02), timeout=CLIENT_PATIENCE)
+            try:
+                for node in ("lb-b", "lb-a"):
+                    ret = one(lab, node, "state.apply", "carp", "queue=True", *pillar)
+                    present = next(v for k, v in ret.items() if "carp_|-lb_carp_groups" in k)
+                    assert present["result"] is True and present["changes"], (node, pillar, present)
+                time.sleep(2 * SETTLE[carp] / 3)  # a VIP the peer were to take would have moved by now
+            finally:
+                results = client.result()
+                sampler.stop()
+            print(f"{carp} {pillar or 'back'}: {len(results)} connects, slowest {slowest(results):.3f} s")
+            assert failures(results) == 0, [r for r in results if not r[1]]
+            assert sampler.overlaps == [], sampler.overlaps
+            assert sampler.away == [], sampler.away[:5]
+            assert all_on("lb-a"), holders()
 
 
 def test_link_loss_moves_the_vips_and_its_return_brings_them_back(lab, carp):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 import time
 
@@ -333,9 +334,33 @@ ARP_ANNOUNCE_GAPS = (0.2, 1.0)  # seconds between the three announcements
 # node's connections.  keepalived's script makes the table when it starts
 # and deletes it when keepalived stops; ucarp's ARP probe adds these
 # objects (idempotently) at a takeover.
-HANDOVER_MAP = "takeover { type ipv4_addr : ipv4_addr; flags timeout; }"
+# With ucarp, a second map: ucarp announces itself as the VIP's holder (a
+# gratuitous ARP) the moment it becomes MASTER, while the old master still
+# holds the VIP until it hears of it (up to a second later), so the new
+# master's probe is still waiting; meanwhile everything that reaches the new
+# master for the VIP goes on to the old one (`pending`, until the address
+# is added here) instead of being dropped, which cost a new connection a
+# 1 s SYN retransmission.
+HANDOVER_MAPS = (
+    "takeover { type ipv4_addr : ipv4_addr; flags timeout; }",
+    "pending { type ipv4_addr : ipv4_addr; flags timeout; }",
+)
 HANDOVER_CHAIN = "second_chance { type filter hook prerouting priority filter; policy accept; }"
-HANDOVER_RULE = "tcp flags ! syn ct state new,invalid dup to ip daddr map @takeover drop"
+HANDOVER_RULES = (
+    "dup to ip daddr map @pending drop",
+    "tcp flags ! syn ct state new,invalid dup to ip daddr map @takeover drop",
+)
+# nft's input: the table's objects (each made if missing), and its rules
+_HANDOVER_OBJECT_LINES = (
+    [f"add table ip {HANDOVER_TABLE}"]
+    + [f"add map ip {HANDOVER_TABLE} {m}" for m in HANDOVER_MAPS]
+    + [f"add chain ip {HANDOVER_TABLE} {HANDOVER_CHAIN}"]
+)
+_HANDOVER_RULE_LINES = [f"add rule ip {HANDOVER_TABLE} second_chance {r}" for r in HANDOVER_RULES]
+# the objects made if missing and the chain's rules made anew (a script of
+# another group may run at once: each transaction leaves the chain with its
+# rules once), in one transaction with what follows
+_HANDOVER_READY_LINES = _HANDOVER_OBJECT_LINES + [f"flush chain ip {HANDOVER_TABLE} second_chance"] + _HANDOVER_RULE_LINES
 
 # RFC 5227 probes and announcements, in Python: the text of lb-carp-arp-probe
 # (ucarp's up script runs it) and part of lb-carp-keepalived-vips (which runs
@@ -418,12 +443,13 @@ HANDOVER_SECONDS = """
     + str(HANDOVER_SECONDS)
     + """
 HANDOVER_OBJECTS = """
-    + repr(
-        [f"add table ip {HANDOVER_TABLE}", f"add map ip {HANDOVER_TABLE} {HANDOVER_MAP}", f"add chain ip {HANDOVER_TABLE} {HANDOVER_CHAIN}"]
-    )
+    + repr(_HANDOVER_OBJECT_LINES)
     + """
-HANDOVER_RULE = """
-    + repr(f"add rule ip {HANDOVER_TABLE} second_chance {HANDOVER_RULE}")
+HANDOVER_RULES = """
+    + repr(_HANDOVER_RULE_LINES)
+    + """
+HANDOVER_READY = """
+    + repr(_HANDOVER_READY_LINES)
     + """
 
 
@@ -440,12 +466,16 @@ def nft(lines, quiet=False):
     return done.returncode == 0
 
 
-def takeover_elements(addr, peer):
-    # addr's element in the map, with a fresh timeout: added, removed and
-    # added again, whether or not an earlier takeover's element is there
-    one = f"{{ {addr} timeout {int(HANDOVER_SECONDS * 1000)}ms : {peer} }}"
+def timed_elements(name, addr, peer, seconds):
+    # addr's element in map `name`, with a fresh timeout: added, removed and
+    # added again, whether or not an earlier element is there
+    one = f"{{ {addr} timeout {int(seconds * 1000)}ms : {peer} }}"
     t = HANDOVER_TABLE
-    return [f"add element ip {t} takeover {one}", f"delete element ip {t} takeover {{ {addr} }}", f"add element ip {t} takeover {one}"]
+    return [f"add element ip {t} {name} {one}", f"delete element ip {t} {name} {{ {addr} }}", f"add element ip {t} {name} {one}"]
+
+
+def takeover_elements(addr, peer):
+    return timed_elements("takeover", addr, peer, HANDOVER_SECONDS)
 
 
 def ask_peer_on(iface, peer):
@@ -486,11 +516,12 @@ ARP_PROBE_SCRIPT = (
     + """ s apart:
 # every neighbour with an entry for IPV4 takes this MAC.
 # --peer PEER before IFACE (ucarp's up script, with the second chance): an
-# ARP probe for PEER's own address goes out as the probing starts; if PEER
+# ARP probe for PEER's own address goes out as the probing starts.  If PEER
 # answered it (a planned handover: the peer is up), IPV4 goes into the nft
-# map of the second chance for """
+# map `takeover` for """
     + f"{HANDOVER_SECONDS:g}"
-    + """ s before this exits (docs/carp.md).
+    + """ s before this exits; if not, IPV4's element in the
+# map `pending` (the up script's) is deleted (docs/carp.md).
 import os
 import socket
 import struct
@@ -511,18 +542,24 @@ if args[0] == "--announce":
     arp_announce(args[1], args[2])
     sys.exit(0)
 iface, ip = args[0], socket.inet_ntoa(socket.inet_aton(args[1]))
+seconds = float(args[2]) if len(args) > 2 else 3.0
 asked = None
 if peer and os.access(NFT, os.X_OK):
     try:
         asked = ask_peer_on(iface, peer)
     except OSError as exc:
         print(f"lb-carp-arp-probe: ARP probe of the peer: {exc}", file=sys.stderr)
-free = arp_free(iface, ip, float(args[2]) if len(args) > 2 else 3.0)
-if asked is not None and peer_up_on(asked, peer):
-    # the table's objects, made if missing (another group's probe may run at
-    # once: each transaction leaves the chain with its one rule), then ip's
-    # element, before the address is added: before any neighbour moves
-    nft(HANDOVER_OBJECTS + [f"flush chain ip {HANDOVER_TABLE} second_chance", HANDOVER_RULE] + takeover_elements(ip, peer))
+try:
+    free = arp_free(iface, ip, seconds)
+finally:
+    up = asked is not None and peer_up_on(asked, peer)
+if up:
+    # before the address is added: before any neighbour moves
+    nft(HANDOVER_READY + takeover_elements(ip, peer))
+elif peer:
+    # the up script sent what reaches this node for ip on to the peer,
+    # which did not answer (dead, or cut off): no more
+    nft([f"delete element ip {HANDOVER_TABLE} pending {{ {ip} }}"], quiet=True)
 sys.exit(0 if free else 1)
 """
 )
@@ -556,6 +593,8 @@ if [ -w "$ign" ] && [ "$(cat "$ign")" = 0 ]; then
 	echo 1 > "$ign"
 fi
 """
+    pending_ready = " ".join(shlex.quote(line) for line in _HANDOVER_READY_LINES)
+    pending_ms = int((VIP_ACQUIRE_SECONDS + 1) * 1000)
     if action == "add":
         # the event hook (a salt-call, seconds of CPU) only once the VIP is
         # here: on a busy node it would slow the probe down
@@ -565,6 +604,20 @@ fi
 # already (a ucarp replaced without a gap, which claims the group again)
 if /sbin/ip -4 -o addr show dev "$iface" 2>/dev/null | grep -qF " inet $vip/"; then
 	peer=
+fi
+case "$vip$peer" in
+*[!0-9.]*) peer= ;;
+esac
+# ucarp announces this node as the VIP's holder (a gratuitous ARP) as soon
+# as this script returns, while the old master may hold the VIP for up to a
+# second more: until the address is here, what reaches this node for it
+# goes on to the peer (nft map `pending`; the probe ends it at once if the
+# peer does not answer) instead of being dropped
+if [ -n "$peer" ] && [ -x /usr/sbin/nft ]; then
+	{{
+		printf '%s\\n' {pending_ready}
+		echo "add element ip {HANDOVER_TABLE} pending {{ $vip timeout {pending_ms}ms : $peer }}"
+	}} | /usr/sbin/nft -f - 2>/dev/null
 fi
 /sbin/ip -4 route del local "$vip/32" dev "$iface" table local proto static 2>/dev/null
 /sbin/ip -4 route replace blackhole "$vip/32" 2>/dev/null
@@ -576,6 +629,9 @@ fi
 	fi
 	/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
 	/sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
+	if [ -n "$peer" ] && [ -x /usr/sbin/nft ]; then
+		/usr/sbin/nft delete element ip {HANDOVER_TABLE} pending "{{ $vip }}" 2>/dev/null
+	fi
 	rm -f "$wait"
 {hook}	exec "${{0%/*}}/lb-carp-arp-probe" --announce "$iface" "$vip"
 ) </dev/null >/dev/null 2>&1 &
@@ -591,6 +647,7 @@ echo $! > "$wait"
 # VIP from it moments ago) ends: it does not hold the VIP any more
 if [ -n "$peer" ] && [ -x /usr/sbin/nft ]; then
 	/usr/sbin/nft delete element ip {HANDOVER_TABLE} takeover "{{ $vip }}" 2>/dev/null
+	/usr/sbin/nft delete element ip {HANDOVER_TABLE} pending "{{ $vip }}" 2>/dev/null
 fi
 soft=
 if /sbin/ip -4 -o addr show dev "$iface" 2>/dev/null | grep -qF " inet $vip/" &&
@@ -876,7 +933,7 @@ def handover_table():
     # the table, made anew (atomically replaced if a copy before made one);
     # its handle, which names this copy's table and no later copy's
     t = HANDOVER_TABLE
-    if not nft([f"add table ip {t}", f"delete table ip {t}"] + HANDOVER_OBJECTS + [HANDOVER_RULE]):
+    if not nft([f"add table ip {t}", f"delete table ip {t}"] + HANDOVER_OBJECTS + HANDOVER_RULES):
         return None
     try:
         listed = subprocess.run([NFT, "-a", "list", "table", "ip", t], capture_output=True, text=True, timeout=10, check=False).stdout

@@ -108,6 +108,55 @@ def http_on_both(ns, run_dirs, vip):
             kill(pid)
 
 
+CLIENT = r"""
+import json, socket, struct, sys, threading, time
+vip, port = sys.argv[1], int(sys.argv[2])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+out, deadline = [], time.monotonic() + 120
+while not stop.is_set() and time.monotonic() < deadline:
+    t = time.monotonic()
+    why, retrans = "", 0
+    try:
+        with socket.create_connection((vip, port), timeout=3) as s:
+            s.settimeout(3)
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            ok = b" 200 " in s.recv(64)
+            why = "" if ok else "no 200"
+            # tcp_info.tcpi_total_retrans (offset 100): a SYN or request the
+            # network lost and the kernel sent again
+            retrans = struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 100)[0]
+    except OSError as exc:
+        ok, why = False, type(exc).__name__
+    out.append((round(t, 4), ok, why, retrans))
+    time.sleep(max(0.0, 0.01 - (time.monotonic() - t)))
+print(json.dumps(out))
+"""
+
+
+class Asking:
+    """CLIENT in the switch's namespace, asking vip:PORT every 10 ms (a new
+    connection each time) until stop()."""
+
+    def __init__(self, switch, vip):
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", switch, "python3", "-c", CLIENT, vip, str(PORT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self):
+        """(results, failed, resent): every request; the failed ones (refused,
+        reset, no answer in 3 s) as (time, why); the answered ones that
+        needed a retransmission as (time, count)."""
+        out, _ = self.proc.communicate("", timeout=60)
+        results = json.loads(out)
+        failed = [(t, why) for t, ok, why, _ in results if not ok]
+        resent = [(t, n) for t, ok, _, n in results if ok and n]
+        return results, failed, resent
+
+
 # A connection opened to the VIP, idle while the neighbour's ARP entry moves
 # to the other node, then asked: its request reaches the new master first.
 STRADDLE_CLIENT = r"""

@@ -9,9 +9,7 @@ with salt-minions and a client; this one isolates keepalived and the
 scripts."""
 
 import contextlib
-import json
 import os
-import subprocess
 import threading
 import time
 
@@ -409,32 +407,6 @@ def serving_on_both(pair):
         yield vip
 
 
-CLIENT = r"""
-import json, socket, struct, sys, threading, time
-vip, port = sys.argv[1], int(sys.argv[2])
-stop = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-out, deadline = [], time.monotonic() + 120
-while not stop.is_set() and time.monotonic() < deadline:
-    t = time.monotonic()
-    why, retrans = "", 0
-    try:
-        with socket.create_connection((vip, port), timeout=3) as s:
-            s.settimeout(3)
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            ok = b" 200 " in s.recv(64)
-            why = "" if ok else "no 200"
-            # tcp_info.tcpi_total_retrans (offset 100): a SYN or request the
-            # network lost and the kernel sent again
-            retrans = struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 100)[0]
-    except OSError as exc:
-        ok, why = False, type(exc).__name__
-    out.append((round(t, 4), ok, why, retrans))
-    time.sleep(max(0.0, 0.01 - (time.monotonic() - t)))
-print(json.dumps(out))
-"""
-
-
 @pytest.mark.skipif(not os.path.exists(HAPROXY), reason="needs haproxy")
 def test_a_planned_handover_costs_the_client_nothing(pair):
     """Maintenance on lb-a and back, with HAProxy serving on both nodes and a
@@ -449,12 +421,7 @@ def test_a_planned_handover_costs_the_client_nothing(pair):
     ns, vips = pair["ns"], pair["vips"]
     with serving_on_both(pair) as vip:
         track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
-        client = subprocess.Popen(
-            ["ip", "netns", "exec", pair["switch"], "python3", "-c", CLIENT, vip, "18080"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        client = net.Asking(pair["switch"], vip)
         sampler = Sampler(ns, vips)
         sampler.start()
         soft_seen = []
@@ -469,11 +436,8 @@ def test_a_planned_handover_costs_the_client_nothing(pair):
             assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
             time.sleep(1)
         finally:
-            out, _ = client.communicate("", timeout=60)
+            results, failed, resent = client.stop()
             sampler.stop()
-        results = json.loads(out)
-        failed = [(t, why) for t, ok, why, _ in results if not ok]
-        resent = [(t, n) for t, ok, _, n in results if ok and n]
         assert len(results) > 100
         assert failed == [], f"{len(failed)} of {len(results)} requests failed, first at {failed[:3]}"
         assert resent == [], f"{len(resent)} of {len(results)} requests needed a retransmission, first at {resent[:3]}"

@@ -465,6 +465,7 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     while time.monotonic() < deadline and "--announce" not in calls.read_text():  # the last step, after the wait file goes
         time.sleep(0.02)
     assert calls.read_text().splitlines() == [
+        "ip -4 -o addr show dev lb-b-eth1",  # not held here: a takeover (no peer given: no second chance)
         "ip -4 route del local 198.18.2.44/32 dev lb-b-eth1 table local proto static",  # a soft release's route, if any
         "ip -4 route replace blackhole 198.18.2.44/32",
         "probe lb-b-eth1 198.18.2.44 3",

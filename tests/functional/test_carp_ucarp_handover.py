@@ -94,20 +94,37 @@ def holds(pair, node):
     return pair["vip"] in net.held(pair["ns"][node], VIP_DEV) and pair["vip"] not in net.held(pair["ns"][other], VIP_DEV)
 
 
-def takeover_map(pair, node):
-    r = sh("ip", "netns", "exec", pair["ns"][node], NFT, "list", "map", "ip", carp_common.HANDOVER_TABLE, "takeover", check=False)
+def takeover_map(pair, node, name="takeover"):
+    """The nft map `name` of the second chance on `node`, as listed (empty: no table)."""
+    r = sh("ip", "netns", "exec", pair["ns"][node], NFT, "list", "map", "ip", carp_common.HANDOVER_TABLE, name, check=False)
     return r.stdout if r.returncode == 0 else ""
 
 
-def handover(pair, to, second_chance=True):
+def gratuitous_arp(pair, node):
+    """What ucarp sends as it becomes MASTER, beside running the up script
+    (ucarp's carp_set_state): an ARP announcement of the VIP with the node's
+    MAC (here lb-carp-arp-probe --announce's first one, in the background)."""
+    n = pair["nodes"][node]
+    probe = os.path.join(n["paths"]["script_dir"], carp_common.ARP_PROBE)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", pair["ns"][node], probe, "--announce", VIP_DEV, pair["vip"]],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    pair["started"].append(proc.pid)
+
+
+def handover(pair, to, second_chance=True, lag=0.3):
     """What ucarp does when `to` preempts its peer: `to`'s up script (its
-    ARP probe waits while the peer still answers for the VIP), then the
-    peer's down script (its soft release)."""
+    ARP probe waits while the peer still answers for the VIP) and its
+    gratuitous ARP, then, `lag` seconds later (ucarp reads advertisements
+    with a 1 s timeout), the peer's down script (its soft release)."""
     old = NODES[1 - NODES.index(to)]
 
     def set_off():
         ucarp_runs(pair, to, "upscript", second_chance)
-        time.sleep(0.3)  # the peer hears the preempting advertisement a little later
+        gratuitous_arp(pair, to)
+        time.sleep(lag)
         ucarp_runs(pair, old, "downscript", second_chance)
 
     return set_off
@@ -143,3 +160,34 @@ def test_a_connection_the_ucarp_handover_catches_in_flight_is_served_by_the_old_
         assert answer == "ConnectionResetError"
         assert net.wait_for(lambda: holds(pair, "lb-a"), 10)
         assert vip not in takeover_map(pair, "lb-a")
+
+
+def test_a_ucarp_handover_costs_new_connections_nothing(pair):
+    """ucarp's gratuitous ARP moves the client to the new master while the
+    old one still holds the VIP (until it hears the new master, up to a
+    second later): with the second chance, what reaches the new master
+    before it has the address goes on to the old one, so a client making a
+    new connection every 10 ms through a handover and back sees no failure
+    and no retransmission.  Without it (no peer in the xparam), the same
+    handover drops SYNs at the new master (each retransmitted after 1 s)."""
+    vip = pair["vip"]
+    ucarp_runs(pair, "lb-a", "upscript")
+    assert net.wait_for(lambda: holds(pair, "lb-a"), 10)
+    sh("ip", "-n", pair["switch"], "addr", "add", net.CLIENT_ADDRESS, "dev", "br0")
+    with net.http_on_both(pair["ns"], {n: pair["nodes"][n]["run"] for n in NODES}, vip):
+        for second_chance in (True, False):
+            client = net.Asking(pair["switch"], vip)
+            try:
+                time.sleep(0.5)
+                for to in ("lb-b", "lb-a"):
+                    handover(pair, to, second_chance, lag=0.8)()
+                    assert net.wait_for(lambda to=to: holds(pair, to), 10)
+                    time.sleep(carp_common.SOFT_RELEASE_SECONDS + 0.5)  # the old master's soft release is over
+            finally:
+                results, failed, resent = client.stop()
+            assert len(results) > 300
+            if second_chance:
+                assert failed == [] and resent == [], (failed[:3], resent[:3])
+                assert vip not in takeover_map(pair, "lb-a", "pending")  # the element went once the address was added
+            else:
+                assert resent, "without the second chance no SYN was retransmitted: the test would prove nothing"

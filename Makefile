@@ -3,9 +3,20 @@
 #   make test-all  set everything up and run every tier, the lab's included (what .ci/run runs)
 # make test: the unit, functional and booted-host tiers alone
 SHELL := /bin/bash
+# SALT=3006 or SALT=3007 (`make test SALT=3006`): the same targets in a venv
+# of that Salt series, .venv-salt3006, whose exact release tools/salt-venv.py
+# names (the one place for it).  Without SALT (or with SALT=3008): .venv, with
+# pyproject.toml's salt==3008.4, what CI runs.
+SALT ?=
+ifeq ($(filter-out 3008,$(SALT)),)
 VENV := .venv
+else
+VENV := .venv-salt$(SALT)
+endif
 PY := $(VENV)/bin/python
 STAMPS := .salt/stamps
+# One stamp per venv: .salt/stamps/venv, .salt/stamps/venv-salt3006, ...
+VENV_STAMP := $(STAMPS)/$(VENV:.%=%)
 
 .PHONY: setup apt venv lab lab-down drill test test-lab test-all unit lint bench validate clean
 
@@ -21,13 +32,23 @@ $(STAMPS)/apt: tools/apt-packages.txt
 	fi
 	@touch $@
 
-venv: $(STAMPS)/venv
+venv: $(VENV_STAMP)
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	@bash tools/link-mininet.sh
+	@touch $@
+
+# An older Salt series: the project's pins, with that release of Salt and
+# its own dependencies in place of salt==3008.4 (tools/salt-venv.py).
+$(STAMPS)/venv-salt%: pyproject.toml tools/salt-venv.py
+	@python3 tools/salt-venv.py --check $*
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) tools/salt-venv.py $*
+	@VENV=$(CURDIR)/$(VENV) bash tools/link-mininet.sh
 	@touch $@
 
 .salt/local/minion: tools/local-config.py | venv

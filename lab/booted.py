@@ -426,10 +426,20 @@ def provision_salt(node: Node, data: dict) -> None:
         yaml.safe_dump(data, fh)
 
 
+def _salt_call_path() -> str:
+    """The salt-call of the venv running this when it is in the checkout
+    (bound into the host): .venv, or .venv-salt3006 under `make test
+    SALT=3006` (docs/install.md, "Salt versions"); .venv's otherwise."""
+    prefix = os.path.realpath(sys.prefix)
+    if prefix != os.path.realpath(sys.base_prefix) and prefix.startswith(os.path.realpath(REPO) + os.sep):
+        return os.path.join(sys.prefix, "bin", "salt-call")
+    return os.path.join(REPO, ".venv", "bin", "salt-call")
+
+
 def salt_call(node: Node, *args, timeout=300) -> tuple[int, object]:
     """`salt-call --local` inside the host: (exit code, its return)."""
     res = node.run(
-        os.path.join(REPO, ".venv", "bin", "salt-call"),
+        _salt_call_path(),
         "--local",
         "--out=json",
         "--retcode-passthrough",

@@ -15,7 +15,11 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SALT_CALL = os.path.join(REPO, ".venv", "bin", "salt-call")
+# The salt-call of the venv running this script (.venv, or .venv-salt3006 under
+# `make ... SALT=3006`); .venv's when run by a Python outside a venv.
+SALT_CALL = os.path.join(os.path.dirname(sys.executable), "salt-call")
+if sys.prefix == sys.base_prefix or not os.path.exists(SALT_CALL):
+    SALT_CALL = os.path.join(REPO, ".venv", "bin", "salt-call")
 
 
 def salt_call(*args):

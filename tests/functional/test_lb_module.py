@@ -4,6 +4,7 @@ run from the repo root (the Saltfile's masterless setup)."""
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -56,9 +57,13 @@ def test_preview_unknown_node_is_a_clear_error(loaders):
         loaders.modules.lb.preview(node="lb-z", os_family="Debian")
 
 
+# The venv the tests run in: .venv, or .venv-salt3006 under `make test SALT=3006`.
+VENV_BIN = os.path.dirname(sys.executable)
+
+
 def salt_call(*args):
     return subprocess.run(
-        [os.path.join(REPO, ".venv", "bin", "salt-call"), "--out=json", *args],
+        [os.path.join(VENV_BIN, "salt-call"), "--out=json", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -105,7 +110,7 @@ def test_salt_call_with_a_topology_file_a_ci_can_check(tmp_path):
 def test_make_lab_s_topology_check_lists_every_file_with_mode_and_writer():
     """tools/check-topology.py, the first step of `make lab` and `make validate`."""
     r = subprocess.run(
-        [os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "tools", "check-topology.py"), LAB_PILLAR, "--os", "Debian"],
+        [sys.executable, os.path.join(REPO, "tools", "check-topology.py"), LAB_PILLAR, "--os", "Debian"],
         cwd=REPO,
         capture_output=True,
         text=True,

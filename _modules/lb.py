@@ -16,6 +16,7 @@ import lb_host
 import lb_render
 import lb_roster
 import lb_topology
+import lb_version
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -40,6 +41,21 @@ def _raw(topology=None):
             "the pillar has no 'lb' key for this minion; give topology=PATH or assign a topology in the pillar top file"
         )
     return raw
+
+
+def version():
+    """
+    The release of the product this minion runs (its synced modules): the
+    ``VERSION`` of ``_utils/lb_version.py``, tagged ``v<VERSION>`` in the
+    product's repository (CHANGELOG.md says what each release changed).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' lb.version
+    """
+    return lb_version.VERSION
 
 
 def validate(topology=None):

@@ -12,6 +12,7 @@ from conftest import LAB_PILLAR, REPO, SEED_PILLAR, private_minion
 
 import lb_render
 import lb_topology
+import lb_version
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,14 @@ def test_preview_through_the_loader_is_the_renderer_with_secrets_redacted(loader
     with_secrets = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD", secrets=True)
     assert "pass passwd4 10.2.2." in with_secrets["/etc/rc.conf.d/netif"]["content"]
     assert "user admin password $6$" in with_secrets["/usr/local/etc/haproxy.conf"]["content"]
+
+
+def test_the_minion_says_which_release_it_runs(loaders):
+    """lb.version: _utils/lb_version.py's VERSION, the release tag v<VERSION> (CHANGELOG.md)."""
+    assert loaders.modules.lb.version() == lb_version.VERSION
+    assert lb_version.TAG == f"v{lb_version.VERSION}"
+    with open(os.path.join(REPO, "CHANGELOG.md")) as fh:
+        assert f"\n## {lb_version.VERSION} (" in fh.read()
 
 
 def test_preview_unknown_node_is_a_clear_error(loaders):

@@ -3,7 +3,9 @@ a fresh salt-master and fresh minions only the way that page says.
 
 - The master: its own ports and directories. Its file server is the
   gitfs block of docs/install.md, read from the page itself, with the
-  example URL replaced by a bare clone of this repository at HEAD. Its
+  example URL replaced by a bare clone of this repository, its `base`
+  the release tag the page pins (that of _utils/lb_version.py), made on
+  HEAD in the clone. Its
   reactor and engine come from a copy of etc/salt/master.d/reactor.conf.
   Its pillar is the lab's pillar repository, a separate git repository
   read by git_pillar, with its GPG key.
@@ -39,6 +41,7 @@ import yaml
 from carp_tools import LBS, all_on, holders, wait_for
 from events_tools import SETTLE, _apply_lbs
 
+import lb_version  # the product's pure module (tests/conftest.py puts _utils on sys.path)
 from lab import LAB_DIR, REPO, control, e2e, saltcfg, state
 
 INSTALL_DOC = REPO / "docs" / "install.md"
@@ -47,7 +50,6 @@ EXAMPLE_URL = "https://git.example.net/infra/lb-pair.git"
 HOME = LAB_DIR / "install"
 MASTER = HOME / "master"
 PUBLISH_PORT, RET_PORT = 4605, 4606
-BRANCH = "install-test"
 STOP_WAIT = 20.0
 
 
@@ -59,15 +61,18 @@ def gitfs_block(text: str) -> dict:
     return yaml.safe_load(block.group(1))
 
 
-def _with_url(conf: dict, url: str, branch: str) -> dict:
-    """The block with the example URL replaced, and `base` set to `branch`."""
+def _with_url(conf: dict, url: str) -> dict:
+    """The block with the example URL replaced."""
     remotes = []
     for remote in conf["gitfs_remotes"]:
         ((key, params),) = remote.items()
         assert key == EXAMPLE_URL, key
-        params = [{"base": branch} if "base" in p else p for p in params]
         remotes.append({url: params})
     return dict(conf, gitfs_remotes=remotes)
+
+
+def _bases(conf: dict) -> set:
+    return {p["base"] for r in conf["gitfs_remotes"] for p in next(iter(r.values())) if "base" in p}
 
 
 def test_the_gitfs_block_of_install_md_serves_states_and_modules_from_one_url():
@@ -78,8 +83,11 @@ def test_the_gitfs_block_of_install_md_serves_states_and_modules_from_one_url():
     params = [dict(kv for p in r[EXAMPLE_URL] for kv in p.items()) for r in conf["gitfs_remotes"]]
     assert len(params) == 2 and len({p["name"] for p in params}) == 2
     assert sorted(p.get("root") or "" for p in params) == ["", "salt"]
-    moved = _with_url(conf, "file:///x.git", "b")
+    moved = _with_url(conf, "file:///x.git")
     assert [next(iter(r)) for r in moved["gitfs_remotes"]] == ["file:///x.git"] * 2
+    # both remotes pin this release's tag (CHANGELOG.md: v<VERSION>)
+    assert _bases(conf) == {lb_version.TAG}
+    assert f"## {lb_version.VERSION} (" in (REPO / "CHANGELOG.md").read_text()
 
 
 def _salt(cmd: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -193,8 +201,10 @@ def _master_config(plan) -> None:
     bare = HOME / "lb-pair.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(REPO), str(bare)], check=True, timeout=120)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run(["git", "-C", str(bare), "branch", "-f", BRANCH, head], check=True, timeout=30)
-    gitfs = _with_url(gitfs_block(INSTALL_DOC.read_text()), f"file://{bare}", BRANCH)
+    # the release tag install.md pins, on what is tested here (a clone of
+    # this checkout: HEAD, whatever tags the checkout has)
+    subprocess.run(["git", "-C", str(bare), "tag", "-f", lb_version.TAG, head], check=True, timeout=30, capture_output=True)
+    gitfs = _with_url(gitfs_block(INSTALL_DOC.read_text()), f"file://{bare}")
     (MASTER / "master.d" / "lb-pair.conf").write_text(yaml.safe_dump(gitfs, sort_keys=False))
     shutil.copy(REACTOR_CONF, MASTER / "master.d" / "reactor.conf")
 
@@ -336,6 +346,7 @@ def test_install_md_on_a_fresh_master_and_fresh_minions(lab):
                 assert all(valid[lb]["valid"] for lb in LBS), valid
                 roles = _json("salt", "lb-*", "lb.roles")
                 assert all(roles[lb]["lb"] for lb in LBS), roles
+                assert _json("salt", "lb-*", "lb.version") == {lb: lb_version.VERSION for lb in LBS}
                 dry = {lb: _apply(lb, "test=True") for lb in LBS}
                 assert not any(_failed(dry[lb]) for lb in LBS), {lb: _failed(dry[lb]) for lb in LBS}
                 for lb in ("lb-b", "lb-a"):  # the BACKUP first

@@ -433,23 +433,17 @@ def arp_announce(iface, ip, cancelled=lambda: False):
 # The second chance's steps, in Python: part of lb-carp-arp-probe (ucarp)
 # and of lb-carp-keepalived-vips.  Addresses reach nft only as canonical
 # dotted quads (socket.inet_ntoa of socket.inet_aton).
+_HANDOVER_CONSTANTS = {
+    "NFT": "/usr/sbin/nft",
+    "HANDOVER_TABLE": HANDOVER_TABLE,
+    "HANDOVER_SECONDS": HANDOVER_SECONDS,
+    "HANDOVER_OBJECTS": _HANDOVER_OBJECT_LINES,
+    "HANDOVER_RULES": _HANDOVER_RULE_LINES,
+    "HANDOVER_READY": _HANDOVER_READY_LINES,
+}
 _HANDOVER_FUNCS = (
-    """
-NFT = "/usr/sbin/nft"
-HANDOVER_TABLE = """
-    + repr(HANDOVER_TABLE)
-    + """
-HANDOVER_SECONDS = """
-    + str(HANDOVER_SECONDS)
-    + """
-HANDOVER_OBJECTS = """
-    + repr(_HANDOVER_OBJECT_LINES)
-    + """
-HANDOVER_RULES = """
-    + repr(_HANDOVER_RULE_LINES)
-    + """
-HANDOVER_READY = """
-    + repr(_HANDOVER_READY_LINES)
+    "\n"
+    + "".join(f"{name} = {value!r}\n" for name, value in _HANDOVER_CONSTANTS.items())
     + """
 
 

@@ -16,12 +16,28 @@ import os
 import subprocess
 import time
 
+from conftest import SEED_PILLAR
+
 import lb_render
+import lb_topology
 
 NODES = ("lb-a", "lb-b")
 HAPROXY = "/usr/sbin/haproxy"
 CLIENT_ADDRESS = "10.2.2.1/24"  # the client's, on the switch's bridge
 PORT = 18080
+
+
+def seed_pair(provider, devices):
+    """(model, the pair's model) of the seed pillar with `provider` and the
+    nodes' interface devices {interface: device} of these tests."""
+    raw = lb_topology.load_file(SEED_PILLAR)
+    p = raw["pairs"]["edge"]
+    p["carp"]["linux_provider"] = provider
+    for node in p["nodes"].values():
+        for interface, device in devices.items():
+            node["interfaces"][interface]["device"] = device
+    model = lb_topology.load(raw)
+    return model, lb_topology.find_node(model, "lb-a")[0]
 
 
 def sh(*argv, check=True):

@@ -16,11 +16,9 @@ import time
 import carp_pair_net as net
 import pytest
 from carp_pair_net import HAPROXY, NODES, kill, sh
-from conftest import SEED_PILLAR
 
 import carp_common
 import lb_render
-import lb_topology
 
 KEEPALIVED = "/usr/sbin/keepalived"
 VIP_DEV, SYS_DEV = "kv0", "ks0"
@@ -64,14 +62,7 @@ class Sampler(threading.Thread):
 
 @pytest.fixture
 def pair(tmp_path):
-    raw = lb_topology.load_file(SEED_PILLAR)
-    p = raw["pairs"]["edge"]
-    p["carp"]["linux_provider"] = "keepalived"
-    for node in p["nodes"].values():
-        node["interfaces"]["vip"]["device"] = VIP_DEV
-        node["interfaces"]["systems"]["device"] = SYS_DEV
-    model = lb_topology.load(raw)
-    pair_model, _ = lb_topology.find_node(model, "lb-a")
+    _, pair_model = net.seed_pair("keepalived", {"vip": VIP_DEV, "systems": SYS_DEV})
     pids, run_dirs = {}, []
     with net.pair_network("lbkp", pair_model, VIP_DEV) as network:
         ns = network["ns"]

@@ -20,10 +20,8 @@ import time
 import carp_pair_net as net
 import pytest
 from carp_pair_net import NODES, sh
-from conftest import SEED_PILLAR
 
 import carp_common
-import lb_topology
 
 VIP_DEV = "uv0"
 NFT = "/usr/sbin/nft"
@@ -35,13 +33,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def pair(tmp_path):
-    raw = lb_topology.load_file(SEED_PILLAR)
-    p = raw["pairs"]["edge"]
-    p["carp"]["linux_provider"] = "ucarp"
-    for node in p["nodes"].values():
-        node["interfaces"]["vip"]["device"] = VIP_DEV
-    model = lb_topology.load(raw)
-    pair_model, _ = lb_topology.find_node(model, "lb-a")
+    model, pair_model = net.seed_pair("ucarp", {"vip": VIP_DEV})
     started = []  # every script run here leads a process group of its own
     with net.pair_network("lbuc", pair_model, VIP_DEV) as network:
         try:

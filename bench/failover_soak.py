@@ -128,7 +128,7 @@ class Soak:
         with VrrpCut(self.plan):
             wait_for(lambda: all(hs == set(LBS) for hs in holders().values()), 10)
             time.sleep(3.0)
-        ok = self.window("split", lambda: all_on("lb-a"))
+        ok = self.window("split", lambda: None, lambda: all_on("lb-a"))  # the heal: VrrpCut's exit
         self.split_windows.append((t, time.time()))
         return ok
 

@@ -392,7 +392,10 @@ def present(topology=None, test=False):
     new command line without a gap (as maintenance does: the VIP stays on
     this node); a change of those, or a BACKUP's change, restarts its
     ucarp, and a MASTER's restart releases its VIP (the peer takes it
-    after its timeout).
+    after its timeout).  A ucarp still running with a handover's
+    ``--neutral --deadratio=1`` once it is no longer MASTER is restarted
+    with the plain command line: as a BACKUP it would otherwise claim the
+    group after a single missed advertisement.
 
     CLI Example:
 
@@ -431,6 +434,12 @@ def present(topology=None, test=False):
             elif all(old[k] == new[k] for k in ("device", "address", "prefixlen", "source")):
                 keeps_vip.add(g["vhid"])
             changes[g["vhid"]] = delta
+        elif cur[1] != _comparable(cur[1]) and _recorded(g["vhid"]) != "MASTER":
+            # started for a handover (--neutral --deadratio=1) and no longer
+            # MASTER: as a BACKUP it would claim the group after one missed
+            # advertisement.  Restarting a BACKUP moves nothing.
+            plan[g["vhid"]] = argv
+            changes[g["vhid"]] = {"old": {"handover_flags": True}, "new": {"handover_flags": False}}
     managed = _managed()
     record = {}  # vhid -> argv: the unit's command line, recorded without a restart
     adopt = {}  # vhid -> argv: runs as the topology says, but outside its unit

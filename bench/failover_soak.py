@@ -11,9 +11,9 @@ The faults, in turn, each with its way back:
   split       VRRP dropped between the LBs for 3 s (both MASTER), then healed
   db          the active Galera node killed (-9), then started again
 
-The client load is the drill's (lab/drill.py): HTTP through every HTTP VIP
-every 20 ms and an INSERT through the SQL VIP every 100 ms, each a new
-connection.  Who holds each VIP is read every 50 ms (each LB's addresses,
+The client load is the drill's (lab/drill.py): a thread per VIP, HTTP
+through each HTTP VIP every 80 ms and an INSERT through each SQL VIP every
+50 ms, each a new connection.  Who holds each VIP is read every 50 ms (each LB's addresses,
 lab/netview.py).  A failover window runs from just before a fault's action
 until the VIPs are where they should be and stay there for STABLE seconds
 (or its bound; the window ends where that stable stretch began): a move
@@ -27,8 +27,8 @@ nodes and the samples with a VIP on neither outside a failover window.
 Then the committed rows lost: every INSERT the client saw succeed must be
 in lab.events at the end.  The load runs QUIET seconds before the first
 fault: the longest gaps in that stretch are the clients' own cadence (a
-VIP is asked every 80 ms over HTTP and every 200 ms plus a `mariadb`
-start over SQL), the baseline the planned switchovers' gaps are set
+VIP is asked every 80 ms over HTTP and every 50 ms over SQL, plus the
+request's own time), the baseline the planned switchovers' gaps are set
 against.  One summary line ends the output.
 
 Needs a running lab (`make lab`) that is yours; it first sets the pair up

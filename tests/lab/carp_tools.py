@@ -64,6 +64,25 @@ def local_addresses(host: str) -> set[str]:
     return netview.addresses(control.host_pid(host))
 
 
+def ucarp_argvs(host: str) -> dict[int, list[str]]:
+    """{vhid: argv} of the ucarp processes in a lab host's network namespace
+    (read from /proc: the hosts share this machine's process table)."""
+    want = os.stat(f"/proc/{control.host_pid(host)}/ns/net").st_ino
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = [a.decode() for a in fh.read().split(b"\0") if a]
+            if not argv or os.path.basename(argv[0]) != "ucarp" or os.stat(f"/proc/{pid}/ns/net").st_ino != want:
+                continue
+        except OSError:
+            continue
+        vhid = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--vhid=")), None)
+        if vhid is not None:
+            out[vhid] = argv
+    return out
+
+
 def holders() -> dict[str, set[str]]:
     """{vip: {hosts holding it}}."""
     addrs = {h: local_addresses(h) for h in LBS}

@@ -1,7 +1,8 @@
 """CARP in the lab, for keepalived and for ucarp: two nodes with real
 salt-minions apply `salt/carp`; the primary holds every VIP; a second apply
 changes nothing; test=True on a changed pillar reports and touches nothing;
-a changed parameter applied to both nodes leaves every VIP on the master; link loss on the master moves the VIPs and its return brings them back;
+a changed parameter applied to both nodes leaves every VIP on the master;
+ucarp: a handed-over ucarp back to BACKUP is restarted plainly; link loss on the master moves the VIPs and its return brings them back;
 maintenance moves them with no failed client connection and back.  During
 these, a sampler reads both nodes every 50 ms: no VIP may be on both.
 
@@ -13,7 +14,7 @@ import json
 import time
 
 import pytest
-from carp_tools import LAB_CARP, LBS, VIPS, Client, Sampler, Services, all_on, failures, holders, link, slowest, user_port, wait_for
+from carp_tools import LAB_CARP, LBS, VIPS, Client, Sampler, Services, all_on, failures, holders, link, slowest, ucarp_argvs, user_port, wait_for
 
 from lab import saltcfg
 
@@ -148,6 +149,50 @@ def test_a_changed_parameter_applied_to_both_nodes_leaves_every_vip_on_the_maste
             assert sampler.overlaps == [], sampler.overlaps
             assert sampler.away == [], sampler.away[:5]
             assert all_on("lb-a"), holders()
+
+
+def test_a_handed_over_ucarp_back_to_backup_is_restarted_plainly(lab, carp):
+    """ucarp: a changed parameter hands a MASTER over to a ucarp started with
+    --neutral --deadratio=1 (quick to claim, so the VIP never leaves).  Here
+    lb-b is that MASTER (lb-a in maintenance); once lb-a is back, lb-b is a
+    BACKUP still running with those flags, which would claim the group after
+    one missed advertisement.  The next apply restarts it plainly, the VIPs
+    stay on lb-a, and the apply after that changes nothing."""
+    if carp != "ucarp":
+        pytest.skip("ucarp only: keepalived is reloaded, never replaced")
+    handover = ("--neutral", "--deadratio=1")
+    change = "pillar={lb: {pairs: {edge: {carp: {second_chance: false}}}}}"
+    one(lab, "lb-a", "carp.maintenance")
+    try:
+        assert wait_for(lambda: all_on("lb-b"), SETTLE[carp]), holders()
+        ret = one(lab, "lb-b", "state.apply", "carp", "queue=True", change)
+        present = next(v for k, v in ret.items() if "carp_|-lb_carp_groups" in k)
+        assert present["result"] is True and present["changes"], present
+        argvs = ucarp_argvs("lb-b")
+        assert sorted(argvs) == [4, 5, 44, 55] and all(set(handover) <= set(a) for a in argvs.values()), argvs
+    finally:
+        one(lab, "lb-a", "carp.unmaintenance")
+    assert wait_for(lambda: all_on("lb-a"), SETTLE[carp]), holders()
+    assert {s["state"] for s in one(lab, "lb-b", "carp.status").values()} == {"BACKUP"}
+    sampler = Sampler(holder="lb-a")
+    sampler.start()
+    try:
+        ret = one(lab, "lb-b", "state.apply", "carp", "queue=True", change)
+        present = next(v for k, v in ret.items() if "carp_|-lb_carp_groups" in k)
+        assert present["result"] is True, present
+        assert {int(k): v for k, v in present["changes"].items() if str(k).isdigit()} == {
+            v: {"old": {"handover_flags": True}, "new": {"handover_flags": False}} for v in (4, 5, 44, 55)
+        }, present["changes"]
+        argvs = ucarp_argvs("lb-b")
+        assert sorted(argvs) == [4, 5, 44, 55] and not any(set(handover) & set(a) for a in argvs.values()), argvs
+        again = one(lab, "lb-b", "state.apply", "carp", "queue=True", change)
+        assert [k for k, v in again.items() if v["changes"]] == [], again
+        time.sleep(2)
+    finally:
+        sampler.stop()
+        one(lab, "lb-b", "state.apply", "carp", "queue=True")  # the pillar's second_chance again
+    assert sampler.overlaps == [] and sampler.away == [], (sampler.overlaps, sampler.away[:5])
+    assert all_on("lb-a"), holders()
 
 
 def test_link_loss_moves_the_vips_and_its_return_brings_them_back(lab, carp):

@@ -14,7 +14,22 @@ import json
 import time
 
 import pytest
-from carp_tools import LAB_CARP, LBS, VIPS, Client, Sampler, Services, all_on, failures, holders, link, slowest, ucarp_argvs, user_port, wait_for
+from carp_tools import (
+    LAB_CARP,
+    LBS,
+    VIPS,
+    Client,
+    Sampler,
+    Services,
+    all_on,
+    failures,
+    holders,
+    link,
+    slowest,
+    ucarp_argvs,
+    user_port,
+    wait_for,
+)
 
 from lab import saltcfg
 

@@ -150,8 +150,26 @@ def _running():
                 vhid = int(name[len("ucarp-") : -len(".pid")])
             except ValueError:
                 continue
-            out[vhid] = (pid, argv)
+            out[vhid] = (pid, _undemoted(vhid, pid, argv))
     return out
+
+
+def _demoted(vhid, pid):
+    """True when the unit's launcher started this ucarp demoted (the node
+    could not serve: lb-ucarp-exec), as its .demoted file says."""
+    text = carp_common.read_text(os.path.join(_paths()["run_dir"], f"ucarp-{vhid}.demoted")) or ""
+    return text.strip() == str(pid)
+
+
+def _undemoted(vhid, pid, argv):
+    """The command line as recorded, for a ucarp its launcher demoted: the
+    demotion is the node's runtime state (like a killed ucarp's --neutral),
+    not a difference from the topology that carp.present would undo."""
+    recorded = _recorded_argv(vhid)
+    if not recorded or not _demoted(vhid, pid):
+        return argv
+    skew = next((a for a in recorded if a.startswith("--advskew=")), None)
+    return [skew if skew and a.startswith("--advskew=") else a for a in argv]
 
 
 def _managed():
@@ -279,14 +297,21 @@ def _vips_by_device():
     return out
 
 
-def _scripts():
+def _scripts(pair):
+    """The scripts ucarp and its unit run: the up and down scripts, the ARP
+    probe, the unit's launcher and the serving check it runs (lb_render:
+    HAProxy, and BGP when the pair has it)."""
     d = _paths()["script_dir"]
-    return {
+    out = {
         f"{d}/{carp_common.VIP_UP}": carp_common.VIP_UP_SCRIPT,
         f"{d}/{carp_common.VIP_DOWN}": carp_common.VIP_DOWN_SCRIPT,
         f"{d}/{carp_common.ARP_PROBE}": carp_common.ARP_PROBE_SCRIPT,
         f"{d}/{carp_common.UCARP_EXEC}": carp_common.UCARP_EXEC_SCRIPT,
+        f"{d}/{lb_render.HAPROXY_SERVING_SCRIPT}": lb_render.haproxy_serving_script(),
     }
+    if lb_render.routing_hold_weight(pair, _node()) is not None:
+        out[f"{d}/{lb_render.ROUTING_READY_SCRIPT}"] = lb_render.routing_ready_script()
+    return out
 
 
 def _files(pair):
@@ -332,7 +357,8 @@ def status():
     """
     The state of every CARP group on this node, per vhid: interface, VIP,
     state (MASTER, BACKUP or INIT), advbase, advskew (as running: 254 in
-    maintenance), provider, the ucarp pid and whether the VIP is configured
+    maintenance, and while the unit's launcher runs the group demoted
+    because this node cannot serve), provider, the ucarp pid and whether the VIP is configured
     here now (``holds_vip``).  INIT: no ucarp running for the group, or it
     has recorded no state yet.
 
@@ -354,7 +380,7 @@ def status():
             "vip": f"{g['address']}/{g['prefixlen']}",
             "state": carp_common.carp_state(raw, True),
             "advbase": g["advbase"],
-            "advskew": g["advskew"],
+            "advskew": carp_common.UCARP_MAINTENANCE_ADVSKEW if _demoted(vhid, pid) else g["advskew"],
             "provider": PROVIDER,
             "pid": pid,
             "holds_vip": g["address"] in addrs.get(g["device"], set()),
@@ -408,7 +434,7 @@ def present(topology=None, test=False):
     paths = _paths()
     maint = in_maintenance()
     changes = {}
-    scripts = {p: t for p, t in _scripts().items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
+    scripts = {p: t for p, t in _scripts(pair).items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
     if scripts:
         changes["scripts"] = sorted(scripts)
     obsolete = carp_common.obsolete_scripts(paths["script_dir"])

@@ -673,18 +673,36 @@ UCARP_EXEC = lb_boot.UCARP_LAUNCHER
 # the module looks for it.
 UCARP_EXEC_SCRIPT = """#!/bin/sh
 # Installed by the carp execution module. Do not edit.
-# lb-ucarp-exec ARGV_FILE PID_FILE: run the ucarp the carp module recorded
-# for a CARP group (one argument a line in ARGV_FILE) as this very process,
-# its pid in PID_FILE.  The ExecStart of lb-ucarp@.service.
+# lb-ucarp-exec ARGV_FILE PID_FILE [CHECK HAPROXY_PIDFILE [NEXT_CHECK]]: run
+# the ucarp the carp module recorded for a CARP group (one argument a line in
+# ARGV_FILE) as this very process, its pid in PID_FILE.  The ExecStart of
+# lb-ucarp@.service.
 # If the group's VIP is configured here, a ucarp that held it has just
 # ended (killed, crashed, or killed by the carp module for a handover): the
 # new one keeps the address (--neutral: no down script at start) and claims
 # the group after one advertisement interval (--deadratio=1), long before
 # the peer's timeout, so the VIP neither leaves nor lands on both nodes.
 # Otherwise (a boot, a BACKUP's restart) it starts as the recorded line says.
+# With CHECK (lb-haproxy-serving): while the node cannot serve, the group
+# runs demoted, at advskew 254 (the peer takes the VIP; PID_FILE's
+# .demoted beside it names the demoted pid), and a watch beside ucarp ends
+# it when that changes: at once when the node serves again, after two
+# failed checks a second apart when it stops serving (HAProxy restarted by
+# systemd is back within that).  systemd then starts the group again.
 set -eu
 argv_file=$1
 pid_file=$2
+check=${3:-}
+haproxy_pid=${4:-}
+next=${5:-}
+demoted_file=${pid_file%.pid}.demoted
+serving() {
+	"$check" "$haproxy_pid" ${next:+"$next"} >/dev/null 2>&1
+}
+demoted=
+if [ -n "$check" ] && ! serving; then
+	demoted=yes
+fi
 iface=
 addr=
 neutral=
@@ -694,6 +712,7 @@ while IFS= read -r word || [ -n "$word" ]; do
 	--interface=*) iface=${word#--interface=} ;;
 	--addr=*) addr=${word#--addr=} ;;
 	--neutral) neutral=yes ;;
+	--advskew=*) if [ -n "$demoted" ]; then word=--advskew=@DEMOTED@; fi ;;
 	esac
 	set -- "$@" "$word"
 done < "$argv_file"
@@ -708,10 +727,40 @@ if [ -z "$neutral" ] && [ -n "$iface" ] && [ -n "$addr" ] &&
 	ip -4 -o addr show dev "$iface" 2>/dev/null | grep -qF " inet $addr/"; then
 	set -- "$@" --neutral --deadratio=1
 fi
+if [ -n "$demoted" ]; then
+	echo "lb-ucarp-exec: this node cannot serve ($check fails): the group runs at advskew @DEMOTED@" >&2
+	echo $$ > "$demoted_file.new"
+	mv -f "$demoted_file.new" "$demoted_file"
+else
+	rm -f "$demoted_file"
+fi
+if [ -n "$check" ]; then
+	main=$$
+	(
+		misses=0
+		while sleep 1; do
+			# gone (a handover killed it, systemd restarts the group): so is this watch
+			comm=
+			read -r comm < "/proc/$main/comm" 2>/dev/null || true
+			[ "$comm" = ucarp ] || exit 0
+			if serving; then now=; else now=yes; fi
+			if [ "$now" = "$demoted" ]; then
+				misses=0
+				continue
+			fi
+			misses=$((misses + 1))
+			if [ -z "$now" ] || [ "$misses" -ge 2 ]; then
+				echo "lb-ucarp-exec: serving changed (${now:+not }serving): restarting the group" >&2
+				kill -KILL "$main" 2>/dev/null
+				exit 0
+			fi
+		done
+	) < /dev/null &
+fi
 echo $$ > "$pid_file.new"
 mv -f "$pid_file.new" "$pid_file"
 exec "$@"
-"""
+""".replace("@DEMOTED@", str(UCARP_MAINTENANCE_ADVSKEW))
 
 
 def ucarp_argv_text(argv: list[str]) -> str:

@@ -327,32 +327,34 @@ def ucarp_pidfile(run_dir: str, vhid: int | str = "%i") -> str:
     return f"{run_dir}/ucarp-{vhid}.pid"
 
 
-def ucarp_unit(head: str, launcher: str, state_dir: str, run_dir: str) -> str:
+def ucarp_unit(head: str, launcher: str, state_dir: str, run_dir: str, check: list[str]) -> str:
     """lb-ucarp@.service: the template of one group's ucarp (the instance
-    name is the vhid)."""
-    for path in (launcher, state_dir, run_dir):
+    name is the vhid).  `check`: the serving check the launcher runs (the
+    HAProxy check, its pid file, and the BGP check when the pair has BGP)."""
+    for path in (launcher, state_dir, run_dir, *check):
         _env_value(path)
     argv_file, pidfile = ucarp_argv_file(state_dir), ucarp_pidfile(run_dir)
     return "\n".join(
         [
             head,
             "# One ucarp for the CARP group %i, as the carp module runs it: the command",
-            "# line it recorded for the group (maintenance included).  It starts once",
-            "# HAProxy serves (haproxy.service is Type=notify), and not at all if HAProxy",
-            "# did not start; it is restarted whatever ends it, soon enough that the peer",
-            "# does not take over from a killed one (its VIP stays configured).",
+            "# line it recorded for the group (maintenance included).  It starts after",
+            "# HAProxy (haproxy.service is Type=notify).  While HAProxy cannot serve, the",
+            "# launcher runs it demoted (advskew 254: the peer takes the VIP), and its",
+            "# watch restarts it when that changes.  HAProxy's own restarts do not touch",
+            "# it (Wants=, not Requires=).  It is restarted whatever ends it, soon enough",
+            "# that the peer does not take over from a killed one (its VIP stays configured).",
             "[Unit]",
             "Description=ucarp for CARP group %i (lb-pair)",
             f"After=network-online.target {HAPROXY_UNIT}",
-            "Wants=network-online.target",
-            f"Requires={HAPROXY_UNIT}",
+            f"Wants=network-online.target {HAPROXY_UNIT}",
             f"ConditionPathExists={argv_file}",
             "StartLimitIntervalSec=0",
             "",
             "[Service]",
             f"RuntimeDirectory={_runtime_dir(run_dir)}",
             "RuntimeDirectoryPreserve=yes",
-            f"ExecStart={launcher} {argv_file} {pidfile}",
+            f"ExecStart={launcher} {argv_file} {pidfile} " + _words(check),
             "Restart=always",
             f"RestartSec={UCARP_RESTART_SEC}",
             "",
@@ -404,8 +406,9 @@ def _link(unit: str, file_cls, target_dir: str = SYSTEM_UNITS, name: str | None 
 def debian_files(head: str, osp: dict, node: dict, file_cls) -> dict:
     """{path: File} of the Debian boot files of one node; links are
     File(content="", link=target).  `node`: provider ("keepalived" or
-    "ucarp"), keepalived_argv, run_dir, state_dir, ucarp_launcher, vhids
-    (its CARP groups), bird_argv and birdc (None without routing),
+    "ucarp"), keepalived_argv, run_dir, state_dir, ucarp_launcher,
+    serving_check (the launcher's check: script, HAProxy pid file, BGP
+    check), vhids (its CARP groups), bird_argv and birdc (None without routing),
     server_state_env."""
     files = {
         dropin_path(HAPROXY_UNIT): file_cls(haproxy_dropin(head, osp, node["server_state_env"])),
@@ -416,7 +419,9 @@ def debian_files(head: str, osp: dict, node: dict, file_cls) -> dict:
         files[dropin_path(KEEPALIVED_UNIT)] = file_cls(keepalived_dropin(head, node["keepalived_argv"], node["run_dir"]))
         links.append(_link(KEEPALIVED_UNIT, file_cls))
     else:
-        files[f"{SYSTEMD_DIR}/{UCARP_TEMPLATE}"] = file_cls(ucarp_unit(head, node["ucarp_launcher"], node["state_dir"], node["run_dir"]))
+        files[f"{SYSTEMD_DIR}/{UCARP_TEMPLATE}"] = file_cls(
+            ucarp_unit(head, node["ucarp_launcher"], node["state_dir"], node["run_dir"], node["serving_check"])
+        )
         links += [_link(UCARP_TEMPLATE, file_cls, SYSTEMD_DIR, ucarp_instance(v)) for v in node["vhids"]]
     if node.get("bird_argv"):
         files[dropin_path(BIRD_UNIT)] = file_cls(bird_dropin(head, node["bird_argv"], node["birdc"]))

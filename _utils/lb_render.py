@@ -587,6 +587,17 @@ def keepalived_marker(vhid: int) -> str:
     return f"127.77.{vhid}.1/32 dev lo scope host"
 
 
+def serving_check(pair: dict, node_id: str, script_dir: str, haproxy_pidfile: str) -> list[str]:
+    """The node's serving check as argv: HAProxy runs with a worker, and,
+    when the pair has BGP, one BGP session is Established.  keepalived
+    tracks it (vrrp_script lb_serving); ucarp's launcher demotes the group
+    while it fails."""
+    check = [f"{script_dir}/{HAPROXY_SERVING_SCRIPT}", haproxy_pidfile]
+    if routing_hold_weight(pair, node_id) is not None:
+        check.append(f"{script_dir}/{ROUTING_READY_SCRIPT}")
+    return check
+
+
 def render_keepalived(
     pair: dict,
     node_id: str,
@@ -638,7 +649,7 @@ def render_keepalived(
     ]
     hold = hold_weight(pair, node_id)
     bgp = routing_hold_weight(pair, node_id) is not None
-    check = f"{script_dir}/{HAPROXY_SERVING_SCRIPT} {haproxy_pidfile}" + (f" {script_dir}/{ROUTING_READY_SCRIPT}" if bgp else "")
+    check = " ".join(serving_check(pair, node_id, script_dir, haproxy_pidfile))
     out += [
         "# Serving: while HAProxy does not run" + (", or none of this node's BGP sessions is up" if bgp else "") + ",",
         f"# priorities drop by {hold} (the same on both nodes, once, whatever fails): the",
@@ -765,6 +776,7 @@ def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, Fi
         "run_dir": CARP_RUN_DIR,
         "state_dir": CARP_STATE_DIR,
         "ucarp_launcher": f"{CARP_SCRIPT_DIR}/{lb_boot.UCARP_LAUNCHER}",
+        "serving_check": serving_check(pair, node_id, CARP_SCRIPT_DIR, osp["haproxy_pidfile"]),
         "vhids": [g["vhid"] for g in node_view(pair, node_id)["groups"]],
         "bird_argv": lb_boot.bird_argv("/usr/sbin/bird", rp["bird"], rp["socket"], lb_routing.bird_pidfile(rp["run_dir"]), "bird")
         if routing

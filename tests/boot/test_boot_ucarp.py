@@ -12,7 +12,10 @@ applied inside each by `salt-call --local state.apply` with
 - lb-a (the primary) reboots: lb-b holds the VIP while it is away; lb-a's
   ucarp starts after HAProxy serves and takes the VIP back;
 - `carp.maintenance` hands the VIP over under systemd, holds across a
-  reboot, and `carp.unmaintenance` takes it back."""
+  reboot, and `carp.unmaintenance` takes it back;
+- HAProxy -9 on the MASTER: systemd restarts it and leaves ucarp alone;
+- HAProxy unable to start on the MASTER: the group runs demoted, the peer
+  takes the VIP (never both), and lb-a takes it back once HAProxy starts."""
 
 import os
 import time
@@ -122,3 +125,66 @@ def test_maintenance_hands_over_under_systemd_and_holds_across_a_reboot(pair):
     assert code == 0, out
     wait(lambda: settled(pair), "lb-a takes the VIP back once out of maintenance")
     assert booted.highstate(a) == {}
+
+
+def test_haproxy_killed_on_the_master_is_restarted_and_ucarp_is_left_alone(pair):
+    """HAProxy -9 on the MASTER: systemd restarts it 200 ms later.  The
+    group's ucarp is not stopped with it (Wants=, not Requires=), so the
+    VIP never leaves lb-a and never shows on lb-b."""
+    a, b = pair.nodes["lb-a"], pair.nodes["lb-b"]
+    wait(lambda: settled(pair), "a settled pair")
+    ucarp, haproxy = booted.main_pid(a, UNIT), booted.main_pid(a, "haproxy.service")
+    watch = booted.Watch(pair)
+    watch.start()
+    try:
+        a.run("kill", "-9", str(haproxy))
+        wait(lambda: booted.main_pid(a, "haproxy.service") not in (0, haproxy) and booted.serves(pair), "HAProxy restarted")
+        time.sleep(4)  # past the peer's timeout (3 x advbase)
+    finally:
+        watch.stop()
+    assert booted.main_pid(a, UNIT) == ucarp, "ucarp was restarted with HAProxy"
+    assert watch.overlaps == [] and holds(a) and not holds(b)
+    print(f"\nucarp, HAProxy -9 on the MASTER: requests failed {watch.failed}, longest client gap {watch.longest_gap:.2f} s")
+
+
+def test_a_master_whose_haproxy_cannot_come_back_hands_its_vip_over(pair):
+    """HAProxy killed on the MASTER and unable to start again (its binary
+    not executable).  Before, systemd stopped the group's ucarp with HAProxy
+    (Requires=) and left its VIP configured: the peer took the VIP after its
+    timeout and both held it.  Now the launcher's watch restarts the group
+    demoted (advskew 254) and the peer takes the VIP, never on both nodes.
+    carp.present does not undo the demotion (it restarts the handed-over
+    BACKUP plainly, which the launcher demotes again).  Once HAProxy can
+    start again, the group is restarted plainly and lb-a takes the VIP back."""
+    a, b = pair.nodes["lb-a"], pair.nodes["lb-b"]
+    wait(lambda: settled(pair), "a settled pair")
+    watch = booted.Watch(pair)
+    watch.start()
+    try:
+        a.run("chmod", "a-x", "/usr/sbin/haproxy")
+        a.run("kill", "-9", str(booted.main_pid(a, "haproxy.service")))
+        wait(lambda: holds(b) and not holds(a), "lb-b takes the VIP from lb-a, whose HAProxy cannot start")
+        assert active(a, UNIT), "lb-a's ucarp is not running"
+        code, out = salt_call(a, "carp.status")
+        assert code == 0 and out["10"]["advskew"] == 254 and out["10"]["state"] == "BACKUP", out
+        # the demoted restart of a MASTER kept its VIP (--neutral
+        # --deadratio=1); as a BACKUP it is restarted plainly, still demoted
+        code, out = salt_call(a, "carp.present")
+        flags = {"old": {"handover_flags": True}, "new": {"handover_flags": False}}
+        assert code == 0 and set(map(str, out["changes"])) <= {"10"} and all(v == flags for v in out["changes"].values()), out
+        code, out = salt_call(a, "carp.present", "test=True")
+        assert code == 0 and out["changes"] == {}, out
+        code, out = salt_call(a, "carp.status")
+        assert code == 0 and out["10"]["advskew"] == 254, out
+        time.sleep(4)  # past the peer's timeout: it stays so
+        assert holds(b) and not holds(a)
+    finally:
+        a.run("chmod", "a+x", "/usr/sbin/haproxy")
+    try:
+        wait(lambda: settled(pair), "lb-a serves again and takes the VIP back")
+    finally:
+        watch.stop()
+    assert watch.overlaps == [], f"the VIP on both nodes at {watch.overlaps[:5]}"
+    code, out = salt_call(a, "carp.status")
+    assert code == 0 and out["10"]["advskew"] != 254 and out["10"]["state"] == "MASTER", out
+    print(f"\nucarp, HAProxy unable to start on the MASTER: requests failed {watch.failed}, longest client gap {watch.longest_gap:.2f} s")

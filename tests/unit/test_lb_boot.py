@@ -113,13 +113,19 @@ def test_ucarp_gets_a_template_unit_and_one_enabled_instance_per_group():
         f"/etc/systemd/system/multi-user.target.wants/lb-ucarp@{v}.service": "/etc/systemd/system/lb-ucarp@.service" for v in vhids
     }
     u = unit(files["/etc/systemd/system/lb-ucarp@.service"].content)
-    # after HAProxy serves, and not at all if it did not start
-    assert u["Unit"]["Requires"] == "haproxy.service" and "haproxy.service" in u["Unit"]["After"].split()
+    # after HAProxy, and not stopped by HAProxy's own restarts (Wants=, not
+    # Requires=: a ucarp stopped with its VIP configured would leave it to
+    # both nodes); while HAProxy cannot serve the launcher demotes the group
+    assert "Requires" not in u["Unit"] and "haproxy.service" in u["Unit"]["Wants"].split()
+    assert "haproxy.service" in u["Unit"]["After"].split()
     assert u["Unit"]["ConditionPathExists"] == "/var/lib/lb-carp/ucarp/%i.argv"  # a group the module has not started stays off
     assert u["Service"]["ExecStart"].split() == [
         "/usr/local/sbin/lb-ucarp-exec",
         "/var/lib/lb-carp/ucarp/%i.argv",
         "/run/lb-carp/ucarp-%i.pid",
+        "/usr/local/sbin/lb-haproxy-serving",
+        "/run/haproxy.pid",
+        "/usr/local/sbin/lb-routing-ready",  # the model's pair has BGP
     ]
     assert u["Service"]["Restart"] == "always" and u["Service"]["RestartSec"] == "100ms"
     assert u["Service"]["RuntimeDirectory"] == "lb-carp"
@@ -191,6 +197,79 @@ def test_the_ucarp_launcher_runs_the_recorded_command_line_as_itself(tmp_path):
     with pytest.raises(ValueError):
         carp_common.ucarp_argv_text(["/usr/sbin/ucarp", "--addr=1\n--upscript=/tmp/x"])
     assert carp_common.parse_ucarp_argv_text(carp_common.ucarp_argv_text(argv)) == argv
+
+
+def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_path):
+    """lb-ucarp-exec with the serving check (a stand-in that passes while a
+    file exists): a failing check starts ucarp at advskew 254 and names the
+    pid in the .demoted file; a passing one starts the recorded line.  Its
+    watch ends the ucarp (SIGKILL, for systemd to start the group again)
+    at once when the node serves again, and after two failed checks when it
+    stops serving.  Bounded waits; nothing is timed."""
+    import signal
+    import subprocess
+
+    import carp_common
+
+    fake = tmp_path / "ucarp"  # its comm is "ucarp", as the watch checks
+    fake.write_text('#!/bin/sh\necho "pid $$"\nfor a in "$@"; do echo "arg <$a>"; done\nsleep 30 >/dev/null 2>&1\n')
+    fake.chmod(0o755)
+    serving = tmp_path / "serving"
+    check = tmp_path / "lb-haproxy-serving"
+    check.write_text(f'#!/bin/sh\n[ "$1" = /run/haproxy.pid ] && [ "$2" = /next ] && [ -e {serving} ]\n')
+    check.chmod(0o755)
+    launcher = tmp_path / "lb-ucarp-exec"
+    launcher.write_text(carp_common.UCARP_EXEC_SCRIPT)
+    launcher.chmod(0o755)
+    argv = [str(fake), "--vhid=55", "--advskew=100", "--addr=10.0.0.55"]
+    (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
+    pidfile, demoted = tmp_path / "ucarp-55.pid", tmp_path / "ucarp-55.demoted"
+
+    started = []
+
+    def start():
+        proc = subprocess.Popen(
+            ["sh", str(launcher), str(tmp_path / "55.argv"), str(pidfile), str(check), "/run/haproxy.pid", "/next"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        started.append(proc)
+        first = proc.stdout.readline()
+        return proc, [first] + [proc.stdout.readline() for _ in argv[1:]]
+
+    def ended(proc):
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise AssertionError("the watch did not end ucarp within 10 s") from None
+        return proc.returncode, err
+
+    try:
+        # cannot serve: demoted, and ended once the node serves again
+        proc, lines = start()
+        assert lines[1:] == ["arg <--vhid=55>\n", "arg <--advskew=254>\n", "arg <--addr=10.0.0.55>\n"]
+        assert demoted.read_text().strip() == pidfile.read_text().strip() == lines[0].split()[1]
+        serving.touch()
+        code, err = ended(proc)
+        assert code == -signal.SIGKILL and "restarting the group" in err, (code, err)
+        # serves: the recorded line, no .demoted file; ended once it stops serving
+        proc, lines = start()
+        assert lines[1:] == [f"arg <{a}>\n" for a in argv[1:]]
+        assert not demoted.exists()
+        serving.unlink()
+        code, err = ended(proc)
+        assert code == -signal.SIGKILL and "not serving" in err, (code, err)
+    finally:
+        for p in started:  # the stand-in's sleep too (its process group)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.communicate()
 
 
 def test_managed_unit_only_under_systemd_with_the_drop_in(tmp_path, monkeypatch):

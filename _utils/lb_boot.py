@@ -71,14 +71,15 @@ FREEBSD_HAPROXY_RC = f"/usr/local/etc/rc.d/{FREEBSD_HAPROXY_SERVICE}"
 FREEBSD_HAPROXY_SUPERVISOR_PID = f"/var/run/{FREEBSD_HAPROXY_SERVICE}.pid"
 # Kernel CARP comes up in rc.d/netif, long before HAProxy: rc.d/lb_carp_boothold
 # (before netif) demotes the node by this much, recorded in this file (not
-# under /var/run, which rc.d/cleanvar empties after it), and rc.d/lb_haproxy
-# takes it back once HAProxy's workers run.  net.inet.carp.demotion adds what
+# under /var/run, which rc.d/cleanvar empties after it), and rc.d/lb_haproxy's
+# serving watch takes it back once HAProxy's workers run (and holds the node
+# the same way again while HAProxy cannot serve).  net.inet.carp.demotion adds what
 # is written to it, so this and carp.maintenance's demotion add up.
 FREEBSD_BOOTHOLD_SERVICE = "lb_carp_boothold"
 FREEBSD_BOOTHOLD_RC = f"/usr/local/etc/rc.d/{FREEBSD_BOOTHOLD_SERVICE}"
 FREEBSD_BOOTHOLD_FILE = "/var/db/lb-carp/boothold"
 FREEBSD_BOOTHOLD_DEMOTION = 240
-FREEBSD_BOOTHOLD_WAIT = 120  # seconds rc.d/lb_haproxy waits for HAProxy's workers, in the background
+FREEBSD_HAPROXY_WATCH_PID = f"/var/run/{FREEBSD_HAPROXY_SERVICE}_watch.pid"  # the serving watch's daemon(8)
 
 
 def systemd_booted() -> bool:
@@ -236,6 +237,8 @@ def freebsd_haproxy_rc(head: str, osp: dict, server_state_env: str) -> str:
             f'command_args="-r -S -T haproxy -P ${{pidfile}} {binary} -W -db -f {config} -S {socket},mode,600"',
             f'start_precmd="{name}_prestart"',
             f'start_postcmd="{name}_poststart"',
+            'extra_commands="watch"',
+            f'watch_cmd="{name}_watch"',
             "",
             f"{name}_prestart()",
             "{",
@@ -244,24 +247,44 @@ def freebsd_haproxy_rc(head: str, osp: dict, server_state_env: str) -> str:
             f"\texport {server_state_env}={state}",
             "}",
             "",
-            f"# The boot hold ({FREEBSD_BOOTHOLD_SERVICE}): taken back once HAProxy's master",
-            f"# runs with a worker; in the background, for at most {FREEBSD_BOOTHOLD_WAIT} s.  A HAProxy",
-            "# that does not come up leaves the node demoted: the peer keeps the VIPs.",
+            f"# The serving watch, under its own daemon(8) (started again 1 s after it",
+            "# ends): every second, HAProxy's master must run with a worker.  It takes",
+            f"# back the boot hold ({FREEBSD_BOOTHOLD_SERVICE}) once HAProxy serves; it demotes",
+            f"# CARP by {FREEBSD_BOOTHOLD_DEMOTION} after two failed checks in a row (HAProxy restarted by",
+            "# daemon(8) is back within that), so the peer takes the VIPs, and takes that",
+            f"# back once HAProxy serves again.  The hold is one record, {FREEBSD_BOOTHOLD_FILE}:",
+            "# written before the demotion is added, removed before it is taken back.",
             f"{name}_poststart()",
             "{",
-            f"\t[ -f {FREEBSD_BOOTHOLD_FILE} ] || return 0",
-            "\t(",
-            "\t\tn=0",
-            f"\t\twhile [ $n -lt {FREEBSD_BOOTHOLD_WAIT * 10} ]; do",
-            f"\t\t\tpid=$(cat {osp['haproxy_pidfile']} 2>/dev/null)",
-            '\t\t\tif [ -n "$pid" ] && pgrep -q -P "$pid"; then',
+            f"\tpgrep -q -F {FREEBSD_HAPROXY_WATCH_PID} 2>/dev/null && return 0",
+            f"\t/usr/sbin/daemon -f -r -P {FREEBSD_HAPROXY_WATCH_PID} {FREEBSD_HAPROXY_RC} watch",
+            "}",
+            "",
+            f"{name}_serving()",
+            "{",
+            f"\tpid=$(cat {osp['haproxy_pidfile']} 2>/dev/null)",
+            '\t[ -n "$pid" ] && pgrep -q -P "$pid"',
+            "}",
+            "",
+            f"{name}_watch()",
+            "{",
+            "\tmisses=0",
+            "\twhile :; do",
+            f"\t\tif {name}_serving; then",
+            "\t\t\tmisses=0",
+            f"\t\t\tif [ -f {FREEBSD_BOOTHOLD_FILE} ]; then",
             f"\t\t\t\trm {FREEBSD_BOOTHOLD_FILE} && sysctl net.inet.carp.demotion=-{FREEBSD_BOOTHOLD_DEMOTION} >/dev/null",
-            "\t\t\t\texit 0",
             "\t\t\tfi",
-            "\t\t\tsleep 0.1",
-            "\t\t\tn=$((n + 1))",
-            "\t\tdone",
-            "\t) </dev/null >/dev/null 2>&1 &",
+            "\t\telse",
+            "\t\t\tmisses=$((misses + 1))",
+            f"\t\t\tif [ $misses -ge 2 ] && [ ! -f {FREEBSD_BOOTHOLD_FILE} ]; then",
+            f"\t\t\t\tmkdir -p {os.path.dirname(FREEBSD_BOOTHOLD_FILE)}",
+            f"\t\t\t\t: > {FREEBSD_BOOTHOLD_FILE}",
+            f"\t\t\t\tsysctl net.inet.carp.demotion={FREEBSD_BOOTHOLD_DEMOTION} >/dev/null || rm -f {FREEBSD_BOOTHOLD_FILE}",
+            "\t\t\tfi",
+            "\t\tfi",
+            "\t\tsleep 1",
+            "\tdone",
             "}",
             "",
             'run_rc_command "$1"',

@@ -308,10 +308,12 @@ def _rc_functions(text, subst):
     return body
 
 
-def test_freebsd_boot_hold_demotes_before_netif_and_haproxy_takes_it_back_once_it_serves(tmp_path):
-    """rc.d/lb_carp_boothold and rc.d/lb_haproxy's poststart under dash,
-    with `sysctl`, `kldstat`, `pgrep` and `sleep` stubs that record their
-    argv (FreeBSD cannot run here: rc.subr and the kernel are not run)."""
+def test_freebsd_boot_hold_and_serving_watch(tmp_path):
+    """rc.d/lb_carp_boothold and rc.d/lb_haproxy's serving watch under
+    dash, with `sysctl`, `kldstat`, `pgrep`, `daemon` and `sleep` stubs that
+    record their argv (FreeBSD cannot run here: rc.subr and the kernel are
+    not run).  The watch takes the boot hold back once HAProxy serves,
+    demotes once after two failed checks, and takes that back."""
     import subprocess
 
     m = model()
@@ -326,7 +328,9 @@ def test_freebsd_boot_hold_demotes_before_netif_and_haproxy_takes_it_back_once_i
     for tool in ("sysctl", "kldstat"):
         (bin_ / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\n')
     (bin_ / "sleep").write_text("#!/bin/sh\nexec /bin/sleep 0.02\n")  # the loop's 0.1 s, shorter
-    (bin_ / "pgrep").write_text(f'#!/bin/sh\necho "pgrep $*" >> {log}\n[ -e {tmp_path}/worker ]\n')
+    (bin_ / "pgrep").write_text(
+        f'#!/bin/sh\necho "pgrep $*" >> {log}\ncase "$2" in -F) [ -e {tmp_path}/watch ] ;; *) [ -e {tmp_path}/worker ] ;; esac\n'
+    )
     for tool in bin_.iterdir():
         tool.chmod(0o755)
     subst = {"/var/db/lb-carp/boothold": str(tmp_path / "db" / "boothold"), "/var/run/haproxy.pid": str(tmp_path / "haproxy.pid")}
@@ -338,24 +342,59 @@ def test_freebsd_boot_hold_demotes_before_netif_and_haproxy_takes_it_back_once_i
     assert (tmp_path / "db" / "boothold").exists()
     assert log.read_text().splitlines() == ["kldstat -q -m carp", "sysctl net.inet.carp.demotion=240"]
     log.unlink()
-    # HAProxy's master runs, a worker comes up later: the hold is taken back once
+    # rc.d/lb_haproxy's serving watch (what its poststart runs under
+    # daemon(8)): HAProxy's master runs, a worker comes up later
     (tmp_path / "haproxy.pid").write_text("4242\n")
-    start = _rc_functions(files["/usr/local/etc/rc.d/lb_haproxy"].content, subst)
-    run = subprocess.Popen(["dash", "-c", start + "\nlb_haproxy_poststart\nwait\n"], env=env)
-    time_limit = 50
-    while time_limit and not (log.exists() and "pgrep -q -P 4242" in log.read_text()):
-        time_limit -= 1
-        subprocess.run(["sleep", "0.1"])
-    assert (tmp_path / "db" / "boothold").exists()  # no worker yet: still held
-    (tmp_path / "worker").write_text("")
-    assert run.wait(20) == 0
-    assert not (tmp_path / "db" / "boothold").exists()
-    assert log.read_text().splitlines()[-1] == "sysctl net.inet.carp.demotion=-240"
-    assert log.read_text().count("sysctl") == 1
-    # no hold (a start after boot): nothing is touched
+    watch = _rc_functions(files["/usr/local/etc/rc.d/lb_haproxy"].content, subst) + "\nlb_haproxy_watch\n"
+    hold_file = tmp_path / "db" / "boothold"
+
+    def sysctls():
+        return [line for line in log.read_text().splitlines() if line.startswith("sysctl")] if log.exists() else []
+
+    def until(predicate, what):
+        for _ in range(100):  # 10 s at most
+            if predicate():
+                return
+            subprocess.run(["sleep", "0.1"])
+        raise AssertionError(f"the watch did not {what} within 10 s: {log.read_text() if log.exists() else ''}")
+
+    run = subprocess.Popen(["dash", "-c", watch], env=env, start_new_session=True)
+    try:
+        until(lambda: log.exists() and log.read_text().count("pgrep -q -P 4242") >= 3, "check")
+        assert hold_file.exists() and sysctls() == []  # no worker yet: still held, nothing added
+        (tmp_path / "worker").write_text("")
+        until(lambda: not hold_file.exists(), "take the boot hold back")
+        until(lambda: sysctls() == ["sysctl net.inet.carp.demotion=-240"], "take the boot hold back")
+        # HAProxy stops serving: demoted once, after two failed checks
+        (tmp_path / "worker").unlink()
+        until(lambda: hold_file.exists(), "demote")
+        until(lambda: len(sysctls()) == 2, "demote")
+        assert sysctls()[1] == "sysctl net.inet.carp.demotion=240"
+        before = log.read_text().count("pgrep -q -P 4242")
+        until(lambda: log.read_text().count("pgrep -q -P 4242") >= before + 3, "check")
+        assert len(sysctls()) == 2  # held once, not once a check
+        # serving again: taken back once
+        (tmp_path / "worker").write_text("")
+        until(lambda: not hold_file.exists() and len(sysctls()) == 3, "take the hold back")
+        assert sysctls()[2] == "sysctl net.inet.carp.demotion=-240"
+    finally:
+        os.killpg(run.pid, 9)
+        run.wait(10)
+    # the poststart starts the watch under daemon(8) once (a running one is kept)
+    post = _rc_functions(files["/usr/local/etc/rc.d/lb_haproxy"].content, subst) + "\nlb_haproxy_poststart\n"
+    (bin_ / "daemon").write_text(f'#!/bin/sh\necho "daemon $*" >> {log}\n')
+    (bin_ / "daemon").chmod(0o755)
+    post = post.replace("/usr/sbin/daemon", str(bin_ / "daemon"))
     log.unlink()
-    assert subprocess.run(["dash", "-c", start + "\nlb_haproxy_poststart\nwait\n"], env=env, timeout=10).returncode == 0
-    assert not log.exists()
+    assert subprocess.run(["dash", "-c", post], env=env, timeout=10).returncode == 0
+    assert log.read_text().splitlines() == [
+        "pgrep -q -F /var/run/lb_haproxy_watch.pid",
+        "daemon -f -r -P /var/run/lb_haproxy_watch.pid /usr/local/etc/rc.d/lb_haproxy watch",
+    ]
+    log.unlink()
+    (tmp_path / "watch").write_text("")  # a watch runs already
+    assert subprocess.run(["dash", "-c", post], env=env, timeout=10).returncode == 0
+    assert log.read_text().splitlines() == ["pgrep -q -F /var/run/lb_haproxy_watch.pid"]
 
 
 def test_the_python_programs_the_carp_module_installs_compile_and_pass_pyflakes(tmp_path):

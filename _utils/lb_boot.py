@@ -247,7 +247,7 @@ def freebsd_haproxy_rc(head: str, osp: dict, server_state_env: str) -> str:
             f"\texport {server_state_env}={state}",
             "}",
             "",
-            f"# The serving watch, under its own daemon(8) (started again 1 s after it",
+            "# The serving watch, under its own daemon(8) (started again 1 s after it",
             "# ends): every second, HAProxy's master must run with a worker.  It takes",
             f"# back the boot hold ({FREEBSD_BOOTHOLD_SERVICE}) once HAProxy serves; it demotes",
             f"# CARP by {FREEBSD_BOOTHOLD_DEMOTION} after two failed checks in a row (HAProxy restarted by",

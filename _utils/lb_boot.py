@@ -107,18 +107,21 @@ def _env_value(value: str) -> str:
 def haproxy_dropin(head: str, osp: dict, server_state_env: str) -> str:
     state = _env_value(osp["haproxy_server_state"])
     socket = _env_value(osp["haproxy_master_socket"])
+    pidfile = _env_value(osp["haproxy_pidfile"])
     return "\n".join(
         [
             head,
             "# HAProxy comes back by itself: restarted whatever ends it, 200 ms later,",
             "# with no start limit.  A new worker loads the runtime server states the",
             "# haproxy_cfg module saves before each reload (drain, maintenance, weights).",
+            "# The pid file is the unit's -p (the config has no `pidfile`).",
             "[Unit]",
             "StartLimitIntervalSec=0",
             "",
             "[Service]",
             f'Environment="{server_state_env}={state}"',
             f'Environment="EXTRAOPTS=-S {socket},mode,600"',
+            f'Environment="PIDFILE={pidfile}"',
             "Restart=always",
             f"RestartSec={HAPROXY_RESTART_SEC}",
             "",

@@ -239,7 +239,10 @@ def render_haproxy(
     g = [
         f"log {osp['syslog']} local0",
         *([f"chroot {osp['haproxy_chroot']}"] if osp["haproxy_chroot"] else []),
-        f"pidfile {osp['haproxy_pidfile']}",
+        # Debian: the pid file is haproxy.service's `-p $PIDFILE` (the
+        # drop-in sets it; a `pidfile` here too makes HAProxy log an ALERT at
+        # every start and reload), or the haproxy_cfg module's `-p`.
+        *([f"pidfile {osp['haproxy_pidfile']}"] if os_family == "FreeBSD" else []),
         # master-worker with the listening sockets handed to the new worker
         # on reload (expose-fd listeners): no connection refused during it.
         "master-worker",

@@ -923,7 +923,10 @@ def test_a_daemon_without_master_is_taken_over(env):
     plain = cfg.replace("    master-worker\n", "    daemon\n").replace(" expose-fd listeners", "")
     path = env.root / "plain.cfg"
     path.write_text(plain)
-    subprocess.run(["haproxy", "-q", "-D", "-f", str(path)], check=True, timeout=30)
+    pidfile = env.mod.status()["pidfile"]
+    # as Debian's init script starts it (`-p $PIDFILE`; the product's Debian
+    # config has no `pidfile`: the unit's or the module's -p gives it)
+    subprocess.run(["haproxy", "-q", "-D", "-f", str(path), "-p", pidfile], check=True, timeout=30)
     st = env.mod.status()
     assert st["running"] and not st["master_worker"], st
     env.pids.update(st["pids"])

@@ -141,15 +141,12 @@ def _maint_paths():
     )
 
 
-def _scripts(pair=None):
+def _scripts(pair):
     d = _paths()["script_dir"]
-    out = {
+    return {
         os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_common.KEEPALIVED_VIPS_SCRIPT,
-        os.path.join(d, lb_render.HAPROXY_SERVING_SCRIPT): lb_render.haproxy_serving_script(),
+        **lb_render.serving_scripts(pair, _node(), d),
     }
-    if pair is not None and lb_render.routing_hold_weight(pair, _node()) is not None:
-        out[os.path.join(d, lb_render.ROUTING_READY_SCRIPT)] = lb_render.routing_ready_script()
-    return out
 
 
 def _release(vhid, inst, state="STOP"):

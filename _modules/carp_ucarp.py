@@ -157,7 +157,7 @@ def _running():
 def _demoted(vhid, pid):
     """True when the unit's launcher started this ucarp demoted (the node
     could not serve: lb-ucarp-exec), as its .demoted file says."""
-    text = carp_common.read_text(os.path.join(_paths()["run_dir"], f"ucarp-{vhid}.demoted")) or ""
+    text = carp_common.read_text(lb_boot.ucarp_demoted_file(_paths()["run_dir"], vhid)) or ""
     return text.strip() == str(pid)
 
 
@@ -165,9 +165,9 @@ def _undemoted(vhid, pid, argv):
     """The command line as recorded, for a ucarp its launcher demoted: the
     demotion is the node's runtime state (like a killed ucarp's --neutral),
     not a difference from the topology that carp.present would undo."""
-    recorded = _recorded_argv(vhid)
-    if not recorded or not _demoted(vhid, pid):
+    if not _demoted(vhid, pid):
         return argv
+    recorded = _recorded_argv(vhid) or []
     skew = next((a for a in recorded if a.startswith("--advskew=")), None)
     return [skew if skew and a.startswith("--advskew=") else a for a in argv]
 
@@ -302,16 +302,13 @@ def _scripts(pair):
     probe, the unit's launcher and the serving check it runs (lb_render:
     HAProxy, and BGP when the pair has it)."""
     d = _paths()["script_dir"]
-    out = {
+    return {
         f"{d}/{carp_common.VIP_UP}": carp_common.VIP_UP_SCRIPT,
         f"{d}/{carp_common.VIP_DOWN}": carp_common.VIP_DOWN_SCRIPT,
         f"{d}/{carp_common.ARP_PROBE}": carp_common.ARP_PROBE_SCRIPT,
         f"{d}/{carp_common.UCARP_EXEC}": carp_common.UCARP_EXEC_SCRIPT,
-        f"{d}/{lb_render.HAPROXY_SERVING_SCRIPT}": lb_render.haproxy_serving_script(),
+        **lb_render.serving_scripts(pair, _node(), d),
     }
-    if lb_render.routing_hold_weight(pair, _node()) is not None:
-        out[f"{d}/{lb_render.ROUTING_READY_SCRIPT}"] = lb_render.routing_ready_script()
-    return out
 
 
 def _files(pair):

@@ -686,7 +686,7 @@ UCARP_EXEC_SCRIPT = """#!/bin/sh
 # With CHECK (lb-haproxy-serving): while the node cannot serve, the group
 # runs demoted, at advskew 254 (the peer takes the VIP; PID_FILE's
 # .demoted beside it names the demoted pid), and a watch beside ucarp ends
-# it when that changes: at once when the node serves again, after two
+# it when that changes: at once when the node serves again, after @FALL@
 # failed checks a second apart when it stops serving (HAProxy restarted by
 # systemd is back within that).  systemd then starts the group again.
 set -eu
@@ -749,7 +749,7 @@ if [ -n "$check" ]; then
 				continue
 			fi
 			misses=$((misses + 1))
-			if [ -z "$now" ] || [ "$misses" -ge 2 ]; then
+			if [ -z "$now" ] || [ "$misses" -ge @FALL@ ]; then
 				echo "lb-ucarp-exec: serving changed (${now:+not }serving): restarting the group" >&2
 				kill -KILL "$main" 2>/dev/null
 				exit 0
@@ -760,7 +760,7 @@ fi
 echo $$ > "$pid_file.new"
 mv -f "$pid_file.new" "$pid_file"
 exec "$@"
-""".replace("@DEMOTED@", str(UCARP_MAINTENANCE_ADVSKEW))
+""".replace("@DEMOTED@", str(UCARP_MAINTENANCE_ADVSKEW)).replace("@FALL@", str(lb_boot.SERVING_FALL))
 
 
 def ucarp_argv_text(argv: list[str]) -> str:

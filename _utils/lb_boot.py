@@ -80,6 +80,10 @@ FREEBSD_BOOTHOLD_RC = f"/usr/local/etc/rc.d/{FREEBSD_BOOTHOLD_SERVICE}"
 FREEBSD_BOOTHOLD_FILE = "/var/db/lb-carp/boothold"
 FREEBSD_BOOTHOLD_DEMOTION = 240
 FREEBSD_HAPROXY_WATCH_PID = f"/var/run/{FREEBSD_HAPROXY_SERVICE}_watch.pid"  # the serving watch's daemon(8)
+# The serving watches (ucarp's launcher, FreeBSD's rc.d/lb_haproxy) demote a
+# node after this many failed checks a second apart: HAProxy restarted by its
+# init is back within that.
+SERVING_FALL = 2
 
 
 def systemd_booted() -> bool:
@@ -253,7 +257,7 @@ def freebsd_haproxy_rc(head: str, osp: dict, server_state_env: str) -> str:
             "# The serving watch, under its own daemon(8) (started again 1 s after it",
             "# ends): every second, HAProxy's master must run with a worker.  It takes",
             f"# back the boot hold ({FREEBSD_BOOTHOLD_SERVICE}) once HAProxy serves; it demotes",
-            f"# CARP by {FREEBSD_BOOTHOLD_DEMOTION} after two failed checks in a row (HAProxy restarted by",
+            f"# CARP by {FREEBSD_BOOTHOLD_DEMOTION} after {SERVING_FALL} failed checks in a row (HAProxy restarted by",
             "# daemon(8) is back within that), so the peer takes the VIPs, and takes that",
             f"# back once HAProxy serves again.  The hold is one record, {FREEBSD_BOOTHOLD_FILE}:",
             "# written before the demotion is added, removed before it is taken back.",
@@ -280,7 +284,7 @@ def freebsd_haproxy_rc(head: str, osp: dict, server_state_env: str) -> str:
             "\t\t\tfi",
             "\t\telse",
             "\t\t\tmisses=$((misses + 1))",
-            f"\t\t\tif [ $misses -ge 2 ] && [ ! -f {FREEBSD_BOOTHOLD_FILE} ]; then",
+            f"\t\t\tif [ $misses -ge {SERVING_FALL} ] && [ ! -f {FREEBSD_BOOTHOLD_FILE} ]; then",
             f"\t\t\t\tmkdir -p {os.path.dirname(FREEBSD_BOOTHOLD_FILE)}",
             f"\t\t\t\t: > {FREEBSD_BOOTHOLD_FILE}",
             f"\t\t\t\tsysctl net.inet.carp.demotion={FREEBSD_BOOTHOLD_DEMOTION} >/dev/null || rm -f {FREEBSD_BOOTHOLD_FILE}",
@@ -351,6 +355,12 @@ def ucarp_argv_file(state_dir: str, vhid: int | str = "%i") -> str:
 
 def ucarp_pidfile(run_dir: str, vhid: int | str = "%i") -> str:
     return f"{run_dir}/ucarp-{vhid}.pid"
+
+
+def ucarp_demoted_file(run_dir: str, vhid: int) -> str:
+    """Where lb-ucarp-exec names the pid of a ucarp it started demoted (its
+    pid file's name with .demoted for .pid)."""
+    return f"{run_dir}/ucarp-{int(vhid)}.demoted"
 
 
 def ucarp_unit(head: str, launcher: str, state_dir: str, run_dir: str, check: list[str]) -> str:

@@ -601,6 +601,15 @@ def serving_check(pair: dict, node_id: str, script_dir: str, haproxy_pidfile: st
     return check
 
 
+def serving_scripts(pair: dict, node_id: str, script_dir: str) -> dict[str, str]:
+    """{path: text} of the scripts serving_check runs, for the carp module
+    of either Linux provider to install."""
+    out = {f"{script_dir}/{HAPROXY_SERVING_SCRIPT}": haproxy_serving_script()}
+    if routing_hold_weight(pair, node_id) is not None:
+        out[f"{script_dir}/{ROUTING_READY_SCRIPT}"] = routing_ready_script()
+    return out
+
+
 def render_keepalived(
     pair: dict,
     node_id: str,

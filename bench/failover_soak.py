@@ -13,10 +13,11 @@ The faults, in turn, each with its way back:
 
 The client load is the drill's (lab/drill.py): a thread per VIP, HTTP
 through each HTTP VIP every 80 ms and an INSERT through each SQL VIP every
-50 ms, each a new connection.  Who holds each VIP is read every 50 ms (each LB's addresses,
-lab/netview.py).  A failover window runs from just before a fault's action
-until the VIPs are where they should be and stay there for STABLE seconds
-(or its bound; the window ends where that stable stretch began): a move
+50 ms, each a new connection.  Who holds each VIP is read every 50 ms
+(each LB's addresses, lab/netview.py).  A failover window runs from just
+before a fault's action until the VIPs are where they should be and stay
+there for STABLE seconds (or its bound; the window ends where that stable
+stretch began): a move
 that follows a first settling (keepalived's HAProxy check demoting a node
 whose HAProxy the reactor already restarted) belongs to the failover.  The
 split's whole cycle is its window for two holders, on purpose.

@@ -4,8 +4,8 @@ broken, on a running, converged lab.
 A bounded load runs in the lab's client host, one thread per VIP, each
 request on a new connection: an HTTP GET every ~80 ms through each HTTP
 VIP, and an INSERT every ~50 ms through each MySQL VIP (PyMySQL in the one
-client process: handshake, login, INSERT, quit).  Meanwhile, in order (each waits, bounded, until the VIPs or the
-database have settled):
+client process: handshake, login, INSERT, quit).  Meanwhile, in order
+(each waits, bounded, until the VIPs or the database have settled):
 
 1. cut    lb-a's user link (the master's; its bridge port goes down)
 2. restore it (lb-a preempts the VIPs back)

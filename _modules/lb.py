@@ -161,7 +161,10 @@ def roles(topology=None):
     "routing": [pairs it is a node of that have OSPF or BGP]}``.
 
     The state top file (``salt/top.sls``) assigns states from this.  An
-    invalid topology gives no role (and ``lb.validate`` says why).
+    invalid topology gives no role and ``"invalid"``: its first error with
+    the pillar path, which the top file turns into a failed highstate
+    (``lb.validate`` lists every error).  No ``lb`` key in the pillar: no
+    role, ``"invalid": None``.
 
     CLI Example:
 
@@ -170,15 +173,17 @@ def roles(topology=None):
         salt-call lb.roles
         salt 'db-*' lb.roles
     """
-    try:
-        report = lb_topology.check(_raw(topology))
-    except (lb_topology.TopologyError, CommandExecutionError) as exc:
-        log.warning("lb.roles: no topology (%s)", exc)
-        return {"lb": [], "galera": [], "routing": []}
-    if report.errors:
-        log.error("lb.roles: the topology is invalid (%d errors); run lb.validate", len(report.errors))
-        return {"lb": [], "galera": [], "routing": []}
-    return lb_topology.roles(report.model, __opts__["id"], __grains__.get("ipv4", []))
+    if topology:
+        try:
+            raw = lb_topology.load_file(topology)
+        except (OSError, lb_topology.TopologyError) as exc:
+            raise CommandExecutionError(f"cannot read topology {topology}: {exc}") from exc
+    else:
+        raw = __pillar__.get(lb_topology.ROOT)
+    out = lb_topology.minion_roles(raw, __opts__["id"], __grains__.get("ipv4", []))
+    if out["invalid"]:
+        log.error("lb.roles: the topology is invalid: %s; run lb.validate", out["invalid"])
+    return out
 
 
 def roster(topology=None, pairs=None, interface=None, **options):

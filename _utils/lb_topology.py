@@ -261,6 +261,24 @@ def roles(model: dict, minion_id: str, addresses=()) -> dict:
     return out
 
 
+def minion_roles(raw, minion_id: str, addresses=()) -> dict:
+    """`roles()` from the pillar's raw `lb` value, for the state top file:
+    no `lb` key gives no role (a minion the topology does not concern); an
+    invalid topology gives no role and ``"invalid"``, its first error with
+    its pillar path and the count, so that the top file fails the highstate
+    loudly instead of applying nothing (salt/lb/invalid.sls)."""
+    out = {"lb": [], "galera": [], "routing": [], "invalid": None}
+    if raw is None:
+        return out
+    report = check(raw)
+    if report.errors:
+        more = len(report.errors) - 1
+        out["invalid"] = str(report.errors[0]) + (f" (and {more} more)" if more else "")
+        return out
+    out.update(roles(report.model, minion_id, addresses))
+    return out
+
+
 # ---------------------------------------------------------------------------
 
 

@@ -57,21 +57,13 @@ def roles(topology=None):
         salt-ssh 'lb*' lb.roles
     """
     lb_topology = _lb_topology()
-    none = {"lb": [], "galera": [], "routing": [], "agentless": True}
     try:
         raw = lb_topology.load_file(topology) if topology else __pillar__.get(lb_topology.ROOT)
     except (OSError, lb_topology.TopologyError) as exc:
-        log.warning("lb.roles: no topology (%s)", exc)
-        return none
-    if raw is None:
-        log.warning("lb.roles: the pillar has no 'lb' key for %s", __opts__.get("id"))
-        return none
-    report = lb_topology.check(raw)
-    if report.errors:
-        log.error("lb.roles: the topology is invalid (%d errors); run lb.validate", len(report.errors))
-        return none
-    out = dict(none)
-    out.update(lb_topology.roles(report.model, __opts__["id"], __grains__.get("ipv4", [])))
+        raise ValueError(f"cannot read topology {topology}: {exc}") from exc
+    out = lb_topology.minion_roles(raw, __opts__["id"], __grains__.get("ipv4", []))
+    if out["invalid"]:
+        log.error("lb.roles: the topology is invalid: %s; run lb.validate", out["invalid"])
     out["agentless"] = True
     return out
 

@@ -4,7 +4,7 @@
 {#- Before a fresh minion's first saltutil.sync_all the product's modules
     are not there yet, and the sync itself reads this file (for its
     environments): no role then, instead of a render error. #}
-{%- set roles = salt['lb.roles']() if 'lb.roles' in salt else {'lb': [], 'galera': [], 'routing': []} %}
+{%- set roles = salt['lb.roles']() if 'lb.roles' in salt else {'lb': [], 'galera': [], 'routing': [], 'invalid': None} %}
 {#- Over salt-ssh, lb.roles is _wrapper/lb.py's and says `agentless`: a
     host then gets only the states that work without a minion, HAProxy's.
     CARP's event path needs a minion (its beacon) and a master (the
@@ -18,8 +18,14 @@
     was not yet running; the beacon (carp.events) reported HAProxy DOWN on a
     MASTER, the reactor's in-place restart could not run beside the
     highstate, and the reactor put the node in maintenance. #}
+{#- An invalid topology (lb.roles says its first error) fails the highstate
+    with that error's pillar path, on every minion whose pillar has the
+    `lb` key: no role, no state, would be a silent, successful empty run. #}
 base:
-{%- if roles.lb or roles.galera %}
+{%- if roles.get('invalid') %}
+  '{{ grains.id }}':
+    - lb.invalid
+{%- elif roles.lb or roles.galera %}
   '{{ grains.id }}':
 {%- if roles.lb %}
     - host

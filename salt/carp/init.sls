@@ -7,6 +7,14 @@
     and never returns them. #}
 {%- set provider = salt['carp.provider']() %}
 
+{#- A node serves before it can take a VIP: the groups require the haproxy
+    SLS, so `state.apply carp` alone applies HAProxy first, whatever the
+    top file's order.  (The host SLS stays the top file's: the reactor's
+    heal path applies `haproxy` alone and quickly, and the host's sysctls
+    are set at boot by systemd-sysctl / FreeBSD's rc.) #}
+include:
+  - haproxy
+
 {%- if provider in ('keepalived', 'ucarp') %}
 {#- nftables: the second chance, which sends a planned handover's
     connections in flight on to the old master (docs/carp.md). #}
@@ -22,7 +30,8 @@ lb_carp_package:
 lb_carp_groups:
   carp.present:
     - name: {{ grains['id'] }}
-{%- if provider in ('keepalived', 'ucarp') %}
     - require:
+      - sls: haproxy
+{%- if provider in ('keepalived', 'ucarp') %}
       - pkg: lb_carp_package
 {%- endif %}

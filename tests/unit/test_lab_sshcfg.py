@@ -94,15 +94,17 @@ def _wrapper(pillar, minion_id, ipv4=()):
 def test_the_wrappers_roles_come_from_the_pillar_it_is_given(lab_raw):
     got = _wrapper({"lb": lab_raw}, "lb-b").roles()
     want = lb_topology.roles(lb_topology.load(lab_raw), "lb-b")
-    assert got == dict(want, agentless=True) and got["lb"] == ["edge"]
+    assert got == dict(want, invalid=None, agentless=True) and got["lb"] == ["edge"]
     db = _wrapper({"lb": lab_raw}, "db-1", ipv4=["198.18.4.2"]).roles()
     assert db["galera"] == ["edge"] and db["lb"] == [] and db["agentless"] is True
 
 
 def test_the_wrapper_gives_no_role_without_a_valid_topology(lab_raw):
-    assert _wrapper({}, "lb-b").roles() == {"lb": [], "galera": [], "routing": [], "agentless": True}
+    assert _wrapper({}, "lb-b").roles() == {"lb": [], "galera": [], "routing": [], "invalid": None, "agentless": True}
     lab_raw["pairs"]["edge"]["nodes"]["lb-a"]["interfaces"]["mgmt"]["address"] = "not an address"
-    assert _wrapper({"lb": lab_raw}, "lb-b").roles()["lb"] == []
+    roles = _wrapper({"lb": lab_raw}, "lb-b").roles()
+    assert roles["lb"] == []
+    assert roles["invalid"].startswith("lb:pairs:edge:nodes:lb-a:interfaces:mgmt:address: "), roles
 
 
 def test_the_top_file_gives_only_haproxy_over_salt_ssh():
@@ -121,6 +123,10 @@ def test_the_top_file_gives_only_haproxy_over_salt_ssh():
     # agentless: the host's sysctls (ip_nonlocal_bind) and routes, and HAProxy
     assert render(dict(roles, agentless=True)) == ["host", "haproxy"]
     assert render({"lb": [], "galera": ["edge"], "routing": [], "agentless": True}) == []
+    # an invalid topology: one failing state, with or without an agent
+    bad = {"lb": [], "galera": [], "routing": [], "invalid": "lb:pairs: not a mapping"}
+    assert render(bad) == ["lb.invalid"]
+    assert render(dict(bad, agentless=True)) == ["lb.invalid"]
 
 
 def test_the_repo_has_the_wrapper_where_the_config_says():

@@ -90,10 +90,7 @@ def _need_saltext():
 
 
 def _model(topology=None):
-    try:
-        return carp_common.load_model(__pillar__, topology)
-    except (ValueError, OSError) as exc:
-        raise CommandExecutionError(str(exc)) from exc
+    return __salt__["lb.model"](topology)
 
 
 def _pair_groups(topology=None):

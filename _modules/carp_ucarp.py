@@ -86,10 +86,7 @@ def _node():
 
 def _pair_groups(topology=None):
     try:
-        model = carp_common.load_model(__pillar__, topology)
-        return carp_common.node_groups(model, _node(), "Debian")
-    except (ValueError, OSError) as exc:
-        raise CommandExecutionError(str(exc)) from exc
+        return carp_common.node_groups(__salt__["lb.model"](topology), _node(), "Debian")
     except KeyError as exc:
         raise CommandExecutionError(str(exc.args[0])) from exc
 

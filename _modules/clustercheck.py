@@ -108,14 +108,9 @@ def plan(pair=None, os_family=None, secrets=False, **overrides):
     local.pop("pair", None)
     local.update({k: v for k, v in overrides.items() if not k.startswith("__")})
     overrides = local
-    raw = __pillar__.get(lb_topology.ROOT)
-    if raw is None:
-        raise CommandExecutionError("the pillar has no 'lb' topology for this minion")
+    model = __salt__["lb.model"]()
     try:
-        model = lb_topology.load(raw)
         out = lb_probe.plan(model, _os_family(os_family), pair, _addresses(), overrides, redact=not secrets)
-    except lb_topology.TopologyError as exc:
-        raise CommandExecutionError(f"the lb topology is invalid; run lb.validate:\n{exc}") from exc
     except (KeyError, ValueError) as exc:
         raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
     return out

@@ -656,31 +656,15 @@ def render(node=None, os_family=None, topology=None, prometheus=None, secrets=Fa
     node = node or __opts__["id"]
     s = settings()
     os_family = os_family or s["os_family"]
-    if topology:
-        try:
-            raw = lb_topology.load_file(topology)
-        except OSError as exc:
-            raise CommandExecutionError(f"cannot read topology {topology}: {exc}") from exc
-        except lb_topology.TopologyError as exc:
-            raise CommandExecutionError(str(exc)) from exc
-    else:
-        raw = __pillar__.get(lb_topology.ROOT)
-        if raw is None:
-            raise CommandExecutionError("the pillar has no 'lb' key for this minion")
-    report = lb_topology.check(raw)
-    if report.errors:
-        raise CommandExecutionError("the topology is invalid; run lb.validate for the list:\n" + "\n".join(f"  {e}" for e in report.errors))
-    try:
-        pair, _ = lb_topology.find_node(report.model, node)
-    except KeyError as exc:
-        raise CommandExecutionError(str(exc.args[0])) from exc
+    model = __salt__["lb.model"](topology)
+    pair = __salt__["lb.node"](node, topology)["pair"]
     if prometheus is None:
         try:
             prometheus = features()["prometheus"]
         except CommandExecutionError:
             prometheus = True
     secret = str if secrets else (lambda value: lb_render.REDACTED)
-    files = lb_render.haproxy_files(report.model, pair, node, os_family, secret=secret, params=_render_params(s), prometheus=prometheus)
+    files = lb_render.haproxy_files(model, pair, node, os_family, secret=secret, params=_render_params(s), prometheus=prometheus)
     return {p: {"content": f.content, "mode": f.mode, "secret": f.secret} for p, f in files.items()}
 
 

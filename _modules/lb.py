@@ -7,6 +7,7 @@ A thin layer over `_utils/lb_topology.py` (validation, the model) and
 repository's CI can check a change before it is merged.
 """
 
+import copy
 import logging
 
 from salt.exceptions import CommandExecutionError
@@ -83,14 +84,65 @@ def validate(topology=None):
     return lb_topology.check(raw).as_dict()
 
 
-def _model(topology=None):
+def model(topology=None):
+    """
+    The validated topology model: the one place every module of the
+    product gets the topology from (``__salt__["lb.model"]()``), so the
+    pillar is validated once per change, not once per module.  For people,
+    ``lb.validate`` and ``lb.preview`` say the same in plain data; this
+    holds Python objects (``ipaddress``) for the modules.
+
+    Cached in ``__context__`` against the pillar's ``lb`` value it was made
+    from, so a pillar refresh is seen at the next call; each caller gets its
+    own copy.  An invalid topology raises ``CommandExecutionError`` with
+    every error and its pillar path.
+
+    topology
+        Path of a YAML topology file instead of the pillar (not cached).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call lb.model --out=txt
+    """
+    raw = _raw(topology)
+    key = "lb.model"
+    cached = None if topology else __context__.get(key)
+    if cached is not None and cached[0] == raw:
+        return copy.deepcopy(cached[1])
     try:
-        report = lb_topology.check(_raw(topology))
+        report = lb_topology.check(raw)
     except lb_topology.TopologyError as exc:
         report = lb_topology.Report(exc.errors, exc.warnings)
     if report.errors:
         raise CommandExecutionError("the topology is invalid; run lb.validate for the list:\n" + "\n".join(f"  {e}" for e in report.errors))
+    if not topology:
+        __context__[key] = (copy.deepcopy(raw), report.model)
+        return copy.deepcopy(report.model)
     return report.model
+
+
+def node(node=None, topology=None):  # pylint: disable=redefined-outer-name
+    """
+    ``{"pair": the node's pair, "node": the node}`` from ``lb.model``: what
+    the modules that configure one node start from.  A node in no pair
+    raises ``CommandExecutionError`` naming the known nodes.
+
+    node
+        The node id.  Default: this minion's id.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call lb.node --out=txt
+    """
+    try:
+        pair, this = lb_topology.find_node(model(topology), node or __opts__["id"])
+    except KeyError as exc:
+        raise CommandExecutionError(str(exc.args[0])) from exc
+    return {"pair": pair, "node": this}
 
 
 def preview(node=None, os_family=None, topology=None, secrets=False):
@@ -125,9 +177,8 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
     """
     node = node or __opts__["id"]
     os_family = os_family or __grains__.get("os_family")
-    model = _model(topology)
     try:
-        return lb_render.manifest(model, node, os_family, redact=not secrets)
+        return lb_render.manifest(model(topology), node, os_family, redact=not secrets)
     except (KeyError, ValueError) as exc:
         raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
 
@@ -147,9 +198,8 @@ def host(node=None, os_family=None, topology=None):
     """
     node = node or __opts__["id"]
     os_family = os_family or __grains__.get("os_family")
-    model = _model(topology)
     try:
-        return lb_host.plan(model, node, os_family)
+        return lb_host.plan(model(topology), node, os_family)
     except (KeyError, ValueError) as exc:
         raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
 
@@ -210,8 +260,7 @@ def roster(topology=None, pairs=None, interface=None, **options):
     """
     options = {k: v for k, v in options.items() if not k.startswith("__")}
     try:
-        model = lb_topology.load(_raw(topology))
-        return lb_roster.roster(model, pairs=pairs, interface=interface, **options)
+        return lb_roster.roster(model(topology), pairs=pairs, interface=interface, **options)
     except lb_topology.TopologyError as exc:
         raise CommandExecutionError(str(exc)) from exc
     except ValueError as exc:

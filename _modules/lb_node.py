@@ -26,7 +26,6 @@ import lb_events
 import lb_fresh
 import lb_render
 import lb_routing
-import lb_topology
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -88,9 +87,8 @@ def _salt_call():
 def _groups():
     """{vhid: (device, vip)} of this node's groups from the topology."""
     try:
-        model = carp_common.load_model(__pillar__)
-        _, groups = carp_common.node_groups(model, __opts__["id"], "FreeBSD" if _family() == "FreeBSD" else "Debian")
-    except (ValueError, KeyError, OSError) as exc:
+        _, groups = carp_common.node_groups(__salt__["lb.model"](), __opts__["id"], "FreeBSD" if _family() == "FreeBSD" else "Debian")
+    except (CommandExecutionError, KeyError) as exc:
         raise CommandExecutionError(f"lb_node: no CARP groups for {__opts__['id']}: {exc}") from exc
     return {g["vhid"]: (g["device"], f"{g['address']}/{g['prefixlen']}") for g in groups}
 
@@ -189,8 +187,7 @@ def drift():
     if provider == "keepalived":
         s = carp_common.settings("Linux", _override())
         try:
-            model = carp_common.load_model(__pillar__)
-            pair, _ = lb_topology.find_node(model, __opts__["id"])
+            pair = __salt__["lb.node"]()["pair"]
             pidfile = __salt__["haproxy_cfg.settings"]()["pidfile"] if "haproxy_cfg.settings" in __salt__ else None
             want = lb_render.render_keepalived(
                 pair,

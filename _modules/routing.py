@@ -39,7 +39,6 @@ import lb_generation
 import lb_render
 import lb_routing
 import lb_settings
-import lb_topology
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -111,14 +110,7 @@ def _override():
 
 
 def _pair(topology=None):
-    try:
-        model = carp_common.load_model(__pillar__, topology)
-        pair, _ = lb_topology.find_node(model, __opts__["id"])
-    except (ValueError, OSError) as exc:
-        raise CommandExecutionError(str(exc)) from exc
-    except KeyError as exc:
-        raise CommandExecutionError(str(exc.args[0])) from exc
-    return pair
+    return __salt__["lb.node"](topology=topology)["pair"]
 
 
 def _configured(pair):

@@ -1456,30 +1456,18 @@ def settings(family: str, override: dict | None) -> dict:
     return out
 
 
-def load_model(pillar: dict, topology: str | None = None) -> dict:
-    """The topology model from a YAML file (`topology=PATH`) or the pillar's
-    `lb` key; ValueError with every error and its pillar path."""
-    if topology:
-        raw = lb_topology.load_file(topology)
-    else:
-        raw = (pillar or {}).get(lb_topology.ROOT)
-        if raw is None:
-            raise ValueError("the pillar has no 'lb' key for this minion; give topology=PATH or assign a topology in the pillar top file")
-    return lb_topology.load(raw)
-
-
 def linux_provider(pillar: dict, node_id: str, override: dict | None = None) -> str:
     """keepalived or ucarp: `lb_carp:provider` if set, else the pair's
-    `carp:linux_provider` in the pillar, else keepalived (the default)."""
+    `carp:linux_provider` in the pillar, else keepalived (the default).
+
+    Read when Salt loads the `carp` modules (their __virtual__), so it looks
+    the one key up in the raw pillar and validates nothing: the topology is
+    validated once, by `lb.model`, and an invalid one fails the first call
+    of whichever provider loaded."""
     forced = (override or {}).get("provider")
-    if forced in ("keepalived", "ucarp"):
+    if forced in lb_topology.LINUX_PROVIDERS:
         return forced
-    try:
-        model = load_model(pillar)
-        pair, _ = lb_topology.find_node(model, node_id)
-        return pair["carp"]["linux_provider"]
-    except Exception:  # noqa: BLE001 - no usable topology: the default
-        return "keepalived"
+    return lb_topology.declared_linux_provider((pillar or {}).get(lb_topology.ROOT), node_id)
 
 
 def parse_keepalived(text: str | None) -> dict[int, dict]:

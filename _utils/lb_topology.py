@@ -261,6 +261,19 @@ def roles(model: dict, minion_id: str, addresses=()) -> dict:
     return out
 
 
+def declared_linux_provider(raw, node_id: str) -> str:
+    """The `carp:linux_provider` the raw (unvalidated) topology gives the
+    pair that has `node_id` among its nodes, when it is one of
+    LINUX_PROVIDERS; else the default, keepalived."""
+    pairs = raw.get("pairs") if isinstance(raw, dict) else None
+    for pair in pairs.values() if isinstance(pairs, dict) else ():
+        if isinstance(pair, dict) and isinstance(pair.get("nodes"), dict) and node_id in pair["nodes"]:
+            carp = pair.get("carp")
+            provider = carp.get("linux_provider") if isinstance(carp, dict) else None
+            return provider if provider in LINUX_PROVIDERS else "keepalived"
+    return "keepalived"
+
+
 def minion_roles(raw, minion_id: str, addresses=()) -> dict:
     """`roles()` from the pillar's raw `lb` value, for the state top file:
     no `lb` key gives no role (a minion the topology does not concern); an

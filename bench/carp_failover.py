@@ -35,9 +35,10 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab")]
+sys.path.insert(0, REPO)
 
-from carp_tools import (  # noqa: E402
+from lab import control, saltcfg  # noqa: E402
+from lab.carp_tools import (  # noqa: E402
     LAB_CARP,
     LBS,
     VIPS,
@@ -54,8 +55,6 @@ from carp_tools import (  # noqa: E402
     user_port,
     wait_for,
 )
-
-from lab import control, saltcfg  # noqa: E402
 from lab.plan import plan_from_pillar  # noqa: E402
 
 BENCH_DIR = "/run/lb-carp-bench"  # private to each lab host

@@ -17,7 +17,7 @@ vhid 4).  Reported per N, median of --repeat runs:
 - both as ratios against the N = 0 row of the same invocation.
 
 With --splitbrain, one more run of the largest N: VRRP is cut between the
-two LBs (tests/lab/events_tools.VrrpCut) while the storm is fired.  The
+two LBs (lab/events_tools.VrrpCut) while the storm is fired.  The
 split brain begins when lb-b's keepalived makes it MASTER too (the time in
 its state file); reported: from then to ``lb/splitbrain/edge/<vhid>``.
 The cut is removed in a finally.
@@ -46,15 +46,15 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab"), os.path.join(REPO, "_utils"), os.path.join(REPO, "bench")]
+sys.path[:0] = [REPO, os.path.join(REPO, "_utils"), os.path.join(REPO, "bench")]
 
 import salt.config  # noqa: E402
 import salt.utils.event  # noqa: E402
 import yaml  # noqa: E402
-from carp_tools import holders, wait_for  # noqa: E402
-from events_tools import EventLog, VrrpCut  # noqa: E402
 
 from lab import PILLAR, saltcfg  # noqa: E402
+from lab.carp_tools import holders, wait_for  # noqa: E402
+from lab.events_tools import EventLog, VrrpCut  # noqa: E402
 from lab.plan import plan_from_pillar  # noqa: E402
 
 VHIDS = (4, 5, 44, 55)

@@ -38,16 +38,15 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab")]
-
-from carp_tools import VIPS, Client, Services, all_on, holders, link, user_port, wait_for  # noqa: E402
-from events_tools import SETTLE, EventLog, flat, setup_pair, teardown_pair  # noqa: E402
+sys.path.insert(0, REPO)
 
 from lab import (  # noqa: E402
     PILLAR,
     control,  # noqa: E402
     state,
 )
+from lab.carp_tools import VIPS, Client, Services, all_on, holders, link, user_port, wait_for  # noqa: E402
+from lab.events_tools import SETTLE, EventLog, flat, setup_pair, teardown_pair  # noqa: E402
 from lab.plan import plan_from_pillar  # noqa: E402
 
 VIP = VIPS[0]

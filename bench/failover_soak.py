@@ -50,12 +50,11 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab")]
-
-from carp_tools import LAB_CARP, LBS, VIPS, all_on, holders, link, user_port, wait_for  # noqa: E402
-from events_tools import VrrpCut, setup_pair  # noqa: E402
+sys.path.insert(0, REPO)
 
 from lab import PILLAR, control, drill, galera, saltcfg  # noqa: E402
+from lab.carp_tools import LAB_CARP, LBS, VIPS, all_on, holders, link, user_port, wait_for  # noqa: E402
+from lab.events_tools import VrrpCut, setup_pair  # noqa: E402
 from lab.plan import plan_from_pillar  # noqa: E402
 
 FAULTS = ("link", "maint", "keepalived", "haproxy", "split", "db")

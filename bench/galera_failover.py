@@ -3,7 +3,7 @@
 database node dies, and how long a drain takes to stop new connections.
 
 Setup: a real three-node MariaDB Galera cluster in the lab's database hosts
-(tests/lab/galera_tools.py), the probe applied by their salt-minions
+(lab/galera_tools.py), the probe applied by their salt-minions
 (salt/clustercheck), CARP (keepalived) and HAProxy on the load balancers from
 their SLS, the pillar's timers (inter 2s, fall 2, rise 3).  A client in the
 lab's client host writes one row per new connection through the VIP every
@@ -35,13 +35,12 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab")]
-
-from carp_tools import LAB_CARP, LBS  # noqa: E402
-from galera_tools import Galera, HaproxyView, Writer, apply_probe, first_write_after, in_host, salt_ok, writers_in_order  # noqa: E402
+sys.path.insert(0, REPO)
 
 from lab import control, saltcfg  # noqa: E402
+from lab.carp_tools import LAB_CARP, LBS  # noqa: E402
 from lab.galera import GALERA_DEFAULTS, RECOMMENDED  # noqa: E402
+from lab.galera_tools import Galera, HaproxyView, Writer, apply_probe, first_write_after, in_host, salt_ok, writers_in_order  # noqa: E402
 
 FALL, INTER = 2, 2.0
 TARGET = FALL * INTER + 1.0

@@ -37,13 +37,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "lab")]
-
-from carp_tools import all_on, link, local_addresses, user_port  # noqa: E402
-from routing_tools import up1_routes  # noqa: E402
+sys.path.insert(0, str(REPO))
 
 from lab import PILLAR, control, saltcfg  # noqa: E402
+from lab.carp_tools import all_on, link, local_addresses, user_port  # noqa: E402
 from lab.plan import plan_from_pillar  # noqa: E402
+from lab.routing_tools import up1_routes  # noqa: E402
 
 VIP = "198.18.2.5"
 POLL = 0.005

@@ -2,7 +2,7 @@
 """Split brain and heal, N times, in the lab (issue 17, item 1).
 
 Each cycle: VRRP (IP protocol 112) is dropped between the two LBs for
-`--cut` seconds, while both stay reachable (tests/lab/events_tools.VrrpCut):
+`--cut` seconds, while both stay reachable (lab/events_tools.VrrpCut):
 both become MASTER of every group.  Then VRRP flows again, and the cycle
 ends when every VIP has exactly one holder, lb-a (the primary, preempt), or
 after `--bound` seconds.  Who holds each VIP is sampled every 50 ms from the
@@ -30,12 +30,11 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "lab")]
-
-from carp_tools import LBS, VIPS, all_on, holders, wait_for  # noqa: E402
-from events_tools import VrrpCut, setup_pair  # noqa: E402
+sys.path.insert(0, REPO)
 
 from lab import PILLAR  # noqa: E402
+from lab.carp_tools import LBS, VIPS, all_on, holders, wait_for  # noqa: E402
+from lab.events_tools import VrrpCut, setup_pair  # noqa: E402
 from lab.plan import plan_from_pillar  # noqa: E402
 
 

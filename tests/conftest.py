@@ -1,12 +1,10 @@
 """Shared test setup: the repo's _utils on sys.path, as Salt puts it there."""
 
 import copy
-import importlib
 import os
 import sys
 
 import pytest
-import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "_utils"))
@@ -31,32 +29,9 @@ import lb_topology  # noqa: E402
 # own handlers instead (shown with a failing test).
 salt._logging.impl.shutdown_temp_handler()
 
-SEED_PILLAR = os.path.join(REPO, "pillar", "seed", "lb.sls")
-LAB_PILLAR = os.path.join(REPO, "pillar", "lab", "lb.sls")
-SEED_HOWTO = os.path.join(REPO, "tests", "fixtures", "seed-howto.md")
+from tests.support import LAB_PILLAR, SEED_PILLAR  # noqa: E402
 
 _cache = {}
-
-
-def private_minion(root, state: str = "state", **options) -> str:
-    """The path of a masterless minion config of this repo (tools/local-config.py)
-    written as <root>/minion, with Salt's own state under <root>/<state> and
-    `options` on top (for Salt's loaders in functional tests)."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    conf = importlib.import_module("local-config").config(REPO)
-    base = os.path.join(str(root), state)
-    conf.update(
-        root_dir=base,
-        cachedir=os.path.join(base, "cache"),
-        pki_dir=os.path.join(base, "pki"),
-        sock_dir=os.path.join(base, "sock"),
-        log_file=os.path.join(base, "log"),
-    )
-    conf.update(options)
-    path = os.path.join(str(root), "minion")
-    with open(path, "w") as fh:
-        fh.write(yaml.safe_dump(conf))
-    return path
 
 
 def _load(path):

@@ -16,10 +16,9 @@ import os
 import subprocess
 import time
 
-from conftest import SEED_PILLAR
-
 import lb_render
 import lb_topology
+from tests.support import SEED_PILLAR
 
 NODES = ("lb-a", "lb-b")
 HAPROXY = "/usr/sbin/haproxy"

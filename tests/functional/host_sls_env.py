@@ -17,9 +17,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # tests/ (conftest)
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository (tests.support)
 
-from conftest import LAB_PILLAR, private_minion  # noqa: E402
+from tests.support import LAB_PILLAR, private_minion  # noqa: E402
 
 KEYS = ("net.ipv4.ip_forward", "net.ipv4.ip_nonlocal_bind")
 

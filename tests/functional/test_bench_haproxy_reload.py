@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import psutil
-from conftest import REPO
+
+from tests.support import REPO
 
 
 def test_bench_runs_both_ways_and_the_projects_reload_loses_nothing(tmp_path):

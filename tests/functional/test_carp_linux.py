@@ -17,7 +17,6 @@ import time
 import pytest
 import salt.config
 import yaml
-from conftest import REPO, SEED_PILLAR, private_minion
 from salt.exceptions import CommandExecutionError
 from saltfactories.utils.functional import Loaders
 
@@ -25,6 +24,7 @@ import carp_common
 import lb_render
 import lb_topology
 from lab import netview
+from tests.support import REPO, SEED_PILLAR, private_minion
 
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 

@@ -30,9 +30,9 @@ import mariadb_galera as mg
 import probe_env as pe
 import pytest
 import yaml
-from conftest import LAB_PILLAR, private_minion
 
 import lb_topology
+from tests.support import LAB_PILLAR, private_minion
 
 pytestmark = pytest.mark.skipif(bool(mg.missing()), reason=mg.missing() or "")
 
@@ -697,7 +697,7 @@ def test_the_seeds_xinetd_service_never_starts(tmp_path):
     user and the program swapped for harmless ones, bound to loopback): no
     `type = UNLISTED` and no mysqlcheck in /etc/services, so real xinetd
     skips it and nothing listens.  The rendered file has UNLISTED."""
-    from conftest import SEED_HOWTO
+    from tests.support import SEED_HOWTO
 
     text = open(SEED_HOWTO, encoding="utf-8").read()
     block = re.search(r"^service mysqlcheck\n\{\n.*?^ \}\n", text, re.S | re.M).group(0)

@@ -12,7 +12,8 @@ import shutil
 import stat
 
 import pytest
-from conftest import private_minion
+
+from tests.support import private_minion
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy") and not os.path.exists("/usr/sbin/haproxy"), reason="haproxy is not installed")
 

@@ -26,9 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 import pytest
 import yaml
-from conftest import LAB_PILLAR, REPO
 
 import haproxy_config
+from tests.support import LAB_PILLAR, REPO
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy") and not os.path.exists("/usr/sbin/haproxy"), reason="haproxy is not installed")
 

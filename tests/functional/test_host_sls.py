@@ -21,7 +21,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+
+from tests.support import REPO
 
 # lb-a's interfaces in the lab pillar: the routes' gateways are on them
 LINKS = {"lb-a-eth0": "198.18.1.241/24", "lb-a-eth1": "198.18.2.241/24", "lb-a-eth2": "198.18.3.241/24"}

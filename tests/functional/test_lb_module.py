@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import yaml
-from conftest import LAB_PILLAR, REPO, SEED_PILLAR, private_minion
 
 import lb_render
 import lb_topology
 import lb_version
+from tests.support import LAB_PILLAR, REPO, SEED_PILLAR, private_minion
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+
+from tests.support import REPO
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, REPO)

@@ -23,12 +23,12 @@ import os
 
 import pytest
 import salt.config
-from conftest import LAB_PILLAR, REPO, SEED_PILLAR, private_minion
 from saltfactories.utils.functional import Loaders
 
 import carp_common
 import lb_render
 import lb_topology
+from tests.support import LAB_PILLAR, REPO, SEED_PILLAR, private_minion
 
 # state IDs of files no preview lists, with why (see the module docstring)
 NOT_TOPOLOGY = {"lb_carp_event_hook", "lb_carp_devd_rule"}

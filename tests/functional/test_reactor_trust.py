@@ -23,7 +23,8 @@ import time
 
 import pytest
 import yaml
-from conftest import LAB_PILLAR, REPO
+
+from tests.support import LAB_PILLAR, REPO
 
 pytestmark = pytest.mark.slow
 

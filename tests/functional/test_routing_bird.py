@@ -24,11 +24,11 @@ import time
 import pytest
 import salt.config
 import yaml
-from conftest import SEED_PILLAR, private_minion
 from saltfactories.utils.functional import Loaders
 
 import lb_render
 import lb_topology
+from tests.support import SEED_PILLAR, private_minion
 
 BIRD = shutil.which("bird") or "/usr/sbin/bird"
 LOADERS = {}  # tmp_path -> the routing fixture's Loaders (for its states)

@@ -17,9 +17,9 @@ import textwrap
 import pytest
 import salt.version
 import yaml
-from conftest import LAB_PILLAR
 
 from lab import REPO
+from tests.support import LAB_PILLAR
 
 TARGET_PYTHON = "/usr/bin/python3"
 EXT = ("_modules", "_states", "_grains", "_utils")

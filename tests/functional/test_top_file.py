@@ -12,8 +12,9 @@ import os
 
 import salt.config
 import yaml
-from conftest import LAB_PILLAR, private_minion
 from saltfactories.utils.functional import Loaders
+
+from tests.support import LAB_PILLAR, private_minion
 
 GRAINS = {"os_family": "Debian", "kernel": "Linux", "os": "Debian"}
 

@@ -25,12 +25,6 @@ HERE = Path(__file__).parent
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "lab_teardown: takes the lab down; runs after every other test")
-    # Test modules elsewhere do `from conftest import REPO`, meaning tests/conftest.py.
-    # pytest imported this file under the same module name, `conftest`; give the
-    # name back to tests/conftest.py so those imports keep working.
-    root_conftest = config.pluginmanager.get_plugin(str(HERE.parent / "conftest.py"))
-    if root_conftest is not None:
-        sys.modules["conftest"] = root_conftest
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -116,14 +110,14 @@ def _lab_session():
 @pytest.fixture(autouse=True, scope="module")
 def _settled_pair(request, _no_lingering_jobs):
     """Every lab module starts from the settled pair the lab's highstate
-    makes (tests/lab/carp_tools.pair_problems: the primary alone holds every
+    makes (lab/carp_tools.pair_problems: the primary alone holds every
     VIP and is MASTER, the peer BACKUP, no maintenance, HAProxy listening on
     both, no job running) and leaves it so.  Either failure says which
     module, which condition and what was seen."""
     if "lab" not in request.fixturenames:
         yield
         return
-    from carp_tools import wait_settled
+    from lab.carp_tools import wait_settled
 
     lab = request.getfixturevalue("lab")
     name = request.module.__name__

@@ -14,7 +14,9 @@ import json
 import time
 
 import pytest
-from carp_tools import (
+
+from lab import saltcfg
+from lab.carp_tools import (
     LAB_CARP,
     LBS,
     VIPS,
@@ -30,8 +32,6 @@ from carp_tools import (
     user_port,
     wait_for,
 )
-
-from lab import saltcfg
 
 PROVIDERS = ("keepalived", "ucarp")
 SETTLE = {"keepalived": 10, "ucarp": 15}  # seconds, bounds for a move to finish

@@ -24,10 +24,10 @@ import subprocess
 import time
 
 import pytest
-from carp_tools import LAB_CARP, LBS
-from galera_tools import Galera, HaproxyView, Writer, apply_probe, first_write_after, in_host, salt_ok, writers_in_order
 
 from lab import control, saltcfg
+from lab.carp_tools import LAB_CARP, LBS
+from lab.galera_tools import Galera, HaproxyView, Writer, apply_probe, first_write_after, in_host, salt_ok, writers_in_order
 
 # the pillar's timers for galera_a: inter 2s, fall 2, rise 3
 FALL_X_INTER = 4.0

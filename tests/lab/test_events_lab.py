@@ -24,10 +24,10 @@ import subprocess
 import time
 
 import pytest
-from carp_tools import LBS, all_on, holders, link, user_port, wait_for
-from events_tools import SETTLE, EventLog, VrrpCut, apply, flat, salt_lbs, salt_run, setup_pair, teardown_pair
 
 from lab import control, saltcfg, state
+from lab.carp_tools import LBS, all_on, holders, link, user_port, wait_for
+from lab.events_tools import SETTLE, EventLog, VrrpCut, apply, flat, salt_lbs, salt_run, setup_pair, teardown_pair
 
 PAIR = "edge"
 VHIDS = (4, 5, 44, 55)

@@ -9,7 +9,8 @@ import os
 import sys
 
 import pytest
-from conftest import REPO
+
+from tests.support import REPO
 
 pytestmark = [
     pytest.mark.slow,

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from carp_tools import LBS, all_on, holders, wait_for
-from events_tools import SETTLE, apply, salt_run
 
 from lab import LAB_DIR, PILLAR, control, pillar_repo, saltcfg, state
+from lab.carp_tools import LBS, all_on, holders, wait_for
+from lab.events_tools import SETTLE, apply, salt_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "_utils"))
 import lb_secrets  # noqa: E402

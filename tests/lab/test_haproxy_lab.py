@@ -40,11 +40,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from carp_tools import LBS, all_on, holders, wait_for
-from events_tools import salt_run
 from pillar_tools import edited_pillar, read_pillar
 
 from lab import REPO, control, saltcfg, tls
+from lab.carp_tools import LBS, all_on, holders, wait_for
+from lab.events_tools import salt_run
 
 sys.path.insert(0, str(REPO / "tests" / "functional"))
 

@@ -38,11 +38,11 @@ import time
 from pathlib import Path
 
 import yaml
-from carp_tools import LBS, all_on, holders, wait_for
-from events_tools import SETTLE, _apply_lbs
 
 import lb_version  # the product's pure module (tests/conftest.py puts _utils on sys.path)
 from lab import LAB_DIR, REPO, control, e2e, saltcfg, state
+from lab.carp_tools import LBS, all_on, holders, wait_for
+from lab.events_tools import SETTLE, _apply_lbs
 
 INSTALL_DOC = REPO / "docs" / "install.md"
 REACTOR_CONF = REPO / "etc" / "salt" / "master.d" / "reactor.conf"

@@ -6,10 +6,9 @@ name the pillar does not have changes nothing."""
 
 from __future__ import annotations
 
-from carp_tools import LBS
-from events_tools import salt_run
-
 from lab import saltcfg
+from lab.carp_tools import LBS
+from lab.events_tools import salt_run
 
 BACKEND = "haproxy_198.18.2.5_80"
 

@@ -17,10 +17,10 @@ import json
 import time
 
 import pytest
-from carp_tools import LBS, VIPS, all_on, holders, link, user_port
-from routing_tools import UPSTREAM, AnnounceSampler, announced, bgp_established, up1_routes, wait_for
 
 from lab import saltcfg
+from lab.carp_tools import LBS, VIPS, all_on, holders, link, user_port
+from lab.routing_tools import UPSTREAM, AnnounceSampler, announced, bgp_established, up1_routes, wait_for
 
 SETTLE = 20  # seconds, bound for a VIP move and the routes to follow
 FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"

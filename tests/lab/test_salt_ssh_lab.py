@@ -34,9 +34,9 @@ import time
 from pathlib import Path
 
 import pytest
-from events_tools import apply
 
 from lab import REPO, control, saltcfg, sshcfg, state
+from lab.events_tools import apply
 
 sys.path.insert(0, str(REPO / "_utils"))
 import lb_secrets  # noqa: E402

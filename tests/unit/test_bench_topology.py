@@ -5,9 +5,8 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
-
 import lb_topology
+from tests.support import REPO
 
 sys.path.insert(0, os.path.join(REPO, "bench"))
 

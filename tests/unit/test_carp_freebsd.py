@@ -7,11 +7,11 @@ import os
 import sys
 
 import pytest
-from conftest import REPO
 from salt.exceptions import CommandExecutionError
 
 import carp_common
 import lb_render
+from tests.support import REPO, with_lb_module
 
 sys.path.insert(0, os.path.join(REPO, "_modules"))
 import carp_freebsd  # noqa: E402
@@ -160,14 +160,16 @@ def pillar(seed_raw):
 
 @pytest.fixture
 def configure_loader_modules(fake, paths, pillar):
-    return {
+    salt, grains = fake.salt(), {"os_family": "FreeBSD", "kernel": "FreeBSD"}
+    mods = {
         carp_freebsd: {
-            "__salt__": fake.salt(),
+            "__salt__": salt,
             "__opts__": {"id": "lb-a", "lb_carp": paths, "test": False},
-            "__grains__": {"os_family": "FreeBSD", "kernel": "FreeBSD"},
+            "__grains__": grains,
             "__pillar__": pillar,
         }
     }
+    return with_lb_module(mods, salt, pillar, "lb-a", grains)
 
 
 def seed_groups(fake, keys="seed", advskew=0):

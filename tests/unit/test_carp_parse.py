@@ -4,9 +4,9 @@ sources in its README)."""
 import os
 
 import pytest
-from conftest import REPO
 
 import carp_parse
+from tests.support import REPO
 
 FIX = os.path.join(REPO, "tests", "fixtures", "freebsd")
 

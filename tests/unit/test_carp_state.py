@@ -6,8 +6,9 @@ import os
 from unittest.mock import Mock, call, patch
 
 import pytest
-from conftest import REPO
 from salt.exceptions import CommandExecutionError
+
+from tests.support import REPO
 
 _spec = importlib.util.spec_from_file_location("carp_state", os.path.join(REPO, "_states", "carp.py"))
 carp_state = importlib.util.module_from_spec(_spec)

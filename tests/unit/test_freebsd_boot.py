@@ -31,11 +31,11 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import LAB_PILLAR, REPO, SEED_PILLAR
 
 import carp_common
 import lb_render
 import lb_topology
+from tests.support import LAB_PILLAR, REPO, SEED_PILLAR
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "freebsd")
 RC = os.path.join(FIXTURES, "rc")

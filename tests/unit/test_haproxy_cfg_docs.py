@@ -4,7 +4,7 @@ CLI Example (what salt-extension-copier's pre-commit hook checks)."""
 import ast
 import os
 
-from conftest import REPO
+from tests.support import REPO
 
 
 def test_every_public_function_has_a_cli_example():

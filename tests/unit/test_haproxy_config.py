@@ -9,11 +9,11 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO
 
 import haproxy_config as hc
 import lb_render
 import lb_topology
+from tests.support import REPO
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "haproxy")
 REAL = ["seed-primary.cfg", "seed-secondary.cfg", "debian-default.cfg", "large.cfg"]

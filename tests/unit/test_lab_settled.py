@@ -1,13 +1,8 @@
-"""The lab tier's settled-pair check (tests/lab/carp_tools.pair_problems),
+"""The lab tier's settled-pair check (lab/carp_tools.pair_problems),
 which every lab module passes before it starts and after it ends: each way
 a pair can be unsettled is named, with the node and what was seen."""
 
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location("lab_carp_tools", Path(__file__).parents[1] / "lab" / "carp_tools.py")
-carp_tools = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(carp_tools)
+from lab import carp_tools
 
 VIPS = carp_tools.VIPS
 

@@ -6,12 +6,12 @@ import configparser
 import os
 
 import pytest
-from conftest import LAB_PILLAR, SEED_PILLAR
 
 import lb_boot
 import lb_host
 import lb_render
 import lb_topology
+from tests.support import LAB_PILLAR, SEED_PILLAR
 
 HEAD = "# head"
 OSP = lb_render.OS_PARAMS["Debian"]

@@ -8,11 +8,11 @@ import os
 import time
 
 import pytest
-from conftest import REPO
 
 import lb_bookkeeping
 import lb_events
 import lb_status
+from tests.support import REPO
 
 EXPECTED = {
     "edge": {

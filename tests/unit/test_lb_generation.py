@@ -6,12 +6,12 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import SEED_PILLAR
 
 import lb_generation as g
 import lb_render
 import lb_routing
 import lb_topology
+from tests.support import SEED_PILLAR
 
 
 def seed_bird():

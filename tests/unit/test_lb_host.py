@@ -128,7 +128,7 @@ def test_the_salt_ssh_wrapper_gives_the_same_plan_from_the_compiled_pillar(lab_r
     import importlib.util
     import os
 
-    from conftest import REPO
+    from tests.support import REPO
 
     spec = importlib.util.spec_from_file_location("lb_wrapper_under_test", os.path.join(REPO, "_wrapper", "lb.py"))
     wrapper = importlib.util.module_from_spec(spec)

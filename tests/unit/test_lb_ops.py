@@ -2,10 +2,10 @@
 lb.drain / lb.maint / lb.ready / lb.maintenance / lb.unmaintenance)."""
 
 import pytest
-from conftest import LAB_PILLAR
 
 import lb_ops
 import lb_topology
+from tests.support import LAB_PILLAR
 
 
 @pytest.fixture(scope="module")

@@ -387,7 +387,7 @@ def test_settings_clamp_the_timeout(tmp_path):
 
 
 def seed_function(name):
-    from conftest import SEED_HOWTO
+    from tests.support import SEED_HOWTO
 
     text = open(SEED_HOWTO, encoding="utf-8").read()
     m = re.search(rf"^{name}\(\)\n\{{\n.*?^\}}\n", text, re.S | re.M)

@@ -10,9 +10,9 @@ import re
 import shlex
 
 import pytest
-from conftest import SEED_HOWTO
 
 import lb_render
+from tests.support import SEED_HOWTO
 
 NODES = {"lb-a": "Primary", "lb-b": "Secondary"}
 

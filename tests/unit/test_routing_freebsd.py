@@ -8,8 +8,9 @@ import os
 import sys
 
 import pytest
-from conftest import REPO
 from salt.exceptions import CommandExecutionError
+
+from tests.support import REPO, with_lb_module
 
 sys.path.insert(0, os.path.join(REPO, "_modules"))
 import routing  # noqa: E402
@@ -79,14 +80,16 @@ def pillar(seed_raw):
 
 @pytest.fixture
 def configure_loader_modules(fake, paths, pillar, tmp_path):
-    return {
+    salt, grains = fake.salt(), {"os_family": "FreeBSD", "kernel": "FreeBSD"}
+    mods = {
         routing: {
-            "__salt__": fake.salt(),
+            "__salt__": salt,
             "__opts__": {"id": "lb-a", "lb_routing": paths, "lb_carp": {"state_dir": str(tmp_path / "carp")}, "test": False},
-            "__grains__": {"os_family": "FreeBSD", "kernel": "FreeBSD"},
+            "__grains__": grains,
             "__pillar__": pillar,
         }
     }
+    return with_lb_module(mods, salt, pillar, "lb-a", grains)
 
 
 def commands(fake):

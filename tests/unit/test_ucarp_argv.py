@@ -4,10 +4,10 @@ its inverse: the peer's address rides in --xparam with the second chance
 peer) still reads."""
 
 import pytest
-from conftest import SEED_PILLAR
 
 import carp_common
 import lb_topology
+from tests.support import SEED_PILLAR
 
 PATHS = {"script_dir": "/usr/local/sbin", "state_dir": "/var/lib/lb-carp", "ucarp_dir": "/etc/lb-carp/ucarp"}
 

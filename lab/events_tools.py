@@ -16,9 +16,9 @@ import time
 
 import salt.config
 import salt.utils.event
-from carp_tools import LAB_CARP, LBS, all_on, holders, user_port, wait_for
 
 from lab import saltcfg
+from lab.carp_tools import LAB_CARP, LBS, all_on, holders, user_port, wait_for
 
 SETTLE = 15  # seconds, bound for a VIP move
 

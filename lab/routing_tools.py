@@ -15,9 +15,8 @@ import struct
 import threading
 import time
 
-from carp_tools import BIRD_SOCKET, LBS, VIPS, local_addresses, wait_for  # noqa: F401 - re-exported for the routing tests
-
 from lab import control
+from lab.carp_tools import BIRD_SOCKET, LBS, VIPS, local_addresses, wait_for  # noqa: F401 - re-exported for the routing tests
 
 UPSTREAM = "up1"
 

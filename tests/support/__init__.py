@@ -1,0 +1,59 @@
+"""What the test files share (paths, a masterless minion's config, the
+`lb` execution module for unit tests), imported as `tests.support`:
+tests/conftest.py holds the fixtures and the session's setup only."""
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SEED_PILLAR = os.path.join(REPO, "pillar", "seed", "lb.sls")
+LAB_PILLAR = os.path.join(REPO, "pillar", "lab", "lb.sls")
+SEED_HOWTO = os.path.join(REPO, "tests", "fixtures", "seed-howto.md")
+
+
+def private_minion(root, state: str = "state", **options) -> str:
+    """The path of a masterless minion config of this repo (tools/local-config.py)
+    written as <root>/minion, with Salt's own state under <root>/<state> and
+    `options` on top (for Salt's loaders in functional tests)."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    conf = importlib.import_module("local-config").config(REPO)
+    base = os.path.join(str(root), state)
+    conf.update(
+        root_dir=base,
+        cachedir=os.path.join(base, "cache"),
+        pki_dir=os.path.join(base, "pki"),
+        sock_dir=os.path.join(base, "sock"),
+        log_file=os.path.join(base, "log"),
+    )
+    conf.update(options)
+    path = os.path.join(str(root), "minion")
+    with open(path, "w") as fh:
+        fh.write(yaml.safe_dump(conf))
+    return path
+
+
+def lb_execution_module():
+    """_modules/lb.py, imported as `lb_execmod` (the name `lb` is also the
+    runner's and the salt-ssh wrapper's).  The product's modules get the
+    topology from ``__salt__["lb.model"]``/``["lb.node"]``: a unit test that
+    loads one with ``configure_loader_modules`` loads this beside it."""
+    if "lb_execmod" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("lb_execmod", os.path.join(REPO, "_modules", "lb.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["lb_execmod"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["lb_execmod"]
+
+
+def with_lb_module(loader_modules: dict, salt: dict, pillar: dict, minion_id: str, grains: dict) -> dict:
+    """`loader_modules` (configure_loader_modules' value) with the `lb`
+    execution module beside it, and its lb.model/lb.node in `salt`."""
+    mod = lb_execution_module()
+    salt.update({"lb.model": mod.model, "lb.node": mod.node})
+    out = dict(loader_modules)
+    out[mod] = {"__opts__": {"id": minion_id}, "__pillar__": pillar, "__grains__": grains, "__context__": {}}
+    return out

@@ -227,6 +227,23 @@ def status():
     return out
 
 
+def command_lines(topology=None):
+    """
+    The command lines this provider runs for the node's groups, as every
+    provider offers them: here ``{vhid: argv}``, the ``ifconfig`` that adds
+    each group (the same words rc.d/netif runs at boot), the password shown
+    as ``<redacted>``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.command_lines
+    """
+    _, _, gs = _pair_groups(topology)
+    return {g["vhid"]: carp_common.ifconfig_add(g, secret=lambda _: lb_render.REDACTED) for g in gs}
+
+
 def present(topology=None, test=False):
     """
     Make this node's CARP groups what the topology says, live and across

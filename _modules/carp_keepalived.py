@@ -744,16 +744,17 @@ def provider():
     return PROVIDER
 
 
-def command_line():
+def command_lines(topology=None):  # noqa: ARG001 - the same signature as every provider's
     """
-    The command line this module starts keepalived with (no secret in it:
-    VRRPv3 has no password).
+    The command lines this provider runs for the node's groups, as every
+    provider offers them: here ``{"keepalived": argv}``, the one keepalived
+    that holds every group (no secret in it: VRRPv3 has no password).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt 'lb*' carp.command_line
+        salt 'lb*' carp.command_lines
     """
     paths = _paths()
-    return carp_common.keepalived_argv(_binary(), paths["keepalived_config"], paths["run_dir"])
+    return {"keepalived": carp_common.keepalived_argv(_binary(), paths["keepalived_config"], paths["run_dir"])}

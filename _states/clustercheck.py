@@ -29,6 +29,11 @@ module does the I/O.
 
 from salt.exceptions import CommandExecutionError
 
+import lb_fresh
+import lb_state
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
+
 __virtualname__ = "clustercheck"
 
 
@@ -36,10 +41,6 @@ def __virtual__():
     if "clustercheck.is_drained" in __salt__:
         return __virtualname__
     return (False, "clustercheck: the clustercheck execution module is not available")
-
-
-def _ret(name):
-    return {"name": name, "changes": {}, "result": True, "comment": ""}
 
 
 def drained(name, reason=None, maintenance_file=None):
@@ -56,7 +57,7 @@ def drained(name, reason=None, maintenance_file=None):
     maintenance_file
         Default: the pillar's ``galera_probe:maintenance_file``.
     """
-    ret = _ret(name)
+    ret = lb_state.ret(name)
     try:
         if __salt__["clustercheck.is_drained"](maintenance_file=maintenance_file):
             ret["comment"] = "The server is already drained"
@@ -80,7 +81,7 @@ def undrained(name, maintenance_file=None):
     No maintenance file: the probe answers from the server's state again and
     HAProxy puts the server back after ``rise`` good checks.
     """
-    ret = _ret(name)
+    ret = lb_state.ret(name)
     try:
         if not __salt__["clustercheck.is_drained"](maintenance_file=maintenance_file):
             ret["comment"] = "The server is not drained"
@@ -110,7 +111,7 @@ def option_file(name, user, group, mode="0600"):
     name
         The file's path: one of the secret files ``clustercheck.plan`` lists.
     """
-    ret = _ret(name)
+    ret = lb_state.ret(name)
     try:
         files = __salt__["clustercheck.plan"](secrets=True)["files"]
     except CommandExecutionError as exc:
@@ -163,7 +164,7 @@ def account_present(name, password=None, host="localhost", max_connections=None,
         How to reach the server as its administrator (root through the socket
         by default).
     """
-    ret = _ret(name)
+    ret = lb_state.ret(name)
     args = {
         "name": name,
         "password": password,

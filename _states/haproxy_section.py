@@ -39,6 +39,7 @@ from salt.exceptions import CommandExecutionError
 
 import haproxy_config
 import lb_fresh
+import lb_state
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -49,10 +50,6 @@ def __virtual__():
     if "haproxy_cfg.write" in __salt__:
         return __virtualname__
     return (False, "haproxy_section needs the haproxy_cfg execution module")
-
-
-def _ret(name):
-    return {"name": name, "changes": {}, "result": True, "comment": ""}
 
 
 def _section_changes(merge_or_labels, old_text, new_text, path, show_diff):
@@ -148,7 +145,7 @@ def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None,
         Put a diff into the changes (secrets redacted; TLS keys are never
         diffed, their files are only named).
     """
-    ret = _ret(name)
+    ret = lb_state.ret(name)
     if unmanaged not in haproxy_config.UNMANAGED_CHOICES:
         ret["result"] = False
         ret["comment"] = "unmanaged is required: 'keep' or 'remove' the sections the pillar does not own (an explicit choice, no default)"
@@ -225,7 +222,7 @@ def present(name, kind, lines, config=None, after=None, reload=True):
         ``"<kind> <name>"`` of the section to insert a new one after
         (default: at the end).
     """
-    ret = _ret(name)
+    ret = lb_state.ret(name)
     try:
         path = config or __salt__["haproxy_cfg.settings"]()["config"]
         wanted = haproxy_config.make_section(kind, name, [str(x) for x in (lines or [])])
@@ -272,7 +269,7 @@ def absent(name, kind, config=None, reload=True):
     config
         The config file (default: the live one).
     """
-    ret = _ret(name)
+    ret = lb_state.ret(name)
     try:
         path = config or __salt__["haproxy_cfg.settings"]()["config"]
         live = __salt__["haproxy_cfg.read"](path)
@@ -304,7 +301,7 @@ def running(name="haproxy"):
     the package with its default config).  A running HAProxy is not
     reloaded here: ``managed`` reloads when the configuration changes.
     """
-    ret = _ret(name)
+    ret = lb_state.ret(name)
     try:
         st = __salt__["haproxy_cfg.status"]()
         if st["running"] and st["master_worker"]:

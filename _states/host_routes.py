@@ -12,6 +12,7 @@ from salt.exceptions import CommandExecutionError
 
 import lb_fresh
 import lb_host
+import lb_state
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -31,7 +32,7 @@ def present(name, routes=None):
     routes
         ``[{"name", "destination", "gateway"}]``, as ``lb.host`` gives them.
     """
-    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    ret = lb_state.ret(name)
     wanted = routes or []
     try:
         live = __salt__["host_routes.live"]([r["destination"] for r in wanted])

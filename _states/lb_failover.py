@@ -13,6 +13,11 @@ and seen by the ones that start after it.
     salt lb-b state.single lb_failover.master_serves name=vhid-4 vhid=4 queue=True
 """
 
+import lb_fresh
+import lb_state
+
+lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
+
 
 def master_serves(name, vhid, **kwargs):
     """
@@ -31,7 +36,7 @@ def master_serves(name, vhid, **kwargs):
     queued reaction failed with "'__pub_kwarg' is an invalid keyword
     argument" and applied nothing.
     """
-    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    ret = lb_state.ret(name)
     if __opts__.get("test"):
         ret["result"] = None
         ret["comment"] = f"the haproxy SLS would be applied if this node is MASTER of vhid {vhid}"

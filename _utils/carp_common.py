@@ -111,12 +111,13 @@ def diff(current: dict[int, dict], desired: dict[int, dict]) -> dict:
 # FreeBSD: the ifconfig command lines
 
 
-def ifconfig_add(group: dict) -> list[str]:
+def ifconfig_add(group: dict, secret=str) -> list[str]:
     """`ifconfig <dev> inet vhid N [advbase B] advskew S pass P VIP/32 alias`:
     the argv rc.d/netif runs at boot for the alias line lb_render writes
-    (network.subr appends the `alias`)."""
+    (network.subr appends the `alias`); `secret` maps the password
+    (lb_render.redact for what a person sees)."""
     g = dict(group, vip=group["_vip"])
-    return ["ifconfig", group["device"], *lb_render.freebsd_alias_words(g), "alias"]
+    return ["ifconfig", group["device"], *lb_render.freebsd_alias_words(g, secret=secret), "alias"]
 
 
 def ifconfig_set(group: dict, fields: list[str]) -> list[str]:

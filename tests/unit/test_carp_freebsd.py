@@ -385,3 +385,13 @@ def test_groups_leave_the_password_out():
 
 def test_preempt():
     assert carp_freebsd.preempt_enabled() is True
+
+
+def test_command_lines_are_the_live_argv_without_the_password(fake):
+    lines = carp_freebsd.command_lines()
+    assert sorted(lines) == [4, 5, 44, 55]
+    assert lines[4][:2] == ["ifconfig", "hn1"] and lines[4][-1] == "alias"
+    words = lines[44]
+    assert words[words.index("pass") + 1] == "<redacted>"
+    assert not any("passwd" in w for argv in lines.values() for w in argv)
+    assert fake.calls == []  # nothing run

@@ -57,12 +57,7 @@ HANDOVER_LEAD = 0.5
 
 
 def __virtual__():
-    if __grains__.get("kernel") != "Linux":
-        return (False, "carp_ucarp: Linux only (FreeBSD uses carp_freebsd)")
-    provider = carp_common.linux_provider(__pillar__, __opts__.get("id"), carp_common.raw_override(__opts__, __grains__, __pillar__))
-    if provider != PROVIDER:
-        return (False, f"carp_ucarp: this node's pair uses {provider}")
-    return __virtualname__
+    return carp_common.linux_virtual("carp_ucarp", PROVIDER, __opts__, __grains__, __pillar__)
 
 
 # ---------------------------------------------------------------------------
@@ -70,10 +65,7 @@ def __virtual__():
 
 
 def _override():
-    try:
-        return carp_common.override(__opts__, __grains__, __pillar__)
-    except ValueError as exc:
-        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
+    return carp_common.checked_override(__opts__, __grains__, __pillar__)
 
 
 def _paths():

@@ -43,10 +43,7 @@ def __virtual__():
 
 
 def _override():
-    try:
-        return carp_common.override(__opts__, __grains__, __pillar__)
-    except ValueError as exc:
-        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
+    return carp_common.checked_override(__opts__, __grains__, __pillar__)
 
 
 def _family():

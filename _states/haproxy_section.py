@@ -244,18 +244,25 @@ def present(name, kind, lines, config=None, after=None, reload=True):
             anchor = (parts[0], parts[1] if len(parts) > 1 else "")
         if current is None or current.directives() != wanted.directives():
             cfg.set(wanted, after=anchor)
-        text = haproxy_config.stamp(cfg.render())
-        ret["changes"] = _section_changes({wanted.label: what}, live, text, path, True)
-        if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"{wanted.label} would be {what} in {path}"
-            return ret
-        _apply(ret, path, text, None, None, {path: [f"{wanted.label} {what}"]}, reload)
+        _change_one(ret, cfg, live, path, wanted.label, what, reload)
     except (CommandExecutionError, haproxy_config.ConfigError) as exc:
         ret["changes"] = {}
         ret["result"] = False
         ret["comment"] = str(exc)
     return ret
+
+
+def _change_one(ret, cfg, live, path, label, what, reload):
+    """The end of `present` and `absent`: one section `what` (added,
+    changed, removed) in `cfg`; in test mode what would change, else the
+    checked write (and the reload)."""
+    text = haproxy_config.stamp(cfg.render())
+    ret["changes"] = _section_changes({label: what}, live, text, path, True)
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"{label} would be {what} {'from' if what == 'removed' else 'in'} {path}"
+        return
+    _apply(ret, path, text, None, None, {path: [f"{label} {what}"]}, reload)
 
 
 def absent(name, kind, config=None, reload=True):
@@ -280,13 +287,7 @@ def absent(name, kind, config=None, reload=True):
             return ret
         if not cfg.remove(kind, name):
             return _up_to_date(ret, path, f"{key_label} is not in {path}", reload)
-        text = haproxy_config.stamp(cfg.render())
-        ret["changes"] = _section_changes({key_label: "removed"}, live, text, path, True)
-        if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"{key_label} would be removed from {path}"
-            return ret
-        _apply(ret, path, text, None, None, {path: [f"{key_label} removed"]}, reload)
+        _change_one(ret, cfg, live, path, key_label, "removed", reload)
     except (CommandExecutionError, haproxy_config.ConfigError) as exc:
         ret["changes"] = {}
         ret["result"] = False

@@ -1435,6 +1435,28 @@ def raw_override(*sources) -> dict:
     return {}
 
 
+def linux_virtual(module: str, provider: str, opts: dict, grains: dict, pillar: dict):
+    """The __virtual__ of a Linux provider module: ``"carp"`` when this
+    node uses `provider`, else (False, why)."""
+    if grains.get("kernel") != "Linux":
+        return (False, f"{module}: Linux only (FreeBSD uses carp_freebsd)")
+    chosen = linux_provider(pillar, opts.get("id"), raw_override(opts, grains, pillar))
+    if chosen != provider:
+        return (False, f"{module}: this node's pair uses {chosen}")
+    return "carp"
+
+
+def checked_override(opts: dict, grains: dict, pillar: dict) -> dict:
+    """`override` for a Salt module: an invalid `lb_carp` is a
+    CommandExecutionError naming the key."""
+    from salt.exceptions import CommandExecutionError  # pylint: disable=import-outside-toplevel
+
+    try:
+        return override(opts, grains, pillar)
+    except ValueError as exc:
+        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
+
+
 def override(*sources) -> dict:
     """The `lb_carp` settings (paths, binaries) from the first source that
     has them: pass the minion's opts, grains and pillar, in that order.

@@ -162,20 +162,20 @@ def teardown_pair() -> None:
 # CARP traffic cut between the two LBs
 
 
-class VrrpCut:
-    """Drop VRRP (IP protocol 112) on its way from the user bridge to each
-    LB (egress of the bridge-side ports), nothing else: each LB stops
-    hearing the other's advertisements while both stay reachable.  This
-    kernel has no tc actions and no nftables, so the drop is an HTB class
-    with a zero-length pfifo, selected by a u32 filter."""
+class VrrpDrop:
+    """Drop VRRP (IP protocol 112) leaving each of `ports` (in network
+    namespace `netns`, or this one), nothing else.  This kernel has no tc
+    actions and no nftables, so the drop is an HTB class with a zero-length
+    pfifo, selected by a u32 filter.  A context manager: whatever it added
+    is removed on exit, also when adding failed half-way."""
 
-    def __init__(self, plan):
-        self.ports = [user_port(plan, h) for h in LBS]
+    def __init__(self, ports, netns=None):
+        self.ports, self.netns = list(ports), netns
         self.applied: list[str] = []
 
-    @staticmethod
-    def _tc(*args):
-        subprocess.run(["tc", *args], check=True, timeout=10, capture_output=True)
+    def _tc(self, *args, check=True):
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        subprocess.run([*prefix, "tc", *args], check=check, timeout=10, capture_output=True)
 
     def __enter__(self):
         try:
@@ -185,26 +185,8 @@ class VrrpCut:
                 self._tc("class", "add", "dev", port, "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit")
                 self._tc("class", "add", "dev", port, "parent", "1:", "classid", "1:2", "htb", "rate", "8kbit")
                 self._tc("qdisc", "add", "dev", port, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0")
-                self._tc(
-                    "filter",
-                    "add",
-                    "dev",
-                    port,
-                    "parent",
-                    "1:",
-                    "protocol",
-                    "ip",
-                    "prio",
-                    "1",
-                    "u32",
-                    "match",
-                    "ip",
-                    "protocol",
-                    "112",
-                    "0xff",
-                    "flowid",
-                    "1:2",
-                )
+                match = ["u32", "match", "ip", "protocol", "112", "0xff", "flowid", "1:2"]
+                self._tc("filter", "add", "dev", port, "parent", "1:", "protocol", "ip", "prio", "1", *match)
         except BaseException:
             self.restore()
             raise
@@ -212,8 +194,17 @@ class VrrpCut:
 
     def restore(self):
         for port in self.applied:
-            subprocess.run(["tc", "qdisc", "del", "dev", port, "root"], timeout=10, capture_output=True)
+            self._tc("qdisc", "del", "dev", port, "root", check=False)
         self.applied = []
 
     def __exit__(self, *exc):
         self.restore()
+
+
+class VrrpCut(VrrpDrop):
+    """VRRP cut between the lab's two LBs: dropped on its way from the user
+    bridge to each LB (egress of the bridge-side ports), so each LB stops
+    hearing the other's advertisements while both stay reachable."""
+
+    def __init__(self, plan):
+        super().__init__([user_port(plan, h) for h in LBS])

@@ -19,6 +19,7 @@ from carp_pair_net import HAPROXY, NODES, kill, sh
 
 import carp_common
 import lb_render
+from lab.events_tools import VrrpDrop
 
 KEEPALIVED = "/usr/sbin/keepalived"
 VIP_DEV, SYS_DEV = "kv0", "ks0"
@@ -257,55 +258,10 @@ def _tables(netns):
     return [line.split()[2] for line in out.splitlines() if line.startswith("table ip ")]
 
 
-class VrrpCut:
-    """Drop VRRP (IP protocol 112) on its way from the switch to both nodes,
-    nothing else (an HTB class with a zero-length pfifo, selected by a u32
-    filter: this kernel has no nftables): each node stops hearing the
-    other while both stay reachable."""
-
-    def __init__(self, switch, ports=("pa", "pb")):
-        self.switch, self.ports, self.applied = switch, ports, []
-
-    def _tc(self, *args, check=True):
-        return sh("ip", "netns", "exec", self.switch, "tc", *args, check=check)
-
-    def __enter__(self):
-        try:
-            for port in self.ports:
-                self.applied.append(port)
-                self._tc("qdisc", "add", "dev", port, "root", "handle", "1:", "htb", "default", "1")
-                self._tc("class", "add", "dev", port, "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit")
-                self._tc("class", "add", "dev", port, "parent", "1:", "classid", "1:2", "htb", "rate", "8kbit")
-                self._tc("qdisc", "add", "dev", port, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0")
-                self._tc(
-                    "filter",
-                    "add",
-                    "dev",
-                    port,
-                    "parent",
-                    "1:",
-                    "protocol",
-                    "ip",
-                    "prio",
-                    "1",
-                    "u32",
-                    "match",
-                    "ip",
-                    "protocol",
-                    "112",
-                    "0xff",
-                    "flowid",
-                    "1:2",
-                )
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        for port in self.applied:
-            self._tc("qdisc", "del", "dev", port, "root", check=False)
-        self.applied = []
+def VrrpCut(switch, ports=("pa", "pb")):  # noqa: N802 - a class, as in the lab
+    """Drop VRRP on its way from the switch to both nodes, nothing else:
+    each node stops hearing the other while both stay reachable."""
+    return VrrpDrop(ports, netns=switch)
 
 
 def test_a_split_brain_heals_with_the_primary_holding_every_vip(pair):

@@ -91,12 +91,7 @@ def _model(topology=None):
 
 
 def _pair_groups(topology=None):
-    model = _model(topology)
-    try:
-        pair, gs = carp_common.node_groups(model, _node(), "FreeBSD")
-    except KeyError as exc:
-        raise CommandExecutionError(str(exc.args[0])) from exc
-    return model, pair, gs
+    return carp_common.checked_node_groups(_model(topology), _node(), "FreeBSD")
 
 
 def _run(argv, secret=False):
@@ -185,7 +180,7 @@ def groups(topology=None):
 
         salt 'lb*' carp.groups
     """
-    _, _, gs = _pair_groups(topology)
+    _, gs = _pair_groups(topology)
     return [dict(carp_common.public(g), provider=PROVIDER) for g in gs]
 
 
@@ -237,7 +232,7 @@ def command_lines(topology=None):
 
         salt 'lb*' carp.command_lines
     """
-    _, _, gs = _pair_groups(topology)
+    _, gs = _pair_groups(topology)
     return {g["vhid"]: carp_common.ifconfig_add(g, secret=lambda _: lb_render.REDACTED) for g in gs}
 
 
@@ -263,7 +258,8 @@ def present(topology=None, test=False):
     """
     _need_saltext()
     paths = _paths()
-    model, pair, gs = _pair_groups(topology)
+    model = _model(topology)
+    pair, gs = carp_common.checked_node_groups(model, _node(), "FreeBSD")
     changes = {}
     steps = []  # (argv, secret) in order
 

@@ -81,11 +81,7 @@ def _model(topology=None):
 
 
 def _pair_groups(topology=None):
-    model = _model(topology)
-    try:
-        return carp_common.node_groups(model, _node(), "Debian")
-    except KeyError as exc:
-        raise CommandExecutionError(str(exc.args[0])) from exc
+    return carp_common.checked_node_groups(_model(topology), _node(), "Debian")
 
 
 def _binary():

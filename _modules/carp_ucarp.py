@@ -77,10 +77,7 @@ def _node():
 
 
 def _pair_groups(topology=None):
-    try:
-        return carp_common.node_groups(__salt__["lb.model"](topology), _node(), "Debian")
-    except KeyError as exc:
-        raise CommandExecutionError(str(exc.args[0])) from exc
+    return carp_common.checked_node_groups(__salt__["lb.model"](topology), _node(), "Debian")
 
 
 def _binary():

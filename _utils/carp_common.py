@@ -1435,6 +1435,17 @@ def raw_override(*sources) -> dict:
     return {}
 
 
+def checked_node_groups(model: dict, node_id: str, os_family: str) -> tuple[dict, list[dict]]:
+    """`node_groups` for a Salt module: a node in no pair is a
+    CommandExecutionError naming the known nodes."""
+    from salt.exceptions import CommandExecutionError  # pylint: disable=import-outside-toplevel
+
+    try:
+        return node_groups(model, node_id, os_family)
+    except KeyError as exc:
+        raise CommandExecutionError(str(exc.args[0])) from exc
+
+
 def linux_virtual(module: str, provider: str, opts: dict, grains: dict, pillar: dict):
     """The __virtual__ of a Linux provider module: ``"carp"`` when this
     node uses `provider`, else (False, why)."""

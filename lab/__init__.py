@@ -6,5 +6,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_DIR = REPO / ".lab"
+MASTER_DIR = LAB_DIR / "master"  # the lab salt-master's root (lab/saltcfg.py), its GPG keys (lab/pillar_repo.py)
 PILLAR = REPO / "pillar" / "lab" / "lb.sls"
 BIN = Path(sys.prefix) / "bin"  # the venv's salt-master, salt-minion, salt ...

@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+import time
 
 
 def main(argv=None) -> int:
@@ -35,7 +36,15 @@ def main(argv=None) -> int:
     from lab import control
 
     if args.command == "up":
-        return control.up(args.galera6, args.wait)
+        # converge (control), then check the path end to end (e2e): control
+        # does not import e2e, which drives the lab through control
+        t0 = time.monotonic()
+        rc = control.up(args.galera6, args.wait)
+        if rc != 0:
+            return rc
+        from lab import e2e
+
+        return e2e.after_up(t0)
     if args.command == "down":
         return control.down()
     if args.command == "status":

@@ -149,6 +149,23 @@ def _own_status() -> str:
     return "\n".join(lines)
 
 
+def after_up(t0: float) -> int:
+    """The end of `python -m lab up` (lab/__main__.py), once control.up has
+    converged the lab: the checks end to end, the pair's status, and the
+    exit status (t0: when `up` started, time.monotonic())."""
+    try:
+        ok = print_checks(checks())
+        print(pair_status())
+    except (RuntimeError, LookupError, subprocess.TimeoutExpired) as exc:
+        ok = False
+        print(f"the end-to-end checks failed: {exc}")
+    if not ok:
+        print("the lab converged but the path end to end does not work; inspect it, then: python -m lab down")
+        return 1
+    print(f"lab up and checked in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
 def main() -> int:
     """`python -m lab check`: the end-to-end checks and the status again."""
     if control.running() is None:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import BIN, LAB_DIR, REPO
+from lab import BIN, LAB_DIR, MASTER_DIR, REPO
 
 PILLAR_SRC = REPO / "pillar" / "lab"
 PILLAR_GIT = LAB_DIR / "pillar.git"
@@ -59,9 +59,7 @@ import lb_secrets  # noqa: E402
 
 
 def gpg_home() -> Path:
-    from lab import saltcfg
-
-    return saltcfg.MASTER_DIR / "gpgkeys"
+    return MASTER_DIR / "gpgkeys"
 
 
 def _gpg(*args: str, input: str | None = None, home: Path | None = None) -> subprocess.CompletedProcess:

@@ -12,10 +12,9 @@ import time
 
 import yaml
 
-from lab import BIN, LAB_DIR, REPO, pillar_repo, tls
+from lab import BIN, LAB_DIR, MASTER_DIR, REPO, pillar_repo, tls
 from lab.plan import Plan
 
-MASTER_DIR = LAB_DIR / "master"
 MINIONS_DIR = LAB_DIR / "minions"
 EXTROOT = LAB_DIR / "extroot"  # symlinks to the repo's _modules, _states ... (served as salt://_modules)
 EXTENSION_DIRS = ("_modules", "_states", "_grains", "_utils", "_beacons", "_runners", "_engines")

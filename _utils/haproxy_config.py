@@ -21,8 +21,6 @@ section they name; ``merge`` builds a whole managed file from a rendered one
 while keeping (or removing, by explicit choice) the sections it does not own.
 """
 
-from __future__ import annotations
-
 import copy
 import difflib
 import hashlib
@@ -234,7 +232,7 @@ class Config:
 
     # -- reading -------------------------------------------------------------
     @classmethod
-    def parse(cls, text: str) -> Config:
+    def parse(cls, text: str) -> "Config":
         cfg = cls()
         current: list[str] = cfg.preamble
         for line in split_lines(text):
@@ -255,7 +253,7 @@ class Config:
     def render(self) -> str:
         return "".join(self.preamble) + "".join(s.text() for s in self.sections)
 
-    def copy(self) -> Config:
+    def copy(self) -> "Config":
         return copy.deepcopy(self)
 
     @property

@@ -30,8 +30,6 @@ One rule per target language:
   ``[A-Za-z0-9_./+-]`` only: nothing the shell expands, splits or runs.
 """
 
-from __future__ import annotations
-
 import re
 from dataclasses import dataclass
 

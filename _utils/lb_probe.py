@@ -24,8 +24,6 @@ The rate limits are computed from the pair's HAProxy check timers; see
 (and inetd's default ``-R 256``) can take every database server out at once.
 """
 
-from __future__ import annotations
-
 import math
 import os
 import re

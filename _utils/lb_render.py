@@ -13,8 +13,6 @@ pass through `_Secrets`; with `redact=True` they render as `<redacted>` so a pre
 shown or logged without leaking them.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, replace
 
 import haproxy_config

@@ -11,8 +11,6 @@ building the normalized model (defaults filled in, addresses parsed).
 `load(raw)` returns that model or raises `TopologyError` with all errors.
 """
 
-from __future__ import annotations
-
 import datetime
 import re
 from dataclasses import dataclass, field

@@ -44,6 +44,7 @@ for _name in ("utils", "_utils"):
 
 import carp_common  # noqa: E402
 import carp_events  # noqa: E402
+import lb_files  # noqa: E402
 import lb_fresh  # noqa: E402
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
@@ -93,7 +94,7 @@ def _write_claim(events_dir, vhid, state, now):
     if not events_dir:
         return
     try:
-        carp_common.write_atomic(os.path.join(events_dir, str(vhid)), carp_events.claim_text(state, now, "beacon"), 0o644)
+        lb_files.write_atomic(os.path.join(events_dir, str(vhid)), carp_events.claim_text(state, now, "beacon"), 0o644)
     except OSError as exc:
         log.warning("carp beacon: cannot write claim for vhid %s: %s", vhid, exc)
 

@@ -41,6 +41,7 @@ from salt.exceptions import CommandExecutionError
 
 import carp_common
 import carp_parse
+import lb_files
 import lb_fresh
 import lb_render
 
@@ -324,9 +325,9 @@ def present(topology=None, test=False):
     for argv, secret in steps:
         _run(argv, secret=secret)
     if netif_changed:
-        carp_common.write_atomic(paths["netif_file"], netif.content, 0o600)
+        lb_files.write_atomic(paths["netif_file"], netif.content, 0o600)
     managed = "".join(f"{g['vhid']} {g['device']} {g['address']}\n" for g in gs)
-    carp_common.write_atomic(_managed_path(), managed, 0o644)
+    lb_files.write_atomic(_managed_path(), managed, 0o644)
     return {"changes": changes, "comment": f"CARP configured ({len(steps)} ifconfig command(s))"}
 
 
@@ -360,7 +361,7 @@ def absent(vhids=None, test=False):
     for argv in steps:
         _run(argv)
     remaining = {v: m for v, m in managed.items() if v not in changes}
-    carp_common.write_atomic(_managed_path(), "".join(f"{v} {d} {a}\n" for v, (d, a) in sorted(remaining.items())), 0o644)
+    lb_files.write_atomic(_managed_path(), "".join(f"{v} {d} {a}\n" for v, (d, a) in sorted(remaining.items())), 0o644)
     return {"changes": changes, "comment": f"removed vhid {', '.join(map(str, changes))}"}
 
 
@@ -383,7 +384,7 @@ def _record():
 
 
 def _write_record(boot, amount, before, phase):
-    carp_common.write_atomic(
+    lb_files.write_atomic(
         os.path.join(_paths()["state_dir"], carp_common.DEMOTION_RECORD), carp_common.demotion_record(boot, amount, before, phase), 0o644
     )
 
@@ -418,9 +419,9 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
     if test:
         return {"changes": changes, "comment": "would enter maintenance"}
     if not has_intent:
-        carp_common.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
+        lb_files.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
     if not script_ok:
-        carp_common.write_atomic(paths["rc_script"], script, 0o755)
+        lb_files.write_atomic(paths["rc_script"], script, 0o755)
     if current and current["phase"] == "applying":
         # interrupted after recording, before or after the sysctl: look
         if _int_sysctl(DEMOTION) >= current["before"] + current["amount"]:

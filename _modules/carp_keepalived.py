@@ -39,6 +39,7 @@ from salt.exceptions import CommandExecutionError
 
 import carp_common
 import lb_boot
+import lb_files
 import lb_fresh
 import lb_generation
 import lb_render
@@ -139,7 +140,7 @@ def _release(vhid, inst, state="STOP"):
     VIP removed if it is still here, and then ``state`` recorded."""
     if _drop_address(inst):
         path = os.path.join(_paths()["state_dir"], "state", str(vhid))
-        carp_common.write_atomic(path, carp_common.state_line(state), 0o644)
+        lb_files.write_atomic(path, carp_common.state_line(state), 0o644)
 
 
 def _recorded(vhid):
@@ -523,17 +524,17 @@ def present(topology=None, test=False):
         return {"changes": changes, "comment": "would apply" if changes else "keepalived is configured as the topology says"}
 
     for path, text in scripts.items():
-        carp_common.write_atomic(path, text, 0o755)
+        lb_files.write_atomic(path, text, 0o755)
     for path in obsolete:
         os.unlink(path)
     os.makedirs(paths["run_dir"], exist_ok=True)
     if "maintenance_track" in changes:
-        carp_common.write_atomic(track_path, want_track, 0o644)
+        lb_files.write_atomic(track_path, want_track, 0o644)
     os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)
-    carp_common.write_atomic(os.path.join(paths["state_dir"], "provider"), PROVIDER + "\n", 0o644)  # for the carp_provider grain
+    lb_files.write_atomic(os.path.join(paths["state_dir"], "provider"), PROVIDER + "\n", 0o644)  # for the carp_provider grain
     if config_changed:
         _check_config(desired_text)
-        carp_common.write_atomic(paths["keepalived_config"], desired_text, 0o640)
+        lb_files.write_atomic(paths["keepalived_config"], desired_text, 0o640)
     if pid is None:
         pid = _start()
         comment = f"keepalived started (pid {pid})"
@@ -608,7 +609,7 @@ def absent(vhids=None, test=False):
     if lb_generation.keepalived_file_generation(text) is not None:
         new_text = lb_generation.keepalived_stamp(new_text)  # the marker names the new content
     _check_config(new_text)
-    carp_common.write_atomic(paths["keepalived_config"], new_text, 0o640)
+    lb_files.write_atomic(paths["keepalived_config"], new_text, 0o640)
     if pid is not None:
         _reload(pid)
     for v in targets:
@@ -669,8 +670,8 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
     if test:
         return {"changes": changes, "comment": "would enter maintenance"}
     if not has_intent:
-        carp_common.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
-    carp_common.write_atomic(track_path, "1\n", 0o644)
+        lb_files.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
+    lb_files.write_atomic(track_path, "1\n", 0o644)
     return {"changes": changes, "comment": "in maintenance: priorities lowered to 1, the peer takes the VIPs"}
 
 
@@ -695,7 +696,7 @@ def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature f
     if test:
         return {"changes": changes, "comment": "would leave maintenance"}
     if demoted or os.path.exists(track_path):
-        carp_common.write_atomic(track_path, "0\n", 0o644)
+        lb_files.write_atomic(track_path, "0\n", 0o644)
     if has_intent:
         os.unlink(intent_path)
     return {"changes": changes, "comment": "out of maintenance: priorities restored"}

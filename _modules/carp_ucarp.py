@@ -39,6 +39,7 @@ from salt.exceptions import CommandExecutionError
 
 import carp_common
 import lb_boot
+import lb_files
 import lb_fresh
 import lb_render
 
@@ -193,7 +194,7 @@ def _record(argv, vhid):
     """The command line the group's unit runs, at its next start."""
     path = _argv_file(vhid)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    carp_common.write_atomic(path, carp_common.ucarp_argv_text(argv), 0o644)
+    lb_files.write_atomic(path, carp_common.ucarp_argv_text(argv), 0o644)
 
 
 def _forget(vhid):
@@ -231,7 +232,7 @@ def _spawn(argv, vhid):
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True
         )
-    carp_common.write_atomic(_pidfile(vhid), f"{proc.pid}\n", 0o644)
+    lb_files.write_atomic(_pidfile(vhid), f"{proc.pid}\n", 0o644)
     return proc.pid
 
 
@@ -479,11 +480,11 @@ def present(topology=None, test=False):
         return {"changes": changes, "comment": "would apply" if changes else "ucarp runs as the topology says"}
 
     for path, text in scripts.items():
-        carp_common.write_atomic(path, text, 0o755)
+        lb_files.write_atomic(path, text, 0o755)
     for path, f in files.items():
-        carp_common.write_atomic(path, f.content, int(f.mode, 8))
+        lb_files.write_atomic(path, f.content, int(f.mode, 8))
     os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)
-    carp_common.write_atomic(os.path.join(paths["state_dir"], "provider"), PROVIDER + "\n", 0o644)  # for the carp_provider grain
+    lb_files.write_atomic(os.path.join(paths["state_dir"], "provider"), PROVIDER + "\n", 0o644)  # for the carp_provider grain
     for vhid, argv in sorted(plan.items()):
         if vhid in keeps_vip and _recorded(vhid) == "MASTER":
             _handover(vhid, running[vhid][0], argv)
@@ -645,7 +646,7 @@ def maintenance(test=False, topology=None):
     if test:
         return {"changes": changes, "comment": "would enter maintenance"}
     if not os.path.exists(path):
-        carp_common.write_atomic(path, carp_common.intent(PROVIDER, _node()), 0o644)
+        lb_files.write_atomic(path, carp_common.intent(PROVIDER, _node()), 0o644)
     done = _switch([g for g in gs if g["vhid"] in running], pair, True)
     if done:
         changes["groups"] = done

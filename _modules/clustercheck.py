@@ -31,11 +31,11 @@ import os
 import pwd
 import re
 import subprocess
-import tempfile
 import time
 
 from salt.exceptions import CommandExecutionError
 
+import lb_files
 import lb_fresh
 import lb_probe
 import lb_settings
@@ -274,20 +274,12 @@ def drain(reason=None, maintenance_file=None):
     path = _settings(maintenance_file=maintenance_file)["maintenance_file"]
     if os.path.exists(path):
         return {"drained": True, "changed": False, "maintenance_file": path}
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
     note = f"drained at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
     if reason:
         note += f": {' '.join(str(reason).split())}"
-    fd, tmp = tempfile.mkstemp(prefix=".maintenance.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(note + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        lb_files.write_atomic(path, note + "\n", 0o644)
     except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         raise CommandExecutionError(f"cannot create {path}: {exc}") from exc
     log.info("clustercheck: drained (%s)", path)
     return {"drained": True, "changed": True, "maintenance_file": path}

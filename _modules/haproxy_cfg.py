@@ -49,6 +49,7 @@ from salt.exceptions import CommandExecutionError
 
 import haproxy_config
 import lb_boot
+import lb_files
 import lb_fresh
 import lb_generation
 import lb_grammar
@@ -1020,13 +1021,7 @@ def dump_server_state(path=None):
     text = command("show servers state")
     if not text.startswith("1\n"):
         raise CommandExecutionError(f"unexpected answer to show servers state: {text[:200]!r}")
-    d = os.path.dirname(path)
-    if not os.path.isdir(d):
-        os.makedirs(d, mode=0o755)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    lb_files.write_atomic(path, text, 0o644)
     return path
 
 

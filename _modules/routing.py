@@ -27,13 +27,13 @@ import grp
 import logging
 import os
 import shutil
-import tempfile
 import time
 
 from salt.exceptions import CommandExecutionError
 
 import carp_common
 import lb_boot
+import lb_files
 import lb_fresh
 import lb_generation
 import lb_render
@@ -175,20 +175,7 @@ def _first_words(argv):
 
 def _write(path, text, mode, group=None):
     """Atomically, mode and group set before the content lands."""
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lb-routing.", dir=d)
-    try:
-        os.fchmod(fd, int(mode, 8))
-        if group is not None:
-            os.fchown(fd, 0, group)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    lb_files.write_atomic(path, text, int(mode, 8), group)
 
 
 def _bird_gid():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import tempfile
 import time
 
 import lb_boot
@@ -1389,29 +1388,6 @@ def pid_of(pidfile: str, program: str) -> int | None:
     except OSError:
         return None
     return pid if argv and os.path.basename(argv[0].decode(errors="replace")) == program else None
-
-
-def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
-    """Write through a temporary file in the same directory and rename it
-    over `path`: a reader sees the old or the new file, never half of one.
-    The temporary file is created with `mode` (0600 files never exist with a
-    wider mode, even for an instant)."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def file_mode(path: str) -> int | None:

@@ -17,6 +17,8 @@ import fcntl
 import json
 import os
 
+import lb_files
+
 
 class Records:
     """The record files of one master (``cachedir`` from its opts)."""
@@ -69,12 +71,7 @@ class Records:
             return {}
 
     def save(self, name: str, data: dict) -> None:
-        path = self.path(name)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, sort_keys=True, indent=1)
-        os.replace(tmp, path)
+        lb_files.write_atomic(self.path(name), json.dumps(data, sort_keys=True, indent=1), 0o640)
 
 
 class _Lock:

@@ -21,6 +21,7 @@ from salt.exceptions import CommandExecutionError
 from saltfactories.utils.functional import Loaders
 
 import carp_common
+import lb_files
 import lb_render
 import lb_topology
 from lab import netview
@@ -272,7 +273,7 @@ def test_keepalived_present_is_up_to_date_only_when_keepalived_runs_the_file(kee
 
     # B's file put back behind keepalived's back, no reload: the file is as
     # B wants, but keepalived runs A; present(B) sees it and reloads
-    carp_common.write_atomic(conf, text_b, 0o640)
+    lb_files.write_atomic(conf, text_b, 0o640)
     stale = keepalived.loaded()
     assert stale["current"] is False and stale["loaded"] == gen_a["loaded"] and stale["file"] == gen_b["file"], stale
     check = keepalived.present(topology=topo_b, test=True)

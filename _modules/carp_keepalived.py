@@ -38,6 +38,7 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import carp_programs
 import lb_boot
 import lb_files
 import lb_fresh
@@ -130,7 +131,7 @@ def _maint_paths():
 def _scripts(pair):
     d = _paths()["script_dir"]
     return {
-        os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_common.KEEPALIVED_VIPS_SCRIPT,
+        os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_programs.KEEPALIVED_VIPS_SCRIPT,
         **lb_render.serving_scripts(pair, _node(), d),
     }
 
@@ -490,7 +491,7 @@ def present(topology=None, test=False):
     scripts = {p: t for p, t in _scripts(pair).items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
     if scripts:
         changes["scripts"] = sorted(scripts)
-    obsolete = carp_common.obsolete_scripts(paths["script_dir"])
+    obsolete = carp_programs.obsolete_scripts(paths["script_dir"])
     if obsolete:
         changes["obsolete_scripts"] = {"old": obsolete, "new": None}
 

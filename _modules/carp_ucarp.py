@@ -38,6 +38,7 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import carp_programs
 import lb_boot
 import lb_files
 import lb_fresh
@@ -187,14 +188,14 @@ def _argv_file(vhid):
 
 def _recorded_argv(vhid):
     text = carp_common.read_text(_argv_file(vhid))
-    return None if text is None else carp_common.parse_ucarp_argv_text(text)
+    return None if text is None else carp_programs.parse_ucarp_argv_text(text)
 
 
 def _record(argv, vhid):
     """The command line the group's unit runs, at its next start."""
     path = _argv_file(vhid)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lb_files.write_atomic(path, carp_common.ucarp_argv_text(argv), 0o644)
+    lb_files.write_atomic(path, carp_programs.ucarp_argv_text(argv), 0o644)
 
 
 def _forget(vhid):
@@ -290,10 +291,10 @@ def _scripts(pair):
     HAProxy, and BGP when the pair has it)."""
     d = _paths()["script_dir"]
     return {
-        f"{d}/{carp_common.VIP_UP}": carp_common.VIP_UP_SCRIPT,
-        f"{d}/{carp_common.VIP_DOWN}": carp_common.VIP_DOWN_SCRIPT,
-        f"{d}/{carp_common.ARP_PROBE}": carp_common.ARP_PROBE_SCRIPT,
-        f"{d}/{carp_common.UCARP_EXEC}": carp_common.UCARP_EXEC_SCRIPT,
+        f"{d}/{carp_common.VIP_UP}": carp_programs.VIP_UP_SCRIPT,
+        f"{d}/{carp_common.VIP_DOWN}": carp_programs.VIP_DOWN_SCRIPT,
+        f"{d}/{carp_common.ARP_PROBE}": carp_programs.ARP_PROBE_SCRIPT,
+        f"{d}/{carp_programs.UCARP_EXEC}": carp_programs.UCARP_EXEC_SCRIPT,
         **lb_render.serving_scripts(pair, _node(), d),
     }
 
@@ -421,7 +422,7 @@ def present(topology=None, test=False):
     scripts = {p: t for p, t in _scripts(pair).items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
     if scripts:
         changes["scripts"] = sorted(scripts)
-    obsolete = carp_common.obsolete_scripts(paths["script_dir"])
+    obsolete = carp_programs.obsolete_scripts(paths["script_dir"])
     if obsolete:
         changes["obsolete_scripts"] = {"old": obsolete, "new": None}
     files = {p: f for p, f in _files(pair).items() if carp_common.read_text(p) != f.content or carp_common.file_mode(p) != int(f.mode, 8)}

@@ -494,7 +494,7 @@ CARP_STATE_DIR = "/var/lib/lb-carp"
 CARP_SCRIPT_DIR = "/usr/local/sbin"
 CARP_RUN_DIR = "/run/lb-carp"
 # keepalived hands its transitions, in order, to this script through a FIFO
-# (carp_common.KEEPALIVED_VIPS_SCRIPT), which adds and removes the VIPs.
+# (carp_programs.KEEPALIVED_VIPS_SCRIPT), which adds and removes the VIPs.
 KEEPALIVED_VIPS_SCRIPT = "lb-carp-keepalived-vips"
 KEEPALIVED_FIFO = "keepalived-vrrp.fifo"
 MAINTENANCE_TRACK_FILE = "maintenance.track"
@@ -582,7 +582,7 @@ def routing_hold_weight(pair: dict, node_id: str) -> int | None:
 def keepalived_marker(vhid: int) -> str:
     """The address keepalived itself adds for an instance, on lo: VRRPv3
     needs one per instance, and the VIP is not keepalived's to add (break
-    before make: carp_common.KEEPALIVED_VIPS_SCRIPT).  All of 127.0.0.0/8 is
+    before make: carp_programs.KEEPALIVED_VIPS_SCRIPT).  All of 127.0.0.0/8 is
     local on lo anyway, so it changes nothing; it goes in the advertisements
     and is the same on both nodes."""
     return f"127.77.{vhid}.1/32 dev lo scope host"

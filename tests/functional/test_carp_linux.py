@@ -21,6 +21,7 @@ from salt.exceptions import CommandExecutionError
 from saltfactories.utils.functional import Loaders
 
 import carp_common
+import carp_programs
 import lb_files
 import lb_render
 import lb_topology
@@ -240,7 +241,7 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, 
         time.sleep(0.1)
     assert new_copy_only(), carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")
     copies = [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")]
-    assert open(fifo_script).read() == carp_common.KEEPALIVED_VIPS_SCRIPT
+    assert open(fifo_script).read() == carp_programs.KEEPALIVED_VIPS_SCRIPT
     assert keepalived.present(topology=topo)["changes"] == {}
 
     # absent: keepalived stops, its config goes, every group is recorded STOP
@@ -402,14 +403,14 @@ def test_scripts_record_state_atomically(tmp_path):
     (tmp_path / "lb-carp-arp-probe").write_text("#!/bin/sh\n")
     (tmp_path / "lb-carp-arp-probe").chmod(0o755)
     up = tmp_path / "up"
-    up.write_text(carp_common.VIP_UP_SCRIPT.replace("/sbin/ip ", "true "))
+    up.write_text(carp_programs.VIP_UP_SCRIPT.replace("/sbin/ip ", "true "))
     up.chmod(0o755)
     env = dict(os.environ, LB_CARP_STATE="MASTER", LB_CARP_PRIO="254")
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10, env=env)
     rec = carp_common.parse_state_file((state / "state" / "44").read_text())
     assert rec["state"] == "MASTER" and rec["priority"] == 254 and rec["since"] > 0
     down = tmp_path / "down"
-    down.write_text(carp_common.VIP_DOWN_SCRIPT.replace("/sbin/ip ", "true "))
+    down.write_text(carp_programs.VIP_DOWN_SCRIPT.replace("/sbin/ip ", "true "))
     down.chmod(0o755)
     subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     rec = carp_common.parse_state_file((state / "state" / "44").read_text())
@@ -454,7 +455,7 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     (scripts / "lb-carp-arp-probe").chmod(0o755)
     state = tmp_path / "state-dir"
     up = scripts / "lb-carp-vip-up"
-    up.write_text(carp_common.VIP_UP_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip "))
+    up.write_text(carp_programs.VIP_UP_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip "))
     up.chmod(0o755)
     t0 = time.monotonic()
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
@@ -479,7 +480,7 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     calls.unlink()
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     down = scripts / "lb-carp-vip-down"
-    down.write_text(carp_common.VIP_DOWN_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip ").replace("sleep 3", "sleep 0.2"))
+    down.write_text(carp_programs.VIP_DOWN_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip ").replace("sleep 3", "sleep 0.2"))
     down.chmod(0o755)
     time.sleep(0.1)
     subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
@@ -496,9 +497,9 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
 
 
 def test_arp_probe_script_is_valid_python():
-    compile(carp_common.ARP_PROBE_SCRIPT, "lb-carp-arp-probe", "exec")
-    assert carp_common.ARP_PROBE_SCRIPT.startswith("#!/usr/bin/python3\n")
-    assert 'b"\\xff" * 6' in carp_common.ARP_PROBE_SCRIPT
+    compile(carp_programs.ARP_PROBE_SCRIPT, "lb-carp-arp-probe", "exec")
+    assert carp_programs.ARP_PROBE_SCRIPT.startswith("#!/usr/bin/python3\n")
+    assert 'b"\\xff" * 6' in carp_programs.ARP_PROBE_SCRIPT
 
 
 def test_keepalived_absent_of_one_group_rewrites_the_config(keepalived, tmp_path, carp_paths):
@@ -526,7 +527,7 @@ def test_arp_probe_tells_a_held_address_from_a_free_one(tmp_path):
     leaves the pair): answered while the address is on the other end, at
     one probe per 30 ms; free once it is removed."""
     probe = tmp_path / "lb-carp-arp-probe"
-    probe.write_text(carp_common.ARP_PROBE_SCRIPT)
+    probe.write_text(carp_programs.ARP_PROBE_SCRIPT)
     probe.chmod(0o755)
     a, b = f"lbpr{os.getpid() % 10000}a", f"lbpr{os.getpid() % 10000}b"
     res = subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], capture_output=True, text=True, timeout=10)
@@ -564,7 +565,7 @@ def test_arp_announcement_moves_a_neighbours_entry_to_the_new_holder(tmp_path):
     side has a REACHABLE entry for the VIP with the old master's MAC; after
     the announcement it has the announcer's."""
     probe = tmp_path / "lb-carp-arp-probe"
-    probe.write_text(carp_common.ARP_PROBE_SCRIPT)
+    probe.write_text(carp_programs.ARP_PROBE_SCRIPT)
     probe.chmod(0o755)
     tag = os.getpid() % 10000
     node, router = f"lbann{tag}n", f"lbann{tag}r"
@@ -621,7 +622,7 @@ def test_ucarp_down_script_hands_a_served_vip_over_softly_and_the_up_script_take
     scripts = tmp_path / "sbin"
     scripts.mkdir()
     (scripts / "lb-carp-arp-probe").write_text("#!/bin/sh\nexit 0\n")  # nobody answers; no announcement
-    for name, text in (("lb-carp-vip-up", carp_common.VIP_UP_SCRIPT), ("lb-carp-vip-down", carp_common.VIP_DOWN_SCRIPT)):
+    for name, text in (("lb-carp-vip-up", carp_programs.VIP_UP_SCRIPT), ("lb-carp-vip-down", carp_programs.VIP_DOWN_SCRIPT)):
         (scripts / name).write_text(text)
     for f in scripts.iterdir():
         f.chmod(0o755)

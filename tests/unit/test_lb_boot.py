@@ -158,17 +158,17 @@ def test_the_ucarp_launcher_runs_the_recorded_command_line_as_itself(tmp_path):
     the pid file is the ucarp's)."""
     import subprocess
 
-    import carp_common
+    import carp_programs
 
     fake = tmp_path / "bin" / "ucarp"
     fake.parent.mkdir()
     fake.write_text('#!/bin/sh\necho "pid $$"\nfor a in "$@"; do echo "arg <$a>"; done\n')
     fake.chmod(0o755)
     launcher = tmp_path / "lb-ucarp-exec"
-    launcher.write_text(carp_common.UCARP_EXEC_SCRIPT)
+    launcher.write_text(carp_programs.UCARP_EXEC_SCRIPT)
     launcher.chmod(0o755)
     argv = [str(fake), "--vhid=55", "--xparam=24 55 /var/lib/lb-carp", "  lead", "$(touch x)"]
-    (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
+    (tmp_path / "55.argv").write_text(carp_programs.ucarp_argv_text(argv))
     res = subprocess.run(
         ["sh", str(launcher), str(tmp_path / "55.argv"), str(tmp_path / "ucarp-55.pid")], capture_output=True, text=True, cwd=tmp_path
     )
@@ -188,15 +188,15 @@ def test_the_ucarp_launcher_runs_the_recorded_command_line_as_itself(tmp_path):
     env = {"PATH": f"{stub.parent}:/usr/bin:/bin"}
     for addr, added in (("10.0.0.55", ["--neutral", "--deadratio=1"]), ("10.0.0.5", [])):
         argv = [str(fake), "--interface=host0", f"--addr={addr}", "--xparam=24 55 /var/lib/lb-carp"]
-        (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
+        (tmp_path / "55.argv").write_text(carp_programs.ucarp_argv_text(argv))
         res = subprocess.run(
             ["sh", str(launcher), str(tmp_path / "55.argv"), str(tmp_path / "ucarp-55.pid")], capture_output=True, text=True, env=env
         )
         assert res.returncode == 0, res.stderr
         assert res.stdout.splitlines()[1:] == [f"arg <{a}>" for a in argv[1:] + added]
     with pytest.raises(ValueError):
-        carp_common.ucarp_argv_text(["/usr/sbin/ucarp", "--addr=1\n--upscript=/tmp/x"])
-    assert carp_common.parse_ucarp_argv_text(carp_common.ucarp_argv_text(argv)) == argv
+        carp_programs.ucarp_argv_text(["/usr/sbin/ucarp", "--addr=1\n--upscript=/tmp/x"])
+    assert carp_programs.parse_ucarp_argv_text(carp_programs.ucarp_argv_text(argv)) == argv
 
 
 def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_path):
@@ -209,7 +209,7 @@ def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_pa
     import signal
     import subprocess
 
-    import carp_common
+    import carp_programs
 
     fake = tmp_path / "ucarp"  # its comm is "ucarp", as the watch checks
     fake.write_text('#!/bin/sh\necho "pid $$"\nfor a in "$@"; do echo "arg <$a>"; done\nsleep 30 >/dev/null 2>&1\n')
@@ -219,10 +219,10 @@ def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_pa
     check.write_text(f'#!/bin/sh\n[ "$1" = /run/haproxy.pid ] && [ "$2" = /next ] && [ -e {serving} ]\n')
     check.chmod(0o755)
     launcher = tmp_path / "lb-ucarp-exec"
-    launcher.write_text(carp_common.UCARP_EXEC_SCRIPT)
+    launcher.write_text(carp_programs.UCARP_EXEC_SCRIPT)
     launcher.chmod(0o755)
     argv = [str(fake), "--vhid=55", "--advskew=100", "--addr=10.0.0.55"]
-    (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
+    (tmp_path / "55.argv").write_text(carp_programs.ucarp_argv_text(argv))
     pidfile, demoted = tmp_path / "ucarp-55.pid", tmp_path / "ucarp-55.demoted"
 
     started = []
@@ -403,12 +403,12 @@ def test_the_python_programs_the_carp_module_installs_compile_and_pass_pyflakes(
     import subprocess
     import sys
 
-    import carp_common
+    import carp_programs
 
     ruff = os.path.join(os.path.dirname(sys.executable), "ruff")
     for name, text in (
-        ("lb-carp-keepalived-vips", carp_common.KEEPALIVED_VIPS_SCRIPT),
-        ("lb-carp-arp-probe", carp_common.ARP_PROBE_SCRIPT),
+        ("lb-carp-keepalived-vips", carp_programs.KEEPALIVED_VIPS_SCRIPT),
+        ("lb-carp-arp-probe", carp_programs.ARP_PROBE_SCRIPT),
     ):
         compile(text, name, "exec")
         path = tmp_path / f"{name.replace('-', '_')}.py"

@@ -657,15 +657,16 @@ def render(node=None, os_family=None, topology=None, prometheus=None, secrets=Fa
     node = node or __opts__["id"]
     s = settings()
     os_family = os_family or s["os_family"]
-    model = __salt__["lb.model"](topology)
-    pair = __salt__["lb.node"](node, topology)["pair"]
+    found = __salt__["lb.node"](node, topology)  # the model validated once, and this node's pair in it
     if prometheus is None:
         try:
             prometheus = features()["prometheus"]
         except CommandExecutionError:
             prometheus = True
     secret = str if secrets else (lambda value: lb_render.REDACTED)
-    files = lb_render.haproxy_files(model, pair, node, os_family, secret=secret, params=_render_params(s), prometheus=prometheus)
+    files = lb_render.haproxy_files(
+        found["model"], found["pair"], node, os_family, secret=secret, params=_render_params(s), prometheus=prometheus
+    )
     return {p: {"content": f.content, "mode": f.mode, "secret": f.secret} for p, f in files.items()}
 
 

@@ -125,8 +125,9 @@ def model(topology=None):
 
 def node(node=None, topology=None):  # pylint: disable=redefined-outer-name
     """
-    ``{"pair": the node's pair, "node": the node}`` from ``lb.model``: what
-    the modules that configure one node start from.  A node in no pair
+    ``{"model": lb.model, "pair": the node's pair, "node": the node}`` (the
+    pair and node are the model's own): what the modules that configure one
+    node start from, validated once.  A node in no pair
     raises ``CommandExecutionError`` naming the known nodes.
 
     node
@@ -138,11 +139,12 @@ def node(node=None, topology=None):  # pylint: disable=redefined-outer-name
 
         salt-call lb.node --out=txt
     """
+    whole = model(topology)
     try:
-        pair, this = lb_topology.find_node(model(topology), node or __opts__["id"])
+        pair, this = lb_topology.find_node(whole, node or __opts__["id"])
     except KeyError as exc:
         raise CommandExecutionError(str(exc.args[0])) from exc
-    return {"pair": pair, "node": this}
+    return {"model": whole, "pair": pair, "node": this}
 
 
 def preview(node=None, os_family=None, topology=None, secrets=False):

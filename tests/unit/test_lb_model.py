@@ -84,3 +84,8 @@ def test_minion_roles_from_the_raw_pillar(lab_raw):
 )
 def test_the_provider_is_looked_up_without_validating(raw, want):
     assert lb_topology.declared_linux_provider(raw, "lb-a") == want
+
+
+def test_node_gives_the_model_it_found_the_pair_in():
+    got = lb.node()
+    assert got["pair"] is got["model"]["pairs"]["edge"]

@@ -237,6 +237,23 @@ def command_lines(topology=None):
     return {g["vhid"]: carp_common.ifconfig_add(g, secret=lambda _: lb_render.REDACTED) for g in gs}
 
 
+def programs(topology=None):
+    """
+    The programs salt/carp installs for this provider before
+    ``carp.present``: none on FreeBSD (the kernel's CARP needs no helper;
+    the maintenance rc.d script is ``carp.present``'s own).  The same
+    function as the Linux providers', for one function set.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.programs
+    """
+    _pair_groups(topology)  # an invalid topology fails here as everywhere
+    return []
+
+
 def present(topology=None, test=False):
     """
     Make this node's CARP groups what the topology says, live and across

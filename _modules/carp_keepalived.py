@@ -38,7 +38,6 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
-import carp_programs
 import lb_boot
 import lb_files
 import lb_fresh
@@ -128,12 +127,19 @@ def _maint_paths():
     )
 
 
-def _scripts(pair):
-    d = _paths()["script_dir"]
-    return {
-        os.path.join(d, lb_render.KEEPALIVED_VIPS_SCRIPT): carp_programs.KEEPALIVED_VIPS_SCRIPT,
-        **lb_render.serving_scripts(pair, _node(), d),
-    }
+def programs(topology=None):
+    """
+    What salt/carp installs for keepalived before ``carp.present``
+    (``[{"name", "path", "source", "mode"}]``, docs/carp.md "Paths"):
+    lb-carp-keepalived-vips and the serving checks.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.programs
+    """
+    return carp_common.programs(_pair_groups(topology)[0], _node(), PROVIDER, _paths()["script_dir"])
 
 
 def _release(vhid, inst, state="STOP"):
@@ -236,6 +242,16 @@ def _fifo_script_running():
     if vrrp is None:
         return True
     return bool(carp_common.children_running(vrrp, lb_render.KEEPALIVED_VIPS_SCRIPT))
+
+
+def _fifo_program_replaced():
+    """Whether a running lb-carp-keepalived-vips started before its file was
+    last written (salt/carp installed another version since)."""
+    vrrp = carp_common.pid_of(os.path.join(_paths()["run_dir"], "keepalived-vrrp.pid"), "keepalived")
+    if vrrp is None:
+        return False
+    path = os.path.join(_paths()["script_dir"], lb_render.KEEPALIVED_VIPS_SCRIPT)
+    return any(carp_common.started_before(pid, path) for pid in carp_common.children_running(vrrp, lb_render.KEEPALIVED_VIPS_SCRIPT))
 
 
 def _reload(pid):
@@ -453,10 +469,13 @@ def loaded(wait=0):
 def present(topology=None, test=False):
     """
     Make this node's CARP groups what the topology says: keepalived.conf
-    rendered from it (checked by ``keepalived -t``), the notify script, the
-    maintenance track file, and keepalived running (started if stopped,
-    reloaded with SIGHUP if its config changed, or if the running
-    keepalived reports another generation than the file's: ``loaded``).
+    rendered from it (checked by ``keepalived -t``), the maintenance track
+    file, and keepalived running (started if stopped, reloaded with SIGHUP
+    if its config changed, if the running keepalived reports another
+    generation than the file's: ``loaded``, or if its FIFO program started
+    before salt/carp last replaced that file).  The programs
+    (``carp.programs``) are salt/carp's to install, before this runs; it
+    fails if one is missing.
     Up to date only when keepalived runs the file: after a SIGHUP the new
     generation must appear within 10 s, else the changes are returned with
     ``result: False`` (keepalived still runs the old config; the next run
@@ -488,10 +507,10 @@ def present(topology=None, test=False):
     if config_changed and not changes:
         changes["config"] = {"old": "differs" if current_text is not None else None, "new": paths["keepalived_config"]}
 
-    scripts = {p: t for p, t in _scripts(pair).items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
-    if scripts:
-        changes["scripts"] = sorted(scripts)
-    obsolete = carp_programs.obsolete_scripts(paths["script_dir"])
+    missing = carp_common.missing_programs(carp_common.programs(pair, _node(), PROVIDER, paths["script_dir"]))
+    if missing and not test:
+        raise CommandExecutionError(f"not installed: {', '.join(missing)} (salt/carp installs them: state.apply carp)")
+    obsolete = carp_common.obsolete_scripts(paths["script_dir"])
     if obsolete:
         changes["obsolete_scripts"] = {"old": obsolete, "new": None}
 
@@ -510,10 +529,10 @@ def present(topology=None, test=False):
         # keepalived starts it again only when it next writes to the FIFO;
         # a reload starts it now, and it applies the recorded states
         changes["keepalived"] = {"old": f"running (pid {pid}) without {lb_render.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
-    elif os.path.join(paths["script_dir"], lb_render.KEEPALIVED_VIPS_SCRIPT) in scripts:
-        # the copy that runs is the old script (an upgrade): a reload
-        # starts the new one, which keeps the VIPs held and applies the
-        # recorded states
+    elif _fifo_program_replaced():
+        # the copy that runs is an older program (salt/carp replaced the
+        # file since it started: an upgrade): a reload starts the new one,
+        # which keeps the VIPs held and applies the recorded states
         changes["keepalived"] = {"old": f"running (pid {pid}) an older {lb_render.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
     else:
         # the file is as wanted: is it the config keepalived runs?
@@ -524,8 +543,6 @@ def present(topology=None, test=False):
     if not changes or test:
         return {"changes": changes, "comment": "would apply" if changes else "keepalived is configured as the topology says"}
 
-    for path, text in scripts.items():
-        lb_files.write_atomic(path, text, 0o755)
     for path in obsolete:
         os.unlink(path)
     os.makedirs(paths["run_dir"], exist_ok=True)

@@ -38,7 +38,6 @@ import time
 from salt.exceptions import CommandExecutionError
 
 import carp_common
-import carp_programs
 import lb_boot
 import lb_files
 import lb_fresh
@@ -188,14 +187,14 @@ def _argv_file(vhid):
 
 def _recorded_argv(vhid):
     text = carp_common.read_text(_argv_file(vhid))
-    return None if text is None else carp_programs.parse_ucarp_argv_text(text)
+    return None if text is None else carp_common.parse_ucarp_argv_text(text)
 
 
 def _record(argv, vhid):
     """The command line the group's unit runs, at its next start."""
     path = _argv_file(vhid)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lb_files.write_atomic(path, carp_programs.ucarp_argv_text(argv), 0o644)
+    lb_files.write_atomic(path, carp_common.ucarp_argv_text(argv), 0o644)
 
 
 def _forget(vhid):
@@ -285,28 +284,30 @@ def _vips_by_device():
     return out
 
 
-def _scripts(pair):
-    """The scripts ucarp and its unit run: the up and down scripts, the ARP
-    probe, the unit's launcher and the serving check it runs (lb_render:
-    HAProxy, and BGP when the pair has it)."""
-    d = _paths()["script_dir"]
-    return {
-        f"{d}/{carp_common.VIP_UP}": carp_programs.VIP_UP_SCRIPT,
-        f"{d}/{carp_common.VIP_DOWN}": carp_programs.VIP_DOWN_SCRIPT,
-        f"{d}/{carp_common.ARP_PROBE}": carp_programs.ARP_PROBE_SCRIPT,
-        f"{d}/{carp_programs.UCARP_EXEC}": carp_programs.UCARP_EXEC_SCRIPT,
-        **lb_render.serving_scripts(pair, _node(), d),
-    }
+def programs(topology=None):
+    """
+    The programs ucarp and its unit run: the up and down scripts, the ARP
+    probe, the unit's launcher and the serving checks, each with the file
+    of the state tree (salt/carp/files/) salt/carp installs it from before
+    ``carp.present``: ``[{"name", "path", "source", "mode"}]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.programs
+    """
+    return _programs(_pair_groups(topology)[0])
+
+
+def _programs(pair):
+    return carp_common.programs(pair, _node(), PROVIDER, _paths()["script_dir"])
 
 
 def _files(pair):
     """The passfiles (0600) and the descriptive vhid-N.conf files lb_render
-    renders, moved to this node's ucarp_dir."""
-    base = _paths()["ucarp_dir"]
-    out = {}
-    for path, f in lb_render.render_ucarp(pair, _node(), str).items():
-        out[os.path.join(base, os.path.basename(path))] = f
-    return out
+    renders, in this node's ucarp_dir."""
+    return lb_render.render_ucarp(pair, _node(), str, _paths()["ucarp_dir"])
 
 
 def _shown(argv):
@@ -393,8 +394,8 @@ def command_lines(topology=None):
 
 def present(topology=None, test=False):
     """
-    Make this node's CARP groups what the topology says: the up/down scripts,
-    one 0600 passfile per group, and one ucarp per group running with the
+    Make this node's CARP groups what the topology says (its programs
+    installed first by salt/carp: ``carp.programs``): one 0600 passfile per group, and one ucarp per group running with the
     topology's parameters (started if missing, restarted if its command line
     or password changed, advskew 254 while in maintenance); ucarp processes
     of groups the topology no longer has are stopped.
@@ -419,10 +420,10 @@ def present(topology=None, test=False):
     paths = _paths()
     maint = in_maintenance()
     changes = {}
-    scripts = {p: t for p, t in _scripts(pair).items() if carp_common.read_text(p) != t or carp_common.file_mode(p) != 0o755}
-    if scripts:
-        changes["scripts"] = sorted(scripts)
-    obsolete = carp_programs.obsolete_scripts(paths["script_dir"])
+    missing = carp_common.missing_programs(_programs(pair))
+    if missing and not test:
+        raise CommandExecutionError(f"not installed: {', '.join(missing)} (salt/carp installs them: state.apply carp)")
+    obsolete = carp_common.obsolete_scripts(paths["script_dir"])
     if obsolete:
         changes["obsolete_scripts"] = {"old": obsolete, "new": None}
     files = {p: f for p, f in _files(pair).items() if carp_common.read_text(p) != f.content or carp_common.file_mode(p) != int(f.mode, 8)}
@@ -480,8 +481,6 @@ def present(topology=None, test=False):
     if not changes or test:
         return {"changes": changes, "comment": "would apply" if changes else "ucarp runs as the topology says"}
 
-    for path, text in scripts.items():
-        lb_files.write_atomic(path, text, 0o755)
     for path, f in files.items():
         lb_files.write_atomic(path, f.content, int(f.mode, 8))
     os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)

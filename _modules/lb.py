@@ -12,6 +12,7 @@ import logging
 
 from salt.exceptions import CommandExecutionError
 
+import carp_common
 import lb_fresh
 import lb_host
 import lb_render
@@ -180,7 +181,9 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
     node = node or __opts__["id"]
     os_family = os_family or __grains__.get("os_family")
     try:
-        return lb_render.manifest(model(topology), node, os_family, redact=not secrets)
+        # the carp SLS's paths on Debian follow the minion's `lb_carp` (the lab's /run/lb-carp)
+        carp = carp_common.settings("Linux", carp_common.override(__opts__, __grains__, __pillar__))
+        return lb_render.manifest(model(topology), node, os_family, redact=not secrets, carp=carp)
     except (KeyError, ValueError) as exc:
         raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
 

@@ -32,13 +32,7 @@ DEFAULTS = {
         "loader_conf": "/boot/loader.conf",
         "rc_script": "/usr/local/etc/rc.d/lb_carp_maintenance",
     },
-    "Linux": {
-        "state_dir": lb_render.CARP_STATE_DIR,
-        "script_dir": lb_render.CARP_SCRIPT_DIR,
-        "run_dir": lb_render.CARP_RUN_DIR,
-        "keepalived_config": lb_render.OS_PARAMS["Debian"]["keepalived_config"],
-        "ucarp_dir": lb_render.OS_PARAMS["Debian"]["ucarp_dir"],
-    },
+    "Linux": lb_render.carp_paths(),
 }
 
 MAINTENANCE_FILE = "maintenance"  # the intent: JSON, present while in maintenance
@@ -49,10 +43,10 @@ FREEBSD_DEMOTION = 240
 DEMOTION_RECORD = "demotion"  # what this module added, for which boot
 # ucarp: a group in maintenance runs with this advskew (ucarp takes 0-255).
 UCARP_MAINTENANCE_ADVSKEW = 254
-# the names of the programs the Linux providers install (carp_programs)
-VIP_UP = "lb-carp-vip-up"
-VIP_DOWN = "lb-carp-vip-down"
-ARP_PROBE = "lb-carp-arp-probe"
+# the names of ucarp's programs (lb_render: salt/carp/files installs them)
+VIP_UP = lb_render.VIP_UP
+VIP_DOWN = lb_render.VIP_DOWN
+ARP_PROBE = lb_render.ARP_PROBE
 
 
 # ---------------------------------------------------------------------------
@@ -366,6 +360,36 @@ def pid_of(pidfile: str, program: str) -> int | None:
     return pid if argv and os.path.basename(argv[0].decode(errors="replace")) == program else None
 
 
+def started_before(pid: int, path: str) -> bool:
+    """Whether process `pid` started before `path` was last written (a
+    program replaced since that process started it), False when either
+    cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        # its start on the wall clock, to 10 ms (/proc/stat's btime is whole seconds)
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK")) < os.stat(path).st_mtime
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def programs(pair: dict, node_id: str, provider: str, script_dir: str) -> list[dict]:
+    """The programs a Linux provider runs, as salt/carp installs them:
+    ``[{"name", "path", "source", "mode"}]`` (lb_render.carp_programs)."""
+    return [
+        {"name": name, "path": os.path.join(script_dir, name), "source": source, "mode": "0755"}
+        for name, source in lb_render.carp_programs(pair, node_id, provider).items()
+    ]
+
+
+def missing_programs(listed: list[dict]) -> list[str]:
+    """The paths of `listed` (programs()) that are not installed as
+    executables: salt/carp installs them before carp.present runs."""
+    return [p["path"] for p in listed if not os.access(p["path"], os.X_OK)]
+
+
 def file_mode(path: str) -> int | None:
     try:
         return os.stat(path).st_mode & 0o7777
@@ -486,3 +510,30 @@ def parse_keepalived(text: str | None) -> dict[int, dict]:
             "preempt": "nopreempt" not in body,
         }
     return out
+
+
+# ---------------------------------------------------------------------------
+# ucarp's recorded command lines, and what earlier versions installed
+
+
+def ucarp_argv_text(argv: list[str]) -> str:
+    """A recorded ucarp command line for lb-ucarp-exec: one argument a line
+    (ValueError for an argument that would not stay one)."""
+    for word in argv:
+        if not word or "\n" in word or "\r" in word or "\0" in word:
+            raise ValueError(f"{word!r} cannot be recorded as one ucarp argument")
+    return "\n".join(argv) + "\n"
+
+
+def parse_ucarp_argv_text(text: str) -> list[str]:
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+# what earlier versions installed in script_dir; carp.present removes them
+OBSOLETE_SCRIPTS = ("lb-carp-notify", "lb-carp-ucarp-up", "lb-carp-ucarp-down")
+
+
+def obsolete_scripts(script_dir: str) -> list[str]:
+    """The OBSOLETE_SCRIPTS this module installed that are still in script_dir."""
+    paths = (os.path.join(script_dir, n) for n in OBSOLETE_SCRIPTS)
+    return sorted(p for p in paths if "Installed by the carp execution module" in (read_text(p) or ""))

@@ -13,6 +13,7 @@ pass through `_Secrets`; with `redact=True` they render as `<redacted>` so a pre
 shown or logged without leaking them.
 """
 
+import os
 from dataclasses import dataclass, replace
 
 import haproxy_config
@@ -110,7 +111,8 @@ class File:
     (FreeBSD's /etc/rc.conf), None when the product writes the whole file.
     `group` None is the OS's root group (render_node fills it in).  `link`:
     the file is a symbolic link to that path (content empty; a unit's
-    enablement, lb_boot)."""
+    enablement, lb_boot).  `source`: a program installed from the state
+    tree (salt://carp/files/...), whose text is that file's (content empty)."""
 
     content: str
     mode: str = "0644"
@@ -119,6 +121,7 @@ class File:
     group: str | None = None
     block: str | None = None
     link: str | None = None
+    source: str | None = None  # a program: its file in the state tree (content empty)
 
 
 class _Secrets:
@@ -493,9 +496,17 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
 CARP_STATE_DIR = "/var/lib/lb-carp"
 CARP_SCRIPT_DIR = "/usr/local/sbin"
 CARP_RUN_DIR = "/run/lb-carp"
-# keepalived hands its transitions, in order, to this script through a FIFO
-# (carp_programs.KEEPALIVED_VIPS_SCRIPT), which adds and removes the VIPs.
+# The programs the Linux carp providers run, by the names they are installed
+# under in the carp script directory.  They are files in the state tree,
+# salt/carp/files/, installed by salt/carp (file.managed) before carp.present
+# runs; lb_carp_vips.py is installed under two names, as is lb-carp-vip.sh.
+# keepalived hands its transitions, in order, to lb-carp-keepalived-vips
+# through a FIFO; it adds and removes the VIPs.
 KEEPALIVED_VIPS_SCRIPT = "lb-carp-keepalived-vips"
+# ucarp's up and down scripts, and the ARP probe the up script runs
+VIP_UP = "lb-carp-vip-up"
+VIP_DOWN = "lb-carp-vip-down"
+ARP_PROBE = "lb-carp-arp-probe"
 KEEPALIVED_FIFO = "keepalived-vrrp.fifo"
 MAINTENANCE_TRACK_FILE = "maintenance.track"
 # The maintenance track file holds 1 while the node is in maintenance: every
@@ -509,20 +520,6 @@ MAINTENANCE_WEIGHT = -253
 # peer's (routing_hold_weight), so it does not preempt yet, and it still
 # takes over when the peer dies.
 ROUTING_READY_SCRIPT = "lb-routing-ready"
-
-
-def routing_ready_script(socket: str = lb_routing.PATHS["Debian"]["socket"]) -> str:
-    """lb-routing-ready: exit 0 while one of this node's BGP sessions
-    (BIRD's) is Established, 1 otherwise (BIRD down or no session up)."""
-    return f"""#!/bin/sh
-# Installed by the carp execution module. Do not edit.
-# keepalived's check (vrrp_script lb_serving, after lb-haproxy-serving): exit 0 while at least
-# one BGP session of this node's BIRD is Established.
-out=$(timeout 2 {lb_routing.PATHS["Debian"]["birdc"]} -s {socket} show protocols 2>/dev/null) || exit 1
-printf '%s\n' "$out" | grep -Eq '^[^ ]+ +BGP .* Established'
-"""
-
-
 # HAProxy: a node whose HAProxy does not run cannot serve its VIPs.
 # keepalived runs this script every second; while it fails, the node's
 # priorities drop below its peer's (hold_weight): the peer takes the VIPs
@@ -530,33 +527,34 @@ printf '%s\n' "$out" | grep -Eq '^[^ ]+ +BGP .* Established'
 # once HAProxy runs (restarted by its init, or by the reactor's heal).
 # When both nodes' HAProxy are down, both drop alike and nothing moves.
 HAPROXY_SERVING_SCRIPT = "lb-haproxy-serving"
+CARP_PROGRAM_SOURCES = "salt://carp/files"
+PROGRAM_FILES = {
+    KEEPALIVED_VIPS_SCRIPT: "lb_carp_vips.py",
+    ARP_PROBE: "lb_carp_vips.py",
+    VIP_UP: "lb-carp-vip.sh",
+    VIP_DOWN: "lb-carp-vip.sh",
+    lb_boot.UCARP_LAUNCHER: "lb-ucarp-exec.sh",
+    HAPROXY_SERVING_SCRIPT: "lb-haproxy-serving.sh",
+    ROUTING_READY_SCRIPT: "lb-routing-ready.sh",
+}
+CARP_PROGRAMS = tuple(PROGRAM_FILES)
 
 
-def haproxy_serving_script() -> str:
-    """lb-haproxy-serving PIDFILE [NEXT]: exit 0 while the HAProxy master the
-    pid file names runs with at least one HAProxy worker (and then NEXT, the
-    BGP check, when given, exits 0), 1 otherwise."""
-    return """#!/bin/sh
-# Installed by the carp execution module. Do not edit.
-# keepalived's check (vrrp_script lb_serving): exit 0 while the HAProxy
-# master named by the pid file ($1) runs with at least one worker, and the
-# next check ($2, lb-routing-ready with BGP) passes too.
-read -r pid _ < "$1" 2>/dev/null || exit 1
-case $pid in ''|*[!0-9]*) exit 1 ;; esac
-read -r comm < "/proc/$pid/comm" 2>/dev/null || exit 1
-[ "$comm" = haproxy ] || exit 1
-ok=1
-if [ -r "/proc/$pid/task/$pid/children" ]; then
-	for child in $(cat "/proc/$pid/task/$pid/children"); do
-		read -r comm < "/proc/$child/comm" 2>/dev/null && [ "$comm" = haproxy ] && ok=0 && break
-	done
-else
-	ok=0  # a kernel without /proc/<pid>/task/<pid>/children: the master alone
-fi
-[ "$ok" = 0 ] || exit 1
-[ -n "$2" ] && exec "$2"
-exit 0
-"""
+def carp_programs(pair: dict, node_id: str, provider: str) -> dict[str, str]:
+    """{installed name: salt:// source} of the programs `node_id` runs with
+    the Linux provider `provider`: keepalived's FIFO program, or ucarp's up
+    and down scripts, ARP probe and launcher; the serving check (and the BGP
+    check when the pair has BGP)."""
+    if provider == "keepalived":
+        names = [KEEPALIVED_VIPS_SCRIPT]
+    elif provider == "ucarp":
+        names = [VIP_UP, VIP_DOWN, ARP_PROBE, lb_boot.UCARP_LAUNCHER]
+    else:
+        raise ValueError(f"no programs for the CARP provider {provider!r}")
+    names.append(HAPROXY_SERVING_SCRIPT)
+    if routing_hold_weight(pair, node_id) is not None:
+        names.append(ROUTING_READY_SCRIPT)
+    return {name: f"{CARP_PROGRAM_SOURCES}/{PROGRAM_FILES[name]}" for name in names}
 
 
 def hold_weight(pair: dict, node_id: str) -> int:
@@ -582,7 +580,7 @@ def routing_hold_weight(pair: dict, node_id: str) -> int | None:
 def keepalived_marker(vhid: int) -> str:
     """The address keepalived itself adds for an instance, on lo: VRRPv3
     needs one per instance, and the VIP is not keepalived's to add (break
-    before make: carp_programs.KEEPALIVED_VIPS_SCRIPT).  All of 127.0.0.0/8 is
+    before make: salt/carp/files/lb_carp_vips.py).  All of 127.0.0.0/8 is
     local on lo anyway, so it changes nothing; it goes in the advertisements
     and is the same on both nodes."""
     return f"127.77.{vhid}.1/32 dev lo scope host"
@@ -597,15 +595,6 @@ def serving_check(pair: dict, node_id: str, script_dir: str, haproxy_pidfile: st
     if routing_hold_weight(pair, node_id) is not None:
         check.append(f"{script_dir}/{ROUTING_READY_SCRIPT}")
     return check
-
-
-def serving_scripts(pair: dict, node_id: str, script_dir: str) -> dict[str, str]:
-    """{path: text} of the scripts serving_check runs, for the carp module
-    of either Linux provider to install."""
-    out = {f"{script_dir}/{HAPROXY_SERVING_SCRIPT}": haproxy_serving_script()}
-    if routing_hold_weight(pair, node_id) is not None:
-        out[f"{script_dir}/{ROUTING_READY_SCRIPT}"] = routing_ready_script()
-    return out
 
 
 def render_keepalived(
@@ -715,9 +704,8 @@ def render_keepalived(
     return lb_generation.keepalived_stamp("\n".join(out).rstrip("\n") + "\n")
 
 
-def render_ucarp(pair: dict, node_id: str, secret) -> dict[str, File]:
+def render_ucarp(pair: dict, node_id: str, secret, base: str = OS_PARAMS["Debian"]["ucarp_dir"]) -> dict[str, File]:
     view = node_view(pair, node_id)
-    base = OS_PARAMS["Debian"]["ucarp_dir"]
     files = {}
     for g in view["groups"]:
         dev = device(g["device"], "Debian")
@@ -758,8 +746,24 @@ def render_routes_script(pair: dict, head: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, File]:
+def carp_paths(override: dict | None = None) -> dict:
+    """Where the Linux carp providers keep their files: the defaults, with
+    the minion's `lb_carp` paths on top (carp_common.settings, which checks
+    them) when given."""
+    out = {
+        "state_dir": CARP_STATE_DIR,
+        "script_dir": CARP_SCRIPT_DIR,
+        "run_dir": CARP_RUN_DIR,
+        "keepalived_config": OS_PARAMS["Debian"]["keepalived_config"],
+        "ucarp_dir": OS_PARAMS["Debian"]["ucarp_dir"],
+    }
+    out.update({k: v for k, v in (override or {}).items() if k in out})
+    return out
+
+
+def render_debian(model: dict, pair: dict, node_id: str, secret, carp: dict | None = None) -> dict[str, File]:
     osp = OS_PARAMS["Debian"]
+    cp = carp_paths(carp)
     head = f"# {HEADER.format(pair=pair['name'], node=node_id)}"
     files = {}
     sysctl = [
@@ -774,9 +778,12 @@ def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, Fi
     if pair["routes"]:
         files[osp["routes_file"]] = File(render_routes_script(pair, head), mode="0755")
     if pair["carp"]["linux_provider"] == "keepalived":
-        files[osp["keepalived_config"]] = File(render_keepalived(pair, node_id), mode="0640")
+        keepalived = render_keepalived(pair, node_id, state_dir=cp["state_dir"], script_dir=cp["script_dir"], run_dir=cp["run_dir"])
+        files[cp["keepalived_config"]] = File(keepalived, mode="0640")
     else:
-        files.update(render_ucarp(pair, node_id, secret))
+        files.update(render_ucarp(pair, node_id, secret, cp["ucarp_dir"]))
+    for name, source in carp_programs(pair, node_id, pair["carp"]["linux_provider"]).items():
+        files[f"{cp['script_dir']}/{name}"] = File("", mode="0755", source=source)
     files.update(haproxy_files(model, pair, node_id, "Debian", secret))
     routing = pair["routing"]["bgp"] is not None or pair["routing"]["ospf"] is not None
     rp = lb_routing.PATHS["Debian"]
@@ -801,8 +808,10 @@ def render_debian(model: dict, pair: dict, node_id: str, secret) -> dict[str, Fi
 # ---------------------------------------------------------------------------
 
 
-def render_node(model: dict, node_id: str, os_family: str, redact: bool = False) -> dict[str, File]:
-    """Every file `node_id` gets on `os_family`, keyed by absolute path."""
+def render_node(model: dict, node_id: str, os_family: str, redact: bool = False, carp: dict | None = None) -> dict[str, File]:
+    """Every file `node_id` gets on `os_family`, keyed by absolute path.
+    `carp`: the minion's `lb_carp` paths (carp_paths), for the carp SLS's
+    files on Debian: keepalived.conf or ucarp's, and the programs."""
     if os_family not in OS_FAMILIES:
         raise ValueError(f"os_family {os_family!r} is not supported (supported: {', '.join(OS_FAMILIES)})")
     pair, _ = lb_topology.find_node(model, node_id)
@@ -810,7 +819,7 @@ def render_node(model: dict, node_id: str, os_family: str, redact: bool = False)
     if os_family == "FreeBSD":
         files = render_freebsd(model, pair, node_id, secret)
     else:
-        files = render_debian(model, pair, node_id, secret)
+        files = render_debian(model, pair, node_id, secret, carp)
     header = HEADER.format(pair=pair["name"], node=node_id)
     files.update(lb_routing.render(pair, node_id, os_family, header, secret, File))
     root_group = OS_PARAMS[os_family]["root_group"]
@@ -852,21 +861,23 @@ def preview(model: dict, node_id: str, os_family: str, redact: bool = False) -> 
     return {path: f.content for path, f in render_node(model, node_id, os_family, redact).items()}
 
 
-def manifest(model: dict, node_id: str, os_family: str, redact: bool = True) -> dict[str, dict]:
+def manifest(model: dict, node_id: str, os_family: str, redact: bool = True, carp: dict | None = None) -> dict[str, dict]:
     """Every file `node_id` gets, as `lb.preview` lists it: ``{path:
-    {"mode", "user", "group", "block", "state", "link", "content"}}``; `state` is the
-    SLS that writes it (`writer`)."""
+    {"mode", "user", "group", "block", "state", "link", "source", "content"}}``;
+    `state` is the SLS that writes it (`writer`); a program's text is its
+    `source` in the state tree (content empty)."""
     return {
         path: {
             "mode": f.mode,
             "user": f.user,
             "group": f.group,
             "block": f.block,
-            "state": writer(path, os_family),
+            "state": writer(path, os_family, carp),
             "link": f.link,
+            "source": f.source,
             "content": f.content,
         }
-        for path, f in render_node(model, node_id, os_family, redact).items()
+        for path, f in render_node(model, node_id, os_family, redact, carp).items()
     }
 
 
@@ -892,10 +903,12 @@ WRITER_PATHS = {
 }
 
 
-def writer(path: str, os_family: str) -> str | None:
+def writer(path: str, os_family: str, carp: dict | None = None) -> str | None:
     """The SLS (salt/<name>) whose states write `path` on `os_family`, or
     None when no state writes it (the contract test fails on that)."""
     osp = OS_PARAMS[os_family]
+    if os_family == "Debian":
+        osp = {**osp, **carp_paths(carp)}
     for state, keys in WRITERS:
         for key in keys:
             where = osp.get(key)
@@ -903,6 +916,8 @@ def writer(path: str, os_family: str) -> str | None:
                 return state
     if path in WRITER_PATHS[os_family]:
         return WRITER_PATHS[os_family][path]
+    if os_family == "Debian" and os.path.dirname(path) == osp["script_dir"] and os.path.basename(path) in CARP_PROGRAMS:
+        return "carp"
     if path in lb_routing.PATHS[os_family].values():
         return "routing"
     return None

@@ -8,6 +8,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "_utils"))
+# salt/carp/files/lb_carp_vips.py: a program salt/carp installs, imported by
+# its unit tests as a module
+sys.path.insert(0, os.path.join(REPO, "salt", "carp", "files"))
 sys.path.insert(0, REPO)
 
 import salt._logging.impl  # noqa: E402

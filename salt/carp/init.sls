@@ -25,6 +25,27 @@ lb_carp_package:
       - nftables
 {%- endif %}
 
+{#- The programs the provider runs (keepalived's FIFO program, ucarp's up and
+    down scripts, ARP probe and launcher, the serving checks): files of this
+    state tree, salt/carp/files/, installed before carp.present, which fails
+    without them and reloads keepalived when its FIFO program was replaced.
+    Names and paths come from the module (carp.programs), not from the
+    pillar; ids are the program names. #}
+{%- set programs = salt['carp.programs']() %}
+{%- for program in programs %}
+
+lb_carp_program_{{ program.name }}:
+  file.managed:
+    - name: {{ program.path | json }}
+    - source: {{ program.source | json }}
+    - mode: "{{ program.mode }}"
+    - user: root
+    - group: root
+    - makedirs: True
+    - require_in:
+      - carp: lb_carp_groups
+{%- endfor %}
+
 {#- FreeBSD: carp.present loads carp.ko (kmod.load) and sets carp_load="YES"
     in /boot/loader.conf (sysrc -f); nothing to install. #}
 lb_carp_groups:

@@ -18,9 +18,10 @@ import pytest
 from carp_pair_net import HAPROXY, NODES, kill, sh
 
 import carp_common
-import carp_programs
+import lb_carp_vips
 import lb_render
 from lab.events_tools import VrrpDrop
+from tests.support import install_carp_programs
 
 KEEPALIVED = "/usr/sbin/keepalived"
 VIP_DEV, SYS_DEV = "kv0", "ks0"
@@ -79,14 +80,12 @@ def pair(tmp_path):
                 d = {k: tmp_path / n / k for k in ("state", "sbin", "run")}
                 for path in d.values():
                     path.mkdir(parents=True)
-                scripts = {
-                    lb_render.KEEPALIVED_VIPS_SCRIPT: carp_programs.KEEPALIVED_VIPS_SCRIPT,
-                    lb_render.ROUTING_READY_SCRIPT: lb_render.routing_ready_script(str(d["run"] / "no-bird.ctl")),
-                    lb_render.HAPROXY_SERVING_SCRIPT: lb_render.haproxy_serving_script(),
-                }
-                for name, text in scripts.items():
-                    (d["sbin"] / name).write_text(text)
-                    (d["sbin"] / name).chmod(0o755)
+                no_bird = str(d["run"] / "no-bird.ctl")
+                install_carp_programs(
+                    d["sbin"],
+                    [lb_render.KEEPALIVED_VIPS_SCRIPT, lb_render.ROUTING_READY_SCRIPT, lb_render.HAPROXY_SERVING_SCRIPT],
+                    edit=lambda text, no_bird=no_bird: text.replace("/run/bird/bird.ctl", no_bird),
+                )
                 (d["state"] / lb_render.MAINTENANCE_TRACK_FILE).write_text("0\n")
                 conf = tmp_path / n / "keepalived.conf"
                 conf.write_text(
@@ -216,10 +215,10 @@ def test_a_reload_keeps_the_vips_and_a_stop_releases_them(pair):
     assert on(pair, "lb-a")
     # the second chance's nft table: one, made by the copy running now
     # (each reload replaced it); the copies before did not delete it
-    assert wait_for(lambda: _tables(ns["lb-a"]) == [carp_programs.HANDOVER_TABLE], 10), _tables(ns["lb-a"])
+    assert wait_for(lambda: _tables(ns["lb-a"]) == [lb_carp_vips.HANDOVER_TABLE], 10), _tables(ns["lb-a"])
     # it exempts nothing from connection tracking: a host firewall that
     # accepts replies by `ct state established` keeps working
-    listed = sh("ip", "netns", "exec", ns["lb-a"], "nft", "list", "table", "ip", carp_programs.HANDOVER_TABLE).stdout
+    listed = sh("ip", "netns", "exec", ns["lb-a"], "nft", "list", "table", "ip", lb_carp_vips.HANDOVER_TABLE).stdout
     assert "dup to ip daddr map @takeover" in listed and "notrack" not in listed, listed
 
     # a copy started later, after the VRRP process (here by the reload
@@ -250,7 +249,7 @@ def test_a_reload_keeps_the_vips_and_a_stop_releases_them(pair):
     )
     # and the table goes with keepalived (lb-b's stays)
     assert wait_for(lambda: _tables(ns["lb-a"]) == [], 10), _tables(ns["lb-a"])
-    assert _tables(ns["lb-b"]) == [carp_programs.HANDOVER_TABLE]
+    assert _tables(ns["lb-b"]) == [lb_carp_vips.HANDOVER_TABLE]
 
 
 def _tables(netns):
@@ -414,8 +413,8 @@ def test_a_connection_the_handover_catches_in_flight_is_served_by_the_old_master
     with serving_on_both(pair) as vip:
         assert _straddle(pair, vip, "lb-b") == "lb-a"
         # the element lb-b added for the takeover expires
-        takeover = ("nft", "list", "map", "ip", carp_programs.HANDOVER_TABLE, "takeover")
+        takeover = ("nft", "list", "map", "ip", lb_carp_vips.HANDOVER_TABLE, "takeover")
         assert wait_for(lambda: vip not in sh("ip", "netns", "exec", pair["ns"]["lb-b"], *takeover).stdout, 10)
-        time.sleep(carp_programs.SOFT_RELEASE_SECONDS + 0.5)  # lb-a's soft release is over
-        sh("ip", "netns", "exec", pair["ns"]["lb-a"], "nft", "delete", "table", "ip", carp_programs.HANDOVER_TABLE)
+        time.sleep(lb_carp_vips.SOFT_SECONDS + 0.5)  # lb-a's soft release is over
+        sh("ip", "netns", "exec", pair["ns"]["lb-a"], "nft", "delete", "table", "ip", lb_carp_vips.HANDOVER_TABLE)
         assert _straddle(pair, vip, "lb-a") == "ConnectionResetError"

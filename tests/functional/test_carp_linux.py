@@ -21,12 +21,11 @@ from salt.exceptions import CommandExecutionError
 from saltfactories.utils.functional import Loaders
 
 import carp_common
-import carp_programs
 import lb_files
 import lb_render
 import lb_topology
 from lab import netview
-from tests.support import REPO, SEED_PILLAR, private_minion
+from tests.support import REPO, SEED_PILLAR, carp_program, install_carp_programs, private_minion
 
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 
@@ -70,6 +69,14 @@ def make_loaders(root, provider, carp_paths):
     return Loaders(salt.config.minion_config(path))
 
 
+def install_programs(loaders):
+    """What salt/carp does before carp.present: every program carp.programs
+    names, installed by Salt's own file.managed from this repo's state tree."""
+    for p in loaders.modules.carp.programs():
+        ret = loaders.states.file.managed(name=p["path"], source=p["source"], mode=p["mode"], makedirs=True)
+        assert ret.result is True, ret
+
+
 @pytest.fixture
 def carp_paths(tmp_path):
     return {
@@ -109,6 +116,7 @@ def keepalived(tmp_path, carp_paths):
 def keepalived_in_netns(tmp_path, carp_paths, netns):
     """The carp module with keepalived run in the test's own namespace."""
     loaders = make_loaders(tmp_path, "keepalived", dict(carp_paths, keepalived_bin=netns["keepalived"]))
+    install_programs(loaders)
     try:
         yield loaders.modules.carp
     finally:
@@ -157,6 +165,15 @@ def test_keepalived_config_written_checked_and_idempotent(keepalived, tmp_path, 
 def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, tmp_path, carp_paths):
     keepalived = keepalived_in_netns
     topo = topology_file(tmp_path, "keepalived", *netns["devices"])
+    # a program missing (salt/carp did not run): test mode says what would
+    # change, a real run fails naming it, before anything is written
+    fifo_script = os.path.join(carp_paths["script_dir"], "lb-carp-keepalived-vips")
+    os.rename(fifo_script, fifo_script + ".away")
+    assert keepalived.present(topology=topo, test=True)["changes"]["keepalived"] == {"old": "stopped", "new": "running"}
+    with pytest.raises(CommandExecutionError, match="not installed: .*lb-carp-keepalived-vips .*state.apply carp"):
+        keepalived.present(topology=topo)
+    assert not os.path.exists(carp_paths["keepalived_config"])
+    os.rename(fifo_script + ".away", fifo_script)
     ret = keepalived.present(topology=topo)
     assert ret["changes"]["keepalived"] == {"old": "stopped", "new": "running"}
     assert sorted(k for k in ret["changes"] if isinstance(k, int)) == [4, 5, 44, 55]
@@ -219,15 +236,11 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, 
     assert len(copies) == 1
     assert keepalived.present(topology=topo)["changes"] == {}
 
-    # an upgrade: the installed FIFO script differs from this release's; the
-    # running copy is the old one, so present rewrites it and reloads, and a
-    # new copy runs
-    fifo_script = os.path.join(carp_paths["script_dir"], "lb-carp-keepalived-vips")
-    with open(fifo_script, "a") as fh:
-        fh.write("# an earlier release\n")
+    # an upgrade: salt/carp replaced the FIFO program after the running copy
+    # started, so that copy is the old one: present reloads, and a new copy runs
+    lb_files.write_atomic(fifo_script, carp_program("lb-carp-keepalived-vips") + "# a later release\n", 0o755)
     ret = keepalived.present(topology=topo)
     assert ret["changes"] == {
-        "scripts": [fifo_script],
         "keepalived": {"old": f"running (pid {pid}) an older lb-carp-keepalived-vips", "new": "reloaded"},
     }, ret
     old_copies = copies
@@ -241,7 +254,6 @@ def test_keepalived_started_reloaded_stopped_by_pid(keepalived_in_netns, netns, 
         time.sleep(0.1)
     assert new_copy_only(), carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")
     copies = [str(p) for p in carp_common.children_running(vrrp_pid, "lb-carp-keepalived-vips")]
-    assert open(fifo_script).read() == carp_programs.KEEPALIVED_VIPS_SCRIPT
     assert keepalived.present(topology=topo)["changes"] == {}
 
     # absent: keepalived stops, its config goes, every group is recorded STOP
@@ -402,16 +414,12 @@ def test_scripts_record_state_atomically(tmp_path):
     state = tmp_path / "state-dir"
     (tmp_path / "lb-carp-arp-probe").write_text("#!/bin/sh\n")
     (tmp_path / "lb-carp-arp-probe").chmod(0o755)
-    up = tmp_path / "up"
-    up.write_text(carp_programs.VIP_UP_SCRIPT.replace("/sbin/ip ", "true "))
-    up.chmod(0o755)
+    install_carp_programs(tmp_path, [carp_common.VIP_UP, carp_common.VIP_DOWN], edit=lambda t: t.replace("/sbin/ip ", "true "))
+    up, down = tmp_path / carp_common.VIP_UP, tmp_path / carp_common.VIP_DOWN
     env = dict(os.environ, LB_CARP_STATE="MASTER", LB_CARP_PRIO="254")
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10, env=env)
     rec = carp_common.parse_state_file((state / "state" / "44").read_text())
     assert rec["state"] == "MASTER" and rec["priority"] == 254 and rec["since"] > 0
-    down = tmp_path / "down"
-    down.write_text(carp_programs.VIP_DOWN_SCRIPT.replace("/sbin/ip ", "true "))
-    down.chmod(0o755)
     subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     rec = carp_common.parse_state_file((state / "state" / "44").read_text())
     assert rec["state"] == "BACKUP" and rec["priority"] is None  # ucarp: no priority
@@ -454,9 +462,12 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     (scripts / "lb-carp-arp-probe").write_text(f'#!/bin/sh\necho "probe $*" >> {calls}\nsleep 0.3\n')
     (scripts / "lb-carp-arp-probe").chmod(0o755)
     state = tmp_path / "state-dir"
-    up = scripts / "lb-carp-vip-up"
-    up.write_text(carp_programs.VIP_UP_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip "))
-    up.chmod(0o755)
+    install_carp_programs(
+        scripts,
+        [carp_common.VIP_UP, carp_common.VIP_DOWN],
+        edit=lambda t: t.replace("/sbin/ip ", f"{bin_dir}/ip ").replace("sleep 3", "sleep 0.2"),
+    )
+    up = scripts / carp_common.VIP_UP
     t0 = time.monotonic()
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     assert time.monotonic() - t0 < 0.25  # returned at once: ucarp advertises now
@@ -479,9 +490,7 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
     # a down event while the add is pending cancels it
     calls.unlink()
     subprocess.run([str(up), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
-    down = scripts / "lb-carp-vip-down"
-    down.write_text(carp_programs.VIP_DOWN_SCRIPT.replace("/sbin/ip ", f"{bin_dir}/ip ").replace("sleep 3", "sleep 0.2"))
-    down.chmod(0o755)
+    down = scripts / carp_common.VIP_DOWN
     time.sleep(0.1)
     subprocess.run([str(down), "lb-b-eth1", "198.18.2.44", f"32 44 {state}"], check=True, timeout=10)
     time.sleep(0.6)
@@ -494,12 +503,6 @@ def test_ucarp_up_script_adds_the_vip_only_once_nobody_answers_for_it(tmp_path):
         "ip -4 route del blackhole 198.18.2.44/32",  # once the peer has had time to take it
     ]
     assert (state / "state" / "44").read_text().split()[0] == "BACKUP"
-
-
-def test_arp_probe_script_is_valid_python():
-    compile(carp_programs.ARP_PROBE_SCRIPT, "lb-carp-arp-probe", "exec")
-    assert carp_programs.ARP_PROBE_SCRIPT.startswith("#!/usr/bin/python3\n")
-    assert 'b"\\xff" * 6' in carp_programs.ARP_PROBE_SCRIPT
 
 
 def test_keepalived_absent_of_one_group_rewrites_the_config(keepalived, tmp_path, carp_paths):
@@ -526,9 +529,8 @@ def test_arp_probe_tells_a_held_address_from_a_free_one(tmp_path):
     """The real lb-carp-arp-probe on a veth pair of this namespace (nothing
     leaves the pair): answered while the address is on the other end, at
     one probe per 30 ms; free once it is removed."""
-    probe = tmp_path / "lb-carp-arp-probe"
-    probe.write_text(carp_programs.ARP_PROBE_SCRIPT)
-    probe.chmod(0o755)
+    install_carp_programs(tmp_path, [carp_common.ARP_PROBE])
+    probe = tmp_path / carp_common.ARP_PROBE
     a, b = f"lbpr{os.getpid() % 10000}a", f"lbpr{os.getpid() % 10000}b"
     res = subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], capture_output=True, text=True, timeout=10)
     if res.returncode != 0:
@@ -564,9 +566,8 @@ def test_arp_announcement_moves_a_neighbours_entry_to_the_new_holder(tmp_path):
     of their own joined by a veth pair (nothing leaves them): the router's
     side has a REACHABLE entry for the VIP with the old master's MAC; after
     the announcement it has the announcer's."""
-    probe = tmp_path / "lb-carp-arp-probe"
-    probe.write_text(carp_programs.ARP_PROBE_SCRIPT)
-    probe.chmod(0o755)
+    install_carp_programs(tmp_path, [carp_common.ARP_PROBE])
+    probe = tmp_path / carp_common.ARP_PROBE
     tag = os.getpid() % 10000
     node, router = f"lbann{tag}n", f"lbann{tag}r"
     made = []
@@ -622,8 +623,7 @@ def test_ucarp_down_script_hands_a_served_vip_over_softly_and_the_up_script_take
     scripts = tmp_path / "sbin"
     scripts.mkdir()
     (scripts / "lb-carp-arp-probe").write_text("#!/bin/sh\nexit 0\n")  # nobody answers; no announcement
-    for name, text in (("lb-carp-vip-up", carp_programs.VIP_UP_SCRIPT), ("lb-carp-vip-down", carp_programs.VIP_DOWN_SCRIPT)):
-        (scripts / name).write_text(text)
+    install_carp_programs(scripts, [carp_common.VIP_UP, carp_common.VIP_DOWN])
     for f in scripts.iterdir():
         f.chmod(0o755)
     state = tmp_path / "state"

@@ -22,7 +22,8 @@ import pytest
 from carp_pair_net import NODES, sh
 
 import carp_common
-import carp_programs
+import lb_carp_vips
+from tests.support import install_carp_programs
 
 VIP_DEV = "uv0"
 NFT = "/usr/sbin/nft"
@@ -43,13 +44,7 @@ def pair(tmp_path):
                 d = {k: tmp_path / n / k for k in ("state", "sbin", "run", "ucarp")}
                 for path in d.values():
                     path.mkdir(parents=True)
-                for name, text in (
-                    (carp_common.VIP_UP, carp_programs.VIP_UP_SCRIPT),
-                    (carp_common.VIP_DOWN, carp_programs.VIP_DOWN_SCRIPT),
-                    (carp_common.ARP_PROBE, carp_programs.ARP_PROBE_SCRIPT),
-                ):
-                    (d["sbin"] / name).write_text(text)
-                    (d["sbin"] / name).chmod(0o755)
+                install_carp_programs(d["sbin"], [carp_common.VIP_UP, carp_common.VIP_DOWN, carp_common.ARP_PROBE])
                 paths = {"script_dir": str(d["sbin"]), "state_dir": str(d["state"]), "ucarp_dir": str(d["ucarp"])}
                 _, groups = carp_common.node_groups(model, n, "Debian")
                 group = min(groups, key=lambda g: g["vhid"])
@@ -89,7 +84,7 @@ def holds(pair, node):
 
 def takeover_map(pair, node, name="takeover"):
     """The nft map `name` of the second chance on `node`, as listed (empty: no table)."""
-    r = sh("ip", "netns", "exec", pair["ns"][node], NFT, "list", "map", "ip", carp_programs.HANDOVER_TABLE, name, check=False)
+    r = sh("ip", "netns", "exec", pair["ns"][node], NFT, "list", "map", "ip", lb_carp_vips.HANDOVER_TABLE, name, check=False)
     return r.stdout if r.returncode == 0 else ""
 
 
@@ -148,7 +143,7 @@ def test_a_connection_the_ucarp_handover_catches_in_flight_is_served_by_the_old_
         assert net.straddle(pair, VIP_DEV, vip, "lb-b", handover(pair, "lb-b")) == "lb-a"
         assert net.wait_for(lambda: holds(pair, "lb-b"), 10)
         assert net.wait_for(lambda: vip not in takeover_map(pair, "lb-b"), 10)
-        time.sleep(carp_programs.SOFT_RELEASE_SECONDS + 0.5)  # lb-a's soft release is over
+        time.sleep(lb_carp_vips.SOFT_SECONDS + 0.5)  # lb-a's soft release is over
         answer = net.straddle(pair, VIP_DEV, vip, "lb-a", handover(pair, "lb-a", second_chance=False))
         assert answer == "ConnectionResetError"
         assert net.wait_for(lambda: holds(pair, "lb-a"), 10)
@@ -175,7 +170,7 @@ def test_a_ucarp_handover_costs_new_connections_nothing(pair):
                 for to in ("lb-b", "lb-a"):
                     handover(pair, to, second_chance, lag=0.8)()
                     assert net.wait_for(lambda to=to: holds(pair, to), 10)
-                    time.sleep(carp_programs.SOFT_RELEASE_SECONDS + 0.5)  # the old master's soft release is over
+                    time.sleep(lb_carp_vips.SOFT_SECONDS + 0.5)  # the old master's soft release is over
             finally:
                 results, failed, resent = client.stop()
             assert len(results) > 300

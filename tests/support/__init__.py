@@ -13,6 +13,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SEED_PILLAR = os.path.join(REPO, "pillar", "seed", "lb.sls")
 LAB_PILLAR = os.path.join(REPO, "pillar", "lab", "lb.sls")
 SEED_HOWTO = os.path.join(REPO, "tests", "fixtures", "seed-howto.md")
+CARP_FILES = os.path.join(REPO, "salt", "carp", "files")
+
+
+def carp_program(name: str) -> str:
+    """The text salt/carp installs as the program `name` (lb_render.PROGRAM_FILES)."""
+    import lb_render
+
+    with open(os.path.join(CARP_FILES, lb_render.PROGRAM_FILES[name]), encoding="utf-8") as fh:
+        return fh.read()
+
+
+def install_carp_programs(script_dir, names, edit=None) -> None:
+    """Install the programs `names` into `script_dir` as salt/carp does
+    (mode 0755), each text passed through `edit` first when given (a test's
+    stand-ins for /sbin/ip and the like)."""
+    os.makedirs(str(script_dir), exist_ok=True)
+    for name in names:
+        path = os.path.join(str(script_dir), name)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(edit(carp_program(name)) if edit else carp_program(name))
+        os.chmod(path, 0o755)
 
 
 def private_minion(root, state: str = "state", **options) -> str:

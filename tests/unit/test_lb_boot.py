@@ -7,11 +7,12 @@ import os
 
 import pytest
 
+import carp_common
 import lb_boot
 import lb_host
 import lb_render
 import lb_topology
-from tests.support import LAB_PILLAR, SEED_PILLAR
+from tests.support import LAB_PILLAR, SEED_PILLAR, carp_program
 
 HEAD = "# head"
 OSP = lb_render.OS_PARAMS["Debian"]
@@ -158,17 +159,15 @@ def test_the_ucarp_launcher_runs_the_recorded_command_line_as_itself(tmp_path):
     the pid file is the ucarp's)."""
     import subprocess
 
-    import carp_programs
-
     fake = tmp_path / "bin" / "ucarp"
     fake.parent.mkdir()
     fake.write_text('#!/bin/sh\necho "pid $$"\nfor a in "$@"; do echo "arg <$a>"; done\n')
     fake.chmod(0o755)
     launcher = tmp_path / "lb-ucarp-exec"
-    launcher.write_text(carp_programs.UCARP_EXEC_SCRIPT)
+    launcher.write_text(carp_program(lb_boot.UCARP_LAUNCHER))
     launcher.chmod(0o755)
     argv = [str(fake), "--vhid=55", "--xparam=24 55 /var/lib/lb-carp", "  lead", "$(touch x)"]
-    (tmp_path / "55.argv").write_text(carp_programs.ucarp_argv_text(argv))
+    (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
     res = subprocess.run(
         ["sh", str(launcher), str(tmp_path / "55.argv"), str(tmp_path / "ucarp-55.pid")], capture_output=True, text=True, cwd=tmp_path
     )
@@ -188,15 +187,15 @@ def test_the_ucarp_launcher_runs_the_recorded_command_line_as_itself(tmp_path):
     env = {"PATH": f"{stub.parent}:/usr/bin:/bin"}
     for addr, added in (("10.0.0.55", ["--neutral", "--deadratio=1"]), ("10.0.0.5", [])):
         argv = [str(fake), "--interface=host0", f"--addr={addr}", "--xparam=24 55 /var/lib/lb-carp"]
-        (tmp_path / "55.argv").write_text(carp_programs.ucarp_argv_text(argv))
+        (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
         res = subprocess.run(
             ["sh", str(launcher), str(tmp_path / "55.argv"), str(tmp_path / "ucarp-55.pid")], capture_output=True, text=True, env=env
         )
         assert res.returncode == 0, res.stderr
         assert res.stdout.splitlines()[1:] == [f"arg <{a}>" for a in argv[1:] + added]
     with pytest.raises(ValueError):
-        carp_programs.ucarp_argv_text(["/usr/sbin/ucarp", "--addr=1\n--upscript=/tmp/x"])
-    assert carp_programs.parse_ucarp_argv_text(carp_programs.ucarp_argv_text(argv)) == argv
+        carp_common.ucarp_argv_text(["/usr/sbin/ucarp", "--addr=1\n--upscript=/tmp/x"])
+    assert carp_common.parse_ucarp_argv_text(carp_common.ucarp_argv_text(argv)) == argv
 
 
 def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_path):
@@ -209,8 +208,6 @@ def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_pa
     import signal
     import subprocess
 
-    import carp_programs
-
     fake = tmp_path / "ucarp"  # its comm is "ucarp", as the watch checks
     fake.write_text('#!/bin/sh\necho "pid $$"\nfor a in "$@"; do echo "arg <$a>"; done\nsleep 30 >/dev/null 2>&1\n')
     fake.chmod(0o755)
@@ -219,10 +216,10 @@ def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_pa
     check.write_text(f'#!/bin/sh\n[ "$1" = /run/haproxy.pid ] && [ "$2" = /next ] && [ -e {serving} ]\n')
     check.chmod(0o755)
     launcher = tmp_path / "lb-ucarp-exec"
-    launcher.write_text(carp_programs.UCARP_EXEC_SCRIPT)
+    launcher.write_text(carp_program(lb_boot.UCARP_LAUNCHER))
     launcher.chmod(0o755)
     argv = [str(fake), "--vhid=55", "--advskew=100", "--addr=10.0.0.55"]
-    (tmp_path / "55.argv").write_text(carp_programs.ucarp_argv_text(argv))
+    (tmp_path / "55.argv").write_text(carp_common.ucarp_argv_text(argv))
     pidfile, demoted = tmp_path / "ucarp-55.pid", tmp_path / "ucarp-55.demoted"
 
     started = []
@@ -395,23 +392,3 @@ def test_freebsd_boot_hold_and_serving_watch(tmp_path):
     (tmp_path / "watch").write_text("")  # a watch runs already
     assert subprocess.run(["dash", "-c", post], env=env, timeout=10).returncode == 0
     assert log.read_text().splitlines() == ["pgrep -q -F /var/run/lb_haproxy_watch.pid"]
-
-
-def test_the_python_programs_the_carp_module_installs_compile_and_pass_pyflakes(tmp_path):
-    """The keepalived FIFO script and the ARP probe live in strings: compile
-    them and run ruff's pyflakes and syntax rules over them, as over a file."""
-    import subprocess
-    import sys
-
-    import carp_programs
-
-    ruff = os.path.join(os.path.dirname(sys.executable), "ruff")
-    for name, text in (
-        ("lb-carp-keepalived-vips", carp_programs.KEEPALIVED_VIPS_SCRIPT),
-        ("lb-carp-arp-probe", carp_programs.ARP_PROBE_SCRIPT),
-    ):
-        compile(text, name, "exec")
-        path = tmp_path / f"{name.replace('-', '_')}.py"
-        path.write_text(text)
-        res = subprocess.run([ruff, "check", "--isolated", "--select", "F,E9", str(path)], capture_output=True, text=True)
-        assert res.returncode == 0, res.stdout

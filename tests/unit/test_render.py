@@ -15,6 +15,7 @@ import pytest
 import lb_grammar
 import lb_render
 import lb_topology
+from tests.support import carp_program
 
 NODES = ("lb-a", "lb-b")
 OSES = ("FreeBSD", "Debian")
@@ -82,7 +83,18 @@ def test_every_file_at_its_real_path(seed_model):
         "/etc/systemd/system/multi-user.target.wants/haproxy.service",
         "/etc/systemd/system/multi-user.target.wants/keepalived.service",
         "/etc/tmpfiles.d/lb-haproxy.conf",
+        # the programs, installed by salt/carp from salt/carp/files
+        "/usr/local/sbin/lb-carp-keepalived-vips",
+        "/usr/local/sbin/lb-haproxy-serving",
+        "/usr/local/sbin/lb-routing-ready",
     ]
+    programs = {p: f for p, f in lb_render.render_node(seed_model, "lb-a", "Debian").items() if f.source}
+    assert {p: (f.source, f.mode, f.content) for p, f in programs.items()} == {
+        "/usr/local/sbin/lb-carp-keepalived-vips": ("salt://carp/files/lb_carp_vips.py", "0755", ""),
+        "/usr/local/sbin/lb-haproxy-serving": ("salt://carp/files/lb-haproxy-serving.sh", "0755", ""),
+        "/usr/local/sbin/lb-routing-ready": ("salt://carp/files/lb-routing-ready.sh", "0755", ""),
+    }
+    assert {lb_render.writer(p, "Debian") for p in programs} == {"carp"}
 
 
 def _instances(text):
@@ -249,8 +261,9 @@ def test_keepalived_holds_preemption_until_bgp_is_up(lab_model, lab_raw):
         assert text.count("track_script {\n        lb_serving\n    }") == 4
     pair = lab_model["pairs"]["edge"]
     assert lb_render.routing_hold_weight(pair, "lb-a") == lb_render.routing_hold_weight(pair, "lb-b") == 101
-    ready = lb_render.routing_ready_script()
+    ready = carp_program(lb_render.ROUTING_READY_SCRIPT)
     assert "birdc -s /run/bird/bird.ctl show protocols" in ready and "Established" in ready
+    assert lb_render.ROUTING_READY_SCRIPT in lb_render.carp_programs(pair, "lb-a", "keepalived")
     # without BGP: no script, no tracking
     del lab_raw["pairs"]["edge"]["routing"]["bgp"]
     model = lb_topology.load(lab_raw)
@@ -258,6 +271,7 @@ def test_keepalived_holds_preemption_until_bgp_is_up(lab_model, lab_raw):
     assert "lb-routing-ready" not in text
     assert text.count("track_script {\n        lb_serving\n    }") == 4
     assert lb_render.routing_hold_weight(model["pairs"]["edge"], "lb-a") is None
+    assert lb_render.ROUTING_READY_SCRIPT not in lb_render.carp_programs(model["pairs"]["edge"], "lb-a", "keepalived")
 
 
 def test_keepalived_gives_up_the_vips_while_haproxy_does_not_run(lab_model):
@@ -291,7 +305,7 @@ def _children_comms(pid):
 
 def test_the_haproxy_serving_script_reads_the_pid_file_and_the_master_s_workers(tmp_path):
     script = tmp_path / "lb-haproxy-serving"
-    script.write_text(lb_render.haproxy_serving_script())
+    script.write_text(carp_program(lb_render.HAPROXY_SERVING_SCRIPT))
     script.chmod(0o755)
     pidfile = tmp_path / "haproxy.pid"
 
@@ -362,7 +376,7 @@ def test_routing_ready_script_reads_birds_sessions(tmp_path, protocols, ready):
     )
     fake.chmod(0o755)
     script = tmp_path / "lb-routing-ready"
-    script.write_text(lb_render.routing_ready_script().replace("/usr/sbin/birdc", str(fake)))
+    script.write_text(carp_program(lb_render.ROUTING_READY_SCRIPT).replace("/usr/sbin/birdc", str(fake)))
     script.chmod(0o755)
     assert subprocess.run([str(script)], timeout=10).returncode == (0 if ready else 1)
     # BIRD not answering: not ready

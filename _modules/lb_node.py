@@ -52,8 +52,9 @@ def _family():
 
 def paths():
     """
-    Where this node's CARP event path lives: the hook (``lb-carp-event``),
-    the claims directory the hook and the beacon share, and on FreeBSD the
+    Where this node's CARP event path lives: the hook (``lb-carp-event``)
+    and its settings beside it (``lb-carp-event.conf``), the claims
+    directory the hook and the beacon share, and on FreeBSD the
     devd rule.  Follows the ``lb_carp`` settings of the carp module.
 
     CLI Example:
@@ -67,7 +68,8 @@ def paths():
     out = {
         "state_dir": s["state_dir"],
         "events_dir": os.path.join(s["state_dir"], "events"),
-        "hook": os.path.join(script_dir, "lb-carp-event"),
+        "hook": os.path.join(script_dir, lb_render.EVENT_HOOK),
+        "hook_conf": os.path.join(script_dir, lb_render.EVENT_HOOK) + ".conf",
     }
     if _family() == "FreeBSD":
         out["devd_rule"] = DEVD_RULE
@@ -92,9 +94,10 @@ def _groups():
 
 def event_hook(beacon_interval=1):
     """
-    The files of the immediate event path, rendered for this node:
-    ``{path: {"content", "mode"}}``: the hook (``salt-call -c <this
-    minion's config dir> event.send``) and, on FreeBSD, the devd rule.
+    The files of the immediate event path for this node: ``{path: {"mode",
+    "content" or "source"}}``: the hook (salt/carp/files/lb-carp-event.sh,
+    ``source``), its settings (``salt-call -c <this minion's config dir>
+    event.send``, the node's groups) and, on FreeBSD, the devd rule.
 
     beacon_interval
         The carp beacon's interval: the hook leaves a transition that long
@@ -110,7 +113,7 @@ def event_hook(beacon_interval=1):
     provider = __salt__["carp.provider"]() if "carp.provider" in __salt__ else "unknown"
     config_dir = os.path.dirname(__opts__.get("conf_file") or "/etc/salt/minion")
     try:
-        text = carp_events.hook_script(
+        conf = carp_events.hook_config(
             __opts__["id"],
             _salt_call(),
             config_dir,
@@ -120,12 +123,16 @@ def event_hook(beacon_interval=1):
             __opts__.get("pidfile") or "",
             # FreeBSD's announcements follow the transitions; Linux's follow the
             # addresses (BIRD's direct protocol, lb_routing), with no hook
+            grace=carp_events.hook_grace(float(beacon_interval)),
             routing_hook=lb_routing.PATHS["FreeBSD"]["hook"] if _family() == "FreeBSD" else "",
         )
     except ValueError as exc:
         # a path or name sh would split or expand: refused, never written
         raise CommandExecutionError(f"lb_node.event_hook: {exc}") from exc
-    out = {p["hook"]: {"content": text, "mode": "0755"}}
+    out = {
+        p["hook"]: {"source": lb_render.event_hook_source(), "mode": "0755"},
+        p["hook_conf"]: {"content": conf, "mode": "0644"},
+    }
     if "devd_rule" in p:
         out[p["devd_rule"]] = {"content": carp_events.devd_rule(p["hook"]), "mode": "0644"}
     return out

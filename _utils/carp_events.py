@@ -22,6 +22,8 @@ No Salt dunders here; the unit tests call these directly.
 
 from __future__ import annotations
 
+import shlex
+
 import lb_grammar
 
 STATES = ("MASTER", "BACKUP", "INIT")
@@ -197,7 +199,7 @@ def validate(config) -> tuple[bool, str]:
 # the hook: lb-carp-event, and FreeBSD's devd rule
 
 
-def hook_script(
+def hook_config(
     minion_id: str,
     salt_call: str,
     config_dir: str,
@@ -210,24 +212,15 @@ def hook_script(
     send_timeout: int = SEND_TIMEOUT,
     kill_after: int = SEND_KILL_AFTER,
 ) -> str:
-    """``lb-carp-event VHID[@IFACE] STATE [IFACE VIP]``: claim the transition
-    (see ``decide``), leave it ``grace`` seconds to the beacon, then send ``salt/beacon/<id>/carp/<vhid>/<STATE>`` through
-    ``salt-call event.send``, record ``sent`` or ``failed``.  The send is
-    bounded: ``timeout -k kill_after send_timeout`` (SIGTERM, then SIGKILL;
-    Salt 3008's salt-call, SIGTERMed while it opens its channel to the
-    master, can hang for good in its exit, and it would stay listed in the
-    minion's ``saltutil.running``).  ``groups`` ({vhid: (interface, vip)}) fills in what
-    keepalived's notify does not pass.  ``pidfile`` (the minion's): on
+    """lb-carp-event.conf: the settings of the hook (salt/carp/files/
+    lb-carp-event.sh, which sources this file from beside itself), one sh
+    assignment a line.  ``groups`` ({vhid: (interface, vip)}) fills in what
+    keepalived's notify does not pass; ``pidfile`` is the minion's (on
     Linux the hook does nothing when that minion runs in another network
-    namespace, i.e. the script belongs to another host sharing this
-    directory (the lab's hosts share /usr/local/sbin).  ``routing_hook``
-    (FreeBSD's lb-routing-vip, installed by salt/routing): run first, in
-    the background, with the vhid and state, so that the VIP announcements
-    follow the transition at once (see lb_routing.hook_script; Linux has
-    none, its announcements follow the addresses).  POSIX sh,
-    for Linux and FreeBSD."""
-    # every value below lands in sh unquoted: each must be a word sh
-    # neither splits nor expands (lb_grammar), else ValueError
+    namespace); ``routing_hook`` is FreeBSD's lb-routing-vip (see
+    lb_routing.hook_script; Linux has none, its announcements follow the
+    addresses).  Every value must be a word sh neither splits nor expands
+    (lb_grammar; ValueError naming it), and is quoted besides."""
     lb_grammar.require(lb_grammar.HAPROXY_NAME, minion_id, "minion id")
     for what, value in (("salt-call", salt_call), ("config_dir", config_dir), ("events_dir", events_dir)):
         lb_grammar.require(lb_grammar.SH_PATH, value, what)
@@ -238,70 +231,25 @@ def hook_script(
     for v, (i, p) in groups.items():
         lb_grammar.require(lb_grammar.DEVICE, i, f"group {v} interface")
         lb_grammar.require(lb_grammar.KEEPALIVED_WORD, p, f"group {v} vip")
-    cases = "".join(f"\t\t{int(v)}) iface=${{iface:-{i}}}; vip={p} ;;\n" for v, (i, p) in sorted(groups.items()))
-    return f"""#!/bin/sh
-# Installed by salt/carp/events.sls (lb_node.event_hook). Do not edit.
-# Announces a CARP transition on the master's event bus at once, as the carp
-# beacon would at its next poll: salt/beacon/{minion_id}/carp/<vhid>/<STATE>.
-# Called by the Linux up/down scripts (lb-carp-vip-up, lb-carp-vip-down: ucarp, and keepalived through lb-carp-keepalived-vips) and by devd:
-#   lb-carp-event VHID STATE [IFACE VIP]     lb-carp-event VHID@IFACE STATE
-vhid=$1
-state=$2
-iface=${{3:-}}
-vip=${{4:-}}
-pidfile={pidfile or "/nonexistent"}
-if [ -r "$pidfile" ] && [ -e /proc/self/ns/net ]; then
-	mine=$(readlink "/proc/$(cat "$pidfile")/ns/net" 2>/dev/null)
-	if [ -n "$mine" ] && [ "$mine" != "$(readlink /proc/self/ns/net)" ]; then
-		exit 0  # the minion this hook was rendered for runs on another host
-	fi
-fi
-case $vhid in *@*) iface=${{vhid#*@}}; vhid=${{vhid%@*}} ;; esac
-case $vhid in ''|*[!0-9]*) exit 0 ;; esac
-case $state in MASTER|BACKUP) ;; INIT|FAULT|STOP) state=INIT ;; *) exit 0 ;; esac
-routing={routing_hook or "/nonexistent"}
-if [ -x "$routing" ]; then
-	"$routing" "$vhid" "$state" </dev/null >/dev/null 2>&1 &
-fi
-if [ -z "$vip" ]; then
-	case $vhid in
-{cases}	esac
-fi
-events={events_dir}
-claim="$events/$vhid"
-mkdir -p "$events" || exit 1
-now=$(date +%s)
-old=INIT
-if [ -f "$claim" ]; then
-	read -r cstate cepoch chow < "$claim"
-	case $cstate in MASTER|BACKUP|INIT) old=$cstate ;; esac
-	cepoch=${{cepoch%.*}}
-	case $cepoch in ''|*[!0-9]*) cepoch=0 ;; esac
-	if [ "$cstate" = "$state" ] && [ "$chow" != failed ] && [ $((now - cepoch)) -le {int(CLAIM_WINDOW)} ]; then
-		exit 0  # announced already (by the beacon or an earlier call)
-	fi
-fi
-[ "$old" = "$state" ] && old=INIT
-printf '%s %s pending\\n' "$state" "$now" > "$claim.$$" && mv -f "$claim.$$" "$claim"
-# the beacon (polling every second) is quicker than salt-call: leave it the
-# transition for a moment, and send it only if the beacon did not take it
-sleep {grace}
-read -r cstate cepoch chow < "$claim"
-[ "$cstate $cepoch $chow" = "$state $now pending" ] || exit 0
-printf '%s %s sending\\n' "$state" "$now" > "$claim.$$" && mv -f "$claim.$$" "$claim"
-data=$(printf '{{"vhid": %s, "vip": "%s", "interface": "%s", "old": "%s", "new": "%s", "provider": "{provider}", "timestamp": %s, "source": "hook", "id": "{minion_id}"}}' "$vhid" "$vip" "$iface" "$old" "$state" "$now")
-if timeout -k {int(kill_after)} {int(send_timeout)} {salt_call} -c {config_dir} -l quiet --retcode-passthrough event.send "salt/beacon/{minion_id}/carp/$vhid/$state" "$data" >/dev/null 2>&1; then
-	how=sent
-else
-	how=failed
-fi
-# record the outcome unless a newer transition has claimed the vhid since
-read -r cstate cepoch chow < "$claim"
-if [ "$cstate $cepoch" = "$state $now" ]; then
-	printf '%s %s %s\\n' "$state" "$now" "$how" > "$claim.$$" && mv -f "$claim.$$" "$claim"
-fi
-[ "$how" = sent ]
-"""
+    values = {
+        "minion_id": minion_id,
+        "salt_call": salt_call,
+        "config_dir": config_dir,
+        "events_dir": events_dir,
+        "provider": provider,
+        "pidfile": pidfile,
+        "routing_hook": routing_hook,
+        "grace": f"{float(grace):g}",
+        "send_timeout": str(int(send_timeout)),
+        "kill_after": str(int(kill_after)),
+        "claim_window": str(int(CLAIM_WINDOW)),
+        "groups": " ".join(f"{int(v)}={i},{p}" for v, (i, p) in sorted(groups.items())),
+    }
+    lines = [
+        f"# lb-carp-event's settings for minion {minion_id}, rendered by lb_node.event_hook",
+        "# (salt/carp/events.sls). Do not edit: the next state run writes them again.",
+    ]
+    return "\n".join(lines + [f"{k}={shlex.quote(v)}" for k, v in values.items()]) + "\n"
 
 
 def devd_rule(hook: str) -> str:

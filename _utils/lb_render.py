@@ -537,7 +537,15 @@ PROGRAM_FILES = {
     HAPROXY_SERVING_SCRIPT: "lb-haproxy-serving.sh",
     ROUTING_READY_SCRIPT: "lb-routing-ready.sh",
 }
+# the CARP event hook (salt/carp/events.sls installs it, with its settings;
+# not part of the preview: it depends on the minion's config, not the topology)
+EVENT_HOOK = "lb-carp-event"
+PROGRAM_FILES[EVENT_HOOK] = "lb-carp-event.sh"
 CARP_PROGRAMS = tuple(PROGRAM_FILES)
+
+
+def event_hook_source() -> str:
+    return f"{CARP_PROGRAM_SOURCES}/{PROGRAM_FILES[EVENT_HOOK]}"
 
 
 def carp_programs(pair: dict, node_id: str, provider: str) -> dict[str, str]:

@@ -148,7 +148,9 @@ def teardown_pair() -> None:
     (the next module starts from that, tests/lab/conftest.py)."""
     salt_lbs("carp.unmaintenance")
     salt_lbs("beacons.delete", "carp", "save=True")
-    salt_lbs("file.remove", f"{LAB_CARP['script_dir']}/lb-carp-event")  # the daemons' scripts stay: no event path left
+    # the daemons' scripts stay: no event path left
+    salt_lbs("file.remove", f"{LAB_CARP['script_dir']}/lb-carp-event")
+    salt_lbs("file.remove", f"{LAB_CARP['script_dir']}/lb-carp-event.conf")
     salt_lbs("carp.absent")
     for minion in LBS:
         saltcfg.salt_json(minion, "grains.delkey", "lb_carp", "force=True")

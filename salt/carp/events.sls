@@ -5,7 +5,8 @@
       beacon.present (saved to the minion's minion.d/beacons.conf) rather
       than by a pillar `beacons:` key: which nodes are load balancers follows
       from the topology (salt/top.sls, lb.roles), not from a pillar target;
-    - lb-carp-event, the hook the Linux up/down scripts (ucarp's, and
+    - lb-carp-event (salt/carp/files/lb-carp-event.sh, its settings in
+      lb-carp-event.conf beside it), the hook the Linux up/down scripts (ucarp's, and
       keepalived's through lb-carp-keepalived-vips) and (FreeBSD) devd run on
       every transition, so the event
       reaches the master at once, not only at the next poll;
@@ -16,9 +17,16 @@
 
 lb_carp_event_hook:
   file.managed:
-    - name: {{ paths.hook }}
-    - contents: {{ files[paths.hook].content | json }}
+    - name: {{ paths.hook | json }}
+    - source: {{ files[paths.hook].source | json }}
     - mode: "{{ files[paths.hook].mode }}"
+    - makedirs: True
+
+lb_carp_event_hook_conf:
+  file.managed:
+    - name: {{ paths.hook_conf | json }}
+    - contents: {{ files[paths.hook_conf].content | json }}
+    - mode: "{{ files[paths.hook_conf].mode }}"
     - makedirs: True
 
 {%- if paths.devd_rule is defined %}

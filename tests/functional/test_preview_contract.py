@@ -15,7 +15,7 @@ masterless, the minion's id and os_family set as grains), so the top file,
   paths (`carp_common.settings`) and the modes its `present` writes them with.
 
 Not part of the contract, and named here: the event path's own programs
-(lb-carp-event, FreeBSD's devd rule), which depend on the minion's config
+(lb-carp-event and its settings, FreeBSD's devd rule), which depend on the minion's config
 (its salt-call, config directory, pid file) and not on the topology.
 """
 
@@ -31,7 +31,7 @@ import lb_topology
 from tests.support import LAB_PILLAR, REPO, SEED_PILLAR, private_minion
 
 # state IDs of files no preview lists, with why (see the module docstring)
-NOT_TOPOLOGY = {"lb_carp_event_hook", "lb_carp_devd_rule"}
+NOT_TOPOLOGY = {"lb_carp_event_hook", "lb_carp_event_hook_conf", "lb_carp_devd_rule"}
 GRAINS = {
     "Debian": {"os_family": "Debian", "kernel": "Linux", "os": "Debian"},
     "FreeBSD": {"os_family": "FreeBSD", "kernel": "FreeBSD", "os": "FreeBSD"},

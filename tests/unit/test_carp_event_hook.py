@@ -10,6 +10,16 @@ import time
 import pytest
 
 import carp_events
+import lb_render
+from tests.support import carp_program
+
+
+def install_hook(script, *args, **kwargs):
+    """lb-carp-event as salt/carp/events.sls installs it: the program, and
+    its settings (carp_events.hook_config) beside it."""
+    script.write_text(carp_program(lb_render.EVENT_HOOK))
+    script.chmod(0o755)
+    (script.parent / f"{script.name}.conf").write_text(carp_events.hook_config(*args, **kwargs))
 
 
 @pytest.fixture
@@ -20,10 +30,7 @@ def hook(tmp_path):
     fake.chmod(0o755)
     events = tmp_path / "events"
     script = tmp_path / "lb-carp-event"
-    script.write_text(
-        carp_events.hook_script("lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("eth1", "198.18.2.4/24")}, grace=0.1)
-    )
-    script.chmod(0o755)
+    install_hook(script, "lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("eth1", "198.18.2.4/24")}, grace=0.1)
 
     def run(*args, rc=0):
         proc = subprocess.run(
@@ -81,12 +88,9 @@ def test_a_salt_call_that_ignores_sigterm_is_killed_and_the_send_recorded_failed
     fake.chmod(0o755)
     events = tmp_path / "events"
     script = tmp_path / "lb-carp-event"
-    script.write_text(
-        carp_events.hook_script(
-            "lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("e", "v")}, grace=0.1, send_timeout=1, kill_after=1
-        )
+    install_hook(
+        script, "lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("e", "v")}, grace=0.1, send_timeout=1, kill_after=1
     )
-    script.chmod(0o755)
     proc = subprocess.run([str(script), "4", "MASTER"], env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=60)
     assert proc.returncode != 0
     pid = int(pidfile.read_text())
@@ -97,8 +101,36 @@ def test_a_salt_call_that_ignores_sigterm_is_killed_and_the_send_recorded_failed
 
 
 def test_the_send_is_bounded_by_sigterm_then_sigkill():
-    text = carp_events.hook_script("lb-a", "/usr/bin/salt-call", "/etc/salt", "/var/lib/lb-carp/events", "keepalived", {4: ("e", "v")})
-    assert f"timeout -k {carp_events.SEND_KILL_AFTER} {carp_events.SEND_TIMEOUT} /usr/bin/salt-call " in text
+    conf = carp_events.hook_config("lb-a", "/usr/bin/salt-call", "/etc/salt", "/var/lib/lb-carp/events", "keepalived", {4: ("e", "v")})
+    assert f"send_timeout={carp_events.SEND_TIMEOUT}\n" in conf and f"kill_after={carp_events.SEND_KILL_AFTER}\n" in conf
+    assert 'timeout -k "$kill_after" "$send_timeout" "$salt_call" ' in carp_program(lb_render.EVENT_HOOK)
+
+
+def test_the_settings_are_quoted_sh_assignments_of_checked_values(tmp_path):
+    conf = carp_events.hook_config(
+        "lb-a",
+        "/usr/bin/salt-call",
+        "/etc/salt",
+        "/var/lib/lb-carp/events",
+        "keepalived",
+        {5: ("eth2", "10.0.0.5/24"), 4: ("eth1", "10.0.0.4/24")},
+    )
+    assert "groups='4=eth1,10.0.0.4/24 5=eth2,10.0.0.5/24'\n" in conf and "pidfile=''\n" in conf
+    # sourced by sh, it sets exactly these variables
+    out = subprocess.run(
+        ["sh", "-c", '. "$1"; printf "%s|%s|%s" "$minion_id" "$groups" "$claim_window"', "sh", "/dev/stdin"],
+        input=conf,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert out.stdout == f"lb-a|4=eth1,10.0.0.4/24 5=eth2,10.0.0.5/24|{int(carp_events.CLAIM_WINDOW)}"
+    # a hook without its settings says so and sends nothing
+    script = tmp_path / "lb-carp-event"
+    script.write_text(carp_program(lb_render.EVENT_HOOK))
+    script.chmod(0o755)
+    res = subprocess.run([str(script), "4", "MASTER"], capture_output=True, text=True, timeout=10)
+    assert res.returncode == 1 and f"no settings in {script}.conf" in res.stderr
 
 
 def test_the_beacon_taking_it_in_the_grace_period_means_no_send(tmp_path):
@@ -108,8 +140,7 @@ def test_the_beacon_taking_it_in_the_grace_period_means_no_send(tmp_path):
     fake.chmod(0o755)
     events = tmp_path / "events"
     script = tmp_path / "lb-carp-event"
-    script.write_text(carp_events.hook_script("lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("e", "v")}, grace=1.0))
-    script.chmod(0o755)
+    install_hook(script, "lb-a", str(fake), "/etc/salt", str(events), "keepalived", {4: ("e", "v")}, grace=1.0)
     proc = subprocess.Popen([str(script), "4", "MASTER"])
     for _ in range(40):
         if (events / "4").exists():
@@ -149,12 +180,7 @@ def test_a_hook_of_a_minion_in_another_network_namespace_does_nothing(tmp_path):
             pidfile = tmp_path / "minion.pid"
             pidfile.write_text(f"{pid}\n")
             script = tmp_path / "lb-carp-event"
-            script.write_text(
-                carp_events.hook_script(
-                    "lb-a", str(fake), "/etc/salt", str(tmp_path / f"ev{pid}"), "keepalived", {4: ("e", "v")}, str(pidfile)
-                )
-            )
-            script.chmod(0o755)
+            install_hook(script, "lb-a", str(fake), "/etc/salt", str(tmp_path / f"ev{pid}"), "keepalived", {4: ("e", "v")}, str(pidfile))
             subprocess.run([str(script), "4", "MASTER"], timeout=30, check=False)
             assert calls.exists() is sent, pid
     finally:
@@ -177,19 +203,17 @@ def test_runs_the_routing_hook_first_with_the_normalized_state(tmp_path):
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
     script = tmp_path / "lb-carp-event"
-    script.write_text(
-        carp_events.hook_script(
-            "lb-a",
-            str(fake),
-            "/etc/salt",
-            str(tmp_path / "events"),
-            "keepalived",
-            {4: ("eth1", "198.18.2.4/24")},
-            grace=0.1,
-            routing_hook=str(routing),
-        )
+    install_hook(
+        script,
+        "lb-a",
+        str(fake),
+        "/etc/salt",
+        str(tmp_path / "events"),
+        "keepalived",
+        {4: ("eth1", "198.18.2.4/24")},
+        grace=0.1,
+        routing_hook=str(routing),
     )
-    script.chmod(0o755)
     for args in (("4", "MASTER"), ("4", "FAULT"), ("4@eth1", "BACKUP"), ("x", "MASTER")):
         subprocess.run([str(script), *args], env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=30)
     deadline = time.monotonic() + 5

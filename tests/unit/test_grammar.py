@@ -345,9 +345,9 @@ def test_renderers_refuse_what_their_language_cannot_hold(seed_model):
     with pytest.raises(lb_grammar.GrammarError, match="lb_carp:state_dir"):
         lb_render.render_keepalived(pair, "lb-a", state_dir="/var/lib/lb carp")
     with pytest.raises(lb_grammar.GrammarError, match="events_dir"):
-        carp_events.hook_script("lb-a", "/usr/bin/salt-call", "/etc/salt", "/var/lib/x\nid", "keepalived", {4: ("eth1", "10.2.2.4/24")})
+        carp_events.hook_config("lb-a", "/usr/bin/salt-call", "/etc/salt", "/var/lib/x\nid", "keepalived", {4: ("eth1", "10.2.2.4/24")})
     with pytest.raises(lb_grammar.GrammarError, match="minion id"):
-        carp_events.hook_script("lb-a$(id)", "/usr/bin/salt-call", "/etc/salt", "/var/lib/x", "keepalived", {})
+        carp_events.hook_config("lb-a$(id)", "/usr/bin/salt-call", "/etc/salt", "/var/lib/x", "keepalived", {})
     with pytest.raises(lb_grammar.GrammarError, match="lb_routing:bgpctl"):
         lb_routing.hook_script("FreeBSD", {}, {"bgpctl": "/usr/local/sbin/bgpctl `id`"})
     with pytest.raises(lb_grammar.GrammarError):

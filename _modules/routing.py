@@ -93,6 +93,8 @@ def paths():
             p[k] = v.rstrip("/") or "/"
     if _family() == "Debian" and not p["pidfile"]:
         p["pidfile"] = lb_routing.bird_pidfile(p["run_dir"])
+    if "hook" in p:
+        p["hook_conf"] = p["hook"] + ".conf"  # the hook reads its settings from beside itself
     return p
 
 
@@ -158,10 +160,11 @@ def _files(pair):
                 text = f.content.replace(default["ospfd_vips"], p["ospfd_vips"]) if key == "ospfd" else f.content
                 files[p[key]] = {"content": text, "mode": f.mode, "secret": f.secret}
         routing = pair["routing"]
-        hook = lb_routing.hook_script(
+        conf = lb_routing.hook_config(
             fam, lb_routing.node_vips(pair, node, fam), p, bgp=routing["bgp"] is not None, ospf=routing["ospf"] is not None
         )
-        files[p["hook"]] = {"content": hook, "mode": "0755", "secret": False}
+        # the hook itself is a file of the state tree, salt/routing's to install
+        files[p["hook_conf"]] = {"content": conf, "mode": "0644", "secret": False}
     return files
 
 
@@ -431,17 +434,19 @@ def _present_freebsd(pair, test):
         changes[p["ospfd_vips"]] = {"old": None, "new": "empty (lb-routing-vip fills it)"}
     elif "ospfd" in daemons and carp_common.file_mode(p["ospfd_vips"]) != 0o600:
         changes[p["ospfd_vips"]] = {"old": f"mode {carp_common.file_mode(p['ospfd_vips']):04o}", "new": "mode 0600"}
-    hook = want[p["hook"]]
-    if carp_common.read_text(p["hook"]) != hook["content"] or carp_common.file_mode(p["hook"]) != 0o755:
-        changes[p["hook"]] = {"old": "differs" if os.path.exists(p["hook"]) else None, "new": "rendered"}
+    if not os.access(p["hook"], os.X_OK) and not test:
+        raise CommandExecutionError(f"not installed: {p['hook']} (salt/routing installs it: state.apply routing)")
+    hook = want[p["hook_conf"]]
+    if carp_common.read_text(p["hook_conf"]) != hook["content"] or carp_common.file_mode(p["hook_conf"]) != 0o644:
+        changes[p["hook_conf"]] = {"old": "differs" if os.path.exists(p["hook_conf"]) else None, "new": "rendered"}
     running = {d: _run(["service", FREEBSD_SERVICE[d], "onestatus"], quiet=True)["retcode"] == 0 for d in daemons}
     for d in daemons:
         if not running[d]:
             changes[FREEBSD_SERVICE[d]] = {"old": "stopped", "new": "running"}
     if not changes or test:
         return {"changes": changes, "comment": "would apply" if changes else "the routing daemons run the configuration the topology gives"}
-    if p["hook"] in changes:
-        _write(p["hook"], hook["content"], "0755")
+    if p["hook_conf"] in changes:
+        _write(p["hook_conf"], hook["content"], "0644")
     if p.get("ospfd_vips") in changes:
         # 0600: ospfd refuses an included file others can read (check_file_secrecy)
         if os.path.exists(p["ospfd_vips"]):

@@ -218,7 +218,7 @@ def hook_config(
     keepalived's notify does not pass; ``pidfile`` is the minion's (on
     Linux the hook does nothing when that minion runs in another network
     namespace); ``routing_hook`` is FreeBSD's lb-routing-vip (see
-    lb_routing.hook_script; Linux has none, its announcements follow the
+    lb_routing.hook_config; Linux has none, its announcements follow the
     addresses).  Every value must be a word sh neither splits nor expands
     (lb_grammar; ValueError naming it), and is quoted besides."""
     lb_grammar.require(lb_grammar.HAPROXY_NAME, minion_id, "minion id")

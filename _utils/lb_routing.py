@@ -16,7 +16,8 @@ What differs from the seed:
   is only ever allowed the pair's VIPs as /32s, and a VIP is announced only
   by the node that holds it as CARP MASTER:
   - FreeBSD: the CARP transition hook (lb-carp-event, from devd) runs
-    ``lb-routing-vip VHID STATE`` (``hook_script``), which announces while
+    ``lb-routing-vip VHID STATE`` (salt/routing/files/lb-routing-vip.sh,
+    its settings from ``hook_config``), which announces while
     MASTER and not in maintenance and withdraws otherwise: ``bgpctl network
     add|delete <vip>/32`` plus a ``redistribute`` line for ospfd (an
     included file, ``ospfctl reload``).  FreeBSD keeps a BACKUP's CARP
@@ -40,7 +41,12 @@ What differs from the seed:
 
 from __future__ import annotations
 
+import shlex
+
 import lb_grammar
+
+# FreeBSD's announcement hook: a file of the state tree, installed by salt/routing
+HOOK_SOURCE = "salt://routing/files/lb-routing-vip.sh"
 
 PATHS = {
     "FreeBSD": {
@@ -48,6 +54,7 @@ PATHS = {
         "ospfd": "/usr/local/etc/ospfd.conf",
         "ospfd_vips": "/var/db/lb-routing/ospfd-vips.conf",
         "hook": "/usr/local/sbin/lb-routing-vip",
+        "hook_conf": "/usr/local/sbin/lb-routing-vip.conf",  # beside the hook, always (routing.paths)
         "lock": "/var/run/lb-routing.lock",
         "bgpctl": "/usr/local/sbin/bgpctl",
         "ospfctl": "/usr/local/sbin/ospfctl",
@@ -329,24 +336,17 @@ def parse_redistribute(text: str) -> set[str]:
     return out
 
 
-def _vip_cases(vips: dict[int, tuple[str, str]]) -> str:
-    return "".join(f"\t{v}) dev={d}; vip={a} ;;\n" for v, (d, a) in sorted(vips.items()))
-
-
-def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | None = None, bgp: bool = True, ospf: bool = True) -> str:
-    """``lb-routing-vip VHID STATE`` (FreeBSD, OpenBGPD and OpenOSPFD):
-    announce or withdraw VHID's VIP (a /32) as the STATE argument (devd's)
-    says, serialized by ``lockf``: ``bgpctl network add|delete <vip>/32``,
-    the VIP's marker in the announce directory, ospfd's included
-    ``redistribute`` file rewritten from the markers and ``ospfctl reload``.
-    In maintenance, withdraw.  POSIX sh.  Linux has no hook: BIRD's direct
-    protocol follows the VIP addresses themselves (``render_bird``).
-
-    Only the configured protocols are driven (``bgp``, ``ospf``: the pair
-    has them): an OSPF-only node has no bgpd to ask, a BGP-only node no
-    ospfd to reload.  The redistribute file is written 0600 (umask 077):
-    ospfd refuses an included file that others can read
-    (parse.y check_file_secrecy)."""
+def hook_config(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | None = None, bgp: bool = True, ospf: bool = True) -> str:
+    """lb-routing-vip.conf: the settings of FreeBSD's announcement hook
+    (salt/routing/files/lb-routing-vip.sh, which sources this file from
+    beside itself; OpenBGPD and OpenOSPFD), one sh assignment a line: the
+    node's VIPs by vhid, which protocols to drive (``bgp``, ``ospf``: the
+    pair has them), and the paths of lockf's lock, the control tools,
+    ospfd's included redistribute file and the maintenance intent.  Linux
+    has no hook: BIRD's direct protocol follows the VIP addresses
+    themselves (``render_bird``).  Every value must be a word sh neither
+    splits nor expands (lb_grammar; ValueError naming it), and is quoted
+    besides."""
     if not (bgp or ospf):
         raise ValueError("lb-routing-vip needs BGP or OSPF")
     if os_family != "FreeBSD":
@@ -356,49 +356,24 @@ def hook_script(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | 
     for key, value in p.items():
         if value is not None:
             lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_routing:{key}")
-    cases = _vip_cases(vips)
-    add, delete = [], []
-    if bgp:
-        add.append(f'\t{p["bgpctl"]} network add "$vip/32" >/dev/null || exit 1\n')
-        delete.append(f'\t{p["bgpctl"]} network delete "$vip/32" >/dev/null 2>&1\n')
-    announce = "if [ $want = yes ]; then\n" + "".join(add) + '\t: > "$dir/$vip"\nelse\n' + "".join(delete) + '\trm -f "$dir/$vip"\nfi\n'
-    if ospf:
-        announce += f"""umask 077
-tmp={p["ospfd_vips"]}.$$
-: > "$tmp"
-for f in "$dir"/*; do
-	[ -e "$f" ] && printf 'redistribute %s/32\\n' "${{f##*/}}" >> "$tmp"
-done
-if cmp -s "$tmp" {p["ospfd_vips"]}; then
-	rm -f "$tmp"
-else
-	mv -f "$tmp" {p["ospfd_vips"]} && {p["ospfctl"]} reload >/dev/null
-fi
-"""
-    return f"""#!/bin/sh
-# Installed by salt/routing (lb_routing.hook_script). Do not edit.
-# lb-routing-vip VHID STATE: announce VHID's VIP (BGP and OSPF) while this
-# node is its CARP MASTER, withdraw it otherwise; in maintenance, withdraw.
-# Called by lb-carp-event on every CARP transition (devd) and by the routing state.
-vhid=$1
-state=${{2:-}}
-if [ -z "${{LB_ROUTING_LOCKED:-}}" ]; then
-	LB_ROUTING_LOCKED=1 exec /usr/bin/lockf -k -t 10 {p["lock"]} "$0" "$@"
-fi
-case $vhid in
-{cases}	*) exit 0 ;;
-esac
-dir={p["ospfd_vips"].rsplit("/", 1)[0]}/announce
-mkdir -p "$dir"
-want=no
-[ "$state" = MASTER ] && [ ! -e {p["maintenance"]} ] && want=yes
-{announce}"""
+    for v, (d, a) in vips.items():
+        lb_grammar.require(lb_grammar.DEVICE, d, f"vhid {v} device")
+        lb_grammar.require(lb_grammar.IPV4, a, f"vhid {v} VIP")
+    values = {
+        "vips": " ".join(f"{int(v)}={d},{a}" for v, (d, a) in sorted(vips.items())),
+        "bgp": "yes" if bgp else "no",
+        "ospf": "yes" if ospf else "no",
+        **{k: p[k] for k in ("lock", "bgpctl", "ospfctl", "ospfd_vips", "maintenance")},
+    }
+    lines = ["# lb-routing-vip's settings, rendered by the routing module (lb_routing.hook_config). Do not edit."]
+    return "\n".join(lines + [f"{k}={shlex.quote(v)}" for k, v in values.items()]) + "\n"
 
 
 def render(pair: dict, node_id: str, os_family: str, header: str, secret, file_cls) -> dict:
     """{path: File} for the routing daemons this node runs (none without
     `routing` in the pillar): FreeBSD bgpd.conf, ospfd.conf and the
-    announcement hook lb-routing-vip; Linux bird.conf."""
+    announcement hook lb-routing-vip (its program, from the state tree, and
+    its settings); Linux bird.conf."""
     files = {}
     routing = pair["routing"]
     if routing["bgp"] is None and routing["ospf"] is None:
@@ -409,8 +384,9 @@ def render(pair: dict, node_id: str, os_family: str, header: str, secret, file_c
             files[paths["bgpd"]] = file_cls(render_bgpd(pair, node_id, header, secret), mode="0600", secret=True)
         if routing["ospf"] is not None:
             files[paths["ospfd"]] = file_cls(render_ospfd(pair, node_id, os_family, header, paths["ospfd_vips"]), mode="0600")
-        hook = hook_script(os_family, node_vips(pair, node_id, os_family), bgp=routing["bgp"] is not None, ospf=routing["ospf"] is not None)
-        files[paths["hook"]] = file_cls(hook, mode="0755")
+        conf = hook_config(os_family, node_vips(pair, node_id, os_family), bgp=routing["bgp"] is not None, ospf=routing["ospf"] is not None)
+        files[paths["hook"]] = file_cls("", mode="0755", source=HOOK_SOURCE)
+        files[paths["hook_conf"]] = file_cls(conf, mode="0644")
     else:
         secret_file = any(nb["md5sig_password"] for nb in (routing["bgp"] or {"neighbors": {}})["neighbors"].values())
         files[paths["bird"]] = file_cls(render_bird(pair, node_id, header, secret), mode="0640", secret=secret_file)

@@ -104,7 +104,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "init_defaults": _PATH_OR_FALSE,
     },
     # lb_routing.PATHS (both families) and routing.paths()'s pidfile
-    "lb_routing": {k: _PATH for k in sorted({*lb_routing.PATHS["FreeBSD"], *lb_routing.PATHS["Debian"], "pidfile"})},
+    # (not hook_conf: always beside the hook)
+    "lb_routing": {k: _PATH for k in sorted({*lb_routing.PATHS["FreeBSD"], *lb_routing.PATHS["Debian"], "pidfile"} - {"hook_conf"})},
 }
 # values a key may leave unset (lb_probe.params() skips a None)
 _NULLABLE = {"clustercheck"}

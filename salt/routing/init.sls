@@ -20,12 +20,27 @@ lb_routing_package:
     - name: bird2
 {%- endif %}
 
+{%- if grains['kernel'] == 'FreeBSD' %}
+{#- FreeBSD's announcement hook, a file of this state tree; routing.present
+    writes its settings (lb-routing-vip.conf) beside it. #}
+lb_routing_hook:
+  file.managed:
+    - name: {{ salt['routing.paths']().hook | json }}
+    - source: salt://routing/files/lb-routing-vip.sh
+    - mode: "0755"
+    - user: root
+    - group: wheel
+    - makedirs: True
+{%- endif %}
+
 lb_routing_daemon:
   routing.present:
     - name: {{ grains['id'] }}
-{%- if grains['kernel'] == 'Linux' %}
     - require:
+{%- if grains['kernel'] == 'Linux' %}
       - pkg: lb_routing_package
+{%- else %}
+      - file: lb_routing_hook
 {%- endif %}
 
 lb_routing_announced:

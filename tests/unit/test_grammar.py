@@ -349,7 +349,7 @@ def test_renderers_refuse_what_their_language_cannot_hold(seed_model):
     with pytest.raises(lb_grammar.GrammarError, match="minion id"):
         carp_events.hook_config("lb-a$(id)", "/usr/bin/salt-call", "/etc/salt", "/var/lib/x", "keepalived", {})
     with pytest.raises(lb_grammar.GrammarError, match="lb_routing:bgpctl"):
-        lb_routing.hook_script("FreeBSD", {}, {"bgpctl": "/usr/local/sbin/bgpctl `id`"})
+        lb_routing.hook_config("FreeBSD", {}, {"bgpctl": "/usr/local/sbin/bgpctl `id`"})
     with pytest.raises(lb_grammar.GrammarError):
         lb_grammar.bird_string('hn1"; import all; "')
     with pytest.raises(ValueError, match="clustercheck:bind"):

@@ -69,6 +69,7 @@ def test_every_file_at_its_real_path(seed_model):
         "/usr/local/etc/rc.d/lb_carp_boothold",
         "/usr/local/etc/rc.d/lb_haproxy",
         "/usr/local/sbin/lb-routing-vip",
+        "/usr/local/sbin/lb-routing-vip.conf",
     ]
     assert sorted(lb_render.render_node(seed_model, "lb-a", "Debian")) == [
         "/etc/bird/bird.conf",

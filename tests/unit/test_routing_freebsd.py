@@ -5,6 +5,7 @@ a fake FreeBSD.  FreeBSD cannot run here: this, the rendering tests
 that verifies the FreeBSD side."""
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -65,11 +66,16 @@ def fake():
 
 @pytest.fixture
 def paths(tmp_path):
+    # the hook installed first, as salt/routing does (file.managed)
+    hook = tmp_path / "sbin" / "lb-routing-vip"
+    hook.parent.mkdir()
+    shutil.copy(os.path.join(REPO, "salt", "routing", "files", "lb-routing-vip.sh"), hook)
+    hook.chmod(0o755)
     return {
         "bgpd": str(tmp_path / "etc" / "bgpd.conf"),
         "ospfd": str(tmp_path / "etc" / "ospfd.conf"),
         "ospfd_vips": str(tmp_path / "db" / "ospfd-vips.conf"),
-        "hook": str(tmp_path / "sbin" / "lb-routing-vip"),
+        "hook": str(hook),
     }
 
 
@@ -115,7 +121,9 @@ def test_present_from_scratch_checks_then_starts_both_daemons(fake, paths):
     assert open(paths["ospfd_vips"]).read() == ""
     # ospfd refuses an included file others can read (check_file_secrecy)
     assert oct(os.stat(paths["ospfd_vips"]).st_mode & 0o777) == "0o600"
-    assert "bgpctl network add" in open(paths["hook"]).read()
+    conf = open(paths["hook"] + ".conf").read()
+    assert "vips='" in conf and "bgp=yes\n" in conf and f"ospfd_vips={paths['ospfd_vips']}\n" in conf
+    assert oct(os.stat(paths["hook"] + ".conf").st_mode & 0o777) == "0o644"
     assert "secret" not in repr(ret)
     fake.calls.clear()
     assert routing.present()["changes"] == {}
@@ -132,8 +140,9 @@ def test_a_world_readable_redistribute_file_is_made_private(fake, paths):
 
 def test_test_mode_touches_nothing(fake, paths):
     ret = routing.present(test=True)
-    assert set(ret["changes"]) == {paths["bgpd"], paths["ospfd"], paths["ospfd_vips"], paths["hook"], "openbgpd", "openospfd"}
-    assert not any(os.path.exists(p) for p in paths.values())
+    assert set(ret["changes"]) == {paths["bgpd"], paths["ospfd"], paths["ospfd_vips"], paths["hook"] + ".conf", "openbgpd", "openospfd"}
+    assert [p for p in paths.values() if os.path.exists(p)] == [paths["hook"]]  # the installed hook only
+    assert not os.path.exists(paths["hook"] + ".conf")
     assert commands(fake) == ["service openbgpd onestatus", "service openospfd onestatus"]
 
 
@@ -198,3 +207,11 @@ def test_sync_in_test_mode_while_the_daemon_is_down_says_what_it_would_announce(
     assert not [c for c in commands(fake) if c.startswith("lb-routing-vip")]
     with pytest.raises(CommandExecutionError, match="does not answer"):
         routing.sync()
+
+
+def test_without_its_hook_present_fails_before_writing_anything(fake, paths):
+    os.unlink(paths["hook"])
+    assert paths["hook"] + ".conf" in routing.present(test=True)["changes"]
+    with pytest.raises(CommandExecutionError, match="not installed: .*lb-routing-vip .*state.apply routing"):
+        routing.present()
+    assert not any(os.path.exists(p) for p in paths.values())

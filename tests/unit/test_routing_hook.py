@@ -9,8 +9,10 @@ import subprocess
 import pytest
 
 import lb_routing
+from tests.support import REPO
 
 VIPS = {4: ("eth1", "198.18.2.4"), 5: ("eth1", "198.18.2.5")}
+PROGRAM = f"{REPO}/salt/routing/files/lb-routing-vip.sh"
 
 
 def fake(path, body):
@@ -27,7 +29,7 @@ def test_linux_has_no_hook():
     # Linux announces with BIRD's direct protocol, which follows the VIP
     # addresses themselves (test_render_routing, the lab's samplers)
     with pytest.raises(ValueError, match="direct protocol"):
-        lb_routing.hook_script("Debian", VIPS)
+        lb_routing.hook_config("Debian", VIPS)
 
 
 def _freebsd(tmp_path, **protocols):
@@ -42,13 +44,15 @@ def _freebsd(tmp_path, **protocols):
         "ospfctl": fake(tmp_path / "ospfctl", rec),
         "maintenance": str(tmp_path / "maintenance"),
     }
-    text = lb_routing.hook_script("FreeBSD", {4: ("hn1", "10.2.2.4"), 5: ("hn1", "10.2.2.5")}, paths, **protocols)
-    assert "exec /usr/bin/lockf -k -t 10 " in text
+    conf = lb_routing.hook_config("FreeBSD", {4: ("hn1", "10.2.2.4"), 5: ("hn1", "10.2.2.5")}, paths, **protocols)
+    text = open(PROGRAM).read()
+    assert 'exec /usr/bin/lockf -k -t 10 "$lock" ' in text
     # FreeBSD's lockf(1) here: record it, then run the command it guards
     lockf = fake(tmp_path / "lockf", rec + 'shift 4\nexec "$@"\n')
     script = tmp_path / "lb-routing-vip"
     script.write_text(text.replace("/usr/bin/lockf", lockf))
     script.chmod(0o755)
+    (tmp_path / "lb-routing-vip.conf").write_text(conf)
 
     def run(*args):
         calls.unlink(missing_ok=True)
@@ -133,3 +137,26 @@ def test_the_redistribute_file_is_private_with_both_protocols(freebsd):
 
 def test_redistribute_lines_parse():
     assert lb_routing.parse_redistribute("redistribute 10.2.2.4/32\nredistribute 10.2.2.5/32\n# x\n") == {"10.2.2.4", "10.2.2.5"}
+
+
+def test_the_hook_is_the_state_tree_s_file_and_salt_routing_installs_it():
+    assert lb_routing.HOOK_SOURCE == "salt://routing/files/lb-routing-vip.sh"
+    assert f"- source: {lb_routing.HOOK_SOURCE}\n" in open(f"{REPO}/salt/routing/init.sls").read()
+    assert subprocess.run(["sh", "-n", PROGRAM], timeout=10).returncode == 0
+
+
+def test_an_unknown_vhid_or_no_settings_changes_nothing(freebsd, tmp_path):
+    calls, ospf = freebsd("9", "MASTER")
+    assert calls[1:] == [] and ospf is None
+    (tmp_path / "lb-routing-vip.conf").unlink()
+    r = subprocess.run([str(freebsd.script), "4", "MASTER"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "no settings in" in r.stderr
+
+
+def test_the_settings_are_checked_and_quoted():
+    conf = lb_routing.hook_config("FreeBSD", {5: ("em1.100", "10.2.2.5"), 4: ("hn1", "10.2.2.4")}, bgp=False)
+    assert "vips='4=hn1,10.2.2.4 5=em1.100,10.2.2.5'\n" in conf and "bgp=no\n" in conf and "ospf=yes\n" in conf
+    with pytest.raises(ValueError, match="vhid 4 VIP"):
+        lb_routing.hook_config("FreeBSD", {4: ("hn1", "10.2.2.4;id")})
+    with pytest.raises(ValueError, match="BGP or OSPF"):
+        lb_routing.hook_config("FreeBSD", VIPS, bgp=False, ospf=False)

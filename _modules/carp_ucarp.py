@@ -395,8 +395,9 @@ def command_lines(topology=None):
 def present(topology=None, test=False):
     """
     Make this node's CARP groups what the topology says (its programs
-    installed first by salt/carp: ``carp.programs``): one 0600 passfile per group, and one ucarp per group running with the
-    topology's parameters (started if missing, restarted if its command line
+    installed first by salt/carp: ``carp.programs``): one 0600 passfile
+    per group, and one ucarp per group running with the topology's
+    parameters (started if missing, restarted if its command line
     or password changed, advskew 254 while in maintenance); ucarp processes
     of groups the topology no longer has are stopped.
 

@@ -434,8 +434,8 @@ def _present_freebsd(pair, test):
         changes[p["ospfd_vips"]] = {"old": None, "new": "empty (lb-routing-vip fills it)"}
     elif "ospfd" in daemons and carp_common.file_mode(p["ospfd_vips"]) != 0o600:
         changes[p["ospfd_vips"]] = {"old": f"mode {carp_common.file_mode(p['ospfd_vips']):04o}", "new": "mode 0600"}
-    if not os.access(p["hook"], os.X_OK) and not test:
-        raise CommandExecutionError(f"not installed: {p['hook']} (salt/routing installs it: state.apply routing)")
+    # the hook's settings; the hook itself is salt/routing's to install,
+    # after them (an older, self-contained hook ignores them meanwhile)
     hook = want[p["hook_conf"]]
     if carp_common.read_text(p["hook_conf"]) != hook["content"] or carp_common.file_mode(p["hook_conf"]) != 0o644:
         changes[p["hook_conf"]] = {"old": "differs" if os.path.exists(p["hook_conf"]) else None, "new": "rendered"}

@@ -15,19 +15,23 @@
 {%- set files = salt['lb_node.event_hook'](beacon_interval=interval) %}
 {%- set paths = salt['lb_node.paths']() %}
 
-lb_carp_event_hook:
-  file.managed:
-    - name: {{ paths.hook | json }}
-    - source: {{ files[paths.hook].source | json }}
-    - mode: "{{ files[paths.hook].mode }}"
-    - makedirs: True
-
+{#- the settings first: an older, self-contained hook ignores them until
+    it is replaced #}
 lb_carp_event_hook_conf:
   file.managed:
     - name: {{ paths.hook_conf | json }}
     - contents: {{ files[paths.hook_conf].content | json }}
     - mode: "{{ files[paths.hook_conf].mode }}"
     - makedirs: True
+
+lb_carp_event_hook:
+  file.managed:
+    - name: {{ paths.hook | json }}
+    - source: {{ files[paths.hook].source | json }}
+    - mode: "{{ files[paths.hook].mode }}"
+    - makedirs: True
+    - require:
+      - file: lb_carp_event_hook_conf
 
 {%- if paths.devd_rule is defined %}
 

@@ -20,9 +20,17 @@ lb_routing_package:
     - name: bird2
 {%- endif %}
 
-{%- if grains['kernel'] == 'FreeBSD' %}
-{#- FreeBSD's announcement hook, a file of this state tree; routing.present
-    writes its settings (lb-routing-vip.conf) beside it. #}
+lb_routing_daemon:
+  routing.present:
+    - name: {{ grains['id'] }}
+{%- if grains['kernel'] == 'Linux' %}
+    - require:
+      - pkg: lb_routing_package
+{%- else %}
+
+{#- FreeBSD's announcement hook, a file of this state tree, after its
+    settings (lb-routing-vip.conf), which routing.present writes beside it:
+    an older, self-contained hook ignores them until it is replaced. #}
 lb_routing_hook:
   file.managed:
     - name: {{ salt['routing.paths']().hook | json }}
@@ -31,16 +39,10 @@ lb_routing_hook:
     - user: root
     - group: wheel
     - makedirs: True
-{%- endif %}
-
-lb_routing_daemon:
-  routing.present:
-    - name: {{ grains['id'] }}
     - require:
-{%- if grains['kernel'] == 'Linux' %}
-      - pkg: lb_routing_package
-{%- else %}
-      - file: lb_routing_hook
+      - routing: lb_routing_daemon
+    - require_in:
+      - routing: lb_routing_announced
 {%- endif %}
 
 lb_routing_announced:

@@ -207,11 +207,3 @@ def test_sync_in_test_mode_while_the_daemon_is_down_says_what_it_would_announce(
     assert not [c for c in commands(fake) if c.startswith("lb-routing-vip")]
     with pytest.raises(CommandExecutionError, match="does not answer"):
         routing.sync()
-
-
-def test_without_its_hook_present_fails_before_writing_anything(fake, paths):
-    os.unlink(paths["hook"])
-    assert paths["hook"] + ".conf" in routing.present(test=True)["changes"]
-    with pytest.raises(CommandExecutionError, match="not installed: .*lb-routing-vip .*state.apply routing"):
-        routing.present()
-    assert not any(os.path.exists(p) for p in paths.values())

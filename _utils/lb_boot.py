@@ -80,6 +80,14 @@ FREEBSD_BOOTHOLD_RC = f"/usr/local/etc/rc.d/{FREEBSD_BOOTHOLD_SERVICE}"
 FREEBSD_BOOTHOLD_FILE = "/var/db/lb-carp/boothold"
 FREEBSD_BOOTHOLD_DEMOTION = 240
 FREEBSD_HAPROXY_WATCH_PID = f"/var/run/{FREEBSD_HAPROXY_SERVICE}_watch.pid"  # the serving watch's daemon(8)
+# the two rc.d scripts are files of the state tree (salt/host installs them);
+# what they read is in /etc/rc.conf.d/<service> (freebsd_*_settings)
+FREEBSD_RC_SOURCES = {
+    FREEBSD_HAPROXY_RC: f"salt://host/files/{FREEBSD_HAPROXY_SERVICE}.rc",
+    FREEBSD_BOOTHOLD_RC: f"salt://host/files/{FREEBSD_BOOTHOLD_SERVICE}.rc",
+}
+FREEBSD_HAPROXY_SETTINGS = f"/etc/rc.conf.d/{FREEBSD_HAPROXY_SERVICE}"
+FREEBSD_BOOTHOLD_SETTINGS = f"/etc/rc.conf.d/{FREEBSD_BOOTHOLD_SERVICE}"
 # The serving watches (ucarp's launcher, FreeBSD's rc.d/lb_haproxy) demote a
 # node after this many failed checks a second apart: HAProxy restarted by its
 # init is back within that.
@@ -208,139 +216,59 @@ def keepalived_argv(binary: str, config: str, run_dir: str) -> list[str]:
     ]
 
 
-def freebsd_haproxy_rc(head: str, osp: dict, server_state_env: str) -> str:
-    """rc.d/lb_haproxy: HAProxy (master-worker, in the foreground) under
+def _rc_settings(head: str, service: str, values: dict[str, str]) -> str:
+    """/etc/rc.conf.d/<service>: the settings a static rc.d script of the
+    state tree reads (rc.subr's load_rc_config), one `<service>_<key>="..."`
+    a line.  Values are the product's paths and numbers: nothing sh would
+    expand or end inside double quotes."""
+    lines = [head, f"# rc.d/{service}'s settings (salt://host/files/{service}.rc reads them)."]
+    for key, value in values.items():
+        if not value or any(c in value for c in "\"'\\$`\n\r\t "):
+            raise ValueError(f"{value!r} cannot go into /etc/rc.conf.d/{service}")
+        lines.append(f'{service}_{key}="{value}"')
+    return "\n".join(lines) + "\n"
+
+
+def freebsd_haproxy_settings(head: str, osp: dict, server_state_env: str) -> str:
+    """/etc/rc.conf.d/lb_haproxy, for rc.d/lb_haproxy (salt/host/files/
+    lb_haproxy.rc): HAProxy (master-worker, in the foreground) under
     daemon(8), which starts it again 1 s after it ends (`-r`) and sends its
     output to syslog; rc's stop sends SIGTERM to daemon, which passes it on
     and exits.  HAProxy writes its own pid file (`pidfile` in the config):
     the haproxy_cfg module reloads it with SIGUSR2 there, which daemon does
     not see.  The config is checked before each start, and a new worker
-    loads the runtime server states the module saved (server_state_env)."""
-    binary, config = _env_value(osp["haproxy_binary"]), _env_value(osp["haproxy_config"])
-    state, socket = _env_value(osp["haproxy_server_state"]), _env_value(osp["haproxy_master_socket"])
-    name = FREEBSD_HAPROXY_SERVICE
-    return "\n".join(
-        [
-            "#!/bin/sh",
-            head,
-            "#",
-            f"# PROVIDE: {name}",
-            "# REQUIRE: LOGIN",
-            "# KEYWORD: shutdown",
-            "#",
-            "# HAProxy supervised by daemon(8): started again 1 s after it ends, whatever",
-            "# ends it.  Reloads are the haproxy_cfg module's (SIGUSR2 to the master,",
-            f"# whose pid HAProxy writes to {osp['haproxy_pidfile']}).",
-            "",
-            ". /etc/rc.subr",
-            "",
-            f'name="{name}"',
-            f'rcvar="{name}_enable"',
-            "load_rc_config $name",
-            f': ${{{name}_enable:="NO"}}',
-            "",
-            f'pidfile="{FREEBSD_HAPROXY_SUPERVISOR_PID}"',
-            'command="/usr/sbin/daemon"',
-            f'command_args="-r -S -T haproxy -P ${{pidfile}} {binary} -W -db -f {config} -S {socket},mode,600"',
-            f'start_precmd="{name}_prestart"',
-            f'start_postcmd="{name}_poststart"',
-            'extra_commands="watch"',
-            f'watch_cmd="{name}_watch"',
-            "",
-            f"{name}_prestart()",
-            "{",
-            f"\t{binary} -c -q -f {config} || return 1",
-            f"\t[ -s {state} ] || echo 1 > {state}",
-            f"\texport {server_state_env}={state}",
-            "}",
-            "",
-            "# The serving watch, under its own daemon(8) (started again 1 s after it",
-            "# ends): every second, HAProxy's master must run with a worker.  It takes",
-            f"# back the boot hold ({FREEBSD_BOOTHOLD_SERVICE}) once HAProxy serves; it demotes",
-            f"# CARP by {FREEBSD_BOOTHOLD_DEMOTION} after {SERVING_FALL} failed checks in a row (HAProxy restarted by",
-            "# daemon(8) is back within that), so the peer takes the VIPs, and takes that",
-            f"# back once HAProxy serves again.  The hold is one record, {FREEBSD_BOOTHOLD_FILE}:",
-            "# written before the demotion is added, removed before it is taken back.",
-            f"{name}_poststart()",
-            "{",
-            f"\tpgrep -q -F {FREEBSD_HAPROXY_WATCH_PID} 2>/dev/null && return 0",
-            f"\t/usr/sbin/daemon -f -r -P {FREEBSD_HAPROXY_WATCH_PID} {FREEBSD_HAPROXY_RC} watch",
-            "}",
-            "",
-            f"{name}_serving()",
-            "{",
-            f"\tpid=$(cat {osp['haproxy_pidfile']} 2>/dev/null)",
-            '\t[ -n "$pid" ] && pgrep -q -P "$pid"',
-            "}",
-            "",
-            f"{name}_watch()",
-            "{",
-            "\tmisses=0",
-            "\twhile :; do",
-            f"\t\tif {name}_serving; then",
-            "\t\t\tmisses=0",
-            f"\t\t\tif [ -f {FREEBSD_BOOTHOLD_FILE} ]; then",
-            f"\t\t\t\trm {FREEBSD_BOOTHOLD_FILE} && sysctl net.inet.carp.demotion=-{FREEBSD_BOOTHOLD_DEMOTION} >/dev/null",
-            "\t\t\tfi",
-            "\t\telse",
-            "\t\t\tmisses=$((misses + 1))",
-            f"\t\t\tif [ $misses -ge {SERVING_FALL} ] && [ ! -f {FREEBSD_BOOTHOLD_FILE} ]; then",
-            f"\t\t\t\tmkdir -p {os.path.dirname(FREEBSD_BOOTHOLD_FILE)}",
-            f"\t\t\t\t: > {FREEBSD_BOOTHOLD_FILE}",
-            f"\t\t\t\tsysctl net.inet.carp.demotion={FREEBSD_BOOTHOLD_DEMOTION} >/dev/null || rm -f {FREEBSD_BOOTHOLD_FILE}",
-            "\t\t\tfi",
-            "\t\tfi",
-            "\t\tsleep 1",
-            "\tdone",
-            "}",
-            "",
-            'run_rc_command "$1"',
-            "",
-        ]
+    loads the runtime server states the module saved (server_state_env).
+    The serving watch demotes CARP by FREEBSD_BOOTHOLD_DEMOTION after
+    SERVING_FALL failed checks, in the boot hold's record."""
+    if not server_state_env.replace("_", "").isalnum() or not server_state_env.isupper():
+        raise ValueError(f"{server_state_env!r} is no environment variable name")
+    return _rc_settings(
+        head,
+        FREEBSD_HAPROXY_SERVICE,
+        {
+            "binary": osp["haproxy_binary"],
+            "config": osp["haproxy_config"],
+            "master_socket": osp["haproxy_master_socket"],
+            "master_pidfile": osp["haproxy_pidfile"],
+            "server_state": osp["haproxy_server_state"],
+            "server_state_env": server_state_env,
+            "supervisor_pidfile": FREEBSD_HAPROXY_SUPERVISOR_PID,
+            "watch_pidfile": FREEBSD_HAPROXY_WATCH_PID,
+            "script": FREEBSD_HAPROXY_RC,
+            "boothold": FREEBSD_BOOTHOLD_FILE,
+            "demotion": str(FREEBSD_BOOTHOLD_DEMOTION),
+            "fall": str(SERVING_FALL),
+        },
     )
 
 
-def freebsd_boothold_rc(head: str) -> str:
-    """rc.d/lb_carp_boothold: before netif brings CARP up, demote the node
-    (net.inet.carp.demotion += 240) and record it, so it does not take a VIP
-    from a peer that serves before its own HAProxy serves; rc.d/lb_haproxy
-    takes it back.  A record left from before a reboot is dropped first (the
-    counter starts at 0 at boot)."""
-    name = FREEBSD_BOOTHOLD_SERVICE
-    return "\n".join(
-        [
-            "#!/bin/sh",
-            head,
-            "#",
-            f"# PROVIDE: {name}",
-            "# REQUIRE: FILESYSTEMS kld",
-            "# BEFORE: netif",
-            "#",
-            "# CARP advertises demoted from boot until HAProxy serves (rc.d/lb_haproxy",
-            "# takes the demotion back): the node takes no VIP from a peer that serves.",
-            "",
-            ". /etc/rc.subr",
-            "",
-            f'name="{name}"',
-            f'rcvar="{name}_enable"',
-            f'start_cmd="{name}_start"',
-            'stop_cmd=":"',
-            "",
-            f"{name}_start()",
-            "{",
-            f"\trm -f {FREEBSD_BOOTHOLD_FILE}",
-            "\tkldstat -q -m carp || kldload -n carp || return 1",
-            f"\tmkdir -p {os.path.dirname(FREEBSD_BOOTHOLD_FILE)}",
-            f"\t: > {FREEBSD_BOOTHOLD_FILE}",
-            f"\tsysctl net.inet.carp.demotion={FREEBSD_BOOTHOLD_DEMOTION} >/dev/null || rm -f {FREEBSD_BOOTHOLD_FILE}",
-            "}",
-            "",
-            "load_rc_config $name",
-            f': ${{{name}_enable:="NO"}}',
-            'run_rc_command "$1"',
-            "",
-        ]
-    )
+def freebsd_boothold_settings(head: str) -> str:
+    """/etc/rc.conf.d/lb_carp_boothold, for rc.d/lb_carp_boothold
+    (salt/host/files/lb_carp_boothold.rc): before netif brings CARP up, it
+    demotes the node (net.inet.carp.demotion += FREEBSD_BOOTHOLD_DEMOTION)
+    and records it, so it does not take a VIP from a peer that serves
+    before its own HAProxy serves; rc.d/lb_haproxy takes it back."""
+    return _rc_settings(head, FREEBSD_BOOTHOLD_SERVICE, {"file": FREEBSD_BOOTHOLD_FILE, "demotion": str(FREEBSD_BOOTHOLD_DEMOTION)})
 
 
 def ucarp_instance(vhid: int) -> str:

@@ -46,7 +46,7 @@ def routes(pair: dict) -> list[dict]:
 def plan(model: dict, node_id: str, os_family: str) -> dict:
     """What the `host` SLS applies on `node_id`:
 
-        {"os_family", "files": {path: {"content", "mode", "user", "group", "block", "link"}},
+        {"os_family", "files": {path: {"content", "mode", "user", "group", "block", "link", "source"}},
          "sysctl_file": path, "sysctl": {key: value}, "routes": [...]}
 
     The files hold no secret (checked: a secret in one would be a bug)."""
@@ -57,7 +57,15 @@ def plan(model: dict, node_id: str, os_family: str) -> dict:
             continue
         if f.secret:
             raise ValueError(f"{path} holds a secret; the host SLS shows its diff")
-        files[path] = {"content": f.content, "mode": f.mode, "user": f.user, "group": f.group, "block": f.block, "link": f.link}
+        files[path] = {
+            "content": f.content,
+            "mode": f.mode,
+            "user": f.user,
+            "group": f.group,
+            "block": f.block,
+            "link": f.link,
+            "source": f.source,
+        }
     sysctl_file = lb_render.OS_PARAMS[os_family]["sysctl_file"]
     return {
         "os_family": os_family,

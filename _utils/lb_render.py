@@ -448,8 +448,11 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
         # FreeBSD, loaded at boot by rc.d/kld before the routing daemons
         rc.append(_rc("kld_list", "tcpmd5"))
     files["/etc/rc.conf"] = File("\n".join(rc) + "\n")
-    files[lb_boot.FREEBSD_BOOTHOLD_RC] = File(lb_boot.freebsd_boothold_rc(head), mode="0755")
-    files[lb_boot.FREEBSD_HAPROXY_RC] = File(lb_boot.freebsd_haproxy_rc(head, OS_PARAMS["FreeBSD"], SERVER_STATE_ENV), mode="0755")
+    # the product's rc.d scripts: files of the state tree, and their settings
+    for path, source in lb_boot.FREEBSD_RC_SOURCES.items():
+        files[path] = File("", mode="0755", source=source)
+    files[lb_boot.FREEBSD_BOOTHOLD_SETTINGS] = File(lb_boot.freebsd_boothold_settings(head))
+    files[lb_boot.FREEBSD_HAPROXY_SETTINGS] = File(lb_boot.freebsd_haproxy_settings(head, OS_PARAMS["FreeBSD"], SERVER_STATE_ENV))
 
     # Interface lines go to /etc/rc.conf.d/netif, read by rc.d/netif after
     # rc.conf: it can be 0600, and the CARP passwords stay out of the
@@ -906,6 +909,8 @@ WRITER_PATHS = {
         "/etc/rc.conf.d/routing": "host",
         lb_boot.FREEBSD_HAPROXY_RC: "host",
         lb_boot.FREEBSD_BOOTHOLD_RC: "host",
+        lb_boot.FREEBSD_HAPROXY_SETTINGS: "host",
+        lb_boot.FREEBSD_BOOTHOLD_SETTINGS: "host",
     },
     "Debian": {},
 }

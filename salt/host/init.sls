@@ -48,6 +48,18 @@ lb_host_block_{{ path }}:
     - show_changes: True
     - require:
       - file: lb_host_file_{{ path }}
+{%- elif f.source %}
+
+{#- a program of this state tree (FreeBSD's rc.d scripts; their settings
+    are files of their own, in /etc/rc.conf.d) #}
+lb_host_file_{{ path }}:
+  file.managed:
+    - name: {{ path | json }}
+    - source: {{ f.source | json }}
+    - user: {{ f.user | json }}
+    - group: {{ f.group | json }}
+    - mode: {{ f.mode | json }}
+    - makedirs: True
 {%- else %}
 
 lb_host_file_{{ path }}:

@@ -12,7 +12,7 @@ import lb_boot
 import lb_host
 import lb_render
 import lb_topology
-from tests.support import LAB_PILLAR, SEED_PILLAR, carp_program
+from tests.support import LAB_PILLAR, REPO, SEED_PILLAR, carp_program
 
 HEAD = "# head"
 OSP = lb_render.OS_PARAMS["Debian"]
@@ -296,10 +296,17 @@ def test_systemctl_reloads_systemd_first_when_the_files_changed():
     assert [c[1] for c in calls] == ["show", "daemon-reload", "start"]
 
 
-def _rc_functions(text, subst):
-    """An rc.d script's functions only (no rc.subr, no run_rc_command), with
-    its absolute paths moved under a test directory."""
-    body = "\n".join(line for line in text.splitlines() if not line.startswith((". /etc/rc.subr", "run_rc_command", "load_rc_config")))
+def _rc_functions(files, script, settings, subst):
+    """A product rc.d script (the state tree's file `files[script]` names)
+    as rc runs it, but for rc.subr: its settings (what load_rc_config reads
+    from /etc/rc.conf.d) first, then its functions only (no rc.subr, no
+    run_rc_command), with the absolute paths moved under a test directory."""
+    source = files[script].source
+    assert source and not files[script].content
+    with open(os.path.join(REPO, "salt", source[len("salt://") :]), encoding="utf-8") as fh:
+        text = fh.read()
+    skip = (". /etc/rc.subr", "run_rc_command", "load_rc_config")
+    body = files[settings].content + "\n".join(line for line in text.splitlines() if not line.startswith(skip))
     for old, new in subst.items():
         body = body.replace(old, new)
     return body
@@ -317,8 +324,9 @@ def test_freebsd_boot_hold_and_serving_watch(tmp_path):
     files = lb_render.render_node(m, "lb-a", "FreeBSD")
     rc = files["/etc/rc.conf"].content.splitlines()
     assert 'lb_carp_boothold_enable="YES"' in rc and 'lb_haproxy_enable="YES"' in rc
-    hold = files["/usr/local/etc/rc.d/lb_carp_boothold"].content
-    assert "# BEFORE: netif" in hold and "# REQUIRE: FILESYSTEMS kld" in hold
+    with open(os.path.join(REPO, "salt", "host", "files", "lb_carp_boothold.rc"), encoding="utf-8") as fh:
+        rc_d = fh.read()
+    assert "# BEFORE: netif" in rc_d and "# REQUIRE: FILESYSTEMS kld" in rc_d
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     log = tmp_path / "argv.log"
@@ -334,7 +342,8 @@ def test_freebsd_boot_hold_and_serving_watch(tmp_path):
     env = {"PATH": f"{bin_}:/usr/bin:/bin"}
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "boothold").write_text("")  # a record from before the reboot
-    script = _rc_functions(hold, subst) + "\nlb_carp_boothold_start\n"
+    script = _rc_functions(files, "/usr/local/etc/rc.d/lb_carp_boothold", "/etc/rc.conf.d/lb_carp_boothold", subst)
+    script += "\nlb_carp_boothold_start\n"
     assert subprocess.run(["dash", "-c", script], env=env, timeout=10).returncode == 0
     assert (tmp_path / "db" / "boothold").exists()
     assert log.read_text().splitlines() == ["kldstat -q -m carp", "sysctl net.inet.carp.demotion=240"]
@@ -342,7 +351,7 @@ def test_freebsd_boot_hold_and_serving_watch(tmp_path):
     # rc.d/lb_haproxy's serving watch (what its poststart runs under
     # daemon(8)): HAProxy's master runs, a worker comes up later
     (tmp_path / "haproxy.pid").write_text("4242\n")
-    watch = _rc_functions(files["/usr/local/etc/rc.d/lb_haproxy"].content, subst) + "\nlb_haproxy_watch\n"
+    watch = _rc_functions(files, "/usr/local/etc/rc.d/lb_haproxy", "/etc/rc.conf.d/lb_haproxy", subst) + "\nlb_haproxy_watch\n"
     hold_file = tmp_path / "db" / "boothold"
 
     def sysctls():
@@ -378,7 +387,7 @@ def test_freebsd_boot_hold_and_serving_watch(tmp_path):
         os.killpg(run.pid, 9)
         run.wait(10)
     # the poststart starts the watch under daemon(8) once (a running one is kept)
-    post = _rc_functions(files["/usr/local/etc/rc.d/lb_haproxy"].content, subst) + "\nlb_haproxy_poststart\n"
+    post = _rc_functions(files, "/usr/local/etc/rc.d/lb_haproxy", "/etc/rc.conf.d/lb_haproxy", subst) + "\nlb_haproxy_poststart\n"
     (bin_ / "daemon").write_text(f'#!/bin/sh\necho "daemon $*" >> {log}\n')
     (bin_ / "daemon").chmod(0o755)
     post = post.replace("/usr/sbin/daemon", str(bin_ / "daemon"))

@@ -92,11 +92,16 @@ def test_plan_freebsd_keeps_rc_conf_and_sysctl_conf_as_blocks(seed_model):
     plan = lb_host.plan(seed_model, "lb-a", "FreeBSD")
     assert set(plan["files"]) == {
         "/etc/rc.conf",
+        "/etc/rc.conf.d/lb_carp_boothold",
+        "/etc/rc.conf.d/lb_haproxy",
         "/etc/rc.conf.d/routing",
         "/etc/sysctl.conf",
         "/usr/local/etc/rc.d/lb_carp_boothold",
         "/usr/local/etc/rc.d/lb_haproxy",
     }
+    # the rc.d scripts are files of the state tree; their settings are rendered
+    assert plan["files"]["/usr/local/etc/rc.d/lb_haproxy"]["source"] == "salt://host/files/lb_haproxy.rc"
+    assert 'lb_haproxy_config="/usr/local/etc/haproxy.conf"' in plan["files"]["/etc/rc.conf.d/lb_haproxy"]["content"]
     assert plan["files"]["/etc/rc.conf"]["block"] == "append"
     assert plan["files"]["/etc/sysctl.conf"]["block"] == "append"
     assert plan["files"]["/etc/rc.conf.d/routing"]["block"] is None

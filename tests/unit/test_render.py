@@ -15,7 +15,7 @@ import pytest
 import lb_grammar
 import lb_render
 import lb_topology
-from tests.support import carp_program
+from tests.support import REPO, carp_program
 
 NODES = ("lb-a", "lb-b")
 OSES = ("FreeBSD", "Debian")
@@ -60,6 +60,8 @@ def test_every_file_at_its_real_path(seed_model):
     assert sorted(lb_render.render_node(seed_model, "lb-a", "FreeBSD")) == [
         "/boot/loader.conf",
         "/etc/rc.conf",
+        "/etc/rc.conf.d/lb_carp_boothold",
+        "/etc/rc.conf.d/lb_haproxy",
         "/etc/rc.conf.d/netif",
         "/etc/rc.conf.d/routing",
         "/etc/sysctl.conf",
@@ -394,21 +396,32 @@ def test_freebsd_rc_conf_starts_haproxy_under_daemon_and_loads_tcpmd5(seed_raw, 
     assert {'openbgpd_enable="YES"', 'openospfd_enable="YES"'} <= set(rc.splitlines())
     script = files["/usr/local/etc/rc.d/lb_haproxy"]
     assert script.mode == "0755" and lb_render.writer("/usr/local/etc/rc.d/lb_haproxy", "FreeBSD") == "host"
-    text = script.content
-    (tmp_path / "lb_haproxy").write_text(text)
-    assert subprocess.run(["sh", "-n", str(tmp_path / "lb_haproxy")]).returncode == 0
+    assert script.source == "salt://host/files/lb_haproxy.rc" and script.content == ""
+    assert lb_render.writer("/etc/rc.conf.d/lb_haproxy", "FreeBSD") == "host"
+    text = open(os.path.join(REPO, "salt", "host", "files", "lb_haproxy.rc")).read()
+    assert subprocess.run(["sh", "-n"], input=text, text=True).returncode == 0
     assert "# PROVIDE: lb_haproxy" in text and "# KEYWORD: shutdown" in text
-    args = re.search(r'^command_args="([^"]*)"$', text, re.M).group(1).split()
+    assert 'command="/usr/sbin/daemon"' in text
+    # what rc would evaluate: the settings (load_rc_config), then the script's assignments
+    settings = files["/etc/rc.conf.d/lb_haproxy"].content
+    assigns = "\n".join(line for line in text.splitlines() if line.startswith(("pidfile=", "command_args=")))
+    shown = subprocess.run(
+        ["sh", "-c", settings + assigns + '\nprintf "%s\\n%s\\n" "$pidfile" "$command_args"'], capture_output=True, text=True, timeout=10
+    ).stdout.splitlines()
+    assert shown[0] == "/var/run/lb_haproxy.pid"
+    args = shown[1].split()
     # daemon(8): -r restarts it, -P its own pid file (rc's pidfile), then HAProxy in the foreground
-    assert args[:6] == ["-r", "-S", "-T", "haproxy", "-P", "${pidfile}"]
+    assert args[:6] == ["-r", "-S", "-T", "haproxy", "-P", "/var/run/lb_haproxy.pid"]
     haproxy = args[6:]
     assert haproxy[0] == "/usr/local/sbin/haproxy" and "-D" not in haproxy and {"-W", "-db"} <= set(haproxy)
     assert haproxy[haproxy.index("-f") + 1] == "/usr/local/etc/haproxy.conf"
     assert haproxy[haproxy.index("-S") + 1] == "/var/run/haproxy-master.sock,mode,600"
-    assert re.search(r'^pidfile="/var/run/lb_haproxy.pid"$', text, re.M) and 'command="/usr/sbin/daemon"' in text
     # HAProxy writes the master's pid where haproxy_cfg reloads it
     assert "    pidfile /var/run/haproxy.pid\n" in files["/usr/local/etc/haproxy.conf"].content
-    assert f"export {lb_render.SERVER_STATE_ENV}=/var/run/haproxy-server-state" in text
+    assert 'lb_haproxy_master_pidfile="/var/run/haproxy.pid"' in settings.splitlines()
+    assert f'lb_haproxy_server_state_env="{lb_render.SERVER_STATE_ENV}"' in settings.splitlines()
+    assert 'lb_haproxy_server_state="/var/run/haproxy-server-state"' in settings.splitlines()
+    assert 'export "${lb_haproxy_server_state_env}=${lb_haproxy_server_state}"' in text
     # the seed's neighbors have md5sig keys: tcpmd5.ko at boot
     assert 'kld_list="tcpmd5"' in rc.splitlines()
     for nb in seed_raw["pairs"]["edge"]["routing"]["bgp"]["neighbors"].values():
@@ -448,3 +461,28 @@ def test_a_preview_without_secrets_holds_none_of_the_pillars_secrets(request, pi
             assert "user admin password <redacted>" in cfg
             full = lb_render.preview(model, node, os_family)[lb_render.OS_PARAMS[os_family]["haproxy_config"]]
             assert all(h in full for h in hashes)
+
+
+def test_freebsd_lb_haproxy_prestart_checks_the_config_and_exports_the_server_state(seed_raw, tmp_path):
+    """rc.d/lb_haproxy's start_precmd under dash, its settings sourced as
+    load_rc_config would, with a stand-in haproxy that records its argv and
+    the server-state variable it was started with."""
+    files = lb_render.render_node(lb_topology.load(copy.deepcopy(seed_raw)), "lb-a", "FreeBSD")
+    text = open(os.path.join(REPO, "salt", "host", "files", "lb_haproxy.rc")).read()
+    fake, log, state = tmp_path / "haproxy", tmp_path / "log", tmp_path / "server-state"
+    fake.write_text(f'#!/bin/sh\necho "$* ${{{lb_render.SERVER_STATE_ENV}:-unset}}" >> {log}\nexit ${{FAKE_RC:-0}}\n')
+    fake.chmod(0o755)
+    settings = files["/etc/rc.conf.d/lb_haproxy"].content
+    settings = settings.replace("/usr/local/sbin/haproxy", str(fake)).replace("/var/run/haproxy-server-state", str(state))
+    body = "\n".join(line for line in text.splitlines() if not line.startswith((". /etc/rc.subr", "run_rc_command", "load_rc_config")))
+    script = settings + body + f'\nlb_haproxy_prestart && "{fake}" started\n'
+    assert subprocess.run(["dash", "-c", script], timeout=10).returncode == 0
+    assert log.read_text().splitlines() == [
+        "-c -q -f /usr/local/etc/haproxy.conf unset",  # checked before it starts
+        f"started {state}",  # what daemon(8) starts next inherits the server states' path
+    ]
+    assert state.read_text() == "1\n"  # no saved states yet: HAProxy's "version 1" empty file
+    # a config HAProxy refuses: no start
+    log.unlink()
+    res = subprocess.run(["dash", "-c", script], env={"FAKE_RC": "1", "PATH": "/usr/bin:/bin"}, timeout=10)
+    assert res.returncode != 0 and log.read_text().splitlines() == ["-c -q -f /usr/local/etc/haproxy.conf unset"]

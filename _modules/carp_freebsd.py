@@ -25,9 +25,9 @@ other users' command lines.
 Maintenance: the intent goes to ``<state_dir>/maintenance`` first; then
 ``net.inet.carp.demotion`` is raised by 240 (the kernel ADDS what is written
 to it).  What was added, for which boot, is recorded in
-``<state_dir>/demotion`` so that it is undone exactly once; an rc.d script
-(installed with the intent) demotes again at boot, before netif, while the
-intent exists.
+``<state_dir>/demotion`` so that it is undone exactly once;
+rc.d/lb_carp_maintenance (salt/carp installs it, ``carp.present`` writes its
+settings) demotes again at boot, before netif, while the intent exists.
 
 This provider is verified only by unit tests (parsing real FreeBSD output,
 and the exact commands it runs against mocks): FreeBSD cannot run where this
@@ -41,6 +41,7 @@ from salt.exceptions import CommandExecutionError
 
 import carp_common
 import carp_parse
+import lb_boot
 import lb_files
 import lb_fresh
 import lb_render
@@ -239,10 +240,11 @@ def command_lines(topology=None):
 
 def programs(topology=None):
     """
-    The programs salt/carp installs for this provider before
-    ``carp.present``: none on FreeBSD (the kernel's CARP needs no helper;
-    the maintenance rc.d script is ``carp.present``'s own).  The same
-    function as the Linux providers', for one function set.
+    What salt/carp installs for kernel CARP before ``carp.present``: the
+    maintenance rc.d script (salt/carp/files/lb_carp_maintenance.rc; run
+    before netif, it demotes the node again at boot while
+    ``carp.maintenance``'s intent is on disk).  ``carp.present`` writes its
+    settings, ``/etc/rc.conf.d/lb_carp_maintenance``.
 
     CLI Example:
 
@@ -251,7 +253,8 @@ def programs(topology=None):
         salt 'lb*' carp.programs
     """
     _pair_groups(topology)  # an invalid topology fails here as everywhere
-    return []
+    path = _paths()["rc_script"]
+    return [{"name": os.path.basename(path), "path": path, "source": lb_boot.FREEBSD_MAINTENANCE_SOURCE, "mode": "0755"}]
 
 
 def present(topology=None, test=False):
@@ -329,6 +332,11 @@ def present(topology=None, test=False):
     netif_changed = carp_common.read_text(paths["netif_file"]) != netif.content or carp_common.file_mode(paths["netif_file"]) != 0o600
     if netif_changed:
         changes["netif_file"] = {"old": "differs" if os.path.exists(paths["netif_file"]) else None, "new": paths["netif_file"]}
+    head = f"# {lb_render.HEADER.format(pair=pair['name'], node=_node())}"
+    rc_settings = lb_boot.freebsd_maintenance_settings(head, paths["state_dir"])
+    rc_changed = carp_common.read_text(paths["rc_settings"]) != rc_settings or carp_common.file_mode(paths["rc_settings"]) != 0o644
+    if rc_changed:
+        changes["rc_settings"] = {"old": "differs" if os.path.exists(paths["rc_settings"]) else None, "new": paths["rc_settings"]}
 
     if not changes or test:
         return {"changes": changes, "comment": "would apply" if changes else "CARP is configured as the topology says"}
@@ -343,6 +351,8 @@ def present(topology=None, test=False):
         _run(argv, secret=secret)
     if netif_changed:
         lb_files.write_atomic(paths["netif_file"], netif.content, 0o600)
+    if rc_changed:
+        lb_files.write_atomic(paths["rc_settings"], rc_settings, 0o644)
     managed = "".join(f"{g['vhid']} {g['device']} {g['address']}\n" for g in gs)
     lb_files.write_atomic(_managed_path(), managed, 0o644)
     return {"changes": changes, "comment": f"CARP configured ({len(steps)} ifconfig command(s))"}
@@ -412,8 +422,11 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
     every advertisement of this node gets slower, and the peer (with preempt)
     takes every VIP while this node still answers.  The intent is recorded on
     disk before the demotion, and what was added is recorded for this boot so
-    that ``carp.unmaintenance`` undoes it exactly once; an rc.d script demotes
-    again at boot while the intent exists.  Entering twice changes nothing.
+    that ``carp.unmaintenance`` undoes it exactly once; rc.d/lb_carp_maintenance
+    demotes again at boot while the intent exists.  It and its settings must
+    be installed as the topology says (the carp SLS: ``carp.programs``,
+    ``carp.present``), else nothing is changed and this fails: a reboot
+    would bring the node back undemoted.  Entering twice changes nothing.
 
     CLI Example:
 
@@ -424,21 +437,24 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
     _need_saltext()
     paths = _paths()
     intent_path = os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE)
-    script = carp_common.freebsd_rc_script(paths["state_dir"])
     boot = _boot()
     rec = _record()
     current = rec if rec and rec["boot"] == boot else None
     has_intent = os.path.exists(intent_path)
-    script_ok = carp_common.read_text(paths["rc_script"]) == script
-    if has_intent and script_ok and current and current["phase"] == "applied":
+    if has_intent and current and current["phase"] == "applied":
         return {"changes": {}, "comment": f"already in maintenance (demoted by {current['amount']})"}
     changes = {"maintenance": {"old": False, "new": True}}
     if test:
         return {"changes": changes, "comment": "would enter maintenance"}
+    # the boot half first: without it a reboot would bring the node back undemoted
+    intent_line = f'lb_carp_maintenance_intent="{intent_path}"'
+    if not os.access(paths["rc_script"], os.X_OK) or intent_line not in (carp_common.read_text(paths["rc_settings"]) or "").splitlines():
+        raise CommandExecutionError(
+            f"{paths['rc_script']} or its settings {paths['rc_settings']} are not installed as the topology says: "
+            "apply the carp SLS first (state.apply carp); nothing was changed"
+        )
     if not has_intent:
         lb_files.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
-    if not script_ok:
-        lb_files.write_atomic(paths["rc_script"], script, 0o755)
     if current and current["phase"] == "applying":
         # interrupted after recording, before or after the sysctl: look
         if _int_sysctl(DEMOTION) >= current["before"] + current["amount"]:
@@ -459,7 +475,8 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
 def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
     """
     Take this node out of maintenance: the demotion this module added in this
-    boot is taken back (once), the intent and the boot script are removed,
+    boot is taken back (once), the intent is removed (rc.d/lb_carp_maintenance
+    stays: without the intent it does nothing at boot),
     and with preempt the node takes back its VIPs.  Leaving when not in
     maintenance changes nothing.
 
@@ -488,7 +505,7 @@ def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature f
             _write_record(rec["boot"], rec["amount"], rec["before"], "removing")
             __salt__["sysctl.assign"](DEMOTION, -rec["amount"])
             changes[DEMOTION] = {"old": now, "new": now - rec["amount"]}
-    for path in (record_path, intent_path, paths["rc_script"]):
+    for path in (record_path, intent_path):
         try:
             os.unlink(path)
         except FileNotFoundError:

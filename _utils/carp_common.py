@@ -15,7 +15,6 @@ import os
 import time
 
 import lb_boot
-import lb_grammar
 import lb_render
 import lb_settings
 import lb_topology
@@ -27,20 +26,22 @@ STATES = ("MASTER", "BACKUP", "INIT")
 # or pillar) overrides any of them, e.g. {"state_dir": "/srv/lb-carp"}.
 DEFAULTS = {
     "FreeBSD": {
-        "state_dir": "/var/db/lb-carp",
+        "state_dir": lb_boot.FREEBSD_CARP_STATE_DIR,
         "netif_file": "/etc/rc.conf.d/netif",
         "loader_conf": "/boot/loader.conf",
-        "rc_script": "/usr/local/etc/rc.d/lb_carp_maintenance",
+        "rc_script": lb_boot.FREEBSD_MAINTENANCE_RC,
+        # rc reads /etc/rc.conf.d/<name>: moved only by tests
+        "rc_settings": lb_boot.FREEBSD_MAINTENANCE_SETTINGS,
     },
     "Linux": lb_render.carp_paths(),
 }
 
-MAINTENANCE_FILE = "maintenance"  # the intent: JSON, present while in maintenance
+MAINTENANCE_FILE = lb_boot.CARP_MAINTENANCE_FILE  # the intent: JSON, present while in maintenance
 # FreeBSD: net.inet.carp.demotion is a counter the kernel adds to every
 # advskew it advertises (capped at 240); writing N to it ADDS N.  240 is what
 # the kernel itself adds for a down interface (ifdown_demotion_factor).
-FREEBSD_DEMOTION = 240
-DEMOTION_RECORD = "demotion"  # what this module added, for which boot
+FREEBSD_DEMOTION = lb_boot.FREEBSD_MAINTENANCE_DEMOTION
+DEMOTION_RECORD = lb_boot.CARP_DEMOTION_RECORD  # what this module added, for which boot
 # ucarp: a group in maintenance runs with this advskew (ucarp takes 0-255).
 UCARP_MAINTENANCE_ADVSKEW = 254
 # the names of ucarp's programs (lb_render: salt/carp/files installs them)
@@ -152,45 +153,6 @@ def parse_record(text: str | None) -> dict | None:
         }
     except (KeyError, ValueError):
         return None
-
-
-def freebsd_rc_script(state_dir: str) -> str:
-    """An rc.d script run before netif: when the maintenance intent is on
-    disk, demote again (the counter starts at 0 after a reboot) and record it
-    for this boot, so the node never preempts between boot and the next
-    state run."""
-    lb_grammar.require(lb_grammar.SH_PATH, state_dir, "lb_carp:state_dir")
-    return f"""#!/bin/sh
-# Installed by the carp execution module (carp.maintenance). Do not edit.
-#
-# PROVIDE: lb_carp_maintenance
-# REQUIRE: FILESYSTEMS kld
-# BEFORE: netif
-
-. /etc/rc.subr
-
-name="lb_carp_maintenance"
-rcvar="lb_carp_maintenance_enable"
-start_cmd="lb_carp_maintenance_start"
-stop_cmd=":"
-: ${{lb_carp_maintenance_enable:="YES"}}
-
-lb_carp_maintenance_start()
-{{
-	[ -f {state_dir}/{MAINTENANCE_FILE} ] || return 0
-	kldstat -q -m carp || kldload -n carp || return 1
-	boot=$(sysctl -n kern.boottime | sed -e 's/^{{ sec = \\([0-9]*\\),.*/\\1/')
-	before=$(sysctl -n net.inet.carp.demotion)
-	printf 'boot=%s\\namount={FREEBSD_DEMOTION}\\nbefore=%s\\nphase=applying\\n' "$boot" "$before" > {state_dir}/{DEMOTION_RECORD}.tmp
-	mv {state_dir}/{DEMOTION_RECORD}.tmp {state_dir}/{DEMOTION_RECORD}
-	sysctl net.inet.carp.demotion={FREEBSD_DEMOTION} >/dev/null || return 1
-	printf 'boot=%s\\namount={FREEBSD_DEMOTION}\\nbefore=%s\\nphase=applied\\n' "$boot" "$before" > {state_dir}/{DEMOTION_RECORD}.tmp
-	mv {state_dir}/{DEMOTION_RECORD}.tmp {state_dir}/{DEMOTION_RECORD}
-}}
-
-load_rc_config $name
-run_rc_command "$1"
-"""
 
 
 # ---------------------------------------------------------------------------

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import os
 
+import lb_grammar
+
 SYSTEMD_DIR = "/etc/systemd/system"
 SYSTEM_UNITS = "/lib/systemd/system"
 TMPFILES_DIR = "/etc/tmpfiles.d"
@@ -88,6 +90,19 @@ FREEBSD_RC_SOURCES = {
 }
 FREEBSD_HAPROXY_SETTINGS = f"/etc/rc.conf.d/{FREEBSD_HAPROXY_SERVICE}"
 FREEBSD_BOOTHOLD_SETTINGS = f"/etc/rc.conf.d/{FREEBSD_BOOTHOLD_SERVICE}"
+# carp.maintenance on FreeBSD (carp_common): its intent and its demotion
+# record in the carp state directory, and rc.d/lb_carp_maintenance (a file
+# of the state tree salt/carp installs), which demotes again at boot, before
+# netif, while the intent is on disk.  net.inet.carp.demotion ADDS what is
+# written to it; 240 is what the kernel itself adds for a down interface.
+FREEBSD_CARP_STATE_DIR = "/var/db/lb-carp"
+CARP_MAINTENANCE_FILE = "maintenance"  # the intent: JSON, present while in maintenance
+CARP_DEMOTION_RECORD = "demotion"  # what carp.maintenance added, for which boot
+FREEBSD_MAINTENANCE_DEMOTION = 240
+FREEBSD_MAINTENANCE_SERVICE = "lb_carp_maintenance"
+FREEBSD_MAINTENANCE_RC = f"/usr/local/etc/rc.d/{FREEBSD_MAINTENANCE_SERVICE}"
+FREEBSD_MAINTENANCE_SETTINGS = f"/etc/rc.conf.d/{FREEBSD_MAINTENANCE_SERVICE}"
+FREEBSD_MAINTENANCE_SOURCE = f"salt://carp/files/{FREEBSD_MAINTENANCE_SERVICE}.rc"
 # The serving watches (ucarp's launcher, FreeBSD's rc.d/lb_haproxy) demote a
 # node after this many failed checks a second apart: HAProxy restarted by its
 # init is back within that.
@@ -216,12 +231,12 @@ def keepalived_argv(binary: str, config: str, run_dir: str) -> list[str]:
     ]
 
 
-def _rc_settings(head: str, service: str, values: dict[str, str]) -> str:
+def _rc_settings(head: str, service: str, values: dict[str, str], source: str = "host") -> str:
     """/etc/rc.conf.d/<service>: the settings a static rc.d script of the
     state tree reads (rc.subr's load_rc_config), one `<service>_<key>="..."`
     a line.  Values are the product's paths and numbers: nothing sh would
     expand or end inside double quotes."""
-    lines = [head, f"# rc.d/{service}'s settings (salt://host/files/{service}.rc reads them)."]
+    lines = [head, f"# rc.d/{service}'s settings (salt://{source}/files/{service}.rc reads them)."]
     for key, value in values.items():
         if not value or any(c in value for c in "\"'\\$`\n\r\t "):
             raise ValueError(f"{value!r} cannot go into /etc/rc.conf.d/{service}")
@@ -269,6 +284,24 @@ def freebsd_boothold_settings(head: str) -> str:
     and records it, so it does not take a VIP from a peer that serves
     before its own HAProxy serves; rc.d/lb_haproxy takes it back."""
     return _rc_settings(head, FREEBSD_BOOTHOLD_SERVICE, {"file": FREEBSD_BOOTHOLD_FILE, "demotion": str(FREEBSD_BOOTHOLD_DEMOTION)})
+
+
+def freebsd_maintenance_settings(head: str, state_dir: str) -> str:
+    """/etc/rc.conf.d/lb_carp_maintenance, for rc.d/lb_carp_maintenance
+    (salt/carp/files/lb_carp_maintenance.rc): where carp.maintenance's
+    intent and demotion record are (`state_dir`, the `lb_carp` setting), and
+    the demotion it adds again at boot while the intent is on disk."""
+    lb_grammar.require(lb_grammar.SH_PATH, state_dir, "lb_carp:state_dir")
+    return _rc_settings(
+        head,
+        FREEBSD_MAINTENANCE_SERVICE,
+        {
+            "intent": f"{state_dir}/{CARP_MAINTENANCE_FILE}",
+            "record": f"{state_dir}/{CARP_DEMOTION_RECORD}",
+            "demotion": str(FREEBSD_MAINTENANCE_DEMOTION),
+        },
+        source="carp",
+    )
 
 
 def ucarp_instance(vhid: int) -> str:

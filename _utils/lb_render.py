@@ -454,6 +454,10 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
     files[lb_boot.FREEBSD_BOOTHOLD_SETTINGS] = File(lb_boot.freebsd_boothold_settings(head))
     files[lb_boot.FREEBSD_HAPROXY_SETTINGS] = File(lb_boot.freebsd_haproxy_settings(head, OS_PARAMS["FreeBSD"], SERVER_STATE_ENV))
 
+    # carp's maintenance rc.d script (a file of the state tree) and its settings
+    files[lb_boot.FREEBSD_MAINTENANCE_RC] = File("", mode="0755", source=lb_boot.FREEBSD_MAINTENANCE_SOURCE)
+    files[lb_boot.FREEBSD_MAINTENANCE_SETTINGS] = File(lb_boot.freebsd_maintenance_settings(head, lb_boot.FREEBSD_CARP_STATE_DIR))
+
     # Interface lines go to /etc/rc.conf.d/netif, read by rc.d/netif after
     # rc.conf: it can be 0600, and the CARP passwords stay out of the
     # world-readable rc.conf.  Aliases are numbered from 0: network.subr
@@ -905,6 +909,8 @@ WRITER_PATHS = {
         # carp.present: the aliases (0600, CARP passwords) and carp_load (sysrc)
         "/etc/rc.conf.d/netif": "carp",
         "/boot/loader.conf": "carp",
+        lb_boot.FREEBSD_MAINTENANCE_RC: "carp",
+        lb_boot.FREEBSD_MAINTENANCE_SETTINGS: "carp",
         "/etc/rc.conf": "host",
         "/etc/rc.conf.d/routing": "host",
         lb_boot.FREEBSD_HAPROXY_RC: "host",

@@ -47,6 +47,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "netif_file": _PATH,
         "loader_conf": _PATH,
         "rc_script": _PATH,
+        "rc_settings": _PATH,
         "script_dir": _PATH,
         "run_dir": _PATH,
         "keepalived_config": _PATH,

@@ -26,7 +26,8 @@ lb_carp_package:
 {%- endif %}
 
 {#- The programs the provider runs (keepalived's FIFO program, ucarp's up and
-    down scripts, ARP probe and launcher, the serving checks): files of this
+    down scripts, ARP probe and launcher, the serving checks; FreeBSD's
+    maintenance rc.d script, whose settings carp.present writes): files of this
     state tree, salt/carp/files/, installed before carp.present, which fails
     without them and reloads keepalived when its FIFO program was replaced.
     Names and paths come from the module (carp.programs), not from the
@@ -40,14 +41,14 @@ lb_carp_program_{{ program.name }}:
     - source: {{ program.source | json }}
     - mode: "{{ program.mode }}"
     - user: root
-    - group: root
+    - group: {{ 'wheel' if grains['os_family'] == 'FreeBSD' else 'root' }}
     - makedirs: True
     - require_in:
       - carp: lb_carp_groups
 {%- endfor %}
 
 {#- FreeBSD: carp.present loads carp.ko (kmod.load) and sets carp_load="YES"
-    in /boot/loader.conf (sysrc -f); nothing to install. #}
+    in /boot/loader.conf (sysrc -f); no package to install. #}
 lb_carp_groups:
   carp.present:
     - name: {{ grains['id'] }}

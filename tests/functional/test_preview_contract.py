@@ -58,8 +58,13 @@ def carp_files(loaders, os_family, pillar):
     override = carp_common.override(loaders.opts, {}, pillar)
     if os_family == "FreeBSD":
         p = carp_common.settings("FreeBSD", override)
-        # carp_freebsd.present: write_atomic(netif_file, 0o600); sysrc -f loader_conf
-        return {(p["netif_file"], "0600", "root", "wheel"), (p["loader_conf"], "0644", "root", "wheel")}
+        # carp_freebsd.present: write_atomic(netif_file, 0o600), write_atomic(rc_settings,
+        # 0o644); sysrc -f loader_conf
+        return {
+            (p["netif_file"], "0600", "root", "wheel"),
+            (p["rc_settings"], "0644", "root", "wheel"),
+            (p["loader_conf"], "0644", "root", "wheel"),
+        }
     p = carp_common.settings("Linux", override)
     provider = loaders.modules.carp.provider()
     if provider == "keepalived":

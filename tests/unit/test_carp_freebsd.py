@@ -4,12 +4,14 @@ parser tests are all that verifies this provider)."""
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
 from salt.exceptions import CommandExecutionError
 
 import carp_common
+import lb_boot
 import lb_render
 from tests.support import REPO, with_lb_module
 
@@ -150,7 +152,21 @@ def paths(tmp_path):
         "netif_file": str(tmp_path / "rc.conf.d" / "netif"),
         "loader_conf": LOADER,
         "rc_script": str(tmp_path / "rc.d" / "lb_carp_maintenance"),
+        "rc_settings": str(tmp_path / "rc.conf.d" / "lb_carp_maintenance"),
     }
+
+
+@pytest.fixture
+def installed(paths):
+    """What the carp SLS installs before carp.maintenance: the rc.d script
+    (salt/carp's file.managed) and its settings (carp.present)."""
+    os.makedirs(os.path.dirname(paths["rc_script"]))
+    shutil.copy(os.path.join(REPO, "salt", "carp", "files", "lb_carp_maintenance.rc"), paths["rc_script"])
+    os.chmod(paths["rc_script"], 0o755)
+    os.makedirs(os.path.dirname(paths["rc_settings"]), exist_ok=True)
+    with open(paths["rc_settings"], "w") as fh:
+        fh.write(lb_boot.freebsd_maintenance_settings("# test", paths["state_dir"]))
+    return paths
 
 
 @pytest.fixture
@@ -295,7 +311,7 @@ def demotions(fake):
     return [c for c in fake.calls if c[:2] == ("sysctl.assign", "net.inet.carp.demotion")]
 
 
-def test_maintenance_demotes_once_and_undoes_once(fake, paths):
+def test_maintenance_demotes_once_and_undoes_once(fake, paths, installed):
     seed_groups(fake)
     ret = carp_freebsd.maintenance()
     assert ret["changes"]["maintenance"] == {"old": False, "new": True}
@@ -313,13 +329,14 @@ def test_maintenance_demotes_once_and_undoes_once(fake, paths):
     assert ret["changes"]["net.inet.carp.demotion"] == {"old": 240, "new": 0}
     assert demotions(fake)[-1] == ("sysctl.assign", "net.inet.carp.demotion", -240)
     assert fake.sysctl["net.inet.carp.demotion"] == "0"
-    assert not carp_freebsd.in_maintenance() and not os.path.exists(paths["rc_script"])
+    # the boot script stays: without the intent it does nothing at boot
+    assert not carp_freebsd.in_maintenance() and os.access(paths["rc_script"], os.X_OK)
     # leaving twice changes nothing
     assert carp_freebsd.unmaintenance()["changes"] == {}
     assert len(demotions(fake)) == 2
 
 
-def test_maintenance_adds_to_an_existing_demotion_and_takes_back_only_its_own(fake):
+def test_maintenance_adds_to_an_existing_demotion_and_takes_back_only_its_own(fake, installed):
     fake.sysctl["net.inet.carp.demotion"] = "240"  # e.g. an interface is down
     carp_freebsd.maintenance()
     assert fake.sysctl["net.inet.carp.demotion"] == "480"
@@ -332,7 +349,7 @@ def test_maintenance_test_mode(fake, paths):
     assert demotions(fake) == [] and not carp_freebsd.in_maintenance()
 
 
-def test_after_a_reboot_the_old_record_is_not_undone(fake, paths):
+def test_after_a_reboot_the_old_record_is_not_undone(fake, paths, installed):
     carp_freebsd.maintenance()
     fake.sysctl["kern.boottime"] = "{ sec = 1700009999, usec = 1 } Wed Nov 15 00:00:00 2023"
     fake.sysctl["net.inet.carp.demotion"] = "0"  # a new boot, and the boot script did not run
@@ -345,7 +362,7 @@ def test_after_a_reboot_the_old_record_is_not_undone(fake, paths):
     assert len(demotions(fake)) == 2
 
 
-def test_an_interrupted_demotion_is_not_applied_twice(fake, paths):
+def test_an_interrupted_demotion_is_not_applied_twice(fake, paths, installed):
     os.makedirs(paths["state_dir"])
     with open(os.path.join(paths["state_dir"], "maintenance"), "w") as fh:
         fh.write("{}")
@@ -395,3 +412,61 @@ def test_command_lines_are_the_live_argv_without_the_password(fake):
     assert words[words.index("pass") + 1] == "<redacted>"
     assert not any("passwd" in w for argv in lines.values() for w in argv)
     assert fake.calls == []  # nothing run
+
+
+def test_maintenance_needs_its_boot_half_installed_and_changes_nothing_without_it(fake, paths):
+    seed_groups(fake)
+    with pytest.raises(CommandExecutionError, match="state.apply carp"):
+        carp_freebsd.maintenance()
+    assert demotions(fake) == [] and not carp_freebsd.in_maintenance()
+    assert carp_freebsd.maintenance(test=True)["changes"] == {"maintenance": {"old": False, "new": True}}
+
+
+def test_present_writes_the_maintenance_scripts_settings_and_programs_names_the_script(fake, paths):
+    seed_groups(fake)
+    carp_freebsd.present()
+    with open(paths["rc_settings"]) as fh:
+        text = fh.read()
+    assert f'lb_carp_maintenance_intent="{paths["state_dir"]}/maintenance"' in text.splitlines()
+    assert 'lb_carp_maintenance_demotion="240"' in text.splitlines()
+    assert os.stat(paths["rc_settings"]).st_mode & 0o777 == 0o644
+    assert carp_freebsd.programs() == [
+        {"name": "lb_carp_maintenance", "path": paths["rc_script"], "source": "salt://carp/files/lb_carp_maintenance.rc", "mode": "0755"}
+    ]
+
+
+def test_the_boot_script_demotes_again_only_while_the_intent_is_on_disk(tmp_path, installed):
+    """rc.d/lb_carp_maintenance's start under dash, its settings sourced as
+    load_rc_config would, with `sysctl` and `kldstat` stand-ins that record
+    their argv (FreeBSD's rc.subr and kernel are not run here)."""
+    import subprocess
+
+    bin_, log = tmp_path / "bin", tmp_path / "argv.log"
+    bin_.mkdir()
+    (bin_ / "kldstat").write_text(f'#!/bin/sh\necho "kldstat $*" >> {log}\n')
+    (bin_ / "sysctl").write_text(
+        f'#!/bin/sh\necho "sysctl $*" >> {log}\n'
+        'case "$2" in kern.boottime) echo "{ sec = 1700000123, usec = 5 } Tue Nov 14";; net.inet.carp.demotion) echo 7;; esac\n'
+    )
+    for tool in bin_.iterdir():
+        tool.chmod(0o755)
+    with open(installed["rc_script"]) as fh:
+        body = "\n".join(line for line in fh.read().splitlines() if not line.startswith((". /etc/rc.subr", "run_rc_command", "load_rc_config")))
+    with open(installed["rc_settings"]) as fh:
+        script = fh.read() + body + "\nlb_carp_maintenance_start\n"
+    env = {"PATH": f"{bin_}:/usr/bin:/bin"}
+    record = os.path.join(installed["state_dir"], "demotion")
+    os.makedirs(installed["state_dir"])
+    assert subprocess.run(["dash", "-c", script], env=env, timeout=10).returncode == 0
+    assert not log.exists() and not os.path.exists(record)  # no intent: nothing at all
+    with open(os.path.join(installed["state_dir"], "maintenance"), "w") as fh:
+        fh.write("{}\n")
+    assert subprocess.run(["dash", "-c", script], env=env, timeout=10).returncode == 0
+    assert log.read_text().splitlines() == [
+        "kldstat -q -m carp",
+        "sysctl -n kern.boottime",
+        "sysctl -n net.inet.carp.demotion",
+        "sysctl net.inet.carp.demotion=240",
+    ]
+    with open(record) as fh:
+        assert fh.read() == "boot=1700000123\namount=240\nbefore=7\nphase=applied\n"

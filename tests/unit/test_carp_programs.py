@@ -25,7 +25,9 @@ def _sh_value(text, name):
 
 def test_every_program_lb_render_names_is_a_file_of_the_state_tree_that_parses():
     assert set(lb_render.CARP_PROGRAMS) == set(lb_render.PROGRAM_FILES)
-    assert set(lb_render.PROGRAM_FILES.values()) == set(os.listdir(CARP_FILES)) - {"__pycache__"}
+    # and FreeBSD's maintenance rc.d script (carp_freebsd.programs)
+    freebsd = os.path.basename(lb_boot.FREEBSD_MAINTENANCE_SOURCE)
+    assert set(lb_render.PROGRAM_FILES.values()) | {freebsd} == set(os.listdir(CARP_FILES)) - {"__pycache__"}
     for name in lb_render.CARP_PROGRAMS:
         text = carp_program(name)
         if text.startswith("#!/usr/bin/python3\n"):

@@ -19,6 +19,7 @@ import pytest
 
 import carp_common
 import carp_events
+import lb_boot
 import lb_grammar
 import lb_probe
 import lb_render
@@ -251,6 +252,7 @@ SETTINGS_INJECTIONS = [
     ("lb_carp", {"netif_file": "/etc/rc.conf.d/netif\r"}, "lb_carp:netif_file", "line break"),
     ("lb_carp", {"loader_conf": "/boot/loader.conf $x"}, "lb_carp:loader_conf", "absolute path"),
     ("lb_carp", {"rc_script": "/usr/local/etc/rc.d/x\n"}, "lb_carp:rc_script", "line break"),
+    ("lb_carp", {"rc_settings": "/etc/rc.conf.d/x y"}, "lb_carp:rc_settings", "absolute path"),
     ("lb_carp", {"provider": "keepalived\n"}, "lb_carp:provider", "one of keepalived, ucarp"),
     ("lb_carp", {"statedir": "/srv"}, "lb_carp:statedir", "unknown setting"),
     ("haproxy_cfg", {"binary": "/usr/sbin/haproxy -d"}, "haproxy_cfg:binary", "absolute path"),
@@ -341,7 +343,7 @@ def test_carp_override_refuses_an_unsafe_state_dir_before_anything_renders():
 def test_renderers_refuse_what_their_language_cannot_hold(seed_model):
     pair = seed_model["pairs"]["edge"]
     with pytest.raises(lb_grammar.GrammarError, match="lb_carp:state_dir"):
-        carp_common.freebsd_rc_script("/x$(touch /tmp/p)")
+        lb_boot.freebsd_maintenance_settings("#", "/x$(touch /tmp/p)")
     with pytest.raises(lb_grammar.GrammarError, match="lb_carp:state_dir"):
         lb_render.render_keepalived(pair, "lb-a", state_dir="/var/lib/lb carp")
     with pytest.raises(lb_grammar.GrammarError, match="events_dir"):

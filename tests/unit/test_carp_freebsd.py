@@ -451,7 +451,9 @@ def test_the_boot_script_demotes_again_only_while_the_intent_is_on_disk(tmp_path
     for tool in bin_.iterdir():
         tool.chmod(0o755)
     with open(installed["rc_script"]) as fh:
-        body = "\n".join(line for line in fh.read().splitlines() if not line.startswith((". /etc/rc.subr", "run_rc_command", "load_rc_config")))
+        body = "\n".join(
+            line for line in fh.read().splitlines() if not line.startswith((". /etc/rc.subr", "run_rc_command", "load_rc_config"))
+        )
     with open(installed["rc_settings"]) as fh:
         script = fh.read() + body + "\nlb_carp_maintenance_start\n"
     env = {"PATH": f"{bin_}:/usr/bin:/bin"}

@@ -1,6 +1,7 @@
 """The layout docs/design.md describes, held by reading the code (ast):
 the topology is loaded and validated by `lb` alone (`lb.model`, and the
-salt-ssh wrapper that is its other half), never by another Salt module."""
+salt-ssh wrapper that is its other half), never by another Salt module;
+and the programs are files of the state tree, not strings in `_utils/`."""
 
 import ast
 from pathlib import Path
@@ -45,3 +46,50 @@ def test_the_exceptions_still_need_their_exception():
     # a file listed above that no longer reads the topology leaves the list
     for rel in NOT_YET:
         assert calls(Path(REPO, rel)), f"{rel} no longer loads the topology: take it off NOT_YET"
+
+
+# ---------------------------------------------------------------------------
+# Programs are files of the state tree (salt/<feature>/files/), installed by
+# file.managed, not Python strings in _utils/ (docs/design.md, "The rooms").
+
+
+def program_strings(path: Path) -> list[str]:
+    """The functions (or "<module>") of `path` that hold a string, or an
+    f-string, or a list of lines, starting with a `#!` line: a program."""
+    out = []
+
+    def shebang(node) -> bool:
+        return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("#!/")
+
+    def starts_a_program(node) -> bool:
+        # a text of several lines, or a list of lines, whose first is `#!/...`
+        # (a bare "#!/" compared with is no program)
+        if shebang(node):
+            return "\n" in node.value
+        if isinstance(node, ast.JoinedStr) and node.values:
+            return shebang(node.values[0])
+        if isinstance(node, ast.List) and len(node.elts) > 1:
+            return shebang(node.elts[0])
+        return False
+
+    tree = ast.parse(path.read_text())
+    scopes = [("<module>", tree)] + [(n.name, n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    for name, scope in scopes:
+        nodes = (
+            ast.walk(scope)
+            if name != "<module>"
+            else (n for stmt in tree.body if not isinstance(stmt, ast.FunctionDef) for n in ast.walk(stmt))
+        )
+        if any(starts_a_program(n) for n in nodes):
+            out.append(name)
+    return out
+
+
+# still a program in a string (docs/design.md, "Not yet")
+PROGRAMS_NOT_YET = {("_utils/lb_render.py", "render_routes_script")}
+
+
+def test_no_utils_module_holds_a_program_in_a_string():
+    found = {(f"_utils/{p.name}", f) for p in sorted(Path(REPO, "_utils").glob("*.py")) for f in program_strings(p)}
+    assert found - PROGRAMS_NOT_YET == set(), "make it a file under salt/<feature>/files/"
+    assert PROGRAMS_NOT_YET <= found, "no longer a string: take it off PROGRAMS_NOT_YET"

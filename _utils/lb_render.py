@@ -534,7 +534,11 @@ ROUTING_READY_SCRIPT = "lb-routing-ready"
 # once HAProxy runs (restarted by its init, or by the reactor's heal).
 # When both nodes' HAProxy are down, both drop alike and nothing moves.
 HAPROXY_SERVING_SCRIPT = "lb-haproxy-serving"
+# the CARP event hook (salt/carp/events.sls installs it, with its settings;
+# not part of the preview: it depends on the minion's config, not the topology)
+EVENT_HOOK = "lb-carp-event"
 CARP_PROGRAM_SOURCES = "salt://carp/files"
+# {installed name: its file in salt/carp/files/}
 PROGRAM_FILES = {
     KEEPALIVED_VIPS_SCRIPT: "lb_carp_vips.py",
     ARP_PROBE: "lb_carp_vips.py",
@@ -543,11 +547,8 @@ PROGRAM_FILES = {
     lb_boot.UCARP_LAUNCHER: "lb-ucarp-exec.sh",
     HAPROXY_SERVING_SCRIPT: "lb-haproxy-serving.sh",
     ROUTING_READY_SCRIPT: "lb-routing-ready.sh",
+    EVENT_HOOK: "lb-carp-event.sh",
 }
-# the CARP event hook (salt/carp/events.sls installs it, with its settings;
-# not part of the preview: it depends on the minion's config, not the topology)
-EVENT_HOOK = "lb-carp-event"
-PROGRAM_FILES[EVENT_HOOK] = "lb-carp-event.sh"
 CARP_PROGRAMS = tuple(PROGRAM_FILES)
 
 

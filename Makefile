@@ -78,9 +78,13 @@ test: setup
 	$(VENV)/bin/pytest tests/unit tests/functional tests/boot
 
 # The Mininet lab tier: a real salt-master and minions, CARP failovers,
-# Galera, the reactor (needs root; brings the lab up and down itself).
+# Galera, the reactor (needs root; brings the lab up and down itself); then
+# the same lab with the load balancers booted by systemd under nspawn
+# (`python -m lab up --booted`): reboots with the salt-master stopped.  One
+# lab per machine at a time, so two pytest runs.
 test-lab: setup
 	$(VENV)/bin/pytest tests/lab
+	$(VENV)/bin/pytest tests/lab_booted
 
 # Everything: the default run, then the lab tier.
 test-all: test test-lab

@@ -1,4 +1,4 @@
-"""python -m lab up [--galera6] | down | status | check | drill [--quick] | exec HOST -- CMD..."""
+"""python -m lab up [--galera6] [--booted] | down | status | check | drill [--quick] | exec HOST -- CMD... | reboot HOST..."""
 
 import argparse
 import os
@@ -12,6 +12,9 @@ def main(argv=None) -> int:
     up = sub.add_parser("up", help="build the lab and converge it (again, if it is up)")
     up.add_argument("--galera6", action="store_true", help="every galera pool's servers (db-1..6), not only the first")
     up.add_argument(
+        "--booted", action="store_true", help="the load balancers as Debian hosts booted by systemd under nspawn (lab/lbhosts.py)"
+    )
+    up.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another clone's lab on this machine to go"
     )
     sub.add_parser("down", help="stop every daemon by pid, remove namespaces, bridges and veths")
@@ -24,22 +27,25 @@ def main(argv=None) -> int:
     ex = sub.add_parser("exec", help="run a command in a lab host: exec lb-a -- ip addr")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    rb = sub.add_parser("reboot", help="power-cycle booted hosts (up --booted) together; returns once they have booted")
+    rb.add_argument("hosts", nargs="+")
     sup = sub.add_parser("_supervise", help=argparse.SUPPRESS)
     sup.add_argument("--galera6", action="store_true")
+    sup.add_argument("--booted", action="store_true")
     sup.add_argument("--lock-fd", type=int, default=None)
     args = parser.parse_args(argv)
 
     if args.command == "_supervise":
         from lab import supervisor
 
-        return supervisor.main(args.galera6, args.lock_fd)
+        return supervisor.main(args.galera6, args.lock_fd, args.booted)
     from lab import control
 
     if args.command == "up":
         # converge (control), then check the path end to end (e2e): control
         # does not import e2e, which drives the lab through control
         t0 = time.monotonic()
-        rc = control.up(args.galera6, args.wait)
+        rc = control.up(args.galera6, args.wait, args.booted)
         if rc != 0:
             return rc
         from lab import e2e
@@ -47,6 +53,8 @@ def main(argv=None) -> int:
         return e2e.after_up(t0)
     if args.command == "down":
         return control.down()
+    if args.command == "reboot":
+        return control.reboot(args.hosts)
     if args.command == "status":
         return control.status()
     if args.command == "check":

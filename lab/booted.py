@@ -117,10 +117,40 @@ def build_root() -> str:
     return path
 
 
-def _python_home() -> str:
+def python_home() -> str:
     """The installation the checkout's venv runs on (bound into the host
     read-only, with the checkout, so salt-call there is the checkout's)."""
     return os.path.realpath(sys.base_prefix)
+
+
+def find_init(nspawn_pid: int) -> int | None:
+    """The booted host's PID 1 (systemd) under an nspawn, as this machine
+    sees it; None before it runs."""
+    todo = [nspawn_pid]
+    seen = 0
+    while todo and seen < 64:
+        pid = todo.pop(0)
+        seen += 1
+        try:
+            with open(f"/proc/{pid}/comm") as fh:
+                comm = fh.read().strip()
+            if comm == "systemd" and pid != nspawn_pid:
+                return pid
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    todo += [int(x) for x in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def enter_argv(init_pid: int, argv, env: dict | None = None) -> list[str]:
+    """argv run inside the booted host whose PID 1 is `init_pid` (all its
+    namespaces), with a clean environment."""
+    cmd = ["nsenter", "-t", str(init_pid), "-m", "-u", "-i", "-n", "-p", "--", "/usr/bin/env", "-i"]
+    cmd.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    cmd += [f"{k}={v}" for k, v in (env or {}).items()]
+    return cmd + list(argv)
 
 
 class Node:
@@ -163,7 +193,7 @@ class Node:
             "nsenter", f"--net=/run/netns/{self.pair.switch}",
             "systemd-nspawn", "--quiet", "-D", self.root, "--boot", "--register=no", "--keep-unit",
             f"--machine={self.name}", f"--network-bridge={self.pair.bridge}", "--console=passive",
-            f"--bind-ro={REPO}", f"--bind-ro={_python_home()}",
+            f"--bind-ro={REPO}", f"--bind-ro={python_home()}",
         ]  # fmt: skip
         t0 = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -175,44 +205,14 @@ class Node:
         """The host's PID 1 (systemd) as this machine sees it."""
         if not self.proc or self.proc.poll() is not None:
             return None
-        todo = [self.proc.pid]
-        seen = 0
-        while todo and seen < 64:
-            pid = todo.pop(0)
-            seen += 1
-            try:
-                with open(f"/proc/{pid}/comm") as fh:
-                    comm = fh.read().strip()
-                if comm == "systemd" and pid != self.proc.pid:
-                    return pid
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children") as fh:
-                        todo += [int(x) for x in fh.read().split()]
-            except (OSError, ValueError):
-                continue
-        return None
+        return find_init(self.proc.pid)
 
     def run(self, *argv, check=True, timeout=CMD_TIMEOUT, env=None) -> subprocess.CompletedProcess:
         """Run argv inside the booted host (all its namespaces)."""
         pid = self.leader()
         if pid is None:
             raise BootError(f"{self.name} is not running")
-        cmd = [
-            "nsenter",
-            "-t",
-            str(pid),
-            "-m",
-            "-u",
-            "-i",
-            "-n",
-            "-p",
-            "--",
-            "/usr/bin/env",
-            "-i",
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        ]
-        cmd += [f"{k}={v}" for k, v in (env or {}).items()]
-        return _run(cmd + list(argv), timeout=timeout, check=check)
+        return _run(enter_argv(pid, argv, env), timeout=timeout, check=check)
 
     def wait_booted(self) -> str:
         """Wait until systemd says the boot is over (running or degraded)."""

@@ -15,6 +15,7 @@ SUPERVISOR_LOG = LAB_DIR / "supervisor.log"
 BUILD_TIMEOUT = 120.0  # seconds for the supervisor to report "ready"
 STOP_TIMEOUT = 60.0  # seconds for the supervisor to stop everything on `down`
 GALERA_TIMEOUT = 240.0  # seconds for the supervisor's Galera bootstrap
+MINION_TIMEOUT_BOOTED = 180.0  # seconds for booted hosts' minions: boot, then the minion's start
 STOP_NAMESPACES_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for the hosts' processes
 
 
@@ -24,10 +25,12 @@ def running() -> dict | None:
     return st if st and state.alive(st.get("supervisor")) else None
 
 
-def up(galera6: bool = False, wait: float = 0.0) -> int:
+def up(galera6: bool = False, wait: float = 0.0, booted: bool = False) -> int:
     """Bring the lab up and converge it.  On a running lab: converge again
     (sync_all and highstate), without rebuilding.  Another clone's lab on this
-    machine: wait up to `wait` seconds for it to go (lab/lock.py)."""
+    machine: wait up to `wait` seconds for it to go (lab/lock.py).  With
+    `booted`, the load balancers are Debian hosts booted by systemd under
+    nspawn (lab/lbhosts.py)."""
     t0 = time.monotonic()
     st = running()
     if st and st["phase"] != "ready":
@@ -35,8 +38,8 @@ def up(galera6: bool = False, wait: float = 0.0) -> int:
         return 1
     if st:
         print(f"the lab is already up (supervisor pid {st['supervisor']['pid']}): converging it again")
-        if st["galera6"] != galera6:
-            print(f"note: it was built with galera6={st['galera6']}; run down first to change that")
+        if st["galera6"] != galera6 or bool(st.get("booted")) != booted:
+            print(f"note: it was built with galera6={st['galera6']}, booted={bool(st.get('booted'))}; run down first to change that")
     else:
         if state.load():
             print("a previous lab did not stop cleanly: removing what is left of it")
@@ -50,7 +53,11 @@ def up(galera6: bool = False, wait: float = 0.0) -> int:
             return 1
         saltcfg.write_configs(plan)
         try:
-            _start_supervisor(galera6, machine_lock)
+            if booted:
+                from lab import booted as booted_root
+
+                booted_root.build_root()  # cached under .lab/boot; built here, before the supervisor's clock
+            _start_supervisor(galera6, machine_lock, booted)
         except (RuntimeError, KeyboardInterrupt) as exc:
             os.close(machine_lock)
             print(f"building the lab failed: {str(exc) or 'interrupted'}\n--- {SUPERVISOR_LOG} (end) ---")
@@ -66,7 +73,9 @@ def up(galera6: bool = False, wait: float = 0.0) -> int:
             return 1
     ids = plan_from_pillar(PILLAR, galera6=st["galera6"]).minion_ids
     try:
-        took = saltcfg.wait_for_minions(ids, master_alive=lambda: state.alive(st["daemons"]["salt-master"]))
+        took = saltcfg.wait_for_minions(
+            ids, timeout=MINION_TIMEOUT_BOOTED if st.get("booted") else 60, master_alive=lambda: state.alive(st["daemons"]["salt-master"])
+        )
         print(f"all {len(ids)} minions answer test.ping (waited {took:.1f} s)")
         converged = saltcfg.converge(ids, before_highstate=_wait_galera)
     except KeyboardInterrupt:
@@ -175,8 +184,17 @@ def host_pid(host: str) -> int:
     return node["pid"]
 
 
+def booted_hosts() -> list[str]:
+    return list((running() or {}).get("booted") or [])
+
+
 def run(host: str, *cmd: str, timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess:
-    """Run a command in a lab host (its network and mount namespaces)."""
+    """Run a command in a lab host: its network and mount namespaces, or,
+    for a booted host, all of its own (lab/lbhosts.py)."""
+    if host in booted_hosts():
+        from lab import lbhosts
+
+        return lbhosts.run(host, *cmd, timeout=timeout, check=check)
     return subprocess.run(["mnexec", "-a", str(host_pid(host)), *cmd], capture_output=True, text=True, timeout=timeout, check=check)
 
 
@@ -185,19 +203,84 @@ def exec_in(host: str, cmd: list[str]) -> int:
         cmd = cmd[1:]
     try:
         pid = host_pid(host)
+        if host in booted_hosts():
+            from lab import booted, lbhosts
+
+            init = lbhosts.leader((running() or {})["daemons"].get(f"host@{host}"))
+            if init is None:
+                raise LookupError(f"the booted host {host} is not running")
+            argv = booted.enter_argv(init, cmd or ["bash"], env={"TERM": os.environ.get("TERM", "dumb")})
+            os.execvp(argv[0], argv)
     except LookupError as exc:
         print(exc, file=sys.stderr)
         return 2
     os.execvp("mnexec", ["mnexec", "-a", str(pid), *(cmd or ["bash"])])
 
 
-def _start_supervisor(galera6: bool, machine_lock: int) -> None:
+def stop_master() -> None:
+    """Stop the lab's salt-master by its pid (its whole group), as an
+    outage would: the minions keep running without it."""
+    st = running()
+    if st is None:
+        raise RuntimeError("no lab is running")
+    state.stop([st["daemons"]["salt-master"]], grace=10)
+
+
+def start_master() -> None:
+    """Start the lab's salt-master again (its own session) and record it;
+    return once it answers the minions (every minion pings)."""
+    st = running()
+    if st is None:
+        raise RuntimeError("no lab is running")
+    if state.alive(st["daemons"]["salt-master"]):
+        return
+    log = saltcfg.MASTER_DIR / "console.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            saltcfg.master_command(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+        )
+    rec = state.record(proc.pid, group=True, host=None, cmd=saltcfg.master_command())
+    with state.locked():
+        st = state.load()
+        st["daemons"]["salt-master"] = rec
+        state.save(st)
+    ids = plan_from_pillar(PILLAR, galera6=st["galera6"]).minion_ids
+    saltcfg.wait_for_minions(ids, timeout=120, master_alive=lambda: state.alive(rec))
+
+
+def reboot(hosts: list[str]) -> int:
+    """Power-cycle booted hosts together; return once each has booted."""
+    if running() is None:
+        print("no lab is running", file=sys.stderr)
+        return 2
+    from lab import lbhosts
+
+    try:
+        took = lbhosts.reboot(hosts)
+    except (LookupError, RuntimeError) as exc:
+        print(f"reboot: {exc}", file=sys.stderr)
+        return 1
+    for name, seconds in took.items():
+        print(f"{name}: booted again {seconds:.1f} s after `systemctl reboot`")
+    return 0
+
+
+def _start_supervisor(galera6: bool, machine_lock: int, booted: bool = False) -> None:
     """Start the supervisor detached (own session) and wait until it reports
     ready.  It inherits the machine's lab lock and holds it while it lives."""
     LAB_DIR.mkdir(exist_ok=True)
     with open(SUPERVISOR_LOG, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lab", "_supervise", "--lock-fd", str(machine_lock), *(["--galera6"] if galera6 else [])],
+            [
+                sys.executable,
+                "-m",
+                "lab",
+                "_supervise",
+                "--lock-fd",
+                str(machine_lock),
+                *(["--galera6"] if galera6 else []),
+                *(["--booted"] if booted else []),
+            ],  # fmt: skip
             pass_fds=(machine_lock,),
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -12,7 +12,7 @@ import time
 
 import yaml
 
-from lab import BIN, LAB_DIR, MASTER_DIR, REPO, pillar_repo, tls
+from lab import BIN, LAB_DIR, MASTER_DIR, REPO, pillar_repo, state, tls
 from lab.plan import Plan
 
 MINIONS_DIR = LAB_DIR / "minions"
@@ -78,30 +78,42 @@ def write_configs(plan: Plan) -> None:
         _dump(
             root / "minion",
             {
-                "id": minion_id,
-                "master": plan.master_ip,
+                **minion_options(minion_id, plan.master_ip),
                 "root_dir": str(root),
                 "pki_dir": str(root / "pki"),
                 "cachedir": str(root / "cache"),
                 "sock_dir": _sock_dir(root, "minion_event_0123456789_pub.ipc"),
                 "pidfile": str(root / "minion.pid"),
                 "log_file": str(root / "log"),
-                "log_level_logfile": "info",
-                # but not salt.minion's info lines: Salt 3008 logs every job's
-                # return there ("Job ... execution finished, return_data:"),
-                # a pillar.get of a secret included (docs/secrets.md)
-                "log_granular_levels": {"salt.minion": "warning"},
-                "user": "root",
-                "acceptance_wait_time": 1,
-                "acceptance_wait_time_max": 2,
-                "random_reauth_delay": 0,
-                "enable_fqdns_grains": False,  # no reverse DNS in the lab
-                # what docs/operations.md recommends: a highstate does not
-                # sync every custom module first (1.4 s of each run here);
-                # `lab up` and an upgrade run saltutil.sync_all
-                "autoload_dynamic_modules": False,
+                # a Mininet host shares this machine's filesystem but for a
+                # few private directories: pillar/lab/carp.sls keeps the carp
+                # module's files in its private /run (a booted host,
+                # lab/lbhosts.py, has its own root and no such grain)
+                "grains": {"lab_root": "shared"},
             },
         )
+
+
+def minion_options(minion_id: str, master_ip: str) -> dict:
+    """A lab minion's options, wherever it runs (its paths aside)."""
+    return {
+        "id": minion_id,
+        "master": master_ip,
+        "log_level_logfile": "info",
+        # but not salt.minion's info lines: Salt 3008 logs every job's
+        # return there ("Job ... execution finished, return_data:"),
+        # a pillar.get of a secret included (docs/secrets.md)
+        "log_granular_levels": {"salt.minion": "warning"},
+        "user": "root",
+        "acceptance_wait_time": 1,
+        "acceptance_wait_time_max": 2,
+        "random_reauth_delay": 0,
+        "enable_fqdns_grains": False,  # no reverse DNS in the lab
+        # what docs/operations.md recommends: a highstate does not
+        # sync every custom module first (1.4 s of each run here);
+        # `lab up` and an upgrade run saltutil.sync_all
+        "autoload_dynamic_modules": False,
+    }
 
 
 def master_command() -> list[str]:
@@ -230,6 +242,11 @@ def reap_lingering_jobs(ids: list[str]) -> list[str]:
     file removed (it may name a pid since reused).  Returns (and prints)
     the processes it killed; a stale proc file alone is removed quietly."""
     done = []
+    # a booted host's minion reports pids of its own pid namespace, not
+    # this machine's: nothing of it is killed from here
+    ids = [i for i in ids if i not in ((state.load() or {}).get("booted") or [])]
+    if not ids:
+        return done
     running = salt_json("-L", ",".join(ids), "saltutil.running", "-t", "20", timeout=60)
     for minion, jobs in running.items():
         for job in jobs if isinstance(jobs, list) else []:

@@ -6,6 +6,8 @@ time from /proc (field 22), so a recycled pid is never mistaken for ours.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -33,6 +35,19 @@ def save(state: dict) -> None:
     tmp = STATE.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     tmp.replace(STATE)
+
+
+@contextlib.contextmanager
+def locked():
+    """Hold the record's lock while reading, changing and saving it from a
+    process other than the supervisor (`python -m lab reboot`)."""
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(STATE.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def remove() -> None:

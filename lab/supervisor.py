@@ -74,7 +74,7 @@ class Stopped(Exception):
     """A stop signal arrived while the lab was being built."""
 
 
-def main(galera6: bool, lock_fd: int | None = None) -> int:
+def main(galera6: bool, lock_fd: int | None = None, booted: bool = False) -> int:
     if lock_fd is not None:
         # The machine's lab lock (lab/lock.py), held for as long as this
         # process lives; not passed on to the hosts' shells and daemons.
@@ -87,6 +87,8 @@ def main(galera6: bool, lock_fd: int | None = None) -> int:
         "supervisor": state.record(os.getpid(), group=False),
         "phase": "building",
         "galera6": galera6,
+        # the load balancers booted by systemd under nspawn (lab/lbhosts.py)
+        "booted": [h.name for h in plan.hosts if h.role == "lb"] if booted else [],
         "started": time.time(),
         "bridges": plan.bridges,  # recorded before they exist, so a crash leaves nothing unknown
         "links": plan.root_links,
@@ -100,6 +102,7 @@ def main(galera6: bool, lock_fd: int | None = None) -> int:
     net, procs = None, {}
     try:
         net = build(plan, st)
+        start_booted(plan, st, procs)
         start_daemons(net, plan, st, procs)
         st["phase"] = "ready"
         st["galera"] = {"phase": "starting"}
@@ -134,19 +137,22 @@ def build(plan: Plan, st: dict):
         st["nodes"][network.bridge] = state.record(switch.pid, group=True, kind="switch")
     state.save(st)
 
-    def link(node, intf) -> None:
-        """A veth from `node` (named as the plan says) to its network's bridge."""
+    def link(node, intf, address: bool = True) -> None:
+        """A veth from `node` (named as the plan says) to its network's
+        bridge, with its address (a booted host's own ifupdown sets it)."""
         bridge = net[plan.networks[intf.network].bridge]
-        net.addLink(node, bridge, intfName1=intf.device, intfName2=intf.port, params1={"ip": intf.address})
+        params = {"ip": intf.address} if address else {}
+        net.addLink(node, bridge, intfName1=intf.device, intfName2=intf.port, params1=params)
 
     _make_mountpoints(st)
     for host in plan.hosts:
         _check_stop()
-        node = net.addHost(host.name, ip=None, privateDirs=_private_dirs(host.name))
+        own_root = host.name in st["booted"]  # its nspawn's root, nothing private to bind
+        node = net.addHost(host.name, ip=None, privateDirs=[] if own_root else _private_dirs(host.name))
         st["nodes"][host.name] = state.record(node.pid, group=True, kind="host", netns=state.netns(node.pid))
         state.save(st)
         for intf in host.interfaces:
-            link(node, intf)
+            link(node, intf, address=not own_root)
 
     # The salt-master's link: a veth from the root namespace to the mgmt bridge.
     root = net.addHost("master", inNamespace=False, ip=None)
@@ -189,6 +195,53 @@ def build(plan: Plan, st: dict):
     return net
 
 
+def start_booted(plan: Plan, st: dict, procs: dict) -> None:
+    """Power on the booted load balancers (lab/lbhosts.py), each in its
+    Mininet host's network namespace, after recording that namespace's
+    sysctls as they are at power-on.  The root is built by `up` first."""
+    from lab import booted, lbhosts
+
+    if not st["booted"]:
+        return
+    pristine = booted.build_root()
+    for name in st["booted"]:
+        _check_stop()
+        netns_pid = st["nodes"][name]["pid"]
+        lbhosts.snapshot(name, netns_pid)
+        lbhosts.provision(plan.host(name), plan.master_ip, pristine)
+        rec = lbhosts.power_on(name, netns_pid)
+        st["daemons"][f"host@{name}"] = rec
+        state.save(st)
+        procs[f"host@{name}"] = _Reaped(rec["pid"])
+
+
+class _Reaped:
+    """A child the supervisor started but whose record `python -m lab
+    reboot` may replace: watch() reaps it (poll) once it exits."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = time.monotonic() + (timeout or 0)
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+        return self.returncode
+
+
 def start_daemons(net, plan: Plan, st: dict, procs: dict) -> None:
     def start(name: str, popen, cmd: list[str], log: Path, host: str | None = None, **kwargs) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +258,7 @@ def start_daemons(net, plan: Plan, st: dict, procs: dict) -> None:
     for host in plan.hosts:
         _check_stop()
         node = net[host.name]
-        if host.minion_id:
+        if host.minion_id and host.name not in st["booted"]:  # a booted host runs its own
             start(
                 f"salt-minion@{host.name}",
                 node.popen,
@@ -233,7 +286,7 @@ def start_daemons(net, plan: Plan, st: dict, procs: dict) -> None:
     # lab's own config, host key and authorized key (lab/sshcfg.py): what
     # salt-ssh reaches through the Saltfile (docs/agentless.md)
     sshcfg.write_configs(plan)
-    ssh_hosts = sshcfg.ssh_hosts(plan)
+    ssh_hosts = {n: a for n, a in sshcfg.ssh_hosts(plan).items() if n not in st["booted"]}
     for name in ssh_hosts:
         _check_stop()
         sshcfg.prepare_host(state.HOSTS_DIR / name)
@@ -284,6 +337,8 @@ def watch(procs: dict) -> None:
 
 
 def teardown(net, procs: dict, st: dict) -> None:
+    with state.locked():  # `python -m lab reboot` records a booted host's new nspawn there
+        st["daemons"].update((state.load() or {}).get("daemons", {}))
     st["phase"] = "stopping"
     state.save(st)
     t0 = time.monotonic()
@@ -406,4 +461,4 @@ def _check_stop() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main("--galera6" in sys.argv))
+    sys.exit(main("--galera6" in sys.argv, booted="--booted" in sys.argv))

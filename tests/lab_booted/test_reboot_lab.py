@@ -1,0 +1,222 @@
+"""Real reboots in the lab (issue 15, item 4): the load balancers are Debian
+hosts booted by systemd under nspawn (`python -m lab up --booted`,
+lab/lbhosts.py), with the lab's salt-master, Galera cluster, routers and
+client.  The salt-master is stopped for each whole reboot: what comes back
+comes back by itself, from what the product set up.
+
+- lb-a (the primary) rebooted: lb-b holds every VIP while lb-a is off;
+  lb-a comes back with the pillar's routes, forwarding and HAProxy, and
+  takes its VIPs back only after its HAProxy has started;
+- the same for lb-b (lb-a keeps every VIP);
+- both at once (a cold start of the pair);
+- HAProxy killed (-9) on the MASTER: it serves again, or the peer holds the
+  VIPs.
+
+Throughout: the sampler never sees a VIP on both nodes, the client through
+the HTTP VIP sees at most one outage in each direction, and no row the
+client saw committed through the MySQL VIP is missing from the cluster.
+Timings are printed (bench/ holds the targets), never asserted.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from lab import control, lbhosts
+from lab.carp_tools import LBS, VIPS, Client, Sampler, all_on, holders, wait_for
+from lab.e2e import http_check
+from lab.galera import APP_CNF
+from lab.galera_tools import Galera, Writer
+
+HTTP_VIP = "198.18.2.5"  # listener http_5: HAProxy on port 80 to the web pool
+BOUND = 120.0  # seconds for the pair to settle after a reboot (a bound, not a target)
+CLIENT_COUNT = 1400  # about 75 s of connects every 50 ms when all succeed
+WRITER_COUNT = 300  # about 75 s of inserts every 200 ms
+
+
+@pytest.fixture(scope="module")
+def galera(lab):
+    return Galera(lab.plan)
+
+
+def _outages(results) -> list[float]:
+    """The client's outages: from the last success before each run of
+    failures to the first success after it."""
+    out, last_ok, failing = [], None, False
+    for t, ok, *_ in results:
+        if ok:
+            if failing and last_ok is not None:
+                out.append(round(t - last_ok, 2))
+            last_ok, failing = t, False
+        else:
+            failing = True
+    if failing:
+        out.append(float("inf"))  # never recovered
+    return out
+
+
+def _journal_monotonic(lab, host: str, pattern: str) -> float | None:
+    """The first line of this boot's journal matching `pattern`: its
+    monotonic time, else None."""
+    out = lab.run(host, "journalctl", "-b", "-o", "short-monotonic", "--no-pager", timeout=30).stdout
+    for line in out.splitlines():
+        if re.search(pattern, line):
+            m = re.match(r"\[\s*([0-9.]+)\]", line)
+            if m:
+                return float(m.group(1))
+    return None
+
+
+def _pillar_routes(lab) -> dict[str, str]:
+    import yaml
+
+    from lab import PILLAR
+
+    pair = next(iter(yaml.safe_load(PILLAR.read_text())["lb"]["pairs"].values()))
+    return {r["destination"]: r["gateway"] for r in pair["routes"].values()}
+
+
+def _live_routes(lab, host: str) -> dict[str, str]:
+    out = {}
+    for line in lab.run(host, "ip", "-4", "route", "show", "table", "main").stdout.splitlines():
+        w = line.split()
+        if "via" in w:
+            out[w[0]] = w[w.index("via") + 1]
+    return out
+
+
+def _came_back(lab, host: str) -> None:
+    """What the product set up is there after the boot, without a master."""
+    assert lab.run(host, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
+    assert lab.run(host, "sysctl", "-n", "net.ipv4.ip_nonlocal_bind").stdout.strip() == "1"
+    live = _live_routes(lab, host)
+    for dest, gw in _pillar_routes(lab).items():
+        assert live.get(dest) == gw, f"{host}: route {dest} via {gw} not live after the boot: {live}"
+    for unit in ("haproxy", "keepalived"):
+        state = lab.run(host, "systemctl", "is-active", unit).stdout.strip()
+        assert state == "active", f"{host}: {unit} is {state} after the boot"
+
+
+def _preempted_after_haproxy(lab, host: str) -> None:
+    """keepalived on `host` entered MASTER this boot only after systemd had
+    started HAProxy (the seed's promise: serve before taking a VIP)."""
+    started = _journal_monotonic(lab, host, r"systemd\[1\]: Started haproxy\.service")
+    master = _journal_monotonic(lab, host, r"Keepalived_vrrp.*Entering MASTER STATE")
+    assert started is not None, f"{host}: no 'Started haproxy.service' in this boot's journal"
+    assert master is not None, f"{host}: keepalived never entered MASTER this boot"
+    assert master > started, f"{host}: keepalived MASTER at {master} s, before HAProxy started at {started} s"
+
+
+class _Load:
+    """The client through the HTTP VIP, the writer through the MySQL VIP and
+    the holder sampler, for one reboot."""
+
+    def __init__(self, galera: Galera):
+        self.galera = galera
+        galera.sql("db-1", "TRUNCATE lab.writes")
+        self.sampler = Sampler(every=0.05, max_seconds=300)
+        self.sampler.start()
+        self.client = Client(HTTP_VIP, count=CLIENT_COUNT, every=0.05, port=80, timeout=0.5)
+        self.writer = Writer(str(APP_CNF), count=WRITER_COUNT, every=0.2)
+
+    def finish(self) -> dict:
+        results = self.client.result()
+        writes = self.writer.result()
+        self.sampler.stop()
+        committed = {w["seq"] for w in writes if w["ok"]}
+        rows = {int(x) for x in self.galera.sql("db-1", "SELECT seq FROM lab.writes").split()}
+        return {
+            "outages": _outages(results),
+            "overlaps": self.sampler.overlaps,
+            "samples": self.sampler.samples,
+            "lost": sorted(committed - rows),
+            "committed": len(committed),
+            "failed_writes": sum(1 for w in writes if not w["ok"]),
+        }
+
+
+def _reboot_without_master(lab, galera, hosts: list[str], while_off) -> dict:
+    load = _Load(galera)
+    control.stop_master()
+    try:
+        took = lbhosts.reboot(hosts, while_off=while_off)
+        assert wait_for(lambda: all_on("lb-a"), BOUND), f"lb-a does not hold every VIP {BOUND:.0f} s after the reboot: {holders()}"
+        served = wait_for(lambda: http_check(HTTP_VIP).ok, 30, every=1)
+        assert served, "the HTTP VIP does not serve after the reboot"
+    finally:
+        control.start_master()
+    report = load.finish()
+    report["booted_after"] = took
+    print(f"reboot {hosts}: {report['booted_after']}; outages {report['outages']} s; "
+          f"{report['committed']} rows committed, {report['failed_writes']} writes failed")  # fmt: skip
+    assert report["samples"] > 100
+    assert not report["overlaps"], f"a VIP on both nodes: {report['overlaps'][:5]}"
+    assert not report["lost"], f"committed rows missing from the cluster: {report['lost']}"
+    assert report["committed"] > 0
+    return report
+
+
+def test_the_primary_rebooted_without_a_master(lab, galera):
+    seen = {}
+
+    def while_off():
+        seen["peer"] = wait_for(lambda: all_on("lb-b"), 15)
+
+    report = _reboot_without_master(lab, galera, ["lb-a"], while_off)
+    assert seen["peer"], "lb-b did not hold every VIP while lb-a was off"
+    assert len(report["outages"]) <= 2, f"more than one outage each way: {report['outages']}"
+    _came_back(lab, "lb-a")
+    _preempted_after_haproxy(lab, "lb-a")
+
+
+def test_the_peer_rebooted_without_a_master(lab, galera):
+    seen = {}
+
+    def while_off():
+        seen["primary"] = all_on("lb-a")
+
+    report = _reboot_without_master(lab, galera, ["lb-b"], while_off)
+    assert seen["primary"], "lb-a did not keep every VIP while lb-b was off"
+    assert report["outages"] == [], f"the client saw outages while only the peer rebooted: {report['outages']}"
+    _came_back(lab, "lb-b")
+
+
+def test_a_cold_start_of_the_pair_without_a_master(lab, galera):
+    seen = {}
+
+    def while_off():
+        seen["held"] = {v: h for v, h in holders().items() if h}
+
+    report = _reboot_without_master(lab, galera, list(LBS), while_off)
+    assert seen["held"] == {}, f"a VIP held while both nodes were off: {seen['held']}"
+    assert len(report["outages"]) <= 2, f"more than one outage each way: {report['outages']}"
+    for host in LBS:
+        _came_back(lab, host)
+    _preempted_after_haproxy(lab, "lb-a")
+
+
+def test_haproxy_killed_on_the_master_without_a_master(lab, galera):
+    """kill -9 of HAProxy's master process on lb-a: systemd starts it again,
+    or keepalived's track script gives the VIPs to lb-b; either way the
+    client is served again, with no salt-master to help."""
+    load = _Load(galera)
+    control.stop_master()
+    try:
+        pid = lab.run("lb-a", "systemctl", "show", "--property=MainPID", "--value", "haproxy").stdout.strip()
+        assert pid.isdigit() and int(pid) > 0, pid
+        lab.run("lb-a", "kill", "-9", pid)
+        assert wait_for(lambda: http_check(HTTP_VIP).ok, 60, every=0.5), "the HTTP VIP does not serve after HAProxy's kill"
+        new = lab.run("lb-a", "systemctl", "show", "--property=MainPID", "--value", "haproxy").stdout.strip()
+        assert wait_for(lambda: lab.run("lb-a", "systemctl", "is-active", "haproxy").stdout.strip() == "active", 60)
+        assert new != pid
+        assert wait_for(lambda: all_on("lb-a"), BOUND), f"lb-a does not hold every VIP again: {holders()}"
+    finally:
+        control.start_master()
+    report = load.finish()
+    print(f"HAProxy -9 on lb-a: outages {report['outages']} s; {report['committed']} rows committed")
+    assert not report["overlaps"], f"a VIP on both nodes: {report['overlaps'][:5]}"
+    assert not report["lost"], f"committed rows missing from the cluster: {report['lost']}"
+    assert len(report["outages"]) <= 2, f"more than one outage each way: {report['outages']}"
+    assert all(v in VIPS for v in holders())

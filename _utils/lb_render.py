@@ -68,7 +68,10 @@ OS_PARAMS = {
         "keepalived_config": "/etc/keepalived/keepalived.conf",
         "ucarp_dir": "/etc/ucarp",
         "sysctl_file": "/etc/sysctl.d/60-lb-pair.conf",
+        # the static routes at boot: ifupdown's if-up.d program
+        # (ROUTES_PROGRAM), and the routes it reads (render_routes_data)
         "routes_file": "/etc/network/if-up.d/lb-pair-routes",
+        "routes_data": "/etc/default/lb-pair-routes",
         # the units' drop-ins and enablement links, HAProxy's tmpfiles line (lb_boot)
         "systemd_dir": lb_boot.SYSTEMD_DIR,
         "tmpfiles_dir": lb_boot.TMPFILES_DIR,
@@ -742,23 +745,21 @@ def render_ucarp(pair: dict, node_id: str, secret, base: str = OS_PARAMS["Debian
     return files
 
 
-def render_routes_script(pair: dict, head: str) -> str:
-    """/etc/network/if-up.d/lb-pair-routes: the pair's static routes for
-    ifupdown, which runs every if-up.d script after it brings an interface up
-    (`run-parts`, so the name has no dot).  A route whose gateway is not
-    reachable yet fails quietly and is added when its interface comes up;
-    `replace` makes every run the same.  The `host` SLS applies the same
-    routes live (lb_host.routes)."""
+ROUTES_PROGRAM = "salt://host/files/lb-pair-routes.sh"
+
+
+def render_routes_data(pair: dict, head: str) -> str:
+    """/etc/default/lb-pair-routes: the pair's static routes, one
+    "DESTINATION GATEWAY" per line, for ifupdown's if-up.d program
+    (ROUTES_PROGRAM, which passes each word to ip(8) as one argument).  The
+    `host` SLS applies the same routes live (lb_host.routes)."""
     out = [
-        "#!/bin/sh",
         head,
-        f"# The static routes of pillar lb:pairs:{pair['name']}:routes, added each time",
-        "# ifupdown brings an interface up; one whose gateway is not reachable yet",
-        "# is added when its interface comes up.",
+        f"# The static routes of pillar lb:pairs:{pair['name']}:routes, one",
+        "# DESTINATION GATEWAY per line, added by /etc/network/if-up.d/lb-pair-routes",
+        "# each time ifupdown brings an interface up.",
     ]
-    for r in pair["routes"].values():
-        out.append(f"ip -4 route replace {r['destination']} via {r['gateway']} 2>/dev/null || :")
-    out.append("exit 0")
+    out += [f"{r['destination']} {r['gateway']}" for r in pair["routes"].values()]
     return "\n".join(out) + "\n"
 
 
@@ -792,7 +793,8 @@ def render_debian(model: dict, pair: dict, node_id: str, secret, carp: dict | No
     sysctl += [f"{k} = {v}" for k, v in pair["sysctl"]["extra"]["Debian"].items()]
     files[osp["sysctl_file"]] = File("\n".join(sysctl) + "\n")
     if pair["routes"]:
-        files[osp["routes_file"]] = File(render_routes_script(pair, head), mode="0755")
+        files[osp["routes_data"]] = File(render_routes_data(pair, head))
+        files[osp["routes_file"]] = File("", mode="0755", source=ROUTES_PROGRAM)
     if pair["carp"]["linux_provider"] == "keepalived":
         keepalived = render_keepalived(pair, node_id, state_dir=cp["state_dir"], script_dir=cp["script_dir"], run_dir=cp["run_dir"])
         files[cp["keepalived_config"]] = File(keepalived, mode="0640")
@@ -903,7 +905,7 @@ def manifest(model: dict, node_id: str, os_family: str, redact: bool = True, car
 WRITERS = (
     ("haproxy", ("haproxy_config", "haproxy_certs_dir")),
     ("carp", ("keepalived_config", "ucarp_dir")),
-    ("host", ("sysctl_file", "routes_file", "systemd_dir", "tmpfiles_dir")),
+    ("host", ("sysctl_file", "routes_file", "routes_data", "systemd_dir", "tmpfiles_dir")),
 )
 WRITER_PATHS = {
     "FreeBSD": {

@@ -255,13 +255,14 @@ def reboot(hosts: list[str]) -> int:
         return 2
     from lab import lbhosts
 
+    t0 = time.monotonic()
     try:
         took = lbhosts.reboot(hosts)
     except (LookupError, RuntimeError) as exc:
         print(f"reboot: {exc}", file=sys.stderr)
         return 1
-    for name, seconds in took.items():
-        print(f"{name}: booted again {seconds:.1f} s after `systemctl reboot`")
+    for name, t in took.items():
+        print(f"{name}: off {t['off'] - t0:.1f} s after `systemctl reboot`, booted {t['booted'] - t['power_on']:.1f} s after power-on")
     return 0
 
 

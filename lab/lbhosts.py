@@ -237,33 +237,34 @@ def reset_network(name: str, netns_pid: int) -> None:
 
 
 # -- reboot ------------------------------------------------------------------
-def reboot(names: list[str], timeout: float = BOOT_TIMEOUT, while_off=None) -> dict[str, float]:
+def reboot(names: list[str], timeout: float = BOOT_TIMEOUT, while_off=None) -> dict[str, dict[str, float]]:
     """Power-cycle the booted hosts `names` together and return once each
-    has booted: {name: seconds from `systemctl reboot` to booted}.
-    `while_off()`, when given, runs while every one of them is off."""
+    has booted.  `while_off()`, when given, runs while every one of them is
+    off.  Returns {name: {"off", "power_on", "booted"}}: time.monotonic()
+    of the moment its nspawn was seen gone, of its new nspawn's start, and
+    of systemd saying its boot is over."""
     st = state.load() or {}
     booted_names = st.get("booted") or []
     for name in names:
         if name not in booted_names:
             raise LookupError(f"{name} is not a booted host of this lab (booted: {booted_names or 'none; up --booted'})")
-    t0 = time.monotonic()
+    times: dict[str, dict[str, float]] = {name: {} for name in names}
     for name in names:
         run(name, "systemctl", "reboot", timeout=20)
     for name in names:
         _wait_gone(name)
+        times[name]["off"] = time.monotonic()
     for name in names:
         reset_network(name, st["nodes"][name]["pid"])
     if while_off is not None:
         while_off()
     for name in names:
-        netns_pid = st["nodes"][name]["pid"]
-        rec = power_on(name, netns_pid)
-        _save_record(name, rec)
-    took = {}
+        times[name]["power_on"] = time.monotonic()
+        _save_record(name, power_on(name, st["nodes"][name]["pid"]))
     for name in names:
         wait_booted(name, timeout)
-        took[name] = round(time.monotonic() - t0, 1)
-    return took
+        times[name]["booted"] = time.monotonic()
+    return times
 
 
 def _wait_gone(name: str) -> None:

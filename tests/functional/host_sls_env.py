@@ -1,7 +1,7 @@
 """Run by tests/functional/test_host_sls.py inside a network namespace of the
 test's own and a private mount namespace whose /etc/sysctl.d,
-/etc/network/if-up.d, /etc/systemd/system and /etc/tmpfiles.d are the
-test's directories: applies the real `host`
+/etc/network/if-up.d, /etc/default, /etc/systemd/system and /etc/tmpfiles.d
+are the test's directories: applies the real `host`
 SLS through Salt's loader as lb-a of the lab pillar, step by step, and prints
 what each step returned and what the kernel and the files held after it, as
 one JSON document.  Never run by itself on a host: it writes the sysctls and
@@ -75,7 +75,8 @@ def main(root):
     sh("sysctl", "-qw", "net.ipv4.ip_forward=0")
     apply("broken_dry", test=True)
     apply("repair")
-    # the boot path without Salt: ifupdown's if-up.d script, and the sysctl file
+    # the boot path without Salt: ifupdown's if-up.d program (its routes in
+    # /etc/default/lb-pair-routes), and the sysctl file
     sh("ip", "-4", "route", "del", "198.18.4.0/23")
     sh("ip", "-4", "route", "del", "198.19.1.0/24")
     sh("sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv4.ip_nonlocal_bind=0")

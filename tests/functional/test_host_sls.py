@@ -1,8 +1,8 @@
 """The `host` SLS (salt/host) applied for real, as lb-a of the lab pillar, in
 a network namespace this test creates (its sysctls and routes are the
 namespace's) and a private mount namespace whose /etc/sysctl.d,
-/etc/network/if-up.d, /etc/systemd/system and /etc/tmpfiles.d are this
-test's directories (tests/functional/host_sls_env.py).
+/etc/network/if-up.d, /etc/default, /etc/systemd/system and /etc/tmpfiles.d
+are this test's directories (tests/functional/host_sls_env.py).
 
 What it proves, on this machine's kernel:
 - test=True reports every file, sysctl and route it would set, and changes nothing;
@@ -11,8 +11,9 @@ What it proves, on this machine's kernel:
 - a second apply changes nothing, and pays no cmd.run (no `cmd` state);
 - a deleted route and forwarding set to 0 are reported by test=True and
   restored by an apply;
-- the boot path without Salt: the if-up.d script (as ifupdown runs it) adds
-  the routes, and `sysctl -p` of the file sets the values.
+- the boot path without Salt: the if-up.d program (as ifupdown runs it)
+  adds the routes of its data file, and `sysctl -p` of the file sets the
+  values.
 """
 
 import json
@@ -35,6 +36,7 @@ PILLAR_ROUTES = {
 }
 SYSCTL = "/etc/sysctl.d/60-lb-pair.conf"
 ROUTES = "/etc/network/if-up.d/lb-pair-routes"
+ROUTES_DATA = "/etc/default/lb-pair-routes"
 DROPIN = "/etc/systemd/system/haproxy.service.d/lb-pair.conf"
 
 
@@ -53,12 +55,13 @@ def run(tmp_path_factory):
             subprocess.run([*ns, "addr", "add", addr, "dev", dev], check=True, timeout=10)
             subprocess.run([*ns, "link", "set", dev, "up"], check=True, timeout=10)
             subprocess.run([*ns, "link", "set", f"hpeer{n}", "up"], check=True, timeout=10)
-        sysctl_d, if_up = tmp / "sysctl.d", tmp / "if-up.d"
+        sysctl_d, if_up, default = tmp / "sysctl.d", tmp / "if-up.d", tmp / "default"
         units, tmpfiles = tmp / "systemd", tmp / "tmpfiles.d"  # the boot files (lb_boot)
-        for d in (sysctl_d, if_up, units, tmpfiles):
+        for d in (sysctl_d, if_up, default, units, tmpfiles):
             d.mkdir()
         inner = (
             f"mount --bind {sysctl_d} /etc/sysctl.d && mount --bind {if_up} /etc/network/if-up.d && "
+            f"mount --bind {default} /etc/default && "
             f"mount --bind {units} /etc/systemd/system && mount --bind {tmpfiles} /etc/tmpfiles.d && "
             f"exec {sys.executable} {os.path.join(REPO, 'tests', 'functional', 'host_sls_env.py')} {tmp}"
         )
@@ -71,7 +74,7 @@ def run(tmp_path_factory):
         )
         assert out.returncode == 0, out.stderr[-3000:]
         steps = json.loads(out.stdout)
-        steps["dirs"] = {"sysctl.d": str(sysctl_d), "if-up.d": str(if_up), "systemd": str(units)}
+        steps["dirs"] = {"sysctl.d": str(sysctl_d), "if-up.d": str(if_up), "default": str(default), "systemd": str(units)}
         yield steps
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
@@ -99,18 +102,23 @@ def test_apply_writes_the_previewed_files_and_sets_sysctls_and_routes_live(run):
     after = run["apply"]["after"]
     assert all(r["result"] is True for r in run["apply"]["ret"].values()), run["apply"]["ret"]
     boot = {p for p in run["plan"]["files"] if p.startswith(("/etc/systemd/", "/etc/tmpfiles.d/"))}
-    assert set(run["plan"]["files"]) - boot == {SYSCTL, ROUTES}
+    assert set(run["plan"]["files"]) - boot == {SYSCTL, ROUTES, ROUTES_DATA}
     assert DROPIN in boot
     for path in run["plan"]["files"]:
         f, want = after["files"][path], run["preview"][path]
         assert f is not None, path
-        assert (f["content"], f["mode"], f["uid"], f["gid"], f.get("link")) == (want["content"], want["mode"], 0, 0, want["link"]), path
+        content = want["content"]
+        if want["source"]:  # a program of the state tree: its text is that file's
+            with open(os.path.join(REPO, "salt", want["source"][len("salt://") :])) as fh:
+                content = fh.read()
+        assert (f["content"], f["mode"], f["uid"], f["gid"], f.get("link")) == (content, want["mode"], 0, 0, want["link"]), path
     assert "net.ipv4.ip_nonlocal_bind = 1" in after["files"][SYSCTL]["content"]
     assert after["sysctl"] == {"net.ipv4.ip_forward": "1", "net.ipv4.ip_nonlocal_bind": "1"}
     assert PILLAR_ROUTES.items() <= routes(after["routes"]).items()
     # the files landed in the test's directories, not in this machine's /etc
     assert os.path.exists(os.path.join(run["dirs"]["sysctl.d"], "60-lb-pair.conf"))
     assert os.path.exists(os.path.join(run["dirs"]["if-up.d"], "lb-pair-routes"))
+    assert os.path.exists(os.path.join(run["dirs"]["default"], "lb-pair-routes"))
     assert os.path.exists(os.path.join(run["dirs"]["systemd"], DROPIN.split("/etc/systemd/system/")[1]))
 
 

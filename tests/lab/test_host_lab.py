@@ -12,8 +12,11 @@ are there only if the `host` SLS put them there.
 """
 
 import json
+from pathlib import Path
 
 import pytest
+
+from lab import REPO
 
 LBS = ("lb-a", "lb-b")
 SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.ip_nonlocal_bind")
@@ -60,7 +63,11 @@ def test_the_highstate_applied_every_route_and_sysctl_and_the_previewed_files(la
         preview = lab.salt(host, "lb.preview")[host]
         host_files = {p: f for p, f in preview.items() if f["state"] == "host"}
         boot = {p for p in host_files if p.startswith(("/etc/systemd/", "/etc/tmpfiles.d/"))}  # lb_boot
-        assert set(host_files) - boot == {"/etc/sysctl.d/60-lb-pair.conf", "/etc/network/if-up.d/lb-pair-routes"}
+        assert set(host_files) - boot == {
+            "/etc/sysctl.d/60-lb-pair.conf",
+            "/etc/network/if-up.d/lb-pair-routes",
+            "/etc/default/lb-pair-routes",
+        }
         assert boot, "no boot files"
         for path, f in host_files.items():
             if f["link"]:
@@ -68,7 +75,10 @@ def test_the_highstate_applied_every_route_and_sysctl_and_the_previewed_files(la
                 continue
             got = lab.run(host, "stat", "-c", "%a %U %G", path).stdout.split()
             assert got == [f["mode"].lstrip("0"), f["user"], f["group"]], (host, path, got)
-            assert lab.run(host, "cat", path).stdout == f["content"], (host, path)
+            want = f["content"]
+            if f["source"]:  # a program of the state tree: its text is that file's
+                want = (Path(REPO) / "salt" / f["source"][len("salt://") :]).read_text()
+            assert lab.run(host, "cat", path).stdout == want, (host, path)
 
 
 def test_a_deleted_route_and_forwarding_off_are_reported_then_restored(lab, restored):

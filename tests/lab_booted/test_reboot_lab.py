@@ -20,11 +20,12 @@ Timings are printed (bench/ holds the targets), never asserted.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
-from lab import control, lbhosts
+from lab import control, lbhosts, saltcfg
 from lab.carp_tools import LBS, VIPS, Client, Sampler, all_on, holders, wait_for
 from lab.e2e import http_check
 from lab.galera import APP_CNF
@@ -87,26 +88,32 @@ def _live_routes(lab, host: str) -> dict[str, str]:
     return out
 
 
-def _came_back(lab, host: str) -> None:
+def _came_back(lab, host: str, carp_unit: str | None = "keepalived") -> None:
     """What the product set up is there after the boot, without a master."""
     assert lab.run(host, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
     assert lab.run(host, "sysctl", "-n", "net.ipv4.ip_nonlocal_bind").stdout.strip() == "1"
     live = _live_routes(lab, host)
     for dest, gw in _pillar_routes(lab).items():
         assert live.get(dest) == gw, f"{host}: route {dest} via {gw} not live after the boot: {live}"
-    for unit in ("haproxy", "keepalived"):
+    for unit in ["haproxy"] + ([carp_unit] if carp_unit else []):
         state = lab.run(host, "systemctl", "is-active", unit).stdout.strip()
         assert state == "active", f"{host}: {unit} is {state} after the boot"
 
 
-def _preempted_after_haproxy(lab, host: str) -> None:
-    """keepalived on `host` entered MASTER this boot only after systemd had
-    started HAProxy (the seed's promise: serve before taking a VIP)."""
+MASTER_LINES = {
+    "keepalived": r"Keepalived_vrrp.*Entering MASTER STATE",
+    "ucarp": r"ucarp\[\d+\]: .*Switching to state: MASTER",
+}
+
+
+def _preempted_after_haproxy(lab, host: str, provider: str = "keepalived") -> None:
+    """The CARP daemon on `host` became MASTER this boot only after systemd
+    had started HAProxy (the seed's promise: serve before taking a VIP)."""
     started = _journal_monotonic(lab, host, r"systemd\[1\]: Started haproxy\.service")
-    master = _journal_monotonic(lab, host, r"Keepalived_vrrp.*Entering MASTER STATE")
+    master = _journal_monotonic(lab, host, MASTER_LINES[provider])
     assert started is not None, f"{host}: no 'Started haproxy.service' in this boot's journal"
-    assert master is not None, f"{host}: keepalived never entered MASTER this boot"
-    assert master > started, f"{host}: keepalived MASTER at {master} s, before HAProxy started at {started} s"
+    assert master is not None, f"{host}: {provider} never became MASTER this boot"
+    assert master > started, f"{host}: {provider} MASTER at {master} s, before HAProxy started at {started} s"
 
 
 class _Load:
@@ -148,7 +155,7 @@ def _reboot_without_master(lab, galera, hosts: list[str], while_off) -> dict:
     finally:
         control.start_master()
     report = load.finish()
-    report["booted_after"] = took
+    report["booted_after"] = {name: round(t["booted"] - t["power_on"], 1) for name, t in took.items()}
     print(f"reboot {hosts}: {report['booted_after']}; outages {report['outages']} s; "
           f"{report['committed']} rows committed, {report['failed_writes']} writes failed")  # fmt: skip
     assert report["samples"] > 100
@@ -220,3 +227,51 @@ def test_haproxy_killed_on_the_master_without_a_master(lab, galera):
     assert not report["lost"], f"committed rows missing from the cluster: {report['lost']}"
     assert len(report["outages"]) <= 2, f"more than one outage each way: {report['outages']}"
     assert all(v in VIPS for v in holders())
+
+
+def _apply(lab, *args) -> None:
+    """state.apply on both nodes; every state succeeded."""
+    for minion, ret in saltcfg.apply(list(LBS), *args).items():
+        assert isinstance(ret, dict), (minion, ret)
+        failed = {k: v.get("comment") for k, v in ret.items() if isinstance(v, dict) and v.get("result") is False}
+        assert not failed, (minion, failed)
+
+
+def _provider(lab, provider: str | None) -> None:
+    """Switch both nodes' CARP provider by the per-minion override (None:
+    back to the pillar's), as an operator would: carp.absent, the grain,
+    then the highstate."""
+    lab.salt("-L", ",".join(LBS), "carp.absent")
+    for minion in LBS:
+        if provider:
+            lab.salt(minion, "grains.setval", "lb_carp", json.dumps({"provider": provider}))
+        else:
+            lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
+    lab.salt("-L", ",".join(LBS), "saltutil.refresh_grains")
+    saltcfg.sync_all("-L", ",".join(LBS))
+    _apply(lab)
+
+
+def test_the_primary_rebooted_with_ucarp_without_a_master(lab, galera):
+    """The pair switched to ucarp (lb-ucarp@.service per group), then lb-a
+    rebooted with the salt-master stopped: as with keepalived, and
+    keepalived does not come back at boot."""
+    _provider(lab, "ucarp")
+    try:
+        assert wait_for(lambda: all_on("lb-a"), BOUND), f"ucarp: the pair did not settle on lb-a: {holders()}"
+        seen = {}
+
+        def while_off():
+            seen["peer"] = wait_for(lambda: all_on("lb-b"), 20)
+
+        report = _reboot_without_master(lab, galera, ["lb-a"], while_off)
+        assert seen["peer"], "lb-b did not hold every VIP while lb-a was off"
+        assert len(report["outages"]) <= 2, f"more than one outage each way: {report['outages']}"
+        units = lab.run("lb-a", "systemctl", "list-units", "--state=active", "--plain", "--no-legend", "lb-ucarp@*").stdout
+        assert len(units.splitlines()) == len(VIPS), units
+        assert lab.run("lb-a", "systemctl", "is-active", "keepalived").stdout.strip() != "active"
+        _came_back(lab, "lb-a", carp_unit=None)  # ucarp: one unit per group, above
+        _preempted_after_haproxy(lab, "lb-a", provider="ucarp")
+    finally:
+        _provider(lab, None)
+    assert wait_for(lambda: all_on("lb-a"), BOUND), f"keepalived again: the pair did not settle on lb-a: {holders()}"

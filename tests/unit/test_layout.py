@@ -85,11 +85,6 @@ def program_strings(path: Path) -> list[str]:
     return out
 
 
-# still a program in a string (docs/design.md, "Not yet")
-PROGRAMS_NOT_YET = {("_utils/lb_render.py", "render_routes_script")}
-
-
 def test_no_utils_module_holds_a_program_in_a_string():
     found = {(f"_utils/{p.name}", f) for p in sorted(Path(REPO, "_utils").glob("*.py")) for f in program_strings(p)}
-    assert found - PROGRAMS_NOT_YET == set(), "make it a file under salt/<feature>/files/"
-    assert PROGRAMS_NOT_YET <= found, "no longer a string: take it off PROGRAMS_NOT_YET"
+    assert found == set(), "make it a file under salt/<feature>/files/"

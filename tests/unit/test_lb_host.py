@@ -1,6 +1,9 @@
 """_utils/lb_host.py: the host SLS's plan, the routing-table parsers and the
 commands; lb_render's routes file and owners."""
 
+import os
+import subprocess
+
 import lb_host
 import lb_render
 
@@ -78,14 +81,50 @@ def test_sysctl_values_reads_both_spellings():
 def test_plan_debian_has_the_sysctl_file_with_nonlocal_bind_and_the_routes_file(lab_model):
     plan = lb_host.plan(lab_model, "lb-a", "Debian")
     boot = {p for p in plan["files"] if p.startswith(("/etc/systemd/", "/etc/tmpfiles.d/"))}  # tests/unit/test_lb_boot.py
-    assert set(plan["files"]) - boot == {"/etc/sysctl.d/60-lb-pair.conf", "/etc/network/if-up.d/lb-pair-routes"}
+    assert set(plan["files"]) - boot == {
+        "/etc/sysctl.d/60-lb-pair.conf",
+        "/etc/network/if-up.d/lb-pair-routes",
+        "/etc/default/lb-pair-routes",
+    }
     assert plan["sysctl"] == {"net.ipv4.ip_forward": "1", "net.ipv4.ip_nonlocal_bind": "1"}
-    assert plan["files"]["/etc/network/if-up.d/lb-pair-routes"]["mode"] == "0755"
-    script = plan["files"]["/etc/network/if-up.d/lb-pair-routes"]["content"]
-    for r in plan["routes"]:
-        assert f"ip -4 route replace {r['destination']} via {r['gateway']} 2>/dev/null || :" in script
-    assert script.startswith("#!/bin/sh\n") and script.endswith("exit 0\n")
+    # the if-up.d program is a file of the state tree; the routes are its data
+    program = plan["files"]["/etc/network/if-up.d/lb-pair-routes"]
+    assert (program["mode"], program["source"], program["content"]) == ("0755", "salt://host/files/lb-pair-routes.sh", "")
+    data = plan["files"]["/etc/default/lb-pair-routes"]
+    assert data["mode"] == "0644" and data["source"] is None
+    lines = [line for line in data["content"].splitlines() if not line.startswith("#")]
+    assert lines == [f"{r['destination']} {r['gateway']}" for r in plan["routes"]]
     assert {"name": "mysqlnet", "destination": "198.18.4.0/23", "gateway": "198.18.3.254"} in plan["routes"]
+
+
+def test_the_routes_program_adds_each_route_of_its_data_and_runs_nothing_of_it(lab_model, tmp_path):
+    """salt/host/files/lb-pair-routes.sh under sh, as ifupdown runs it, with
+    a stand-in ip(8) recording its argv and the data file lb_render writes
+    (plus a hostile line: each word must reach ip as one argument)."""
+    import shlex
+
+    from tests.support import REPO
+
+    plan = lb_host.plan(lab_model, "lb-a", "Debian")
+    data = tmp_path / "lb-pair-routes"
+    data.write_text(plan["files"]["/etc/default/lb-pair-routes"]["content"] + "\n$(touch${IFS}pwned) ;date\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "ip.log"
+    (bin_dir / "ip").write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s|" "$a"; done >> {shlex.quote(str(log))}\necho >> {log}\nexit 1\n')
+    (bin_dir / "ip").chmod(0o755)
+    with open(os.path.join(REPO, "salt", "host", "files", "lb-pair-routes.sh")) as fh:
+        program = fh.read().replace("routes=/etc/default/lb-pair-routes", f"routes={shlex.quote(str(data))}")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "IFACE": "lb-a-eth2", "MODE": "start", "PHASE": "post-up"}
+    res = subprocess.run(["sh", "-c", program], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr  # ip failing (a gateway not up yet) is quiet
+    calls = log.read_text().splitlines()
+    want = [f"-4|route|replace|{r['destination']}|via|{r['gateway']}|" for r in plan["routes"]]
+    assert calls == want + ["-4|route|replace|$(touch${IFS}pwned)|via|;date|"]
+    assert not (tmp_path / "pwned").exists()
+    # no data file: nothing to do
+    res = subprocess.run(["sh", "-c", program.replace(shlex.quote(str(data)), "/nonexistent")], env=env, capture_output=True, timeout=30)
+    assert res.returncode == 0
 
 
 def test_plan_freebsd_keeps_rc_conf_and_sysctl_conf_as_blocks(seed_model):

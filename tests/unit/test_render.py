@@ -77,6 +77,7 @@ def test_every_file_at_its_real_path(seed_model):
     ]
     assert sorted(lb_render.render_node(seed_model, "lb-a", "Debian")) == [
         "/etc/bird/bird.conf",
+        "/etc/default/lb-pair-routes",
         "/etc/haproxy/haproxy.cfg",
         "/etc/keepalived/keepalived.conf",
         "/etc/network/if-up.d/lb-pair-routes",
@@ -95,11 +96,12 @@ def test_every_file_at_its_real_path(seed_model):
     ]
     programs = {p: f for p, f in lb_render.render_node(seed_model, "lb-a", "Debian").items() if f.source}
     assert {p: (f.source, f.mode, f.content) for p, f in programs.items()} == {
+        "/etc/network/if-up.d/lb-pair-routes": ("salt://host/files/lb-pair-routes.sh", "0755", ""),
         "/usr/local/sbin/lb-carp-keepalived-vips": ("salt://carp/files/lb_carp_vips.py", "0755", ""),
         "/usr/local/sbin/lb-haproxy-serving": ("salt://carp/files/lb-haproxy-serving.sh", "0755", ""),
         "/usr/local/sbin/lb-routing-ready": ("salt://carp/files/lb-routing-ready.sh", "0755", ""),
     }
-    assert {lb_render.writer(p, "Debian") for p in programs} == {"carp"}
+    assert {p: lb_render.writer(p, "Debian") for p in programs} == {p: "host" if "if-up.d" in p else "carp" for p in programs}
 
 
 def _instances(text):
@@ -488,3 +490,28 @@ def test_freebsd_lb_haproxy_prestart_checks_the_config_and_exports_the_server_st
     log.unlink()
     res = subprocess.run(["dash", "-c", script], env={"FAKE_RC": "1", "PATH": "/usr/bin:/bin"}, timeout=10)
     assert res.returncode != 0 and log.read_text().splitlines() == ["-c -q -f /usr/local/etc/haproxy.conf unset"]
+
+
+@pytest.mark.parametrize("os_family", ["Debian", "FreeBSD"])
+def test_every_program_a_node_gets_is_a_file_of_the_state_tree(seed_model, lab_model, os_family):
+    """Whatever `source` the preview names (the carp, host and routing
+    programs), salt:// resolves it to a file of this repository's state tree
+    that parses as its #! line says."""
+    sources = {
+        f.source
+        for model in (seed_model, lab_model)
+        for node in ("lb-a", "lb-b")
+        for f in lb_render.render_node(model, node, os_family).values()
+        if f.source
+    }
+    assert sources
+    for source in sources:
+        assert source.startswith("salt://"), source
+        path = os.path.join(REPO, "salt", source[len("salt://") :])
+        with open(path) as fh:
+            text = fh.read()
+        if text.startswith("#!/usr/bin/python3\n"):
+            compile(text, path, "exec")
+        else:
+            assert text.startswith("#!/bin/sh\n"), path
+            assert subprocess.run(["sh", "-n", path], timeout=10).returncode == 0, path

@@ -51,7 +51,7 @@ def up(galera6: bool = False, wait: float = 0.0, booted: bool = False) -> int:
         except TimeoutError as exc:
             print(f"another lab is running on this machine: {exc}; take it down first (from its clone: make lab-down)")
             return 1
-        saltcfg.write_configs(plan)
+        saltcfg.write_configs(plan, booted)
         try:
             if booted:
                 from lab import booted as booted_root

@@ -200,11 +200,18 @@ def keep_pushed(repo: Path = PILLAR_GIT, out=sys.stderr) -> Path | None:
     return bundle
 
 
-def seed(master_config: Path, src: Path = PILLAR_SRC, repo: Path = PILLAR_GIT, home: Path | None = None) -> str:
+# pillar/lab/carp.sls: the carp module's paths for load balancers that are
+# Mininet hosts (they share this machine's filesystem); a booted one
+# (`up --booted`, lab/lbhosts.py) has its own root and does without
+MININET_ONLY = ("carp.sls",)
+
+
+def seed(master_config: Path, src: Path = PILLAR_SRC, repo: Path = PILLAR_GIT, home: Path | None = None, booted: bool = False) -> str:
     """A new bare repository `repo` whose branch holds `src`'s files (lb.sls
-    encrypted), with the hooks installed.  Commits pushed to the repository
-    it replaces are kept in a bundle, and said so (keep_pushed).  Returns
-    the commit id."""
+    encrypted), with the hooks installed; for a `booted` lab, without
+    MININET_ONLY's files (nor their entries in top.sls).  Commits pushed to
+    the repository it replaces are kept in a bundle, and said so
+    (keep_pushed).  Returns the commit id."""
     keep_pushed(repo)
     shutil.rmtree(repo, ignore_errors=True)
     _git("init", "-q", "--bare", "-b", BRANCH, str(repo))
@@ -212,8 +219,11 @@ def seed(master_config: Path, src: Path = PILLAR_SRC, repo: Path = PILLAR_GIT, h
     try:
         _git("init", "-q", "-b", BRANCH, str(work))
         for path in sorted(src.iterdir()):
-            if path.is_file() and path.suffix == ".sls":
-                (work / path.name).write_text(repo_text(path.name, path.read_text(), home))
+            if path.is_file() and path.suffix == ".sls" and not (booted and path.name in MININET_ONLY):
+                text = path.read_text()
+                if booted and path.name == "top.sls":
+                    text = _top_without(text, {name[: -len(".sls")] for name in MININET_ONLY})
+                (work / path.name).write_text(repo_text(path.name, text, home))
         _git("add", "-A", cwd=work)
         _git("commit", "-q", "-m", SEED_MESSAGE, cwd=work)
         _git("push", "-q", str(repo), f"{BRANCH}:{BRANCH}", cwd=work)
@@ -223,6 +233,20 @@ def seed(master_config: Path, src: Path = PILLAR_SRC, repo: Path = PILLAR_GIT, h
         stop_agent(home)
     install_hooks(repo, master_config)
     return head
+
+
+def _top_without(text: str, names: set[str]) -> str:
+    """top.sls without the SLS `names` (and targets left with none)."""
+    top = yaml.safe_load(text)
+    for env, targets in top.items():
+        kept = {}
+        for target, entries in targets.items():
+            entries = [e for e in entries if e not in names]
+            if any(not isinstance(e, dict) for e in entries):
+                kept[target] = entries
+        top[env] = kept
+    head = "# pillar/lab/top.sls without what only Mininet hosts need (lab/pillar_repo.py, MININET_ONLY)\n"
+    return head + yaml.safe_dump(top, default_flow_style=False, sort_keys=False)
 
 
 def read(relpath: str, repo: Path = PILLAR_GIT) -> str:

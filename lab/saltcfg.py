@@ -22,9 +22,11 @@ REACTOR_CONF = REPO / "etc" / "salt" / "master.d" / "reactor.conf"
 SOCKET_MAX = 100  # bytes; unix socket paths are limited to 108
 
 
-def write_configs(plan: Plan) -> None:
+def write_configs(plan: Plan, booted: bool = False) -> None:
     """Write a fresh master config, a config per minion and the extension
-    symlinks.  Keys and caches from an earlier lab are dropped."""
+    symlinks.  Keys and caches from an earlier lab are dropped.  `booted`:
+    the load balancers are booted hosts (lab/lbhosts.py), with their own
+    root (the pillar repository is seeded for them)."""
     for path in (MASTER_DIR, MINIONS_DIR, EXTROOT):
         shutil.rmtree(path, ignore_errors=True)
     EXTROOT.mkdir(parents=True)
@@ -71,7 +73,7 @@ def write_configs(plan: Plan) -> None:
         },
     )
     pillar_repo.make_key()  # the master's GPG key, in its gpg_keydir
-    pillar_repo.seed(MASTER_DIR / "master")  # .lab/pillar.git from pillar/lab, hooks installed
+    pillar_repo.seed(MASTER_DIR / "master", booted=booted)  # .lab/pillar.git from pillar/lab, hooks installed
     for minion_id in plan.minion_ids:
         root = MINIONS_DIR / minion_id
         root.mkdir(parents=True)
@@ -85,11 +87,6 @@ def write_configs(plan: Plan) -> None:
                 "sock_dir": _sock_dir(root, "minion_event_0123456789_pub.ipc"),
                 "pidfile": str(root / "minion.pid"),
                 "log_file": str(root / "log"),
-                # a Mininet host shares this machine's filesystem but for a
-                # few private directories: pillar/lab/carp.sls keeps the carp
-                # module's files in its private /run (a booted host,
-                # lab/lbhosts.py, has its own root and no such grain)
-                "grains": {"lab_root": "shared"},
             },
         )
 

@@ -181,11 +181,20 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
     node = node or __opts__["id"]
     os_family = os_family or __grains__.get("os_family")
     try:
-        # the carp SLS's paths on Debian follow the minion's `lb_carp` (the lab's /run/lb-carp)
-        carp = carp_common.settings("Linux", carp_common.override(__opts__, __grains__, __pillar__))
-        return lb_render.manifest(model(topology), node, os_family, redact=not secrets, carp=carp)
+        return lb_render.manifest(model(topology), node, os_family, redact=not secrets, carp=_carp_render())
     except (KeyError, ValueError) as exc:
         raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
+
+
+def _carp_render():
+    """The minion's `lb_carp` as rendering takes it: the carp SLS's paths on
+    Debian (the lab's /run/lb-carp), and the provider it chose, if any
+    (which files and which units at boot: what loads the `carp` module)."""
+    override = carp_common.override(__opts__, __grains__, __pillar__)
+    carp = carp_common.settings("Linux", override)
+    if override.get("provider"):
+        carp["provider"] = override["provider"]
+    return carp
 
 
 def host(node=None, os_family=None, topology=None):
@@ -204,7 +213,7 @@ def host(node=None, os_family=None, topology=None):
     node = node or __opts__["id"]
     os_family = os_family or __grains__.get("os_family")
     try:
-        return lb_host.plan(model(topology), node, os_family)
+        return lb_host.plan(model(topology), node, os_family, carp=_carp_render())
     except (KeyError, ValueError) as exc:
         raise CommandExecutionError(str(exc.args[0] if exc.args else exc)) from exc
 

@@ -43,17 +43,19 @@ def routes(pair: dict) -> list[dict]:
     return [{"name": r["name"], "destination": str(r["destination"].cidr), "gateway": str(r["gateway"])} for r in pair["routes"].values()]
 
 
-def plan(model: dict, node_id: str, os_family: str) -> dict:
+def plan(model: dict, node_id: str, os_family: str, carp: dict | None = None) -> dict:
     """What the `host` SLS applies on `node_id`:
 
         {"os_family", "files": {path: {"content", "mode", "user", "group", "block", "link", "source"}},
          "sysctl_file": path, "sysctl": {key: value}, "routes": [...]}
 
-    The files hold no secret (checked: a secret in one would be a bug)."""
+    The files hold no secret (checked: a secret in one would be a bug).
+    `carp`: the minion's `lb_carp` settings (lb_render.render_node): its
+    provider decides which units are enabled at boot."""
     pair, _ = lb_topology.find_node(model, node_id)
     files = {}
-    for path, f in lb_render.render_node(model, node_id, os_family).items():
-        if lb_render.writer(path, os_family) != STATE:
+    for path, f in lb_render.render_node(model, node_id, os_family, carp=carp).items():
+        if lb_render.writer(path, os_family, carp) != STATE:
             continue
         if f.secret:
             raise ValueError(f"{path} holds a secret; the host SLS shows its diff")

@@ -778,9 +778,18 @@ def carp_paths(override: dict | None = None) -> dict:
     return out
 
 
+def linux_provider(pair: dict, carp: dict | None = None) -> str:
+    """The node's Linux CARP provider: the minion's `lb_carp:provider` when
+    `carp` has one (carp_common.linux_provider, what loads the `carp`
+    module), else the pair's `carp:linux_provider`."""
+    forced = (carp or {}).get("provider")
+    return forced if forced in lb_topology.LINUX_PROVIDERS else pair["carp"]["linux_provider"]
+
+
 def render_debian(model: dict, pair: dict, node_id: str, secret, carp: dict | None = None) -> dict[str, File]:
     osp = OS_PARAMS["Debian"]
     cp = carp_paths(carp)
+    provider = linux_provider(pair, carp)
     head = f"# {HEADER.format(pair=pair['name'], node=node_id)}"
     files = {}
     sysctl = [
@@ -795,18 +804,18 @@ def render_debian(model: dict, pair: dict, node_id: str, secret, carp: dict | No
     if pair["routes"]:
         files[osp["routes_data"]] = File(render_routes_data(pair, head))
         files[osp["routes_file"]] = File("", mode="0755", source=ROUTES_PROGRAM)
-    if pair["carp"]["linux_provider"] == "keepalived":
+    if provider == "keepalived":
         keepalived = render_keepalived(pair, node_id, state_dir=cp["state_dir"], script_dir=cp["script_dir"], run_dir=cp["run_dir"])
         files[cp["keepalived_config"]] = File(keepalived, mode="0640")
     else:
         files.update(render_ucarp(pair, node_id, secret, cp["ucarp_dir"]))
-    for name, source in carp_programs(pair, node_id, pair["carp"]["linux_provider"]).items():
+    for name, source in carp_programs(pair, node_id, provider).items():
         files[f"{cp['script_dir']}/{name}"] = File("", mode="0755", source=source)
     files.update(haproxy_files(model, pair, node_id, "Debian", secret))
     routing = pair["routing"]["bgp"] is not None or pair["routing"]["ospf"] is not None
     rp = lb_routing.PATHS["Debian"]
     boot = {
-        "provider": pair["carp"]["linux_provider"],
+        "provider": provider,
         "keepalived_argv": lb_boot.keepalived_argv("/usr/sbin/keepalived", osp["keepalived_config"], CARP_RUN_DIR),
         "run_dir": CARP_RUN_DIR,
         "state_dir": CARP_STATE_DIR,
@@ -829,7 +838,9 @@ def render_debian(model: dict, pair: dict, node_id: str, secret, carp: dict | No
 def render_node(model: dict, node_id: str, os_family: str, redact: bool = False, carp: dict | None = None) -> dict[str, File]:
     """Every file `node_id` gets on `os_family`, keyed by absolute path.
     `carp`: the minion's `lb_carp` paths (carp_paths), for the carp SLS's
-    files on Debian: keepalived.conf or ucarp's, and the programs."""
+    files on Debian: keepalived.conf or ucarp's, and the programs; and its
+    `provider` when it chose one (linux_provider): which of those files,
+    and which units start at boot."""
     if os_family not in OS_FAMILIES:
         raise ValueError(f"os_family {os_family!r} is not supported (supported: {', '.join(OS_FAMILIES)})")
     pair, _ = lb_topology.find_node(model, node_id)

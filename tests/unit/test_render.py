@@ -515,3 +515,28 @@ def test_every_program_a_node_gets_is_a_file_of_the_state_tree(seed_model, lab_m
         else:
             assert text.startswith("#!/bin/sh\n"), path
             assert subprocess.run(["sh", "-n", path], timeout=10).returncode == 0, path
+
+
+def test_the_minions_provider_decides_the_carp_files_and_the_units_at_boot(lab_model):
+    """A node whose minion chose ucarp (`lb_carp: {provider: ucarp}`) in a
+    keepalived pair: its preview, and so the carp and host SLS, give it
+    ucarp's files and enable its lb-ucarp@ units at boot, not keepalived's
+    (before, the boot files followed the pillar alone: after a reboot the
+    node ran neither)."""
+    links = "/etc/systemd/system/multi-user.target.wants/"
+    plain = lb_render.render_node(lab_model, "lb-a", "Debian")
+    assert lab_model["pairs"]["edge"]["carp"]["linux_provider"] == "keepalived"
+    assert links + "keepalived.service" in plain
+    forced = lb_render.render_node(lab_model, "lb-a", "Debian", carp={"provider": "ucarp"})
+    assert links + "keepalived.service" not in forced
+    assert "/etc/keepalived/keepalived.conf" not in forced
+    vhids = sorted(g["vhid"] for g in lab_model["pairs"]["edge"]["carp"]["groups"].values())
+    assert {p for p in forced if p.startswith(links + "lb-ucarp@")} == {f"{links}lb-ucarp@{v}.service" for v in vhids}
+    assert all(f"/etc/ucarp/vhid-{v}.conf" in forced for v in vhids)
+    assert "/usr/local/sbin/lb-ucarp-exec" in forced
+    # and the host SLS's plan follows it
+    import lb_host
+
+    plan = lb_host.plan(lab_model, "lb-a", "Debian", carp={"provider": "ucarp"})
+    assert links + "lb-ucarp@4.service" in plan["files"]
+    assert links + "keepalived.service" not in plan["files"]

@@ -15,6 +15,8 @@ comes back by itself, from what the product set up.
 Throughout: the sampler never sees a VIP on both nodes, the client through
 the HTTP VIP sees at most one outage in each direction, and no row the
 client saw committed through the MySQL VIP is missing from the cluster.
+Each reboot is a power cycle: no process of the old boot is left, and /run
+and /tmp start empty.
 Timings are printed (bench/ holds the targets), never asserted.
 """
 
@@ -25,7 +27,7 @@ import re
 
 import pytest
 
-from lab import control, lbhosts, saltcfg
+from lab import control, lbhosts, saltcfg, state
 from lab.carp_tools import LBS, VIPS, Client, Sampler, all_on, holders, wait_for
 from lab.e2e import http_check
 from lab.galera import APP_CNF
@@ -144,11 +146,38 @@ class _Load:
         }
 
 
+MARKERS = ("/run/lab-reboot-marker", "/tmp/lab-reboot-marker")
+
+
+def _before_power_off(lab, hosts: list[str]) -> list[dict]:
+    """Markers in /run and /tmp of each host, and its processes as this
+    machine sees them ({pid, start, netns}: state.processes_in)."""
+    for host in hosts:
+        for marker in MARKERS:
+            assert lab.run(host, "touch", marker).returncode == 0, (host, marker)
+    st = state.load()
+    namespaces = {st["nodes"][h]["netns"] for h in hosts}
+    procs = state.processes_in(namespaces, exclude={st["nodes"][h]["pid"] for h in hosts})  # not the Mininet shells
+    assert len(procs) > 5, procs
+    return procs
+
+
+def _power_cycled(lab, hosts: list[str], procs: list[dict]) -> None:
+    """Every process of the old boot is gone; /run and /tmp start empty."""
+    left = [p for p in procs if state.start_time(p["pid"]) == p["start"]]
+    assert not left, f"processes of the old boot still run: {left}"
+    for host in hosts:
+        for marker in MARKERS:
+            assert lab.run(host, "test", "-e", marker).returncode != 0, f"{host}: {marker} survived the reboot"
+
+
 def _reboot_without_master(lab, galera, hosts: list[str], while_off) -> dict:
+    procs = _before_power_off(lab, hosts)
     load = _Load(galera)
     control.stop_master()
     try:
         took = lbhosts.reboot(hosts, while_off=while_off)
+        _power_cycled(lab, hosts, procs)
         assert wait_for(lambda: all_on("lb-a"), BOUND), f"lb-a does not hold every VIP {BOUND:.0f} s after the reboot: {holders()}"
         served = wait_for(lambda: http_check(HTTP_VIP).ok, 30, every=1)
         assert served, "the HTTP VIP does not serve after the reboot"

@@ -16,26 +16,15 @@ Needs a running lab (`make lab`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from lab import control, saltcfg  # noqa: E402
-
-
-def timed_salt(*args: str) -> tuple[float, dict]:
-    t0 = time.monotonic()
-    res = saltcfg.salt(*args, "--out=json", "--static", timeout=300)
-    wall = time.monotonic() - t0
-    try:
-        return wall, json.loads(res.stdout)
-    except ValueError:
-        raise SystemExit(f"salt {' '.join(args)} exited {res.returncode}: {res.stdout[-2000:]}{res.stderr[-2000:]}") from None
+from lab import control  # noqa: E402
+from lab.saltcfg import timed_salt  # noqa: E402
 
 
 def main() -> int:

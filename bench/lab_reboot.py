@@ -27,7 +27,6 @@ Needs a running booted lab; everything it starts it stops by pid.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,9 +35,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from lab import control, lbhosts, saltcfg  # noqa: E402
+from lab import control, lbhosts  # noqa: E402
 from lab.carp_tools import Client, all_on, failures, gap, wait_for  # noqa: E402
 from lab.e2e import http_check  # noqa: E402
+from lab.saltcfg import timed_salt  # noqa: E402
 
 HTTP_VIPS = ("198.18.2.5", "198.18.2.55")
 BOUND = 120.0  # seconds: a run that does not settle within this stops the bench
@@ -86,16 +86,6 @@ def haproxy_kill() -> dict:
     settle()
     quiet = Client(HTTP_VIPS[0], count=300, every=0.05, port=80, timeout=0.5).result()
     return {"gap": gap(results), "failed": failures(results), "tries": len(results), "quiet_gap": gap(quiet)}
-
-
-def timed_salt(*args: str) -> tuple[float, dict]:
-    t0 = time.monotonic()
-    res = saltcfg.salt(*args, "--out=json", "--static", timeout=300)
-    wall = time.monotonic() - t0
-    try:
-        return wall, json.loads(res.stdout)
-    except ValueError:
-        raise SystemExit(f"salt {' '.join(args)} exited {res.returncode}: {res.stdout[-2000:]}{res.stderr[-2000:]}") from None
 
 
 def noop_highstate() -> dict:

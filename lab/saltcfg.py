@@ -131,6 +131,19 @@ def salt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+def timed_salt(*args: str) -> tuple[float, dict]:
+    """`salt ... --out=json --static` as an operator runs it: (its wall
+    time from start to end, {minion: return}); SystemExit when the output is
+    not JSON (the benches stop there)."""
+    t0 = time.monotonic()
+    res = salt(*args, "--out=json", "--static", timeout=300)
+    wall = time.monotonic() - t0
+    try:
+        return wall, json.loads(res.stdout)
+    except ValueError:
+        raise SystemExit(f"salt {' '.join(args)} exited {res.returncode}: {res.stdout[-2000:]}{res.stderr[-2000:]}") from None
+
+
 def salt_json(*args: str, timeout: float = 120) -> dict:
     """Run `salt ... --out=json --static` and return {minion: return}."""
     proc = salt(*args, "--out=json", "--static", timeout=timeout)

@@ -6,7 +6,6 @@ always does, even when tests fail.  Every test under tests/lab is marked `lab`;
 tests marked `lab_teardown` run after all the others.
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,8 @@ def lab():
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtestloop(session):
-    """One lab test run per machine at a time (lab/lock.py), held for the
-    whole run.  Taken here, before the first test starts, so that waiting for
-    another run is not counted in a test's timeout."""
-    fd = labsession.hold_machine_lock(session.items, HERE)
-    try:
+    with labsession.machine_lock(session.items, HERE):
         yield
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 @pytest.fixture(autouse=True, scope="module")

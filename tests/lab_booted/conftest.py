@@ -4,7 +4,6 @@ balancers Debian hosts booted by systemd under nspawn in the Mininet lab
 (`make test-lab` runs tests/lab, then this): one lab per machine at a time.
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.lab)
+    labsession.only_one_kind(items, HERE, HERE.parent / "lab")
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +34,8 @@ def lab():
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtestloop(session):
-    fd = labsession.hold_machine_lock(session.items, HERE)
-    try:
+    with labsession.machine_lock(session.items, HERE):
         yield
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 @pytest.fixture(autouse=True, scope="module")

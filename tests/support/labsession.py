@@ -10,6 +10,7 @@ leaves one; one lab test run per machine at a time (lab/lock.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -59,6 +60,16 @@ def skip_unless_possible() -> None:
         pytest.skip("the lab needs root and Mininet (mnexec)")
 
 
+def only_one_kind(items, here, other) -> None:
+    """Skip the tests under `here` when the run also has tests under `other`
+    (the other kind of lab): one lab per machine, so one kind per run."""
+    if any(other in item.path.parents for item in items):
+        why = f"the lab under {here.name} needs a lab of its own: run `pytest {here.relative_to(REPO)}` by itself"
+        for item in items:
+            if here in item.path.parents:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
 def session(booted: bool = False):
     """Yield the Lab: a running one of the same kind, else one brought up
     here (and taken down after the last test)."""
@@ -84,13 +95,25 @@ def session(booted: bool = False):
             control.down()
 
 
-def hold_machine_lock(session_items, here):
-    """The machine's lab-test lock (lab/lock.py) for the whole run when it
-    has a test under `here`: a generator for a pytest_runtestloop wrapper."""
+@contextlib.contextmanager
+def machine_lock(session_items, here):
+    """One lab test run per machine at a time: the machine's lab-test lock
+    (lab/lock.py), held while the run lasts when it has a test under
+    `here`.  Taken in pytest_runtestloop, before the first test starts, so
+    that waiting for another run is not counted in a test's timeout."""
     fd = None
-    if any(here in item.path.parents for item in session_items) and os.geteuid() == 0 and shutil.which("mnexec"):
+    if not _held and any(here in item.path.parents for item in session_items) and os.geteuid() == 0 and shutil.which("mnexec"):
         fd = lock.acquire(lock.TESTS_LOCK, LOCK_WAIT, what=f"pytest lab session in {REPO}")
-    return fd
+        _held.append(fd)  # one run with both tiers' conftests takes it once
+    try:
+        yield
+    finally:
+        if fd is not None:
+            _held.remove(fd)
+            os.close(fd)
+
+
+_held: list[int] = []
 
 
 def settled_around(request):

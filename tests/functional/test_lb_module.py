@@ -50,10 +50,13 @@ def test_preview_through_the_loader_is_the_renderer_with_secrets_redacted(loader
     with_secrets = loaders.modules.lb.preview(node="lb-b", os_family="FreeBSD", secrets=True)
     assert "pass passwd4 10.2.2." in with_secrets["/etc/rc.conf.d/netif"]["content"]
     assert "user admin password $6$" in with_secrets["/usr/local/etc/haproxy.conf"]["content"]
-    # a program: its text is the file of the state tree salt/carp installs
+    # a program: its text is the file of the state tree salt/carp (salt/host:
+    # the if-up.d routes program) installs
     debian = loaders.modules.lb.preview(node="lb-b", os_family="Debian")
     programs = {p: f for p, f in debian.items() if f["source"]}
-    assert programs and {f["state"] for f in programs.values()} == {"carp"}
+    assert programs and {p: f["state"] for p, f in programs.items()} == {
+        p: "host" if p.startswith("/etc/network/if-up.d/") else "carp" for p in programs
+    }
     for path, f in programs.items():
         assert f["mode"] == "0755" and f["content"] == "", path
         assert os.path.isfile(os.path.join(REPO, "salt", f["source"][len("salt://") :])), f["source"]

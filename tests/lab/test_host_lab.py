@@ -75,10 +75,10 @@ def test_the_highstate_applied_every_route_and_sysctl_and_the_previewed_files(la
                 continue
             got = lab.run(host, "stat", "-c", "%a %U %G", path).stdout.split()
             assert got == [f["mode"].lstrip("0"), f["user"], f["group"]], (host, path, got)
-            want = f["content"]
+            text = f["content"]
             if f["source"]:  # a program of the state tree: its text is that file's
-                want = (Path(REPO) / "salt" / f["source"][len("salt://") :]).read_text()
-            assert lab.run(host, "cat", path).stdout == want, (host, path)
+                text = (Path(REPO) / "salt" / f["source"][len("salt://") :]).read_text()
+            assert lab.run(host, "cat", path).stdout == text, (host, path)
 
 
 def test_a_deleted_route_and_forwarding_off_are_reported_then_restored(lab, restored):

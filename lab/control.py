@@ -51,6 +51,9 @@ def up(galera6: bool = False, wait: float = 0.0, booted: bool = False) -> int:
         except TimeoutError as exc:
             print(f"another lab is running on this machine: {exc}; take it down first (from its clone: make lab-down)")
             return 1
+        stale = state.delete_interfaces(plan.bridges + plan.root_links)
+        if stale:
+            print(f"removed interfaces an earlier lab left on this machine (none is recorded): {' '.join(stale)}")
         saltcfg.write_configs(plan, booted)
         try:
             if booted:

@@ -192,13 +192,26 @@ def sweep(state: dict) -> None:
     stop_namespaces(state, grace=5)
     stop(list(state.get("nodes", {}).values()), grace=2, sig=signal.SIGHUP)
     stop_namespaces(state, grace=2, keep_shells=False)
-    for name in state.get("links", []) + state.get("bridges", []):
-        if Path("/sys/class/net", name).exists():
-            subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+    delete_interfaces(state.get("links", []) + state.get("bridges", []))
     remove_mountpoints(state)
     shutil.rmtree(HOSTS_DIR, ignore_errors=True)
     shutil.rmtree(LAB_DIR / "drill", ignore_errors=True)
     (LAB_DIR / "app.cnf").unlink(missing_ok=True)  # lab/galera.py's
+
+
+def delete_interfaces(names: list[str]) -> list[str]:
+    """Delete those of `names` that exist in this network namespace; return
+    them.  `sweep` removes the recorded lab's with it; `up`, holding the
+    machine's lab lock with no lab recorded, removes what an earlier lab
+    left (another clone's, or one whose record was lost): Mininet would
+    fail on the first name it finds taken ("RTNETLINK answers: File
+    exists")."""
+    removed = []
+    for name in names:
+        if Path("/sys/class/net", name).exists():
+            subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+            removed.append(name)
+    return removed
 
 
 def remove_mountpoints(state: dict) -> None:

@@ -8,6 +8,14 @@ haproxyconn module).  All system I/O of the ``haproxy_section`` states is
 here; the parsing and merging is in ``_utils/haproxy_config.py`` and the
 per-node rendering in ``_utils/lb_render.py``.
 
+One module in three files, each with one job, all under the virtual name
+``haproxy_cfg`` (Salt's loader merges files that share a virtual name):
+this one, the configuration (settings, reading, ``haproxy -c``, the checked
+swap, rendering, certificates); ``haproxy_cfg_process.py``, the process
+(status, start, reload, stop); ``haproxy_cfg_runtime.py``, the runtime API
+(the stats socket and the master CLI).  What they share is in
+``_utils/haproxy_io.py``.
+
 Paths come from the OS (``lb_render.OS_PARAMS``: Debian or FreeBSD) and can
 be overridden in the minion config or pillar under ``haproxy_cfg``:
 
@@ -38,82 +46,26 @@ import glob
 import logging
 import os
 import re
-import signal
-import socket
-import stat
 import subprocess
 import tempfile
-import time
 
 from salt.exceptions import CommandExecutionError
 
 import haproxy_config
-import lb_boot
-import lb_files
+import haproxy_io
 import lb_fresh
-import lb_generation
-import lb_grammar
-import lb_ops
 import lb_render
 import lb_settings
 import lb_topology
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
-try:
-    import psutil
-
-    HAS_PSUTIL = True
-except ImportError:  # pragma: no cover - Salt depends on psutil
-    HAS_PSUTIL = False
-
 log = logging.getLogger(__name__)
 
 __virtualname__ = "haproxy_cfg"
 
-CONTEXT_PREFIX = "haproxy_cfg."
-NAME_RE = lb_grammar.HAPROXY_RUNTIME_NAME
-ADMIN_FLAGS = {
-    0x01: "maint",  # forced (CLI or stats page)
-    0x02: "maint-inherited",
-    0x04: "maint-config",  # `disabled` in the configuration
-    0x08: "drain",  # forced
-    0x10: "drain-inherited",
-    0x20: "maint-resolution",
-    0x40: "maint-hostname",
-}
-OP_STATES = {0: "stopped", 1: "starting", 2: "running", 3: "stopping"}
-# `show servers state` gives a server's last check as a number (HAProxy's
-# enum healthcheck_status, include/haproxy/check-t.h in 2.6); these are the
-# words the stats page and `show stat` use for it
-CHECK_STATUSES = {
-    0: "UNK",
-    1: "INI",
-    2: "START",
-    3: "CHECKED",
-    4: "HANA",
-    5: "SOCKERR",
-    6: "L4OK",
-    7: "L4TOUT",
-    8: "L4CON",
-    9: "L6OK",
-    10: "L6TOUT",
-    11: "L6RSP",
-    12: "L7TOUT",
-    13: "L7RSP",
-    14: "L57DATA",
-    15: "L7OK",
-    16: "L7OKC",
-    17: "L7STS",
-    18: "PROCERR",
-    19: "PROCTOUT",
-    20: "PROCOK",
-}
-
 
 def __virtual__():
-    if not HAS_PSUTIL:
-        return (False, "haproxy_cfg needs psutil")
     return __virtualname__
 
 
@@ -195,59 +147,6 @@ def _render_params(s):
     }
 
 
-def _binary(s=None):
-    s = s or settings()
-    path = s["binary"]
-    if os.path.isfile(path) and os.access(path, os.X_OK):
-        return path
-    for d in ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"):
-        cand = os.path.join(d, "haproxy")
-        if os.access(cand, os.X_OK):
-            return cand
-    raise CommandExecutionError(f"haproxy is not installed (no executable at {path}); install the haproxy package first")
-
-
-def _drop_context():
-    for key in [k for k in __context__ if str(k).startswith(CONTEXT_PREFIX)]:
-        __context__.pop(key, None)
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
-
-
-def _mode_of(path):
-    try:
-        return f"{stat.S_IMODE(os.stat(path).st_mode):04o}"
-    except FileNotFoundError:
-        return None
-
-
-def _ids(user, group):
-    import grp
-    import pwd
-
-    try:
-        uid = user if isinstance(user, int) else pwd.getpwnam(user).pw_uid
-        gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
-    except KeyError as exc:
-        raise CommandExecutionError(f"unknown user or group: {exc}") from exc
-    return uid, gid
-
-
-def _haproxy_message(output):
-    """HAProxy's own lines that matter (ALERT and WARNING), without the
-    NOTICE banner."""
-    lines = [x for x in output.splitlines() if x.strip() and not x.startswith("[NOTICE]")]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------
 # the binary
 
@@ -263,10 +162,10 @@ def features():
 
         salt-call haproxy_cfg.features
     """
-    key = CONTEXT_PREFIX + "features"
+    key = haproxy_io.CONTEXT_PREFIX + "features"
     if key in __context__:
         return __context__[key]
-    out = subprocess.run([_binary(), "-vv"], capture_output=True, text=True, timeout=30, check=False).stdout
+    out = subprocess.run([haproxy_io.binary(settings()["binary"]), "-vv"], capture_output=True, text=True, timeout=30, check=False).stdout
     version = re.search(r"^HA-?Proxy version (\S+)", out, re.M)
     services = re.search(r"^Available services\s*:\s*(.*)$", out, re.M)
     feats = re.search(r"^Feature list\s*:\s*(.*)$", out, re.M)
@@ -298,7 +197,7 @@ def read(path=None):
 
         salt-call haproxy_cfg.read
     """
-    return _read(path or settings()["config"])
+    return haproxy_io.read(path or settings()["config"])
 
 
 def sections(path=None):
@@ -314,7 +213,7 @@ def sections(path=None):
         salt-call haproxy_cfg.sections path=/usr/local/etc/haproxy.conf
     """
     path = path or settings()["config"]
-    text = _read(path)
+    text = haproxy_io.read(path)
     if text is None:
         raise CommandExecutionError(f"{path} does not exist")
     cfg = haproxy_config.parse(text)
@@ -347,7 +246,7 @@ def section(kind, name="", path=None):
         salt-call haproxy_cfg.section listen haproxy_10.2.2.4_3306
         salt-call haproxy_cfg.section global
     """
-    text = _read(path or settings()["config"])
+    text = haproxy_io.read(path or settings()["config"])
     if text is None:
         return None
     try:
@@ -359,15 +258,6 @@ def section(kind, name="", path=None):
 
 # ---------------------------------------------------------------------------
 # checking and writing
-
-
-def _run_check(path, s):
-    env = dict(os.environ)
-    if s.get("state_file") and os.path.exists(s["state_file"]):
-        env[lb_render.SERVER_STATE_ENV] = s["state_file"]
-    r = subprocess.run([_binary(s), "-c", "-f", path], capture_output=True, text=True, timeout=60, env=env, check=False)
-    message = _haproxy_message(r.stdout + "\n" + r.stderr)
-    return {"valid": r.returncode == 0, "message": message}
 
 
 def _map_paths(text, mapping):
@@ -397,7 +287,7 @@ def check(path=None, text=None, files=None):
     """
     s = settings()
     if text is None:
-        return _run_check(path or s["config"], s)
+        return haproxy_io.run_check(path or s["config"], s)
     with tempfile.TemporaryDirectory(prefix="haproxy-check-") as tmp:
         mapping = {}
         for n, (live, spec) in enumerate(sorted(_normalize_files(files).items())):
@@ -409,7 +299,7 @@ def check(path=None, text=None, files=None):
         cand = os.path.join(tmp, "haproxy.cfg")
         with open(cand, "w", encoding="utf-8") as fh:
             fh.write(_map_paths(text, mapping))
-        result = _run_check(cand, s)
+        result = haproxy_io.run_check(cand, s)
         message = result["message"].replace(cand, path or "<candidate>")
         for live, c in mapping.items():
             message = message.replace(c, live)
@@ -498,16 +388,16 @@ def pending(text, path=None, files=None, mode=None):
     s = settings()
     path = path or s["config"]
     out = {}
-    want = {path: {"content": text, "mode": str(mode or _mode_of(path) or "0640").zfill(4)}}
+    want = {path: {"content": text, "mode": str(mode or haproxy_io.mode_of(path) or "0640").zfill(4)}}
     want.update(_normalize_files(files))
     for p, spec in want.items():
         reasons = []
-        current = _read(p)
+        current = haproxy_io.read(p)
         if current is None:
             reasons.append("new file")
         elif current != spec["content"]:
             reasons.append("content")
-        cur_mode = _mode_of(p)
+        cur_mode = haproxy_io.mode_of(p)
         if cur_mode is not None and cur_mode != spec["mode"]:
             reasons.append(f"mode {cur_mode} -> {spec['mode']}")
         if reasons:
@@ -581,13 +471,13 @@ def write(text, path=None, files=None, mode=None, user=None, group=None):
         cur_uid, cur_gid = st.st_uid, st.st_gid
     except FileNotFoundError:
         cur_uid = cur_gid = None
-    uid, gid = _ids(user if user is not None else s["user"], group if group is not None else s["group"])
+    uid, gid = haproxy_io.ids(user if user is not None else s["user"], group if group is not None else s["group"])
     if user is None and cur_uid is not None:
         uid = cur_uid
     if group is None and cur_gid is not None:
         gid = cur_gid
-    cfg_mode = str(mode or _mode_of(path) or "0640").zfill(4)
-    root_uid, root_gid = _ids(s["user"], s["group"])
+    cfg_mode = str(mode or haproxy_io.mode_of(path) or "0640").zfill(4)
+    root_uid, root_gid = haproxy_io.ids(s["user"], s["group"])
 
     candidates = {}
     check_copy = None
@@ -608,9 +498,9 @@ def write(text, path=None, files=None, mode=None, user=None, group=None):
             fd, check_copy = tempfile.mkstemp(prefix=os.path.basename(_check_copy_prefix(path)) + ".", dir=d)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(check_text)
-            result = _run_check(check_copy, s)
+            result = haproxy_io.run_check(check_copy, s)
         else:
-            result = _run_check(cfg_cand, s)
+            result = haproxy_io.run_check(cfg_cand, s)
         if not result["valid"]:
             where = check_copy or cfg_cand
             raise CommandExecutionError(
@@ -626,7 +516,7 @@ def write(text, path=None, files=None, mode=None, user=None, group=None):
         for cand in [*candidates.values(), _candidate_path(path), check_copy]:
             if cand and os.path.exists(cand):
                 os.unlink(cand)
-        _drop_context()
+        haproxy_io.drop_context(__context__)
     return {"changed": sorted(todo), "message": result["message"]}
 
 
@@ -668,749 +558,6 @@ def render(node=None, os_family=None, topology=None, prometheus=None, secrets=Fa
         found["model"], found["pair"], node, os_family, secret=secret, params=_render_params(s), prometheus=prometheus
     )
     return {p: {"content": f.content, "mode": f.mode, "secret": f.secret} for p, f in files.items()}
-
-
-# ---------------------------------------------------------------------------
-# the process
-
-
-def _pidfile_of(config_path, s):
-    """The pidfile HAProxy itself will write: the config's `pidfile`
-    directive (global), else the setting."""
-    text = _read(config_path)
-    if text:
-        try:
-            g = haproxy_config.parse(text).find("global")
-        except haproxy_config.ConfigError:
-            g = None
-        if g is not None:
-            for d in g.directives():
-                w = d.split()
-                if len(w) == 2 and w[0] == "pidfile":
-                    return w[1], True
-    return s["pidfile"], False
-
-
-def _proc(pid):
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return None
-        name = p.name()
-        exe = os.path.basename((p.cmdline() or [""])[0])
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    return p if "haproxy" in (name, exe) else None
-
-
-def _children(p):
-    out = []
-    try:
-        kids = p.children()
-    except psutil.NoSuchProcess:
-        return out
-    for c in kids:
-        try:
-            if c.status() != psutil.STATUS_ZOMBIE and c.name() == "haproxy":
-                out.append(c.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return sorted(out)
-
-
-def _linux_listening_inodes(pid):
-    """Inodes of the TCP sockets `pid` holds that are listening, read the
-    cheap way: the LISTEN lines of /proc/<pid>/net/tcp{,6} only.  (psutil
-    parses every line, and after a load there are tens of thousands of
-    TIME_WAIT lines: ~30 ms a call, on the CPU the clients need.)"""
-    fds = set()
-    base = f"/proc/{pid}/fd"
-    for fd in os.listdir(base):
-        try:
-            target = os.readlink(f"{base}/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            fds.add(target[8:-1])
-    if not fds:
-        return []
-    found = []
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{table}", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        # st 0A (TCP_LISTEN) is the only " 0A " word on a line: jump from
-        # one to the next at C speed instead of splitting every line
-        i = data.find(b" 0A ")
-        while i != -1:
-            start = data.rfind(b"\n", 0, i) + 1
-            end = data.find(b"\n", i)
-            end = len(data) if end == -1 else end
-            fields = data[start:end].split()
-            if len(fields) > 9 and fields[3] == b"0A" and fields[9].decode() in fds:
-                found.append(fields[1].decode())
-            i = data.find(b" 0A ", end)
-    return found
-
-
-def _listening(pid):
-    """The TCP addresses `pid` listens on ([] once it has let go of them)."""
-    if _proc(pid) is None:
-        return []
-    if os.path.isdir(f"/proc/{pid}/fd"):
-        try:
-            return _linux_listening_inodes(pid)
-        except OSError:
-            return []
-    try:
-        return [f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN]
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return []
-
-
-def status(pidfile=None):
-    """
-    Whether HAProxy runs: the master's pid (from the pidfile), its workers,
-    and whether it runs in master-worker mode.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.status
-    """
-    s = settings()
-    pidfile = pidfile or _pidfile_of(s["config"], s)[0]
-    out = {"running": False, "pidfile": pidfile, "master": None, "workers": [], "master_worker": False, "pids": []}
-    text = _read(pidfile)
-    pids = [int(x) for x in (text or "").split() if x.isdigit()]
-    procs = [p for p in (_proc(pid) for pid in pids) if p is not None]
-    if not procs:
-        return out
-    p = procs[0]
-    cmd = p.cmdline()
-    workers = _children(p)
-    out.update(running=True, master=p.pid, pids=[x.pid for x in procs], workers=workers, cmdline=cmd)
-    out["master_worker"] = bool(workers) and ("-W" in cmd or "-Ws" in cmd or _global_has(s["config"], "master-worker"))
-    if not out["master_worker"]:
-        out["workers"] = []
-    return out
-
-
-def _global_has(path, keyword):
-    text = _read(path)
-    if not text:
-        return False
-    try:
-        g = haproxy_config.parse(text).find("global")
-    except haproxy_config.ConfigError:
-        return False
-    return g is not None and any(d.split()[0] == keyword for d in g.directives())
-
-
-def _wait(predicate, timeout, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def _ensure_state_file(s):
-    path = s.get("state_file")
-    if not path:
-        return None
-    if not os.path.exists(path):
-        d = os.path.dirname(path)
-        if not os.path.isdir(d):
-            os.makedirs(d, mode=0o755)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write("1\n")
-    return path
-
-
-def _systemctl(verb, unit):
-    try:
-        lb_boot.systemctl(__salt__["cmd.run_all"], verb, unit)
-    except RuntimeError as exc:
-        raise CommandExecutionError(str(exc)) from exc
-
-
-def _unit(config, s):
-    """haproxy.service when systemd runs this host, the unit carries the
-    product's drop-in and HAProxy runs on the default config: start and
-    stop go through it (lb_boot)."""
-    return lb_boot.managed_unit(lb_boot.HAPROXY_UNIT) if config == s["config"] == lb_render.OS_PARAMS["Debian"]["haproxy_config"] else None
-
-
-def _supervisor(config, s, running=False):
-    """What starts and stops HAProxy here, so that it is restarted whatever
-    ends it: ("systemctl", "haproxy.service") under systemd (above), ("service",
-    "lb_haproxy") on FreeBSD once the host SLS installed rc.d/lb_haproxy
-    (daemon(8), lb_boot) on the default config, None otherwise (this module
-    starts it itself).  With running=True, on FreeBSD only if daemon(8)
-    supervises the HAProxy that runs now (one started by hand is not)."""
-    if s["os_family"] != "FreeBSD":
-        unit = _unit(config, s)
-        return ("systemctl", unit) if unit else None
-    if (
-        config != s["config"]
-        or config != lb_render.OS_PARAMS["FreeBSD"]["haproxy_config"]
-        or not os.path.exists(lb_boot.FREEBSD_HAPROXY_RC)
-    ):
-        return None
-    if running and not _daemon_supervises():
-        return None
-    return ("service", lb_boot.FREEBSD_HAPROXY_SERVICE)
-
-
-def _daemon_supervises():
-    """Whether daemon(8) runs, by rc.d/lb_haproxy's pid file (FreeBSD)."""
-    try:
-        with open(lb_boot.FREEBSD_HAPROXY_SUPERVISOR_PID, encoding="ascii") as fh:
-            pid = int(fh.read().split()[0])
-        return psutil.Process(pid).name() == "daemon"
-    except (OSError, ValueError, IndexError, psutil.Error):
-        return False
-
-
-def _supervise(sup, verb):
-    kind, name = sup
-    if kind == "systemctl":
-        _systemctl(verb, name)
-        return f"systemctl {verb} {name}"
-    argv = ["service", name, "one" + verb]  # one*: whatever rc.conf says yet
-    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, output_loglevel="quiet")
-    if res["retcode"] != 0:
-        raise CommandExecutionError(
-            f"{' '.join(argv)} failed (exit {res['retcode']}): {(res.get('stdout', '') + res.get('stderr', '')).strip()}"
-        )
-    return " ".join(argv)
-
-
-def _start_by_hand(cmd, env):
-    with tempfile.TemporaryFile(mode="w+") as out:
-        # not a pipe: the daemon would keep it open
-        r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=60, check=False, close_fds=True, cwd="/")
-        out.seek(0)
-        output = _haproxy_message(out.read())
-    if r.returncode != 0:
-        raise CommandExecutionError(f"haproxy did not start (exit {r.returncode}):\n{output}")
-    return output
-
-
-def start(config=None, takeover=None):
-    """
-    Start HAProxy in master-worker mode if it is not running:
-    ``haproxy -W -D -f <config> [-p <pidfile>] -S <master socket>``, after a
-    ``haproxy -c``.  Waits for the first worker.  On a host that runs
-    systemd, with the product's drop-in on haproxy.service (the ``host``
-    SLS), ``systemctl start haproxy.service`` instead: systemd then
-    restarts it whatever ends it (lb_boot).
-
-    takeover
-        Pids of a running HAProxy that is not in master-worker mode (e.g.
-        one started by the package with its default config): passed as
-        ``-sf`` so it finishes its sessions and exits.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.start
-    """
-    s = settings()
-    config = config or s["config"]
-    current = status()
-    if current["running"] and not takeover:
-        return {"started": False, "master": current["master"], "workers": current["workers"], "comment": "HAProxy is already running"}
-    if not os.path.exists(config):
-        raise CommandExecutionError(f"{config} does not exist")
-    chk = _run_check(config, s)
-    if not chk["valid"]:
-        raise CommandExecutionError(f"haproxy -c refused {config}; not started:\n{chk['message']}")
-    pidfile, in_config = _pidfile_of(config, s)
-    for path in (pidfile, s["socket"], s["master_socket"]):
-        d = os.path.dirname(path)
-        if d and not os.path.isdir(d):
-            os.makedirs(d, mode=0o755)
-    cmd = [_binary(s), "-W", "-D", "-f", config]
-    if not in_config:
-        cmd += ["-p", pidfile]
-    if s.get("master_socket"):
-        cmd += ["-S", f"{s['master_socket']},mode,600"]
-    if takeover:
-        cmd += ["-sf", *[str(p) for p in takeover]]
-    env = dict(os.environ)
-    state = _ensure_state_file(s)
-    if state:
-        env[lb_render.SERVER_STATE_ENV] = state
-    sup = None if takeover else _supervisor(config, s)
-    if sup:
-        output = "started by " + _supervise(sup, "start")
-    else:
-        output = _start_by_hand(cmd, env)
-    _drop_context()
-
-    def ready():
-        st = status(pidfile)
-        return st if st["running"] and st["workers"] and (not takeover or st["master"] not in takeover) else None
-
-    st = _wait(ready, float(s["timeout"]))
-    if not st:
-        raise CommandExecutionError(f"haproxy was started but no worker runs after {s['timeout']}s (a bind error? see its log):\n{output}")
-    _wait(lambda: _master_workers(s) is not False, float(s["timeout"]))  # its CLI answers: it takes a reload
-    return {"started": True, "master": st["master"], "workers": st["workers"], "comment": output}
-
-
-def stop(graceful=False, pidfile=None):
-    """
-    Stop HAProxy: SIGTERM to the master (SIGUSR1 with ``graceful=True``:
-    the workers finish their sessions first), and wait for it to exit.
-    Under systemd (see ``start``): ``systemctl stop haproxy.service``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.stop
-        salt-call haproxy_cfg.stop graceful=True
-    """
-    s = settings()
-    st = status(pidfile)
-    if not st["running"]:
-        return {"stopped": False, "comment": "HAProxy is not running"}
-    sup = None if pidfile else _supervisor(s["config"], s, running=True)
-    if sup:
-        if graceful:
-            # systemd or daemon(8) would restart a master that ends by itself
-            raise CommandExecutionError(
-                f"HAProxy runs under {sup[1]}: drain its servers (haproxy_cfg.drain), then stop it without graceful=True"
-            )
-        return {"stopped": True, "master": st["master"], "comment": _supervise(sup, "stop")}
-    sig = signal.SIGUSR1 if graceful else signal.SIGTERM
-    for pid in st["pids"]:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    gone = _wait(lambda: all(_proc(p) is None for p in st["pids"] + st["workers"]), float(s["timeout"]) * (6 if graceful else 1))
-    if not gone:
-        raise CommandExecutionError(f"HAProxy (master {st['master']}) did not exit after {sig.name}")
-    return {"stopped": True, "master": st["master"]}
-
-
-def dump_server_state(path=None):
-    """
-    Save the runtime server states (``show servers state``: drain,
-    maintenance, weights) to the state file that the next worker loads, so
-    they survive a reload.  Done by ``reload`` before it signals the master.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.dump_server_state
-    """
-    s = settings()
-    path = path or s.get("state_file")
-    if not path:
-        return None
-    text = command("show servers state")
-    if not text.startswith("1\n"):
-        raise CommandExecutionError(f"unexpected answer to show servers state: {text[:200]!r}")
-    lb_files.write_atomic(path, text, 0o644)
-    return path
-
-
-RESIGNAL_AFTER = 1.0
-
-
-def _master_workers(s):
-    """The worker pids the master CLI lists; None without a master socket,
-    False while the master does not answer (it is re-executing itself)."""
-    path = s.get("master_socket")
-    if not path or not os.path.exists(path):
-        return None
-    try:
-        text = _ask(path, "show proc", timeout=2.0)
-    except CommandExecutionError:
-        return False
-    section, workers = None, set()
-    for line in text.splitlines():
-        if line.startswith("# "):
-            section = line[2:].strip()
-        elif section == "workers" and line.split() and line.split()[0].isdigit():
-            workers.add(int(line.split()[0]))
-    return workers if text.startswith("#<PID>") else False
-
-
-def reload(config=None):
-    """
-    Reload HAProxy without dropping a connection: SIGUSR2 to the master
-    (master-worker mode; the new worker takes the listening sockets over
-    from the old one), then wait until a new worker runs and no old worker
-    listens any more.  Runtime server states are saved first and loaded by
-    the new worker.  With no HAProxy running, start it; with one that is
-    not in master-worker mode, take over from it (``-sf``).
-
-    The configuration is not checked here: ``write`` checks before it
-    swaps, and the master refuses a bad file by keeping the old workers.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.reload
-    """
-    s = settings()
-    st = status()
-    if not st["running"]:
-        res = start(config)
-        res["reloaded"] = False
-        return res
-    if not st["master_worker"]:
-        res = start(config, takeover=st["pids"])
-        res.update(reloaded=True, comment=f"took over from HAProxy {st['pids']} (not in master-worker mode)")
-        return res
-    old = set(st["workers"])
-    try:
-        _ensure_state_file(s)
-        dump_server_state()
-    except (CommandExecutionError, OSError) as exc:
-        log.warning("haproxy_cfg: runtime server states not saved before the reload: %s", exc)
-    master = psutil.Process(st["master"])
-    timeout = float(s["timeout"])
-    _wait(lambda: _master_workers(s) is not False, timeout)  # a reload still in flight
-    t0 = time.monotonic()
-    sent = [t0]
-    os.kill(st["master"], signal.SIGUSR2)
-
-    def new_workers():
-        # the master CLI's list when there is one (a socket call; psutil
-        # walks every process of the host to find children), else psutil;
-        # once the CLI lists the new worker the master runs its loop again
-        # and takes the next reload
-        listed = _master_workers(s)
-        if listed is None:
-            found = [p for p in _children(master) if p not in old]
-        else:
-            found = sorted(listed - old) if listed else []
-        if not found and time.monotonic() - sent[-1] > RESIGNAL_AFTER:
-            # a signal that reached the master while it was re-executing
-            # itself is lost (seen with HAProxy 2.6); a second reload of
-            # the same file is harmless
-            sent.append(time.monotonic())
-            os.kill(st["master"], signal.SIGUSR2)
-        return found
-
-    new = _wait(new_workers, timeout, interval=0.025)
-    if not new:
-        detail = ""
-        try:
-            detail = master_command("show proc")
-        except CommandExecutionError:
-            pass
-        raise CommandExecutionError(
-            f"HAProxy's master {st['master']} started no new worker within {timeout:g}s; the old workers keep serving.\n{detail}".rstrip()
-        )
-
-    still = _wait(lambda: not any(_listening(p) for p in old), timeout, interval=0.05)
-    _drop_context()
-    return {
-        "reloaded": True,
-        "master": st["master"],
-        "old_workers": sorted(old),
-        "new_workers": new,
-        "old_still_listening": [] if still else sorted(p for p in old if _listening(p)),
-        "seconds": round(time.monotonic() - t0, 3),
-        "signals": len(sent),
-    }
-
-
-def loaded(path=None, wait=0):
-    """
-    Whether the running HAProxy has loaded the configuration file: the
-    generation marker the file carries (``description lb-config-sha256=``,
-    the sha256 of the rest of the file, written by the ``haproxy_section``
-    states) against the one the running worker reports in ``show info``.
-    A reload that failed leaves the old workers, which report the old one.
-
-    wait
-        Seconds to keep asking while the answer is False (right after a
-        reload an old worker may still answer on the shared stats socket).
-
-    Returns ``{"running", "file", "loaded", "current", "reason"}``:
-    ``current`` is True when both are the same, False when HAProxy runs
-    and reports another generation (or none, or does not answer on its
-    stats socket), None when HAProxy does not run or the file carries no
-    valid marker (hand-written, or edited by hand since): nothing to
-    compare.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.loaded
-    """
-    deadline = time.monotonic() + float(wait)
-    while True:
-        out = _loaded(path)
-        if out["current"] is not False or time.monotonic() >= deadline:
-            return out
-        time.sleep(0.1)
-
-
-def _loaded(path):
-    s = settings()
-    path = path or s["config"]
-    file_gen = haproxy_config.file_generation(_read(path))
-    marker = f"{haproxy_config.MARKER_PREFIX} marker"
-    if not status()["running"]:
-        return lb_generation.compare("HAProxy", path, file_gen, running=False, marker=marker)
-    try:
-        gen = haproxy_config.loaded_generation(_ask(s["socket"], "show info", timeout=5.0))
-    except CommandExecutionError as exc:
-        return lb_generation.compare("HAProxy", path, file_gen, unanswered=f"cannot ask HAProxy which config it runs: {exc}", marker=marker)
-    return lb_generation.compare("HAProxy", path, file_gen, gen, marker=marker)
-
-
-# ---------------------------------------------------------------------------
-# runtime API (stats socket)
-
-
-def _ask(path, cmd, timeout=5.0):
-    if "\n" in cmd or "\r" in cmd:
-        raise CommandExecutionError("a runtime command is one line")
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(cmd.encode() + b"\n")
-            # end of input: HAProxy answers and closes (the master CLI
-            # would otherwise wait for the next command)
-            sock.shutdown(socket.SHUT_WR)
-            chunks = []
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-    except FileNotFoundError as exc:
-        raise CommandExecutionError(f"no HAProxy socket at {path} (is HAProxy running?)") from exc
-    except OSError as exc:
-        raise CommandExecutionError(f"cannot talk to HAProxy at {path}: {exc}") from exc
-    return b"".join(chunks).decode(errors="replace")
-
-
-def command(cmd, socket_path=None):
-    """
-    Send one command to the runtime API (the stats socket) and return the
-    answer, e.g. ``show info``, ``show stat``, ``show servers state``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.command "show info"
-    """
-    return _ask(socket_path or settings()["socket"], cmd)
-
-
-def master_command(cmd):
-    """
-    Send one command to the master CLI (``show proc``, ``reload``).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.master_command "show proc"
-    """
-    s = settings()
-    if not s.get("master_socket"):
-        raise CommandExecutionError("no master socket configured (haproxy_cfg:master_socket)")
-    return _ask(s["master_socket"], cmd)
-
-
-def _name(value, what):
-    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
-        raise CommandExecutionError(f"{value!r} is not a valid {what} name")
-    return value
-
-
-def _check_status(raw):
-    """The stats page's word for a `show servers state` check status
-    number (``6`` is ``L4OK``); what is not a known number stays as it is."""
-    return CHECK_STATUSES.get(int(raw), raw) if isinstance(raw, str) and raw.isdigit() else raw
-
-
-def server_state(backend=None, server=None):
-    """
-    ``show servers state`` parsed: one dict per server with its backend,
-    name, address, operational state, admin flags (maint, drain, ...),
-    weights and the last check's status as the stats page words it
-    (``L4OK``, ``L7STS``, ``L4CON`` ...).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.server_state
-        salt-call haproxy_cfg.server_state backend=haproxy_10.2.2.5_80
-    """
-    cmd = "show servers state" + (f" {_name(backend, 'backend')}" if backend else "")
-    text = command(cmd)
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "1":
-        raise CommandExecutionError(text.strip() or "empty answer to show servers state")
-    header = None
-    out = []
-    for line in lines[1:]:
-        if line.startswith("# "):
-            header = line[2:].split()
-            continue
-        if not line.strip() or header is None:
-            continue
-        row = dict(zip(header, line.split(), strict=False))
-        admin = int(row.get("srv_admin_state", 0))
-        entry = {
-            "backend": row.get("be_name"),
-            "server": row.get("srv_name"),
-            "address": row.get("srv_addr"),
-            "port": int(row["srv_port"]) if row.get("srv_port", "").isdigit() else None,
-            "operational": OP_STATES.get(int(row.get("srv_op_state", -1)), row.get("srv_op_state")),
-            "admin": [flag for bit, flag in ADMIN_FLAGS.items() if admin & bit],
-            "weight": int(row.get("srv_uweight", 0)),
-            "initial_weight": int(row.get("srv_iweight", 0)),
-            "check_status": _check_status(row.get("srv_check_status")),
-        }
-        if server is None or entry["server"] == server:
-            out.append(entry)
-    return out
-
-
-def list_servers(backend=None):
-    """
-    Every server with what a status table needs: ``show servers state``
-    joined with ``show stat`` (status as the stats page shows it, e.g. UP,
-    DOWN, MAINT, DRAIN; effective weight; current sessions; ``backup``:
-    a backup server, which takes traffic only when no active one is UP).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.list_servers
-    """
-    states = server_state(backend)
-    stat_text = command("show stat")
-    rows = stat_text.splitlines()
-    stats = {}
-    if rows and rows[0].startswith("# "):
-        header = rows[0][2:].split(",")
-        for line in rows[1:]:
-            if not line.strip():
-                continue
-            row = dict(zip(header, line.split(","), strict=False))
-            stats[(row.get("pxname"), row.get("svname"))] = row
-    for entry in states:
-        row = stats.get((entry["backend"], entry["server"]), {})
-        entry["status"] = row.get("status")
-        entry["sessions"] = int(row["scur"]) if row.get("scur", "").isdigit() else None
-        entry["effective_weight"] = int(row["weight"]) if row.get("weight", "").isdigit() else None
-        entry["backup"] = row.get("bck") == "1"
-    return states
-
-
-def _one(backend, server):
-    found = server_state(backend, server)
-    if not found:
-        raise CommandExecutionError(f"no server {server} in backend {backend}")
-    return found[0]
-
-
-def _set_state(backend, server, state):
-    backend, server = _name(backend, "backend"), _name(server, "server")
-    answer = command(f"set server {backend}/{server} state {state}").strip()
-    if answer:
-        raise CommandExecutionError(f"HAProxy refused to set {backend}/{server} to {state}: {answer}")
-    entry = _one(backend, server)
-    if not lb_ops.admin_reached(state, entry["admin"]):
-        raise CommandExecutionError(f"{backend}/{server} is not in state {state} after the command: admin flags {sorted(entry['admin'])}")
-    return entry
-
-
-def drain(backend, server):
-    """
-    Drain a server: no new connections (except persistent ones), current
-    ones finish.  The pillar is untouched; the state survives a reload.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.drain haproxy_10.2.2.4_3306 percona_mysql-1
-    """
-    return _set_state(backend, server, "drain")
-
-
-def maint(backend, server):
-    """
-    Put a server into maintenance: no traffic, checks stopped.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.maint haproxy_10.2.2.5_80 http_srv-1
-    """
-    return _set_state(backend, server, "maint")
-
-
-def ready(backend, server):
-    """
-    Take a server out of drain or maintenance.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.ready haproxy_10.2.2.5_80 http_srv-1
-    """
-    return _set_state(backend, server, "ready")
-
-
-def set_weight(backend, server, weight):
-    """
-    Set a server's weight (0-256, or a percentage of its configured weight
-    like ``50%``) and read it back: returns the weight HAProxy now uses.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call haproxy_cfg.set_weight haproxy_10.2.2.5_80 http_srv-2 10
-    """
-    backend, server = _name(backend, "backend"), _name(server, "server")
-    w = str(weight).strip()
-    if not re.fullmatch(r"\d{1,3}%?", w) or (not w.endswith("%") and int(w) > 256):
-        raise CommandExecutionError(f"{weight!r} is not a weight (0-256, or a percentage like 50%)")
-    answer = command(f"set server {backend}/{server} weight {w}").strip()
-    if answer:
-        raise CommandExecutionError(f"HAProxy refused the weight of {backend}/{server}: {answer}")
-    got = command(f"get weight {backend}/{server}").strip()
-    m = re.match(r"^(\d+) \(initial (\d+)\)$", got)
-    if not m:
-        raise CommandExecutionError(f"cannot read the weight of {backend}/{server} back: {got}")
-    current, initial = int(m.group(1)), int(m.group(2))
-    expected = int(w) if not w.endswith("%") else initial * int(w[:-1]) // 100
-    if current != expected:
-        raise CommandExecutionError(f"{backend}/{server} has weight {current} after setting {w} (expected {expected})")
-    return {"backend": backend, "server": server, "weight": current, "initial_weight": initial}
 
 
 # ---------------------------------------------------------------------------

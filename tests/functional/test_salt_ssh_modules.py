@@ -92,6 +92,8 @@ def test_the_projects_modules_are_in_the_ext_mods_tarball(shipped):
     names, _ = shipped
     for member in (
         "modules/haproxy_cfg.py",
+        "modules/haproxy_cfg_process.py",
+        "modules/haproxy_cfg_runtime.py",
         "modules/lb.py",
         "states/haproxy_section.py",
         "utils/lb_topology.py",

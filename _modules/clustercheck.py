@@ -40,6 +40,7 @@ import lb_fresh
 import lb_probe
 import lb_settings
 import lb_topology
+import lb_topology_services
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -146,11 +147,11 @@ def _settings(maintenance_file=None, config=None, probe=None, user=None):
         found = dict(__context__[key])
     params = lb_probe.OS_PARAMS[_os_family()]
     return {
-        "maintenance_file": maintenance_file or found.get("maintenance_file") or lb_topology.PROBE_DEFAULTS["maintenance_file"],
+        "maintenance_file": maintenance_file or found.get("maintenance_file") or lb_topology_services.PROBE_DEFAULTS["maintenance_file"],
         "config": config or found.get("config") or params["config"],
         "probe": probe or found.get("probe") or params["probe"],
-        "user": user or found.get("user") or lb_topology.PROBE_DEFAULTS["user"],
-        "port": found.get("port") or lb_topology.PROBE_DEFAULTS["port"],
+        "user": user or found.get("user") or lb_topology_services.PROBE_DEFAULTS["user"],
+        "port": found.get("port") or lb_topology_services.PROBE_DEFAULTS["port"],
     }
 
 

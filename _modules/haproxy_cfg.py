@@ -56,7 +56,7 @@ import haproxy_io
 import lb_fresh
 import lb_render
 import lb_settings
-import lb_topology
+import lb_topology_haproxy
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -600,7 +600,7 @@ def cert_expiry(path=None):
             names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
         except x509.ExtensionNotFound:
             names = []
-        not_before, not_after = lb_topology.cert_validity(cert)
+        not_before, not_after = lb_topology_haproxy.cert_validity(cert)
         left = not_after - now
         out[p] = {
             "subject": cert.subject.rfc4514_string(),

@@ -22,6 +22,7 @@ import lb_generation
 import lb_grammar
 import lb_routing
 import lb_topology
+import lb_topology_haproxy
 
 OS_FAMILIES = ("FreeBSD", "Debian")
 REDACTED = "<redacted>"
@@ -100,7 +101,7 @@ SERVER_STATE_ENV = "LB_HAPROXY_SERVER_STATE"
 # HAProxy's built-in exporter (Debian 12's haproxy -vv lists the service
 # prometheus-exporter); the port of HAProxy's own documentation, the default
 # of the pillar's haproxy:metrics:port.
-PROMETHEUS_PORT = lb_topology.METRICS_DEFAULTS["port"]
+PROMETHEUS_PORT = lb_topology_haproxy.METRICS_DEFAULTS["port"]
 # OS_PARAMS keys a caller may override for the HAProxy files (tests, or a
 # minion whose HAProxy lives elsewhere; see the haproxy_cfg module).
 HAPROXY_PARAM_KEYS = ("haproxy_config", "haproxy_socket", "haproxy_pidfile", "haproxy_chroot", "haproxy_certs_dir")

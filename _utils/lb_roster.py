@@ -11,9 +11,10 @@ name their pillar path.
 from __future__ import annotations
 
 import lb_topology
+import lb_topology_haproxy
 from lb_topology import Finding, TopologyError
 
-DEFAULT_INTERFACE = lb_topology.STATS_DEFAULTS["interface"]
+DEFAULT_INTERFACE = lb_topology_haproxy.STATS_DEFAULTS["interface"]
 
 # Roster keys a caller may set for every entry (Salt's roster options; the
 # host comes from the topology).

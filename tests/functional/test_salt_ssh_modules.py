@@ -97,6 +97,9 @@ def test_the_projects_modules_are_in_the_ext_mods_tarball(shipped):
         "modules/lb.py",
         "states/haproxy_section.py",
         "utils/lb_topology.py",
+        "utils/lb_topology_haproxy.py",
+        "utils/lb_topology_services.py",
+        "utils/lb_check.py",
         "utils/lb_render.py",
         "utils/haproxy_config.py",
         "utils/lb_roster.py",
@@ -119,7 +122,7 @@ def test_a_debian_targets_python_runs_the_shipped_utils(shipped):
         """
         import datetime, sys
         sys.path[:0] = [sys.argv[1] + "/thin/py3", sys.argv[1] + "/thin/pyall", sys.argv[1] + "/extmods/utils"]
-        import lb_topology, lb_render, haproxy_config, lb_roster, netaddr
+        import lb_topology, lb_topology_haproxy, lb_render, haproxy_config, lb_roster, netaddr
         assert netaddr.__file__.startswith(sys.argv[1]), netaddr.__file__
         model = lb_topology.load(lb_topology.load_file(sys.argv[2]))
         files = lb_render.preview(model, "lb-b", "Debian", redact=True)
@@ -140,7 +143,7 @@ def test_a_debian_targets_python_runs_the_shipped_utils(shipped):
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                 .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
                 .sign(key, hashes.SHA256()))
-        before, after = lb_topology.cert_validity(cert)
+        before, after = lb_topology_haproxy.cert_validity(cert)
         assert before == now.replace(tzinfo=datetime.timezone.utc), before
         assert after - before == datetime.timedelta(days=1)
         print("cryptography", cryptography.__version__, "utc properties:", hasattr(cert, "not_valid_after_utc"))

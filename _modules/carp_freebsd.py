@@ -45,6 +45,7 @@ import lb_boot
 import lb_files
 import lb_fresh
 import lb_render
+import lb_view
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -235,7 +236,7 @@ def command_lines(topology=None):
         salt 'lb*' carp.command_lines
     """
     _, gs = _pair_groups(topology)
-    return {g["vhid"]: carp_common.ifconfig_add(g, secret=lambda _: lb_render.REDACTED) for g in gs}
+    return {g["vhid"]: carp_common.ifconfig_add(g, secret=lambda _: lb_view.REDACTED) for g in gs}
 
 
 def programs(topology=None):
@@ -332,7 +333,7 @@ def present(topology=None, test=False):
     netif_changed = carp_common.read_text(paths["netif_file"]) != netif.content or carp_common.file_mode(paths["netif_file"]) != 0o600
     if netif_changed:
         changes["netif_file"] = {"old": "differs" if os.path.exists(paths["netif_file"]) else None, "new": paths["netif_file"]}
-    head = f"# {lb_render.HEADER.format(pair=pair['name'], node=_node())}"
+    head = f"# {lb_view.HEADER.format(pair=pair['name'], node=_node())}"
     rc_settings = lb_boot.freebsd_maintenance_settings(head, paths["state_dir"])
     rc_changed = carp_common.read_text(paths["rc_settings"]) != rc_settings or carp_common.file_mode(paths["rc_settings"]) != 0o644
     if rc_changed:

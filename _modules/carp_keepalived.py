@@ -4,13 +4,13 @@ when the pair's ``carp:linux_provider`` is ``keepalived`` (the default).
 
 Each CARP group of the node becomes one ``vrrp_instance`` (vhid ->
 virtual_router_id, advskew -> priority 254 - advskew), rendered by
-``lb_render.render_keepalived``.  A change is applied by rewriting
+``lb_render_linux.render_keepalived``.  A change is applied by rewriting
 keepalived.conf (checked first with ``keepalived -t``) and sending keepalived
 SIGHUP: a reload, never a restart, so VIPs are not dropped.  keepalived is
 started directly (no systemd) with its pid files in ``run_dir``.
 
 keepalived does not add the VIPs itself (its ``virtual_ipaddress`` is a marker
-address on lo, see ``lb_render.keepalived_marker``): it writes every transition,
+address on lo, see ``lb_render_linux.keepalived_marker``): it writes every transition,
 in order, to a FIFO read by ``lb-carp-keepalived-vips``, which does what
 ucarp's up and down scripts do, in its own threads.  It records
 MASTER/BACKUP/FAULT/STOP in ``<state_dir>/state/<vhid>`` (``carp.status``
@@ -42,7 +42,8 @@ import lb_boot
 import lb_files
 import lb_fresh
 import lb_generation
-import lb_render
+import lb_render_linux
+import lb_view
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -104,12 +105,12 @@ def _haproxy_pidfile():
     keepalived's lb_serving check reads."""
     if "haproxy_cfg.settings" in __salt__:
         return __salt__["haproxy_cfg.settings"]()["pidfile"]
-    return lb_render.OS_PARAMS["Debian"]["haproxy_pidfile"]
+    return lb_view.OS_PARAMS["Debian"]["haproxy_pidfile"]
 
 
 def _render(pair):
     paths = _paths()
-    return lb_render.render_keepalived(
+    return lb_render_linux.render_keepalived(
         pair,
         _node(),
         state_dir=paths["state_dir"],
@@ -123,7 +124,7 @@ def _maint_paths():
     paths = _paths()
     return (
         os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE),
-        os.path.join(paths["state_dir"], lb_render.MAINTENANCE_TRACK_FILE),
+        os.path.join(paths["state_dir"], lb_render_linux.MAINTENANCE_TRACK_FILE),
     )
 
 
@@ -241,7 +242,7 @@ def _fifo_script_running():
     vrrp = carp_common.pid_of(os.path.join(_paths()["run_dir"], "keepalived-vrrp.pid"), "keepalived")
     if vrrp is None:
         return True
-    return bool(carp_common.children_running(vrrp, lb_render.KEEPALIVED_VIPS_SCRIPT))
+    return bool(carp_common.children_running(vrrp, lb_render_linux.KEEPALIVED_VIPS_SCRIPT))
 
 
 def _fifo_program_replaced():
@@ -250,8 +251,8 @@ def _fifo_program_replaced():
     vrrp = carp_common.pid_of(os.path.join(_paths()["run_dir"], "keepalived-vrrp.pid"), "keepalived")
     if vrrp is None:
         return False
-    path = os.path.join(_paths()["script_dir"], lb_render.KEEPALIVED_VIPS_SCRIPT)
-    return any(carp_common.started_before(pid, path) for pid in carp_common.children_running(vrrp, lb_render.KEEPALIVED_VIPS_SCRIPT))
+    path = os.path.join(_paths()["script_dir"], lb_render_linux.KEEPALIVED_VIPS_SCRIPT)
+    return any(carp_common.started_before(pid, path) for pid in carp_common.children_running(vrrp, lb_render_linux.KEEPALIVED_VIPS_SCRIPT))
 
 
 def _reload(pid):
@@ -528,12 +529,12 @@ def present(topology=None, test=False):
     elif not _fifo_script_running():
         # keepalived starts it again only when it next writes to the FIFO;
         # a reload starts it now, and it applies the recorded states
-        changes["keepalived"] = {"old": f"running (pid {pid}) without {lb_render.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
+        changes["keepalived"] = {"old": f"running (pid {pid}) without {lb_render_linux.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
     elif _fifo_program_replaced():
         # the copy that runs is an older program (salt/carp replaced the
         # file since it started: an upgrade): a reload starts the new one,
         # which keeps the VIPs held and applies the recorded states
-        changes["keepalived"] = {"old": f"running (pid {pid}) an older {lb_render.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
+        changes["keepalived"] = {"old": f"running (pid {pid}) an older {lb_render_linux.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
     else:
         # the file is as wanted: is it the config keepalived runs?
         gen = _loaded(pid, want_gen)

@@ -41,7 +41,7 @@ import carp_common
 import lb_boot
 import lb_files
 import lb_fresh
-import lb_render
+import lb_render_linux
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -307,7 +307,7 @@ def _programs(pair):
 def _files(pair):
     """The passfiles (0600) and the descriptive vhid-N.conf files lb_render
     renders, in this node's ucarp_dir."""
-    return lb_render.render_ucarp(pair, _node(), str, _paths()["ucarp_dir"])
+    return lb_render_linux.render_ucarp(pair, _node(), str, _paths()["ucarp_dir"])
 
 
 def _shown(argv):

@@ -4,8 +4,8 @@ before it goes live, reloaded without dropping a connection, and operated at
 runtime through the stats socket.
 
 Virtual name ``haproxy_cfg`` (Salt's own ``haproxy`` name belongs to the
-haproxyconn module).  All system I/O of the ``haproxy_section`` states is
-here; the parsing and merging is in ``_utils/haproxy_config.py`` and the
+haproxyconn module).  All system I/O of the ``haproxy_section`` states is in
+its three files; the parsing and merging is in ``_utils/haproxy_config.py`` and the
 per-node rendering in ``_utils/lb_render.py``.
 
 One module in three files, each with one job, all under the virtual name
@@ -16,7 +16,7 @@ swap, rendering, certificates); ``haproxy_cfg_process.py``, the process
 (the stats socket and the master CLI).  What they share is in
 ``_utils/haproxy_io.py``.
 
-Paths come from the OS (``lb_render.OS_PARAMS``: Debian or FreeBSD) and can
+Paths come from the OS (``lb_view.OS_PARAMS``: Debian or FreeBSD) and can
 be overridden in the minion config or pillar under ``haproxy_cfg``:
 
 .. code-block:: yaml
@@ -32,13 +32,7 @@ be overridden in the minion config or pillar under ``haproxy_cfg``:
       binary: /usr/sbin/haproxy
       timeout: 10                              # seconds to wait for a reload
 
-How a reload keeps every connection: HAProxy runs in master-worker mode and
-its stats socket has ``expose-fd listeners``.  ``reload`` sends SIGUSR2 to
-the master (found by its pidfile); the master re-executes itself with the
-new configuration and the new worker takes the *same* listening sockets over
-from the old one, so no connection waits in a socket that is about to close
-(what a plain ``haproxy -sf`` restart loses).  Old workers finish their
-sessions, bounded by ``hard-stop-after``.
+How a reload keeps every connection is told in ``haproxy_cfg_process.py``.
 """
 
 import datetime
@@ -54,9 +48,10 @@ from salt.exceptions import CommandExecutionError
 import haproxy_config
 import haproxy_io
 import lb_fresh
-import lb_render
+import lb_render_haproxy
 import lb_settings
 import lb_topology_haproxy
+import lb_view
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -75,9 +70,9 @@ def __virtual__():
 
 def _os_params():
     osf = __grains__.get("os_family")
-    if osf not in lb_render.OS_PARAMS:
+    if osf not in lb_view.OS_PARAMS:
         osf = "FreeBSD" if __grains__.get("kernel") == "FreeBSD" else "Debian"
-    return osf, lb_render.OS_PARAMS[osf]
+    return osf, lb_view.OS_PARAMS[osf]
 
 
 def settings():
@@ -553,8 +548,8 @@ def render(node=None, os_family=None, topology=None, prometheus=None, secrets=Fa
             prometheus = features()["prometheus"]
         except CommandExecutionError:
             prometheus = True
-    secret = str if secrets else (lambda value: lb_render.REDACTED)
-    files = lb_render.haproxy_files(
+    secret = str if secrets else (lambda value: lb_view.REDACTED)
+    files = lb_render_haproxy.haproxy_files(
         found["model"], found["pair"], node, os_family, secret=secret, params=_render_params(s), prometheus=prometheus
     )
     return {p: {"content": f.content, "mode": f.mode, "secret": f.secret} for p, f in files.items()}

@@ -24,7 +24,7 @@ import carp_events
 import haproxy_config
 import lb_events
 import lb_fresh
-import lb_render
+import lb_render_linux
 import lb_routing
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
@@ -68,8 +68,8 @@ def paths():
     out = {
         "state_dir": s["state_dir"],
         "events_dir": os.path.join(s["state_dir"], "events"),
-        "hook": os.path.join(script_dir, lb_render.EVENT_HOOK),
-        "hook_conf": os.path.join(script_dir, lb_render.EVENT_HOOK) + ".conf",
+        "hook": os.path.join(script_dir, lb_render_linux.EVENT_HOOK),
+        "hook_conf": os.path.join(script_dir, lb_render_linux.EVENT_HOOK) + ".conf",
     }
     if _family() == "FreeBSD":
         out["devd_rule"] = DEVD_RULE
@@ -130,7 +130,7 @@ def event_hook(beacon_interval=1):
         # a path or name sh would split or expand: refused, never written
         raise CommandExecutionError(f"lb_node.event_hook: {exc}") from exc
     out = {
-        p["hook"]: {"source": lb_render.event_hook_source(), "mode": "0755"},
+        p["hook"]: {"source": lb_render_linux.event_hook_source(), "mode": "0755"},
         p["hook_conf"]: {"content": conf, "mode": "0644"},
     }
     if "devd_rule" in p:
@@ -193,7 +193,7 @@ def drift():
         try:
             pair = __salt__["lb.node"]()["pair"]
             pidfile = __salt__["haproxy_cfg.settings"]()["pidfile"] if "haproxy_cfg.settings" in __salt__ else None
-            want = lb_render.render_keepalived(
+            want = lb_render_linux.render_keepalived(
                 pair,
                 __opts__["id"],
                 state_dir=s["state_dir"],

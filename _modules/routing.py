@@ -11,7 +11,7 @@ then ``bgpctl reload`` / ``ospfctl reload``).  docs/routing.md says why.
 
 Announcements: on Linux BIRD's direct protocol ``lb_vips`` announces each
 VIP address the node holds, as the kernel adds and removes it (the VIP is a
-host address, ``lb_render.linux_vip``); on FreeBSD ``lb-routing-vip VHID
+host address, ``lb_view.linux_vip``); on FreeBSD ``lb-routing-vip VHID
 STATE`` (installed here, run by lb-carp-event from devd on every CARP
 transition) announces a VIP while this node is its MASTER and withdraws it
 otherwise.  ``routing.sync`` compares what is announced with what the node
@@ -36,9 +36,9 @@ import lb_boot
 import lb_files
 import lb_fresh
 import lb_generation
-import lb_render
 import lb_routing
 import lb_settings
+import lb_view
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -141,8 +141,8 @@ def _files(pair):
     fam = _family()
     p = paths()
     node = __opts__["id"]
-    header = lb_render.HEADER.format(pair=pair["name"], node=node)
-    rendered = lb_routing.render(pair, node, fam, header, str, lb_render.File)
+    header = lb_view.HEADER.format(pair=pair["name"], node=node)
+    rendered = lb_routing.render(pair, node, fam, header, str, lb_view.File)
     default = lb_routing.PATHS[fam]
     files = {}
     if fam == "Debian":

@@ -16,8 +16,10 @@ import time
 
 import lb_boot
 import lb_render
+import lb_render_linux
 import lb_settings
 import lb_topology
+import lb_view
 
 PROVIDERS = ("freebsd", "keepalived", "ucarp")
 STATES = ("MASTER", "BACKUP", "INIT")
@@ -33,7 +35,7 @@ DEFAULTS = {
         # rc reads /etc/rc.conf.d/<name>: moved only by tests
         "rc_settings": lb_boot.FREEBSD_MAINTENANCE_SETTINGS,
     },
-    "Linux": lb_render.carp_paths(),
+    "Linux": lb_render_linux.carp_paths(),
 }
 
 MAINTENANCE_FILE = lb_boot.CARP_MAINTENANCE_FILE  # the intent: JSON, present while in maintenance
@@ -45,9 +47,9 @@ DEMOTION_RECORD = lb_boot.CARP_DEMOTION_RECORD  # what this module added, for wh
 # ucarp: a group in maintenance runs with this advskew (ucarp takes 0-255).
 UCARP_MAINTENANCE_ADVSKEW = 254
 # the names of ucarp's programs (lb_render: salt/carp/files installs them)
-VIP_UP = lb_render.VIP_UP
-VIP_DOWN = lb_render.VIP_DOWN
-ARP_PROBE = lb_render.ARP_PROBE
+VIP_UP = lb_render_linux.VIP_UP
+VIP_DOWN = lb_render_linux.VIP_DOWN
+ARP_PROBE = lb_render_linux.ARP_PROBE
 
 
 # ---------------------------------------------------------------------------
@@ -60,14 +62,14 @@ def node_groups(model: dict, node_id: str, os_family: str) -> tuple[dict, list[d
     pair, _ = lb_topology.find_node(model, node_id)
     fam = "FreeBSD" if os_family == "FreeBSD" else "Debian"
     out = []
-    for g in lb_render.node_view(pair, node_id)["groups"]:
-        # Linux configures the VIP as a host address (lb_render.linux_vip)
-        vip = str(g["vip"]) if fam == "FreeBSD" else lb_render.linux_vip(g["vip"])
+    for g in lb_view.node_view(pair, node_id)["groups"]:
+        # Linux configures the VIP as a host address (lb_view.linux_vip)
+        vip = str(g["vip"]) if fam == "FreeBSD" else lb_view.linux_vip(g["vip"])
         out.append(
             {
                 "vhid": g["vhid"],
                 "interface": g["interface"],
-                "device": lb_render.device(g["device"], fam),
+                "device": lb_view.device(g["device"], fam),
                 "vip": vip,
                 "address": str(g["vip"].ip),
                 "prefixlen": int(vip.rsplit("/", 1)[1]),
@@ -339,10 +341,10 @@ def started_before(pid: int, path: str) -> bool:
 
 def programs(pair: dict, node_id: str, provider: str, script_dir: str) -> list[dict]:
     """The programs a Linux provider runs, as salt/carp installs them:
-    ``[{"name", "path", "source", "mode"}]`` (lb_render.carp_programs)."""
+    ``[{"name", "path", "source", "mode"}]`` (lb_render_linux.carp_programs)."""
     return [
         {"name": name, "path": os.path.join(script_dir, name), "source": source, "mode": "0755"}
-        for name, source in lb_render.carp_programs(pair, node_id, provider).items()
+        for name, source in lb_render_linux.carp_programs(pair, node_id, provider).items()
     ]
 
 

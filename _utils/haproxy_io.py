@@ -16,7 +16,7 @@ import subprocess
 
 from salt.exceptions import CommandExecutionError
 
-import lb_render
+import lb_render_haproxy
 
 # what the module caches in Salt's __context__ (haproxy -vv), dropped when
 # the binary or its config may have changed
@@ -82,7 +82,7 @@ def run_check(path, s):
     server-state file the config loads): {"valid", "message"}."""
     env = dict(os.environ)
     if s.get("state_file") and os.path.exists(s["state_file"]):
-        env[lb_render.SERVER_STATE_ENV] = s["state_file"]
+        env[lb_render_haproxy.SERVER_STATE_ENV] = s["state_file"]
     r = subprocess.run([binary(s["binary"]), "-c", "-f", path], capture_output=True, text=True, timeout=60, env=env, check=False)
     message = haproxy_message(r.stdout + "\n" + r.stderr)
     return {"valid": r.returncode == 0, "message": message}

@@ -11,7 +11,7 @@ chroot where no systemd runs):
 - haproxy.service: restarted whatever ends it (`Restart=always`, 200 ms
   later, with no start limit), and the variable that makes a new worker
   load the runtime server states the module dumps before a reload
-  (lb_render.SERVER_STATE_ENV); a tmpfiles.d line gives that file its
+  (lb_render_haproxy.SERVER_STATE_ENV); a tmpfiles.d line gives that file its
   version line at boot, so HAProxy finds it from the first start.
 - keepalived.service: runs as the product starts it by hand (VRRP only,
   its pid files and notify FIFO in the product's run directory, which the

@@ -23,7 +23,7 @@ What differs from the seed:
     included file, ``ospfctl reload``).  FreeBSD keeps a BACKUP's CARP
     address configured, so the transition has to decide.
   - Linux needs no hook: the VIP is a host address there
-    (``lb_render.linux_vip``), on the node only while it is MASTER, and
+    (``lb_view.linux_vip``), on the node only while it is MASTER, and
     BIRD's ``direct`` protocol ``lb_vips`` turns each VIP address into its
     /32 route the moment the kernel adds it and withdraws it the moment the
     kernel removes it (netlink).  The announcement *is* the address: a node
@@ -170,7 +170,7 @@ def render_bird(pair: dict, node_id: str, header: str, secret) -> str:
 
     The announced VIPs are the routes of the direct protocol ``lb_vips``
     on the VIP interfaces: a /32 for each VIP address the node holds (a
-    host address on Linux, ``lb_render.linux_vip``), there exactly while
+    host address on Linux, ``lb_view.linux_vip``), there exactly while
     the kernel has the address.  Only those routes are exported to BGP and
     OSPF; learned routes go to the kernel except the pair's VIPs.  OSPF
     leaves the VIP addresses out of its interfaces (negative patterns):

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 import lb_render  # noqa: E402
 import lb_topology  # noqa: E402
+import lb_view  # noqa: E402
 
 HASH = "$6$benchsalt012345$lOmziMjs2I/kV14Ifs7gnkRYmZriUgEDGFnplLWVWZsy1sfQ8G.G1TPuWajs3G4NG1Cr2CJLpNtkeKG2704jd1"
 
@@ -99,7 +100,7 @@ def one_run(raw):
     files = 0
     for pair in report.model["pairs"].values():
         for node in pair["nodes"]:
-            for osf in lb_render.OS_FAMILIES:
+            for osf in lb_view.OS_FAMILIES:
                 files += len(lb_render.preview(report.model, node, osf))
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, files

@@ -65,6 +65,7 @@ import lb_render  # noqa: E402
 import lb_secrets  # noqa: E402
 import lb_settings  # noqa: E402
 import lb_topology  # noqa: E402
+import lb_view  # noqa: E402
 from lb_topology import Finding  # noqa: E402
 
 DEFAULT_MINION = "pillar-gate"
@@ -461,7 +462,7 @@ def gate(
     master_config: str | None = None,
     gpg_keydir: str | None = None,
     minions: list[str] | None = None,
-    os_families=lb_render.OS_FAMILIES,
+    os_families=lb_view.OS_FAMILIES,
     allow_cleartext: bool = False,
     haproxy_check: bool = True,
 ) -> Result:
@@ -579,7 +580,7 @@ def _check_node(mods, model, pair, node_id, os_family, res) -> list[Finding]:
                 f"rendering its files for {os_family} failed: {type(exc).__name__}: {exc}",
             )
         ]
-    cfg_path = lb_render.OS_PARAMS[os_family]["haproxy_config"]
+    cfg_path = lb_view.OS_PARAMS[os_family]["haproxy_config"]
     cfg = files[cfg_path].content
     others = {p: {"content": f.content, "mode": f.mode} for p, f in files.items() if p != cfg_path and p.endswith(".pem")}
     result = mods["haproxy_cfg.check"](text=cfg, files=others, path=cfg_path)
@@ -603,7 +604,7 @@ def main(argv=None) -> int:
     ap.add_argument("--master-config", help="the salt-master's config file: its renderer and gpg_keydir are used")
     ap.add_argument("--gpg-keydir", help="the GPG home holding the master's pillar key (default: the master's gpg_keydir)")
     ap.add_argument("--minion", action="append", help="render the pillar for this minion id (repeatable; the pairs' nodes are added)")
-    ap.add_argument("--os", default=",".join(lb_render.OS_FAMILIES), help="OS families to render and check (default: %(default)s)")
+    ap.add_argument("--os", default=",".join(lb_view.OS_FAMILIES), help="OS families to render and check (default: %(default)s)")
     ap.add_argument("--allow-cleartext", action="store_true", help="do not refuse secrets kept in clear text")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)

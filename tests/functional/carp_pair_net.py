@@ -16,8 +16,8 @@ import os
 import subprocess
 import time
 
-import lb_render
 import lb_topology
+import lb_view
 from tests.support import SEED_PILLAR
 
 NODES = ("lb-a", "lb-b")
@@ -82,7 +82,7 @@ def pair_network(prefix, pair_model, vip_dev):
             sh("ip", "-n", switch, "link", "set", port, "master", "br0", "up")
             sh("ip", "-n", ns[n], "link", "set", inside, "name", vip_dev)
             sh("ip", "-n", ns[n], "link", "set", vip_dev, "up")
-            source = lb_render.node_view(pair_model, n)["groups"][0]["source"]
+            source = lb_view.node_view(pair_model, n)["groups"][0]["source"]
             sh("ip", "-n", ns[n], "addr", "add", f"{source}/24", "dev", vip_dev)
         yield {"ns": ns, "switch": switch}
     finally:

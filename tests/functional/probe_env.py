@@ -18,7 +18,7 @@ from pathlib import Path
 import netaddr
 
 import lb_probe
-import lb_render
+import lb_render_haproxy
 
 PROBE_USER = "nobody"  # an unprivileged account every Debian has
 PROBE_GROUP = "nogroup"
@@ -255,7 +255,7 @@ def haproxy_listener(
         }
         for s in servers
     }
-    lines = lb_render.listener_lines(lst, pool)
+    lines = lb_render_haproxy.listener_lines(lst, pool)
     addr = {s["name"]: s["check_addr"] for s in servers}
     out = []
     for line in lines:

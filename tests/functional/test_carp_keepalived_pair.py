@@ -19,7 +19,8 @@ from carp_pair_net import HAPROXY, NODES, kill, sh
 
 import carp_common
 import lb_carp_vips
-import lb_render
+import lb_render_linux
+import lb_view
 from lab.events_tools import VrrpDrop
 from tests.support import install_carp_programs
 
@@ -83,13 +84,13 @@ def pair(tmp_path):
                 no_bird = str(d["run"] / "no-bird.ctl")
                 install_carp_programs(
                     d["sbin"],
-                    [lb_render.KEEPALIVED_VIPS_SCRIPT, lb_render.ROUTING_READY_SCRIPT, lb_render.HAPROXY_SERVING_SCRIPT],
+                    [lb_render_linux.KEEPALIVED_VIPS_SCRIPT, lb_render_linux.ROUTING_READY_SCRIPT, lb_render_linux.HAPROXY_SERVING_SCRIPT],
                     edit=lambda text, no_bird=no_bird: text.replace("/run/bird/bird.ctl", no_bird),
                 )
-                (d["state"] / lb_render.MAINTENANCE_TRACK_FILE).write_text("0\n")
+                (d["state"] / lb_render_linux.MAINTENANCE_TRACK_FILE).write_text("0\n")
                 conf = tmp_path / n / "keepalived.conf"
                 conf.write_text(
-                    lb_render.render_keepalived(
+                    lb_render_linux.render_keepalived(
                         pair_model,
                         n,
                         state_dir=str(d["state"]),
@@ -106,7 +107,7 @@ def pair(tmp_path):
                     time.sleep(0.05)
                 pids[n] = int(pidfile.read_text())
                 dirs[n] = d
-            vips = {str(g["vip"].ip) for g in lb_render.node_view(pair_model, "lb-a")["groups"]}
+            vips = {str(g["vip"].ip) for g in lb_view.node_view(pair_model, "lb-a")["groups"]}
             yield {"ns": ns, "switch": network["switch"], "dirs": dirs, "vips": vips, "pids": pids}
         finally:
             # every keepalived started, by its pid file (also one whose pid was
@@ -142,7 +143,7 @@ def on(pair, node):
 def test_the_vips_move_and_are_never_on_both_nodes(pair):
     ns, vips = pair["ns"], pair["vips"]
     assert wait_for(lambda: on(pair, "lb-a")), (held(ns["lb-a"]), held(ns["lb-b"]))
-    track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
+    track = pair["dirs"]["lb-a"]["state"] / lb_render_linux.MAINTENANCE_TRACK_FILE
     sampler = Sampler(ns, vips)
     sampler.start()
     try:
@@ -309,7 +310,7 @@ def test_the_master_gives_up_the_vips_while_its_haproxy_does_not_run(pair):
     alone decides."""
     ns, vips = pair["ns"], pair["vips"]
     for n in NODES:
-        ready = pair["dirs"][n]["sbin"] / lb_render.ROUTING_READY_SCRIPT
+        ready = pair["dirs"][n]["sbin"] / lb_render_linux.ROUTING_READY_SCRIPT
         ready.write_text("#!/bin/sh\n# this test: BGP counts as up\nexit 0\n")
     pids = {}
     try:
@@ -344,7 +345,7 @@ def serving_on_both(pair):
     ns, vips = pair["ns"], pair["vips"]
     vip = sorted(vips)[0]
     for n in NODES:
-        ready = pair["dirs"][n]["sbin"] / lb_render.ROUTING_READY_SCRIPT
+        ready = pair["dirs"][n]["sbin"] / lb_render_linux.ROUTING_READY_SCRIPT
         ready.write_text("#!/bin/sh\n# this test: BGP counts as up\nexit 0\n")
     sh("ip", "-n", pair["switch"], "addr", "add", net.CLIENT_ADDRESS, "dev", "br0")
     with net.http_on_both(ns, {n: pair["dirs"][n]["run"] for n in NODES}, vip):
@@ -367,7 +368,7 @@ def test_a_planned_handover_costs_the_client_nothing(pair):
     moment when neither answers."""
     ns, vips = pair["ns"], pair["vips"]
     with serving_on_both(pair) as vip:
-        track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
+        track = pair["dirs"]["lb-a"]["state"] / lb_render_linux.MAINTENANCE_TRACK_FILE
         client = net.Asking(pair["switch"], vip)
         sampler = Sampler(ns, vips)
         sampler.start()
@@ -396,7 +397,7 @@ def test_a_planned_handover_costs_the_client_nothing(pair):
 def _straddle(pair, vip, to):
     """The straddle client (carp_pair_net.straddle), the handover to `to`
     set off by lb-a's maintenance track file."""
-    track = pair["dirs"]["lb-a"]["state"] / lb_render.MAINTENANCE_TRACK_FILE
+    track = pair["dirs"]["lb-a"]["state"] / lb_render_linux.MAINTENANCE_TRACK_FILE
     answer = net.straddle(pair, VIP_DEV, vip, to, lambda: track.write_text("1\n" if to == "lb-b" else "0\n"))
     assert wait_for(lambda: on(pair, to)), (held(pair["ns"]["lb-a"]), held(pair["ns"]["lb-b"]))
     return answer

@@ -22,8 +22,9 @@ from saltfactories.utils.functional import Loaders
 
 import carp_common
 import lb_files
-import lb_render
+import lb_render_linux
 import lb_topology
+import lb_view
 from lab import netview
 from tests.support import REPO, SEED_PILLAR, carp_program, install_carp_programs, private_minion
 
@@ -143,7 +144,7 @@ def test_keepalived_config_written_checked_and_idempotent(keepalived, tmp_path, 
     # rendered config is valid but for the interfaces this machine lacks
     model = lb_topology.load(lb_topology.load_file(topo))
     pair, _ = lb_topology.find_node(model, "lb-a")
-    text = lb_render.render_keepalived(pair, "lb-a", state_dir=carp_paths["state_dir"], script_dir=carp_paths["script_dir"])
+    text = lb_render_linux.render_keepalived(pair, "lb-a", state_dir=carp_paths["state_dir"], script_dir=carp_paths["script_dir"])
     conf = tmp_path / "check.conf"
     conf.write_text(text)
     res = subprocess.run([KEEPALIVED, "--config-test", "--use-file", str(conf)], capture_output=True, text=True, timeout=30)
@@ -156,7 +157,7 @@ def test_keepalived_config_written_checked_and_idempotent(keepalived, tmp_path, 
     # keepalived adds only the markers on lo; the VIPs are the scripts'
     assert "127.77.4.1/32 dev lo scope host" in text and " dev hn1\n" not in text
     assert {v: i["vip"] for v, i in carp_common.parse_keepalived(text).items()} == {
-        v: str(g["vip"].ip) + "/32" for v, g in ((g["vhid"], g) for g in lb_render.node_view(pair, "lb-a")["groups"])
+        v: str(g["vip"].ip) + "/32" for v, g in ((g["vhid"], g) for g in lb_view.node_view(pair, "lb-a")["groups"])
     }
     assert f"file {carp_paths['state_dir']}/maintenance.track" in text
 
@@ -509,7 +510,7 @@ def test_keepalived_absent_of_one_group_rewrites_the_config(keepalived, tmp_path
     topo = topology_file(tmp_path, "keepalived")
     model = lb_topology.load(lb_topology.load_file(topo))
     pair, _ = lb_topology.find_node(model, "lb-a")
-    text = lb_render.render_keepalived(pair, "lb-a", state_dir=carp_paths["state_dir"], script_dir=carp_paths["script_dir"])
+    text = lb_render_linux.render_keepalived(pair, "lb-a", state_dir=carp_paths["state_dir"], script_dir=carp_paths["script_dir"])
     os.makedirs(os.path.dirname(carp_paths["keepalived_config"]))
     with open(carp_paths["keepalived_config"], "w") as fh:
         fh.write(text)

@@ -28,6 +28,7 @@ from saltfactories.utils.functional import Loaders
 import carp_common
 import lb_render
 import lb_topology
+import lb_view
 from tests.support import LAB_PILLAR, REPO, SEED_PILLAR, private_minion
 
 # state IDs of files no preview lists, with why (see the module docstring)
@@ -131,7 +132,7 @@ def test_the_preview_lists_exactly_what_the_highstate_writes(tmp_path, pillar, n
 def test_every_previewed_file_of_every_os_has_a_writer(seed_model, lab_model):
     for model in (seed_model, lab_model):
         for node in model["pairs"]["edge"]["nodes"]:
-            for os_family in lb_render.OS_FAMILIES:
+            for os_family in lb_view.OS_FAMILIES:
                 for path, f in lb_render.manifest(model, node, os_family).items():
                     assert f["state"] in ("host", "haproxy", "carp", "routing"), (node, os_family, path)
 

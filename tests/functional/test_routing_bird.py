@@ -26,7 +26,7 @@ import salt.config
 import yaml
 from saltfactories.utils.functional import Loaders
 
-import lb_render
+import lb_render_linux
 import lb_topology
 from tests.support import SEED_PILLAR, private_minion
 
@@ -258,7 +258,7 @@ def test_the_announcements_follow_the_vip_addresses_and_sync_repairs_them(own_ne
     # file and `ip addr`) what this node holds
     pair = lb_topology.load(lb_topology.load_file(SEED_PILLAR))["pairs"]["edge"]
     with open(tmp_path / "keepalived.conf", "w") as fh:
-        fh.write(lb_render.render_keepalived(pair, "lb-a"))
+        fh.write(lb_render_linux.render_keepalived(pair, "lb-a"))
     assert mod.desired() == ["10.2.2.4"]
     check = mod.sync(test=True)
     assert check["changes"] == {"10.2.2.4": {"old": False, "new": True}}

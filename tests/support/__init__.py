@@ -17,10 +17,10 @@ CARP_FILES = os.path.join(REPO, "salt", "carp", "files")
 
 
 def carp_program(name: str) -> str:
-    """The text salt/carp installs as the program `name` (lb_render.PROGRAM_FILES)."""
-    import lb_render
+    """The text salt/carp installs as the program `name` (lb_render_linux.PROGRAM_FILES)."""
+    import lb_render_linux
 
-    with open(os.path.join(CARP_FILES, lb_render.PROGRAM_FILES[name]), encoding="utf-8") as fh:
+    with open(os.path.join(CARP_FILES, lb_render_linux.PROGRAM_FILES[name]), encoding="utf-8") as fh:
         return fh.read()
 
 

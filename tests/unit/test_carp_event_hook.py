@@ -10,14 +10,14 @@ import time
 import pytest
 
 import carp_events
-import lb_render
+import lb_render_linux
 from tests.support import carp_program
 
 
 def install_hook(script, *args, **kwargs):
     """lb-carp-event as salt/carp/events.sls installs it: the program, and
     its settings (carp_events.hook_config) beside it."""
-    script.write_text(carp_program(lb_render.EVENT_HOOK))
+    script.write_text(carp_program(lb_render_linux.EVENT_HOOK))
     script.chmod(0o755)
     (script.parent / f"{script.name}.conf").write_text(carp_events.hook_config(*args, **kwargs))
 
@@ -103,7 +103,7 @@ def test_a_salt_call_that_ignores_sigterm_is_killed_and_the_send_recorded_failed
 def test_the_send_is_bounded_by_sigterm_then_sigkill():
     conf = carp_events.hook_config("lb-a", "/usr/bin/salt-call", "/etc/salt", "/var/lib/lb-carp/events", "keepalived", {4: ("e", "v")})
     assert f"send_timeout={carp_events.SEND_TIMEOUT}\n" in conf and f"kill_after={carp_events.SEND_KILL_AFTER}\n" in conf
-    assert 'timeout -k "$kill_after" "$send_timeout" "$salt_call" ' in carp_program(lb_render.EVENT_HOOK)
+    assert 'timeout -k "$kill_after" "$send_timeout" "$salt_call" ' in carp_program(lb_render_linux.EVENT_HOOK)
 
 
 def test_the_settings_are_quoted_sh_assignments_of_checked_values(tmp_path):
@@ -127,7 +127,7 @@ def test_the_settings_are_quoted_sh_assignments_of_checked_values(tmp_path):
     assert out.stdout == f"lb-a|4=eth1,10.0.0.4/24 5=eth2,10.0.0.5/24|{int(carp_events.CLAIM_WINDOW)}"
     # a hook without its settings says so and sends nothing
     script = tmp_path / "lb-carp-event"
-    script.write_text(carp_program(lb_render.EVENT_HOOK))
+    script.write_text(carp_program(lb_render_linux.EVENT_HOOK))
     script.chmod(0o755)
     res = subprocess.run([str(script), "4", "MASTER"], capture_output=True, text=True, timeout=10)
     assert res.returncode == 1 and f"no settings in {script}.conf" in res.stderr

@@ -14,7 +14,7 @@ import pytest
 import carp_common
 import lb_boot
 import lb_carp_vips
-import lb_render
+import lb_render_linux
 import lb_routing
 from tests.support import CARP_FILES, carp_program
 
@@ -24,11 +24,11 @@ def _sh_value(text, name):
 
 
 def test_every_program_lb_render_names_is_a_file_of_the_state_tree_that_parses():
-    assert set(lb_render.CARP_PROGRAMS) == set(lb_render.PROGRAM_FILES)
+    assert set(lb_render_linux.CARP_PROGRAMS) == set(lb_render_linux.PROGRAM_FILES)
     # and FreeBSD's maintenance rc.d script (carp_freebsd.programs)
     freebsd = os.path.basename(lb_boot.FREEBSD_MAINTENANCE_SOURCE)
-    assert set(lb_render.PROGRAM_FILES.values()) | {freebsd} == set(os.listdir(CARP_FILES)) - {"__pycache__"}
-    for name in lb_render.CARP_PROGRAMS:
+    assert set(lb_render_linux.PROGRAM_FILES.values()) | {freebsd} == set(os.listdir(CARP_FILES)) - {"__pycache__"}
+    for name in lb_render_linux.CARP_PROGRAMS:
         text = carp_program(name)
         if text.startswith("#!/usr/bin/python3\n"):
             compile(text, name, "exec")
@@ -43,7 +43,7 @@ def test_the_programs_of_each_provider(provider):
     from tests.support import LAB_PILLAR
 
     pair = lb_topology.load(lb_topology.load_file(LAB_PILLAR))["pairs"]["edge"]
-    programs = lb_render.carp_programs(pair, "lb-a", provider)
+    programs = lb_render_linux.carp_programs(pair, "lb-a", provider)
     if provider == "keepalived":
         assert list(programs) == ["lb-carp-keepalived-vips", "lb-haproxy-serving", "lb-routing-ready"]
     else:
@@ -60,12 +60,12 @@ def test_the_programs_of_each_provider(provider):
     assert [p["path"] for p in listed] == [f"/opt/sbin/{n}" for n in programs]
     assert {p["mode"] for p in listed} == {"0755"}
     with pytest.raises(ValueError):
-        lb_render.carp_programs(pair, "lb-a", "freebsd")
+        lb_render_linux.carp_programs(pair, "lb-a", "freebsd")
 
 
 def test_the_shell_programs_say_what_the_python_side_says():
-    vip = carp_program(lb_render.VIP_UP)
-    assert vip == carp_program(lb_render.VIP_DOWN)
+    vip = carp_program(lb_render_linux.VIP_UP)
+    assert vip == carp_program(lb_render_linux.VIP_DOWN)
     assert int(_sh_value(vip, "ACQUIRE_SECONDS")) == lb_carp_vips.ACQUIRE_SECONDS
     assert _sh_value(vip, "HANDOVER_TABLE") == lb_carp_vips.HANDOVER_TABLE
     ready = re.search(r"handover_ready\(\) \{\n\tprintf '%s\\n' \\\n(.*?)\n\}", vip, re.S).group(1)
@@ -74,14 +74,14 @@ def test_the_shell_programs_say_what_the_python_side_says():
     launcher = carp_program(lb_boot.UCARP_LAUNCHER)
     assert int(_sh_value(launcher, "DEMOTED_ADVSKEW")) == carp_common.UCARP_MAINTENANCE_ADVSKEW
     assert int(_sh_value(launcher, "FALL")) == lb_boot.SERVING_FALL
-    ready = carp_program(lb_render.ROUTING_READY_SCRIPT)
+    ready = carp_program(lb_render_linux.ROUTING_READY_SCRIPT)
     paths = lb_routing.PATHS["Debian"]
     assert f"{paths['birdc']} -s {paths['socket']} show protocols" in ready
 
 
 def test_the_vip_script_refuses_another_name(tmp_path):
     path = tmp_path / "lb-carp-vip"
-    path.write_text(carp_program(lb_render.VIP_UP))
+    path.write_text(carp_program(lb_render_linux.VIP_UP))
     path.chmod(0o755)
     res = subprocess.run([str(path), "eth0", "10.0.0.1", "24 1 /nonexistent"], capture_output=True, text=True, timeout=10)
     assert res.returncode == 2 and "lb-carp-vip-up or lb-carp-vip-down" in res.stderr
@@ -91,7 +91,7 @@ def test_the_vip_script_refuses_another_name(tmp_path):
 def test_the_python_program_dispatches_on_its_name(capsys):
     assert lb_carp_vips.main(["/usr/local/sbin/lb_carp_vips.py"]) == 2
     assert "lb-carp-arp-probe or lb-carp-keepalived-vips" in capsys.readouterr().err
-    assert set(lb_carp_vips.PROGRAMS) == {lb_render.KEEPALIVED_VIPS_SCRIPT, lb_render.ARP_PROBE}
+    assert set(lb_carp_vips.PROGRAMS) == {lb_render_linux.KEEPALIVED_VIPS_SCRIPT, lb_render_linux.ARP_PROBE}
 
 
 def test_the_fifo_program_reads_its_groups_as_canonical_dotted_quads():

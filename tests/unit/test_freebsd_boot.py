@@ -35,6 +35,7 @@ import pytest
 import carp_common
 import lb_render
 import lb_topology
+import lb_view
 from tests.support import LAB_PILLAR, REPO, SEED_PILLAR
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "freebsd")
@@ -190,7 +191,7 @@ def _model(path):
 
 
 def _devices(pair, node_id):
-    return [lb_render.device(i, "FreeBSD") for i in pair["nodes"][node_id]["interfaces"].values()]
+    return [lb_view.device(i, "FreeBSD") for i in pair["nodes"][node_id]["interfaces"].values()]
 
 
 def live_argvs(model, node_id):
@@ -216,7 +217,7 @@ def _check_node(tmp_path, model, node_id):
     # every interface's own address, as the pillar gives it
     node = pair["nodes"][node_id]
     for iface in node["interfaces"].values():
-        want = ["ifconfig", lb_render.device(iface, "FreeBSD"), "inet", str(iface["address"]), "netmask", str(iface["cidr"].netmask)]
+        want = ["ifconfig", lb_view.device(iface, "FreeBSD"), "inet", str(iface["address"]), "netmask", str(iface["cidr"].netmask)]
         assert want in out["calls"], out["calls"]
     routes = [c for c in out["calls"] if c[0] == "route"]
     want_routes = [["route", "add", "-inet", "127.0.0.1", "-iface", "lo0"]]
@@ -306,7 +307,7 @@ def test_a_password_rc_would_change_is_refused(tmp_path, bad, key):
     model = _with_passwords(["passwd4"])
     files = lb_render.render_node(model, "lb-a", "FreeBSD")
     text = files["/etc/rc.conf.d/netif"].content.replace("pass passwd4 ", f"pass {bad} ")
-    changed = dict(files, **{"/etc/rc.conf.d/netif": lb_render.File(text)})
+    changed = dict(files, **{"/etc/rc.conf.d/netif": lb_view.File(text)})
     pair, _ = lb_topology.find_node(model, "lb-a")
     (tmp_path / "xglob").write_text("")
     out = boot(tmp_path, changed, _devices(pair, "lb-a"))

@@ -23,9 +23,11 @@ import lb_boot
 import lb_grammar
 import lb_probe
 import lb_render
+import lb_render_linux
 import lb_routing
 import lb_settings
 import lb_topology
+import lb_view
 
 E = "lb:pairs:edge"
 # made with crypt(3): $6$, 10000 rounds (the most lb_grammar allows)
@@ -326,7 +328,7 @@ def test_valid_settings_pass_unchanged_and_the_defaults_still_apply():
     assert lb_settings.validate("lb_carp", carp) == carp
     assert lb_settings.validate("lb_carp", None) == {}
     paths = carp_common.settings("Linux", carp_common.override({"lb_carp": carp}))
-    assert paths["state_dir"] == "/srv/lb-carp" and paths["run_dir"] == lb_render.CARP_RUN_DIR
+    assert paths["state_dir"] == "/srv/lb-carp" and paths["run_dir"] == lb_render_linux.CARP_RUN_DIR
     assert lb_settings.validate(
         "lb_haproxy", {"pkg": "haproxy", "init_defaults": False, "sysctl_config": "/etc/sysctl.d/61-lb-haproxy.conf"}
     )
@@ -345,7 +347,7 @@ def test_renderers_refuse_what_their_language_cannot_hold(seed_model):
     with pytest.raises(lb_grammar.GrammarError, match="lb_carp:state_dir"):
         lb_boot.freebsd_maintenance_settings("#", "/x$(touch /tmp/p)")
     with pytest.raises(lb_grammar.GrammarError, match="lb_carp:state_dir"):
-        lb_render.render_keepalived(pair, "lb-a", state_dir="/var/lib/lb carp")
+        lb_render_linux.render_keepalived(pair, "lb-a", state_dir="/var/lib/lb carp")
     with pytest.raises(lb_grammar.GrammarError, match="events_dir"):
         carp_events.hook_config("lb-a", "/usr/bin/salt-call", "/etc/salt", "/var/lib/x\nid", "keepalived", {4: ("eth1", "10.2.2.4/24")})
     with pytest.raises(lb_grammar.GrammarError, match="minion id"):
@@ -436,7 +438,7 @@ def test_hostile_but_valid_topology_is_accepted(seed_raw):
 @pytest.mark.parametrize("os_family", ["FreeBSD", "Debian"])
 def test_haproxy_c_accepts_the_hostile_but_valid_config(tmp_path, seed_raw, os_family):
     model = lb_topology.load(hostile_but_valid(seed_raw))
-    text = lb_render.render_node(model, "lb-a", os_family)[lb_render.OS_PARAMS[os_family]["haproxy_config"]].content
+    text = lb_render.render_node(model, "lb-a", os_family)[lb_view.OS_PARAMS[os_family]["haproxy_config"]].content
     assert "    description edge pair \"#1\" it\\'s 'ours'" in text
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(text)
@@ -480,7 +482,7 @@ def test_bird_p_accepts_the_hostile_but_valid_config(tmp_path, seed_raw):
 
 
 def test_keepalived_config_test_accepts_the_rendered_config(tmp_path, lab_model):
-    text = lb_render.render_keepalived(
+    text = lb_render_linux.render_keepalived(
         lab_model["pairs"]["edge"], "lb-a", state_dir=str(tmp_path / "carp"), script_dir=str(tmp_path / "sbin")
     )
     conf = tmp_path / "keepalived.conf"

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 import haproxy_config as hc
-import lb_render
+import lb_render_haproxy
 import lb_topology
 from tests.support import REPO
 
@@ -352,7 +352,7 @@ def test_edits_of_the_large_config_still_pass_haproxy_check(tmp_path):
 
 
 def rendered(model, node="lb-a", os_family="Debian"):
-    return lb_render.render_haproxy(model, lb_topology.find_node(model, node)[0], node, os_family)
+    return lb_render_haproxy.render_haproxy(model, lb_topology.find_node(model, node)[0], node, os_family)
 
 
 def test_merge_onto_debians_default_gives_the_rendered_file(seed_model):

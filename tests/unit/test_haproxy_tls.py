@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 import lb_render
+import lb_render_haproxy
 import lb_topology
 
 LISTENER = "lb:pairs:edge:haproxy:listeners:https_5"
@@ -92,7 +93,7 @@ def test_redirect_http_adds_a_port_80_bind_that_redirects(lab_raw, pem, tmp_path
     raw = with_tls(lab_raw, {"certificate": cert, "key": key, "redirect_http": True}, vhid=4)
     # vhid 4's VIP has no port-80 listener in the lab pillar
     model = lb_topology.load(raw)
-    lines = lb_render.listener_lines(
+    lines = lb_render_haproxy.listener_lines(
         model["pairs"]["edge"]["haproxy"]["listeners"]["https_5"], model["pairs"]["edge"]["haproxy"]["pools"]["web_a"], "/c"
     )
     assert lines[:5] == [
@@ -108,7 +109,7 @@ def test_the_rendered_tls_config_passes_the_real_haproxy_check(lab_raw, tmp_path
     cert, key = make_cert(key_type="rsa")
     model = lb_topology.load(with_tls(lab_raw, {"certificate": cert, "key": key, "redirect_http": True}, vhid=4))
     pair = model["pairs"]["edge"]
-    files = lb_render.haproxy_files(
+    files = lb_render_haproxy.haproxy_files(
         model,
         pair,
         "lb-a",

@@ -11,11 +11,14 @@ import carp_common
 import lb_boot
 import lb_host
 import lb_render
+import lb_render_haproxy
+import lb_render_linux
 import lb_topology
+import lb_view
 from tests.support import LAB_PILLAR, REPO, SEED_PILLAR, carp_program
 
 HEAD = "# head"
-OSP = lb_render.OS_PARAMS["Debian"]
+OSP = lb_view.OS_PARAMS["Debian"]
 
 
 def model(path=SEED_PILLAR, provider="keepalived"):
@@ -33,8 +36,8 @@ def unit(text):
 
 
 def test_keepalived_runs_under_systemd_as_the_module_runs_it_after_haproxy():
-    argv = lb_boot.keepalived_argv("/usr/sbin/keepalived", OSP["keepalived_config"], lb_render.CARP_RUN_DIR)
-    text = lb_boot.keepalived_dropin(HEAD, argv, lb_render.CARP_RUN_DIR)
+    argv = lb_boot.keepalived_argv("/usr/sbin/keepalived", OSP["keepalived_config"], lb_render_linux.CARP_RUN_DIR)
+    text = lb_boot.keepalived_dropin(HEAD, argv, lb_render_linux.CARP_RUN_DIR)
     u = unit(text)
     assert u["Unit"]["After"] == u["Unit"]["Wants"] == "haproxy.service"
     assert u["Service"]["RuntimeDirectory"] == "lb-carp"  # the notify FIFO's directory exists before keepalived
@@ -46,11 +49,11 @@ def test_keepalived_runs_under_systemd_as_the_module_runs_it_after_haproxy():
 
 
 def test_haproxy_restarts_and_reloads_with_the_server_states():
-    u = unit(lb_boot.haproxy_dropin(HEAD, OSP, lb_render.SERVER_STATE_ENV))
+    u = unit(lb_boot.haproxy_dropin(HEAD, OSP, lb_render_haproxy.SERVER_STATE_ENV))
     assert u["Service"]["Restart"] == "always"
     assert u["Unit"]["StartLimitIntervalSec"] == "0"
-    text = lb_boot.haproxy_dropin(HEAD, OSP, lb_render.SERVER_STATE_ENV)
-    assert f'Environment="{lb_render.SERVER_STATE_ENV}={OSP["haproxy_server_state"]}"' in text
+    text = lb_boot.haproxy_dropin(HEAD, OSP, lb_render_haproxy.SERVER_STATE_ENV)
+    assert f'Environment="{lb_render_haproxy.SERVER_STATE_ENV}={OSP["haproxy_server_state"]}"' in text
     assert f"-S {OSP['haproxy_master_socket']},mode,600" in text
     assert lb_boot.haproxy_tmpfiles(HEAD, OSP).splitlines()[-1] == f"f {OSP['haproxy_server_state']} 0644 root root - 1"
 
@@ -58,10 +61,10 @@ def test_haproxy_restarts_and_reloads_with_the_server_states():
 @pytest.mark.parametrize("bad", ["/run/a b", '/run/x"', "/run/%n", "/run/$X", "relative", "/run/a\nExecStartPre=/bin/sh"])
 def test_a_path_that_would_change_the_unit_is_refused(bad):
     with pytest.raises(ValueError):
-        lb_boot.haproxy_dropin(HEAD, {**OSP, "haproxy_server_state": bad}, lb_render.SERVER_STATE_ENV)
+        lb_boot.haproxy_dropin(HEAD, {**OSP, "haproxy_server_state": bad}, lb_render_haproxy.SERVER_STATE_ENV)
     if bad.startswith("/"):  # an argv word need not be a path, but must stay one word
         with pytest.raises(ValueError):
-            lb_boot.keepalived_dropin(HEAD, ["/usr/sbin/keepalived", "--use-file", bad], lb_render.CARP_RUN_DIR)
+            lb_boot.keepalived_dropin(HEAD, ["/usr/sbin/keepalived", "--use-file", bad], lb_render_linux.CARP_RUN_DIR)
 
 
 def test_the_run_directory_must_be_one_under_run():
@@ -107,7 +110,7 @@ def test_ucarp_and_freebsd_get_no_keepalived_unit():
 def test_ucarp_gets_a_template_unit_and_one_enabled_instance_per_group():
     m = model(provider="ucarp")
     files = lb_render.render_node(m, "lb-a", "Debian")
-    vhids = [g["vhid"] for g in lb_render.node_view(next(iter(m["pairs"].values())), "lb-a")["groups"]]
+    vhids = [g["vhid"] for g in lb_view.node_view(next(iter(m["pairs"].values())), "lb-a")["groups"]]
     assert len(vhids) > 1
     links = {p: f.link for p, f in files.items() if p.startswith("/etc/systemd/system/multi-user.target.wants/lb-ucarp@")}
     assert links == {

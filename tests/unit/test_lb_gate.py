@@ -5,7 +5,7 @@ HAProxy's messages mapped to pillar paths and what a change touches
 import copy
 
 import lb_gate
-import lb_render
+import lb_render_haproxy
 import lb_secrets
 import lb_topology
 
@@ -40,7 +40,7 @@ def test_cleartext_findings_name_the_path_and_the_file(lab_raw):
 
 def test_a_haproxy_message_about_a_server_is_the_servers_pillar_path(lab_model):
     pair = lab_model["pairs"]["edge"]
-    text = lb_render.render_haproxy(lab_model, pair, "lb-a", "Debian")
+    text = lb_render_haproxy.render_haproxy(lab_model, pair, "lb-a", "Debian")
     msg = "[ALERT]    (12) : config : proxy 'haproxy_198.18.2.55_80', server 'http_srv-4': unable to find required resolvers 'x'\n[ALERT]    (12) : config : Fatal errors found in configuration."
     found = lb_gate.haproxy_findings(pair, "lb-a", "Debian", text, msg)
     assert [str(f.path) for f in found] == ["lb:pairs:edge:haproxy:pools:web_b:servers:http_srv-4"]
@@ -49,7 +49,7 @@ def test_a_haproxy_message_about_a_server_is_the_servers_pillar_path(lab_model):
 
 def test_a_haproxy_message_about_a_line_is_that_lines_pillar_path(lab_model):
     pair = lab_model["pairs"]["edge"]
-    text = lb_render.render_haproxy(lab_model, pair, "lb-a", "Debian")
+    text = lb_render_haproxy.render_haproxy(lab_model, pair, "lb-a", "Debian")
     lines = text.splitlines()
     n_server = next(i for i, line in enumerate(lines, 1) if "server percona_mysql-2 " in line)
     n_user = next(i for i, line in enumerate(lines, 1) if line.strip().startswith("user lbuser "))

@@ -8,16 +8,17 @@ import subprocess
 import pytest
 
 import lb_generation as g
-import lb_render
+import lb_render_linux
 import lb_routing
 import lb_topology
+import lb_view
 from tests.support import SEED_PILLAR
 
 
 def seed_bird():
     model = lb_topology.load(lb_topology.load_file(SEED_PILLAR))
     pair, _ = lb_topology.find_node(model, "lb-a")
-    return lb_routing.render_bird(pair, "lb-a", lb_render.HEADER.format(pair=pair["name"], node="lb-a"), str)
+    return lb_routing.render_bird(pair, "lb-a", lb_view.HEADER.format(pair=pair["name"], node="lb-a"), str)
 
 
 def test_stamp_unstamp_and_the_generation():
@@ -53,7 +54,7 @@ def test_bird_parses_the_stamped_seed_config(tmp_path):
 def seed_keepalived():
     model = lb_topology.load(lb_topology.load_file(SEED_PILLAR))
     pair, _ = lb_topology.find_node(model, "lb-a")
-    return lb_render.render_keepalived(pair, "lb-a")
+    return lb_render_linux.render_keepalived(pair, "lb-a")
 
 
 def test_keepalived_router_id_carries_the_generation():

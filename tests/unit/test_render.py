@@ -14,7 +14,10 @@ import pytest
 
 import lb_grammar
 import lb_render
+import lb_render_haproxy
+import lb_render_linux
 import lb_topology
+import lb_view
 from tests.support import REPO, carp_program
 
 NODES = ("lb-a", "lb-b")
@@ -32,7 +35,7 @@ def haproxy_check(path):
 def test_rendered_haproxy_config_passes_haproxy_check(request, tmp_path, pillar, os_family, node):
     model = request.getfixturevalue(f"{pillar}_model")
     files = lb_render.render_node(model, node, os_family)
-    path = lb_render.OS_PARAMS[os_family]["haproxy_config"]
+    path = lb_view.OS_PARAMS[os_family]["haproxy_config"]
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(files[path].content)
     result = haproxy_check(cfg)
@@ -131,14 +134,14 @@ def test_keepalived_maps_vhid_and_advskew(lab_model):
         assert a[vhid]["priority"] == 254 and b[vhid]["priority"] == 154  # 254 - advskew
         assert a[vhid]["state"] == b[vhid]["state"] == "BACKUP"
         assert a[vhid]["advert"] == b[vhid]["advert"] == "0.2"
-    # a host address on Linux, whatever the pillar's prefix (lb_render.linux_vip)
+    # a host address on Linux, whatever the pillar's prefix (lb_view.linux_vip)
     assert a[4]["vip"] == ("198.18.2.4/32", "lb-a-eth1")
     assert b[4]["vip"] == ("198.18.2.4/32", "lb-b-eth1")
     # the peer's address on the VIP's network: where a planned handover's
     # connections in flight go on to
     pair = lab_model["pairs"]["edge"]
     for node, view in (("lb-a", a), ("lb-b", b)):
-        peer = pair["nodes"][lb_render.peer_of(pair, node)]
+        peer = pair["nodes"][lb_view.peer_of(pair, node)]
         for vhid, g in pair["carp"]["groups"].items():
             assert view[vhid]["peer"] == str(peer["interfaces"][g["interface"]]["address"])
     assert a[4]["peer"] != b[4]["peer"]
@@ -267,18 +270,18 @@ def test_keepalived_holds_preemption_until_bgp_is_up(lab_model, lab_raw):
         assert "weight -101" in script and "fall 2" in script
         assert text.count("track_script {\n        lb_serving\n    }") == 4
     pair = lab_model["pairs"]["edge"]
-    assert lb_render.routing_hold_weight(pair, "lb-a") == lb_render.routing_hold_weight(pair, "lb-b") == 101
-    ready = carp_program(lb_render.ROUTING_READY_SCRIPT)
+    assert lb_render_linux.routing_hold_weight(pair, "lb-a") == lb_render_linux.routing_hold_weight(pair, "lb-b") == 101
+    ready = carp_program(lb_render_linux.ROUTING_READY_SCRIPT)
     assert "birdc -s /run/bird/bird.ctl show protocols" in ready and "Established" in ready
-    assert lb_render.ROUTING_READY_SCRIPT in lb_render.carp_programs(pair, "lb-a", "keepalived")
+    assert lb_render_linux.ROUTING_READY_SCRIPT in lb_render_linux.carp_programs(pair, "lb-a", "keepalived")
     # without BGP: no script, no tracking
     del lab_raw["pairs"]["edge"]["routing"]["bgp"]
     model = lb_topology.load(lab_raw)
     text = lb_render.render_node(model, "lb-a", "Debian")["/etc/keepalived/keepalived.conf"].content
     assert "lb-routing-ready" not in text
     assert text.count("track_script {\n        lb_serving\n    }") == 4
-    assert lb_render.routing_hold_weight(model["pairs"]["edge"], "lb-a") is None
-    assert lb_render.ROUTING_READY_SCRIPT not in lb_render.carp_programs(model["pairs"]["edge"], "lb-a", "keepalived")
+    assert lb_render_linux.routing_hold_weight(model["pairs"]["edge"], "lb-a") is None
+    assert lb_render_linux.ROUTING_READY_SCRIPT not in lb_render_linux.carp_programs(model["pairs"]["edge"], "lb-a", "keepalived")
 
 
 def test_keepalived_gives_up_the_vips_while_haproxy_does_not_run(lab_model):
@@ -290,9 +293,9 @@ def test_keepalived_gives_up_the_vips_while_haproxy_does_not_run(lab_model):
         assert 'script "/usr/local/sbin/lb-haproxy-serving /run/haproxy.pid' in script
         assert "weight -101" in script and "interval 1" in script
     pair = lab_model["pairs"]["edge"]
-    assert lb_render.hold_weight(pair, "lb-a") == lb_render.hold_weight(pair, "lb-b") == 101
+    assert lb_render_linux.hold_weight(pair, "lb-a") == lb_render_linux.hold_weight(pair, "lb-b") == 101
     with pytest.raises(lb_grammar.GrammarError, match="haproxy_cfg:pidfile"):
-        lb_render.render_keepalived(pair, "lb-a", haproxy_pidfile="/run/h a.pid")
+        lb_render_linux.render_keepalived(pair, "lb-a", haproxy_pidfile="/run/h a.pid")
 
 
 def _fake_haproxy(tmp_path, name="haproxy"):
@@ -312,7 +315,7 @@ def _children_comms(pid):
 
 def test_the_haproxy_serving_script_reads_the_pid_file_and_the_master_s_workers(tmp_path):
     script = tmp_path / "lb-haproxy-serving"
-    script.write_text(carp_program(lb_render.HAPROXY_SERVING_SCRIPT))
+    script.write_text(carp_program(lb_render_linux.HAPROXY_SERVING_SCRIPT))
     script.chmod(0o755)
     pidfile = tmp_path / "haproxy.pid"
 
@@ -383,7 +386,7 @@ def test_routing_ready_script_reads_birds_sessions(tmp_path, protocols, ready):
     )
     fake.chmod(0o755)
     script = tmp_path / "lb-routing-ready"
-    script.write_text(carp_program(lb_render.ROUTING_READY_SCRIPT).replace("/usr/sbin/birdc", str(fake)))
+    script.write_text(carp_program(lb_render_linux.ROUTING_READY_SCRIPT).replace("/usr/sbin/birdc", str(fake)))
     script.chmod(0o755)
     assert subprocess.run([str(script)], timeout=10).returncode == (0 if ready else 1)
     # BIRD not answering: not ready
@@ -423,7 +426,7 @@ def test_freebsd_rc_conf_starts_haproxy_under_daemon_and_loads_tcpmd5(seed_raw, 
     # HAProxy writes the master's pid where haproxy_cfg reloads it
     assert "    pidfile /var/run/haproxy.pid\n" in files["/usr/local/etc/haproxy.conf"].content
     assert 'lb_haproxy_master_pidfile="/var/run/haproxy.pid"' in settings.splitlines()
-    assert f'lb_haproxy_server_state_env="{lb_render.SERVER_STATE_ENV}"' in settings.splitlines()
+    assert f'lb_haproxy_server_state_env="{lb_render_haproxy.SERVER_STATE_ENV}"' in settings.splitlines()
     assert 'lb_haproxy_server_state="/var/run/haproxy-server-state"' in settings.splitlines()
     assert 'export "${lb_haproxy_server_state_env}=${lb_haproxy_server_state}"' in text
     # the seed's neighbors have md5sig keys: tcpmd5.ko at boot
@@ -461,9 +464,9 @@ def test_a_preview_without_secrets_holds_none_of_the_pillars_secrets(request, pi
             for path, content in redacted.items():
                 for s in secrets:
                     assert not re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", content), (path, s)
-            cfg = redacted[lb_render.OS_PARAMS[os_family]["haproxy_config"]]
+            cfg = redacted[lb_view.OS_PARAMS[os_family]["haproxy_config"]]
             assert "user admin password <redacted>" in cfg
-            full = lb_render.preview(model, node, os_family)[lb_render.OS_PARAMS[os_family]["haproxy_config"]]
+            full = lb_render.preview(model, node, os_family)[lb_view.OS_PARAMS[os_family]["haproxy_config"]]
             assert all(h in full for h in hashes)
 
 
@@ -474,7 +477,7 @@ def test_freebsd_lb_haproxy_prestart_checks_the_config_and_exports_the_server_st
     files = lb_render.render_node(lb_topology.load(copy.deepcopy(seed_raw)), "lb-a", "FreeBSD")
     text = open(os.path.join(REPO, "salt", "host", "files", "lb_haproxy.rc")).read()
     fake, log, state = tmp_path / "haproxy", tmp_path / "log", tmp_path / "server-state"
-    fake.write_text(f'#!/bin/sh\necho "$* ${{{lb_render.SERVER_STATE_ENV}:-unset}}" >> {log}\nexit ${{FAKE_RC:-0}}\n')
+    fake.write_text(f'#!/bin/sh\necho "$* ${{{lb_render_haproxy.SERVER_STATE_ENV}:-unset}}" >> {log}\nexit ${{FAKE_RC:-0}}\n')
     fake.chmod(0o755)
     settings = files["/etc/rc.conf.d/lb_haproxy"].content
     settings = settings.replace("/usr/local/sbin/haproxy", str(fake)).replace("/var/run/haproxy-server-state", str(state))

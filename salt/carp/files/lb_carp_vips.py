@@ -37,7 +37,7 @@ run backwards; its FIFO gives the transitions in order.  This program does
 what ucarp's up and down scripts (lb-carp-vip-up/-down) do, in its own
 threads: on a busy node, starting a process per step (a shell, a Python
 for the probe) delayed the VIPs by up to a second.  keepalived's own
-virtual_ipaddress is only a marker address on lo (lb_render.keepalived_marker).
+virtual_ipaddress is only a marker address on lo (lb_render_linux.keepalived_marker).
 """
 
 import os

@@ -199,6 +199,13 @@ def ucarp_argv(
     ]
     if preempt:
         argv.append("--preempt")
+    # a MASTER that ends cleanly (SIGTERM: a stop, a reboot, carp.absent)
+    # runs its down script and releases the VIP; without it ucarp leaves the
+    # VIP on a node that no longer advertises, and the peer takes it
+    # anyway ACQUIRE_SECONDS later: both nodes hold it until this one's
+    # network goes (seen in the booted lab's reboots).  A killed ucarp
+    # (SIGKILL: a handover) still leaves its VIP to the next one.
+    argv.append("--shutdown")
     if neutral:
         argv.append("--neutral")
     if deadratio is not None:

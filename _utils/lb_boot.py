@@ -352,6 +352,9 @@ def ucarp_unit(head: str, launcher: str, state_dir: str, run_dir: str, check: li
             f"RuntimeDirectory={_runtime_dir(run_dir)}",
             "RuntimeDirectoryPreserve=yes",
             f"ExecStart={launcher} {argv_file} {pidfile} " + _words(check),
+            # a clean stop released the VIP (ucarp --shutdown): what the
+            # release left goes once its soft seconds are over
+            f"ExecStopPost={launcher} --stopped {argv_file}",
             "Restart=always",
             f"RestartSec={UCARP_RESTART_SEC}",
             "",

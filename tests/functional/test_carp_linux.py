@@ -379,6 +379,7 @@ def test_ucarp_command_lines_carry_no_password(ucarp, tmp_path, carp_paths):
         "--advbase=1",
         "--advskew=0",
         "--preempt",
+        "--shutdown",
         f"--upscript={carp_paths['script_dir']}/lb-carp-vip-up",
         f"--downscript={carp_paths['script_dir']}/lb-carp-vip-down",
         f"--xparam=32 44 {carp_paths['state_dir']} 10.2.2.242",

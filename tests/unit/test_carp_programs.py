@@ -74,6 +74,8 @@ def test_the_shell_programs_say_what_the_python_side_says():
     launcher = carp_program(lb_boot.UCARP_LAUNCHER)
     assert int(_sh_value(launcher, "DEMOTED_ADVSKEW")) == carp_common.UCARP_MAINTENANCE_ADVSKEW
     assert int(_sh_value(launcher, "FALL")) == lb_boot.SERVING_FALL
+    assert int(_sh_value(launcher, "SOFT_SECONDS")) == lb_carp_vips.SOFT_SECONDS
+    assert "\n\tsleep 3\n" in vip  # the down script's soft release, as long
     ready = carp_program(lb_render_linux.ROUTING_READY_SCRIPT)
     paths = lb_routing.PATHS["Debian"]
     assert f"{paths['birdc']} -s {paths['socket']} show protocols" in ready

@@ -132,6 +132,7 @@ def test_ucarp_gets_a_template_unit_and_one_enabled_instance_per_group():
         "/usr/local/sbin/lb-routing-ready",  # the model's pair has BGP
     ]
     assert u["Service"]["Restart"] == "always" and u["Service"]["RestartSec"] == "100ms"
+    assert u["Service"]["ExecStopPost"].split() == ["/usr/local/sbin/lb-ucarp-exec", "--stopped", "/var/lib/lb-carp/ucarp/%i.argv"]
     assert u["Service"]["RuntimeDirectory"] == "lb-carp"
     assert all(lb_render.writer(p, "Debian") == "host" for p in [*links, "/etc/systemd/system/lb-ucarp@.service"])
 
@@ -199,6 +200,59 @@ def test_the_ucarp_launcher_runs_the_recorded_command_line_as_itself(tmp_path):
     with pytest.raises(ValueError):
         carp_common.ucarp_argv_text(["/usr/sbin/ucarp", "--addr=1\n--upscript=/tmp/x"])
     assert carp_common.parse_ucarp_argv_text(carp_common.ucarp_argv_text(argv)) == argv
+
+
+def test_the_ucarp_units_stop_keeps_a_killed_ucarps_vip_and_ends_a_releases_routes(tmp_path):
+    """lb-ucarp-exec --stopped (ExecStopPost) under a POSIX sh, with a
+    stand-in `ip` that answers from files and records what it is asked to
+    delete, and `sleep` that records its seconds."""
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "log"
+    (bin_dir / "ip").write_text(
+        "#!/bin/sh\n"
+        f'echo "ip $*" >> {log}\n'
+        'case "$*" in\n'
+        f'"-4 -o addr show dev host0") cat {tmp_path}/addr 2>/dev/null ;;\n'
+        f'"-4 route show table local"*) cat {tmp_path}/local 2>/dev/null ;;\n'
+        "esac\n"
+    )
+    (bin_dir / "sleep").write_text(f'#!/bin/sh\necho "sleep $*" >> {log}\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    launcher = tmp_path / "lb-ucarp-exec"
+    launcher.write_text(carp_program(lb_boot.UCARP_LAUNCHER))
+    argv = tmp_path / "55.argv"
+    argv.write_text(
+        carp_common.ucarp_argv_text(["/usr/sbin/ucarp", "--interface=host0", "--addr=10.0.0.55", "--xparam=32 55 /var/lib/lb-carp"])
+    )
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+    def stopped():
+        log.write_text("")
+        res = subprocess.run(["sh", str(launcher), "--stopped", str(argv)], capture_output=True, text=True, env=env, timeout=10)
+        assert res.returncode == 0, res.stderr
+        return [line for line in log.read_text().splitlines() if " del " in line or line.startswith("sleep")]
+
+    # killed (the VIP still here): nothing touched, no wait
+    (tmp_path / "addr").write_text("2: host0    inet 10.0.0.55/32 scope global host0\n")
+    assert stopped() == []
+    # released while HAProxy listened: the soft local route's seconds, then both routes go
+    (tmp_path / "addr").unlink()
+    (tmp_path / "local").write_text("local 10.0.0.55 proto static scope host\n")
+    assert stopped() == [
+        "sleep 3",
+        "ip -4 route del local 10.0.0.55/32 dev host0 table local proto static",
+        "ip -4 route del blackhole 10.0.0.55/32",
+    ]
+    # released with nothing listening (or a BACKUP): the blackhole goes at once
+    (tmp_path / "local").unlink()
+    assert stopped() == ["ip -4 route del blackhole 10.0.0.55/32"]
+    # a recorded line whose address is not an IPv4 address reaches no ip command
+    argv.write_text(carp_common.ucarp_argv_text(["/usr/sbin/ucarp", "--interface=host0", "--addr=$(touch x)"]))
+    assert stopped() == [] and not (tmp_path / "x").exists()
 
 
 def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_path):

@@ -104,7 +104,8 @@ if [ "$action" = add ]; then
 			"${0%/*}/lb-carp-arp-probe" --peer "$peer" "$iface" "$vip" "$ACQUIRE_SECONDS"
 		else
 			"${0%/*}/lb-carp-arp-probe" "$iface" "$vip" "$ACQUIRE_SECONDS"
-		fi
+		fi || logger -t lb-carp-vip -p daemon.warning \
+			"vhid $vhid: another host still answered ARP for $vip after ${ACQUIRE_SECONDS}s: taking it anyway" 2>/dev/null
 		/sbin/ip -4 addr replace "$vip/$plen" dev "$iface"
 		/sbin/ip -4 route del blackhole "$vip/32" 2>/dev/null
 		if [ -n "$peer" ] && [ -x /usr/sbin/nft ]; then

@@ -16,11 +16,42 @@
 # it when that changes: at once when the node serves again, after FALL
 # failed checks a second apart when it stops serving (HAProxy restarted by
 # systemd is back within that).  systemd then starts the group again.
+# lb-ucarp-exec --stopped ARGV_FILE: the unit's ExecStopPost, once its ucarp
+# has ended.  Its VIP still configured: a killed ucarp, whose next one keeps
+# it; nothing to do.  Otherwise the down script released it (ucarp's
+# --shutdown) and left a blackhole route, and a local route while HAProxy
+# listened, for SOFT_SECONDS, with a background cleanup that the unit's stop
+# ends: they stay that long (HAProxy serves what still reaches this node,
+# HAProxy stopping after this unit), then go.
 set -eu
 # carp_common.UCARP_MAINTENANCE_ADVSKEW and lb_boot.SERVING_FALL
-# (tests/unit/test_carp_programs.py holds them together)
+# (tests/unit/test_carp_programs.py holds them together); the down script's
+# 3 s
 DEMOTED_ADVSKEW=254
 FALL=2
+SOFT_SECONDS=3
+if [ "${1:-}" = --stopped ]; then
+	iface=
+	addr=
+	while IFS= read -r word || [ -n "$word" ]; do
+		case "$word" in
+		--interface=*) iface=${word#--interface=} ;;
+		--addr=*) addr=${word#--addr=} ;;
+		esac
+	done < "$2"
+	case "$addr" in
+	'' | *[!0-9.]*) exit 0 ;;
+	esac
+	if ip -4 -o addr show dev "$iface" 2>/dev/null | grep -qF " inet $addr/"; then
+		exit 0
+	fi
+	if [ -n "$(ip -4 route show table local "$addr/32" dev "$iface" proto static 2>/dev/null)" ]; then
+		sleep "$SOFT_SECONDS"
+		ip -4 route del local "$addr/32" dev "$iface" table local proto static 2>/dev/null || true
+	fi
+	ip -4 route del blackhole "$addr/32" 2>/dev/null || true
+	exit 0
+fi
 argv_file=$1
 pid_file=$2
 check=${3:-}

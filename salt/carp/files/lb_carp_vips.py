@@ -492,7 +492,12 @@ def acquire(vhid, stop):
     # the second chance is for a takeover, not for a VIP this copy holds
     asked = None if vhid in held else ask_peer(vhid)
     try:
-        arp_free(dev, addr, ACQUIRE_SECONDS, stop.is_set)  # after ACQUIRE_SECONDS: taken anyway
+        if not arp_free(dev, addr, ACQUIRE_SECONDS, stop.is_set) and not stop.is_set():
+            # after ACQUIRE_SECONDS: taken anyway, and said where its other errors go
+            print(
+                f"lb-carp-keepalived-vips: vhid {vhid}: another host still answered ARP for {addr} after {ACQUIRE_SECONDS}s: taking it anyway",
+                file=sys.stderr,
+            )
     except OSError as exc:
         print(f"lb-carp-keepalived-vips: vhid {vhid}: ARP probe: {exc}", file=sys.stderr)
     if peer_answered(vhid, asked) and not stop.is_set():

@@ -253,6 +253,9 @@ def test_the_ucarp_units_stop_keeps_a_killed_ucarps_vip_and_ends_a_releases_rout
     # a recorded line whose address is not an IPv4 address reaches no ip command
     argv.write_text(carp_common.ucarp_argv_text(["/usr/sbin/ucarp", "--interface=host0", "--addr=$(touch x)"]))
     assert stopped() == [] and not (tmp_path / "x").exists()
+    # no recorded line (the module forgot the group): nothing, and no failed unit
+    argv.unlink()
+    assert stopped() == []
 
 
 def test_the_ucarp_launcher_demotes_the_group_while_the_node_cannot_serve(tmp_path):

@@ -31,6 +31,7 @@ DEMOTED_ADVSKEW=254
 FALL=2
 SOFT_SECONDS=3
 if [ "${1:-}" = --stopped ]; then
+	[ -r "${2:-}" ] || exit 0 # a group the module forgot: nothing recorded to clean
 	iface=
 	addr=
 	while IFS= read -r word || [ -n "$word" ]; do

@@ -130,7 +130,13 @@ def settled_around(request):
     name = request.module.__name__
     problems, view = wait_settled(lab.salt, SETTLE_WAIT)
     if problems:
-        pytest.fail(f"precondition of {name}: the pair is not settled after {SETTLE_WAIT} s: {problems}; saw {view}")
+        # a lab this session brought up that did not converge: what `up` said
+        why = (
+            ""
+            if lab.converged
+            else "\n`python -m lab up` did not converge; its output ends:\n" + "\n".join(lab.up.stdout.splitlines()[-40:])
+        )
+        pytest.fail(f"precondition of {name}: the pair is not settled after {SETTLE_WAIT} s: {problems}; saw {view}{why}")
     yield
     if control.running() is None:
         return  # taken down on purpose (the lab_teardown test)

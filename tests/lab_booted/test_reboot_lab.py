@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
-from lab import control, lbhosts, saltcfg, state
+from lab import LAB_DIR, control, lbhosts, saltcfg, state
 from lab.carp_tools import LBS, VIPS, Client, Sampler, all_on, holders, wait_for
 from lab.e2e import http_check
 from lab.galera import APP_CNF
@@ -313,10 +314,6 @@ def _overlap_evidence(lab, overlaps) -> str:
     state files and the overlaps, in .lab/: the path.  (How the ucarp
     reboot's overlap was found: ucarp without --shutdown left its VIPs on
     the node shutting down.)"""
-    import time
-
-    from lab import LAB_DIR
-
     first = min(t for t, _vip, _nodes in overlaps)
     out = [f"overlaps (epoch, vip, holders): {overlaps}"]
     for host in LBS:

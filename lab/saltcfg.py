@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import yaml
 
@@ -154,22 +155,45 @@ def salt_json(*args: str, timeout: float = 120) -> dict:
 
 
 def wait_for_minions(ids: list[str], timeout: float = 60, master_alive=lambda: True) -> float:
-    """Wait until every minion answers test.ping (keys are auto-accepted).
-    Returns the seconds it took; bounded by `timeout` and 60 attempts."""
+    """Wait until every minion has answered test.ping (keys are
+    auto-accepted); each round asks only those that have not.  Returns the
+    seconds it took; bounded by `timeout` and 60 rounds.
+
+    A round is one `salt` run, and it can take far longer than its `-t`: a
+    minion that reconnects after the publish is waited for through
+    saltutil.find_job (16 s here right after a master restart, twice that
+    on a slower machine), and a master still starting, or busy with the
+    reactor's work, answers the CLI late.  A round that outlives its own
+    bound is a round with no answer, not the end of the wait."""
     start = time.monotonic()
     answered: set[str] = set()
     for _ in range(60):
         if not master_alive():
             raise RuntimeError(f"the salt-master died; see {MASTER_DIR / 'log'}")
-        pings = salt_json("-L", ",".join(ids), "test.ping", "-t", "5", timeout=30)
-        answered = {m for m, ret in pings.items() if ret is True}
+        missing = sorted(set(ids) - answered)
+        try:
+            pings = salt_json("-L", ",".join(missing), "test.ping", "-t", "5", "--gather-job-timeout", "5", timeout=60)
+        except subprocess.TimeoutExpired:
+            pings = {}
+        answered |= {m for m, ret in pings.items() if ret is True}
         if answered >= set(ids):
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
             break
         time.sleep(1)
     missing = sorted(set(ids) - answered)
-    raise RuntimeError(f"minions {missing} did not answer test.ping within {timeout:.0f} s")
+    raise RuntimeError(
+        f"minions {missing} did not answer test.ping within {time.monotonic() - start:.0f} s; "
+        f"the master {'runs' if master_alive() else 'is dead'}, its log ends:\n{log_tail(MASTER_DIR / 'log')}"
+    )
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log (for a failure's message)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"({exc})"
 
 
 def sync_all(*target: str, timeout: float = 300) -> dict:

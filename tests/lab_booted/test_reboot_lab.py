@@ -22,6 +22,7 @@ Timings are printed (bench/ holds the targets), never asserted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -131,6 +132,15 @@ class _Load:
         self.client = Client(HTTP_VIP, count=CLIENT_COUNT, every=0.05, port=80, timeout=0.5)
         self.writer = Writer(str(APP_CNF), count=WRITER_COUNT, every=0.2)
 
+    def abandon(self) -> None:
+        """Stop everything at once (a test that failed before finish): no
+        client, writer or sampler outlives its test."""
+        for proc in (self.client.proc, self.writer.proc):
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        self.sampler.stop()
+
     def finish(self) -> dict:
         results = self.client.result()
         writes = self.writer.result()
@@ -145,6 +155,22 @@ class _Load:
             "committed": len(committed),
             "failed_writes": sum(1 for w in writes if not w["ok"]),
         }
+
+
+@contextlib.contextmanager
+def _without_master(load: _Load):
+    """The salt-master stopped for the block and started again after it,
+    whatever happened; the load abandoned when anything failed (the block
+    or the master's start), so that nothing of it outlives the test."""
+    control.stop_master()
+    try:
+        try:
+            yield
+        finally:
+            control.start_master()
+    except BaseException:
+        load.abandon()
+        raise
 
 
 MARKERS = ("/run/lab-reboot-marker", "/tmp/lab-reboot-marker")
@@ -176,15 +202,12 @@ def _reboot_without_master(lab, galera, hosts: list[str], while_off) -> dict:
     """Reboot `hosts` with the master stopped, under load, and check it."""
     procs = _before_power_off(lab, hosts)
     load = _Load(galera)
-    control.stop_master()
-    try:
+    with _without_master(load):
         took = lbhosts.reboot(hosts, while_off=while_off)
         _power_cycled(lab, hosts, procs)
         assert wait_for(lambda: all_on("lb-a"), BOUND), f"lb-a does not hold every VIP {BOUND:.0f} s after the reboot: {holders()}"
         served = wait_for(lambda: http_check(HTTP_VIP).ok, 30, every=1)
         assert served, "the HTTP VIP does not serve after the reboot"
-    finally:
-        control.start_master()
     report = load.finish()
     report["booted_after"] = {name: round(t["booted"] - t["power_on"], 1) for name, t in took.items()}
     print(f"reboot {hosts}: {report['booted_after']}; outages {report['outages']} s; "
@@ -241,8 +264,7 @@ def test_haproxy_killed_on_the_master_without_a_master(lab, galera):
     or keepalived's track script gives the VIPs to lb-b; either way the
     client is served again, with no salt-master to help."""
     load = _Load(galera)
-    control.stop_master()
-    try:
+    with _without_master(load):
         pid = lab.run("lb-a", "systemctl", "show", "--property=MainPID", "--value", "haproxy").stdout.strip()
         assert pid.isdigit() and int(pid) > 0, pid
         lab.run("lb-a", "kill", "-9", pid)
@@ -251,8 +273,6 @@ def test_haproxy_killed_on_the_master_without_a_master(lab, galera):
         assert wait_for(lambda: lab.run("lb-a", "systemctl", "is-active", "haproxy").stdout.strip() == "active", 60)
         assert new != pid
         assert wait_for(lambda: all_on("lb-a"), BOUND), f"lb-a does not hold every VIP again: {holders()}"
-    finally:
-        control.start_master()
     report = load.finish()
     print(f"HAProxy -9 on lb-a: outages {report['outages']} s; {report['committed']} rows committed")
     assert not report["overlaps"], f"a VIP on both nodes: {report['overlaps'][:5]}"

@@ -50,7 +50,7 @@ lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.syn
 log = logging.getLogger(__name__)
 
 __virtualname__ = "lb_recorder"
-TOPOLOGY_TTL = 10.0  # seconds the topology read from the cached pillar is used
+TOPOLOGY_TTL = 10.0  # seconds the pairs read from the nodes' cached pillars are used
 MAX_BATCH = 5000
 
 

@@ -17,8 +17,8 @@ Who does what on a CARP event (docs/operations.md, "Failover"):
 
 The logic is pure Python in ``_utils/`` (``lb_status``: the view;
 ``lb_bookkeeping``: confirming, recording, split brains; ``lb_records``: the
-files); this module only gathers: the topology from the minions' cached
-pillar (or ``topology=PATH``), one ``lb_node.report`` per node in one round
+files); this module only gathers: the pairs, each from its own nodes'
+pillar as the master has it (or ``topology=PATH``), one ``lb_node.report`` per node in one round
 trip, and the master's records under ``<cachedir>/lb/``.
 
 A split brain is two nodes claiming MASTER for one vhid.  During an ordinary
@@ -36,6 +36,7 @@ import time
 
 import salt.client
 import salt.key
+import salt.utils.master
 
 import lb_bookkeeping
 import lb_events
@@ -44,7 +45,6 @@ import lb_ops
 import lb_query
 import lb_records
 import lb_status
-import lb_topology
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -80,12 +80,24 @@ _drop = lb_bookkeeping.Drops(log)
 # gathering
 
 
+def _pillars():
+    """{minion: the pillar the master has for it}: its minion data cache,
+    else compiled here on the master from the minion's cached grains."""
+    return salt.utils.master.MasterPillarUtil(
+        "*", "glob", use_cached_grains=True, grains_fallback=False, use_cached_pillar=True, pillar_fallback=True, opts=__opts__
+    ).get_minion_pillar()
+
+
 def _topology(topology=None):
-    """The topology model: from a file, else the first cached minion pillar
-    with an ``lb`` key that validates."""
+    """The pairs' model: from a file, else each pair from its own nodes'
+    pillar (``lb_bookkeeping.site_model``; what the pillars disagree on is
+    logged)."""
     if topology:
-        return lb_topology.load(lb_topology.load_file(topology))
-    return lb_bookkeeping.topology_from_pillars(__salt__["cache.pillar"]("*") or {})
+        return lb_bookkeeping.model_from_file(topology)
+    model, problems = lb_bookkeeping.site_model(_pillars())
+    for problem in problems:
+        log.warning("lb: %s", problem)
+    return model
 
 
 def _query(nodes, fun, timeout=QUERY_TIMEOUT, arg=()):
@@ -120,7 +132,7 @@ def status(topology=None, timeout=QUERY_TIMEOUT):
     confirmed, recorded and fired like one found on a transition.
 
     topology
-        A YAML topology file instead of the minions' cached pillar.
+        A YAML topology file instead of the nodes' pillars.
 
     CLI Example:
 

@@ -29,40 +29,86 @@ CONFIRM = 3.0  # seconds a split brain must last before it is declared
 log = logging.getLogger(__name__)
 
 
-def topology_from_pillars(pillars: dict) -> dict:
-    """The topology model from the minions' cached pillars: the first (by
-    minion id) with an ``lb`` key that validates.  ValueError when none."""
-    errors = []
+def site_model(pillars: dict) -> tuple[dict, list[str]]:
+    """The master's model of the pairs, each from its own nodes' pillar.
+
+    ``pillars`` is {minion id: the pillar the master has for it} (Salt's
+    minion data cache, or one compiled on the master).  A pair is in the
+    model when one of its nodes has an ``lb`` topology in its own pillar
+    that validates and names that node in that pair: a master that serves
+    several sites (each site's pillar assigned to its own minions) sees
+    every site's pairs, and no minion's pillar speaks for a node it is not.
+
+    Returns ``({"pairs": {name: pair}}, problems)``; a problem is a string
+    naming the minion whose pillar has it: an invalid topology (its first
+    error and pillar path), two nodes of one pair whose pillars define it
+    differently (a pillar change not yet refreshed on both: the first
+    node's, by id, is used), or two pairs that claim one node (the first
+    is kept).  ValueError when no pair is left."""
+    pairs: dict[str, dict] = {}
+    source: dict[str, str] = {}
+    claimed: dict[str, str] = {}  # node -> pair name
+    problems: list[str] = []
     for minion in sorted(pillars or {}):
-        raw = (pillars[minion] or {}).get(lb_topology.ROOT)
+        pillar = pillars[minion]
+        raw = pillar.get(lb_topology.ROOT) if isinstance(pillar, dict) else None
         if raw is None:
             continue
         try:
-            return lb_topology.load(raw)
+            model = lb_topology.load(raw)
         except lb_topology.TopologyError as exc:
-            errors.append(f"{minion}: {exc}")
-    raise ValueError(
-        "no valid 'lb' topology in the minions' cached pillar" + (f": {errors[0]}" if errors else " (run saltutil.refresh_pillar)")
-    )
+            more = f" (and {len(exc.errors) - 1} more: salt {minion} lb.validate)" if len(exc.errors) > 1 else ""
+            problems.append(f"{minion}: its pillar's topology is invalid: {exc.errors[0]}{more}")
+            continue
+        for name, pair in model["pairs"].items():
+            if minion not in pair["nodes"]:
+                continue
+            if name in pairs:
+                if pairs[name] != pair:
+                    problems.append(f"{minion}: its pillar defines pair {name!r} unlike {source[name]}'s; {source[name]}'s is used")
+                continue
+            taken = {n: claimed[n] for n in pair["nodes"] if n in claimed}
+            if taken:
+                problems.append(
+                    f"{minion}: its pillar puts {', '.join(sorted(taken))} in pair {name!r}, already in pair {sorted(taken.values())[0]!r}"
+                )
+                continue
+            pairs[name], source[name] = pair, minion
+            claimed.update(dict.fromkeys(pair["nodes"], name))
+    if not pairs:
+        raise ValueError(
+            "no load balancer has a valid 'lb' topology naming it in its pillar"
+            + (f": {problems[0]}" if problems else " (run saltutil.refresh_pillar)")
+        )
+    return {"pairs": pairs}, problems
 
 
-_EXPECTED: dict = {"at": None, "expected": None}
+def model_from_file(path: str) -> dict:
+    """The model of a topology file (the runner's ``topology=PATH``)."""
+    return lb_topology.load(lb_topology.load_file(path))
+
+
+_EXPECTED: dict = {"at": None, "expected": None, "logged": set()}
 
 
 def cached_expected(read_pillars, ttl: float = 10.0, clock=time.monotonic) -> dict:
-    """The pairs (``lb_status.expected_pairs``) of the topology in the
-    minions' cached pillars (``read_pillars()``, e.g. Salt's ``cache.pillar``),
-    read again when older than ``ttl`` seconds: the reactor and the engine
-    vet every event against it without reading every pillar per event.
-    {} (and a warning) while no cached pillar holds a valid topology."""
+    """The pairs (``lb_status.expected_pairs``) of :func:`site_model` over
+    the minions' cached pillars (``read_pillars()``, e.g. Salt's
+    ``cache.pillar``), read again when older than ``ttl`` seconds: the
+    reactor and the engine vet every event against it without reading every
+    pillar per event.  A problem is logged once, when it first shows; {}
+    (and a warning) while no cached pillar holds a valid topology."""
     now = clock()
     if _EXPECTED["expected"] is None or now - _EXPECTED["at"] > ttl:
         try:
-            expected = lb_status.expected_pairs(topology_from_pillars(read_pillars() or {}))
+            model, problems = site_model(read_pillars() or {})
+            expected = lb_status.expected_pairs(model)
         except (ValueError, OSError) as exc:
-            log.warning("lb: %s", exc)
-            expected = _EXPECTED["expected"] or {}
-        _EXPECTED.update(at=now, expected=expected)
+            problems, expected = [str(exc)], _EXPECTED["expected"] or {}
+        for problem in problems:
+            if problem not in _EXPECTED["logged"]:
+                log.warning("lb: %s", problem)
+        _EXPECTED.update(at=now, expected=expected, logged=set(problems))
     return _EXPECTED["expected"]
 
 

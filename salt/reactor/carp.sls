@@ -55,8 +55,8 @@ def _pillars():
 
 def run():
     lb_events, lb_bookkeeping = _utils()
-    # the tag's grammar, and a node and group of the topology (the minions'
-    # cached pillar, read at most every 10 s); a drop is logged by the
+    # the tag's grammar, and a node and group of its pair (each pair from
+    # its own nodes' cached pillar, read at most every 10 s); a drop is logged by the
     # lb_recorder engine, which vets every carp event
     if lb_events.parse(tag) is None:  # noqa: F821 - the reactor's globals
         return {}

@@ -5,14 +5,17 @@ the record files (_utils/lb_records.py); and the round trip itself, bounded
 by its timeout (_utils/lb_query.py).  The nodes' answers are
 given; the clock is a variable."""
 
+import copy
 import json
 import time
 
 import pytest
+import yaml
 
 import lb_bookkeeping
 import lb_query
 import lb_records
+import lb_topology
 
 EXPECTED = {
     "edge": {
@@ -219,3 +222,78 @@ def test_ask_passes_the_functions_arguments():
     got = lb_query.ask(client, ["lb-a"], "haproxy_cfg.drain", 10, lambda: [], arg=["haproxy_198.18.2.5_80", "http_srv-1"])
     assert got == {"lb-a": {"admin": ["drain"]}}
     assert client.calls == [(("lb-a",), "haproxy_cfg.drain", "list", ("haproxy_198.18.2.5_80", "http_srv-1"))]
+
+
+# ---------------------------------------------------------------------------
+# the master's model: each pair from its own nodes' pillar (site_model)
+
+
+def _other_site(lab_raw):
+    """The lab's topology as another site's: pair `core` of lb-c and lb-d."""
+    text = yaml.safe_dump(lab_raw).replace("lb-a", "lb-c").replace("lb-b", "lb-d")
+    raw = yaml.safe_load(text)
+    raw["pairs"] = {"core": raw["pairs"].pop("edge")}
+    return raw
+
+
+def test_each_site_s_pairs_come_from_their_own_nodes_pillars(lab_raw):
+    core = _other_site(lab_raw)
+    pillars = {"db-1": {"lb": lab_raw}, "lb-a": {"lb": lab_raw}, "lb-b": {"lb": lab_raw}, "lb-c": {"lb": core}, "lb-d": {"lb": core}}
+    model, problems = lb_bookkeeping.site_model(pillars)
+    assert problems == []
+    assert sorted(model["pairs"]) == ["core", "edge"]
+    assert sorted(model["pairs"]["core"]["nodes"]) == ["lb-c", "lb-d"]
+    assert sorted(model["pairs"]["edge"]["nodes"]) == ["lb-a", "lb-b"]
+
+
+def test_no_minion_s_pillar_speaks_for_a_node_it_is_not(lab_raw):
+    # db-1's pillar holds another site's topology: it names lb-c and lb-d,
+    # whose own pillars do not; the first by id no longer decides
+    pillars = {"db-1": {"lb": _other_site(lab_raw)}, "lb-a": {"lb": lab_raw}, "lb-b": {}}
+    model, problems = lb_bookkeeping.site_model(pillars)
+    assert list(model["pairs"]) == ["edge"] and problems == []
+
+
+def test_what_the_pillars_disagree_on_is_said_with_the_minion_and_the_path(lab_raw):
+    changed = copy.deepcopy(lab_raw)
+    changed["pairs"]["edge"]["carp"]["backup_advskew"] = 120
+    broken = copy.deepcopy(lab_raw)
+    broken["pairs"]["edge"]["nodes"]["lb-b"]["interfaces"]["vip"]["device"] = "eth1; reboot"
+    model, problems = lb_bookkeeping.site_model({"lb-a": {"lb": lab_raw}, "lb-b": {"lb": changed}, "lb-c": {"lb": broken}})
+    assert list(model["pairs"]) == ["edge"]
+    assert model["pairs"]["edge"] == lb_topology.load(lab_raw)["pairs"]["edge"]  # the first node's, by id
+    assert problems[0] == "lb-b: its pillar defines pair 'edge' unlike lb-a's; lb-a's is used"
+    assert problems[1].startswith("lb-c: its pillar's topology is invalid: lb:pairs:edge:nodes:lb-b:interfaces:vip:device: ")
+    assert problems[1].endswith(" more: salt lb-c lb.validate)") and "\n" not in problems[1]
+
+
+def test_two_pairs_cannot_claim_one_node(lab_raw):
+    other = copy.deepcopy(lab_raw)
+    other["pairs"] = {"edge2": other["pairs"].pop("edge")}
+    model, problems = lb_bookkeeping.site_model({"lb-a": {"lb": lab_raw}, "lb-b": {"lb": other}})
+    assert list(model["pairs"]) == ["edge"]
+    assert problems == ["lb-b: its pillar puts lb-a, lb-b in pair 'edge2', already in pair 'edge'"]
+
+
+@pytest.mark.parametrize("pillars", [{}, {"lb-a": {}}, {"lb-a": "an error string"}, {"db-1": {"lb": "not a topology"}}])
+def test_no_pair_at_all_is_an_error_that_says_what_to_do(pillars):
+    with pytest.raises(ValueError, match="no load balancer has a valid 'lb' topology naming it"):
+        lb_bookkeeping.site_model(pillars)
+
+
+def test_the_cached_pairs_are_read_again_after_the_ttl_and_a_problem_is_logged_once(lab_raw, monkeypatch, caplog):
+    monkeypatch.setattr(lb_bookkeeping, "_EXPECTED", {"at": None, "expected": None, "logged": set()})
+    changed = copy.deepcopy(lab_raw)
+    changed["pairs"]["edge"]["carp"]["backup_advskew"] = 120
+    reads, now = [], [0.0]
+
+    def read():
+        reads.append(now[0])
+        return {"lb-a": {"lb": lab_raw}, "lb-b": {"lb": changed}}
+
+    for t in (0.0, 5.0, 11.0, 30.0):
+        now[0] = t
+        expected = lb_bookkeeping.cached_expected(read, ttl=10, clock=lambda: now[0])
+    assert reads == [0.0, 11.0, 30.0]
+    assert list(expected) == ["edge"]
+    assert [r.getMessage() for r in caplog.records].count("lb: lb-b: its pillar defines pair 'edge' unlike lb-a's; lb-a's is used") == 1

@@ -173,9 +173,9 @@ def runner(tmp_path, monkeypatch, lab_raw):
     mod.__opts__ = {"cachedir": str(tmp_path), "conf_file": str(tmp_path / "master")}
     mod.__salt__ = {
         "event.send": lambda tag, data: fired.append((tag, data)),
-        "cache.pillar": lambda tgt: {"lb-a": {"lb": lab_raw}},
         "jobs.lookup_jid": lambda jid, display_progress=False: {"lb-a": {"x": "y"}},
     }
+    mod._pillars = lambda: {"lb-a": {"lb": lab_raw}}  # the master's pillar for lb-a
     mod.fired = fired
     monkeypatch.setattr(mod.time, "sleep", lambda s: None)
     mod.HEAL_POLL = 0

@@ -16,6 +16,7 @@ the record files, never across a query or a wait.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -27,6 +28,18 @@ import lb_topology
 CONFIRM = 3.0  # seconds a split brain must last before it is declared
 
 log = logging.getLogger(__name__)
+
+
+def _load_once(raw, loaded: dict):
+    """``lb_topology.load(raw)``, or its TopologyError, once per distinct
+    value: most minions share one topology."""
+    key = json.dumps(raw, sort_keys=True, default=str)
+    if key not in loaded:
+        try:
+            loaded[key] = lb_topology.load(raw)
+        except lb_topology.TopologyError as exc:
+            loaded[key] = exc
+    return loaded[key]
 
 
 def site_model(pillars: dict) -> tuple[dict, list[str]]:
@@ -49,16 +62,16 @@ def site_model(pillars: dict) -> tuple[dict, list[str]]:
     source: dict[str, str] = {}
     claimed: dict[str, str] = {}  # node -> pair name
     problems: list[str] = []
+    loaded: dict[str, dict | lb_topology.TopologyError] = {}
     for minion in sorted(pillars or {}):
         pillar = pillars[minion]
         raw = pillar.get(lb_topology.ROOT) if isinstance(pillar, dict) else None
         if raw is None:
             continue
-        try:
-            model = lb_topology.load(raw)
-        except lb_topology.TopologyError as exc:
-            more = f" (and {len(exc.errors) - 1} more: salt {minion} lb.validate)" if len(exc.errors) > 1 else ""
-            problems.append(f"{minion}: its pillar's topology is invalid: {exc.errors[0]}{more}")
+        model = _load_once(raw, loaded)
+        if isinstance(model, lb_topology.TopologyError):
+            more = f" (and {len(model.errors) - 1} more: salt {minion} lb.validate)" if len(model.errors) > 1 else ""
+            problems.append(f"{minion}: its pillar's topology is invalid: {model.errors[0]}{more}")
             continue
         for name, pair in model["pairs"].items():
             if minion not in pair["nodes"]:

@@ -297,3 +297,12 @@ def test_the_cached_pairs_are_read_again_after_the_ttl_and_a_problem_is_logged_o
     assert reads == [0.0, 11.0, 30.0]
     assert list(expected) == ["edge"]
     assert [r.getMessage() for r in caplog.records].count("lb: lb-b: its pillar defines pair 'edge' unlike lb-a's; lb-a's is used") == 1
+
+
+def test_a_topology_many_minions_share_is_validated_once(lab_raw, monkeypatch):
+    calls = []
+    real = lb_topology.load
+    monkeypatch.setattr(lb_topology, "load", lambda raw: calls.append(1) or real(raw))
+    pillars = {m: {"lb": copy.deepcopy(lab_raw)} for m in ("db-1", "db-2", "lb-a", "lb-b")}
+    model, problems = lb_bookkeeping.site_model(pillars)
+    assert list(model["pairs"]) == ["edge"] and problems == [] and len(calls) == 1

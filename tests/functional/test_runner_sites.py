@@ -80,6 +80,8 @@ def test_lb_status_shows_each_site_s_pairs_from_their_own_nodes_pillars(master, 
     assert ret.returncode == 0, ret
     assert isinstance(ret.data, dict) and "error" not in ret.data, ret.data
     assert sorted(ret.data["pairs"]) == ["core", "edge"]
+    # and quietly: no "unclosed Runner ... call destroy()" or other noise
+    assert not ret.stderr.strip(), ret.stderr
     # the peers run no minion here: each pair says so, by its own node ids
     warnings = "\n".join(ret.data["warnings"])
     assert "edge: lb-b: unreachable" in warnings and "core: lb-d: unreachable" in warnings, warnings

@@ -116,6 +116,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.every, self.max_seconds, self.holder = every, max_seconds, holder
         self.samples = 0
+        self.error: str | None = None  # why it stopped early (a host gone from the lab)
         self.overlaps: list[tuple[float, str, set]] = []
         self.away: list[tuple[float, str]] = []
         self._halt = threading.Event()
@@ -125,16 +126,24 @@ class Sampler(threading.Thread):
         first, second = LBS
         while not self._halt.is_set() and time.monotonic() < end:
             t = time.time()
-            a1, b, a2 = local_addresses(first), local_addresses(second), local_addresses(first)
+            try:
+                a1, b, a2 = local_addresses(first), local_addresses(second), local_addresses(first)
+            except (LookupError, OSError) as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
             self.overlaps += [(t, vip, {first, second}) for vip in VIPS if vip in a1 and vip in b and vip in a2]
             if self.holder == first:
                 self.away += [(t, vip) for vip in VIPS if vip not in a1 and vip not in a2]
             self.samples += 1
             self._halt.wait(self.every)
 
-    def stop(self):
+    def stop(self, check: bool = True):
+        """Stop sampling; with `check`, RuntimeError if it had stopped early
+        (its samples do not cover the test)."""
         self._halt.set()
         self.join(timeout=5)
+        if check and self.error:
+            raise RuntimeError(f"the VIP sampler stopped after {self.samples} samples: {self.error}")
 
 
 class Client:

@@ -139,7 +139,7 @@ class _Load:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
-        self.sampler.stop()
+        self.sampler.stop(check=False)
 
     def finish(self) -> dict:
         results = self.client.result()

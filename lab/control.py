@@ -75,10 +75,14 @@ def up(galera6: bool = False, wait: float = 0.0, booted: bool = False) -> int:
             down()
             return 1
     ids = plan_from_pillar(PILLAR, galera6=st["galera6"]).minion_ids
+
+    def master_alive() -> bool:
+        return state.alive(st["daemons"]["salt-master"])
+
     try:
-        took = saltcfg.wait_for_minions(
-            ids, timeout=MINION_TIMEOUT_BOOTED if st.get("booted") else 60, master_alive=lambda: state.alive(st["daemons"]["salt-master"])
-        )
+        # a new lab's master directory is new: whatever is in it is this start's
+        saltcfg.wait_for_master(0, timeout=60, master_alive=master_alive)
+        took = saltcfg.wait_for_minions(ids, timeout=MINION_TIMEOUT_BOOTED if st.get("booted") else 60, master_alive=master_alive)
         print(f"all {len(ids)} minions answer test.ping (waited {took:.1f} s)")
         converged = saltcfg.converge(ids, before_highstate=_wait_galera)
     except KeyboardInterrupt:
@@ -238,6 +242,7 @@ def start_master() -> None:
     if state.alive(st["daemons"]["salt-master"]):
         return
     log = saltcfg.MASTER_DIR / "console.log"
+    since = time.time()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             saltcfg.master_command(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
@@ -248,6 +253,7 @@ def start_master() -> None:
         st["daemons"]["salt-master"] = rec
         state.save(st)
     ids = plan_from_pillar(PILLAR, galera6=st["galera6"]).minion_ids
+    saltcfg.wait_for_master(since, timeout=60, master_alive=lambda: state.alive(rec))
     saltcfg.wait_for_minions(ids, timeout=120, master_alive=lambda: state.alive(rec))
 
 

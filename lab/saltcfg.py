@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ MINIONS_DIR = LAB_DIR / "minions"
 EXTROOT = LAB_DIR / "extroot"  # symlinks to the repo's _modules, _states ... (served as salt://_modules)
 EXTENSION_DIRS = ("_modules", "_states", "_grains", "_utils", "_beacons", "_runners", "_engines")
 REACTOR_CONF = REPO / "etc" / "salt" / "master.d" / "reactor.conf"
+EX_USAGE = 64  # salt's exit status for a command line it refuses (salt.defaults.exitcodes)
 SOCKET_MAX = 100  # bytes; unix socket paths are limited to 108
 
 
@@ -148,37 +150,84 @@ def timed_salt(*args: str) -> tuple[float, dict]:
 def salt_json(*args: str, timeout: float = 120) -> dict:
     """Run `salt ... --out=json --static` and return {minion: return}."""
     proc = salt(*args, "--out=json", "--static", timeout=timeout)
+    if proc.returncode == EX_USAGE:  # a command line salt refuses: no publish, never "no answer yet"
+        raise RuntimeError(f"salt {' '.join(args)}: {proc.stderr.strip()[-500:]}")
     try:
         return json.loads(proc.stdout or "{}")
     except json.JSONDecodeError:
         raise RuntimeError(f"salt {' '.join(args)}: {proc.stdout}{proc.stderr}") from None
 
 
-def wait_for_minions(ids: list[str], timeout: float = 60, master_alive=lambda: True) -> float:
+MASTER_RET_PORT = 4506  # Salt's default ret_port: the master's request server
+
+
+def master_missing(since: float) -> str | None:
+    """What the lab's master, started at `since` (time.time()), does not
+    have yet before a `salt` command can use it, or None when it has it
+    all: the readiness mark and the workers' socket of this start (Salt
+    writes both as it starts: a restart's are newer than `since`), and its
+    request port taking connections.  A `salt` run before that has hung
+    for a minute without publishing anything (CI, a slow machine)."""
+    cfg = yaml.safe_load((MASTER_DIR / "master").read_text())
+    for mark in (Path(cfg["cachedir"]) / "health" / "ready", Path(cfg["sock_dir"]) / "workers-default.ipc"):
+        try:
+            if mark.stat().st_mtime < since - 1:
+                return f"{mark} is from an earlier start"
+        except FileNotFoundError:
+            return f"no {mark} yet"
+    try:
+        with socket.create_connection((cfg["interface"], MASTER_RET_PORT), timeout=2):
+            pass
+    except OSError as exc:
+        return f"{cfg['interface']}:{MASTER_RET_PORT} refuses connections ({exc})"
+    return None
+
+
+def wait_for_master(since: float, timeout: float = 60, master_alive=lambda: True) -> float:
+    """Wait until the master started at `since` takes `salt` commands
+    (master_missing); the seconds it took.  RuntimeError, with the master's
+    log, when it died or did not get there in `timeout` seconds."""
+    start = time.monotonic()
+    while True:
+        if not master_alive():
+            raise RuntimeError(f"the salt-master died; its log ends:\n{log_tail(MASTER_DIR / 'log')}")
+        missing = master_missing(since)
+        if missing is None:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(
+                f"the salt-master is not ready after {timeout:.0f} s: {missing}; its log ends:\n{log_tail(MASTER_DIR / 'log')}"
+            )
+        time.sleep(0.2)
+
+
+def wait_for_minions(ids: list[str], timeout: float = 60, master_alive=lambda: True, rounds: int = 3) -> float:
     """Wait until every minion has answered test.ping (keys are
     auto-accepted); each round asks only those that have not.  Returns the
-    seconds it took; bounded by `timeout` and 60 rounds.
+    seconds it took; bounded by `timeout` (but at least `rounds` rounds) and
+    60 rounds.  Call wait_for_master first after starting the master.
 
     A round is one `salt` run, and it can take far longer than its `-t`: a
     minion that reconnects after the publish is waited for through
     saltutil.find_job (16 s here right after a master restart, twice that
-    on a slower machine), and a master still starting, or busy with the
-    reactor's work, answers the CLI late.  A round that outlives its own
-    bound is a round with no answer, not the end of the wait."""
+    on a slower machine), and a master busy with the reactor's work answers
+    late.  A round that outlives its own bound (30 s) is killed and counts
+    as a round with no answer, not as the end of the wait."""
     start = time.monotonic()
     answered: set[str] = set()
-    for _ in range(60):
+    for done in range(1, 61):
         if not master_alive():
-            raise RuntimeError(f"the salt-master died; see {MASTER_DIR / 'log'}")
+            raise RuntimeError(f"the salt-master died; its log ends:\n{log_tail(MASTER_DIR / 'log')}")
         missing = sorted(set(ids) - answered)
         try:
-            pings = salt_json("-L", ",".join(missing), "test.ping", "-t", "5", "--gather-job-timeout", "5", timeout=60)
+            pings = salt_json("-L", ",".join(missing), "test.ping", "-t", "5", timeout=30)
         except subprocess.TimeoutExpired:
+            print(f"salt test.ping to {missing}: no end in 30 s (killed; asking again)")
             pings = {}
         answered |= {m for m, ret in pings.items() if ret is True}
         if answered >= set(ids):
             return time.monotonic() - start
-        if time.monotonic() - start > timeout:
+        if time.monotonic() - start > timeout and done >= rounds:
             break
         time.sleep(1)
     missing = sorted(set(ids) - answered)

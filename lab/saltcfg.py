@@ -166,8 +166,10 @@ def master_missing(since: float) -> str | None:
     have yet before a `salt` command can use it, or None when it has it
     all: the readiness mark and the workers' socket of this start (Salt
     writes both as it starts: a restart's are newer than `since`), and its
-    request port taking connections.  A `salt` run before that has hung
-    for a minute without publishing anything (CI, a slow machine)."""
+    request port taking connections.  A `salt` command sent before that
+    waits out its request timeouts ("Request timed out while waiting for a
+    response. reconnecting."): CI's first test.ping after a master restart
+    did not end in 30 s."""
     cfg = yaml.safe_load((MASTER_DIR / "master").read_text())
     for mark in (Path(cfg["cachedir"]) / "health" / "ready", Path(cfg["sock_dir"]) / "workers-default.ipc"):
         try:
@@ -175,11 +177,12 @@ def master_missing(since: float) -> str | None:
                 return f"{mark} is from an earlier start"
         except FileNotFoundError:
             return f"no {mark} yet"
+    port = cfg.get("ret_port", MASTER_RET_PORT)
     try:
-        with socket.create_connection((cfg["interface"], MASTER_RET_PORT), timeout=2):
+        with socket.create_connection((cfg["interface"], port), timeout=2):
             pass
     except OSError as exc:
-        return f"{cfg['interface']}:{MASTER_RET_PORT} refuses connections ({exc})"
+        return f"{cfg['interface']}:{port} refuses connections ({exc})"
     return None
 
 

@@ -81,10 +81,11 @@ _drop = lb_bookkeeping.Drops(log)
 
 
 def _pillars():
-    """{minion: the pillar the master has for it}: its minion data cache,
-    else compiled here on the master from the minion's cached grains."""
+    """{minion: the pillar the master has for it}: the master's minion data
+    cache, which it writes each time it compiles a minion's pillar (as the
+    engine and the reactor read it)."""
     return salt.utils.master.MasterPillarUtil(
-        "*", "glob", use_cached_grains=True, grains_fallback=False, use_cached_pillar=True, pillar_fallback=True, opts=__opts__
+        "*", "glob", use_cached_grains=True, grains_fallback=False, use_cached_pillar=True, pillar_fallback=False, opts=__opts__
     ).get_minion_pillar()
 
 

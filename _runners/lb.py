@@ -89,15 +89,19 @@ def _pillars():
     ).get_minion_pillar()
 
 
-def _topology(topology=None):
+def _topology(topology=None, problems=None):
     """The pairs' model: from a file, else each pair from its own nodes'
-    pillar (``lb_bookkeeping.site_model``; what the pillars disagree on is
-    logged)."""
+    pillar (``lb_bookkeeping.site_model``).  What the pillars disagree on
+    goes into ``problems`` when given (``lb.status`` shows it), else to the
+    log."""
     if topology:
         return lb_bookkeeping.model_from_file(topology)
-    model, problems = lb_bookkeeping.site_model(_pillars())
-    for problem in problems:
-        log.warning("lb: %s", problem)
+    model, found = lb_bookkeeping.site_model(_pillars())
+    if problems is None:
+        for problem in found:
+            log.warning("lb: %s", problem)
+    else:
+        problems.extend(found)
     return model
 
 
@@ -126,7 +130,8 @@ def status(topology=None, timeout=QUERY_TIMEOUT):
     Every pair: each group's VIP and which node is MASTER, each node's
     maintenance flag, HAProxy's listeners and servers (UP/DOWN/DRAIN/MAINT),
     whether the files on the nodes are what the pillar renders, and
-    warnings: split brain, no MASTER, a node unreachable, config drift.
+    warnings: split brain, no MASTER, a node unreachable, config drift,
+    minions' pillars that disagree on a pair.
 
     A table by default; ``--out=json`` (or any ``--out``) gives the data.
     A split brain found here that the reactor has not recorded yet is
@@ -142,15 +147,16 @@ def status(topology=None, timeout=QUERY_TIMEOUT):
         salt-run lb.status
         salt-run lb.status --out=json
     """
+    problems = []
     try:
-        model = _topology(topology)
+        model = _topology(topology, problems)
     except (ValueError, OSError) as exc:
         return {"error": str(exc)}
     expected = lb_status.expected_pairs(model)
     nodes = sorted({n for p in expected.values() for n in p["nodes"]})
     reports = lb_bookkeeping.as_reports(_query(nodes, "lb_node.report", timeout))
     recorded = _recorder(timeout=timeout).check(expected, reports)
-    v = lb_status.view(expected, reports, recorded)
+    v = lb_status.view(expected, reports, recorded, pillar=problems)
     if __opts__.get("output"):
         return v
     return {"outputter": "txt", "data": lb_status.table(v)}

@@ -207,16 +207,23 @@ def pair_view(name: str, expected: dict, reports: dict[str, dict | None], record
     }
 
 
-def view(expected: dict, reports: dict[str, dict | None], recorded: dict | None = None, now: float | None = None) -> dict:
-    """Every pair: {"pairs": {name: pair_view}, "warnings": [pair: warning]}."""
+def view(
+    expected: dict, reports: dict[str, dict | None], recorded: dict | None = None, now: float | None = None, pillar: list[str] | None = None
+) -> dict:
+    """Every pair: {"pairs": {name: pair_view}, "warnings": [pair: warning]},
+    and ``pillar``: what the minions' pillars disagree on
+    (lb_bookkeeping.site_model), first among the warnings."""
     recorded = recorded or {}
     pairs = {}
-    warnings = []
+    warnings = [f"pillar: {p}" for p in pillar or []]
     for name in sorted(expected):
         pv = pair_view(name, expected[name], reports, recorded.get(name), now)
         pairs[name] = pv
         warnings += [f"{name}: {w}" for w in pv["warnings"]]
-    return {"pairs": pairs, "warnings": warnings}
+    out = {"pairs": pairs, "warnings": warnings}
+    if pillar:
+        out["pillar"] = list(pillar)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -284,6 +291,9 @@ def table(v: dict) -> str:
         out.append("")
     if not v["pairs"]:
         out.append("no load-balancer pair in the topology")
+    if v.get("pillar"):
+        out.append("the minions' pillars:")
+        out += [f"  ! {p}" for p in v["pillar"]]
     return "\n".join(out).rstrip() + "\n"
 
 

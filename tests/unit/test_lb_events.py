@@ -3,6 +3,7 @@ reactor SLS, and the lb runner's heal decisions (_runners/lb.py) with the
 nodes' answers given: each forged claim is dropped, each confirmed one acted
 on, nothing else.  The bookkeeping: tests/unit/test_lb_bookkeeping.py."""
 
+import copy
 import importlib.util
 import os
 import time
@@ -318,3 +319,16 @@ def test_a_vip_is_shown_as_its_bare_address_in_every_view():
         assert lb_events.vip_address(text) == "198.18.2.4"
     for bad in ("198.18.2.4\n", "198.18.2.256", "198.18.2.4/33", "evil", "", None, 4, "1.2.3.4/24 x"):
         assert lb_events.vip_address(bad) is None, bad
+
+
+def test_status_shows_what_the_minions_pillars_disagree_on(runner, lab_raw, monkeypatch):
+    changed = copy.deepcopy(lab_raw)
+    changed["pairs"]["edge"]["carp"]["backup_advskew"] = 120
+    runner._pillars = lambda: {"lb-a": {"lb": lab_raw}, "lb-b": {"lb": changed}}
+    monkeypatch.setattr(runner, "_query", lambda nodes, fun, timeout=10, arg=(): {n: "no answer" for n in nodes})
+    runner.__opts__["output"] = "json"
+    v = runner.status()
+    problem = "lb-b: its pillar defines pair 'edge' unlike lb-a's; lb-a's is used"
+    assert v["pillar"] == [problem] and v["warnings"][0] == f"pillar: {problem}"
+    runner.__opts__.pop("output")
+    assert f"  ! {problem}" in runner.status()["data"]

@@ -36,7 +36,6 @@ import time
 
 import salt.client
 import salt.key
-import salt.utils.master
 
 import lb_bookkeeping
 import lb_events
@@ -80,15 +79,6 @@ _drop = lb_bookkeeping.Drops(log)
 # gathering
 
 
-def _pillars():
-    """{minion: the pillar the master has for it}: the master's minion data
-    cache, which it writes each time it compiles a minion's pillar (as the
-    engine and the reactor read it)."""
-    return salt.utils.master.MasterPillarUtil(
-        "*", "glob", use_cached_grains=True, grains_fallback=False, use_cached_pillar=True, pillar_fallback=False, opts=__opts__
-    ).get_minion_pillar()
-
-
 def _topology(topology=None, problems=None):
     """The pairs' model: from a file, else each pair from its own nodes'
     pillar (``lb_bookkeeping.site_model``).  What the pillars disagree on
@@ -96,7 +86,8 @@ def _topology(topology=None, problems=None):
     log."""
     if topology:
         return lb_bookkeeping.model_from_file(topology)
-    model, found = lb_bookkeeping.site_model(_pillars())
+    # the master's minion data cache, as the engine and the reactor read it
+    model, found = lb_bookkeeping.site_model(__salt__["cache.pillar"]("*") or {})
     if problems is None:
         for problem in found:
             log.warning("lb: %s", problem)

@@ -64,7 +64,7 @@ def up(galera6: bool = False, wait: float = 0.0, booted: bool = False) -> int:
         except (RuntimeError, KeyboardInterrupt) as exc:
             os.close(machine_lock)
             print(f"building the lab failed: {str(exc) or 'interrupted'}\n--- {SUPERVISOR_LOG} (end) ---")
-            print("\n".join(SUPERVISOR_LOG.read_text(errors="replace").splitlines()[-30:]))
+            print(saltcfg.log_tail(SUPERVISOR_LOG, 30))
             down()
             return 1
         os.close(machine_lock)  # the supervisor holds it now

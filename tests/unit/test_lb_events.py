@@ -174,9 +174,9 @@ def runner(tmp_path, monkeypatch, lab_raw):
     mod.__opts__ = {"cachedir": str(tmp_path), "conf_file": str(tmp_path / "master")}
     mod.__salt__ = {
         "event.send": lambda tag, data: fired.append((tag, data)),
+        "cache.pillar": lambda tgt: {"lb-a": {"lb": lab_raw}},  # the master's pillar for lb-a
         "jobs.lookup_jid": lambda jid, display_progress=False: {"lb-a": {"x": "y"}},
     }
-    mod._pillars = lambda: {"lb-a": {"lb": lab_raw}}  # the master's pillar for lb-a
     mod.fired = fired
     monkeypatch.setattr(mod.time, "sleep", lambda s: None)
     mod.HEAL_POLL = 0
@@ -324,7 +324,7 @@ def test_a_vip_is_shown_as_its_bare_address_in_every_view():
 def test_status_shows_what_the_minions_pillars_disagree_on(runner, lab_raw, monkeypatch):
     changed = copy.deepcopy(lab_raw)
     changed["pairs"]["edge"]["carp"]["backup_advskew"] = 120
-    runner._pillars = lambda: {"lb-a": {"lb": lab_raw}, "lb-b": {"lb": changed}}
+    runner.__salt__["cache.pillar"] = lambda tgt: {"lb-a": {"lb": lab_raw}, "lb-b": {"lb": changed}}
     monkeypatch.setattr(runner, "_query", lambda nodes, fun, timeout=10, arg=(): {n: "no answer" for n in nodes})
     runner.__opts__["output"] = "json"
     v = runner.status()

@@ -2,10 +2,10 @@
 The Galera health probe on a database server: its status, the maintenance
 switch (drain / undrain), and the MySQL account it logs in with.
 
-The probe itself (``_utils/clustercheck_probe.py``) answers HAProxy on TCP
-9200 through xinetd (Linux) or inetd (FreeBSD); ``salt/clustercheck`` installs
-it from the pillar's ``lb`` topology (``_utils/lb_probe.py`` renders its
-files).  This module is the operator's side:
+The probe itself (``salt/clustercheck/files/clustercheck.py``) answers
+HAProxy on TCP 9200 through xinetd (Linux) or inetd (FreeBSD);
+``salt/clustercheck`` installs it, and the files ``_utils/lb_probe.py``
+renders from the pillar's ``lb`` topology.  This module is the operator's side:
 
 - ``clustercheck.status``: the probe's answer, run here as the probe's user
   (the same program, the same option file), or fetched over HTTP;
@@ -117,11 +117,14 @@ def plan(pair=None, os_family=None, secrets=False, **overrides):
     return out
 
 
-def preview(pair=None, os_family=None, secrets=False, **overrides):
+def preview(pair=None, os_family=None, secrets=False, saltenv="base", **overrides):
     """
     Every file the probe gets on this server, ``{path: content}``; nothing is
     written.  The option file's password shows as ``<redacted>`` unless
-    ``secrets=True``.
+    ``secrets=True``.  The probe program is fetched from the state tree
+    (``salt://clustercheck/files/clustercheck.py``, from ``saltenv``) and
+    rendered by Salt's Jinja with this OS's interpreter and paths, as
+    ``file.managed`` renders it.
 
     CLI Example:
 
@@ -129,7 +132,19 @@ def preview(pair=None, os_family=None, secrets=False, **overrides):
 
         salt-call clustercheck.preview os_family=FreeBSD --out=json
     """
-    return {path: f["content"] for path, f in plan(pair, os_family, secrets, **overrides)["files"].items()}
+    out = {}
+    for path, f in plan(pair, os_family, secrets, **overrides)["files"].items():
+        out[path] = _program(f, saltenv) if f["source"] else f["content"]
+    return out
+
+
+def _program(f, saltenv):
+    """A program of the state tree as file.managed writes it (its template
+    rendered with its context)."""
+    text = __salt__["cp.get_file_str"](f["source"], saltenv=saltenv)
+    if not isinstance(text, str):
+        raise CommandExecutionError(f"{f['source']} is not on the master's fileserver (saltenv {saltenv})")
+    return __salt__["file.apply_template_on_contents"](text, template="jinja", context=f["context"], defaults=None, saltenv=saltenv)
 
 
 def _settings(maintenance_file=None, config=None, probe=None, user=None):

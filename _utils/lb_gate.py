@@ -173,10 +173,10 @@ def affected(old_model: dict | None, new_model: dict, os_family: str = "Debian")
             if states:
                 out["lb"][node_id] = [s for s in LB_STATE_ORDER if s in states]
         if pair.get("galera_probe"):
-            new_probe = {p: f.content for p, f in lb_probe.render_probe(new_model, name, os_family).items()}
+            new_probe = {p: (f.content, f.context) for p, f in lb_probe.render_probe(new_model, name, os_family).items()}
             old_probe = None
             if old_pair is not None and old_pair.get("galera_probe"):
-                old_probe = {p: f.content for p, f in lb_probe.render_probe(old_model, name, os_family).items()}
+                old_probe = {p: (f.content, f.context) for p, f in lb_probe.render_probe(old_model, name, os_family).items()}
             if new_probe != old_probe:
                 addrs = {str(s["address"]) for s in lb_probe.galera_servers(pair)}
                 if old_pair is not None:

@@ -5,8 +5,10 @@ Pure functions of the normalized model from `lb_topology.load()`, like
 OS family, `render_probe()` returns every file a database server of that
 pair gets, keyed by absolute path:
 
-- the probe itself (`clustercheck_probe.py` beside this file, with the OS's
-  interpreter, client and option-file paths written in);
+- the probe itself: the program `salt/clustercheck/files/clustercheck.py`
+  (`PROBE_SOURCE`), installed by the SLS as a Jinja template whose context
+  (`program_context`) is the OS's interpreter, client and option-file
+  paths;
 - its option file: the MySQL account for the client's ``[client]`` group and
   the probe's own ``[clustercheck]`` settings; a secret (0600, owned by the
   probe's user);
@@ -37,7 +39,11 @@ OS_FAMILIES = ("Debian", "FreeBSD")
 REDACTED = "<redacted>"
 SERVICE = "clustercheck"
 HEADER = "Managed by Salt from pillar lb:pairs:{pair} (galera_probe). Local edits are overwritten."
-PROBE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clustercheck_probe.py")
+# the probe program, a file of the state tree (not of this directory): the
+# interpreter is not the xinetd/inetd `server` (FreeBSD's inetd names a
+# wrapped service by the basename of its server program: hosts.allow would
+# have to allow "python3"), so the OS's interpreter goes in its #! line
+PROBE_SOURCE = "salt://clustercheck/files/clustercheck.py"
 
 # Per-OS facts (the map.jinja of the probe): only what differs.
 OS_PARAMS = {
@@ -94,6 +100,10 @@ class ProbeFile:
     group: str = "root"
     secret: bool = False
     block: str | None = None
+    # a program of the state tree (content empty): its salt:// source and the
+    # context of its Jinja template
+    source: str | None = None
+    context: dict | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -284,22 +294,12 @@ def account(pair: dict, p: dict) -> dict:
     return {"name": probe["user"], "password": probe["password"], "host": host, "max_connections": limits(pair)["instances"]}
 
 
-def render_probe_program(p: dict) -> str:
-    with open(PROBE_SOURCE, encoding="utf-8") as fh:
-        source = fh.read()
-    lines = source.split("\n")
-    lines[0] = f"#!{p['python']} -IS"
-    wanted = {"CONFIG": p["config"], "CLIENT": p["client"], "CLIENT_PATH": p["client_path"]}
-    done = set()
-    for i, line in enumerate(lines):
-        for name, value in wanted.items():
-            if line.startswith(f"{name} = ") and name not in done:
-                lines[i] = f"{name} = {value!r}"
-                done.add(name)
-    missing = set(wanted) - done
-    if missing:
-        raise RuntimeError(f"{PROBE_SOURCE} lost its {', '.join(sorted(missing))} line")
-    return "\n".join(lines)
+def program_context(p: dict) -> dict:
+    """The probe program's template context: its interpreter and the paths
+    it reads (`clustercheck_settings` grammar: absolute paths of
+    [A-Za-z0-9_./+-], so each is safe in the #! line and in a Python string
+    literal)."""
+    return {"python": p["python"], "config": p["config"], "client": p["client"], "client_path": p["client_path"]}
 
 
 def _quote_option(value: str) -> str:
@@ -423,7 +423,7 @@ def render_probe(model: dict, pair_name: str, os_family: str, overrides: dict | 
     group = p["group"] or user
     head_group = p["root_group"]
     files = {
-        p["probe"]: ProbeFile(render_probe_program(p), mode="0755", group=head_group),
+        p["probe"]: ProbeFile("", mode="0755", group=head_group, source=PROBE_SOURCE, context=program_context(p)),
         p["config"]: ProbeFile(render_option_file(pair, p, redact), mode="0600", user=user, group=group, secret=True),
     }
     if os_family == "Debian":
@@ -431,10 +431,6 @@ def render_probe(model: dict, pair_name: str, os_family: str, overrides: dict | 
     else:
         files.update(render_inetd(pair, p))
     return dict(sorted(files.items()))
-
-
-def preview(model: dict, pair_name: str, os_family: str, overrides: dict | None = None, redact: bool = True) -> dict[str, str]:
-    return {path: f.content for path, f in render_probe(model, pair_name, os_family, overrides, redact).items()}
 
 
 def plan(
@@ -464,7 +460,16 @@ def plan(
         "daemon": p["daemon"],
         "account": dict(account(pair, p), password=REDACTED) if redact else account(pair, p),
         "files": {
-            path: {"content": f.content, "mode": f.mode, "user": f.user, "group": f.group, "secret": f.secret, "block": f.block}
+            path: {
+                "content": f.content,
+                "mode": f.mode,
+                "user": f.user,
+                "group": f.group,
+                "secret": f.secret,
+                "block": f.block,
+                "source": f.source,
+                "context": f.context,
+            }
             for path, f in files.items()
         },
     }

@@ -3,7 +3,8 @@
     Apply it to the database minions (`salt 'db-*' state.apply clustercheck`).
     Everything comes from `clustercheck.plan`: the pair whose galera pools
     list this minion's address (or the pillar's `clustercheck:pair`), and the
-    files `_utils/lb_probe.py` renders for it.  The option file holds the
+    files `_utils/lb_probe.py` renders for it; the probe program is
+    files/clustercheck.py, a template for the OS's interpreter and paths.  The option file holds the
     probe's MySQL password: this SLS never does (so neither does
     state.show_sls): clustercheck.option_file and clustercheck.account_present
     read it from the pillar when they run, and never show it. #}
@@ -58,6 +59,25 @@ clustercheck_block_{{ path }}:
     - content: {{ f.content | json }}
     - {{ f.block }}_if_not_found: True
     - show_changes: True
+    - watch_in:
+      - service: clustercheck_daemon
+{%- elif f.source %}
+
+{#- the probe program, a file of this state tree: a Jinja template whose
+    context is the OS's interpreter (its #! line) and paths #}
+clustercheck_file_{{ path }}:
+  file.managed:
+    - name: {{ path }}
+    - source: {{ f.source | json }}
+    - template: jinja
+    - context: {{ f.context | json }}
+    - user: {{ f.user }}
+    - group: {{ f.group }}
+    - mode: "{{ f.mode }}"
+    - makedirs: True
+    - dir_mode: "0755"
+    - require:
+      - user: clustercheck_user
     - watch_in:
       - service: clustercheck_daemon
 {%- elif f.secret %}

@@ -1,6 +1,7 @@
 """Install the rendered probe into a scratch directory and serve it the way
 a database server does: files from `lb_probe.render_probe` with their modes
-and owners, xinetd started on them, HAProxy in front.  Every daemon started
+and owners (the probe program rendered from the state tree by Salt's Jinja,
+as file.managed does), xinetd started on them, HAProxy in front.  Every daemon started
 here is recorded by pid and stopped by that pid."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import netaddr
 
 import lb_probe
 import lb_render_haproxy
+from tests.support import render_state_file
 
 PROBE_USER = "nobody"  # an unprivileged account every Debian has
 PROBE_GROUP = "nogroup"
@@ -51,7 +53,7 @@ class Install:
         self.files = lb_probe.render_probe(model, pair, "Debian", self.overrides)
         self.port = model["pairs"][pair]["galera_probe"]["port"]
         for path, f in self.files.items():
-            write(path, f.content, f.mode, f.user, f.group)
+            write(path, render_state_file(f.source, f.context) if f.source else f.content, f.mode, f.user, f.group)
 
     def variant(self, name: str, **settings) -> str:
         """Another option file beside the real one, with [clustercheck]

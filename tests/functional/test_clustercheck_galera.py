@@ -464,7 +464,15 @@ def test_the_sls_renders_from_the_pillar(loaders, installs):
         "group": pe.PROBE_GROUP,
         "mode": "0600",
     }
-    assert managed[inst.probe]["contents"] == inst.files[inst.probe].content
+    probe = inst.files[inst.probe]
+    assert (managed[inst.probe]["source"], managed[inst.probe]["template"]) == (probe.source, "jinja")
+    assert managed[inst.probe]["context"] == probe.context and probe.context["config"] == inst.config
+    # what file.managed renders from that template is what the preview shows
+    # (Salt's Jinja through the fileserver) and what is installed here
+    shown = loaders.modules.clustercheck.preview()
+    with open(inst.probe, encoding="utf-8") as fh:
+        assert shown[inst.probe] == fh.read()
+    assert shown[inst.probe].startswith("#!/usr/bin/python3 -IS\n")
     daemon = {k: v for a in high["clustercheck_daemon"]["service"] if isinstance(a, dict) for k, v in a.items()}
     assert daemon["name"] == "xinetd" and daemon["reload"] is True
     acct = {k: v for a in high["clustercheck_account"]["clustercheck"] if isinstance(a, dict) for k, v in a.items()}

@@ -99,6 +99,20 @@ def test_every_synced_node_answers_200_and_a_second_apply_changes_nothing(lab, g
     assert changed == []
 
 
+def test_the_installed_probe_is_what_the_preview_shows(lab, galera):
+    """The probe program is the state tree's template rendered for Debian;
+    clustercheck.preview renders it the same way, through the master's
+    fileserver, and shows every file the SLS wrote."""
+    shown = lab.salt("db-1", "clustercheck.preview")["db-1"]
+    program = shown["/usr/local/bin/clustercheck"]
+    assert program.startswith("#!/usr/bin/python3 -IS\n") and "{{" not in program
+    for path, text in shown.items():
+        if path != "/etc/clustercheck/clustercheck.cnf":  # its password shows as <redacted>
+            assert in_host("db-1", "cat", path).stdout == text, path
+    r = in_host("db-1", "stat", "-c", "%a %U %G", "/usr/local/bin/clustercheck")
+    assert r.stdout.split() == ["755", "root", "root"]
+
+
 def test_only_the_load_balancers_may_ask(lab, galera):
     addr = galera.hosts["db-1"]
     assert http_from("lb-b", addr).startswith("HTTP/1.1 200 OK")

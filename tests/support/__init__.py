@@ -14,6 +14,7 @@ SEED_PILLAR = os.path.join(REPO, "pillar", "seed", "lb.sls")
 LAB_PILLAR = os.path.join(REPO, "pillar", "lab", "lb.sls")
 SEED_HOWTO = os.path.join(REPO, "tests", "fixtures", "seed-howto.md")
 CARP_FILES = os.path.join(REPO, "salt", "carp", "files")
+PROBE_PROGRAM = os.path.join(REPO, "salt", "clustercheck", "files", "clustercheck.py")
 
 
 def carp_program(name: str) -> str:
@@ -34,6 +35,33 @@ def install_carp_programs(script_dir, names, edit=None) -> None:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(edit(carp_program(name)) if edit else carp_program(name))
         os.chmod(path, 0o755)
+
+
+def probe_module():
+    """The Galera probe program (salt/clustercheck/files/clustercheck.py) as a
+    module: its few template lines are plain Python strings and a comment."""
+    spec = importlib.util.spec_from_file_location("clustercheck_program", PROBE_PROGRAM)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def render_state_file(source: str, context: dict) -> str:
+    """A file of this repo's state tree (`salt://...`) rendered by Salt's own
+    Jinja renderer with `context`, as file.managed's `template: jinja` does."""
+    import salt.config
+    import salt.utils.templates
+
+    path = os.path.join(REPO, "salt", source.removeprefix("salt://"))
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    opts = dict(salt.config.DEFAULT_MINION_OPTS, file_client="local", file_roots={"base": [os.path.join(REPO, "salt")]})
+    out = salt.utils.templates.JINJA(
+        text, from_str=True, to_str=True, context=context, saltenv="base", opts=opts, grains={}, pillar={}, salt={}
+    )
+    if not out["result"]:
+        raise RuntimeError(f"{source}: {out['data']}")
+    return out["data"]
 
 
 def private_minion(root, state: str = "state", **options) -> str:

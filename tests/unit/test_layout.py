@@ -1,7 +1,8 @@
 """The layout docs/design.md describes, held by reading the code (ast):
 the topology is loaded and validated by `lb` alone (`lb.model`, and the
 salt-ssh wrapper that is its other half), never by another Salt module;
-and the programs are files of the state tree, not strings in `_utils/`."""
+and the programs are files of the state tree, not strings or modules in
+`_utils/`."""
 
 import ast
 from pathlib import Path
@@ -84,3 +85,18 @@ def program_strings(path: Path) -> list[str]:
 def test_no_utils_module_holds_a_program_in_a_string():
     found = {(f"_utils/{p.name}", f) for p in sorted(Path(REPO, "_utils").glob("*.py")) for f in program_strings(p)}
     assert found == set(), "make it a file under salt/<feature>/files/"
+
+
+def test_no_utils_module_is_a_program():
+    """`_utils/` holds pure logic: no module there is run as a program (a #!
+    line, or a `__main__` block).  Programs are files of the state tree."""
+    found = []
+    for p in sorted(Path(REPO, "_utils").glob("*.py")):
+        text = p.read_text()
+        tree = ast.parse(text)
+        main_block = any(
+            isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test) for node in tree.body
+        )
+        if text.startswith("#!") or main_block:
+            found.append(f"_utils/{p.name}")
+    assert found == [], "make it a file under salt/<feature>/files/"

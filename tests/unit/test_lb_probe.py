@@ -11,9 +11,11 @@ import re
 import netaddr
 import pytest
 
-import clustercheck_probe as probe
 import lb_probe
 import lb_topology
+from tests.support import PROBE_PROGRAM, probe_module, render_state_file
+
+probe = probe_module()
 
 OSES = ("Debian", "FreeBSD")
 
@@ -63,20 +65,39 @@ def test_freebsd_gets_inetd_services_hosts_allow_and_rc_conf_d(lab_model):
 
 
 @pytest.mark.parametrize("os_family", OSES)
-def test_the_probe_program_is_the_source_with_the_os_paths(lab_model, tmp_path, os_family):
+def test_the_probe_program_is_the_state_trees_file_with_the_os_paths(lab_model, tmp_path, os_family):
     p = lb_probe.OS_PARAMS[os_family]
-    text = files_of(lab_model, os_family)[p["probe"]].content
+    f = files_of(lab_model, os_family)[p["probe"]]
+    assert (f.content, f.source, f.mode) == ("", "salt://clustercheck/files/clustercheck.py", "0755")
+    assert f.context == {"python": p["python"], "config": p["config"], "client": p["client"], "client_path": p["client_path"]}
+    text = render_state_file(f.source, f.context)
     assert text.splitlines()[0] == f"#!{p['python']} -IS"
-    assert f"CONFIG = {p['config']!r}" in text
-    assert f"CLIENT = {p['client']!r}" in text
-    with open(lb_probe.PROBE_SOURCE) as fh:
+    assert f'CONFIG = "{p["config"]}"' in text
+    assert f'CLIENT = "{p["client"]}"' in text
+    assert f'CLIENT_PATH = "{p["client_path"]}"' in text
+    with open(PROBE_PROGRAM) as fh:
         source = fh.read()
-    # nothing else changes
+    # nothing else is templated: the #! line and the three paths
     changed = [(a, b) for a, b in zip(source.splitlines(), text.splitlines(), strict=True) if a != b]
-    assert len(changed) <= 4
+    assert len(changed) == 4
+    assert "{{" not in text and "{%" not in text and "{#" not in text
     out = tmp_path / "clustercheck.py"
     out.write_text(text)
     py_compile.compile(str(out), doraise=True)
+
+
+def test_the_template_has_no_jinja_but_its_four_lines():
+    """Any other `{{`, `{%` or `{#` in the program would be Jinja's to
+    interpret when file.managed renders it."""
+    with open(PROBE_PROGRAM) as fh:
+        lines = fh.read().splitlines()
+    jinja = [i for i, line in enumerate(lines) if re.search(r"\{[{%#]", line)]
+    assert [lines[i] for i in jinja] == [
+        "#!{{ python }} -IS",
+        'CONFIG = "{{ config }}"',
+        'CLIENT = "{{ client }}"',
+        'CLIENT_PATH = "{{ client_path }}"',
+    ]
 
 
 @pytest.mark.parametrize("os_family", OSES)

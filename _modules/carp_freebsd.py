@@ -40,7 +40,7 @@ import os
 from salt.exceptions import CommandExecutionError
 
 import carp_common
-import carp_parse
+import freebsd_carp_io
 import lb_boot
 import lb_files
 import lb_fresh
@@ -97,63 +97,20 @@ def _pair_groups(topology=None):
     return carp_common.checked_node_groups(_model(topology), _node(), "FreeBSD")
 
 
-def _run(argv, secret=False):
-    """Run a command; with ``secret`` its output is not logged and a failure
-    names the command by its first two words only (never the password)."""
-    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, output_loglevel="quiet" if secret else "debug")
-    if res["retcode"] != 0:
-        what = " ".join(argv[:2]) if secret else " ".join(argv)
-        raise CommandExecutionError(f"`{what} ...` failed (exit {res['retcode']}): {res.get('stderr', '').strip()}")
-    return res.get("stdout", "")
-
-
-def _current():
-    return carp_parse.carp_groups(_run(["ifconfig"]))
-
-
-def _keys(devices):
-    """{vhid: key} read with `ifconfig -k` (root sees the keys); kept in memory
-    only, to tell whether a password differs."""
-    keys = {}
-    for dev in sorted(devices):
-        try:
-            out = _run(["ifconfig", "-k", dev], secret=True)
-        except CommandExecutionError:
-            continue
-        for vhid, c in carp_parse.parse_ifconfig(out).get(dev, {}).get("carp", {}).items():
-            if "key" in c:
-                keys[vhid] = c["key"]
-    return keys
-
-
 def _shown(vhid, device, vip, advbase, advskew):
     return {"device": device, "vip": vip, "advbase": advbase, "advskew": advskew}
 
 
-def _managed_path():
-    return os.path.join(_paths()["state_dir"], "managed")
+def _run(argv, secret=False):
+    return freebsd_carp_io.run(__salt__["cmd.run_all"], argv, secret=secret)
 
 
-def _managed():
-    """{vhid: (device, address)} of the groups this module configured."""
-    out = {}
-    for line in (carp_common.read_text(_managed_path()) or "").splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0].isdigit():
-            out[int(words[0])] = (words[1], words[2])
-    return out
-
-
-def _boot():
-    return carp_parse.boot_id(str(__salt__["sysctl.get"]("kern.boottime")))
+def _current():
+    return freebsd_carp_io.current(__salt__["cmd.run_all"])
 
 
 def _int_sysctl(name):
-    value = str(__salt__["sysctl.get"](name)).strip()
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise CommandExecutionError(f"sysctl {name} is {value!r}, not a number (is the carp module loaded?)") from exc
+    return freebsd_carp_io.int_sysctl(__salt__["sysctl.get"], name)
 
 
 # ---------------------------------------------------------------------------
@@ -258,26 +215,9 @@ def programs(topology=None):
     return [{"name": os.path.basename(path), "path": path, "source": lb_boot.FREEBSD_MAINTENANCE_SOURCE, "mode": "0755"}]
 
 
-def present(topology=None, test=False):
-    """
-    Make this node's CARP groups what the topology says, live and across
-    reboots: the carp module loaded (and ``carp_load="YES"`` in loader.conf),
-    ``net.inet.carp.preempt`` as the topology says (on by default), every
-    group on its interface with its vhid, advbase, advskew, password and VIP,
-    groups this module added and the topology dropped removed, and
-    /etc/rc.conf.d/netif (0600) rendered from the topology.
-
-    The password is passed to ifconfig only when a group is added or its
-    password changes.  With ``test=True`` nothing is touched and the same
-    changes are returned.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt 'lb*' carp.present
-        salt 'lb*' carp.present test=True
-    """
+def _present_plan(topology):
+    """What present() would change, read only: the changes and comment
+    present_pending returns, and the steps the apply step takes."""
     _need_saltext()
     paths = _paths()
     model = _model(topology)
@@ -299,7 +239,7 @@ def present(topology=None, test=False):
 
     cur = _current() if loaded else {}
     desired = {g["vhid"]: g for g in gs}
-    keys = _keys({c["interface"] for v, c in cur.items() if v in desired}) if cur else {}
+    keys = freebsd_carp_io.keys(__salt__["cmd.run_all"], {c["interface"] for v, c in cur.items() if v in desired}) if cur else {}
     for vhid, g in sorted(desired.items()):
         c = cur.get(vhid)
         new = _shown(vhid, g["device"], g["address"], g["advbase"], g["advskew"])
@@ -324,7 +264,7 @@ def present(topology=None, test=False):
             if "password" in fields:
                 delta["old"]["password"], delta["new"]["password"] = "<old>", "<changed>"
             changes[vhid] = delta
-    for vhid, (dev, addr) in sorted(_managed().items()):
+    for vhid, (dev, addr) in sorted(freebsd_carp_io.managed(paths["state_dir"]).items()):
         if vhid not in desired and vhid in cur:
             steps.append((carp_common.ifconfig_remove(dev, addr), False))
             changes[vhid] = {"old": _shown(vhid, dev, addr, cur[vhid]["advbase"], cur[vhid]["advskew"]), "new": None}
@@ -339,10 +279,53 @@ def present(topology=None, test=False):
     if rc_changed:
         changes["rc_settings"] = {"old": "differs" if os.path.exists(paths["rc_settings"]) else None, "new": paths["rc_settings"]}
 
-    if not changes or test:
-        return {"changes": changes, "comment": "would apply" if changes else "CARP is configured as the topology says"}
+    comment = "would apply" if changes else "CARP is configured as the topology says"
+    plan = dict(changes=changes, comment=comment, paths=paths, gs=gs, steps=steps, loaded=loaded, want_preempt=want_preempt)
+    return dict(plan, netif=netif if netif_changed else None, rc_settings=rc_settings if rc_changed else None)
 
-    if not loaded:
+
+def present_pending(topology=None):
+    """
+    What ``carp.present`` would change, touching nothing (the state's
+    question), as ``carp.present test=True`` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.present_pending
+    """
+    return carp_common.pending(_present_plan(topology))
+
+
+def present(topology=None, test=False):
+    """
+    Make this node's CARP groups what the topology says, live and across
+    reboots: the carp module loaded (and ``carp_load="YES"`` in loader.conf),
+    ``net.inet.carp.preempt`` as the topology says (on by default), every
+    group on its interface with its vhid, advbase, advskew, password and VIP,
+    groups this module added and the topology dropped removed, and
+    /etc/rc.conf.d/netif (0600) rendered from the topology.
+
+    The password is passed to ifconfig only when a group is added or its
+    password changes.  ``test=True`` is ``carp.present_pending``: nothing is
+    touched and the same changes are returned.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.present
+        salt 'lb*' carp.present test=True
+    """
+    if test:
+        return present_pending(topology)
+    plan = _present_plan(topology)
+    changes, paths, steps, want_preempt = plan["changes"], plan["paths"], plan["steps"], plan["want_preempt"]
+    if not changes:
+        return carp_common.pending(plan)
+
+    if not plan["loaded"]:
         __salt__["kmod.load"]("carp")
     if "carp_load" in changes:
         __salt__["sysrc.set"](name="carp_load", value="YES", file=paths["loader_conf"])
@@ -350,29 +333,18 @@ def present(topology=None, test=False):
         __salt__["sysctl.persist"](PREEMPT, want_preempt)
     for argv, secret in steps:
         _run(argv, secret=secret)
-    if netif_changed:
-        lb_files.write_atomic(paths["netif_file"], netif.content, 0o600)
-    if rc_changed:
-        lb_files.write_atomic(paths["rc_settings"], rc_settings, 0o644)
-    managed = "".join(f"{g['vhid']} {g['device']} {g['address']}\n" for g in gs)
-    lb_files.write_atomic(_managed_path(), managed, 0o644)
+    if plan["netif"] is not None:
+        lb_files.write_atomic(paths["netif_file"], plan["netif"].content, 0o600)
+    if plan["rc_settings"] is not None:
+        lb_files.write_atomic(paths["rc_settings"], plan["rc_settings"], 0o644)
+    freebsd_carp_io.write_managed(paths["state_dir"], {g["vhid"]: (g["device"], g["address"]) for g in plan["gs"]})
     return {"changes": changes, "comment": f"CARP configured ({len(steps)} ifconfig command(s))"}
 
 
-def absent(vhids=None, test=False):
-    """
-    Remove CARP groups (a list of vhids; default: every group this module
-    configured) from their interfaces.  /etc/rc.conf.d/netif is left to
-    ``carp.present``, which renders it from the topology.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt 'lb-b' carp.absent vhids='[55]'
-    """
+def _absent_plan(vhids):
+    """What absent() would change, read only."""
     cur = _current()
-    managed = _managed()
+    managed = freebsd_carp_io.managed(_paths()["state_dir"])
     targets = sorted(managed) if vhids is None else sorted(int(v) for v in vhids)
     changes = {}
     steps = []
@@ -384,12 +356,47 @@ def absent(vhids=None, test=False):
             if ":" not in addr:
                 steps.append(carp_common.ifconfig_remove(c["interface"], addr))
         changes[vhid] = {"old": _shown(vhid, c["interface"], c["vips"][0] if c["vips"] else None, c["advbase"], c["advskew"]), "new": None}
-    if not changes or test:
-        return {"changes": changes, "comment": "would remove" if changes else "no such CARP group here"}
-    for argv in steps:
+    comment = "would remove" if changes else "no such CARP group here"
+    return dict(changes=changes, comment=comment, managed=managed, steps=steps)
+
+
+def absent_pending(vhids=None):
+    """
+    What ``carp.absent`` would remove, touching nothing, as
+    ``carp.absent test=True`` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-b' carp.absent_pending vhids='[55]'
+    """
+    return carp_common.pending(_absent_plan(vhids))
+
+
+def absent(vhids=None, test=False):
+    """
+    Remove CARP groups (a list of vhids; default: every group this module
+    configured) from their interfaces.  /etc/rc.conf.d/netif is left to
+    ``carp.present``, which renders it from the topology.  ``test=True`` is
+    ``carp.absent_pending``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-b' carp.absent vhids='[55]'
+    """
+    if test:
+        return absent_pending(vhids)
+    plan = _absent_plan(vhids)
+    changes, managed = plan["changes"], plan["managed"]
+    if not changes:
+        return carp_common.pending(plan)
+    for argv in plan["steps"]:
         _run(argv)
     remaining = {v: m for v, m in managed.items() if v not in changes}
-    lb_files.write_atomic(_managed_path(), "".join(f"{v} {d} {a}\n" for v, (d, a) in sorted(remaining.items())), 0o644)
+    freebsd_carp_io.write_managed(_paths()["state_dir"], dict(sorted(remaining.items())))
     return {"changes": changes, "comment": f"removed vhid {', '.join(map(str, changes))}"}
 
 
@@ -406,18 +413,36 @@ def in_maintenance():
     return os.path.exists(os.path.join(_paths()["state_dir"], carp_common.MAINTENANCE_FILE))
 
 
-def _record():
-    rec = carp_common.parse_record(carp_common.read_text(os.path.join(_paths()["state_dir"], carp_common.DEMOTION_RECORD)))
-    return rec
+def _maintenance_plan():
+    """What maintenance() would change, read only."""
+    _need_saltext()
+    paths = _paths()
+    intent_path = os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE)
+    boot = freebsd_carp_io.boot(__salt__["sysctl.get"])
+    rec = freebsd_carp_io.demotion_record(paths["state_dir"])
+    current = rec if rec and rec["boot"] == boot else None
+    has_intent = os.path.exists(intent_path)
+    plan = dict(paths=paths, intent_path=intent_path, boot=boot, current=current, has_intent=has_intent)
+    if has_intent and current and current["phase"] == "applied":
+        return dict(plan, changes={}, comment=f"already in maintenance (demoted by {current['amount']})")
+    return dict(plan, changes={"maintenance": {"old": False, "new": True}}, comment="would enter maintenance")
 
 
-def _write_record(boot, amount, before, phase):
-    lb_files.write_atomic(
-        os.path.join(_paths()["state_dir"], carp_common.DEMOTION_RECORD), carp_common.demotion_record(boot, amount, before, phase), 0o644
-    )
+def maintenance_pending(topology=None):  # noqa: ARG001 - same signature for every provider
+    """
+    Whether ``carp.maintenance`` would change anything, touching nothing,
+    as ``carp.maintenance test=True`` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' carp.maintenance_pending
+    """
+    return carp_common.pending(_maintenance_plan())
 
 
-def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
+def maintenance(test=False, topology=None):
     """
     Put this node in maintenance: ``net.inet.carp.demotion`` is raised by 240,
     every advertisement of this node gets slower, and the peer (with preempt)
@@ -428,6 +453,7 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
     be installed as the topology says (the carp SLS: ``carp.programs``,
     ``carp.present``), else nothing is changed and this fails: a reboot
     would bring the node back undemoted.  Entering twice changes nothing.
+    ``test=True`` is ``carp.maintenance_pending``.
 
     CLI Example:
 
@@ -435,18 +461,12 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
 
         salt 'lb-a' carp.maintenance
     """
-    _need_saltext()
-    paths = _paths()
-    intent_path = os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE)
-    boot = _boot()
-    rec = _record()
-    current = rec if rec and rec["boot"] == boot else None
-    has_intent = os.path.exists(intent_path)
-    if has_intent and current and current["phase"] == "applied":
-        return {"changes": {}, "comment": f"already in maintenance (demoted by {current['amount']})"}
-    changes = {"maintenance": {"old": False, "new": True}}
     if test:
-        return {"changes": changes, "comment": "would enter maintenance"}
+        return maintenance_pending(topology)
+    plan = _maintenance_plan()
+    changes, paths, intent_path, boot, current = (plan[k] for k in ("changes", "paths", "intent_path", "boot", "current"))
+    if not changes:
+        return carp_common.pending(plan)
     # the boot half first: without it a reboot would bring the node back undemoted
     intent_line = f'lb_carp_maintenance_intent="{intent_path}"'
     if not os.access(paths["rc_script"], os.X_OK) or intent_line not in (carp_common.read_text(paths["rc_settings"]) or "").splitlines():
@@ -454,32 +474,60 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
             f"{paths['rc_script']} or its settings {paths['rc_settings']} are not installed as the topology says: "
             "apply the carp SLS first (state.apply carp); nothing was changed"
         )
-    if not has_intent:
+    if not plan["has_intent"]:
         lb_files.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
     if current and current["phase"] == "applying":
         # interrupted after recording, before or after the sysctl: look
         if _int_sysctl(DEMOTION) >= current["before"] + current["amount"]:
-            _write_record(boot, current["amount"], current["before"], "applied")
+            freebsd_carp_io.write_demotion_record(paths["state_dir"], boot, current["amount"], current["before"], "applied")
             return {"changes": changes, "comment": "in maintenance (an interrupted demotion had been applied)"}
         before = current["before"]
     elif current and current["phase"] == "applied":
         return {"changes": changes, "comment": "in maintenance"}
     else:
         before = _int_sysctl(DEMOTION)
-    _write_record(boot, carp_common.FREEBSD_DEMOTION, before, "applying")
+    freebsd_carp_io.write_demotion_record(paths["state_dir"], boot, carp_common.FREEBSD_DEMOTION, before, "applying")
     __salt__["sysctl.assign"](DEMOTION, carp_common.FREEBSD_DEMOTION)
-    _write_record(boot, carp_common.FREEBSD_DEMOTION, before, "applied")
+    freebsd_carp_io.write_demotion_record(paths["state_dir"], boot, carp_common.FREEBSD_DEMOTION, before, "applied")
     changes[DEMOTION] = {"old": before, "new": before + carp_common.FREEBSD_DEMOTION}
     return {"changes": changes, "comment": f"in maintenance: demoted by {carp_common.FREEBSD_DEMOTION}"}
 
 
-def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
+def _unmaintenance_plan():
+    """What unmaintenance() would change, read only."""
+    _need_saltext()
+    paths = _paths()
+    intent_path = os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE)
+    record_path = os.path.join(paths["state_dir"], carp_common.DEMOTION_RECORD)
+    rec = freebsd_carp_io.demotion_record(paths["state_dir"])
+    plan = dict(state_dir=paths["state_dir"], intent_path=intent_path, record_path=record_path, rec=rec)
+    if not os.path.exists(intent_path) and rec is None:
+        return dict(plan, changes={}, comment="not in maintenance")
+    return dict(plan, changes={"maintenance": {"old": True, "new": False}}, comment="would leave maintenance")
+
+
+def unmaintenance_pending(topology=None):  # noqa: ARG001 - same signature for every provider
+    """
+    Whether ``carp.unmaintenance`` would change anything, touching nothing,
+    as ``carp.unmaintenance test=True`` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' carp.unmaintenance_pending
+    """
+    return carp_common.pending(_unmaintenance_plan())
+
+
+def unmaintenance(test=False, topology=None):
     """
     Take this node out of maintenance: the demotion this module added in this
     boot is taken back (once), the intent is removed (rc.d/lb_carp_maintenance
     stays: without the intent it does nothing at boot),
     and with preempt the node takes back its VIPs.  Leaving when not in
-    maintenance changes nothing.
+    maintenance changes nothing.  ``test=True`` is
+    ``carp.unmaintenance_pending``.
 
     CLI Example:
 
@@ -487,26 +535,21 @@ def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature f
 
         salt 'lb-a' carp.unmaintenance
     """
-    _need_saltext()
-    paths = _paths()
-    intent_path = os.path.join(paths["state_dir"], carp_common.MAINTENANCE_FILE)
-    record_path = os.path.join(paths["state_dir"], carp_common.DEMOTION_RECORD)
-    rec = _record()
-    has_intent = os.path.exists(intent_path)
-    if not has_intent and rec is None:
-        return {"changes": {}, "comment": "not in maintenance"}
-    changes = {"maintenance": {"old": True, "new": False}}
     if test:
-        return {"changes": changes, "comment": "would leave maintenance"}
-    if rec is not None and rec["boot"] == _boot():
+        return unmaintenance_pending(topology)
+    plan = _unmaintenance_plan()
+    changes, rec = plan["changes"], plan["rec"]
+    if not changes:
+        return carp_common.pending(plan)
+    if rec is not None and rec["boot"] == freebsd_carp_io.boot(__salt__["sysctl.get"]):
         now = _int_sysctl(DEMOTION)
         applied = rec["phase"] == "applied" or (rec["phase"] == "applying" and now >= rec["before"] + rec["amount"])
         undone = rec["phase"] == "removing" and now <= rec["before"]
         if applied or (rec["phase"] == "removing" and not undone):
-            _write_record(rec["boot"], rec["amount"], rec["before"], "removing")
+            freebsd_carp_io.write_demotion_record(plan["state_dir"], rec["boot"], rec["amount"], rec["before"], "removing")
             __salt__["sysctl.assign"](DEMOTION, -rec["amount"])
             changes[DEMOTION] = {"old": now, "new": now - rec["amount"]}
-    for path in (record_path, intent_path):
+    for path in (plan["record_path"], plan["intent_path"]):
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -27,18 +27,13 @@ Paths can be moved with the ``lb_carp`` config key (minion config, grains or
 pillar): ``state_dir``, ``script_dir``, ``run_dir``, ``keepalived_config``.
 """
 
-import logging
 import os
 import shutil
-import signal
-import stat
-import tempfile
-import time
 
 from salt.exceptions import CommandExecutionError
 
 import carp_common
-import lb_boot
+import keepalived_io
 import lb_files
 import lb_fresh
 import lb_generation
@@ -47,14 +42,8 @@ import lb_view
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
-log = logging.getLogger(__name__)
-
 __virtualname__ = "carp"
 PROVIDER = "keepalived"
-START_TIMEOUT = 10.0  # seconds for keepalived to write its pid file
-STOP_TIMEOUT = 10.0
-RELEASE_TIMEOUT = 3.0  # seconds for the FIFO script to release the VIPs of a stopped keepalived
-DUMP_TIMEOUT = 3.0  # seconds for keepalived to write its data dump after SIGUSR1
 RELOAD_TIMEOUT = 10.0  # seconds for a reloaded keepalived to report the new generation
 
 
@@ -63,7 +52,7 @@ def __virtual__():
 
 
 # ---------------------------------------------------------------------------
-# helpers
+# helpers (keepalived's process and data dump: _utils/keepalived_io.py)
 
 
 def _override():
@@ -78,26 +67,12 @@ def _node():
     return __opts__["id"]
 
 
-def _model(topology=None):
-    return __salt__["lb.model"](topology)
-
-
 def _pair_groups(topology=None):
-    return carp_common.checked_node_groups(_model(topology), _node(), "Debian")
+    return carp_common.checked_node_groups(__salt__["lb.model"](topology), _node(), "Debian")
 
 
 def _binary():
-    binary = _override().get("keepalived_bin") or shutil.which("keepalived") or "/usr/sbin/keepalived"
-    return binary
-
-
-def _pidfile():
-    return os.path.join(_paths()["run_dir"], "keepalived.pid")
-
-
-def _running_pid():
-    """keepalived's parent pid when it runs (pid file and /proc agree)."""
-    return carp_common.pid_of(_pidfile(), "keepalived")
+    return _override().get("keepalived_bin") or shutil.which("keepalived") or "/usr/sbin/keepalived"
 
 
 def _haproxy_pidfile():
@@ -143,239 +118,6 @@ def programs(topology=None):
     return carp_common.programs(_pair_groups(topology)[0], _node(), PROVIDER, _paths()["script_dir"])
 
 
-def _release(vhid, inst, state="STOP"):
-    """Make sure an instance keepalived no longer serves holds nothing: its
-    VIP removed if it is still here, and then ``state`` recorded."""
-    if _drop_address(inst):
-        path = os.path.join(_paths()["state_dir"], "state", str(vhid))
-        lb_files.write_atomic(path, carp_common.state_line(state), 0o644)
-
-
-def _recorded(vhid):
-    rec = carp_common.parse_state_file(carp_common.read_text(os.path.join(_paths()["state_dir"], "state", str(vhid))))
-    return rec["state"] if rec else None
-
-
-def _drop_address(inst):
-    """Remove an instance's VIP from its interface if it is there (True
-    then): a VIP the topology changed (the new one is added by
-    lb-carp-keepalived-vips) or one keepalived no longer serves."""
-    address = (inst["vip"] or "").split("/")[0]
-    if not (address and inst["device"] and address in _vips_by_device().get(inst["device"], set())):
-        return False
-    __salt__["cmd.run_all"](["ip", "-4", "addr", "del", inst["vip"], "dev", inst["device"]], python_shell=False, ignore_retcode=True)
-    return True
-
-
-def _check_config(text):
-    """`keepalived -t` on the new config before it replaces the old one.
-    Interfaces that do not exist here are only warned about (keepalived
-    starts without them and picks them up when they appear)."""
-    binary = _binary()
-    if not os.path.exists(binary):
-        log.warning("carp: %s not found, config not checked", binary)
-        return
-    fd, tmp = tempfile.mkstemp(prefix="keepalived-check.", suffix=".conf")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        res = __salt__["cmd.run_all"]([binary, "--config-test", "--use-file", tmp], python_shell=False, ignore_retcode=True)
-    finally:
-        os.unlink(tmp)
-    if res["retcode"] == 0:
-        return
-    lines = [line for line in (res.get("stderr", "") + "\n" + res.get("stdout", "")).splitlines() if line.strip()]
-    benign = ("doesn't exist", "Non-existent interface", "Unknown interface")
-    serious = [line for line in lines if not any(b in line for b in benign)]
-    if serious or not lines:
-        raise CommandExecutionError("keepalived rejects the rendered configuration:\n" + "\n".join(lines or [f"exit {res['retcode']}"]))
-    log.warning("carp: keepalived config check: %s", "; ".join(lines))
-
-
-def _systemctl(verb, unit):
-    try:
-        lb_boot.systemctl(__salt__["cmd.run_all"], verb, unit)
-    except RuntimeError as exc:
-        raise CommandExecutionError(str(exc)) from exc
-
-
-def _unit():
-    """keepalived.service when systemd runs this host and the unit carries
-    the product's drop-in (which starts it as _start does), on the default
-    paths: start and stop go through systemd, whose Restart= covers it."""
-    paths = _paths()
-    default = carp_common.DEFAULTS["Linux"]
-    if (paths["keepalived_config"], paths["run_dir"]) != (default["keepalived_config"], default["run_dir"]):
-        return None
-    return lb_boot.managed_unit(lb_boot.KEEPALIVED_UNIT)
-
-
-def _start():
-    paths = _paths()
-    os.makedirs(paths["run_dir"], exist_ok=True)
-    unit = _unit()
-    if unit:
-        _systemctl("start", unit)
-        return _wait_pid()
-    argv = carp_common.keepalived_argv(_binary(), paths["keepalived_config"], paths["run_dir"])
-    # keepalived reads TMPDIR once, at start: its SIGUSR1 data dump (which
-    # says what config it runs, see loaded()) goes to run_dir, not to /tmp
-    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, env={"TMPDIR": paths["run_dir"]})
-    if res["retcode"] != 0:
-        raise CommandExecutionError(f"keepalived did not start (exit {res['retcode']}): {res.get('stderr', '').strip()}")
-    return _wait_pid()
-
-
-def _wait_pid():
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        pid = _running_pid()
-        if pid:
-            return pid
-        time.sleep(0.1)
-    raise CommandExecutionError(f"keepalived started but wrote no pid file {_pidfile()} within {START_TIMEOUT:.0f} s")
-
-
-def _fifo_script_running():
-    """Whether lb-carp-keepalived-vips runs under keepalived's VRRP process
-    (True when that process cannot be found: nothing to compare with)."""
-    vrrp = carp_common.pid_of(os.path.join(_paths()["run_dir"], "keepalived-vrrp.pid"), "keepalived")
-    if vrrp is None:
-        return True
-    return bool(carp_common.children_running(vrrp, lb_render_linux.KEEPALIVED_VIPS_SCRIPT))
-
-
-def _fifo_program_replaced():
-    """Whether a running lb-carp-keepalived-vips started before its file was
-    last written (salt/carp installed another version since)."""
-    vrrp = carp_common.pid_of(os.path.join(_paths()["run_dir"], "keepalived-vrrp.pid"), "keepalived")
-    if vrrp is None:
-        return False
-    path = os.path.join(_paths()["script_dir"], lb_render_linux.KEEPALIVED_VIPS_SCRIPT)
-    return any(carp_common.started_before(pid, path) for pid in carp_common.children_running(vrrp, lb_render_linux.KEEPALIVED_VIPS_SCRIPT))
-
-
-def _reload(pid):
-    os.kill(pid, signal.SIGHUP)
-
-
-def _dump_path(pid):
-    """Where keepalived writes its data dump: ``$TMPDIR/keepalived.data``,
-    TMPDIR as keepalived got it at start (``_start`` gives it run_dir; a
-    keepalived started otherwise uses /tmp)."""
-    tmpdir = "/tmp"
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            for item in fh.read().split(b"\0"):
-                if item.startswith(b"TMPDIR="):
-                    value = item[len(b"TMPDIR=") :].decode(errors="replace")
-                    tmpdir = value if value.startswith("/") else tmpdir
-    except OSError:
-        pass
-    return os.path.join(tmpdir, lb_generation.KEEPALIVED_DUMP)
-
-
-def _read_dump(path, uid):
-    """The dump if it is a regular file (not a link) owned by keepalived's
-    user, else None: in /tmp anybody could have put something there."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not (stat.S_ISREG(st.st_mode) and st.st_uid == uid):
-            return None
-        return fh.read(1 << 20).decode(errors="replace")
-
-
-def _ask(pid, timeout=DUMP_TIMEOUT):
-    """(answered, generation): SIGUSR1, then the ``Router ID`` of the dump
-    keepalived writes (the old dump removed first, so only a new one
-    counts).  (False, None) when no dump came within ``timeout``."""
-    path = _dump_path(pid)
-    try:
-        uid = os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return False, None
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("carp: cannot remove %s: %s", path, exc)
-    try:
-        os.kill(pid, signal.SIGUSR1)
-    except OSError:
-        return False, None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = _read_dump(path, uid)
-        # written with stdio: the global definitions (Router ID is their
-        # fourth line) come first, whole once any of the file is there
-        if text and any(x.lstrip().startswith("Router ID = ") for x in text.splitlines(keepends=True) if x.endswith("\n")):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            return True, lb_generation.keepalived_loaded(text)
-        time.sleep(0.05)
-    return False, None
-
-
-def _loaded(pid, file_gen):
-    if pid is None:
-        return lb_generation.compare("keepalived", _paths()["keepalived_config"], file_gen, running=False)
-    answered, gen = _ask(pid)
-    unanswered = "" if answered else f"keepalived (pid {pid}) wrote no data dump within {DUMP_TIMEOUT:.0f} s of SIGUSR1"
-    return lb_generation.compare("keepalived", _paths()["keepalived_config"], file_gen, gen, unanswered=unanswered)
-
-
-def _wait_loaded(pid, file_gen, wait):
-    deadline = time.monotonic() + float(wait)
-    while True:
-        out = _loaded(pid, file_gen)
-        if out["current"] is not False or time.monotonic() >= deadline:
-            return out
-        time.sleep(0.1)
-
-
-def _stop(pid):
-    unit = _unit()
-    if unit:
-        _systemctl("stop", unit)  # else systemd restarts it
-    else:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if _running_pid() != pid:
-            return
-        time.sleep(0.1)
-    raise CommandExecutionError(f"keepalived (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s")
-
-
-def _vips_by_device():
-    """{device: {address, ...}} of the IPv4 addresses configured now."""
-    res = __salt__["cmd.run_all"](["ip", "-o", "-4", "addr", "show"], python_shell=False, ignore_retcode=True, output_loglevel="quiet")
-    out = {}
-    for line in res.get("stdout", "").splitlines():
-        words = line.split()
-        if len(words) >= 4 and words[2] == "inet":
-            out.setdefault(words[1], set()).add(words[3].split("/")[0])
-    return out
-
-
-def _public_instance(vhid, inst):
-    return {
-        "device": inst["device"],
-        "vip": inst["vip"],
-        "priority": inst["priority"],
-        "advskew": 254 - inst["priority"],
-        "advert_int": inst["advert_int"],
-        "preempt": inst["preempt"],
-    }
-
-
 # ---------------------------------------------------------------------------
 # public
 
@@ -416,8 +158,8 @@ def status():
     """
     paths = _paths()
     instances = carp_common.parse_keepalived(carp_common.read_text(paths["keepalived_config"]))
-    running = _running_pid() is not None
-    addrs = _vips_by_device() if instances else {}
+    running = keepalived_io.running_pid(paths) is not None
+    addrs = carp_common.vips_by_device(__salt__["cmd.run_all"]) if instances else {}
     maint = in_maintenance()
     out = {}
     for vhid, inst in sorted(instances.items()):
@@ -463,8 +205,64 @@ def loaded(wait=0):
 
         salt-call carp.loaded
     """
-    file_gen = lb_generation.keepalived_file_generation(carp_common.read_text(_paths()["keepalived_config"]))
-    return _wait_loaded(_running_pid(), file_gen, wait)
+    paths = _paths()
+    file_gen = lb_generation.keepalived_file_generation(carp_common.read_text(paths["keepalived_config"]))
+    return keepalived_io.wait_loaded(paths, keepalived_io.running_pid(paths), file_gen, wait)
+
+
+def _present_plan(topology):
+    """What present() would change, read only (keepalived is asked which
+    config it runs, nothing is written)."""
+    paths = _paths()
+    pair, _ = _pair_groups(topology)
+    desired_text = _render(pair)
+    current_text = carp_common.read_text(paths["keepalived_config"])
+    changes = {}
+
+    old_i = carp_common.parse_keepalived(current_text)
+    new_i = carp_common.parse_keepalived(desired_text)
+    changes.update(
+        carp_common.diff(
+            {v: carp_common.keepalived_public(i) for v, i in old_i.items()}, {v: carp_common.keepalived_public(i) for v, i in new_i.items()}
+        )
+    )
+    config_changed = current_text != desired_text
+    if config_changed and not changes:
+        changes["config"] = {"old": "differs" if current_text is not None else None, "new": paths["keepalived_config"]}
+
+    missing = carp_common.missing_programs(carp_common.programs(pair, _node(), PROVIDER, paths["script_dir"]))
+    obsolete = carp_common.obsolete_scripts(paths["script_dir"])
+    if obsolete:
+        changes["obsolete_scripts"] = {"old": obsolete, "new": None}
+
+    intent_path, track_path = _maint_paths()
+    want_track = "1\n" if os.path.exists(intent_path) else "0\n"
+    if carp_common.read_text(track_path) != want_track:
+        changes["maintenance_track"] = {"old": carp_common.read_text(track_path), "new": want_track}
+
+    pid = keepalived_io.running_pid(paths)
+    want_gen = lb_generation.keepalived_file_generation(desired_text)
+    process = keepalived_io.process_change(paths, pid, config_changed, want_gen)
+    if process:
+        changes["keepalived"] = process
+    comment = "would apply" if changes else "keepalived is configured as the topology says"
+    # the public part (changes, comment) and what the apply step needs
+    plan = dict(changes=changes, comment=comment, paths=paths, pid=pid, missing=missing, obsolete=obsolete, want_gen=want_gen)
+    return dict(plan, desired_text=desired_text, config_changed=config_changed, old_i=old_i, new_i=new_i, track=(track_path, want_track))
+
+
+def present_pending(topology=None):
+    """
+    What ``carp.present`` would change, touching nothing (the state's
+    question), as ``carp.present test=True`` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' carp.present_pending
+    """
+    return carp_common.pending(_present_plan(topology))
 
 
 def present(topology=None, test=False):
@@ -483,8 +281,8 @@ def present(topology=None, test=False):
     reloads).
 
     Returns ``{"changes": {...}, "comment": str}``; changes per vhid show
-    old and new values.  With ``test=True`` nothing is touched and the same
-    changes are returned.
+    old and new values.  ``test=True`` is ``carp.present_pending``: nothing
+    is touched and the same changes are returned.
 
     CLI Example:
 
@@ -493,79 +291,38 @@ def present(topology=None, test=False):
         salt 'lb*' carp.present
         salt 'lb*' carp.present test=True
     """
-    paths = _paths()
-    pair, _ = _pair_groups(topology)
-    desired_text = _render(pair)
-    current_text = carp_common.read_text(paths["keepalived_config"])
-    changes = {}
+    if test:
+        return present_pending(topology)
+    plan = _present_plan(topology)
+    if plan["missing"]:
+        raise CommandExecutionError(f"not installed: {', '.join(plan['missing'])} (salt/carp installs them: state.apply carp)")
+    changes, paths, pid = plan["changes"], plan["paths"], plan["pid"]
+    if not changes:
+        return carp_common.pending(plan)
 
-    old_i = carp_common.parse_keepalived(current_text)
-    new_i = carp_common.parse_keepalived(desired_text)
-    changes.update(
-        carp_common.diff({v: _public_instance(v, i) for v, i in old_i.items()}, {v: _public_instance(v, i) for v, i in new_i.items()})
-    )
-    config_changed = current_text != desired_text
-    if config_changed and not changes:
-        changes["config"] = {"old": "differs" if current_text is not None else None, "new": paths["keepalived_config"]}
-
-    missing = carp_common.missing_programs(carp_common.programs(pair, _node(), PROVIDER, paths["script_dir"]))
-    if missing and not test:
-        raise CommandExecutionError(f"not installed: {', '.join(missing)} (salt/carp installs them: state.apply carp)")
-    obsolete = carp_common.obsolete_scripts(paths["script_dir"])
-    if obsolete:
-        changes["obsolete_scripts"] = {"old": obsolete, "new": None}
-
-    intent_path, track_path = _maint_paths()
-    want_track = "1\n" if os.path.exists(intent_path) else "0\n"
-    if carp_common.read_text(track_path) != want_track:
-        changes["maintenance_track"] = {"old": carp_common.read_text(track_path), "new": want_track}
-
-    pid = _running_pid()
-    want_gen = lb_generation.keepalived_file_generation(desired_text)
-    if pid is None:
-        changes["keepalived"] = {"old": "stopped", "new": "running"}
-    elif config_changed:
-        changes["keepalived"] = {"old": f"running (pid {pid})", "new": "reloaded"}
-    elif not _fifo_script_running():
-        # keepalived starts it again only when it next writes to the FIFO;
-        # a reload starts it now, and it applies the recorded states
-        changes["keepalived"] = {"old": f"running (pid {pid}) without {lb_render_linux.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
-    elif _fifo_program_replaced():
-        # the copy that runs is an older program (salt/carp replaced the
-        # file since it started: an upgrade): a reload starts the new one,
-        # which keeps the VIPs held and applies the recorded states
-        changes["keepalived"] = {"old": f"running (pid {pid}) an older {lb_render_linux.KEEPALIVED_VIPS_SCRIPT}", "new": "reloaded"}
-    else:
-        # the file is as wanted: is it the config keepalived runs?
-        gen = _loaded(pid, want_gen)
-        if gen["current"] is False:
-            changes["keepalived"] = {"old": f"running (pid {pid}) an older config: {gen['reason']}", "new": "reloaded"}
-
-    if not changes or test:
-        return {"changes": changes, "comment": "would apply" if changes else "keepalived is configured as the topology says"}
-
-    for path in obsolete:
+    for path in plan["obsolete"]:
         os.unlink(path)
     os.makedirs(paths["run_dir"], exist_ok=True)
     if "maintenance_track" in changes:
-        lb_files.write_atomic(track_path, want_track, 0o644)
+        lb_files.write_atomic(*plan["track"], 0o644)
     os.makedirs(os.path.join(paths["state_dir"], "state"), exist_ok=True)
     lb_files.write_atomic(os.path.join(paths["state_dir"], "provider"), PROVIDER + "\n", 0o644)  # for the carp_provider grain
-    if config_changed:
-        _check_config(desired_text)
-        lb_files.write_atomic(paths["keepalived_config"], desired_text, 0o640)
+    if plan["config_changed"]:
+        keepalived_io.check_config(__salt__["cmd.run_all"], _binary(), plan["desired_text"])
+        lb_files.write_atomic(paths["keepalived_config"], plan["desired_text"], 0o640)
     if pid is None:
-        pid = _start()
+        pid = keepalived_io.start(__salt__["cmd.run_all"], _binary(), paths)
         comment = f"keepalived started (pid {pid})"
     elif "keepalived" in changes:
-        _reload(pid)
+        keepalived_io.reload(pid)
         comment = f"keepalived reloaded (SIGHUP to pid {pid})"
+        old_i, new_i = plan["old_i"], plan["new_i"]
         for vhid, inst in old_i.items():
             if vhid not in new_i:
-                _release(vhid, inst)
+                keepalived_io.release(__salt__["cmd.run_all"], paths, vhid, inst)
             elif (inst["vip"], inst["device"]) != (new_i[vhid]["vip"], new_i[vhid]["device"]):
-                _drop_address(inst)
-        gen = _wait_loaded(pid, want_gen, RELOAD_TIMEOUT)
+                keepalived_io.drop_address(__salt__["cmd.run_all"], inst)
+        gen = keepalived_io.wait_loaded(paths, pid, plan["want_gen"], RELOAD_TIMEOUT)
         if gen["current"] is False:
             return {
                 "result": False,
@@ -578,12 +335,40 @@ def present(topology=None, test=False):
     return {"changes": changes, "comment": comment}
 
 
+def _absent_plan(vhids):
+    """What absent() would change, read only."""
+    paths = _paths()
+    text = carp_common.read_text(paths["keepalived_config"])
+    instances = carp_common.parse_keepalived(text)
+    pid = keepalived_io.running_pid(paths)
+    targets = sorted(instances) if vhids is None else sorted(int(v) for v in vhids if int(v) in instances)
+    changes = {v: {"old": carp_common.keepalived_public(instances[v]), "new": None} for v in targets}
+    if vhids is None and pid is not None:
+        changes["keepalived"] = {"old": f"running (pid {pid})", "new": "stopped"}
+    comment = "would remove" if changes else "no such CARP group here"
+    return dict(changes=changes, comment=comment, paths=paths, text=text, instances=instances, pid=pid, targets=targets)
+
+
+def absent_pending(vhids=None):
+    """
+    What ``carp.absent`` would remove, touching nothing, as
+    ``carp.absent test=True`` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-b' carp.absent_pending vhids='[55]'
+    """
+    return carp_common.pending(_absent_plan(vhids))
+
+
 def absent(vhids=None, test=False):
     """
     Remove CARP groups from this node.  With ``vhids`` (a list), only those
     instances leave keepalived.conf and keepalived reloads; without, every
     group goes: keepalived stops (releasing its VIPs) and its config and
-    recorded states are removed.
+    recorded states are removed.  ``test=True`` is ``carp.absent_pending``.
 
     CLI Example:
 
@@ -592,54 +377,36 @@ def absent(vhids=None, test=False):
         salt 'lb-b' carp.absent vhids='[55]'
         salt 'lb-b' carp.absent test=True
     """
-    import re
-
-    paths = _paths()
-    text = carp_common.read_text(paths["keepalived_config"])
-    instances = carp_common.parse_keepalived(text)
-    pid = _running_pid()
-    targets = sorted(instances) if vhids is None else sorted(int(v) for v in vhids if int(v) in instances)
-    changes = {v: {"old": _public_instance(v, instances[v]), "new": None} for v in targets}
-    if vhids is None and pid is not None:
-        changes["keepalived"] = {"old": f"running (pid {pid})", "new": "stopped"}
-    if not changes or test:
-        return {"changes": changes, "comment": "would remove" if changes else "no such CARP group here"}
+    if test:
+        return absent_pending(vhids)
+    plan = _absent_plan(vhids)
+    changes, paths, text, instances, pid, targets = (plan[k] for k in ("changes", "paths", "text", "instances", "pid", "targets"))
+    if not changes:
+        return carp_common.pending(plan)
+    run_all = __salt__["cmd.run_all"]
     if vhids is None:
         if pid is not None:
-            _stop(pid)
-            # its FIFO script releases every VIP as keepalived goes; make sure
-            deadline = time.monotonic() + RELEASE_TIMEOUT
-            while time.monotonic() < deadline and not all(_recorded(v) == "STOP" for v in targets):
-                time.sleep(0.1)
+            keepalived_io.stop(run_all, paths, pid, released=targets)
         for v in targets:
-            _release(v, instances[v])
+            keepalived_io.release(run_all, paths, v, instances[v])
         if text is not None:
             os.unlink(paths["keepalived_config"])
         for v in targets:
-            try:
-                os.unlink(os.path.join(paths["state_dir"], "state", str(v)))
-            except FileNotFoundError:
-                pass
+            keepalived_io.forget_state(paths, v)
         return {"changes": changes, "comment": "keepalived stopped, its CARP groups removed"}
-    new_text = text
-    for v in targets:
-        new_text = re.sub(rf"^vrrp_instance VI_{v} \{{\n.*?^\}}\n\n?", "", new_text, flags=re.S | re.M)
-        new_text = re.sub(rf' {v}=[^\s"]+', "", new_text, count=1)  # its VIP, from lb-carp-keepalived-vips' arguments
+    new_text = carp_common.keepalived_without(text, targets)
     if lb_generation.keepalived_file_generation(text) is not None:
         new_text = lb_generation.keepalived_stamp(new_text)  # the marker names the new content
-    _check_config(new_text)
+    keepalived_io.check_config(run_all, _binary(), new_text)
     lb_files.write_atomic(paths["keepalived_config"], new_text, 0o640)
     if pid is not None:
-        _reload(pid)
+        keepalived_io.reload(pid)
     for v in targets:
-        _release(v, instances[v])
-        try:
-            os.unlink(os.path.join(paths["state_dir"], "state", str(v)))
-        except FileNotFoundError:
-            pass
+        keepalived_io.release(run_all, paths, v, instances[v])
+        keepalived_io.forget_state(paths, v)
     comment = f"removed vhid {', '.join(map(str, targets))}"
     if pid is not None:
-        gen = _wait_loaded(pid, lb_generation.keepalived_file_generation(new_text), RELOAD_TIMEOUT)
+        gen = keepalived_io.wait_loaded(paths, pid, lb_generation.keepalived_file_generation(new_text), RELOAD_TIMEOUT)
         if gen["current"] is False:
             raise CommandExecutionError(
                 f"{comment} from {paths['keepalived_config']}, but keepalived (pid {pid}) still runs the old config after SIGHUP ({gen['reason']}); carp.present reloads it"
@@ -662,7 +429,35 @@ def in_maintenance():
     return os.path.exists(_maint_paths()[0])
 
 
-def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
+def _maintenance_plan(on):
+    """What maintenance() (`on`) or unmaintenance() would change, read only."""
+    intent_path, track_path = _maint_paths()
+    has_intent = os.path.exists(intent_path)
+    demoted = carp_common.read_text(track_path) == "1\n"
+    plan = dict(intent_path=intent_path, track_path=track_path, has_intent=has_intent, demoted=demoted)
+    if on and has_intent and demoted:
+        return dict(plan, changes={}, comment="already in maintenance")
+    if not on and not has_intent and not demoted:
+        return dict(plan, changes={}, comment="not in maintenance")
+    verb = "enter" if on else "leave"
+    return dict(plan, changes={"maintenance": {"old": not on, "new": on}}, comment=f"would {verb} maintenance")
+
+
+def maintenance_pending(topology=None):  # noqa: ARG001 - same signature for every provider
+    """
+    Whether ``carp.maintenance`` would change anything, touching nothing,
+    as ``carp.maintenance test=True`` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' carp.maintenance_pending
+    """
+    return carp_common.pending(_maintenance_plan(True))
+
+
+def maintenance(test=False, topology=None):
     """
     Put this node in maintenance: its VIPs move to the peer and stay there,
     across a keepalived restart or a reboot, until ``carp.unmaintenance``.
@@ -671,7 +466,7 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
     track file keepalived watches: every priority drops to 1, the peer (with
     preempt) takes over at its next advertisement timeout while this node
     still answers, so no client connection fails.  Entering twice changes
-    nothing.
+    nothing.  ``test=True`` is ``carp.maintenance_pending``.
 
     CLI Example:
 
@@ -680,25 +475,37 @@ def maintenance(test=False, topology=None):  # noqa: ARG001 - same signature for
         salt 'lb-a' carp.maintenance
         salt 'lb-a' carp.maintenance test=True
     """
-    intent_path, track_path = _maint_paths()
-    has_intent = os.path.exists(intent_path)
-    demoted = carp_common.read_text(track_path) == "1\n"
-    if has_intent and demoted:
-        return {"changes": {}, "comment": "already in maintenance"}
-    changes = {"maintenance": {"old": False, "new": True}}
     if test:
-        return {"changes": changes, "comment": "would enter maintenance"}
-    if not has_intent:
-        lb_files.write_atomic(intent_path, carp_common.intent(PROVIDER, _node()), 0o644)
-    lb_files.write_atomic(track_path, "1\n", 0o644)
-    return {"changes": changes, "comment": "in maintenance: priorities lowered to 1, the peer takes the VIPs"}
+        return maintenance_pending(topology)
+    plan = _maintenance_plan(True)
+    if not plan["changes"]:
+        return carp_common.pending(plan)
+    if not plan["has_intent"]:
+        lb_files.write_atomic(plan["intent_path"], carp_common.intent(PROVIDER, _node()), 0o644)
+    lb_files.write_atomic(plan["track_path"], "1\n", 0o644)
+    return {"changes": plan["changes"], "comment": "in maintenance: priorities lowered to 1, the peer takes the VIPs"}
 
 
-def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature for every provider
+def unmaintenance_pending(topology=None):  # noqa: ARG001 - same signature for every provider
+    """
+    Whether ``carp.unmaintenance`` would change anything, touching nothing,
+    as ``carp.unmaintenance test=True`` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-a' carp.unmaintenance_pending
+    """
+    return carp_common.pending(_maintenance_plan(False))
+
+
+def unmaintenance(test=False, topology=None):
     """
     Take this node out of maintenance: priorities return to the topology's,
     and with preempt the node takes back the VIPs it is primary for.  Leaving
-    when not in maintenance changes nothing.
+    when not in maintenance changes nothing.  ``test=True`` is
+    ``carp.unmaintenance_pending``.
 
     CLI Example:
 
@@ -706,19 +513,17 @@ def unmaintenance(test=False, topology=None):  # noqa: ARG001 - same signature f
 
         salt 'lb-a' carp.unmaintenance
     """
-    intent_path, track_path = _maint_paths()
-    has_intent = os.path.exists(intent_path)
-    demoted = carp_common.read_text(track_path) == "1\n"
-    if not has_intent and not demoted:
-        return {"changes": {}, "comment": "not in maintenance"}
-    changes = {"maintenance": {"old": True, "new": False}}
     if test:
-        return {"changes": changes, "comment": "would leave maintenance"}
-    if demoted or os.path.exists(track_path):
+        return unmaintenance_pending(topology)
+    plan = _maintenance_plan(False)
+    if not plan["changes"]:
+        return carp_common.pending(plan)
+    intent_path, track_path = plan["intent_path"], plan["track_path"]
+    if plan["demoted"] or os.path.exists(track_path):
         lb_files.write_atomic(track_path, "0\n", 0o644)
-    if has_intent:
+    if plan["has_intent"]:
         os.unlink(intent_path)
-    return {"changes": changes, "comment": "out of maintenance: priorities restored"}
+    return {"changes": plan["changes"], "comment": "out of maintenance: priorities restored"}
 
 
 def preempt_enabled(topology=None):

@@ -400,13 +400,31 @@ def pending(text, path=None, files=None, mode=None):
     return out
 
 
+def prune_certs_pending(keep=None):
+    """
+    The ``*.pem`` files of the certs directory that ``haproxy_cfg.prune_certs``
+    would remove (those not in `keep`), touching nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call haproxy_cfg.prune_certs_pending
+    """
+    d = settings()["certs_dir"]
+    keep = {os.path.realpath(p) for p in (keep or [])}
+    if not os.path.isdir(d):
+        return []
+    return [p for p in sorted(glob.glob(os.path.join(d, "*.pem"))) if os.path.realpath(p) not in keep and os.path.isfile(p)]
+
+
 def prune_certs(keep=None, dry_run=False):
     """
     Remove the ``*.pem`` files of the certs directory that are not in
     `keep` (the PEM files the pillar still renders): a TLS listener taken out
     of the pillar leaves no private key behind.  Only that directory, only
-    ``*.pem``.  Returns the paths removed (or, with ``dry_run=True``, that
-    would be).
+    ``*.pem``.  Returns the paths removed; ``dry_run=True`` is
+    ``haproxy_cfg.prune_certs_pending``.
 
     CLI Example:
 
@@ -414,16 +432,13 @@ def prune_certs(keep=None, dry_run=False):
 
         salt-call haproxy_cfg.prune_certs dry_run=True
     """
-    d = settings()["certs_dir"]
-    keep = {os.path.realpath(p) for p in (keep or [])}
-    if not os.path.isdir(d):
-        return []
-    stale = [p for p in sorted(glob.glob(os.path.join(d, "*.pem"))) if os.path.realpath(p) not in keep and os.path.isfile(p)]
-    if not dry_run:
-        for p in stale:
-            os.unlink(p)
-        if stale:
-            _fsync_dir(d)
+    stale = prune_certs_pending(keep)
+    if dry_run:
+        return stale
+    for p in stale:
+        os.unlink(p)
+    if stale:
+        _fsync_dir(settings()["certs_dir"])
     return stale
 
 

@@ -3,11 +3,18 @@ Dynamic routing on a load-balancer node: the daemon's configuration from the
 pillar's ``lb`` topology, and the VIP announcements that follow CARP.
 
 A thin layer over ``_utils/lb_routing.py`` (rendering, the hook, the rule for
-what is announced).  Linux runs BIRD 2 (``/etc/bird/bird.conf``, checked with
-``bird -p`` before it replaces the live file, applied with ``birdc
-configure``: a soft reconfiguration that keeps sessions whose settings did
-not change); FreeBSD runs OpenBGPD and OpenOSPFD (``bgpd -n`` / ``ospfd -n``,
-then ``bgpctl reload`` / ``ospfctl reload``).  docs/routing.md says why.
+what is announced) and ``_utils/routing_io.py`` (the daemons' processes,
+control sockets and files).  Each function that changes something has a
+read-only twin that says what it would change: ``present`` and
+``present_pending``, ``sync`` and ``sync_pending`` (``test=True`` on the
+first returns the second).  Both start from the same plan, which only
+reads; the first then applies it.
+
+Linux runs BIRD 2 (``/etc/bird/bird.conf``, checked with ``bird -p`` before
+it replaces the live file, applied with ``birdc configure``: a soft
+reconfiguration that keeps sessions whose settings did not change); FreeBSD
+runs OpenBGPD and OpenOSPFD (``bgpd -n`` / ``ospfd -n``, then ``bgpctl
+reload`` / ``ospfctl reload``).  docs/routing.md says why.
 
 Announcements: on Linux BIRD's direct protocol ``lb_vips`` announces each
 VIP address the node holds, as the kernel adds and removes it (the VIP is a
@@ -23,31 +30,23 @@ written by this module (0640 root:bird for BIRD, which re-reads it as user
 bird; 0600 on FreeBSD) and changes are reported without content.
 """
 
-import grp
-import logging
 import os
-import shutil
 import time
 
 from salt.exceptions import CommandExecutionError
 
 import carp_common
-import lb_boot
-import lb_files
 import lb_fresh
 import lb_generation
 import lb_routing
 import lb_settings
 import lb_view
+import routing_io
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
-log = logging.getLogger(__name__)
-
 __virtualname__ = "routing"
-START_TIMEOUT = 10.0
 SYNC_ATTEMPTS = 10  # passes of routing.sync (0.5 s apart) while CARP moves under it
-BIRD_GROUP = "bird"
 
 
 def __virtual__():
@@ -168,144 +167,14 @@ def _files(pair):
     return files
 
 
-def _run(argv, quiet=False):
-    return __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, output_loglevel="quiet" if quiet else "debug")
+def _cmd():
+    """Salt's ``cmd.run_all``, for routing_io."""
+    return __salt__["cmd.run_all"]
 
 
-def _first_words(argv):
-    return " ".join(str(a) for a in argv[:3])
-
-
-def _write(path, text, mode, group=None):
-    """Atomically, mode and group set before the content lands."""
-    lb_files.write_atomic(path, text, int(mode, 8), group)
-
-
-def _bird_gid():
-    try:
-        return grp.getgrnam(BIRD_GROUP).gr_gid
-    except KeyError:
-        return None
-
-
-def _file_state(path):
-    """(content, mode, gid) or (None, None, None)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None, None, None
-    return carp_common.read_text(path), st.st_mode & 0o7777, st.st_gid
-
-
-# -- BIRD (Linux) -------------------------------------------------------------
-
-
-def _bird():
-    return shutil.which("bird") or "/usr/sbin/bird"
-
-
-def _bird_pid():
-    return carp_common.pid_of(paths()["pidfile"], "bird")
-
-
-def _birdc(*args):
-    p = paths()
-    res = _run([p["birdc"], "-s", p["socket"], *args], quiet=True)
-    return res
-
-
-def _bird_check(path):
-    res = _run([_bird(), "-p", "-c", path])
-    if res["retcode"] != 0:
-        raise CommandExecutionError("bird -p rejects the rendered configuration: " + (res.get("stderr") or res.get("stdout") or "").strip())
-
-
-def _bird_run_dir():
-    p = paths()
-    d = p["run_dir"]
-    os.makedirs(d, exist_ok=True)
-    gid = _bird_gid()
-    if gid is not None:
-        os.chown(d, _uid("bird"), gid)
-    os.chmod(d, 0o775)
-
-
-def _uid(name):
-    import pwd
-
-    try:
-        return pwd.getpwnam(name).pw_uid
-    except KeyError:
-        return 0
-
-
-def _bird_unit():
-    """bird.service when systemd runs this host and the unit carries the
-    product's drop-in (which runs BIRD as _bird_start does), on the default
-    paths: start and stop go through systemd, whose Restart= covers it."""
-    p, default = paths(), lb_routing.PATHS["Debian"]
-    if any(p[k] != default[k] for k in ("bird", "run_dir", "socket")) or p["pidfile"] != lb_routing.bird_pidfile(default["run_dir"]):
-        return None
-    return lb_boot.managed_unit(lb_boot.BIRD_UNIT)
-
-
-def _systemctl(verb, unit):
-    try:
-        lb_boot.systemctl(__salt__["cmd.run_all"], verb, unit)
-    except RuntimeError as exc:
-        raise CommandExecutionError(str(exc)) from exc
-
-
-def _bird_start():
-    p = paths()
-    unit = _bird_unit()
-    if unit:
-        # restart: a BIRD the package's unit started (its built-in socket,
-        # no pid file) is replaced by one run as the drop-in says
-        _systemctl("restart", unit)
-    else:
-        argv = lb_boot.bird_argv(_bird(), p["bird"], p["socket"], p["pidfile"], BIRD_GROUP if _bird_gid() is not None else None)
-        res = _run(argv)
-        if res["retcode"] != 0:
-            raise CommandExecutionError(f"bird did not start (exit {res['retcode']}): {(res.get('stderr') or '').strip()}")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        pid = _bird_pid()
-        if pid and os.path.exists(p["socket"]):
-            return pid
-        time.sleep(0.1)
-    raise CommandExecutionError(f"bird started but wrote no pid file {p['pidfile']} within {START_TIMEOUT:.0f} s")
-
-
-def _bird_configure():
-    res = _birdc("configure")
-    out = res.get("stdout", "")
-    if res["retcode"] != 0 or not any(w in out for w in ("Reconfigured", "Reconfiguration in progress", "queued")):
-        raise CommandExecutionError(f"birdc configure failed: {(out + res.get('stderr', '')).strip()}")
-    return out
-
-
-def _bird_loaded():
-    """The generation the running BIRD reports (``birdc eval
-    lb_config_sha256``: a constant of the config it runs), None if it has
-    none or does not answer."""
-    res = _birdc("eval", lb_generation.BIRD_CONSTANT)
-    return lb_generation.bird_loaded(res.get("stdout", "")) if res["retcode"] == 0 else None
-
-
-def _bird_wait_loaded(gen, timeout=START_TIMEOUT):
-    """Wait until BIRD runs generation `gen` ("Reconfiguration in progress"
-    finishes later); raise if it does not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = _bird_loaded()
-        if got == gen:
-            return got
-        if time.monotonic() >= deadline:
-            raise CommandExecutionError(
-                f"BIRD still runs an older config after birdc configure (it reports {(got or 'no marker')[:12]}, the file is {gen[:12]})"
-            )
-        time.sleep(0.2)
+def _public(plan):
+    """The part of a plan the caller sees."""
+    return {"changes": plan["changes"], "comment": plan["comment"]}
 
 
 def loaded():
@@ -328,19 +197,25 @@ def loaded():
         raise CommandExecutionError("routing.loaded reads BIRD (Linux); OpenBGPD/OpenOSPFD report no generation")
     p = paths()
     file_gen = lb_generation.bird_file_generation(carp_common.read_text(p["bird"]))
-    running = _bird_pid() is not None
+    running = routing_io.bird_pid(p) is not None
     marker = f"{lb_generation.BIRD_CONSTANT} marker"
-    out = lb_generation.compare("BIRD", p["bird"], file_gen, _bird_loaded() if running else None, running=running, marker=marker)
+    out = lb_generation.compare(
+        "BIRD", p["bird"], file_gen, routing_io.bird_loaded(_cmd(), p) if running else None, running=running, marker=marker
+    )
     return {"path": p["bird"], **out}
 
 
-def _present_linux(pair, test):
+# -- routing.present: a read-only plan, then its application -------------------
+
+
+def _linux_plan(pair):
+    """What ``present`` would change on Linux, and what applying it needs.
+    Reads only (the file, the pid file, ``birdc eval``)."""
     p = paths()
-    want = _files(pair)
+    conf = _files(pair)[p["bird"]]
+    gid = routing_io.bird_gid()
     changes = {}
-    gid = _bird_gid()
-    conf = want[p["bird"]]
-    text, mode, cur_gid = _file_state(p["bird"])
+    text, mode, cur_gid = routing_io.file_state(p["bird"])
     conf_changed = text != conf["content"]
     gen = lb_generation.bird_file_generation(conf["content"])
     if conf_changed:
@@ -352,7 +227,7 @@ def _present_linux(pair, test):
         changes[p["bird"]] = {"old": f"mode {mode:o}", "new": "mode 640, group bird"}
     if not os.path.isdir(p["run_dir"]):
         changes[p["run_dir"]] = {"old": None, "new": "directory"}
-    pid = _bird_pid()
+    pid = routing_io.bird_pid(p)
     stale = None
     if pid is None:
         changes["bird"] = {"old": "stopped", "new": "running"}
@@ -361,36 +236,32 @@ def _present_linux(pair, test):
     else:
         # the file is as wanted: BIRD must run it too (a configure that
         # failed after the swap left the old one)
-        loaded = _bird_loaded()
-        if loaded != gen:
-            stale = f"BIRD runs an older config than {p['bird']} (it reports {(loaded or 'no marker')[:12]}, the file is {gen[:12]})"
+        running = routing_io.bird_loaded(_cmd(), p)
+        if running != gen:
+            stale = f"BIRD runs an older config than {p['bird']} (it reports {(running or 'no marker')[:12]}, the file is {gen[:12]})"
             changes["bird"] = {"old": stale, "new": "reconfigured (birdc configure)"}
-    if not changes or test:
-        return {"changes": changes, "comment": "would apply" if changes else "BIRD runs the configuration the topology gives"}
+    comment = "would apply" if changes else "BIRD runs the configuration the topology gives"
+    return dict(changes=changes, comment=comment, paths=p, conf=conf, conf_changed=conf_changed, gid=gid, gen=gen, pid=pid, stale=stale)
 
-    _bird_run_dir()
+
+def _linux_apply(plan):
+    p, changes, conf_changed, gid, gen, pid, stale = (plan[k] for k in ("paths", "changes", "conf_changed", "gid", "gen", "pid", "stale"))
+    run_all = _cmd()
+    routing_io.bird_run_dir(p)
     if conf_changed:
         # the candidate beside the live file (same include paths), checked first
         cand = os.path.join(os.path.dirname(p["bird"]), ".bird.conf.candidate")
-        _write(cand, conf["content"], "0640", gid)
-        try:
-            _bird_check(cand)
-            os.replace(cand, p["bird"])
-        finally:
-            if os.path.exists(cand):
-                os.unlink(cand)
+        routing_io.swap_checked(p["bird"], cand, plan["conf"]["content"], "0640", gid, lambda path: routing_io.bird_check(run_all, path))
     elif p["bird"] in changes:
-        os.chmod(p["bird"], 0o640)
-        if gid is not None:
-            os.chown(p["bird"], 0, gid)
+        routing_io.set_mode(p["bird"], 0o640, 0, gid)
     if pid is None:
-        pid = _bird_start()
-        _bird_wait_loaded(gen)
+        pid = routing_io.bird_start(run_all, p)
+        routing_io.bird_wait_loaded(run_all, p, gen)
         comment = f"bird started (pid {pid})"
     elif conf_changed or stale:
         try:
-            _bird_configure()
-            _bird_wait_loaded(gen)
+            routing_io.bird_configure(run_all, p)
+            routing_io.bird_wait_loaded(run_all, p, gen)
         except CommandExecutionError as exc:
             if not conf_changed:
                 raise
@@ -408,23 +279,18 @@ def _present_linux(pair, test):
     return {"changes": changes, "comment": comment}
 
 
-# -- OpenBGPD / OpenOSPFD (FreeBSD) -------------------------------------------
-
-FREEBSD_CHECK = {"bgpd": ["/usr/local/sbin/bgpd", "-n", "-f"], "ospfd": ["/usr/local/sbin/ospfd", "-n", "-f"]}
-FREEBSD_SERVICE = {"bgpd": "openbgpd", "ospfd": "openospfd"}
-FREEBSD_RELOAD = {"bgpd": ["bgpctl", "reload"], "ospfd": ["ospfctl", "reload"]}
-
-
-def _present_freebsd(pair, test):
-    """Unverified on a FreeBSD kernel (none runs here): the exact calls are
-    unit-tested against a fake FreeBSD (tests/unit/test_routing_module.py)."""
+def _freebsd_plan(pair):
+    """What ``present`` would change on FreeBSD, and what applying it needs.
+    Reads only (the files, ``service ... onestatus``).  Unverified on a
+    FreeBSD kernel (none runs here): the exact calls are unit-tested against
+    a fake FreeBSD (tests/unit/test_routing_freebsd.py)."""
     p = paths()
     want = _files(pair)
     changes = {}
     daemons = [d for d in ("bgpd", "ospfd") if p[d] in want]
     for d in daemons:
         f = want[p[d]]
-        text, mode, _ = _file_state(p[d])
+        text, mode, _ = routing_io.file_state(p[d])
         if text != f["content"] or mode != 0o600:
             changes[p[d]] = {
                 "old": "differs" if text is not None else None,
@@ -439,48 +305,68 @@ def _present_freebsd(pair, test):
     hook = want[p["hook_conf"]]
     if carp_common.read_text(p["hook_conf"]) != hook["content"] or carp_common.file_mode(p["hook_conf"]) != 0o644:
         changes[p["hook_conf"]] = {"old": "differs" if os.path.exists(p["hook_conf"]) else None, "new": "rendered"}
-    running = {d: _run(["service", FREEBSD_SERVICE[d], "onestatus"], quiet=True)["retcode"] == 0 for d in daemons}
+    running = {d: routing_io.service_running(_cmd(), d) for d in daemons}
     for d in daemons:
         if not running[d]:
-            changes[FREEBSD_SERVICE[d]] = {"old": "stopped", "new": "running"}
-    if not changes or test:
-        return {"changes": changes, "comment": "would apply" if changes else "the routing daemons run the configuration the topology gives"}
+            changes[routing_io.FREEBSD_SERVICE[d]] = {"old": "stopped", "new": "running"}
+    comment = "would apply" if changes else "the routing daemons run the configuration the topology gives"
+    return dict(changes=changes, comment=comment, paths=p, want=want, daemons=daemons, running=running)
+
+
+def _freebsd_apply(plan):
+    p, want, changes, running = plan["paths"], plan["want"], plan["changes"], plan["running"]
+    run_all = _cmd()
     if p["hook_conf"] in changes:
-        _write(p["hook_conf"], hook["content"], "0644")
+        routing_io.write(p["hook_conf"], want[p["hook_conf"]]["content"], "0644")
     if p.get("ospfd_vips") in changes:
         # 0600: ospfd refuses an included file others can read (check_file_secrecy)
-        if os.path.exists(p["ospfd_vips"]):
-            os.chmod(p["ospfd_vips"], 0o600)
-        else:
-            _write(p["ospfd_vips"], "", "0600")
+        routing_io.ensure_private(p["ospfd_vips"])
     done = []
-    for d in daemons:
+    for d in plan["daemons"]:
         if p[d] in changes:
-            cand = p[d] + ".candidate"
-            _write(cand, want[p[d]]["content"], "0600")
-            try:
-                res = _run([*FREEBSD_CHECK[d], cand])
-                if res["retcode"] != 0:
-                    raise CommandExecutionError(f"{d} -n rejects the rendered configuration: {(res.get('stderr') or '').strip()}")
-                os.replace(cand, p[d])
-            finally:
-                if os.path.exists(cand):
-                    os.unlink(cand)
+            routing_io.swap_checked(
+                p[d], p[d] + ".candidate", want[p[d]]["content"], "0600", None, lambda path, d=d: routing_io.freebsd_check(run_all, d, path)
+            )
         argv = None
         if not running[d]:
-            argv = ["service", FREEBSD_SERVICE[d], "onestart"]
+            argv = ["service", routing_io.FREEBSD_SERVICE[d], "onestart"]
         elif p[d] in changes:
-            argv = FREEBSD_RELOAD[d]
+            argv = routing_io.FREEBSD_RELOAD[d]
         if argv:
-            res = _run(argv)
-            if res["retcode"] != 0:
-                raise CommandExecutionError(f"{_first_words(argv)} failed (exit {res['retcode']})")
+            routing_io.run_checked(run_all, argv)
             done.append(" ".join(argv))
     return {"changes": changes, "comment": "; ".join(done) or "routing files updated"}
 
 
+def _no_routing(pair):
+    return {"changes": {}, "comment": f"pair {pair['name']} has no routing in the pillar"}
+
+
+def _present_plan(topology):
+    pair = _pair(topology)
+    if not _configured(pair):
+        return _no_routing(pair)
+    return _freebsd_plan(pair) if _family() == "FreeBSD" else _linux_plan(pair)
+
+
 # ---------------------------------------------------------------------------
 # public
+
+
+def present_pending(topology=None):
+    """
+    What ``routing.present`` would change, touching nothing (reads the
+    files, the daemons' pids and status): ``{"changes", "comment"}``, the
+    same changes ``routing.present`` makes.  Nothing without ``routing`` in
+    the pair.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.present_pending
+    """
+    return _public(_present_plan(topology))
 
 
 def present(topology=None, test=False):
@@ -489,10 +375,12 @@ def present(topology=None, test=False):
     the file rendered (BIRD: /etc/bird/bird.conf; FreeBSD: bgpd.conf and
     ospfd.conf), checked by the daemon's own parser before it replaces the
     live one, the daemon started or reconfigured without a restart, and
-    the announcement hook (lb-routing-vip) installed.
+    the announcement hook's settings (lb-routing-vip.conf) written.
 
-    Returns ``{"changes", "comment"}``; ``test=True`` touches nothing and
-    returns the same changes.  Nothing to do without ``routing`` in the pair.
+    Returns ``{"changes", "comment"}`` (and ``"result": False`` when BIRD
+    did not take a file that was replaced); ``test=True`` is
+    ``routing.present_pending``.  Nothing to do without ``routing`` in the
+    pair.
 
     CLI Example:
 
@@ -501,12 +389,12 @@ def present(topology=None, test=False):
         salt 'lb*' routing.present
         salt 'lb*' routing.present test=True
     """
-    pair = _pair(topology)
-    if not _configured(pair):
-        return {"changes": {}, "comment": f"pair {pair['name']} has no routing in the pillar"}
-    if _family() == "FreeBSD":
-        return _present_freebsd(pair, test)
-    return _present_linux(pair, test)
+    if test:
+        return present_pending(topology)
+    plan = _present_plan(topology)
+    if not plan["changes"]:
+        return _public(plan)
+    return _freebsd_apply(plan) if _family() == "FreeBSD" else _linux_apply(plan)
 
 
 def announced(topology=None):
@@ -524,15 +412,11 @@ def announced(topology=None):
     """
     if _family() == "FreeBSD":
         if _pair(topology)["routing"]["bgp"] is None:
-            if _run(["service", FREEBSD_SERVICE["ospfd"], "onestatus"], quiet=True)["retcode"] != 0:
+            if not routing_io.service_running(_cmd(), "ospfd"):
                 return None
             return sorted(lb_routing.parse_redistribute(carp_common.read_text(paths()["ospfd_vips"]) or ""))
-        res = _run([paths()["bgpctl"], "show", "network"], quiet=True)
-        return sorted(lb_routing.parse_bgpctl_networks(res["stdout"])) if res["retcode"] == 0 else None
-    res = _birdc("show", "route", "protocol", lb_routing.VIPS_PROTOCOL)
-    if res["retcode"] != 0 or "ready" not in res.get("stdout", ""):
-        return None
-    return sorted(lb_routing.parse_bird_routes(res["stdout"]))
+        return routing_io.bgpctl_networks(_cmd(), paths())
+    return routing_io.bird_vips_routes(_cmd(), paths())
 
 
 def desired():
@@ -552,36 +436,62 @@ def desired():
     return sorted(lb_routing.desired(status, maint, linux=_family() != "FreeBSD"))
 
 
-def _vips_protocol_up():
-    """Whether BIRD's ``lb_vips`` protocol is up (not disabled)."""
-    res = _birdc("show", "protocols", lb_routing.VIPS_PROTOCOL)
-    for line in res.get("stdout", "").splitlines():
-        words = line.split()
-        if words[:1] == [lb_routing.VIPS_PROTOCOL]:
-            return len(words) > 3 and words[3] == "up"
-    return False
+# -- routing.sync: a read-only pass, then the repair ---------------------------
 
 
-def _repair(fam, want, have, by_vip):
+def _sync_plan(pair, topology):
+    """One read-only pass: what is announced (``have``, None when the daemon
+    does not answer) against what should be (``want``), the changes, and the
+    VHID of each VIP (for the hook)."""
+    vips = lb_routing.node_vips(pair, __opts__["id"], _family())
+    by_vip = {vip: vhid for vhid, (_, vip) in vips.items()}
+    now = announced(topology)
+    want = set(desired()) & set(by_vip)
+    if now is None:
+        # after a routing.present that would start the daemon: what it
+        # would announce once it runs (applying it fails: the daemon first)
+        return {
+            "changes": {vip: {"old": None, "new": True} for vip in sorted(want)},
+            "comment": "the routing daemon does not answer yet (routing.present starts it); "
+            + f"it would announce {', '.join(sorted(want)) or 'nothing'}",
+            "want": want,
+            "have": None,
+            "by_vip": by_vip,
+        }
+    have = set(now)
+    changes = {vip: {"old": vip in have, "new": vip in want} for vip in sorted(want ^ have)}
+    comment = "would change the announcements" if changes else "announced: " + (", ".join(sorted(have)) or "nothing")
+    return {"changes": changes, "comment": comment, "want": want, "have": have, "by_vip": by_vip}
+
+
+def _repair(plan):
     """One repair pass: FreeBSD runs the hook for each VIP that differs;
     Linux enables ``lb_vips`` (someone disabled it) or restarts it (it
     re-reads the interfaces' addresses)."""
-    if fam == "FreeBSD":
-        for vip in sorted(want ^ have):
-            if vip not in by_vip:
-                continue
-            res = _run([paths()["hook"], str(by_vip[vip]), "MASTER" if vip in want else "BACKUP"])
-            if res["retcode"] != 0:
-                raise CommandExecutionError(
-                    f"lb-routing-vip {by_vip[vip]} failed (exit {res['retcode']}): {(res.get('stderr') or '').strip()}"
-                )
+    want, have, by_vip = plan["want"], plan["have"], plan["by_vip"]
+    if _family() != "FreeBSD":
+        routing_io.bird_vips_renew(_cmd(), paths())
         return
-    verb = "restart" if _vips_protocol_up() else "enable"
-    res = _birdc(verb, lb_routing.VIPS_PROTOCOL)
-    if res["retcode"] != 0:
-        raise CommandExecutionError(
-            f"birdc {verb} {lb_routing.VIPS_PROTOCOL} failed: {(res.get('stdout', '') + res.get('stderr', '')).strip()}"
-        )
+    for vip in sorted(want ^ have):
+        if vip in by_vip:
+            routing_io.run_hook(_cmd(), paths()["hook"], by_vip[vip], vip in want)
+
+
+def sync_pending(topology=None):
+    """
+    What ``routing.sync`` would change, touching nothing: ``{"changes":
+    {vip: {"old", "new"}}, "comment"}`` for what this node announces
+    against what it should (``routing.desired``).  While the daemon does
+    not answer (``routing.present`` would start it): what it would announce.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' routing.sync_pending
+    """
+    pair = _pair(topology)
+    return _public(_sync_plan(pair, topology) if _configured(pair) else _no_routing(pair))
 
 
 def sync(test=False, topology=None):
@@ -591,7 +501,8 @@ def sync(test=False, topology=None):
     the node holds, enable the protocol (when disabled) or restart it; on
     FreeBSD run the hook (lb-routing-vip) for each VIP that differs.  A
     CARP transition during the run is followed (up to SYNC_ATTEMPTS
-    passes).  Returns ``{"changes": {vip: {"old", "new"}}, "comment"}``.
+    passes).  Returns ``{"changes": {vip: {"old", "new"}}, "comment"}``;
+    ``test=True`` is ``routing.sync_pending``.
 
     CLI Example:
 
@@ -600,40 +511,28 @@ def sync(test=False, topology=None):
         salt 'lb*' routing.sync
         salt 'lb*' routing.sync test=True
     """
+    if test:
+        return sync_pending(topology)
     pair = _pair(topology)
     if not _configured(pair):
-        return {"changes": {}, "comment": f"pair {pair['name']} has no routing in the pillar"}
-    fam = _family()
-    vips = lb_routing.node_vips(pair, __opts__["id"], fam)
-    by_vip = {vip: vhid for vhid, (_, vip) in vips.items()}
+        return _no_routing(pair)
     changes = {}
     for _attempt in range(SYNC_ATTEMPTS):
-        now = announced(topology)
-        want = set(desired()) & set(by_vip)
-        if now is None and test:
-            # test mode after a routing.present that would start the
-            # daemon: what it would announce once it runs, not a failure
-            return {
-                "changes": {vip: {"old": None, "new": True} for vip in sorted(want)},
-                "comment": "the routing daemon does not answer yet (routing.present starts it); "
-                + f"it would announce {', '.join(sorted(want)) or 'nothing'}",
-            }
-        if now is None:
+        plan = _sync_plan(pair, topology)
+        if plan["have"] is None:
             raise CommandExecutionError("the routing daemon does not answer (apply routing.present first)")
-        have = set(now)
-        if want == have:
+        if not plan["changes"]:
             break
-        for vip in sorted(want ^ have):
-            changes.setdefault(vip, {"old": vip in have})["new"] = vip in want
-        if test:
-            return {"changes": changes, "comment": "would change the announcements"}
-        _repair(fam, want, have, by_vip)
+        for vip, change in plan["changes"].items():
+            changes.setdefault(vip, {"old": change["old"]})["new"] = change["new"]
+        _repair(plan)
         time.sleep(0.5)
     else:
         raise CommandExecutionError(
-            f"announced {', '.join(sorted(have)) or 'nothing'} but should announce {', '.join(sorted(want)) or 'nothing'} after {SYNC_ATTEMPTS} passes"
+            f"announced {', '.join(sorted(plan['have'])) or 'nothing'} but should announce "
+            + f"{', '.join(sorted(plan['want'])) or 'nothing'} after {SYNC_ATTEMPTS} passes"
         )
-    return {"changes": changes, "comment": "announced: " + (", ".join(sorted(have)) or "nothing")}
+    return {"changes": changes, "comment": "announced: " + (", ".join(sorted(plan["have"])) or "nothing")}
 
 
 def status():
@@ -649,14 +548,8 @@ def status():
     """
     out = {"announced": announced(), "desired": desired()}
     if _family() == "Debian":
-        out["pid"] = _bird_pid()
-        res = _birdc("show", "protocols")
-        protos = {}
-        for line in res.get("stdout", "").splitlines()[2:]:
-            words = line.split()
-            if len(words) >= 4:
-                protos[words[0]] = {"proto": words[1], "state": words[3], "info": " ".join(words[5:]) if len(words) > 5 else ""}
-        out["protocols"] = protos
+        out["pid"] = routing_io.bird_pid(paths())
+        out["protocols"] = routing_io.bird_protocols(_cmd(), paths())
     return out
 
 
@@ -671,15 +564,8 @@ def stop():
 
         salt 'lb-a' routing.stop
     """
-    pid = _bird_pid() if _family() == "Debian" else None
+    pid = routing_io.bird_pid(paths()) if _family() == "Debian" else None
     if pid is None:
         return {"changes": {}, "comment": "bird is not running"}
-    unit = _bird_unit()
-    if unit:
-        _systemctl("stop", unit)  # else systemd restarts it
-    else:
-        os.kill(pid, 15)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline and _bird_pid() == pid:
-        time.sleep(0.1)
+    routing_io.bird_stop(_cmd(), paths(), pid)
     return {"changes": {"bird": {"old": f"running (pid {pid})", "new": "stopped"}}, "comment": "bird stopped"}

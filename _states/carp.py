@@ -2,11 +2,12 @@
 CARP groups on a load-balancer node, whichever provider answers as ``carp``
 (FreeBSD's kernel CARP, keepalived or ucarp).
 
-The state functions only compare and delegate: they ask the execution module
-what would change (``test=True``), report it, and in a real run let the
-module apply it.  Nothing is touched in test mode; changes are reported in
-both modes; a ``CommandExecutionError`` becomes ``result: False``.  Passwords
-never appear in changes or comments (the module reports ``<changed>``).
+The state functions only compare and delegate (``lb_state.diff_and_apply``):
+they ask the execution module's read-only ``carp.<op>_pending`` what would
+change, report it, and in a real run let ``carp.<op>`` apply it.  Nothing is
+touched in test mode; changes are reported in both modes; a
+``CommandExecutionError`` becomes ``result: False``.  Passwords never appear
+in changes or comments (the module reports ``<changed>``).
 
 .. code-block:: yaml
 
@@ -38,7 +39,15 @@ def __virtual__():
 
 
 def _apply(name, func, kwargs, would, done):
-    return lb_state.checked(name, lambda **test: __salt__[func](**kwargs, **test), bool(__opts__.get("test")), would, done)
+    """``carp.<func>_pending`` (the question), then ``carp.<func>`` (the change)."""
+    return lb_state.diff_and_apply(
+        name,
+        lambda: __salt__[f"{func}_pending"](**kwargs),
+        lambda: __salt__[func](**kwargs),
+        bool(__opts__.get("test")),
+        would,
+        done,
+    )
 
 
 def present(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys

@@ -166,7 +166,7 @@ def managed(name=None, unmanaged=None, node=None, os_family=None, topology=None,
         text = haproxy_config.stamp(merged.text)
         pending = __salt__["haproxy_cfg.pending"](text, path=path, files=extra, mode=config["mode"])
         # PEM files of TLS listeners the pillar no longer has (keys on disk)
-        stale = __salt__["haproxy_cfg.prune_certs"](keep=list(extra), dry_run=True)
+        stale = __salt__["haproxy_cfg.prune_certs_pending"](keep=list(extra))
         if not pending and not stale:
             comment = f"{path} is up to date ({len(merged.config.sections)} sections"
             comment += f", {len(merged.kept)} kept that the pillar does not own)" if merged.kept else ")"

@@ -3,10 +3,12 @@ Dynamic routing on a load-balancer node (``_modules/routing.py``): the
 daemon's configuration, and the VIP announcements re-checked against what
 the node holds.
 
-Like ``_states/carp.py``, the states only compare and delegate: they ask the
-execution module what would change (``test=True``), report it, and in a
-real run let the module apply it.  Nothing is touched in test mode; a
-``CommandExecutionError`` is ``result: False``.  The md5sig key never
+The states only compare and delegate (``lb_state.diff_and_apply``): they ask
+the execution module's read-only function what would change
+(``routing.present_pending``, ``routing.sync_pending``), report it, and in
+a real run, when something differs, let the module apply it
+(``routing.present``, ``routing.sync``).  Nothing is touched in test mode;
+a ``CommandExecutionError`` is ``result: False``.  The md5sig key never
 appears in changes or comments.
 
 .. code-block:: yaml
@@ -27,13 +29,22 @@ lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.syn
 
 
 def __virtual__():
-    if "routing.present" in __salt__:
+    if "routing.present_pending" in __salt__:
         return "routing"
     return (False, "the routing execution module is not available on this minion")
 
 
-def _apply(name, func, kwargs, would, done):
-    return lb_state.checked(name, lambda **test: __salt__[func](**kwargs, **test), bool(__opts__.get("test")), would, done)
+def _apply(name, pending, apply, kwargs, would, done):
+    """`pending` asked first (read-only); `apply` run when something
+    differs and Salt is not in test mode."""
+    return lb_state.diff_and_apply(
+        name,
+        lambda: __salt__[pending](**kwargs),
+        lambda: __salt__[apply](**kwargs),
+        bool(__opts__.get("test")),
+        would,
+        done,
+    )
 
 
 def present(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys
@@ -45,7 +56,7 @@ def present(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its 
         Any label, e.g. the pair's name.
     """
     kw = {"topology": topology} if topology else {}
-    return _apply(name, "routing.present", kw, "routing would change", "routing changed")
+    return _apply(name, "routing.present_pending", "routing.present", kw, "routing would change", "routing changed")
 
 
 def announced(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass its own keys
@@ -55,4 +66,4 @@ def announced(name, topology=None, **kwargs):  # noqa: ARG001 - Salt may pass it
     for, none in maintenance); what differs is fixed (``routing.sync``).
     """
     kw = {"topology": topology} if topology else {}
-    return _apply(name, "routing.sync", kw, "announcements would change", "announcements fixed")
+    return _apply(name, "routing.sync_pending", "routing.sync", kw, "announcements would change", "announcements fixed")

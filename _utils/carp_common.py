@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import lb_boot
@@ -249,6 +250,18 @@ def parse_ucarp_argv(argv: list[str]) -> dict:
         raise ValueError(f"not a ucarp command line written by this module: {argv!r}") from exc
 
 
+def ucarp_shown(argv: list[str]) -> dict:
+    """The fields of a ucarp command line that a change report shows."""
+    g = parse_ucarp_argv(argv)
+    return {k: g[k] for k in ("device", "address", "prefixlen", "source", "advbase", "advskew", "preempt", "peer")}
+
+
+def ucarp_comparable(argv: list[str]) -> list[str]:
+    """A ucarp command line without what only a handover adds (--neutral,
+    --deadratio)."""
+    return [a for a in argv if a != "--neutral" and not a.startswith("--deadratio=")]
+
+
 def state_line(state: str, priority="-") -> str:
     """<state_dir>/state/<vhid>'s content (the scripts write the same)."""
     return f"{state} {priority} {int(time.time())}\n"
@@ -344,6 +357,24 @@ def started_before(pid: int, path: str) -> bool:
         return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK")) < os.stat(path).st_mtime
     except (OSError, ValueError, IndexError):
         return False
+
+
+def vips_by_device(run_all) -> dict[str, set[str]]:
+    """{device: {address, ...}} of the IPv4 addresses configured now
+    (`ip -o -4 addr show` through Salt's cmd.run_all, passed in)."""
+    res = run_all(["ip", "-o", "-4", "addr", "show"], python_shell=False, ignore_retcode=True, output_loglevel="quiet")
+    out: dict[str, set[str]] = {}
+    for line in res.get("stdout", "").splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[2] == "inet":
+            out.setdefault(words[1], set()).add(words[3].split("/")[0])
+    return out
+
+
+def pending(plan: dict) -> dict:
+    """What a provider's ``<op>_pending`` returns: the public part of the
+    plan its ``_<op>_plan`` read (the rest is what the apply step needs)."""
+    return {"changes": plan["changes"], "comment": plan["comment"]}
 
 
 def programs(pair: dict, node_id: str, provider: str, script_dir: str) -> list[dict]:
@@ -485,6 +516,28 @@ def parse_keepalived(text: str | None) -> dict[int, dict]:
 
 # ---------------------------------------------------------------------------
 # ucarp's recorded command lines, and what earlier versions installed
+
+
+def keepalived_public(inst: dict) -> dict:
+    """An instance of parse_keepalived as the keepalived provider reports
+    it (advskew: 254 - priority)."""
+    return {
+        "device": inst["device"],
+        "vip": inst["vip"],
+        "priority": inst["priority"],
+        "advskew": 254 - inst["priority"],
+        "advert_int": inst["advert_int"],
+        "preempt": inst["preempt"],
+    }
+
+
+def keepalived_without(text: str, vhids) -> str:
+    """keepalived.conf's text without the vrrp_instance of each vhid, nor
+    its VIP among lb-carp-keepalived-vips' arguments."""
+    for v in vhids:
+        text = re.sub(rf"^vrrp_instance VI_{v} \{{\n.*?^\}}\n\n?", "", text, flags=re.S | re.M)
+        text = re.sub(rf' {v}=[^\s"]+', "", text, count=1)
+    return text
 
 
 def ucarp_argv_text(argv: list[str]) -> str:

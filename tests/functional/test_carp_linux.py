@@ -138,6 +138,8 @@ def test_keepalived_config_written_checked_and_idempotent(keepalived, tmp_path, 
     topo = topology_file(tmp_path, "keepalived")
     first = keepalived.present(topology=topo, test=True)
     assert sorted(k for k in first["changes"] if isinstance(k, int)) == [4, 5, 44, 55]
+    assert keepalived.present_pending(topology=topo) == first  # what the state asks
+    assert keepalived.absent_pending() == {"changes": {}, "comment": "no such CARP group here"}
     assert not os.path.exists(carp_paths["keepalived_config"])  # test mode wrote nothing
 
     # the same check keepalived.present makes, on the real binary: the
@@ -344,12 +346,16 @@ def test_keepalived_maintenance_files(keepalived, carp_paths):
     assert keepalived.in_maintenance() is False
     assert keepalived.unmaintenance() == {"changes": {}, "comment": "not in maintenance"}
     assert keepalived.maintenance(test=True)["changes"] == {"maintenance": {"old": False, "new": True}}
-    assert not os.path.exists(intent)
+    assert keepalived.maintenance_pending() == keepalived.maintenance(test=True)
+    assert keepalived.unmaintenance_pending() == {"changes": {}, "comment": "not in maintenance"}
+    assert not os.path.exists(intent) and not os.path.exists(track)
     ret = keepalived.maintenance()
     assert ret["changes"] == {"maintenance": {"old": False, "new": True}}
     assert open(track).read() == "1\n" and json.loads(open(intent).read())["provider"] == "keepalived"
     assert keepalived.maintenance() == {"changes": {}, "comment": "already in maintenance"}
     assert keepalived.in_maintenance() is True
+    assert keepalived.unmaintenance_pending()["changes"] == {"maintenance": {"old": True, "new": False}}
+    assert open(track).read() == "1\n"
     assert keepalived.unmaintenance()["changes"] == {"maintenance": {"old": True, "new": False}}
     assert open(track).read() == "0\n" and not os.path.exists(intent)
     assert keepalived.unmaintenance()["changes"] == {}
@@ -396,12 +402,21 @@ def test_ucarp_test_mode_then_files(ucarp, tmp_path, carp_paths, monkeypatch):
     assert sorted(k for k in check["changes"] if isinstance(k, int)) == [4, 5, 44, 55]
     assert check["changes"]["passfiles"] == sorted(f"{carp_paths['ucarp_dir']}/vhid-{v}.pass" for v in (4, 5, 44, 55))
     assert "passwd" not in json.dumps(check)
+    assert ucarp.present_pending(topology=topo) == check  # what the state asks
+    assert ucarp.absent_pending() == {"changes": {}, "comment": "no such CARP group runs here"}
     assert not os.path.exists(carp_paths["ucarp_dir"])  # nothing written in test mode
 
 
 def test_ucarp_maintenance_intent_with_no_group_running(ucarp, tmp_path, carp_paths):
     topo = topology_file(tmp_path, "ucarp")
+    assert ucarp.unmaintenance_pending(topology=topo) == {"changes": {}, "comment": "not in maintenance"}
+    assert ucarp.maintenance_pending(topology=topo) == {
+        "changes": {"maintenance": {"old": False, "new": True}},
+        "comment": "would enter maintenance",
+    }
+    assert not ucarp.in_maintenance()
     assert ucarp.maintenance(topology=topo)["changes"] == {"maintenance": {"old": False, "new": True}}
+    assert ucarp.maintenance_pending(topology=topo)["changes"] == {}
     assert ucarp.maintenance(topology=topo)["changes"] == {}
     # while in maintenance, groups start at advskew 254
     assert {argv[7] for argv in ucarp.command_lines(topology=topo).values()} == {"--advskew=254"}

@@ -248,6 +248,27 @@ def test_test_mode_touches_nothing(fake, paths):
     assert not os.path.exists(paths["netif_file"])
 
 
+def test_the_pending_functions_answer_as_test_mode_and_touch_nothing(fake, paths, installed):
+    fake.loaded = False
+    assert carp_freebsd.present_pending() == carp_freebsd.present(test=True)
+    assert carp_freebsd.present_pending()["changes"]
+    assert carp_freebsd.maintenance_pending() == {
+        "changes": {"maintenance": {"old": False, "new": True}},
+        "comment": "would enter maintenance",
+    }
+    assert carp_freebsd.unmaintenance_pending() == {"changes": {}, "comment": "not in maintenance"}
+    assert fake.writes() == [] and not os.path.exists(paths["netif_file"])
+    fake.loaded = True
+    carp_freebsd.present()
+    carp_freebsd.maintenance()
+    fake.calls.clear()
+    assert carp_freebsd.absent_pending(vhids=[44]) == carp_freebsd.absent(vhids=[44], test=True)
+    assert list(carp_freebsd.absent_pending(vhids=[44])["changes"]) == [44]
+    assert carp_freebsd.maintenance_pending()["changes"] == {}
+    assert carp_freebsd.unmaintenance_pending()["changes"] == {"maintenance": {"old": True, "new": False}}
+    assert fake.writes() == []
+
+
 def test_change_advskew_in_place_without_password(fake, paths, pillar):
     carp_freebsd.present()
     pillar["lb"]["pairs"]["edge"]["carp"]["groups"][44]["advskew_primary"] = 20

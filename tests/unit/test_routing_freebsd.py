@@ -207,3 +207,26 @@ def test_sync_in_test_mode_while_the_daemon_is_down_says_what_it_would_announce(
     assert not [c for c in commands(fake) if c.startswith("lb-routing-vip")]
     with pytest.raises(CommandExecutionError, match="does not answer"):
         routing.sync()
+
+
+def test_the_pending_functions_are_test_mode_and_touch_nothing(fake, paths):
+    fake.carp = {4: {"state": "MASTER", "vip": "10.2.2.4/24"}}
+    pending = routing.present_pending()
+    assert pending == routing.present(test=True)
+    assert pending["comment"] == "would apply" and paths["bgpd"] in pending["changes"]
+    assert [p for p in paths.values() if os.path.exists(p)] == [paths["hook"]]
+    assert set(commands(fake)) == {"service openbgpd onestatus", "service openospfd onestatus"}
+    routing.present()
+    assert routing.present_pending() == {"changes": {}, "comment": "the routing daemons run the configuration the topology gives"}
+    fake.calls.clear()
+    assert (
+        routing.sync_pending()
+        == routing.sync(test=True)
+        == {
+            "changes": {"10.2.2.4": {"old": False, "new": True}},
+            "comment": "would change the announcements",
+        }
+    )
+    assert fake.networks == set() and not [c for c in commands(fake) if c.startswith("lb-routing-vip")]
+    routing.sync()
+    assert routing.sync_pending() == {"changes": {}, "comment": "announced: 10.2.2.4"}

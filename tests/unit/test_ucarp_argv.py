@@ -35,7 +35,7 @@ def test_without_the_second_chance_there_is_no_peer():
 
 
 def test_a_handover_inserts_its_options_before_the_scripts_and_xparam():
-    # carp_ucarp._handover inserts --neutral --deadratio=1 at -3
+    # ucarp_io.handover (carp_ucarp) inserts --neutral --deadratio=1 at -3
     argv = carp_common.ucarp_argv("/usr/sbin/ucarp", group(), PATHS, neutral=True, deadratio=1)
     assert argv[-5:-3] == ["--neutral", "--deadratio=1"]
 

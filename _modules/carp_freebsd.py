@@ -44,6 +44,7 @@ import freebsd_carp_io
 import lb_boot
 import lb_files
 import lb_fresh
+import lb_parameters
 import lb_render
 import lb_view
 
@@ -269,7 +270,7 @@ def _present_plan(topology):
             steps.append((carp_common.ifconfig_remove(dev, addr), False))
             changes[vhid] = {"old": _shown(vhid, dev, addr, cur[vhid]["advbase"], cur[vhid]["advskew"]), "new": None}
 
-    netif = lb_render.render_node(model, _node(), "FreeBSD")["/etc/rc.conf.d/netif"]
+    netif = lb_render.render_node(model, _node(), "FreeBSD")[lb_parameters.of("FreeBSD", "carp")["netif_file"]]
     netif_changed = carp_common.read_text(paths["netif_file"]) != netif.content or carp_common.file_mode(paths["netif_file"]) != 0o600
     if netif_changed:
         changes["netif_file"] = {"old": "differs" if os.path.exists(paths["netif_file"]) else None, "new": paths["netif_file"]}

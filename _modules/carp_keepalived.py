@@ -37,8 +37,8 @@ import keepalived_io
 import lb_files
 import lb_fresh
 import lb_generation
+import lb_parameters
 import lb_render_linux
-import lb_view
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -80,7 +80,7 @@ def _haproxy_pidfile():
     keepalived's lb_serving check reads."""
     if "haproxy_cfg.settings" in __salt__:
         return __salt__["haproxy_cfg.settings"]()["pidfile"]
-    return lb_view.OS_PARAMS["Debian"]["haproxy_pidfile"]
+    return lb_parameters.of("Debian", "node")["haproxy_pidfile"]
 
 
 def _render(pair):

@@ -37,6 +37,7 @@ from salt.exceptions import CommandExecutionError
 
 import lb_files
 import lb_fresh
+import lb_parameters
 import lb_probe
 import lb_settings
 import lb_topology
@@ -160,7 +161,7 @@ def _settings(maintenance_file=None, config=None, probe=None, user=None):
                 log.debug("clustercheck: no probe settings from the pillar: %s", exc)
                 __context__[key] = {}
         found = dict(__context__[key])
-    params = lb_probe.OS_PARAMS[_os_family()]
+    params = lb_parameters.of(_os_family(), "probe")
     return {
         "maintenance_file": maintenance_file or found.get("maintenance_file") or lb_topology_services.PROBE_DEFAULTS["maintenance_file"],
         "config": config or found.get("config") or params["config"],
@@ -219,7 +220,7 @@ def status(via="probe", config=None, probe=None, user=None, host="127.0.0.1", po
             user=pw.pw_uid,
             group=pw.pw_gid,
             extra_groups=[],
-            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+            env={"PATH": lb_parameters.of(_os_family(), "probe")["client_path"], "LC_ALL": "C"},
             cwd="/",
             check=False,
         )
@@ -343,7 +344,7 @@ def native_password_hash(password):
 
 
 def _client(socket_path=None, defaults_file=None, client=None):
-    argv = [client or lb_probe.OS_PARAMS[_os_family()]["client"]]
+    argv = [client or lb_parameters.of(_os_family(), "probe")["client"]]
     if defaults_file:
         argv.append(f"--defaults-extra-file={defaults_file}")
     if socket_path:

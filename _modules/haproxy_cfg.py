@@ -16,7 +16,7 @@ swap, rendering, certificates); ``haproxy_cfg_process.py``, the process
 (the stats socket and the master CLI).  What they share is in
 ``_utils/haproxy_io.py``.
 
-Paths come from the OS (``lb_view.OS_PARAMS``: Debian or FreeBSD) and can
+Paths come from the OS (lb_parameters' node section: Debian or FreeBSD) and can
 be overridden in the minion config or pillar under ``haproxy_cfg``:
 
 .. code-block:: yaml
@@ -48,6 +48,7 @@ from salt.exceptions import CommandExecutionError
 import haproxy_config
 import haproxy_io
 import lb_fresh
+import lb_parameters
 import lb_render_haproxy
 import lb_settings
 import lb_topology_haproxy
@@ -70,9 +71,9 @@ def __virtual__():
 
 def _os_params():
     osf = __grains__.get("os_family")
-    if osf not in lb_view.OS_PARAMS:
+    if osf not in lb_parameters.FAMILIES:
         osf = "FreeBSD" if __grains__.get("kernel") == "FreeBSD" else "Debian"
-    return osf, lb_view.OS_PARAMS[osf]
+    return osf, lb_parameters.of(osf, "node")
 
 
 def settings():

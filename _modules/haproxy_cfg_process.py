@@ -30,8 +30,8 @@ import lb_boot
 import lb_files
 import lb_fresh
 import lb_generation
+import lb_parameters
 import lb_render_haproxy
-import lb_view
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -226,7 +226,11 @@ def _unit(config, s):
     """haproxy.service when systemd runs this host, the unit carries the
     product's drop-in and HAProxy runs on the default config: start and
     stop go through it (lb_boot)."""
-    return lb_boot.managed_unit(lb_boot.HAPROXY_UNIT) if config == s["config"] == lb_view.OS_PARAMS["Debian"]["haproxy_config"] else None
+    return (
+        lb_boot.managed_unit(lb_boot.HAPROXY_UNIT)
+        if config == s["config"] == lb_parameters.of("Debian", "node")["haproxy_config"]
+        else None
+    )
 
 
 def _supervisor(config, s, running=False):
@@ -239,7 +243,11 @@ def _supervisor(config, s, running=False):
     if s["os_family"] != "FreeBSD":
         unit = _unit(config, s)
         return ("systemctl", unit) if unit else None
-    if config != s["config"] or config != lb_view.OS_PARAMS["FreeBSD"]["haproxy_config"] or not os.path.exists(lb_boot.FREEBSD_HAPROXY_RC):
+    if (
+        config != s["config"]
+        or config != lb_parameters.of("FreeBSD", "node")["haproxy_config"]
+        or not os.path.exists(lb_boot.FREEBSD_HAPROXY_RC)
+    ):
         return None
     if running and not _daemon_supervises():
         return None

@@ -15,6 +15,7 @@ from salt.exceptions import CommandExecutionError
 import carp_common
 import lb_fresh
 import lb_host
+import lb_parameters
 import lb_render
 import lb_roster
 import lb_topology
@@ -43,6 +44,29 @@ def _raw(topology=None):
             "the pillar has no 'lb' key for this minion; give topology=PATH or assign a topology in the pillar top file"
         )
     return raw
+
+
+def parameters(section, os_family=None):
+    """
+    One section of the product's per-OS parameters (``_utils/lb_parameters.py``:
+    the defaults with what differs for the OS family on top), for this
+    minion's ``os_family`` grain or the one given.  Sections: ``node``,
+    ``carp``, ``routing``, ``probe``, ``haproxy`` (what
+    ``salt/haproxy/map.jinja`` reads).  A per-minion override key (``lb_carp``,
+    ``lb_routing``, ``clustercheck``, ``lb_haproxy``, ``haproxy_cfg``) is
+    applied by the module or SLS that reads it, not here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb*' lb.parameters haproxy
+        salt-call lb.parameters carp os_family=FreeBSD
+    """
+    try:
+        return lb_parameters.of(os_family or __grains__.get("os_family"), section)
+    except KeyError as exc:
+        raise CommandExecutionError(str(exc.args[0])) from exc
 
 
 def version():

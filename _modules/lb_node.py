@@ -24,8 +24,8 @@ import carp_events
 import haproxy_config
 import lb_events
 import lb_fresh
+import lb_parameters
 import lb_render_linux
-import lb_routing
 
 lb_fresh.refresh()  # the pure modules as new as their files (after saltutil.sync_all)
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "lb_node"
 DEVD_RULE = "/usr/local/etc/devd/lb-carp.conf"
-FREEBSD_SCRIPT_DIR = "/usr/local/sbin"
 APPLY_DEBOUNCE = 10.0  # seconds: one haproxy apply for the MASTER events of one failover
 QUEUE_MAX = 100  # state runs on_master's apply waits behind before it gives up
 
@@ -64,7 +63,7 @@ def paths():
         salt 'lb*' lb_node.paths
     """
     s = carp_common.settings(_family(), _override())
-    script_dir = s.get("script_dir", FREEBSD_SCRIPT_DIR)
+    script_dir = s["script_dir"]
     out = {
         "state_dir": s["state_dir"],
         "events_dir": os.path.join(s["state_dir"], "events"),
@@ -124,7 +123,7 @@ def event_hook(beacon_interval=1):
             # FreeBSD's announcements follow the transitions; Linux's follow the
             # addresses (BIRD's direct protocol, lb_routing), with no hook
             grace=carp_events.hook_grace(float(beacon_interval)),
-            routing_hook=lb_routing.PATHS["FreeBSD"]["hook"] if _family() == "FreeBSD" else "",
+            routing_hook=lb_parameters.of("FreeBSD", "routing")["hook"] if _family() == "FreeBSD" else "",
         )
     except ValueError as exc:
         # a path or name sh would split or expand: refused, never written

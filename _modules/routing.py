@@ -38,6 +38,7 @@ from salt.exceptions import CommandExecutionError
 import carp_common
 import lb_fresh
 import lb_generation
+import lb_parameters
 import lb_routing
 import lb_settings
 import lb_view
@@ -71,8 +72,8 @@ def _carp_settings():
 
 def paths():
     """
-    Where this node's routing files and tools are (``lb_routing.PATHS`` for
-    its OS, the CARP state directory from the ``lb_carp`` settings), each
+    Where this node's routing files and tools are (lb_parameters' routing
+    section for its OS, the CARP state directory from the ``lb_carp`` settings), each
     replaceable by an absolute path in the ``lb_routing`` config mapping.
 
     CLI Example:
@@ -81,7 +82,7 @@ def paths():
 
         salt 'lb*' routing.paths
     """
-    p = dict(lb_routing.PATHS[_family()])
+    p = lb_parameters.of(_family(), "routing")
     state_dir = _carp_settings()["state_dir"]
     p["state_dir"] = state_dir
     p["maintenance"] = os.path.join(state_dir, carp_common.MAINTENANCE_FILE)
@@ -99,7 +100,8 @@ def paths():
 
 def _override():
     """The ``lb_routing`` config mapping (minion config, grains or pillar):
-    absolute paths replacing lb_routing.PATHS entries, e.g. for tests."""
+    absolute paths replacing entries of lb_parameters' routing section, e.g.
+    for tests."""
     for source in (__opts__, __grains__, __pillar__):
         value = source.get("lb_routing") if hasattr(source, "get") else None
         if value is not None:
@@ -142,7 +144,7 @@ def _files(pair):
     node = __opts__["id"]
     header = lb_view.HEADER.format(pair=pair["name"], node=node)
     rendered = lb_routing.render(pair, node, fam, header, str, lb_view.File)
-    default = lb_routing.PATHS[fam]
+    default = lb_parameters.of(fam, "routing")
     files = {}
     if fam == "Debian":
         f = rendered[default["bird"]]

@@ -16,6 +16,7 @@ import re
 import time
 
 import lb_boot
+import lb_parameters
 import lb_render
 import lb_render_linux
 import lb_settings
@@ -25,19 +26,6 @@ import lb_view
 PROVIDERS = ("freebsd", "keepalived", "ucarp")
 STATES = ("MASTER", "BACKUP", "INIT")
 
-# Paths each provider uses; the `lb_carp` config key (minion config, grains
-# or pillar) overrides any of them, e.g. {"state_dir": "/srv/lb-carp"}.
-DEFAULTS = {
-    "FreeBSD": {
-        "state_dir": lb_boot.FREEBSD_CARP_STATE_DIR,
-        "netif_file": "/etc/rc.conf.d/netif",
-        "loader_conf": "/boot/loader.conf",
-        "rc_script": lb_boot.FREEBSD_MAINTENANCE_RC,
-        # rc reads /etc/rc.conf.d/<name>: moved only by tests
-        "rc_settings": lb_boot.FREEBSD_MAINTENANCE_SETTINGS,
-    },
-    "Linux": lb_render_linux.carp_paths(),
-}
 
 MAINTENANCE_FILE = lb_boot.CARP_MAINTENANCE_FILE  # the intent: JSON, present while in maintenance
 # FreeBSD: net.inet.carp.demotion is a counter the kernel adds to every
@@ -459,9 +447,10 @@ def override(*sources) -> dict:
 
 
 def settings(family: str, override: dict | None) -> dict:
-    """The provider's paths: DEFAULTS for `family` ("FreeBSD" or "Linux")
-    with the `lb_carp` config mapping on top."""
-    out = dict(DEFAULTS[family])
+    """The provider's paths: lb_parameters' carp section for `family`
+    ("FreeBSD", or "Linux": Debian's) with the `lb_carp` config mapping on
+    top (any of them, e.g. {"state_dir": "/srv/lb-carp"})."""
+    out = lb_parameters.of(family, "carp")
     for k, v in (override or {}).items():
         if k in out and isinstance(v, str) and v.startswith("/"):
             out[k] = v.rstrip("/") or "/"

@@ -23,6 +23,7 @@ import carp_common
 import lb_boot
 import lb_files
 import lb_generation
+import lb_parameters
 import lb_render_linux
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def unit(paths):
     """keepalived.service when systemd runs this host and the unit carries
     the product's drop-in (which starts it as start() does), on the default
     paths: start and stop go through systemd, whose Restart= covers it."""
-    default = carp_common.DEFAULTS["Linux"]
+    default = lb_parameters.of("Debian", "carp")
     if (paths["keepalived_config"], paths["run_dir"]) != (default["keepalived_config"], default["run_dir"]):
         return None
     return lb_boot.managed_unit(lb_boot.KEEPALIVED_UNIT)

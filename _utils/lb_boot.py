@@ -48,10 +48,14 @@ from __future__ import annotations
 import os
 
 import lb_grammar
+import lb_parameters
 
-SYSTEMD_DIR = "/etc/systemd/system"
+_DEBIAN = lb_parameters.of("Debian", "node")
+_FREEBSD_CARP = lb_parameters.of("FreeBSD", "carp")
+
+SYSTEMD_DIR = _DEBIAN["systemd_dir"]
 SYSTEM_UNITS = "/lib/systemd/system"
-TMPFILES_DIR = "/etc/tmpfiles.d"
+TMPFILES_DIR = _DEBIAN["tmpfiles_dir"]
 DROPIN = "lb-pair.conf"
 WANTS = "multi-user.target.wants"
 HAPROXY_UNIT = "haproxy.service"
@@ -79,7 +83,7 @@ FREEBSD_HAPROXY_SUPERVISOR_PID = f"/var/run/{FREEBSD_HAPROXY_SERVICE}.pid"
 # is written to it, so this and carp.maintenance's demotion add up.
 FREEBSD_BOOTHOLD_SERVICE = "lb_carp_boothold"
 FREEBSD_BOOTHOLD_RC = f"/usr/local/etc/rc.d/{FREEBSD_BOOTHOLD_SERVICE}"
-FREEBSD_BOOTHOLD_FILE = "/var/db/lb-carp/boothold"
+FREEBSD_BOOTHOLD_FILE = f"{_FREEBSD_CARP['state_dir']}/boothold"
 FREEBSD_BOOTHOLD_DEMOTION = 240
 FREEBSD_HAPROXY_WATCH_PID = f"/var/run/{FREEBSD_HAPROXY_SERVICE}_watch.pid"  # the serving watch's daemon(8)
 # the two rc.d scripts are files of the state tree (salt/host installs them);
@@ -95,13 +99,13 @@ FREEBSD_BOOTHOLD_SETTINGS = f"/etc/rc.conf.d/{FREEBSD_BOOTHOLD_SERVICE}"
 # of the state tree salt/carp installs), which demotes again at boot, before
 # netif, while the intent is on disk.  net.inet.carp.demotion ADDS what is
 # written to it; 240 is what the kernel itself adds for a down interface.
-FREEBSD_CARP_STATE_DIR = "/var/db/lb-carp"
+FREEBSD_CARP_STATE_DIR = _FREEBSD_CARP["state_dir"]
 CARP_MAINTENANCE_FILE = "maintenance"  # the intent: JSON, present while in maintenance
 CARP_DEMOTION_RECORD = "demotion"  # what carp.maintenance added, for which boot
 FREEBSD_MAINTENANCE_DEMOTION = 240
 FREEBSD_MAINTENANCE_SERVICE = "lb_carp_maintenance"
-FREEBSD_MAINTENANCE_RC = f"/usr/local/etc/rc.d/{FREEBSD_MAINTENANCE_SERVICE}"
-FREEBSD_MAINTENANCE_SETTINGS = f"/etc/rc.conf.d/{FREEBSD_MAINTENANCE_SERVICE}"
+FREEBSD_MAINTENANCE_RC = _FREEBSD_CARP["rc_script"]
+FREEBSD_MAINTENANCE_SETTINGS = _FREEBSD_CARP["rc_settings"]
 FREEBSD_MAINTENANCE_SOURCE = f"salt://carp/files/{FREEBSD_MAINTENANCE_SERVICE}.rc"
 # The serving watches (ucarp's launcher, FreeBSD's rc.d/lb_haproxy) demote a
 # node after this many failed checks a second apart: HAProxy restarted by its

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import netaddr
 
+import lb_parameters
 import lb_render
 import lb_topology
-import lb_view
 
 STATE = "host"
 
@@ -69,7 +69,7 @@ def plan(model: dict, node_id: str, os_family: str, carp: dict | None = None) ->
             "link": f.link,
             "source": f.source,
         }
-    sysctl_file = lb_view.OS_PARAMS[os_family]["sysctl_file"]
+    sysctl_file = lb_parameters.of(os_family, "node")["sysctl_file"]
     return {
         "os_family": os_family,
         "files": files,

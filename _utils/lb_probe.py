@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import netaddr
 
+import lb_parameters
 import lb_settings
 
 OS_FAMILIES = ("Debian", "FreeBSD")
@@ -44,39 +45,7 @@ HEADER = "Managed by Salt from pillar lb:pairs:{pair} (galera_probe). Local edit
 # wrapped service by the basename of its server program: hosts.allow would
 # have to allow "python3"), so the OS's interpreter goes in its #! line
 PROBE_SOURCE = "salt://clustercheck/files/clustercheck.py"
-
-# Per-OS facts (the map.jinja of the probe): only what differs.
-OS_PARAMS = {
-    "Debian": {
-        "python": "/usr/bin/python3",
-        "client": "/usr/bin/mariadb",
-        "client_path": "/usr/bin:/bin",
-        "probe": "/usr/local/bin/clustercheck",
-        "config": "/etc/clustercheck/clustercheck.cnf",
-        "socket": "/run/mysqld/mysqld.sock",
-        "xinetd_service": "/etc/xinetd.d/clustercheck",
-        "packages": ["xinetd", "mariadb-client", "python3"],
-        "daemon": "xinetd",
-        "shell": "/usr/sbin/nologin",
-        "root_group": "root",
-    },
-    "FreeBSD": {
-        "python": "/usr/local/bin/python3",
-        "client": "/usr/local/bin/mysql",
-        "client_path": "/usr/local/bin:/usr/bin:/bin",
-        "probe": "/usr/local/bin/clustercheck",
-        "config": "/usr/local/etc/clustercheck/clustercheck.cnf",
-        "socket": "/var/run/mysql/mysql.sock",
-        "inetd_conf": "/etc/inetd.conf",
-        "services": "/etc/services",
-        "hosts_allow": "/etc/hosts.allow",
-        "inetd_rc": "/etc/rc.conf.d/inetd",
-        "packages": ["python3", "mariadb1011-client"],
-        "daemon": "inetd",
-        "shell": "/usr/sbin/nologin",
-        "root_group": "wheel",
-    },
-}
+# The OS's paths, packages and super-server: lb_parameters' probe section.
 
 # What a pool's checks default to when the pillar leaves a timer out
 # (HAProxy: inter 2s; fastinter and downinter default to inter).
@@ -265,13 +234,14 @@ def limits(pair: dict) -> dict:
 
 
 def params(os_family: str, overrides: dict | None = None) -> dict:
-    """The OS's paths and names, with `overrides` (any OS_PARAMS key, and
-    `user`, `group`, `host`, `port`, `bind`, `maintenance_file`) on top."""
-    if os_family not in OS_PARAMS:
+    """The OS's paths and names (lb_parameters' probe section), with
+    `overrides` (any key of that section, and `user`, `group`, `host`,
+    `port`, `bind`, `maintenance_file`) on top."""
+    if os_family not in OS_FAMILIES:
         raise ValueError(f"os_family {os_family!r} is not supported for the probe (supported: {', '.join(OS_FAMILIES)})")
-    out = dict(OS_PARAMS[os_family])
+    out = lb_parameters.of(os_family, "probe")
     out.update({"user": None, "group": None, "host": None, "port": None, "bind": None, "maintenance_file": None})
-    known = set(out).union(*OS_PARAMS.values())
+    known = set(out) | lb_parameters.keys("probe")
     for key in overrides or {}:
         if key not in known:
             raise KeyError(f"unknown probe parameter {key!r} (known: {', '.join(sorted(known))})")

@@ -24,11 +24,12 @@ from dataclasses import replace
 import haproxy_config
 import lb_boot
 import lb_generation
+import lb_parameters
 import lb_render_haproxy
 import lb_render_linux
 import lb_routing
 import lb_topology
-from lb_view import FILE_GROUPS, HEADER, OS_FAMILIES, OS_PARAMS, SHARED_FILES, File, Secrets, device, node_view
+from lb_view import FILE_GROUPS, HEADER, OS_FAMILIES, SHARED_FILES, File, Secrets, device, node_view
 
 
 def _rc(key, value) -> str:
@@ -40,6 +41,8 @@ def _rc(key, value) -> str:
 # em1.100 -> ifconfig_em1_100.  A variable named after the raw device
 # (`ifconfig_em1.100=...`) is no assignment at all: sh runs it as a command.
 RC_IF_PUNCT = ".-/+"
+# where FreeBSD keeps the rc.conf.d/netif and loader.conf lines the carp state writes
+FREEBSD_CARP = lb_parameters.of("FreeBSD", "carp")
 
 
 def rc_ifname(dev: str) -> str:
@@ -99,7 +102,7 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
         files[path] = File("", mode="0755", source=source)
     files[lb_boot.FREEBSD_BOOTHOLD_SETTINGS] = File(lb_boot.freebsd_boothold_settings(head))
     files[lb_boot.FREEBSD_HAPROXY_SETTINGS] = File(
-        lb_boot.freebsd_haproxy_settings(head, OS_PARAMS["FreeBSD"], lb_render_haproxy.SERVER_STATE_ENV)
+        lb_boot.freebsd_haproxy_settings(head, lb_parameters.of("FreeBSD", "node"), lb_render_haproxy.SERVER_STATE_ENV)
     )
 
     # carp's maintenance rc.d script (a file of the state tree) and its settings
@@ -122,7 +125,7 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
         netif.append(_rc(f"ifconfig_{var}", f"inet {iface['address']} netmask {iface['cidr'].netmask}"))
         for n, g in enumerate(by_dev.get(dev, [])):
             netif.append(_rc(f"ifconfig_{var}_alias{n}", " ".join(freebsd_alias_words(g, secret))))
-    files["/etc/rc.conf.d/netif"] = File("\n".join(netif) + "\n", mode="0600", secret=True)
+    files[FREEBSD_CARP["netif_file"]] = File("\n".join(netif) + "\n", mode="0600", secret=True)
 
     routes = [head]
     if pair["routes"]:
@@ -134,9 +137,9 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
     sysctl = [head, f"net.inet.ip.forwarding={1 if pair['sysctl']['ip_forwarding'] else 0}"]
     sysctl.append(f"net.inet.carp.preempt={1 if pair['carp']['preempt'] else 0}")
     sysctl += [f"{k}={v}" for k, v in pair["sysctl"]["extra"]["FreeBSD"].items()]
-    files["/etc/sysctl.conf"] = File("\n".join(sysctl) + "\n")
+    files[lb_parameters.of("FreeBSD", "node")["sysctl_file"]] = File("\n".join(sysctl) + "\n")
 
-    files["/boot/loader.conf"] = File(head + "\n" + _rc("carp_load", "YES") + "\n")
+    files[FREEBSD_CARP["loader_conf"]] = File(head + "\n" + _rc("carp_load", "YES") + "\n")
     files.update(lb_render_haproxy.haproxy_files(model, pair, node_id, "FreeBSD", secret))
     return files
 
@@ -160,7 +163,7 @@ def render_node(model: dict, node_id: str, os_family: str, redact: bool = False,
         files = lb_render_linux.render_debian(model, pair, node_id, secret, carp)
     header = HEADER.format(pair=pair["name"], node=node_id)
     files.update(lb_routing.render(pair, node_id, os_family, header, secret, File))
-    root_group = OS_PARAMS[os_family]["root_group"]
+    root_group = lb_parameters.of(os_family, "node")["root_group"]
     for path, f in files.items():
         group = f.group or FILE_GROUPS.get(path) or root_group
         block = f.block or ("append" if path in SHARED_FILES[os_family] else None)
@@ -174,8 +177,8 @@ def _stamps(os_family: str) -> dict:
     marker the running daemon reports back (HAProxy's `description`,
     BIRD's `define`), so the preview shows them as written."""
     return {
-        OS_PARAMS[os_family]["haproxy_config"]: (haproxy_config.stamp, haproxy_config.marker),
-        lb_routing.PATHS[os_family].get("bird", "/etc/bird/bird.conf"): (lb_generation.bird_stamp, lb_generation.bird_file_generation),
+        lb_parameters.of(os_family, "node")["haproxy_config"]: (haproxy_config.stamp, haproxy_config.marker),
+        lb_parameters.of("Debian", "routing")["bird"]: (lb_generation.bird_stamp, lb_generation.bird_file_generation),
     }
 
 
@@ -219,7 +222,8 @@ def manifest(model: dict, node_id: str, os_family: str, redact: bool = True, car
     }
 
 
-# Which SLS writes which file: OS_PARAMS keys (a path, or a directory for
+# Which SLS writes which file: keys of the node's and the carp parameters
+# (lb_parameters; a path, or a directory for
 # every file under it), then fixed paths.  The `host` SLS writes what no
 # daemon's state owns: sysctls, static routes, FreeBSD's rc.conf lines.
 WRITERS = (
@@ -230,8 +234,8 @@ WRITERS = (
 WRITER_PATHS = {
     "FreeBSD": {
         # carp.present: the aliases (0600, CARP passwords) and carp_load (sysrc)
-        "/etc/rc.conf.d/netif": "carp",
-        "/boot/loader.conf": "carp",
+        lb_parameters.of("FreeBSD", "carp")["netif_file"]: "carp",
+        lb_parameters.of("FreeBSD", "carp")["loader_conf"]: "carp",
         lb_boot.FREEBSD_MAINTENANCE_RC: "carp",
         lb_boot.FREEBSD_MAINTENANCE_SETTINGS: "carp",
         "/etc/rc.conf": "host",
@@ -248,7 +252,7 @@ WRITER_PATHS = {
 def writer(path: str, os_family: str, carp: dict | None = None) -> str | None:
     """The SLS (salt/<name>) whose states write `path` on `os_family`, or
     None when no state writes it (the contract test fails on that)."""
-    osp = OS_PARAMS[os_family]
+    osp = lb_parameters.of(os_family, "node")
     if os_family == "Debian":
         osp = {**osp, **lb_render_linux.carp_paths(carp)}
     for state, keys in WRITERS:
@@ -260,6 +264,6 @@ def writer(path: str, os_family: str, carp: dict | None = None) -> str | None:
         return WRITER_PATHS[os_family][path]
     if os_family == "Debian" and os.path.dirname(path) == osp["script_dir"] and os.path.basename(path) in lb_render_linux.CARP_PROGRAMS:
         return "carp"
-    if path in lb_routing.PATHS[os_family].values():
+    if path in lb_parameters.of(os_family, "routing").values():
         return "routing"
     return None

@@ -4,8 +4,9 @@ each listener bound to its VIP) and the TLS PEM files of its listeners.
 Pure Python, no Salt dunders (lb_render.render_node calls it).
 """
 
+import lb_parameters
 import lb_topology_haproxy
-from lb_view import HEADER, OS_PARAMS, File, node_view
+from lb_view import HEADER, File, node_view
 
 # How long an old HAProxy worker may keep its sessions after a reload.  The
 # seed's MySQL listeners allow 3-hour idle sessions; without a bound, every
@@ -23,7 +24,7 @@ SERVER_STATE_ENV = "LB_HAPROXY_SERVER_STATE"
 # prometheus-exporter); the port of HAProxy's own documentation, the default
 # of the pillar's haproxy:metrics:port.
 PROMETHEUS_PORT = lb_topology_haproxy.METRICS_DEFAULTS["port"]
-# OS_PARAMS keys a caller may override for the HAProxy files (tests, or a
+# node parameters (lb_parameters) a caller may override for the HAProxy files (tests, or a
 # minion whose HAProxy lives elsewhere; see the haproxy_cfg module).
 HAPROXY_PARAM_KEYS = ("haproxy_config", "haproxy_socket", "haproxy_pidfile", "haproxy_chroot", "haproxy_certs_dir")
 
@@ -33,11 +34,12 @@ def _ind(lines):
 
 
 def haproxy_params(os_family: str, overrides: dict | None = None) -> dict:
-    """OS_PARAMS of `os_family` with some HAProxy paths overridden."""
+    """The node parameters of `os_family` (lb_parameters) with some HAProxy
+    paths overridden."""
     bad = sorted(set(overrides or {}) - set(HAPROXY_PARAM_KEYS))
     if bad:
         raise ValueError(f"cannot override {', '.join(bad)} (allowed: {', '.join(HAPROXY_PARAM_KEYS)})")
-    return dict(OS_PARAMS[os_family], **(overrides or {}))
+    return dict(lb_parameters.of(os_family, "node"), **(overrides or {}))
 
 
 def cert_path(lst: dict, certs_dir: str) -> str:

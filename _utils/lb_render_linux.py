@@ -9,17 +9,17 @@ Pure Python, no Salt dunders (lb_render.render_node calls it).
 import lb_boot
 import lb_generation
 import lb_grammar
+import lb_parameters
 import lb_render_haproxy
 import lb_routing
 import lb_topology
-from lb_view import HEADER, LINUX_VIP_PREFIXLEN, OS_PARAMS, File, device, linux_vip, node_view, peer_of, tracked_devices
+from lb_view import HEADER, LINUX_VIP_PREFIXLEN, File, device, linux_vip, node_view, peer_of, tracked_devices
 
 # Where the Linux CARP providers keep what must survive a restart (the
-# maintenance intent, the instance states the notify script records) and the
-# scripts they install.  The carp module can move them (config `lb_carp`).
-CARP_STATE_DIR = "/var/lib/lb-carp"
-CARP_SCRIPT_DIR = "/usr/local/sbin"
-CARP_RUN_DIR = "/run/lb-carp"
+# maintenance intent, the instance states the notify script records), the
+# scripts they install and their runtime files, by default (lb_parameters'
+# carp section; the carp module can move them: config `lb_carp`).
+CARP = lb_parameters.of("Debian", "carp")
 # The programs the Linux carp providers run, by the names they are installed
 # under in the carp script directory.  They are files in the state tree,
 # salt/carp/files/, installed by salt/carp (file.managed) before carp.present
@@ -133,10 +133,10 @@ def serving_check(pair: dict, node_id: str, script_dir: str, haproxy_pidfile: st
 def render_keepalived(
     pair: dict,
     node_id: str,
-    state_dir: str = CARP_STATE_DIR,
-    script_dir: str = CARP_SCRIPT_DIR,
-    run_dir: str = CARP_RUN_DIR,
-    haproxy_pidfile: str = OS_PARAMS["Debian"]["haproxy_pidfile"],
+    state_dir: str = CARP["state_dir"],
+    script_dir: str = CARP["script_dir"],
+    run_dir: str = CARP["run_dir"],
+    haproxy_pidfile: str = lb_parameters.of("Debian", "node")["haproxy_pidfile"],
 ) -> str:
     lb_grammar.require(lb_grammar.SH_PATH, haproxy_pidfile, "haproxy_cfg:pidfile")
     for what, value in (("state_dir", state_dir), ("script_dir", script_dir), ("run_dir", run_dir)):
@@ -237,7 +237,7 @@ def render_keepalived(
     return lb_generation.keepalived_stamp("\n".join(out).rstrip("\n") + "\n")
 
 
-def render_ucarp(pair: dict, node_id: str, secret, base: str = OS_PARAMS["Debian"]["ucarp_dir"]) -> dict[str, File]:
+def render_ucarp(pair: dict, node_id: str, secret, base: str = CARP["ucarp_dir"]) -> dict[str, File]:
     view = node_view(pair, node_id)
     files = {}
     for g in view["groups"]:
@@ -281,13 +281,7 @@ def carp_paths(override: dict | None = None) -> dict:
     """Where the Linux carp providers keep their files: the defaults, with
     the minion's `lb_carp` paths on top (carp_common.settings, which checks
     them) when given."""
-    out = {
-        "state_dir": CARP_STATE_DIR,
-        "script_dir": CARP_SCRIPT_DIR,
-        "run_dir": CARP_RUN_DIR,
-        "keepalived_config": OS_PARAMS["Debian"]["keepalived_config"],
-        "ucarp_dir": OS_PARAMS["Debian"]["ucarp_dir"],
-    }
+    out = lb_parameters.of("Debian", "carp")
     out.update({k: v for k, v in (override or {}).items() if k in out})
     return out
 
@@ -301,7 +295,7 @@ def linux_provider(pair: dict, carp: dict | None = None) -> str:
 
 
 def render_debian(model: dict, pair: dict, node_id: str, secret, carp: dict | None = None) -> dict[str, File]:
-    osp = OS_PARAMS["Debian"]
+    osp = lb_parameters.of("Debian", "node")
     cp = carp_paths(carp)
     provider = linux_provider(pair, carp)
     head = f"# {HEADER.format(pair=pair['name'], node=node_id)}"
@@ -327,14 +321,14 @@ def render_debian(model: dict, pair: dict, node_id: str, secret, carp: dict | No
         files[f"{cp['script_dir']}/{name}"] = File("", mode="0755", source=source)
     files.update(lb_render_haproxy.haproxy_files(model, pair, node_id, "Debian", secret))
     routing = pair["routing"]["bgp"] is not None or pair["routing"]["ospf"] is not None
-    rp = lb_routing.PATHS["Debian"]
+    rp = lb_parameters.of("Debian", "routing")
     boot = {
         "provider": provider,
-        "keepalived_argv": lb_boot.keepalived_argv("/usr/sbin/keepalived", osp["keepalived_config"], CARP_RUN_DIR),
-        "run_dir": CARP_RUN_DIR,
-        "state_dir": CARP_STATE_DIR,
-        "ucarp_launcher": f"{CARP_SCRIPT_DIR}/{lb_boot.UCARP_LAUNCHER}",
-        "serving_check": serving_check(pair, node_id, CARP_SCRIPT_DIR, osp["haproxy_pidfile"]),
+        "keepalived_argv": lb_boot.keepalived_argv("/usr/sbin/keepalived", CARP["keepalived_config"], CARP["run_dir"]),
+        "run_dir": CARP["run_dir"],
+        "state_dir": CARP["state_dir"],
+        "ucarp_launcher": f"{CARP['script_dir']}/{lb_boot.UCARP_LAUNCHER}",
+        "serving_check": serving_check(pair, node_id, CARP["script_dir"], osp["haproxy_pidfile"]),
         "vhids": [g["vhid"] for g in node_view(pair, node_id)["groups"]],
         "bird_argv": lb_boot.bird_argv("/usr/sbin/bird", rp["bird"], rp["socket"], lb_routing.bird_pidfile(rp["run_dir"]), "bird")
         if routing

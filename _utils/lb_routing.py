@@ -44,31 +44,12 @@ from __future__ import annotations
 import shlex
 
 import lb_grammar
+import lb_parameters
 
 # FreeBSD's announcement hook: a file of the state tree, installed by salt/routing
 HOOK_SOURCE = "salt://routing/files/lb-routing-vip.sh"
-
-PATHS = {
-    "FreeBSD": {
-        "bgpd": "/usr/local/etc/bgpd.conf",
-        "ospfd": "/usr/local/etc/ospfd.conf",
-        "ospfd_vips": "/var/db/lb-routing/ospfd-vips.conf",
-        "hook": "/usr/local/sbin/lb-routing-vip",
-        "hook_conf": "/usr/local/sbin/lb-routing-vip.conf",  # beside the hook, always (routing.paths)
-        "lock": "/var/run/lb-routing.lock",
-        "bgpctl": "/usr/local/sbin/bgpctl",
-        "ospfctl": "/usr/local/sbin/ospfctl",
-        "maintenance": "/var/db/lb-carp/maintenance",
-    },
-    "Debian": {
-        "bird": "/etc/bird/bird.conf",
-        "run_dir": "/run/bird",  # BIRD's runtime directory: its socket and pid file
-        "socket": "/run/bird/bird.ctl",
-        "birdc": "/usr/sbin/birdc",
-        "state_dir": "/var/lib/lb-carp",
-        "maintenance": "/var/lib/lb-carp/maintenance",
-    },
-}
+# The daemons' files and tools are lb_parameters' routing section (the
+# `lb_routing` config key overrides them: routing.paths).
 
 
 def bird_pidfile(run_dir: str) -> str:
@@ -351,7 +332,7 @@ def hook_config(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | 
         raise ValueError("lb-routing-vip needs BGP or OSPF")
     if os_family != "FreeBSD":
         raise ValueError(f"lb-routing-vip is FreeBSD's announcement hook; {os_family} announces with BIRD's direct protocol")
-    p = dict(PATHS[os_family])
+    p = lb_parameters.of(os_family, "routing")
     p.update(paths or {})
     for key, value in p.items():
         if value is not None:
@@ -378,7 +359,7 @@ def render(pair: dict, node_id: str, os_family: str, header: str, secret, file_c
     routing = pair["routing"]
     if routing["bgp"] is None and routing["ospf"] is None:
         return files
-    paths = PATHS[os_family]
+    paths = lb_parameters.of(os_family, "routing")
     if os_family == "FreeBSD":
         if routing["bgp"] is not None:
             files[paths["bgpd"]] = file_cls(render_bgpd(pair, node_id, header, secret), mode="0600", secret=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import lb_grammar
-import lb_routing
+import lb_parameters
 
 KEYS = ("lb_carp", "haproxy_cfg", "clustercheck", "lb_haproxy", "lb_routing")
 
@@ -34,24 +34,15 @@ def _choice(*values):
     return ("choice", values)
 
 
-_BOOL = ("bool",)
 _PATH_OR_FALSE = ("path_or_false",)
 _PORT = ("int", 1, 65535)
 _TIMEOUT = ("number", 0.1, 3600)
 _PACKAGES = ("list", lb_grammar.PACKAGE_NAME)
 
 SCHEMAS: dict[str, dict[str, Any]] = {
-    # carp_common.DEFAULTS (both families), the binaries, the forced provider
+    # lb_parameters' carp section (both families), the binaries, the forced provider
     "lb_carp": {
-        "state_dir": _PATH,
-        "netif_file": _PATH,
-        "loader_conf": _PATH,
-        "rc_script": _PATH,
-        "rc_settings": _PATH,
-        "script_dir": _PATH,
-        "run_dir": _PATH,
-        "keepalived_config": _PATH,
-        "ucarp_dir": _PATH,
+        **{k: _PATH for k in sorted(lb_parameters.keys("carp"))},
         "keepalived_bin": _PATH,
         "ucarp_bin": _PATH,
         "provider": _choice("keepalived", "ucarp"),
@@ -96,17 +87,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "port": _PORT,
         "bind": lb_grammar.IPV4,
     },
-    # salt/haproxy/parameters/defaults.yaml
+    # lb_parameters' haproxy section (the haproxy SLS's own)
     "lb_haproxy": {
         "pkg": lb_grammar.PACKAGE_NAME,
         "unmanaged": _choice("remove", "keep"),
-        "nonlocal_bind": _BOOL,
-        "sysctl_config": _PATH_OR_FALSE,
         "init_defaults": _PATH_OR_FALSE,
     },
-    # lb_routing.PATHS (both families) and routing.paths()'s pidfile
+    # lb_parameters' routing section (both families) and routing.paths()'s pidfile
     # (not hook_conf: always beside the hook)
-    "lb_routing": {k: _PATH for k in sorted({*lb_routing.PATHS["FreeBSD"], *lb_routing.PATHS["Debian"], "pidfile"} - {"hook_conf"})},
+    "lb_routing": {k: _PATH for k in sorted({*lb_parameters.keys("routing"), "pidfile"} - {"hook_conf"})},
 }
 # values a key may leave unset (lb_probe.params() skips a None)
 _NULLABLE = {"clustercheck"}

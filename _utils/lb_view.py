@@ -1,5 +1,5 @@
-"""What a node gets from its pair, and the facts every renderer shares:
-the per-OS parameters (paths, the root group), the file record a renderer
+"""What a node gets from its pair, and the facts every renderer shares
+(the per-OS parameters are lb_parameters'): the file record a renderer
 returns, the secrets filter (redacted in a preview), the node's view of its
 pair (its groups with its own advskew and priority, its peer, its devices).
 
@@ -8,69 +8,25 @@ Pure Python, no Salt dunders (lb_render and its parts use it).
 
 from dataclasses import dataclass
 
-import lb_boot
+import lb_parameters
 
 OS_FAMILIES = ("FreeBSD", "Debian")
 REDACTED = "<redacted>"
 HEADER = "Managed by Salt from pillar lb:pairs:{pair} for node {node}. Local edits are overwritten."
 
-# Per-OS facts, the map.jinja of this product: only the differences.
-OS_PARAMS = {
-    "FreeBSD": {
-        "haproxy_config": "/usr/local/etc/haproxy.conf",
-        "haproxy_socket": "/var/run/haproxy/admin.sock",
-        "haproxy_pidfile": "/var/run/haproxy.pid",
-        # No chroot on FreeBSD: the workers log through syslogd's socket
-        # /var/run/log, which a chroot would hide from them (HAProxy opens a
-        # UNIX log socket by its path, inside the chroot), and /var/empty is
-        # immutable (schg), so no socket can be put there (docs/haproxy.md).
-        # The workers still run as www (uid 80), not root.
-        "haproxy_chroot": None,
-        # numeric: the `www` user and group (80) exist on every FreeBSD, and a
-        # number lets `haproxy -c` check this file on a Linux host too.
-        "haproxy_user": ("uid", 80),
-        "haproxy_group": ("gid", 80),
-        "haproxy_master_socket": "/var/run/haproxy-master.sock",
-        "haproxy_certs_dir": "/usr/local/etc/haproxy/certs",
-        "haproxy_server_state": "/var/run/haproxy-server-state",
-        "haproxy_binary": "/usr/local/sbin/haproxy",
-        "root_group": "wheel",
-        "syslog": "/var/run/log",
-        "sysctl_file": "/etc/sysctl.conf",
-    },
-    "Debian": {
-        "haproxy_config": "/etc/haproxy/haproxy.cfg",
-        "haproxy_socket": "/run/haproxy/admin.sock",
-        "haproxy_pidfile": "/run/haproxy.pid",
-        "haproxy_chroot": "/var/lib/haproxy",
-        "haproxy_user": ("user", "haproxy"),
-        "haproxy_group": ("group", "haproxy"),
-        # Debian's own haproxy.service uses this master CLI socket
-        "haproxy_master_socket": "/run/haproxy-master.sock",
-        "haproxy_certs_dir": "/etc/haproxy/certs",
-        "haproxy_server_state": "/run/haproxy/server-state",
-        "haproxy_binary": "/usr/sbin/haproxy",
-        "root_group": "root",
-        "syslog": "/dev/log",
-        "keepalived_config": "/etc/keepalived/keepalived.conf",
-        "ucarp_dir": "/etc/ucarp",
-        "sysctl_file": "/etc/sysctl.d/60-lb-pair.conf",
-        # the static routes at boot: ifupdown's if-up.d program
-        # (ROUTES_PROGRAM), and the routes it reads (render_routes_data)
-        "routes_file": "/etc/network/if-up.d/lb-pair-routes",
-        "routes_data": "/etc/default/lb-pair-routes",
-        # the units' drop-ins and enablement links, HAProxy's tmpfiles line (lb_boot)
-        "systemd_dir": lb_boot.SYSTEMD_DIR,
-        "tmpfiles_dir": lb_boot.TMPFILES_DIR,
-    },
-}
-
 # Files of FreeBSD's base system that carry other lines than the node's
 # (the host's own interfaces, sshd_enable, its loader settings): the states
 # keep the node's lines in a marked block (File.block) and leave the rest.
-SHARED_FILES = {"FreeBSD": ("/etc/rc.conf", "/etc/sysctl.conf", "/boot/loader.conf"), "Debian": ()}
+SHARED_FILES = {
+    "FreeBSD": (
+        "/etc/rc.conf",
+        lb_parameters.of("FreeBSD", "node")["sysctl_file"],
+        lb_parameters.of("FreeBSD", "carp")["loader_conf"],
+    ),
+    "Debian": (),
+}
 # Groups other than the OS's root group: BIRD re-reads its config as `bird`.
-FILE_GROUPS = {"/etc/bird/bird.conf": "bird"}
+FILE_GROUPS = {lb_parameters.of("Debian", "routing")["bird"]: "bird"}
 
 
 @dataclass(frozen=True)

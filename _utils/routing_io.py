@@ -21,6 +21,7 @@ import carp_common
 import lb_boot
 import lb_files
 import lb_generation
+import lb_parameters
 import lb_routing
 
 START_TIMEOUT = 10.0
@@ -144,7 +145,7 @@ def bird_unit(p):
     """bird.service when systemd runs this host and the unit carries the
     product's drop-in (which runs BIRD as bird_start does), on the default
     paths: start and stop go through systemd, whose Restart= covers it."""
-    default = lb_routing.PATHS["Debian"]
+    default = lb_parameters.of("Debian", "routing")
     if any(p[k] != default[k] for k in ("bird", "run_dir", "socket")) or p["pidfile"] != lb_routing.bird_pidfile(default["run_dir"]):
         return None
     return lb_boot.managed_unit(lb_boot.BIRD_UNIT)

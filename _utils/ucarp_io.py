@@ -20,6 +20,7 @@ from salt.exceptions import CommandExecutionError
 import carp_common
 import lb_boot
 import lb_files
+import lb_parameters
 
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 10.0
@@ -101,7 +102,7 @@ def managed(paths):
     """Whether each group's ucarp runs as an instance of lb-ucarp@.service:
     systemd runs this host, the host SLS installed the template, and the
     paths are the defaults it names."""
-    default = carp_common.DEFAULTS["Linux"]
+    default = lb_parameters.of("Debian", "carp")
     if any(paths[k] != default[k] for k in ("state_dir", "run_dir", "script_dir")):
         return False
     return lb_boot.systemd_booted() and os.path.exists(os.path.join(lb_boot.SYSTEMD_DIR, lb_boot.UCARP_TEMPLATE))

@@ -61,6 +61,7 @@ if os.path.join(REPO, "_utils") not in sys.path:
 import yaml  # noqa: E402
 
 import lb_gate  # noqa: E402
+import lb_parameters  # noqa: E402
 import lb_render  # noqa: E402
 import lb_secrets  # noqa: E402
 import lb_settings  # noqa: E402
@@ -580,7 +581,7 @@ def _check_node(mods, model, pair, node_id, os_family, res) -> list[Finding]:
                 f"rendering its files for {os_family} failed: {type(exc).__name__}: {exc}",
             )
         ]
-    cfg_path = lb_view.OS_PARAMS[os_family]["haproxy_config"]
+    cfg_path = lb_parameters.of(os_family, "node")["haproxy_config"]
     cfg = files[cfg_path].content
     others = {p: {"content": f.content, "mode": f.mode} for p, f in files.items() if p != cfg_path and p.endswith(".pem")}
     result = mods["haproxy_cfg.check"](text=cfg, files=others, path=cfg_path)

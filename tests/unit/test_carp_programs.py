@@ -14,8 +14,8 @@ import pytest
 import carp_common
 import lb_boot
 import lb_carp_vips
+import lb_parameters
 import lb_render_linux
-import lb_routing
 from tests.support import CARP_FILES, carp_program
 
 
@@ -77,7 +77,7 @@ def test_the_shell_programs_say_what_the_python_side_says():
     assert int(_sh_value(launcher, "SOFT_SECONDS")) == lb_carp_vips.SOFT_SECONDS
     assert "\n\tsleep 3\n" in vip  # the down script's soft release, as long
     ready = carp_program(lb_render_linux.ROUTING_READY_SCRIPT)
-    paths = lb_routing.PATHS["Debian"]
+    paths = lb_parameters.of("Debian", "routing")
     assert f"{paths['birdc']} -s {paths['socket']} show protocols" in ready
 
 

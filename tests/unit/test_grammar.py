@@ -21,13 +21,13 @@ import carp_common
 import carp_events
 import lb_boot
 import lb_grammar
+import lb_parameters
 import lb_probe
 import lb_render
 import lb_render_linux
 import lb_routing
 import lb_settings
 import lb_topology
-import lb_view
 
 E = "lb:pairs:edge"
 # made with crypt(3): $6$, 10000 rounds (the most lb_grammar allows)
@@ -295,10 +295,9 @@ SETTINGS_INJECTIONS = [
     ("clustercheck", {"pair": "edge\n"}, "clustercheck:pair", "line break"),
     ("lb_haproxy", {"init_defaults": "/etc/default/haproxy\n"}, "lb_haproxy:init_defaults", "line break"),
     ("lb_haproxy", {"init_defaults": "/etc/default/haproxy x"}, "lb_haproxy:init_defaults", "absolute path"),
-    ("lb_haproxy", {"sysctl_config": "/etc/sysctl.d/x.conf\r"}, "lb_haproxy:sysctl_config", "line break"),
     ("lb_haproxy", {"pkg": "haproxy\n    - name: evil"}, "lb_haproxy:pkg", "line break"),
     ("lb_haproxy", {"unmanaged": "remove\n"}, "lb_haproxy:unmanaged", "one of remove, keep"),
-    ("lb_haproxy", {"nonlocal_bind": "yes"}, "lb_haproxy:nonlocal_bind", "true or false"),
+    ("lb_haproxy", {"nonlocal_bind": True}, "lb_haproxy:nonlocal_bind", "unknown setting"),
     ("lb_routing", {"bgpctl": "/usr/local/sbin/bgpctl; id"}, "lb_routing:bgpctl", "absolute path"),
     ("lb_routing", {"bird": "/etc/bird/bird.conf\n"}, "lb_routing:bird", "line break"),
 ]
@@ -328,10 +327,8 @@ def test_valid_settings_pass_unchanged_and_the_defaults_still_apply():
     assert lb_settings.validate("lb_carp", carp) == carp
     assert lb_settings.validate("lb_carp", None) == {}
     paths = carp_common.settings("Linux", carp_common.override({"lb_carp": carp}))
-    assert paths["state_dir"] == "/srv/lb-carp" and paths["run_dir"] == lb_render_linux.CARP_RUN_DIR
-    assert lb_settings.validate(
-        "lb_haproxy", {"pkg": "haproxy", "init_defaults": False, "sysctl_config": "/etc/sysctl.d/61-lb-haproxy.conf"}
-    )
+    assert paths["state_dir"] == "/srv/lb-carp" and paths["run_dir"] == lb_render_linux.CARP["run_dir"]
+    assert lb_settings.validate("lb_haproxy", {"pkg": "haproxy", "init_defaults": False, "unmanaged": "keep"})
     assert lb_settings.validate("clustercheck", {"bind": "10.4.4.11", "port": 9200, "packages": ["xinetd", "mariadb-client"], "host": None})
 
 
@@ -438,7 +435,7 @@ def test_hostile_but_valid_topology_is_accepted(seed_raw):
 @pytest.mark.parametrize("os_family", ["FreeBSD", "Debian"])
 def test_haproxy_c_accepts_the_hostile_but_valid_config(tmp_path, seed_raw, os_family):
     model = lb_topology.load(hostile_but_valid(seed_raw))
-    text = lb_render.render_node(model, "lb-a", os_family)[lb_view.OS_PARAMS[os_family]["haproxy_config"]].content
+    text = lb_render.render_node(model, "lb-a", os_family)[lb_parameters.of(os_family, "node")["haproxy_config"]].content
     assert "    description edge pair \"#1\" it\\'s 'ours'" in text
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(text)

@@ -10,6 +10,7 @@ import pytest
 import carp_common
 import lb_boot
 import lb_host
+import lb_parameters
 import lb_render
 import lb_render_haproxy
 import lb_render_linux
@@ -18,7 +19,7 @@ import lb_view
 from tests.support import LAB_PILLAR, REPO, SEED_PILLAR, carp_program
 
 HEAD = "# head"
-OSP = lb_view.OS_PARAMS["Debian"]
+OSP = lb_parameters.of("Debian", "node")
 
 
 def model(path=SEED_PILLAR, provider="keepalived"):
@@ -36,8 +37,8 @@ def unit(text):
 
 
 def test_keepalived_runs_under_systemd_as_the_module_runs_it_after_haproxy():
-    argv = lb_boot.keepalived_argv("/usr/sbin/keepalived", OSP["keepalived_config"], lb_render_linux.CARP_RUN_DIR)
-    text = lb_boot.keepalived_dropin(HEAD, argv, lb_render_linux.CARP_RUN_DIR)
+    argv = lb_boot.keepalived_argv("/usr/sbin/keepalived", lb_render_linux.CARP["keepalived_config"], lb_render_linux.CARP["run_dir"])
+    text = lb_boot.keepalived_dropin(HEAD, argv, lb_render_linux.CARP["run_dir"])
     u = unit(text)
     assert u["Unit"]["After"] == u["Unit"]["Wants"] == "haproxy.service"
     assert u["Service"]["RuntimeDirectory"] == "lb-carp"  # the notify FIFO's directory exists before keepalived
@@ -64,7 +65,7 @@ def test_a_path_that_would_change_the_unit_is_refused(bad):
         lb_boot.haproxy_dropin(HEAD, {**OSP, "haproxy_server_state": bad}, lb_render_haproxy.SERVER_STATE_ENV)
     if bad.startswith("/"):  # an argv word need not be a path, but must stay one word
         with pytest.raises(ValueError):
-            lb_boot.keepalived_dropin(HEAD, ["/usr/sbin/keepalived", "--use-file", bad], lb_render_linux.CARP_RUN_DIR)
+            lb_boot.keepalived_dropin(HEAD, ["/usr/sbin/keepalived", "--use-file", bad], lb_render_linux.CARP["run_dir"])
 
 
 def test_the_run_directory_must_be_one_under_run():

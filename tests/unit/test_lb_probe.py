@@ -11,6 +11,7 @@ import re
 import netaddr
 import pytest
 
+import lb_parameters
 import lb_probe
 import lb_topology
 from tests.support import PROBE_PROGRAM, probe_module, render_state_file
@@ -66,7 +67,7 @@ def test_freebsd_gets_inetd_services_hosts_allow_and_rc_conf_d(lab_model):
 
 @pytest.mark.parametrize("os_family", OSES)
 def test_the_probe_program_is_the_state_trees_file_with_the_os_paths(lab_model, tmp_path, os_family):
-    p = lb_probe.OS_PARAMS[os_family]
+    p = lb_parameters.of(os_family, "probe")
     f = files_of(lab_model, os_family)[p["probe"]]
     assert (f.content, f.source, f.mode) == ("", "salt://clustercheck/files/clustercheck.py", "0755")
     assert f.context == {"python": p["python"], "config": p["config"], "client": p["client"], "client_path": p["client_path"]}
@@ -102,7 +103,7 @@ def test_the_template_has_no_jinja_but_its_four_lines():
 
 @pytest.mark.parametrize("os_family", OSES)
 def test_option_file_has_the_account_socket_and_settings(lab_model, os_family):
-    p = lb_probe.OS_PARAMS[os_family]
+    p = lb_parameters.of(os_family, "probe")
     text = files_of(lab_model, os_family)[p["config"]].content
     assert "[client]\nuser = clustercheck\npassword = 'clustercheck-lab-pw'\n" in text
     assert f"socket = {p['socket']}\nprotocol = socket\n" in text

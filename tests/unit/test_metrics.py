@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
+import lb_parameters
 import lb_render
 import lb_topology
-import lb_view
 
 M = "lb:pairs:edge:haproxy:metrics"
 
@@ -22,7 +22,7 @@ def haproxy_check(path):
 
 
 def frontend(model, node="lb-a", os_family="Debian"):
-    text = lb_render.render_node(model, node, os_family)[lb_view.OS_PARAMS[os_family]["haproxy_config"]].content
+    text = lb_render.render_node(model, node, os_family)[lb_parameters.of(os_family, "node")["haproxy_config"]].content
     m = re.search(r"^frontend prometheus\n((?:    .*\n)+)", text, re.M)
     return text, (m.group(1).splitlines() if m else None)
 

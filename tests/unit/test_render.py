@@ -13,6 +13,7 @@ import time
 import pytest
 
 import lb_grammar
+import lb_parameters
 import lb_render
 import lb_render_haproxy
 import lb_render_linux
@@ -35,7 +36,7 @@ def haproxy_check(path):
 def test_rendered_haproxy_config_passes_haproxy_check(request, tmp_path, pillar, os_family, node):
     model = request.getfixturevalue(f"{pillar}_model")
     files = lb_render.render_node(model, node, os_family)
-    path = lb_view.OS_PARAMS[os_family]["haproxy_config"]
+    path = lb_parameters.of(os_family, "node")["haproxy_config"]
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(files[path].content)
     result = haproxy_check(cfg)
@@ -464,9 +465,9 @@ def test_a_preview_without_secrets_holds_none_of_the_pillars_secrets(request, pi
             for path, content in redacted.items():
                 for s in secrets:
                     assert not re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", content), (path, s)
-            cfg = redacted[lb_view.OS_PARAMS[os_family]["haproxy_config"]]
+            cfg = redacted[lb_parameters.of(os_family, "node")["haproxy_config"]]
             assert "user admin password <redacted>" in cfg
-            full = lb_render.preview(model, node, os_family)[lb_view.OS_PARAMS[os_family]["haproxy_config"]]
+            full = lb_render.preview(model, node, os_family)[lb_parameters.of(os_family, "node")["haproxy_config"]]
             assert all(h in full for h in hashes)
 
 

@@ -64,6 +64,24 @@ def render_state_file(source: str, context: dict) -> str:
     return out["data"]
 
 
+def reach(funcs: dict, roots, names, writers) -> tuple[set, set]:
+    """What the functions `roots` of one module reach, following the calls
+    `names(fn)` yields among `funcs` ({name: ast.FunctionDef}), and which of
+    the names they use are in `writers`: (reached, {"fn: writer"})."""
+    reached, todo, found = set(), list(roots), set()
+    while todo:
+        fn = todo.pop()
+        if fn in reached:
+            continue
+        reached.add(fn)
+        for used in names(funcs[fn]):
+            if used in funcs and used != fn:
+                todo.append(used)
+            if used in writers:
+                found.add(f"{fn}: {used}")
+    return reached, found
+
+
 def private_minion(root, state: str = "state", **options) -> str:
     """The path of a masterless minion config of this repo (tools/local-config.py)
     written as <root>/minion, with Salt's own state under <root>/<state> and

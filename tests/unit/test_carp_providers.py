@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.support import REPO
+from tests.support import REPO, reach
 
 PROVIDERS = ("carp_freebsd.py", "carp_keepalived.py", "carp_ucarp.py")
 APPLIERS = ("present", "absent", "maintenance", "unmaintenance")
@@ -109,17 +109,7 @@ def test_the_pending_functions_reach_no_writer(name):
                 if isinstance(node.slice, ast.Constant):
                     yield node.slice.value
 
-    reached, todo, found = set(), [f"{op}_pending" for op in APPLIERS], set()
-    while todo:
-        fn = todo.pop()
-        if fn in reached:
-            continue
-        reached.add(fn)
-        for used in names(funcs[fn]):
-            if used in funcs and used != fn:
-                todo.append(used)
-            if used in WRITERS:
-                found.add(f"{fn}: {used}")
+    reached, found = reach(funcs, [f"{op}_pending" for op in APPLIERS], names, WRITERS)
     assert {"_present_plan", "_absent_plan"} <= reached
     assert not reached & {*APPLIERS, "_switch"}
     assert found == set()

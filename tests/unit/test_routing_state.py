@@ -11,7 +11,7 @@ from unittest.mock import Mock, patch
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from tests.support import REPO
+from tests.support import REPO, reach
 
 _spec = importlib.util.spec_from_file_location("routing_state", os.path.join(REPO, "_states", "routing.py"))
 routing_state = importlib.util.module_from_spec(_spec)
@@ -115,17 +115,7 @@ def test_the_pending_functions_reach_no_writer():
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("routing_io", "os"):
                 yield node.attr
 
-    reached, todo, found = set(), ["present_pending", "sync_pending"], set()
-    while todo:
-        name = todo.pop()
-        if name in reached:
-            continue
-        reached.add(name)
-        for used in names(funcs[name]):
-            if used in funcs and used != name:
-                todo.append(used)
-            if used in WRITERS:
-                found.add(f"{name}: {used}")
+    reached, found = reach(funcs, ["present_pending", "sync_pending"], names, WRITERS)
     assert {"_linux_plan", "_freebsd_plan", "_sync_plan"} <= reached
     assert not reached & {"present", "sync", "stop", "_linux_apply", "_freebsd_apply", "_repair"}
     assert found == set()

@@ -88,8 +88,8 @@ def plan(pair=None, os_family=None, secrets=False, **overrides):
     overrides
         Any of lb_probe's parameters (``socket``, ``host``, ``port``, ``user``,
         ``bind``, paths), e.g. ``socket=/run/mysqld/mysqld.sock``.  The
-        pillar key ``clustercheck`` (``pair`` and these parameters) sets them
-        per minion; arguments win.
+        ``clustercheck`` settings (``pair`` and these parameters; minion
+        config, grains or pillar) set them per minion; arguments win.
 
     CLI Example:
 
@@ -98,14 +98,14 @@ def plan(pair=None, os_family=None, secrets=False, **overrides):
         salt-call clustercheck.plan --out=yaml
         salt 'db-*' clustercheck.plan pair=edge
     """
-    # the pillar's `clustercheck` key may name the pair and set parameters
+    # the `clustercheck` settings may name the pair and set parameters
     # for this minion (e.g. its socket); explicit arguments win
     try:
         # paths, names and addresses reach the probe's #! line, xinetd's or
         # inetd's config and the SLS: checked before anything is rendered
-        local = lb_settings.validate("clustercheck", __pillar__.get("clustercheck"))
+        local = lb_settings.lookup("clustercheck", __opts__, __grains__, __pillar__)
     except lb_settings.SettingsError as exc:
-        raise CommandExecutionError(f"invalid clustercheck settings in the pillar: {exc}") from exc
+        raise CommandExecutionError(f"invalid clustercheck settings: {exc}") from exc
     pair = pair or local.pop("pair", None)
     local.pop("pair", None)
     local.update({k: v for k, v in overrides.items() if not k.startswith("__")})

@@ -102,32 +102,38 @@ def settings():
         "group": p["root_group"],
         "timeout": 10,
     }
-    extra = __salt__["config.get"]("haproxy_cfg", {}) or {}
     try:
         # paths and names go into sh (the init defaults), haproxy.cfg and argv
-        extra = lb_settings.validate("haproxy_cfg", extra)
+        extra = lb_settings.lookup("haproxy_cfg", __opts__, __grains__, __pillar__)
     except lb_settings.SettingsError as exc:
         raise CommandExecutionError(f"invalid haproxy_cfg settings: {exc}") from exc
     out.update(extra)
     return out
 
 
-def sls_params(params):
+def sls_params(params=None):
     """
-    The haproxy SLS's parameters (``salt/haproxy/map.jinja``: defaults, the
-    os_family's, then the pillar's ``lb_haproxy``), checked: each value goes
-    into the SLS's YAML and a file sh reads.  An unknown key or a value that
-    is not a plain path, package name or flag raises, naming
-    ``lb_haproxy:<key>``.
+    The haproxy SLS's parameters (``salt/haproxy/map.jinja``): the
+    parameters map's ``haproxy`` section for this minion's OS family, with
+    the ``lb_haproxy`` settings (minion config, grains or pillar) on top,
+    checked: each value goes into the SLS's YAML and a file sh reads.  An
+    unknown key or a value that is not a plain path, package name or flag
+    raises, naming ``lb_haproxy:<key>``.  Given ``params``, checks those
+    instead.
 
     CLI Example:
 
     .. code-block:: bash
 
+        salt-call haproxy_cfg.sls_params
         salt-call haproxy_cfg.sls_params '{"pkg": "haproxy", "init_defaults": false}'
     """
     try:
-        return lb_settings.validate("lb_haproxy", params)
+        if params is not None:
+            return lb_settings.validate("lb_haproxy", params)
+        out = lb_parameters.of(__grains__.get("os_family"), "haproxy")
+        out.update(lb_settings.lookup("lb_haproxy", __opts__, __grains__, __pillar__))
+        return out
     except lb_settings.SettingsError as exc:
         raise CommandExecutionError(f"invalid lb_haproxy settings: {exc}") from exc
 

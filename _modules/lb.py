@@ -51,10 +51,10 @@ def parameters(section, os_family=None):
     One section of the product's per-OS parameters (``_utils/lb_parameters.py``:
     the defaults with what differs for the OS family on top), for this
     minion's ``os_family`` grain or the one given.  Sections: ``node``,
-    ``carp``, ``routing``, ``probe``, ``haproxy`` (what
-    ``salt/haproxy/map.jinja`` reads).  A per-minion override key (``lb_carp``,
-    ``lb_routing``, ``clustercheck``, ``lb_haproxy``, ``haproxy_cfg``) is
-    applied by the module or SLS that reads it, not here.
+    ``carp``, ``routing``, ``probe``, ``haproxy`` (the haproxy SLS's).  A
+    minion's settings (``lb_carp``, ``lb_routing``, ``clustercheck``,
+    ``lb_haproxy``, ``haproxy_cfg``) are applied by the module that reads
+    them, not here.
 
     CLI Example:
 

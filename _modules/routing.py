@@ -102,14 +102,10 @@ def _override():
     """The ``lb_routing`` config mapping (minion config, grains or pillar):
     absolute paths replacing entries of lb_parameters' routing section, e.g.
     for tests."""
-    for source in (__opts__, __grains__, __pillar__):
-        value = source.get("lb_routing") if hasattr(source, "get") else None
-        if value is not None:
-            try:
-                return lb_settings.validate("lb_routing", value)
-            except ValueError as exc:
-                raise CommandExecutionError(f"invalid lb_routing settings: {exc}") from exc
-    return {}
+    try:
+        return lb_settings.lookup("lb_routing", __opts__, __grains__, __pillar__)
+    except ValueError as exc:
+        raise CommandExecutionError(f"invalid lb_routing settings: {exc}") from exc
 
 
 def _pair(topology=None):

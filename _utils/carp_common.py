@@ -439,11 +439,7 @@ def override(*sources) -> dict:
     has them: pass the minion's opts, grains and pillar, in that order.
     Checked (lb_settings): lb_settings.SettingsError, a ValueError naming
     `lb_carp:<key>`, when a value is not what sh and the configs can hold."""
-    for source in sources:
-        value = source.get("lb_carp") if hasattr(source, "get") else None
-        if value is not None:
-            return lb_settings.validate("lb_carp", value)
-    return {}
+    return lb_settings.lookup("lb_carp", *sources)
 
 
 def settings(family: str, override: dict | None) -> dict:

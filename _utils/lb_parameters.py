@@ -7,8 +7,9 @@ Python data: the renderers of `_utils/` need these facts wherever they run
 (`lb.preview` renders FreeBSD's files on any minion, the master's pillar
 gate and the salt-ssh wrapper render without a minion's fileserver, the
 unit tests without Salt), and Salt syncs only Python files of `_utils/` to
-a minion.  The SLS files read the same map through the `lb` module
-(`salt['lb.parameters']('haproxy')` in salt/haproxy/map.jinja).
+a minion.  The SLS files read the same map through the modules
+(`haproxy_cfg.sls_params` in salt/haproxy/map.jinja); `lb.parameters`
+shows a section.
 
 Sections, each one component's:
 

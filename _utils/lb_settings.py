@@ -182,6 +182,19 @@ def validate(key: str, mapping) -> dict:
     return dict(mapping or {})
 
 
+def lookup(key: str, *sources) -> dict:
+    """The one way every module reads a settings key: the mapping under
+    `key` in the first of `sources` that has one (the minion's config,
+    grains and pillar, in that order: one place for a node's settings wins
+    whole, as Salt's config.get does), checked by `validate` (SettingsError
+    naming `<key>:<setting>`); {} when none has it."""
+    for source in sources:
+        value = source.get(key) if hasattr(source, "get") else None
+        if value is not None:
+            return validate(key, value)
+    return {}
+
+
 def findings(data) -> list[tuple[str, str]]:
     """Every problem of every settings key in ``data`` (a compiled pillar, a
     minion config or grains): what the pillar gate refuses."""

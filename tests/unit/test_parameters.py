@@ -63,3 +63,38 @@ def test_no_other_module_holds_a_path_of_the_map():
                 if isinstance(node, ast.Constant) and node.value in values and (rel, node.value) not in NOT_THE_SAME_FACT:
                     found.append(f"{rel}:{node.lineno} {node.value}")
     assert found == [], "read it from lb_parameters"
+
+
+def test_every_settings_key_is_read_one_way_first_source_wins_whole():
+    opts, grains, pillar = {}, {"lb_carp": {"provider": "ucarp"}}, {"lb_carp": {"state_dir": "/srv/c"}, "lb_haproxy": {"unmanaged": "keep"}}
+    # the grain's mapping wins whole: the pillar's state_dir is not merged in
+    assert lb_settings.lookup("lb_carp", opts, grains, pillar) == {"provider": "ucarp"}
+    assert lb_settings.lookup("lb_haproxy", opts, grains, pillar) == {"unmanaged": "keep"}
+    assert lb_settings.lookup("lb_routing", opts, grains, pillar) == {}
+    with pytest.raises(lb_settings.SettingsError, match=r"^clustercheck:socket: "):
+        lb_settings.lookup("clustercheck", {"clustercheck": {"socket": "/run/x\n"}}, grains, pillar)
+
+
+def test_no_module_reads_a_settings_key_another_way():
+    """config.get, pillar.get or a .get of one of the keys: only
+    lb_settings.lookup (and carp_common.raw_override, the unchecked read a
+    provider's __virtual__ makes, and the carp grain, which loads before
+    the pillar and the synced utils)."""
+    allowed = {"_utils/lb_settings.py", "_utils/carp_common.py", "_grains/carp.py"}
+    found = []
+    for d in ("_modules", "_states", "_utils", "_runners", "_wrapper", "_beacons", "_engines", "_grains"):
+        for path in sorted(pathlib.Path(REPO, d).glob("*.py")):
+            rel = f"{d}/{path.name}"
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+                    continue
+                f = node.func
+                getter = (isinstance(f, ast.Attribute) and f.attr == "get") or (
+                    isinstance(f, ast.Subscript) and isinstance(f.slice, ast.Constant) and f.slice.value in ("config.get", "pillar.get")
+                )
+                if getter and node.args[0].value in lb_settings.KEYS and rel not in allowed:
+                    found.append(f"{rel}:{node.lineno}")
+    for path in pathlib.Path(REPO, "salt").rglob("*.jinja"):
+        if any(f'"{k}"' in path.read_text() or f"'{k}'" in path.read_text() for k in lb_settings.KEYS):
+            found.append(str(path))
+    assert found == []

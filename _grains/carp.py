@@ -31,7 +31,9 @@ def _freebsd():
 
 
 def _linux():
-    conf = __opts__.get("lb_carp") if isinstance(__opts__.get("lb_carp"), dict) else {}
+    # lb_settings:carp in the minion config (grains load before the pillar)
+    settings = __opts__.get("lb_settings") if isinstance(__opts__.get("lb_settings"), dict) else {}
+    conf = settings.get("carp") if isinstance(settings.get("carp"), dict) else {}
     state_dir = conf.get("state_dir", STATE_DIR)
     recorded = None
     try:

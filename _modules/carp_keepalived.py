@@ -23,7 +23,7 @@ Maintenance writes the intent to ``<state_dir>/maintenance`` first, then 1 to
 -253: every priority drops to 1, the peer preempts, and the node stays
 demoted across a keepalived restart or a reboot until maintenance is left.
 
-Paths can be moved with the ``lb_carp`` config key (minion config, grains or
+Paths can be moved with the ``lb_settings:carp`` config key (minion config, grains or
 pillar): ``state_dir``, ``script_dir``, ``run_dir``, ``keepalived_config``.
 """
 

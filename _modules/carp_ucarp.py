@@ -24,7 +24,7 @@ script removes the VIP.  Then the group is restarted normally at advskew 254,
 which is how it stays, across restarts and reboots (``carp.present`` starts
 groups at advskew 254 while the intent exists), until maintenance is left.
 
-Paths can be moved with the ``lb_carp`` config key: ``state_dir``,
+Paths can be moved with the ``lb_settings:carp`` config key: ``state_dir``,
 ``script_dir``, ``run_dir``, ``ucarp_dir``.
 """
 

@@ -105,7 +105,7 @@ def plan(pair=None, os_family=None, secrets=False, **overrides):
         # inetd's config and the SLS: checked before anything is rendered
         local = lb_settings.lookup("clustercheck", __opts__, __grains__, __pillar__)
     except lb_settings.SettingsError as exc:
-        raise CommandExecutionError(f"invalid clustercheck settings: {exc}") from exc
+        raise CommandExecutionError(f"invalid settings: {exc}") from exc
     pair = pair or local.pop("pair", None)
     local.pop("pair", None)
     local.update({k: v for k, v in overrides.items() if not k.startswith("__")})

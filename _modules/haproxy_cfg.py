@@ -17,11 +17,13 @@ swap, rendering, certificates); ``haproxy_cfg_process.py``, the process
 ``_utils/haproxy_io.py``.
 
 Paths come from the OS (lb_parameters' node section: Debian or FreeBSD) and can
-be overridden in the minion config or pillar under ``haproxy_cfg``:
+be overridden in the minion config, grains or pillar under
+``lb_settings:haproxy``:
 
 .. code-block:: yaml
 
-    haproxy_cfg:
+    lb_settings:
+     haproxy:
       config: /etc/haproxy/haproxy.cfg
       socket: /run/haproxy/admin.sock          # the stats socket (runtime API)
       master_socket: /run/haproxy-master.sock  # the master CLI
@@ -104,9 +106,9 @@ def settings():
     }
     try:
         # paths and names go into sh (the init defaults), haproxy.cfg and argv
-        extra = lb_settings.lookup("haproxy_cfg", __opts__, __grains__, __pillar__)
+        extra = lb_settings.lookup("haproxy", __opts__, __grains__, __pillar__)
     except lb_settings.SettingsError as exc:
-        raise CommandExecutionError(f"invalid haproxy_cfg settings: {exc}") from exc
+        raise CommandExecutionError(f"invalid settings: {exc}") from exc
     out.update(extra)
     return out
 
@@ -114,11 +116,12 @@ def settings():
 def sls_params(params=None):
     """
     The haproxy SLS's parameters (``salt/haproxy/map.jinja``): the
-    parameters map's ``haproxy`` section for this minion's OS family, with
-    the ``lb_haproxy`` settings (minion config, grains or pillar) on top,
-    checked: each value goes into the SLS's YAML and a file sh reads.  An
-    unknown key or a value that is not a plain path, package name or flag
-    raises, naming ``lb_haproxy:<key>``.  Given ``params``, checks those
+    parameters map's ``haproxy_sls`` section for this minion's OS family,
+    with this minion's ``lb_settings:haproxy_sls`` (``pkg``, ``unmanaged``,
+    ``init_defaults``) on top, checked: each value goes into the SLS's YAML
+    and a file sh reads.  An unknown key or a value that is not a plain
+    path, package name or flag raises, naming
+    ``lb_settings:haproxy_sls:<key>``.  Given ``params``, checks those
     instead.
 
     CLI Example:
@@ -130,12 +133,12 @@ def sls_params(params=None):
     """
     try:
         if params is not None:
-            return lb_settings.validate("lb_haproxy", params)
-        out = lb_parameters.of(__grains__.get("os_family"), "haproxy")
-        out.update(lb_settings.lookup("lb_haproxy", __opts__, __grains__, __pillar__))
+            return lb_settings.validate("haproxy_sls", params)
+        out = lb_parameters.of(__grains__.get("os_family"), "haproxy_sls")
+        out.update(lb_settings.lookup("haproxy_sls", __opts__, __grains__, __pillar__))
         return out
     except lb_settings.SettingsError as exc:
-        raise CommandExecutionError(f"invalid lb_haproxy settings: {exc}") from exc
+        raise CommandExecutionError(f"invalid settings: {exc}") from exc
 
 
 def _render_params(s):

@@ -95,7 +95,7 @@ def master_command(cmd):
     """
     s = _settings()
     if not s.get("master_socket"):
-        raise CommandExecutionError("no master socket configured (haproxy_cfg:master_socket)")
+        raise CommandExecutionError("no master socket configured (lb_settings:haproxy:master_socket)")
     return haproxy_io.ask(s["master_socket"], cmd)
 
 

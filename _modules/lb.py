@@ -51,10 +51,10 @@ def parameters(section, os_family=None):
     One section of the product's per-OS parameters (``_utils/lb_parameters.py``:
     the defaults with what differs for the OS family on top), for this
     minion's ``os_family`` grain or the one given.  Sections: ``node``,
-    ``carp``, ``routing``, ``probe``, ``haproxy`` (the haproxy SLS's).  A
-    minion's settings (``lb_carp``, ``lb_routing``, ``clustercheck``,
-    ``lb_haproxy``, ``haproxy_cfg``) are applied by the module that reads
-    them, not here.
+    ``carp``, ``routing``, ``probe``, ``haproxy_sls`` (the haproxy SLS's).  A
+    minion's ``lb_settings`` override them (``carp``, ``routing``,
+    ``haproxy_sls``; ``clustercheck`` for ``probe``; ``haproxy`` for
+    HAProxy's paths), in the module that reads them, not here.
 
     CLI Example:
 
@@ -211,7 +211,7 @@ def preview(node=None, os_family=None, topology=None, secrets=False):
 
 
 def _carp_render():
-    """The minion's `lb_carp` as rendering takes it: the carp SLS's paths on
+    """The minion's `lb_settings:carp` as rendering takes it: the carp SLS's paths on
     Debian (the lab's /run/lb-carp), and the provider it chose, if any
     (which files and which units at boot: what loads the `carp` module)."""
     override = carp_common.override(__opts__, __grains__, __pillar__)

@@ -54,7 +54,7 @@ def paths():
     Where this node's CARP event path lives: the hook (``lb-carp-event``)
     and its settings beside it (``lb-carp-event.conf``), the claims
     directory the hook and the beacon share, and on FreeBSD the
-    devd rule.  Follows the ``lb_carp`` settings of the carp module.
+    devd rule.  Follows the ``lb_settings:carp`` settings of the carp module.
 
     CLI Example:
 

@@ -67,14 +67,14 @@ def _carp_settings():
     try:
         return carp_common.settings(fam, carp_common.override(__opts__, __grains__, __pillar__))
     except ValueError as exc:
-        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
+        raise CommandExecutionError(f"invalid settings: {exc}") from exc
 
 
 def paths():
     """
     Where this node's routing files and tools are (lb_parameters' routing
-    section for its OS, the CARP state directory from the ``lb_carp`` settings), each
-    replaceable by an absolute path in the ``lb_routing`` config mapping.
+    section for its OS, the CARP state directory from ``lb_settings:carp``), each
+    replaceable by an absolute path in the ``lb_settings:routing`` config mapping.
 
     CLI Example:
 
@@ -99,13 +99,13 @@ def paths():
 
 
 def _override():
-    """The ``lb_routing`` config mapping (minion config, grains or pillar):
+    """The ``lb_settings:routing`` config mapping (minion config, grains or pillar):
     absolute paths replacing entries of lb_parameters' routing section, e.g.
     for tests."""
     try:
-        return lb_settings.lookup("lb_routing", __opts__, __grains__, __pillar__)
+        return lb_settings.lookup("routing", __opts__, __grains__, __pillar__)
     except ValueError as exc:
-        raise CommandExecutionError(f"invalid lb_routing settings: {exc}") from exc
+        raise CommandExecutionError(f"invalid settings: {exc}") from exc
 
 
 def _pair(topology=None):

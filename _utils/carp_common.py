@@ -1,5 +1,5 @@
 """What the three `carp` providers share: the node's groups from the topology,
-the command lines they run, the maintenance records, the `lb_carp`
+the command lines they run, the maintenance records, the `lb_settings:carp`
 settings, and how a change is reported.  The programs the Linux providers
 install are in `carp_programs`.
 
@@ -392,13 +392,9 @@ def file_mode(path: str) -> int | None:
 
 
 def raw_override(*sources) -> dict:
-    """The `lb_carp` mapping from the first source that has one, unchecked
-    (a provider module's __virtual__ reads only its `provider`)."""
-    for source in sources:
-        value = source.get("lb_carp") if hasattr(source, "get") else None
-        if isinstance(value, dict):
-            return value
-    return {}
+    """The `lb_settings:carp` mapping, unchecked (a provider module's
+    __virtual__ reads only its `provider`)."""
+    return lb_settings.raw("carp", *sources)
 
 
 def checked_node_groups(model: dict, node_id: str, os_family: str) -> tuple[dict, list[dict]]:
@@ -424,27 +420,28 @@ def linux_virtual(module: str, provider: str, opts: dict, grains: dict, pillar: 
 
 
 def checked_override(opts: dict, grains: dict, pillar: dict) -> dict:
-    """`override` for a Salt module: an invalid `lb_carp` is a
-    CommandExecutionError naming the key."""
+    """`override` for a Salt module: invalid settings are a
+    CommandExecutionError naming their path."""
     from salt.exceptions import CommandExecutionError  # pylint: disable=import-outside-toplevel
 
     try:
         return override(opts, grains, pillar)
     except ValueError as exc:
-        raise CommandExecutionError(f"invalid lb_carp settings: {exc}") from exc
+        raise CommandExecutionError(f"invalid settings: {exc}") from exc
 
 
 def override(*sources) -> dict:
-    """The `lb_carp` settings (paths, binaries) from the first source that
-    has them: pass the minion's opts, grains and pillar, in that order.
-    Checked (lb_settings): lb_settings.SettingsError, a ValueError naming
-    `lb_carp:<key>`, when a value is not what sh and the configs can hold."""
-    return lb_settings.lookup("lb_carp", *sources)
+    """The `lb_settings:carp` settings (paths, binaries) from the first
+    source that has them: pass the minion's opts, grains and pillar, in that
+    order.  Checked (lb_settings): lb_settings.SettingsError, a ValueError
+    naming `lb_settings:carp:<key>`, when a value is not what sh and the
+    configs can hold."""
+    return lb_settings.lookup("carp", *sources)
 
 
 def settings(family: str, override: dict | None) -> dict:
     """The provider's paths: lb_parameters' carp section for `family`
-    ("FreeBSD", or "Linux": Debian's) with the `lb_carp` config mapping on
+    ("FreeBSD", or "Linux": Debian's) with the `lb_settings:carp` mapping on
     top (any of them, e.g. {"state_dir": "/srv/lb-carp"})."""
     out = lb_parameters.of(family, "carp")
     for k, v in (override or {}).items():
@@ -454,7 +451,7 @@ def settings(family: str, override: dict | None) -> dict:
 
 
 def linux_provider(pillar: dict, node_id: str, override: dict | None = None) -> str:
-    """keepalived or ucarp: `lb_carp:provider` if set, else the pair's
+    """keepalived or ucarp: `lb_settings:carp:provider` if set, else the pair's
     `carp:linux_provider` in the pillar, else keepalived (the default).
 
     Read when Salt loads the `carp` modules (their __virtual__), so it looks

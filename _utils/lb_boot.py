@@ -293,9 +293,9 @@ def freebsd_boothold_settings(head: str) -> str:
 def freebsd_maintenance_settings(head: str, state_dir: str) -> str:
     """/etc/rc.conf.d/lb_carp_maintenance, for rc.d/lb_carp_maintenance
     (salt/carp/files/lb_carp_maintenance.rc): where carp.maintenance's
-    intent and demotion record are (`state_dir`, the `lb_carp` setting), and
+    intent and demotion record are (`state_dir`, the `lb_settings:carp` setting), and
     the demotion it adds again at boot while the intent is on disk."""
-    lb_grammar.require(lb_grammar.SH_PATH, state_dir, "lb_carp:state_dir")
+    lb_grammar.require(lb_grammar.SH_PATH, state_dir, "lb_settings:carp:state_dir")
     return _rc_settings(
         head,
         FREEBSD_MAINTENANCE_SERVICE,

@@ -51,7 +51,7 @@ def plan(model: dict, node_id: str, os_family: str, carp: dict | None = None) ->
          "sysctl_file": path, "sysctl": {key: value}, "routes": [...]}
 
     The files hold no secret (checked: a secret in one would be a bug).
-    `carp`: the minion's `lb_carp` settings (lb_render.render_node): its
+    `carp`: the minion's `lb_settings:carp` settings (lb_render.render_node): its
     provider decides which units are enabled at boot."""
     pair, _ = lb_topology.find_node(model, node_id)
     files = {}

@@ -17,14 +17,14 @@ Sections, each one component's:
   sysctl file, the Debian host's boot files (lb_render and its parts,
   haproxy_cfg's defaults);
 - ``carp``: where the carp providers keep their state, programs, runtime
-  files and configs (carp_common.settings; the ``lb_carp`` key overrides);
+  files and configs (carp_common.settings; ``lb_settings:carp`` overrides);
 - ``routing``: the routing daemons' configs and tools (lb_routing,
-  routing.paths; the ``lb_routing`` key overrides);
+  routing.paths; ``lb_settings:routing`` overrides);
 - ``probe``: the Galera probe's interpreter, client, files, packages and
-  super-server on a database server (lb_probe.params; the
-  ``clustercheck`` key overrides);
-- ``haproxy``: the haproxy SLS's own parameters (the ``lb_haproxy`` key
-  overrides).
+  super-server on a database server (lb_probe.params;
+  ``lb_settings:clustercheck`` overrides);
+- ``haproxy_sls``: the haproxy SLS's own parameters
+  (haproxy_cfg.sls_params; ``lb_settings:haproxy_sls`` overrides).
 
 Pure data and two functions; imports nothing of the product (every other
 module may import it).
@@ -33,7 +33,7 @@ module may import it).
 import copy
 
 FAMILIES = ("Debian", "FreeBSD")
-SECTIONS = ("node", "carp", "routing", "probe", "haproxy")
+SECTIONS = ("node", "carp", "routing", "probe", "haproxy_sls")
 
 # What both families share.
 DEFAULTS = {
@@ -44,7 +44,7 @@ DEFAULTS = {
         "probe": "/usr/local/bin/clustercheck",
         "shell": "/usr/sbin/nologin",
     },
-    "haproxy": {
+    "haproxy_sls": {
         "pkg": "haproxy",
         # sections of the live haproxy.cfg the pillar does not render:
         # `remove` (the pillar owns the whole file) or `keep` (an operator's
@@ -113,10 +113,10 @@ OS_FAMILY = {
             "root_group": "root",
         },
         # Debian: nothing differs from the defaults.  On a Debian host that
-        # boots with sysvinit, set `lb_haproxy: {init_defaults:
-        # /etc/default/haproxy}` so that the init script starts HAProxy with
+        # boots with sysvinit, set `lb_settings: {haproxy_sls: {init_defaults:
+        # /etc/default/haproxy}}` so that the init script starts HAProxy with
         # the master CLI (systemd's unit already does).
-        "haproxy": {},
+        "haproxy_sls": {},
     },
     "FreeBSD": {
         "node": {
@@ -182,7 +182,7 @@ OS_FAMILY = {
         # rc.conf (lb_render).  No sysctl: FreeBSD keeps a CARP address
         # configured on the BACKUP, so HAProxy can always bind it (Linux's
         # ip_nonlocal_bind is the host SLS's).
-        "haproxy": {},
+        "haproxy_sls": {},
     },
 }
 

@@ -149,7 +149,7 @@ def render_freebsd(model: dict, pair: dict, node_id: str, secret) -> dict[str, F
 
 def render_node(model: dict, node_id: str, os_family: str, redact: bool = False, carp: dict | None = None) -> dict[str, File]:
     """Every file `node_id` gets on `os_family`, keyed by absolute path.
-    `carp`: the minion's `lb_carp` paths (lb_render_linux.carp_paths), for the carp SLS's
+    `carp`: the minion's `lb_settings:carp` paths (lb_render_linux.carp_paths), for the carp SLS's
     files on Debian: keepalived.conf or ucarp's, and the programs; and its
     `provider` when it chose one (linux_provider): which of those files,
     and which units start at boot."""

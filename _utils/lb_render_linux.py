@@ -18,7 +18,7 @@ from lb_view import HEADER, LINUX_VIP_PREFIXLEN, File, device, linux_vip, node_v
 # Where the Linux CARP providers keep what must survive a restart (the
 # maintenance intent, the instance states the notify script records), the
 # scripts they install and their runtime files, by default (lb_parameters'
-# carp section; the carp module can move them: config `lb_carp`).
+# carp section; the carp module can move them: `lb_settings:carp`).
 CARP = lb_parameters.of("Debian", "carp")
 # The programs the Linux carp providers run, by the names they are installed
 # under in the carp script directory.  They are files in the state tree,
@@ -138,10 +138,10 @@ def render_keepalived(
     run_dir: str = CARP["run_dir"],
     haproxy_pidfile: str = lb_parameters.of("Debian", "node")["haproxy_pidfile"],
 ) -> str:
-    lb_grammar.require(lb_grammar.SH_PATH, haproxy_pidfile, "haproxy_cfg:pidfile")
+    lb_grammar.require(lb_grammar.SH_PATH, haproxy_pidfile, "lb_settings:haproxy:pidfile")
     for what, value in (("state_dir", state_dir), ("script_dir", script_dir), ("run_dir", run_dir)):
         # inside keepalived's quoted notify command, split into argv at spaces
-        lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_carp:{what}")
+        lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_settings:carp:{what}")
     view = node_view(pair, node_id)
     carp = pair["carp"]
     tracked = tracked_devices(pair, node_id, "Debian")
@@ -279,7 +279,7 @@ def render_routes_data(pair: dict, head: str) -> str:
 
 def carp_paths(override: dict | None = None) -> dict:
     """Where the Linux carp providers keep their files: the defaults, with
-    the minion's `lb_carp` paths on top (carp_common.settings, which checks
+    the minion's `lb_settings:carp` paths on top (carp_common.settings, which checks
     them) when given."""
     out = lb_parameters.of("Debian", "carp")
     out.update({k: v for k, v in (override or {}).items() if k in out})
@@ -287,7 +287,7 @@ def carp_paths(override: dict | None = None) -> dict:
 
 
 def linux_provider(pair: dict, carp: dict | None = None) -> str:
-    """The node's Linux CARP provider: the minion's `lb_carp:provider` when
+    """The node's Linux CARP provider: the minion's `lb_settings:carp:provider` when
     `carp` has one (carp_common.linux_provider, what loads the `carp`
     module), else the pair's `carp:linux_provider`."""
     forced = (carp or {}).get("provider")

@@ -49,7 +49,7 @@ import lb_parameters
 # FreeBSD's announcement hook: a file of the state tree, installed by salt/routing
 HOOK_SOURCE = "salt://routing/files/lb-routing-vip.sh"
 # The daemons' files and tools are lb_parameters' routing section (the
-# `lb_routing` config key overrides them: routing.paths).
+# `lb_settings:routing` overrides them: routing.paths).
 
 
 def bird_pidfile(run_dir: str) -> str:
@@ -336,7 +336,7 @@ def hook_config(os_family: str, vips: dict[int, tuple[str, str]], paths: dict | 
     p.update(paths or {})
     for key, value in p.items():
         if value is not None:
-            lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_routing:{key}")
+            lb_grammar.require(lb_grammar.SH_PATH, value, f"lb_settings:routing:{key}")
     for v, (d, a) in vips.items():
         lb_grammar.require(lb_grammar.DEVICE, d, f"vhid {v} device")
         lb_grammar.require(lb_grammar.IPV4, a, f"vhid {v} VIP")

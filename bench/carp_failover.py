@@ -72,7 +72,7 @@ def in_host(host, *cmd, timeout=30):
 def use_project(provider):
     salt("carp.absent")
     for m in LBS:
-        saltcfg.salt_json(m, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider=provider)))
+        saltcfg.salt_json(m, "grains.setval", "lb_settings", json.dumps({"carp": dict(LAB_CARP, provider=provider)}))
     saltcfg.sync_all("-L", ",".join(LBS))
     salt("carp.unmaintenance")
     salt("state.apply", "carp", "queue=True")
@@ -348,7 +348,7 @@ def main(argv=None):
             rows.append((label, gaps))
             print(f"{label}: " + " ".join(_cell(g) for g in gaps), flush=True)
     for m in LBS:
-        saltcfg.salt_json(m, "grains.delkey", "lb_carp", "force=True")
+        saltcfg.salt_json(m, "grains.delkey", "lb_settings", "force=True")
     salt("beacons.enable_beacon", "carp")
     print()
     print("A gap marked >= is a run where the client had not reached the VIP again by its last attempt.")

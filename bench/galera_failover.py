@@ -56,7 +56,7 @@ def setup(g: Galera) -> str:
     saltcfg.sync_all("-L", ",".join(LBS))
     salt("-L", ",".join(LBS), "carp.absent")  # the converge's CARP, on its own paths
     for m in LBS:
-        salt(m, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider="keepalived")))
+        salt(m, "grains.setval", "lb_settings", json.dumps({"carp": dict(LAB_CARP, provider="keepalived")}))
     bad += salt_ok(salt("-L", ",".join(LBS), "state.apply", "carp", "queue=True"))
     bad += salt_ok(salt("-L", ",".join(LBS), "state.apply", "haproxy", "queue=True"))
     if bad:
@@ -71,7 +71,7 @@ def teardown(g: Galera) -> None:
     salt("-L", ",".join(LBS), "haproxy_cfg.stop")
     salt("-L", ",".join(LBS), "carp.absent")
     for m in LBS:
-        salt(m, "grains.delkey", "lb_carp", "force=True")
+        salt(m, "grains.delkey", "lb_settings", "force=True")
     g.stop_all()
 
 

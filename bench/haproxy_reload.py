@@ -195,13 +195,15 @@ class Project:
             "log_file": os.path.join(state, "log"),
             "module_dirs": [os.path.join(REPO, "_modules")],
             "utils_dirs": [os.path.join(REPO, "_utils")],
-            "haproxy_cfg": {
-                "config": self.cfg,
-                "socket": os.path.join(d, "admin.sock"),
-                "master_socket": os.path.join(d, "master.sock"),
-                "pidfile": os.path.join(d, "lb.pid"),
-                "state_file": os.path.join(d, "server-state"),
-                "certs_dir": os.path.join(d, "certs"),
+            "lb_settings": {
+                "haproxy": {
+                    "config": self.cfg,
+                    "socket": os.path.join(d, "admin.sock"),
+                    "master_socket": os.path.join(d, "master.sock"),
+                    "pidfile": os.path.join(d, "lb.pid"),
+                    "state_file": os.path.join(d, "server-state"),
+                    "certs_dir": os.path.join(d, "certs"),
+                }
             },
         }
         with open(os.path.join(d, "minion"), "w") as fh:

@@ -134,7 +134,7 @@ def setup_pair(provider: str = "keepalived") -> None:
         saltcfg.sync_all(minion)
     salt_lbs("carp.absent")
     for minion in LBS:
-        saltcfg.salt_json(minion, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider=provider)))
+        saltcfg.salt_json(minion, "grains.setval", "lb_settings", json.dumps({"carp": dict(LAB_CARP, provider=provider)}))
     saltcfg.sync_all("-L", ",".join(LBS))
     salt_lbs("sysctl.assign", "net.ipv4.ip_forward", "1")
     salt_lbs("carp.unmaintenance")
@@ -153,7 +153,7 @@ def teardown_pair() -> None:
     salt_lbs("file.remove", f"{LAB_CARP['script_dir']}/lb-carp-event.conf")
     salt_lbs("carp.absent")
     for minion in LBS:
-        saltcfg.salt_json(minion, "grains.delkey", "lb_carp", "force=True")
+        saltcfg.salt_json(minion, "grains.delkey", "lb_settings", "force=True")
     salt_lbs("saltutil.refresh_grains")  # in the minions' memory too
     saltcfg.sync_all("-L", ",".join(LBS))
     _apply_lbs("haproxy,carp,carp.events")

@@ -421,9 +421,9 @@ def decrypt(opts: dict, pillar: dict) -> list[Finding]:
 
 
 def _check_settings(mid: str, pillar: dict) -> list[Finding]:
-    """The per-minion settings a pillar gives a minion (lb_carp,
-    haproxy_cfg, clustercheck, lb_haproxy, lb_routing), checked before the
-    master serves them, by the same validator the modules run when they
+    """The per-minion settings a pillar gives a minion (``lb_settings``, and
+    the keys of earlier releases it replaced), checked before the master
+    serves them, by the same validator the modules run when they
     read them (``_utils/lb_settings.py``): unknown keys, and values a config
     file or a shell would read otherwise, are refused with their path."""
     return [Finding(f"{path} (minion {mid})", message) for path, message in lb_settings.findings(pillar)]

@@ -3,8 +3,9 @@
 # private.  The carp module keeps its state, scripts, pid files and ucarp
 # passfiles under the host's own /run here, so lb-a and lb-b do not share
 # them (docs/carp.md, "Paths").
-lb_carp:
-  state_dir: /run/lb-carp/state
-  script_dir: /run/lb-carp/sbin
-  run_dir: /run/lb-carp/run
-  ucarp_dir: /run/lb-carp/ucarp
+lb_settings:
+  carp:
+    state_dir: /run/lb-carp/state
+    script_dir: /run/lb-carp/sbin
+    run_dir: /run/lb-carp/run
+    ucarp_dir: /run/lb-carp/ucarp

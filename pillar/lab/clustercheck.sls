@@ -3,6 +3,7 @@
 # /run: the maintenance file goes there, so draining db-1 drains db-1 only.
 # (On real servers the default, /var/lib/clustercheck/maintenance, survives
 # reboots; keep it.)
-clustercheck:
-  pair: edge
-  maintenance_file: /run/clustercheck/maintenance
+lb_settings:
+  clustercheck:
+    pair: edge
+    maintenance_file: /run/clustercheck/maintenance

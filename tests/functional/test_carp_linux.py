@@ -66,7 +66,7 @@ def topology_file(tmp_path, provider, vip_dev="hn1", sys_dev="hn2"):
 
 
 def make_loaders(root, provider, carp_paths):
-    path = private_minion(root, "salt", lb_carp=dict(carp_paths, provider=provider))
+    path = private_minion(root, "salt", lb_settings={"carp": dict(carp_paths, provider=provider)})
     return Loaders(salt.config.minion_config(path))
 
 
@@ -455,7 +455,7 @@ def test_grains(tmp_path):
     carp_grains = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(carp_grains)
 
-    carp_grains.__opts__ = {"lb_carp": {"state_dir": str(tmp_path)}}
+    carp_grains.__opts__ = {"lb_settings": {"carp": {"state_dir": str(tmp_path)}}}
     g = carp_grains.carp()
     assert g["carp_capable"] is True  # keepalived and ucarp are installed here
     assert g["carp_provider"] == "keepalived"

@@ -84,7 +84,7 @@ def loaders(tmp_path_factory, model, installs):
     pillar.mkdir()
     (pillar / "top.sls").write_text("base:\n  '*':\n    - lb\n    - clustercheck\n")
     (pillar / "lb.sls").write_text(yaml.safe_dump({"lb": model[0]}))
-    (pillar / "clustercheck.sls").write_text(yaml.safe_dump({"clustercheck": installs["n1"].overrides}))
+    (pillar / "clustercheck.sls").write_text(yaml.safe_dump({"lb_settings": {"clustercheck": installs["n1"].overrides}}))
     path = private_minion(root, id="db-1", pillar_roots={"base": [str(pillar)]})
     return Loaders(salt.config.minion_config(path))
 

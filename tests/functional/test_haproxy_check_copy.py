@@ -43,7 +43,7 @@ def env(tmp_path):
         "state_file": str(tmp_path / "server-state"),
         "binary": str(wrapper),
     }
-    path = private_minion(tmp_path, id="lb-a", haproxy_cfg=settings)
+    path = private_minion(tmp_path, id="lb-a", lb_settings={"haproxy": settings})
     return Loaders(salt.config.minion_config(path)), settings, log
 
 

@@ -126,7 +126,7 @@ def env(tmp_path_factory, backends):
         "module_dirs": [os.path.join(REPO, "_modules")],
         "states_dirs": [os.path.join(REPO, "_states")],
         "utils_dirs": [os.path.join(REPO, "_utils")],
-        "haproxy_cfg": settings,
+        "lb_settings": {"haproxy": settings},
     }
     (root / "minion").write_text(yaml.safe_dump(conf))
     opts = salt.config.minion_config(str(root / "minion"))
@@ -847,12 +847,12 @@ def test_https_with_the_pillars_certificate_and_a_certificate_change_without_fai
 def sls_pillar():
     # /etc/default is left alone here: the SLS's own switch turns that state
     # off (its rendering is checked below); the sysctls are the host SLS's
-    return {"lb": base_topology(), "lb_haproxy": {"init_defaults": False}}
+    return {"lb": base_topology(), "lb_settings": {"haproxy_sls": {"init_defaults": False}}}
 
 
 def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
     ids = env.loaders.modules.state.show_sls(
-        "haproxy", pillar={"lb": base_topology(), "lb_haproxy": {"init_defaults": "/etc/default/haproxy"}}
+        "haproxy", pillar={"lb": base_topology(), "lb_settings": {"haproxy_sls": {"init_defaults": "/etc/default/haproxy"}}}
     )
     assert isinstance(ids, dict), ids
     assert sorted(ids) == [
@@ -873,19 +873,22 @@ def test_sls_renders_stable_state_ids_and_the_linux_extras(env):
     assert not [sid for sid, decl in default.items() if "cmd" in decl]
 
 
-def test_sls_refuses_lb_haproxy_settings_that_would_inject(env):
-    """A value of `lb_haproxy` goes into this SLS's YAML and into a file sh
+def test_sls_refuses_haproxy_settings_that_would_inject(env):
+    """A value of `lb_settings:haproxy_sls` goes into this SLS's YAML and into a file sh
     reads: one that could carry more (a newline, a space) is refused with
     its settings path before any state is compiled (lb_settings)."""
     for key, value in (
         ("init_defaults", "/etc/default/haproxy\n    - mode: '0777'"),
         ("pkg", "haproxy\r"),
-        ("sysctl_config", "/etc/x y.conf"),
+        ("init_defaults", "/etc/x y.conf"),
         ("bogus", 1),
     ):
-        out = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology(), "lb_haproxy": {key: value}})
+        out = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology(), "lb_settings": {"haproxy_sls": {key: value}}})
         assert not isinstance(out, dict), out
-        assert f"lb_haproxy:{key}" in str(out), out
+        assert f"lb_settings:haproxy_sls:{key}" in str(out), out
+    # the key of an earlier release is refused, naming where it moved
+    out = env.loaders.modules.state.show_sls("haproxy", pillar={"lb": base_topology(), "lb_haproxy": {"pkg": "haproxy"}})
+    assert not isinstance(out, dict) and "lb_haproxy: moved to lb_settings:haproxy_sls" in str(out), out
 
 
 def test_sls_applies_from_scratch_then_changes_nothing(env):

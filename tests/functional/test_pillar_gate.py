@@ -330,12 +330,14 @@ def test_a_push_to_a_branch_the_master_does_not_serve_is_refused(tmp_path, gpg_h
 def test_per_minion_settings_that_would_inject_are_refused_with_their_path(tmp_path):
     tree = _tree(tmp_path)
     (tree / "settings.sls").write_text(
-        "lb_carp:\n  keepalived_bin: /x$(touch /tmp/p)\nhaproxy_cfg:\n  binary: /usr/sbin/haproxy\n  colour: blue\n"
+        "lb_settings:\n  carp:\n    keepalived_bin: /x$(touch /tmp/p)\n  haproxy:\n    binary: /usr/sbin/haproxy\n    colour: blue\n"
+        "lb_routing:\n  bird: /etc/bird/bird.conf\n"
     )
     top = tree / "top.sls"
     top.write_text(top.read_text().replace("  'lb-*':\n", "  'lb-*':\n    - settings\n", 1))
     r = gate(tree, "--allow-cleartext")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "error: lb_carp:keepalived_bin (minion lb-a): " in r.stdout, r.stdout
-    assert "error: haproxy_cfg:colour (minion lb-a): unknown setting" in r.stdout, r.stdout
+    assert "error: lb_settings:carp:keepalived_bin (minion lb-a): " in r.stdout, r.stdout
+    assert "error: lb_settings:haproxy:colour (minion lb-a): unknown setting" in r.stdout, r.stdout
+    assert "error: lb_routing (minion lb-a): moved to lb_settings:routing" in r.stdout, r.stdout
     assert not os.path.exists("/tmp/p") or os.path.getmtime("/tmp/p") < os.path.getmtime(tree / "settings.sls")

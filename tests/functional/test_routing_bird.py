@@ -67,7 +67,7 @@ def routing(tmp_path):
         if not mode & 0o001:
             opened.append((d, mode))
             os.chmod(d, mode | 0o001)
-    loaders = Loaders(salt.config.minion_config(private_minion(tmp_path, "salt", lb_routing=paths, lb_carp=carp)))
+    loaders = Loaders(salt.config.minion_config(private_minion(tmp_path, "salt", lb_settings={"routing": paths, "carp": carp})))
     mod = loaders.modules.routing
     LOADERS[str(tmp_path)] = loaders
     try:

@@ -71,13 +71,13 @@ def carp(lab, request):
     salt(lab, "beacons.disable_beacon", "carp")
     salt(lab, "carp.absent")
     for minion in LBS:
-        lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
+        lab.salt(minion, "grains.delkey", "lb_settings", "force=True")
     salt(lab, "saltutil.refresh_grains")
     saltcfg.sync_all("-L", ",".join(LBS))
     lab_provider = salt(lab, "carp.provider")  # the pillar's, to be restored
     for minion in LBS:
-        conf = json.dumps(dict(LAB_CARP, provider=provider))
-        lab.salt(minion, "grains.setval", "lb_carp", conf)
+        conf = json.dumps({"carp": dict(LAB_CARP, provider=provider)})
+        lab.salt(minion, "grains.setval", "lb_settings", conf)
     saltcfg.sync_all("-L", ",".join(LBS))
     # what the pillar's sysctl:ip_forwarding (true) gives the nodes
     salt(lab, "sysctl.assign", "net.ipv4.ip_forward", "1")
@@ -94,7 +94,7 @@ def carp(lab, request):
     salt(lab, "carp.unmaintenance")
     salt(lab, "carp.absent")
     for minion in LBS:
-        lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
+        lab.salt(minion, "grains.delkey", "lb_settings", "force=True")
     # the minions' grains in memory too, or carp stays this module's provider
     salt(lab, "saltutil.refresh_grains")
     saltcfg.sync_all("-L", ",".join(LBS))

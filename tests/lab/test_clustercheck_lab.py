@@ -49,7 +49,7 @@ def galera(lab):
         saltcfg.sync_all("-L", ",".join(LBS))
         lab.salt("-L", ",".join(LBS), "carp.absent")
         for minion in LBS:
-            lab.salt(minion, "grains.setval", "lb_carp", json.dumps(dict(LAB_CARP, provider="keepalived")))
+            lab.salt(minion, "grains.setval", "lb_settings", json.dumps({"carp": dict(LAB_CARP, provider="keepalived")}))
         # queue=True: the carp.absent above fires CARP transitions, and the
         # master's reactor answers them with state runs of its own
         bad = salt_ok(lab.salt("-L", ",".join(LBS), "state.apply", "carp", "queue=True", timeout=300))
@@ -62,7 +62,7 @@ def galera(lab):
             lab.salt(minion, "clustercheck.undrain")
         lab.salt("-L", ",".join(LBS), "carp.absent")
         for minion in LBS:
-            lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
+            lab.salt(minion, "grains.delkey", "lb_settings", "force=True")
         g.stop_all()  # the lab's cluster: every node running and Synced again
         # and the pair as the lab's highstate made it, for the modules after this one
         saltcfg.apply([*LBS, *db])

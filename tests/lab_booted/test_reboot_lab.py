@@ -296,9 +296,9 @@ def _provider(lab, provider: str | None) -> None:
     lab.salt("-L", ",".join(LBS), "carp.absent")
     for minion in LBS:
         if provider:
-            lab.salt(minion, "grains.setval", "lb_carp", json.dumps({"provider": provider}))
+            lab.salt(minion, "grains.setval", "lb_settings", json.dumps({"carp": {"provider": provider}}))
         else:
-            lab.salt(minion, "grains.delkey", "lb_carp", "force=True")
+            lab.salt(minion, "grains.delkey", "lb_settings", "force=True")
     lab.salt("-L", ",".join(LBS), "saltutil.refresh_grains")
     saltcfg.sync_all("-L", ",".join(LBS))
     _apply(lab)

@@ -180,7 +180,7 @@ def configure_loader_modules(fake, paths, pillar):
     mods = {
         carp_freebsd: {
             "__salt__": salt,
-            "__opts__": {"id": "lb-a", "lb_carp": paths, "test": False},
+            "__opts__": {"id": "lb-a", "lb_settings": {"carp": paths}, "test": False},
             "__grains__": grains,
             "__pillar__": pillar,
         }

@@ -243,63 +243,63 @@ def test_injection_is_refused_with_its_pillar_path(seed_raw, mutate, path, fragm
 
 # (settings key, mapping, settings path, fragment)
 SETTINGS_INJECTIONS = [
-    ("lb_carp", {"state_dir": "/x$(touch /tmp/p)"}, "lb_carp:state_dir", "absolute path of [A-Za-z0-9_./+-]"),
-    ("lb_carp", {"state_dir": "/var/lib/lb-carp\n"}, "lb_carp:state_dir", "line break"),
-    ("lb_carp", {"script_dir": "/usr/local/sbin x"}, "lb_carp:script_dir", "absolute path"),
-    ("lb_carp", {"run_dir": "/run/lb-carp\r"}, "lb_carp:run_dir", "line break"),
-    ("lb_carp", {"ucarp_bin": "/usr/sbin/ucarp;id"}, "lb_carp:ucarp_bin", "absolute path"),
-    ("lb_carp", {"keepalived_bin": "keepalived"}, "lb_carp:keepalived_bin", "absolute path"),
-    ("lb_carp", {"keepalived_config": "/etc/keepalived/k.conf\n"}, "lb_carp:keepalived_config", "line break"),
-    ("lb_carp", {"ucarp_dir": "/etc/`id`"}, "lb_carp:ucarp_dir", "absolute path"),
-    ("lb_carp", {"netif_file": "/etc/rc.conf.d/netif\r"}, "lb_carp:netif_file", "line break"),
-    ("lb_carp", {"loader_conf": "/boot/loader.conf $x"}, "lb_carp:loader_conf", "absolute path"),
-    ("lb_carp", {"rc_script": "/usr/local/etc/rc.d/x\n"}, "lb_carp:rc_script", "line break"),
-    ("lb_carp", {"rc_settings": "/etc/rc.conf.d/x y"}, "lb_carp:rc_settings", "absolute path"),
-    ("lb_carp", {"provider": "keepalived\n"}, "lb_carp:provider", "one of keepalived, ucarp"),
-    ("lb_carp", {"statedir": "/srv"}, "lb_carp:statedir", "unknown setting"),
-    ("haproxy_cfg", {"binary": "/usr/sbin/haproxy -d"}, "haproxy_cfg:binary", "absolute path"),
-    ("haproxy_cfg", {"config": '/etc/haproxy/haproxy.cfg"\nEXTRAOPTS="-x'}, "haproxy_cfg:config", "line break"),
-    ("haproxy_cfg", {"master_socket": "/run/m.sock,mode,666"}, "haproxy_cfg:master_socket", "absolute path"),
-    ("haproxy_cfg", {"socket": "/run/haproxy/admin.sock\r"}, "haproxy_cfg:socket", "line break"),
-    ("haproxy_cfg", {"pidfile": "/run/$(id).pid"}, "haproxy_cfg:pidfile", "absolute path"),
-    ("haproxy_cfg", {"certs_dir": "/etc/haproxy/certs\n"}, "haproxy_cfg:certs_dir", "line break"),
-    ("haproxy_cfg", {"state_file": "/run/x y"}, "haproxy_cfg:state_file", "absolute path"),
-    ("haproxy_cfg", {"chroot": "/var/lib/haproxy\n"}, "haproxy_cfg:chroot", "line break"),
-    ("haproxy_cfg", {"user": "root\n"}, "haproxy_cfg:user", "line break"),
-    ("haproxy_cfg", {"group": "root;id"}, "haproxy_cfg:group", "user or group name"),
-    ("haproxy_cfg", {"timeout": "10; id"}, "haproxy_cfg:timeout", "a number"),
-    ("haproxy_cfg", {"os_family": "Debian\n"}, "haproxy_cfg:os_family", "one of FreeBSD, Debian"),
-    ("clustercheck", {"bind": "0.0.0.0\n}\nservice evil\n{"}, "clustercheck:bind", "line break"),
-    ("clustercheck", {"bind": "0.0.0.0 only_from = 0.0.0.0/0"}, "clustercheck:bind", "IPv4 address"),
-    ("clustercheck", {"python": "/usr/bin/python3 -c import os"}, "clustercheck:python", "absolute path"),
-    ("clustercheck", {"python": "/usr/bin/python3\r"}, "clustercheck:python", "line break"),
-    ("clustercheck", {"socket": "/run/mysqld/mysqld.sock; id"}, "clustercheck:socket", "absolute path"),
-    ("clustercheck", {"probe": "/usr/local/bin/clustercheck\n"}, "clustercheck:probe", "line break"),
-    ("clustercheck", {"client": "/usr/bin/mariadb --x"}, "clustercheck:client", "absolute path"),
-    ("clustercheck", {"client_path": "/usr/bin:$HOME"}, "clustercheck:client_path", "PATH list"),
-    ("clustercheck", {"config": "/etc/clustercheck/c.cnf\n"}, "clustercheck:config", "line break"),
-    ("clustercheck", {"xinetd_service": "/etc/xinetd.d/c c"}, "clustercheck:xinetd_service", "absolute path"),
-    ("clustercheck", {"inetd_conf": "/etc/inetd.conf\r"}, "clustercheck:inetd_conf", "line break"),
-    ("clustercheck", {"services": "/etc/services\n"}, "clustercheck:services", "line break"),
-    ("clustercheck", {"hosts_allow": "/etc/hosts.allow x"}, "clustercheck:hosts_allow", "absolute path"),
-    ("clustercheck", {"inetd_rc": "/etc/rc.conf.d/inetd\n"}, "clustercheck:inetd_rc", "line break"),
-    ("clustercheck", {"maintenance_file": "/var/lib/c/m\r"}, "clustercheck:maintenance_file", "line break"),
-    ("clustercheck", {"shell": "/bin/sh -i"}, "clustercheck:shell", "absolute path"),
-    ("clustercheck", {"packages": ["xinetd", "mariadb-client\n"]}, "clustercheck:packages", "line break"),
-    ("clustercheck", {"daemon": "xinetd; id"}, "clustercheck:daemon", "one of xinetd, inetd"),
-    ("clustercheck", {"root_group": "wheel\n"}, "clustercheck:root_group", "line break"),
-    ("clustercheck", {"user": "clustercheck\n"}, "clustercheck:user", "line break"),
-    ("clustercheck", {"group": "clustercheck server = /bin/sh"}, "clustercheck:group", "user or group name"),
-    ("clustercheck", {"host": "db1\r"}, "clustercheck:host", "line break"),
-    ("clustercheck", {"port": "3306\n"}, "clustercheck:port", "a number"),
-    ("clustercheck", {"pair": "edge\n"}, "clustercheck:pair", "line break"),
-    ("lb_haproxy", {"init_defaults": "/etc/default/haproxy\n"}, "lb_haproxy:init_defaults", "line break"),
-    ("lb_haproxy", {"init_defaults": "/etc/default/haproxy x"}, "lb_haproxy:init_defaults", "absolute path"),
-    ("lb_haproxy", {"pkg": "haproxy\n    - name: evil"}, "lb_haproxy:pkg", "line break"),
-    ("lb_haproxy", {"unmanaged": "remove\n"}, "lb_haproxy:unmanaged", "one of remove, keep"),
-    ("lb_haproxy", {"nonlocal_bind": True}, "lb_haproxy:nonlocal_bind", "unknown setting"),
-    ("lb_routing", {"bgpctl": "/usr/local/sbin/bgpctl; id"}, "lb_routing:bgpctl", "absolute path"),
-    ("lb_routing", {"bird": "/etc/bird/bird.conf\n"}, "lb_routing:bird", "line break"),
+    ("carp", {"state_dir": "/x$(touch /tmp/p)"}, "lb_settings:carp:state_dir", "absolute path of [A-Za-z0-9_./+-]"),
+    ("carp", {"state_dir": "/var/lib/lb-carp\n"}, "lb_settings:carp:state_dir", "line break"),
+    ("carp", {"script_dir": "/usr/local/sbin x"}, "lb_settings:carp:script_dir", "absolute path"),
+    ("carp", {"run_dir": "/run/lb-carp\r"}, "lb_settings:carp:run_dir", "line break"),
+    ("carp", {"ucarp_bin": "/usr/sbin/ucarp;id"}, "lb_settings:carp:ucarp_bin", "absolute path"),
+    ("carp", {"keepalived_bin": "keepalived"}, "lb_settings:carp:keepalived_bin", "absolute path"),
+    ("carp", {"keepalived_config": "/etc/keepalived/k.conf\n"}, "lb_settings:carp:keepalived_config", "line break"),
+    ("carp", {"ucarp_dir": "/etc/`id`"}, "lb_settings:carp:ucarp_dir", "absolute path"),
+    ("carp", {"netif_file": "/etc/rc.conf.d/netif\r"}, "lb_settings:carp:netif_file", "line break"),
+    ("carp", {"loader_conf": "/boot/loader.conf $x"}, "lb_settings:carp:loader_conf", "absolute path"),
+    ("carp", {"rc_script": "/usr/local/etc/rc.d/x\n"}, "lb_settings:carp:rc_script", "line break"),
+    ("carp", {"rc_settings": "/etc/rc.conf.d/x y"}, "lb_settings:carp:rc_settings", "absolute path"),
+    ("carp", {"provider": "keepalived\n"}, "lb_settings:carp:provider", "one of keepalived, ucarp"),
+    ("carp", {"statedir": "/srv"}, "lb_settings:carp:statedir", "unknown setting"),
+    ("haproxy", {"binary": "/usr/sbin/haproxy -d"}, "lb_settings:haproxy:binary", "absolute path"),
+    ("haproxy", {"config": '/etc/haproxy/haproxy.cfg"\nEXTRAOPTS="-x'}, "lb_settings:haproxy:config", "line break"),
+    ("haproxy", {"master_socket": "/run/m.sock,mode,666"}, "lb_settings:haproxy:master_socket", "absolute path"),
+    ("haproxy", {"socket": "/run/haproxy/admin.sock\r"}, "lb_settings:haproxy:socket", "line break"),
+    ("haproxy", {"pidfile": "/run/$(id).pid"}, "lb_settings:haproxy:pidfile", "absolute path"),
+    ("haproxy", {"certs_dir": "/etc/haproxy/certs\n"}, "lb_settings:haproxy:certs_dir", "line break"),
+    ("haproxy", {"state_file": "/run/x y"}, "lb_settings:haproxy:state_file", "absolute path"),
+    ("haproxy", {"chroot": "/var/lib/haproxy\n"}, "lb_settings:haproxy:chroot", "line break"),
+    ("haproxy", {"user": "root\n"}, "lb_settings:haproxy:user", "line break"),
+    ("haproxy", {"group": "root;id"}, "lb_settings:haproxy:group", "user or group name"),
+    ("haproxy", {"timeout": "10; id"}, "lb_settings:haproxy:timeout", "a number"),
+    ("haproxy", {"os_family": "Debian\n"}, "lb_settings:haproxy:os_family", "one of FreeBSD, Debian"),
+    ("clustercheck", {"bind": "0.0.0.0\n}\nservice evil\n{"}, "lb_settings:clustercheck:bind", "line break"),
+    ("clustercheck", {"bind": "0.0.0.0 only_from = 0.0.0.0/0"}, "lb_settings:clustercheck:bind", "IPv4 address"),
+    ("clustercheck", {"python": "/usr/bin/python3 -c import os"}, "lb_settings:clustercheck:python", "absolute path"),
+    ("clustercheck", {"python": "/usr/bin/python3\r"}, "lb_settings:clustercheck:python", "line break"),
+    ("clustercheck", {"socket": "/run/mysqld/mysqld.sock; id"}, "lb_settings:clustercheck:socket", "absolute path"),
+    ("clustercheck", {"probe": "/usr/local/bin/clustercheck\n"}, "lb_settings:clustercheck:probe", "line break"),
+    ("clustercheck", {"client": "/usr/bin/mariadb --x"}, "lb_settings:clustercheck:client", "absolute path"),
+    ("clustercheck", {"client_path": "/usr/bin:$HOME"}, "lb_settings:clustercheck:client_path", "PATH list"),
+    ("clustercheck", {"config": "/etc/clustercheck/c.cnf\n"}, "lb_settings:clustercheck:config", "line break"),
+    ("clustercheck", {"xinetd_service": "/etc/xinetd.d/c c"}, "lb_settings:clustercheck:xinetd_service", "absolute path"),
+    ("clustercheck", {"inetd_conf": "/etc/inetd.conf\r"}, "lb_settings:clustercheck:inetd_conf", "line break"),
+    ("clustercheck", {"services": "/etc/services\n"}, "lb_settings:clustercheck:services", "line break"),
+    ("clustercheck", {"hosts_allow": "/etc/hosts.allow x"}, "lb_settings:clustercheck:hosts_allow", "absolute path"),
+    ("clustercheck", {"inetd_rc": "/etc/rc.conf.d/inetd\n"}, "lb_settings:clustercheck:inetd_rc", "line break"),
+    ("clustercheck", {"maintenance_file": "/var/lib/c/m\r"}, "lb_settings:clustercheck:maintenance_file", "line break"),
+    ("clustercheck", {"shell": "/bin/sh -i"}, "lb_settings:clustercheck:shell", "absolute path"),
+    ("clustercheck", {"packages": ["xinetd", "mariadb-client\n"]}, "lb_settings:clustercheck:packages", "line break"),
+    ("clustercheck", {"daemon": "xinetd; id"}, "lb_settings:clustercheck:daemon", "one of xinetd, inetd"),
+    ("clustercheck", {"root_group": "wheel\n"}, "lb_settings:clustercheck:root_group", "line break"),
+    ("clustercheck", {"user": "clustercheck\n"}, "lb_settings:clustercheck:user", "line break"),
+    ("clustercheck", {"group": "clustercheck server = /bin/sh"}, "lb_settings:clustercheck:group", "user or group name"),
+    ("clustercheck", {"host": "db1\r"}, "lb_settings:clustercheck:host", "line break"),
+    ("clustercheck", {"port": "3306\n"}, "lb_settings:clustercheck:port", "a number"),
+    ("clustercheck", {"pair": "edge\n"}, "lb_settings:clustercheck:pair", "line break"),
+    ("haproxy_sls", {"init_defaults": "/etc/default/haproxy\n"}, "lb_settings:haproxy_sls:init_defaults", "line break"),
+    ("haproxy_sls", {"init_defaults": "/etc/default/haproxy x"}, "lb_settings:haproxy_sls:init_defaults", "absolute path"),
+    ("haproxy_sls", {"pkg": "haproxy\n    - name: evil"}, "lb_settings:haproxy_sls:pkg", "line break"),
+    ("haproxy_sls", {"unmanaged": "remove\n"}, "lb_settings:haproxy_sls:unmanaged", "one of remove, keep"),
+    ("haproxy_sls", {"nonlocal_bind": True}, "lb_settings:haproxy_sls:nonlocal_bind", "unknown setting"),
+    ("routing", {"bgpctl": "/usr/local/sbin/bgpctl; id"}, "lb_settings:routing:bgpctl", "absolute path"),
+    ("routing", {"bird": "/etc/bird/bird.conf\n"}, "lb_settings:routing:bird", "line break"),
 ]
 
 
@@ -317,52 +317,64 @@ def test_settings_injection_is_refused_with_its_settings_path(key, mapping, path
 
 def test_every_settings_key_has_an_injection_case():
     covered = {c[2] for c in SETTINGS_INJECTIONS}
-    for key in ("lb_carp", "haproxy_cfg", "clustercheck", "lb_haproxy"):
-        missing = {f"{key}:{k}" for k in lb_settings.SCHEMAS[key]} - covered
+    for key in ("carp", "haproxy", "haproxy_sls", "clustercheck"):
+        missing = {f"lb_settings:{key}:{k}" for k in lb_settings.SCHEMAS[key]} - covered
         assert not missing, missing
 
 
 def test_valid_settings_pass_unchanged_and_the_defaults_still_apply():
     carp = {"state_dir": "/srv/lb-carp/", "keepalived_bin": "/opt/keepalived-2.2/sbin/keepalived", "provider": "ucarp"}
-    assert lb_settings.validate("lb_carp", carp) == carp
-    assert lb_settings.validate("lb_carp", None) == {}
-    paths = carp_common.settings("Linux", carp_common.override({"lb_carp": carp}))
+    assert lb_settings.validate("carp", carp) == carp
+    assert lb_settings.validate("carp", None) == {}
+    paths = carp_common.settings("Linux", carp_common.override({"lb_settings": {"carp": carp}}))
     assert paths["state_dir"] == "/srv/lb-carp" and paths["run_dir"] == lb_render_linux.CARP["run_dir"]
-    assert lb_settings.validate("lb_haproxy", {"pkg": "haproxy", "init_defaults": False, "unmanaged": "keep"})
+    assert lb_settings.validate("haproxy_sls", {"pkg": "haproxy", "init_defaults": False, "unmanaged": "keep"})
     assert lb_settings.validate("clustercheck", {"bind": "10.4.4.11", "port": 9200, "packages": ["xinetd", "mariadb-client"], "host": None})
 
 
 def test_carp_override_refuses_an_unsafe_state_dir_before_anything_renders():
-    with pytest.raises(lb_settings.SettingsError, match=r"^lb_carp:state_dir: "):
-        carp_common.override({}, {"lb_carp": {"state_dir": "/x$(touch /tmp/p)"}})
+    with pytest.raises(lb_settings.SettingsError, match=r"^lb_settings:carp:state_dir: "):
+        carp_common.override({}, {"lb_settings": {"carp": {"state_dir": "/x$(touch /tmp/p)"}}})
     # a provider module's __virtual__ still reads the provider
-    assert carp_common.raw_override({"lb_carp": {"state_dir": "/x$(id)"}}) == {"state_dir": "/x$(id)"}
+    assert carp_common.raw_override({"lb_settings": {"carp": {"state_dir": "/x$(id)"}}}) == {"state_dir": "/x$(id)"}
 
 
 def test_renderers_refuse_what_their_language_cannot_hold(seed_model):
     pair = seed_model["pairs"]["edge"]
-    with pytest.raises(lb_grammar.GrammarError, match="lb_carp:state_dir"):
+    with pytest.raises(lb_grammar.GrammarError, match="lb_settings:carp:state_dir"):
         lb_boot.freebsd_maintenance_settings("#", "/x$(touch /tmp/p)")
-    with pytest.raises(lb_grammar.GrammarError, match="lb_carp:state_dir"):
+    with pytest.raises(lb_grammar.GrammarError, match="lb_settings:carp:state_dir"):
         lb_render_linux.render_keepalived(pair, "lb-a", state_dir="/var/lib/lb carp")
     with pytest.raises(lb_grammar.GrammarError, match="events_dir"):
         carp_events.hook_config("lb-a", "/usr/bin/salt-call", "/etc/salt", "/var/lib/x\nid", "keepalived", {4: ("eth1", "10.2.2.4/24")})
     with pytest.raises(lb_grammar.GrammarError, match="minion id"):
         carp_events.hook_config("lb-a$(id)", "/usr/bin/salt-call", "/etc/salt", "/var/lib/x", "keepalived", {})
-    with pytest.raises(lb_grammar.GrammarError, match="lb_routing:bgpctl"):
+    with pytest.raises(lb_grammar.GrammarError, match="lb_settings:routing:bgpctl"):
         lb_routing.hook_config("FreeBSD", {}, {"bgpctl": "/usr/local/sbin/bgpctl `id`"})
     with pytest.raises(lb_grammar.GrammarError):
         lb_grammar.bird_string('hn1"; import all; "')
-    with pytest.raises(ValueError, match="clustercheck:bind"):
+    with pytest.raises(ValueError, match="lb_settings:clustercheck:bind"):
         lb_probe.params("Debian", {"bind": "0.0.0.0\n}\nservice evil"})
 
 
-def test_findings_checks_every_settings_key_of_a_pillar():
-    """What the pillar gate calls: every settings key of a compiled pillar."""
-    pillar = {"lb": {}, "lb_carp": {"state_dir": "/x$(id)"}, "haproxy_cfg": {"binary": "/usr/sbin/haproxy"}, "clustercheck": "db"}
+def test_findings_checks_every_settings_section_of_a_pillar():
+    """What the pillar gate calls: the settings of a compiled pillar, every
+    section, and the keys of earlier releases named with where they moved."""
+    pillar = {
+        "lb": {},
+        "lb_settings": {"carp": {"state_dir": "/x$(id)"}, "haproxy": {"binary": "/usr/sbin/haproxy"}, "clustercheck": "db", "carpp": {}},
+    }
     assert lb_settings.findings(pillar) == [
-        ("lb_carp:state_dir", "'/x$(id)' is not an absolute path of [A-Za-z0-9_./+-]"),
-        ("clustercheck", "must be a mapping, got str"),
+        ("lb_settings:carp:state_dir", "'/x$(id)' is not an absolute path of [A-Za-z0-9_./+-]"),
+        ("lb_settings:clustercheck", "must be a mapping, got str"),
+        ("lb_settings:carpp", "unknown section (known: carp, routing, haproxy, haproxy_sls, clustercheck)"),
+    ]
+    assert lb_settings.findings({"lb_carp": {"state_dir": "/srv/c"}, "lb_haproxy": {}}) == [
+        ("lb_carp", "moved to lb_settings:carp (CHANGELOG.md)"),
+        ("lb_haproxy", "moved to lb_settings:haproxy_sls (CHANGELOG.md)"),
+    ]
+    assert lb_settings.findings({"lb_settings": "x"}) == [
+        ("lb_settings", "must be a mapping of carp, routing, haproxy, haproxy_sls, clustercheck, got str")
     ]
 
 

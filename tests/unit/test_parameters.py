@@ -39,10 +39,10 @@ def test_of_merges_the_defaults_and_hands_out_copies():
 
 def test_the_override_keys_can_set_what_the_map_holds():
     schemas = lb_settings.SCHEMAS
-    assert lb_parameters.keys("carp") <= set(schemas["lb_carp"])
-    assert lb_parameters.keys("routing") - {"hook_conf"} <= set(schemas["lb_routing"])  # hook_conf: beside the hook
+    assert lb_parameters.keys("carp") <= set(schemas["carp"])
+    assert lb_parameters.keys("routing") - {"hook_conf"} <= set(schemas["routing"])  # hook_conf: beside the hook
     assert lb_parameters.keys("probe") <= set(schemas["clustercheck"])
-    assert lb_parameters.keys("haproxy") == set(schemas["lb_haproxy"])  # no key that does nothing
+    assert lb_parameters.keys("haproxy_sls") == set(schemas["haproxy_sls"])  # no key that does nothing
 
 
 def test_no_other_module_holds_a_path_of_the_map():
@@ -65,22 +65,34 @@ def test_no_other_module_holds_a_path_of_the_map():
     assert found == [], "read it from lb_parameters"
 
 
-def test_every_settings_key_is_read_one_way_first_source_wins_whole():
-    opts, grains, pillar = {}, {"lb_carp": {"provider": "ucarp"}}, {"lb_carp": {"state_dir": "/srv/c"}, "lb_haproxy": {"unmanaged": "keep"}}
-    # the grain's mapping wins whole: the pillar's state_dir is not merged in
-    assert lb_settings.lookup("lb_carp", opts, grains, pillar) == {"provider": "ucarp"}
-    assert lb_settings.lookup("lb_haproxy", opts, grains, pillar) == {"unmanaged": "keep"}
-    assert lb_settings.lookup("lb_routing", opts, grains, pillar) == {}
-    with pytest.raises(lb_settings.SettingsError, match=r"^clustercheck:socket: "):
-        lb_settings.lookup("clustercheck", {"clustercheck": {"socket": "/run/x\n"}}, grains, pillar)
+def test_every_section_is_read_one_way_first_source_wins_it_whole():
+    opts = {}
+    grains = {"lb_settings": {"carp": {"provider": "ucarp"}}}
+    pillar = {"lb_settings": {"carp": {"state_dir": "/srv/c"}, "haproxy_sls": {"unmanaged": "keep"}}}
+    # the grain's section wins whole: the pillar's state_dir is not merged in
+    assert lb_settings.lookup("carp", opts, grains, pillar) == {"provider": "ucarp"}
+    # a section the grain does not set comes from the pillar
+    assert lb_settings.lookup("haproxy_sls", opts, grains, pillar) == {"unmanaged": "keep"}
+    assert lb_settings.lookup("routing", opts, grains, pillar) == {}
+    with pytest.raises(lb_settings.SettingsError, match=r"^lb_settings:clustercheck:socket: "):
+        lb_settings.lookup("clustercheck", {"lb_settings": {"clustercheck": {"socket": "/run/x\n"}}}, grains, pillar)
+    # a wrong section anywhere in the source that is read is an error too
+    with pytest.raises(lb_settings.SettingsError, match=r"^lb_settings:routng: unknown section"):
+        lb_settings.lookup("carp", {"lb_settings": {"routng": {}, "carp": {}}})
+    # a key of an earlier release, wherever it is, names where it moved
+    with pytest.raises(lb_settings.SettingsError, match=r"^lb_carp: moved to lb_settings:carp"):
+        lb_settings.lookup("haproxy", opts, grains, dict(pillar, lb_carp={"state_dir": "/srv/c"}))
+    # what a provider's __virtual__ reads: never raises
+    assert lb_settings.raw("carp", {"lb_settings": "x"}, grains) == {"provider": "ucarp"}
 
 
-def test_no_module_reads_a_settings_key_another_way():
-    """config.get, pillar.get or a .get of one of the keys: only
-    lb_settings.lookup (and carp_common.raw_override, the unchecked read a
-    provider's __virtual__ makes, and the carp grain, which loads before
-    the pillar and the synced utils)."""
-    allowed = {"_utils/lb_settings.py", "_utils/carp_common.py", "_grains/carp.py"}
+def test_no_module_reads_the_settings_another_way():
+    """config.get, pillar.get or a .get of the settings key (or one of the
+    keys it replaced): only lb_settings (lookup, and raw for a provider's
+    __virtual__), and the carp grain, which loads before the pillar and the
+    synced utils."""
+    allowed = {"_utils/lb_settings.py", "_grains/carp.py"}
+    keys = {lb_settings.KEY, *lb_settings.MOVED}
     found = []
     for d in ("_modules", "_states", "_utils", "_runners", "_wrapper", "_beacons", "_engines", "_grains"):
         for path in sorted(pathlib.Path(REPO, d).glob("*.py")):
@@ -92,9 +104,9 @@ def test_no_module_reads_a_settings_key_another_way():
                 getter = (isinstance(f, ast.Attribute) and f.attr == "get") or (
                     isinstance(f, ast.Subscript) and isinstance(f.slice, ast.Constant) and f.slice.value in ("config.get", "pillar.get")
                 )
-                if getter and node.args[0].value in lb_settings.KEYS and rel not in allowed:
+                if getter and node.args[0].value in keys and rel not in allowed:
                     found.append(f"{rel}:{node.lineno}")
     for path in pathlib.Path(REPO, "salt").rglob("*.jinja"):
-        if any(f'"{k}"' in path.read_text() or f"'{k}'" in path.read_text() for k in lb_settings.KEYS):
+        if any(f'"{k}"' in path.read_text() or f"'{k}'" in path.read_text() for k in keys):
             found.append(str(path))
     assert found == []

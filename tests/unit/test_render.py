@@ -295,7 +295,7 @@ def test_keepalived_gives_up_the_vips_while_haproxy_does_not_run(lab_model):
         assert "weight -101" in script and "interval 1" in script
     pair = lab_model["pairs"]["edge"]
     assert lb_render_linux.hold_weight(pair, "lb-a") == lb_render_linux.hold_weight(pair, "lb-b") == 101
-    with pytest.raises(lb_grammar.GrammarError, match="haproxy_cfg:pidfile"):
+    with pytest.raises(lb_grammar.GrammarError, match="lb_settings:haproxy:pidfile"):
         lb_render_linux.render_keepalived(pair, "lb-a", haproxy_pidfile="/run/h a.pid")
 
 

@@ -90,7 +90,7 @@ def configure_loader_modules(fake, paths, pillar, tmp_path):
     mods = {
         routing: {
             "__salt__": salt,
-            "__opts__": {"id": "lb-a", "lb_routing": paths, "lb_carp": {"state_dir": str(tmp_path / "carp")}, "test": False},
+            "__opts__": {"id": "lb-a", "lb_settings": {"routing": paths, "carp": {"state_dir": str(tmp_path / "carp")}}, "test": False},
             "__grains__": grains,
             "__pillar__": pillar,
         }

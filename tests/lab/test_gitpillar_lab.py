@@ -237,7 +237,9 @@ def test_a_pushed_backend_reaches_haproxy_on_both_nodes_with_no_failed_request(r
     done = _push(_plain(), f"remove {NEW_SERVER} from {POOL}")
     assert done.returncode == 0, done.stdout + done.stderr
     for minion in LBS:
-        assert _servers(minion, backend) == before[minion]
+        # the hook's own account of the push in the message: once (a
+        # fresh-clone run) this push's hook applied nothing, and why was lost
+        assert _servers(minion, backend) == before[minion], done.stdout + done.stderr
 
 
 def _assert_rejected(text: str, message: str, *needles: str) -> str:
